@@ -1,0 +1,136 @@
+"""Shared fixtures for pillarbox's tests.
+
+Every test drives the real programs in bin/ with MAILROOT pointing at an instance made in a
+temporary directory by `mail-instance create`. Servers started by a test are stopped by it.
+"""
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "bin")
+SANITIZE = os.environ.get("SANITIZE") == "1"
+
+
+def prog(name):
+    return os.path.join(BIN, name)
+
+
+def base_env(**extra):
+    env = dict(os.environ)
+    env["PATH"] = BIN + ":" + env.get("PATH", "/usr/bin:/bin")
+    env.pop("MAILROOT", None)
+    if SANITIZE:
+        env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
+    env.update(extra)
+    return env
+
+
+def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
+    """Polls pred() until it returns a true value, or fails the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def envelope(sender, *rcpts):
+    """The qmail-queue envelope: F sender NUL, T rcpt NUL ..., NUL."""
+    b = b"F" + sender.encode() + b"\0"
+    for r in rcpts:
+        b += b"T" + r.encode() + b"\0"
+    return b + b"\0"
+
+
+class Instance:
+    def __init__(self, root):
+        self.root = str(root)
+        self.env = base_env(MAILROOT=self.root)
+
+    def path(self, *p):
+        return os.path.join(self.root, *p)
+
+    def run(self, name, *args, input=None, env=None, timeout=30, check=False, **kw):
+        e = dict(self.env)
+        if env:
+            e.update(env)
+        return subprocess.run([prog(name)] + [str(a) for a in args], input=input, env=e,
+                              capture_output=True, timeout=timeout, check=check, **kw)
+
+    def add_user(self, address, password="secret", *extra):
+        r = self.run("mail-user", "add", address, *extra, input=(password + "\n").encode())
+        assert r.returncode == 0, r.stderr
+        return r
+
+    def add_alias(self, address, *targets):
+        r = self.run("mail-alias", "add", address, *targets)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    def add_domain(self, domain):
+        r = self.run("mail-domain", "add", domain)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    def control(self, name, value):
+        with open(self.path("control", name), "w") as f:
+            f.write(value if value.endswith("\n") else value + "\n")
+
+    def inject(self, message, sender, *rcpts, env=None):
+        """Runs queue-inject the qmail-queue way: message on fd 0, envelope on fd 1."""
+        r_env, w_env = os.pipe()
+        e = dict(self.env)
+        if env:
+            e.update(env)
+        p = subprocess.Popen([prog("queue-inject")], stdin=subprocess.PIPE, stdout=r_env,
+                             stderr=subprocess.PIPE, env=e)
+        os.close(r_env)
+        data = message if isinstance(message, bytes) else message.encode()
+        try:
+            p.stdin.write(data)
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            os.write(w_env, envelope(sender, *rcpts))
+        except BrokenPipeError:
+            pass
+        os.close(w_env)
+        err = p.stderr.read()
+        rc = p.wait(timeout=30)
+        return rc, err
+
+    def maildir(self, address):
+        local, domain = address.lower().split("@")
+        return self.path("mail", domain, local)
+
+    def messages(self, address, sub="new"):
+        d = os.path.join(self.maildir(address), sub)
+        out = []
+        for n in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            with open(os.path.join(d, n), "rb") as f:
+                out.append(f.read())
+        return out
+
+
+@pytest.fixture
+def instance(tmp_path):
+    root = tmp_path / "inst"
+    r = subprocess.run([prog("mail-instance"), "create", str(root), "--hostname", "mx.example.test",
+                        "--domain", "example.test"], env=base_env(), capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    return Instance(root)

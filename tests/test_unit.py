@@ -1,0 +1,32 @@
+"""C unit tests of lib/: each tests/unit/NAME.c is a program linked with libpillarbox.a that
+exits 0 when all its checks pass and prints what failed otherwise."""
+import glob
+import os
+import subprocess
+
+import pytest
+
+from conftest import ROOT, SANITIZE
+
+UNITS = sorted(glob.glob(os.path.join(ROOT, "tests", "unit", "*.c")))
+
+
+def build(src):
+    out = src[:-2] + ".bin"
+    cflags = ["-std=c99", "-D_POSIX_C_SOURCE=200809L", "-D_XOPEN_SOURCE=700", "-Wall", "-Wextra",
+              "-Werror", "-g", "-I" + os.path.join(ROOT, "lib"),
+              '-DMAILROOT_DEFAULT="/nonexistent"']
+    if SANITIZE:
+        cflags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    libs = [os.path.join(ROOT, "lib", "libpillarbox.a"), "-l:libcdb.a", "-l:libbearssl.a",
+            "-l:libskarnet.a", "-lcrypt", "-lresolv"]
+    subprocess.run(["cc"] + cflags + ["-o", out, src] + libs, check=True, timeout=120)
+    return out
+
+
+@pytest.mark.parametrize("src", UNITS, ids=[os.path.basename(u)[:-2] for u in UNITS])
+def test_unit(src, tmp_path):
+    exe = build(src)
+    r = subprocess.run([exe], cwd=tmp_path, capture_output=True, timeout=120,
+                       env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+    assert r.returncode == 0, (r.stdout + r.stderr).decode(errors="replace")
