@@ -1,0 +1,199 @@
+"""mx-resolve against a dnsmasq on a loopback port: MX order, implicit MX, null MX, CNAME,
+NXDOMAIN, a dead zone, a server that never answers, malformed answers, address literals."""
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import base_env, prog
+from outbound_helpers import Dnsmasq, free_udp_port
+
+RECORDS = [
+    "--mx-host=mx.test,mx1.mx.test,10",
+    "--mx-host=mx.test,mx2.mx.test,20",
+    "--mx-host=mx.test,mx3.mx.test,20",
+    "--host-record=mx1.mx.test,127.0.0.2",
+    "--host-record=mx2.mx.test,127.0.0.3,::1",
+    "--host-record=mx3.mx.test,127.0.0.4",
+    "--mx-host=null.test,.,0",
+    "--host-record=impl.test,127.0.0.5",
+    "--host-record=impl6.test,::1",
+    "--cname=alias.test,mx.test",
+    "--mx-host=cnamemx.test,www.cnamemx.test,5",
+    "--cname=www.cnamemx.test,real.cnamemx.test",
+    "--host-record=real.cnamemx.test,127.0.0.6",
+    "--mx-host=noaddr.test,ghost.noaddr.test,10",
+    "--mx-host=half.test,ghost.half.test,10",
+    "--mx-host=half.test,ok.half.test,20",
+    "--host-record=ok.half.test,127.0.0.7",
+]
+
+
+@pytest.fixture(scope="module")
+def dns():
+    d = Dnsmasq(*RECORDS)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def resolve(env, domain, timeout=30):
+    return subprocess.run([prog("mx-resolve"), domain], env=base_env(**env), capture_output=True,
+                          timeout=timeout)
+
+
+def lines(r):
+    return [l.split(" ") for l in r.stdout.decode().splitlines()]
+
+
+def test_mx_order_and_addresses(dns):
+    r = resolve(dns.env, "mx.test")
+    assert r.returncode == 0, r.stderr
+    out = lines(r)
+    assert out[0] == ["10", "mx1.mx.test", "127.0.0.2"]
+    prefs = [int(l[0]) for l in out]
+    assert prefs == sorted(prefs)
+    rest = [tuple(l) for l in out[1:]]
+    assert sorted(rest) == sorted([("20", "mx2.mx.test", "::1"), ("20", "mx2.mx.test", "127.0.0.3"),
+                                   ("20", "mx3.mx.test", "127.0.0.4")])
+    # IPv6 before IPv4 for one host
+    hosts = [l[1] for l in out]
+    i6 = [i for i, l in enumerate(out) if l[2] == "::1"][0]
+    i4 = [i for i, l in enumerate(out) if l[2] == "127.0.0.3"][0]
+    assert i6 < i4 and hosts.count("mx2.mx.test") == 2
+
+
+def test_equal_preferences_are_shuffled(dns):
+    firsts = set()
+    for _ in range(40):
+        r = resolve(dns.env, "mx.test")
+        assert r.returncode == 0
+        firsts.add(lines(r)[1][1])
+        if len(firsts) == 2:
+            break
+    assert firsts == {"mx2.mx.test", "mx3.mx.test"}
+
+
+def test_implicit_mx(dns):
+    r = resolve(dns.env, "impl.test")
+    assert r.returncode == 0, r.stderr
+    assert lines(r) == [["0", "impl.test", "127.0.0.5"]]
+    r = resolve(dns.env, "impl6.test")
+    assert r.returncode == 0, r.stderr
+    assert lines(r) == [["0", "impl6.test", "::1"]]
+
+
+def test_null_mx_is_permanent(dns):
+    r = resolve(dns.env, "null.test")
+    assert r.returncode == 100
+    assert b"null MX" in r.stderr and r.stdout == b""
+
+
+def test_nxdomain_is_permanent(dns):
+    r = resolve(dns.env, "nosuch.test")
+    assert r.returncode == 100
+    assert b"NXDOMAIN" in r.stderr
+
+
+def test_cname_to_domain_and_mx_target(dns):
+    r = resolve(dns.env, "alias.test")
+    assert r.returncode == 0, r.stderr
+    assert lines(r)[0] == ["10", "mx1.mx.test", "127.0.0.2"]
+    r = resolve(dns.env, "cnamemx.test")
+    assert r.returncode == 0, r.stderr
+    assert lines(r) == [["5", "www.cnamemx.test", "127.0.0.6"]]
+
+
+def test_mx_host_without_address(dns):
+    r = resolve(dns.env, "noaddr.test")
+    assert r.returncode == 100, r.stderr
+    r = resolve(dns.env, "half.test")
+    assert r.returncode == 0, r.stderr
+    assert lines(r) == [["20", "ok.half.test", "127.0.0.7"]]
+
+
+def test_dead_zone_is_temporary(dns):
+    t = time.monotonic()
+    r = resolve(dns.env, "dead.test")
+    assert r.returncode == 111, r.stderr
+    assert time.monotonic() - t < 20
+
+
+def test_literals_resolve_to_themselves(dns):
+    r = resolve(dns.env, "[127.0.0.9]")
+    assert r.returncode == 0 and lines(r) == [["0", "[127.0.0.9]", "127.0.0.9"]]
+    r = resolve(dns.env, "[IPv6:::1]")
+    assert r.returncode == 0 and lines(r) == [["0", "[IPv6:::1]", "::1"]]
+    for bad in ("[127.0.0.300]", "[IPv6:zz::1]", "[]"):
+        assert resolve(dns.env, bad).returncode == 100, bad
+
+
+def test_bad_names_and_usage(dns):
+    for bad in ("a..b", "-x.test", "a b.test", "x" * 300 + ".test"):
+        r = resolve(dns.env, bad)
+        if bad == "-x.test":
+            assert r.returncode == 100  # an option: usage
+        else:
+            assert r.returncode == 100 and b"invalid" in r.stderr, bad
+    assert subprocess.run([prog("mx-resolve")], env=base_env(), capture_output=True,
+                          timeout=10).returncode == 100
+    r = resolve({"PILLARBOX_DNS": "not-an-ip"}, "mx.test")
+    assert r.returncode == 111 and b"PILLARBOX_DNS" in r.stderr
+
+
+class FakeDns:
+    """A UDP 'DNS server' that either never answers or answers with a given mangling."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+        self.stopping = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stopping:
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except OSError:
+                continue
+            self.queries += 1
+            if self.mode == "silent":
+                continue
+            qid = q[:2]
+            question = q[12:]
+            if self.mode == "servfail":
+                hdr = qid + struct.pack(">HHHHH", 0x8182, 1, 0, 0, 0)
+                self.sock.sendto(hdr + question, peer)
+            elif self.mode == "malformed":
+                # Claims one MX answer whose rdata runs past the end of the packet.
+                hdr = qid + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0)
+                ans = b"\xc0\x0c" + struct.pack(">HHIH", 15, 1, 60, 40) + b"\x00\x0a\x03abc"
+                self.sock.sendto(hdr + question + ans, peer)
+
+    def stop(self):
+        self.stopping = True
+        self.t.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode", ["silent", "servfail", "malformed"])
+def test_broken_servers_are_temporary(mode):
+    f = FakeDns(mode)
+    try:
+        t = time.monotonic()
+        r = resolve({"PILLARBOX_DNS": "127.0.0.1:%d" % f.port, "PILLARBOX_DNS_TIMEOUT": "1"},
+                    "example.test")
+        assert r.returncode == 111, (r.returncode, r.stderr)
+        assert f.queries >= 1
+        assert time.monotonic() - t < 20
+    finally:
+        f.stop()
