@@ -1,0 +1,116 @@
+/* smtp: the server side grammar of SMTP (RFC 5321), as pure functions over byte ranges.
+ *
+ * It owns: splitting a command line into a verb and its argument; parsing MAIL FROM / RCPT TO
+ * (the path through lib/addr, then the ESMTP parameters); writing replies with their enhanced
+ * status codes (RFC 2034, RFC 3463); and the DATA / BDAT byte state machine that finds the end
+ * of data (CRLF "." CRLF and nothing else), undoes dot-stuffing, turns CRLF into LF and notes
+ * every bare CR or bare LF. Nothing here does I/O or reads past the lengths it is given.
+ */
+#ifndef PILLARBOX_SMTP_H
+#define PILLARBOX_SMTP_H
+
+#include <stddef.h>
+#include <skalibs/stralloc.h>
+
+/* Verbs */
+#define SMTP_V_UNKNOWN 0
+#define SMTP_V_HELO 1
+#define SMTP_V_EHLO 2
+#define SMTP_V_MAIL 3
+#define SMTP_V_RCPT 4
+#define SMTP_V_DATA 5
+#define SMTP_V_BDAT 6
+#define SMTP_V_RSET 7
+#define SMTP_V_NOOP 8
+#define SMTP_V_QUIT 9
+#define SMTP_V_VRFY 10
+#define SMTP_V_EXPN 11
+#define SMTP_V_HELP 12
+#define SMTP_V_STARTTLS 13
+#define SMTP_V_AUTH 14
+
+typedef struct smtp_cmd_s smtp_cmd;
+struct smtp_cmd_s {
+  int verb;         /* SMTP_V_* */
+  char const *arg;  /* the argument: after the verb and its spaces, trailing spaces dropped */
+  size_t arglen;
+};
+
+/* Splits line[0..len) (without its CRLF or LF) into verb and argument. Verbs are matched
+ * without regard to case. Returns 1, or 0 if the line holds a NUL or another control byte
+ * other than TAB (the verb is still filled in). */
+int smtp_parse_cmd(char const *line, size_t len, smtp_cmd *c);
+
+/* Parameters of MAIL FROM and RCPT TO. */
+#define SMTP_PARAMS_MAX 16          /* more than this: syntax error */
+#define SMTP_BODY_NONE 0
+#define SMTP_BODY_7BIT 1
+#define SMTP_BODY_8BITMIME 2
+
+typedef struct smtp_mailparams_s smtp_mailparams;
+struct smtp_mailparams_s {
+  unsigned long long size; /* SIZE=, 0 if absent */
+  int has_size;
+  int body;                /* SMTP_BODY_* */
+  int smtputf8;            /* SMTPUTF8 given */
+  int postmaster;          /* RCPT TO:<postmaster> without a domain */
+  int addrerr;             /* the ADDR_E* code when SMTP_EADDR is returned */
+};
+
+/* Results of smtp_parse_mail / smtp_parse_rcpt (negative: refused). */
+#define SMTP_OK 0
+#define SMTP_ESYNTAX (-1)  /* no "FROM:" / "TO:", garbage: 501 5.5.4 */
+#define SMTP_EADDR (-2)    /* the path is refused by lib/addr: 501 5.1.7 (MAIL) / 5.1.3 (RCPT) */
+#define SMTP_EPARAM (-3)   /* unknown or unsupported parameter: 555 5.5.4 */
+#define SMTP_EPARAMVAL (-4) /* bad parameter value: 501 5.5.4 */
+#define SMTP_ENOMEM (-5)
+
+/* Parses the argument of MAIL ("FROM:<path> params"). Liberal about a space after the colon
+ * and the case of keywords. Accepts SIZE=n, BODY=7BIT|8BITMIME, SMTPUTF8, AUTH=xtext|<>.
+ * On SMTP_OK, addr holds the mailbox (empty for "<>"). */
+int smtp_parse_mail(char const *arg, size_t len, stralloc *addr, smtp_mailparams *p);
+
+/* Parses the argument of RCPT ("TO:<path>"). No parameters are supported. "<postmaster>"
+ * (any case) is accepted with p->postmaster set and addr = "postmaster"; the caller adds the
+ * domain. flags: ADDR_UTF8 when the transaction has SMTPUTF8. */
+int smtp_parse_rcpt(char const *arg, size_t len, unsigned int flags, stralloc *addr,
+                    smtp_mailparams *p);
+
+/* Parses a BDAT argument "SIZE [LAST]". Returns 1 with *n and *last set, 0 on bad syntax.
+ * Sizes over max are a syntax error. */
+int smtp_parse_bdat(char const *arg, size_t len, unsigned long long max, unsigned long long *n,
+                    int *last);
+
+/* Appends one reply line "CODE ECODE TEXT\r\n" to out; with more != 0 the separator after
+ * CODE is '-' (a line of a multi-line reply). ecode may be NULL (the greeting has none).
+ * Control bytes in text are replaced by '?'. Returns 1, or 0 on allocation failure. */
+int smtp_reply(stralloc *out, unsigned int code, char const *ecode, char const *text, int more);
+
+/* The DATA / BDAT byte state machine. */
+#define SMTP_DATA_BARECR 1  /* a CR not followed by LF was seen */
+#define SMTP_DATA_BARELF 2  /* an LF not preceded by CR was seen */
+
+typedef struct smtp_data_s smtp_data;
+struct smtp_data_s {
+  unsigned int state;  /* internal */
+  unsigned int flags;  /* SMTP_DATA_* seen so far */
+  int bdat;            /* 1: BDAT mode, no dot handling and no end marker */
+};
+#define SMTP_DATA_ZERO {0, 0, 0}
+
+/* Starts a DATA body (just after the CRLF that ended the DATA command) or, with bdat != 0,
+ * a BDAT message (state carries over between chunks of one message). */
+void smtp_data_init(smtp_data *d, int bdat);
+
+/* Consumes in[0..inlen) and writes the message bytes (LF line ends, dots unstuffed) to out,
+ * which must have room for inlen + 2 bytes; *outlen is set to the bytes written. Returns the
+ * number of input bytes consumed: all of them, or (DATA mode) fewer when the end of data was
+ * reached, in which case *done is set to 1 and the rest of in belongs to the next command. */
+size_t smtp_data_scan(smtp_data *d, char const *in, size_t inlen, char *out, size_t *outlen,
+                      int *done);
+
+/* Ends a BDAT message (after its LAST chunk): flushes a pending CR into out (room for 1 byte)
+ * and notes it as bare. Returns the number of bytes written to out (0 or 1). */
+size_t smtp_data_finish(smtp_data *d, char *out);
+
+#endif
