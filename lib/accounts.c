@@ -1,0 +1,469 @@
+/* accounts: see accounts.h. Record formats: doc/formats.md. */
+#include <errno.h>
+#include <stdint.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <skalibs/allreadwrite.h>
+#include <skalibs/djbunix.h>
+#include <skalibs/stralloc.h>
+#include <skalibs/strerr.h>
+#include <skalibs/types.h>
+#include <skalibs/uint64.h>
+
+#include "accounts.h"
+#include "addr.h"
+#include "cdbmake.h"
+#include "control.h"
+#include "lookup.h"
+
+extern char const *PROG;
+
+char const *accounts_name(int kind)
+{
+  return kind == ACCT_DOMAINS ? "domains" : kind == ACCT_USERS ? "users" : "aliases";
+}
+
+static int is_blank(char c)
+{
+  return c == ' ' || c == '\t';
+}
+
+static void trim(char const **s, size_t *n)
+{
+  while (*n && is_blank(**s)) {
+    (*s)++;
+    (*n)--;
+  }
+  while (*n && is_blank((*s)[*n - 1])) (*n)--;
+}
+
+/* Offset of the first ':' outside a quoted local part, or n. */
+static size_t colon(char const *s, size_t n)
+{
+  size_t i;
+  int q = 0;
+  for (i = 0; i < n; i++) {
+    if (q) {
+      if (s[i] == '\\' && i + 1 < n) i++;
+      else if (s[i] == '"') q = 0;
+    } else if (s[i] == '"')
+      q = 1;
+    else if (s[i] == ':')
+      return i;
+  }
+  return n;
+}
+
+/* A domain alone: checked as the domain of "x@domain". */
+static int domain_ok(char const *d, size_t n)
+{
+  char buf[ADDR_DOMAIN_MAX + 3];
+  if (!n || n > ADDR_DOMAIN_MAX) return 0;
+  buf[0] = 'x';
+  buf[1] = '@';
+  memcpy(buf + 2, d, n);
+  return addr_check_mailbox(buf, n + 2, ADDR_UTF8) == ADDR_OK;
+}
+
+int accounts_next_target(char const *s, size_t len, size_t *pos, char const **t, size_t *tn)
+{
+  size_t i = *pos, start;
+  int q = 0;
+  while (i < len && (is_blank(s[i]) || s[i] == ',')) i++;
+  if (i >= len) {
+    *pos = i;
+    return 0;
+  }
+  start = i;
+  for (; i < len; i++) {
+    if (q) {
+      if (s[i] == '\\' && i + 1 < len) i++;
+      else if (s[i] == '"') q = 0;
+    } else if (s[i] == '"')
+      q = 1;
+    else if (s[i] == ',')
+      break;
+  }
+  *t = s + start;
+  *tn = i - start;
+  trim(t, tn);
+  *pos = i;
+  return 1;
+}
+
+int accounts_parse(int kind, char const *s, size_t n, acct_rec *r, char const **why)
+{
+  size_t c;
+  memset(r, 0, sizeof *r);
+  trim(&s, &n);
+  if (kind == ACCT_DOMAINS) {
+    if (!domain_ok(s, n)) {
+      *why = "not a domain name";
+      return 0;
+    }
+    r->key = s;
+    r->keylen = n;
+    return 1;
+  }
+  c = colon(s, n);
+  if (c == n) {
+    *why = "no ':' after the address";
+    return 0;
+  }
+  r->key = s;
+  r->keylen = c;
+  trim(&r->key, &r->keylen);
+  if (kind == ACCT_USERS) {
+    char const *f = s + c + 1;
+    size_t fn = n - c - 1, k, start, field = 0;
+    char const *fs[3];
+    size_t fl[3];
+    if (addr_check_mailbox(r->key, r->keylen, ADDR_UTF8) != ADDR_OK) {
+      *why = "not a valid address";
+      return 0;
+    }
+    for (k = 0, start = 0; k <= fn; k++) {
+      if (k == fn || f[k] == ':') {
+        if (field >= 3) {
+          *why = "too many fields (address:hash:maildir:quota)";
+          return 0;
+        }
+        fs[field] = f + start;
+        fl[field] = k - start;
+        field++;
+        start = k + 1;
+      }
+    }
+    if (field != 3) {
+      *why = "too few fields (address:hash:maildir:quota)";
+      return 0;
+    }
+    r->hash = fs[0];
+    r->hashlen = fl[0];
+    trim(&r->hash, &r->hashlen);
+    for (k = 0; k < r->hashlen; k++)
+      if ((unsigned char)r->hash[k] <= ' ' || (unsigned char)r->hash[k] >= 127) {
+        *why = "bad character in password hash";
+        return 0;
+      }
+    r->maildir = fs[1];
+    r->maildirlen = fl[1];
+    trim(&r->maildir, &r->maildirlen);
+    if (!r->maildirlen) {
+      *why = "empty maildir";
+      return 0;
+    }
+    for (k = 0; k < r->maildirlen; k++)
+      if ((unsigned char)r->maildir[k] < ' ' || r->maildir[k] == 127) {
+        *why = "control character in maildir";
+        return 0;
+      }
+    {
+      char const *q = fs[2];
+      size_t qn = fl[2], used;
+      uint64_t u;
+      trim(&q, &qn);
+      if (!qn || qn > 20) {
+        *why = "bad quota";
+        return 0;
+      }
+      used = uint64_scan(q, &u);
+      if (used != qn) {
+        *why = "bad quota";
+        return 0;
+      }
+      r->quota = u;
+    }
+    return 1;
+  }
+  /* aliases */
+  if (r->keylen && r->key[0] == '@') {
+    if (!domain_ok(r->key + 1, r->keylen - 1)) {
+      *why = "not a valid catch-all @domain";
+      return 0;
+    }
+  } else if (addr_check_mailbox(r->key, r->keylen, ADDR_UTF8) != ADDR_OK) {
+    *why = "not a valid address";
+    return 0;
+  }
+  r->targets = s + c + 1;
+  r->targetslen = n - c - 1;
+  trim(&r->targets, &r->targetslen);
+  {
+    size_t pos = 0, count = 0;
+    char const *t;
+    size_t tn;
+    while (accounts_next_target(r->targets, r->targetslen, &pos, &t, &tn)) {
+      if (addr_check_mailbox(t, tn, ADDR_UTF8) != ADDR_OK) {
+        *why = "a target is not a valid address";
+        return 0;
+      }
+      if (++count > LOOKUP_TARGETS_MAX) {
+        *why = "too many targets";
+        return 0;
+      }
+    }
+    if (!count) {
+      *why = "no targets";
+      return 0;
+    }
+  }
+  return 1;
+}
+
+int accounts_each(char const *s, size_t len,
+                  int (*f)(char const *, size_t, unsigned long, void *), void *data)
+{
+  size_t i = 0;
+  unsigned long line = 0;
+  while (i < len) {
+    size_t j = i, k, b;
+    line++;
+    while (j < len && s[j] != '\n') j++;
+    k = j;
+    while (k > i && (is_blank(s[k - 1]) || s[k - 1] == '\r')) k--;
+    b = i;
+    while (b < k && is_blank(s[b])) b++;
+    if (b < k && s[b] != '#') {
+      int r = f(s + b, k - b, line, data);
+      if (r <= 0) return r;
+    }
+    i = j + 1;
+  }
+  return 1;
+}
+
+struct compile_s {
+  int kind;
+  cdbw *w;
+  stralloc key;
+  stralloc val;
+  unsigned long line;
+  char const *why;
+  int syserr;
+};
+
+static int compile_line(char const *s, size_t n, unsigned long line, void *data)
+{
+  struct compile_s *c = data;
+  acct_rec r;
+  int e;
+  c->line = line;
+  if (memchr(s, 0, n)) {
+    c->why = "NUL byte";
+    return 0;
+  }
+  if (!accounts_parse(c->kind, s, n, &r, &c->why)) return 0;
+  if (!addr_fold(r.key, r.keylen, &c->key)) goto sys;
+  c->val.len = 0;
+  if (c->kind == ACCT_USERS) {
+    char fmt[UINT64_FMT];
+    if (!stralloc_catb(&c->val, r.hash, r.hashlen) || !stralloc_0(&c->val) ||
+        !stralloc_catb(&c->val, r.maildir, r.maildirlen) || !stralloc_0(&c->val) ||
+        !stralloc_catb(&c->val, fmt, uint64_fmt(fmt, (uint64_t)r.quota)) || !stralloc_0(&c->val))
+      goto sys;
+  } else if (c->kind == ACCT_ALIASES) {
+    size_t pos = 0;
+    char const *t;
+    size_t tn;
+    while (accounts_next_target(r.targets, r.targetslen, &pos, &t, &tn))
+      if (!stralloc_catb(&c->val, t, tn) || !stralloc_0(&c->val)) goto sys;
+  }
+  e = cdbw_exists(c->w, c->key.s, c->key.len);
+  if (e < 0) goto sys;
+  if (e) {
+    c->why = "duplicate entry";
+    return 0;
+  }
+  if (!cdbw_add(c->w, c->key.s, c->key.len, c->val.s ? c->val.s : "", c->val.len)) goto sys;
+  return 1;
+sys:
+  c->syserr = 1;
+  return -1;
+}
+
+int accounts_compile(int kind, char const *s, size_t len, char const *cdbpath,
+                     unsigned long *line, char const **why)
+{
+  struct compile_s c = {kind, 0, STRALLOC_ZERO, STRALLOC_ZERO, 0, 0, 0};
+  int r;
+  c.w = cdbw_start(cdbpath);
+  if (!c.w) return -1;
+  r = accounts_each(s, len, compile_line, &c);
+  stralloc_free(&c.key);
+  stralloc_free(&c.val);
+  if (r <= 0) {
+    if (c.syserr) {
+      cdbw_abort(c.w);
+      return -1;
+    }
+    errno = EINVAL;
+    cdbw_abort(c.w);
+    *line = c.line;
+    *why = c.why;
+    return 0;
+  }
+  return cdbw_finish(c.w) ? 1 : -1;
+}
+
+int accounts_lock(void)
+{
+  stralloc p = STRALLOC_ZERO;
+  int fd;
+  if (!mailroot_path(&p, "control/.lock")) strerr_diefu1sys(111, "allocate");
+  fd = open(p.s, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) strerr_diefu2sys(111, "open ", p.s);
+  if (flock(fd, LOCK_EX) < 0) strerr_diefu2sys(111, "lock ", p.s);
+  stralloc_free(&p);
+  return fd;
+}
+
+static void source_path(stralloc *p, int kind, char const *suffix)
+{
+  p->len = 0;
+  if (!stralloc_cats(p, mailroot()) || !stralloc_cats(p, "/control/") ||
+      !stralloc_cats(p, accounts_name(kind)) || !stralloc_cats(p, suffix) || !stralloc_0(p))
+    strerr_diefu1sys(111, "allocate");
+}
+
+void accounts_load(int kind, stralloc *text)
+{
+  stralloc p = STRALLOC_ZERO;
+  source_path(&p, kind, "");
+  text->len = 0;
+  if (!openslurpclose(text, p.s) && errno != ENOENT) strerr_diefu2sys(111, "read ", p.s);
+  stralloc_free(&p);
+}
+
+void accounts_save(int kind, char const *s, size_t len)
+{
+  stralloc p = STRALLOC_ZERO, c = STRALLOC_ZERO;
+  unsigned long line = 0;
+  char const *why = "";
+  int r;
+  source_path(&p, kind, "");
+  source_path(&c, kind, ".cdb");
+  r = accounts_compile(kind, s, len, c.s, &line, &why);
+  if (r < 0) strerr_diefu2sys(111, "build ", c.s);
+  if (!r) {
+    char fmt[ULONG_FMT];
+    fmt[ulong_fmt(fmt, line)] = 0;
+    strerr_dief6x(100, p.s, " line ", fmt, ": ", why, " (database left unchanged)");
+  }
+  if (!openwritenclose_suffix_sync(p.s, s, len, ".tmp")) strerr_diefu2sys(111, "write ", p.s);
+  stralloc_free(&p);
+  stralloc_free(&c);
+}
+
+struct find_s {
+  int kind;
+  char const *key;
+  size_t klen;
+  acct_rec *r;
+  stralloc fold;
+  char const *start; /* of the text */
+  size_t off;        /* line start of the match */
+  int found;
+};
+
+static int find_line(char const *s, size_t n, unsigned long line, void *data)
+{
+  struct find_s *f = data;
+  acct_rec r;
+  char const *why;
+  (void)line;
+  if (!accounts_parse(f->kind, s, n, &r, &why)) return 1; /* junk: not ours to judge here */
+  if (!addr_fold(r.key, r.keylen, &f->fold)) return -1;
+  if (f->fold.len == f->klen && !memcmp(f->fold.s, f->key, f->klen)) {
+    if (f->r) *f->r = r;
+    f->found = 1;
+    return 0;
+  }
+  return 1;
+}
+
+int accounts_find(int kind, char const *s, size_t len, char const *key, size_t klen,
+                  acct_rec *r)
+{
+  struct find_s f = {kind, key, klen, r, STRALLOC_ZERO, s, 0, 0};
+  if (accounts_each(s, len, find_line, &f) < 0) strerr_diefu1sys(111, "allocate");
+  stralloc_free(&f.fold);
+  return f.found;
+}
+
+int accounts_replace(int kind, char const *s, size_t len, char const *key, size_t klen,
+                     char const *line, size_t linelen, stralloc *out)
+{
+  stralloc fold = STRALLOC_ZERO;
+  size_t i = 0;
+  int placed = 0;
+  out->len = 0;
+  while (i < len) {
+    size_t j = i, k, b;
+    int drop = 0;
+    while (j < len && s[j] != '\n') j++;
+    k = j;
+    while (k > i && (is_blank(s[k - 1]) || s[k - 1] == '\r')) k--;
+    b = i;
+    while (b < k && is_blank(s[b])) b++;
+    if (b < k && s[b] != '#') {
+      acct_rec r;
+      char const *why;
+      if (accounts_parse(kind, s + b, k - b, &r, &why)) {
+        if (!addr_fold(r.key, r.keylen, &fold)) goto err;
+        drop = fold.len == klen && !memcmp(fold.s, key, klen);
+      }
+    }
+    if (drop) {
+      if (line && !placed) {
+        if (!stralloc_catb(out, line, linelen) || !stralloc_catb(out, "\n", 1)) goto err;
+        placed = 1;
+      }
+    } else if (!stralloc_catb(out, s + i, j - i) || !stralloc_catb(out, "\n", 1))
+      goto err;
+    i = j + 1;
+  }
+  if (line && !placed)
+    if (!stralloc_catb(out, line, linelen) || !stralloc_catb(out, "\n", 1)) goto err;
+  stralloc_free(&fold);
+  return 1;
+err:
+  stralloc_free(&fold);
+  return 0;
+}
+
+void accounts_read_password(stralloc *pw)
+{
+  char buf[ACCT_PASSWORD_MAX + 2];
+  size_t n = 0;
+  pw->len = 0;
+  for (;;) {
+    ssize_t r;
+    if (n >= sizeof buf) break;
+    r = read(0, buf + n, sizeof buf - n);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      strerr_diefu1sys(111, "read the password from stdin");
+    }
+    if (!r) break;
+    if (memchr(buf + n, '\n', r)) {
+      n += r;
+      break;
+    }
+    n += r;
+  }
+  {
+    char *nl = memchr(buf, '\n', n);
+    size_t len = nl ? (size_t)(nl - buf) : n;
+    if (!nl && n >= sizeof buf) strerr_dief1x(100, "password too long (1024 bytes at most)");
+    if (len && buf[len - 1] == '\r') len--;
+    if (!len) strerr_dief1x(100, "empty password refused (give it on stdin)");
+    if (len > ACCT_PASSWORD_MAX) strerr_dief1x(100, "password too long (1024 bytes at most)");
+    if (memchr(buf, 0, len)) strerr_dief1x(100, "NUL byte in password");
+    if (!stralloc_catb(pw, buf, len) || !stralloc_0(pw)) strerr_diefu1sys(111, "allocate");
+    memset(buf, 0, sizeof buf);
+  }
+}

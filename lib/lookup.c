@@ -1,0 +1,387 @@
+/* lookup: see lookup.h. Record formats (written by lib/accounts.c):
+ *   domains.cdb  key: folded domain            value: empty
+ *   users.cdb    key: folded address           value: hash \0 maildir \0 quota \0
+ *   aliases.cdb  key: folded address or "@dom" value: target \0 target \0 ...
+ * Uses tinycdb (<cdb.h>) and never includes <skalibs/cdb.h>. */
+#include <errno.h>
+#include <stdint.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cdb.h>
+
+#include <skalibs/stralloc.h>
+#include <skalibs/types.h>
+#include <skalibs/uint64.h>
+
+#include "addr.h"
+#include "control.h"
+#include "lookup.h"
+
+struct db {
+  char const *rel;
+  int open; /* 1: c is valid; 2: the file is missing (empty database) */
+  int fd;
+  struct cdb c;
+  dev_t dev;
+  ino_t ino;
+  struct timespec mtime;
+  off_t size;
+};
+
+static struct db dbs[3] = {{"control/domains.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0},
+                           {"control/users.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0},
+                           {"control/aliases.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0}};
+#define DB_DOMAINS (&dbs[0])
+#define DB_USERS (&dbs[1])
+#define DB_ALIASES (&dbs[2])
+
+static void db_drop(struct db *d)
+{
+  if (d->open == 1) {
+    cdb_free(&d->c);
+    close(d->fd);
+  }
+  d->fd = -1;
+  d->open = 0;
+}
+
+void lookup_close(void)
+{
+  unsigned int i;
+  for (i = 0; i < 3; i++) db_drop(&dbs[i]);
+}
+
+/* Makes sure d reflects the file on disk now (reopened when it was replaced). 1 ok, 0 error. */
+static int db_fresh(struct db *d)
+{
+  stralloc p = STRALLOC_ZERO;
+  struct stat st;
+  int fd;
+  if (!mailroot_path(&p, d->rel)) return 0;
+  if (stat(p.s, &st) < 0) {
+    int e = errno;
+    stralloc_free(&p);
+    if (e != ENOENT) {
+      errno = e;
+      return 0;
+    }
+    db_drop(d);
+    d->open = 2;
+    return 1;
+  }
+  if (d->open == 1 && st.st_dev == d->dev && st.st_ino == d->ino && st.st_size == d->size &&
+      st.st_mtim.tv_sec == d->mtime.tv_sec && st.st_mtim.tv_nsec == d->mtime.tv_nsec) {
+    stralloc_free(&p);
+    return 1;
+  }
+  db_drop(d);
+  fd = open(p.s, O_RDONLY | O_CLOEXEC);
+  stralloc_free(&p);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      d->open = 2;
+      return 1;
+    }
+    return 0;
+  }
+  if (fstat(fd, &st) < 0 || cdb_init(&d->c, fd) < 0) {
+    int e = errno;
+    close(fd);
+    errno = e ? e : EPROTO;
+    return 0;
+  }
+  d->fd = fd;
+  d->open = 1;
+  d->dev = st.st_dev;
+  d->ino = st.st_ino;
+  d->size = st.st_size;
+  d->mtime = st.st_mtim;
+  return 1;
+}
+
+static int fresh_all(void)
+{
+  return db_fresh(DB_DOMAINS) && db_fresh(DB_USERS) && db_fresh(DB_ALIASES);
+}
+
+/* 1 found (value in *v, *vn; points into the mapping), 0 not, -1 error. */
+static int db_get(struct db *d, char const *k, size_t kn, char const **v, size_t *vn)
+{
+  int r;
+  if (d->open != 1) return 0;
+  if (kn > 0xffffffffUL) return 0;
+  r = cdb_find(&d->c, k, (unsigned)kn);
+  if (r < 0) {
+    errno = EPROTO;
+    return -1;
+  }
+  if (!r) return 0;
+  *v = (char const *)cdb_get(&d->c, cdb_datalen(&d->c), cdb_datapos(&d->c));
+  if (!*v) {
+    errno = EPROTO;
+    return -1;
+  }
+  *vn = cdb_datalen(&d->c);
+  return 1;
+}
+
+static int fold_into(char const *s, size_t n, char *buf)
+{
+  size_t i;
+  for (i = 0; i < n; i++) buf[i] = (s[i] >= 'A' && s[i] <= 'Z') ? s[i] + 32 : s[i];
+  return 1;
+}
+
+static int is_local(char const *dom, size_t n)
+{
+  char buf[ADDR_DOMAIN_MAX + 1];
+  char const *v;
+  size_t vn;
+  if (!n || n > ADDR_DOMAIN_MAX) return 0;
+  fold_into(dom, n, buf);
+  return db_get(DB_DOMAINS, buf, n, &v, &vn);
+}
+
+int lookup_is_local_domain(char const *dom, size_t len)
+{
+  if (!db_fresh(DB_DOMAINS)) return -1;
+  return is_local(dom, len);
+}
+
+void account_free(account *a)
+{
+  stralloc_free(&a->address);
+  stralloc_free(&a->hash);
+  stralloc_free(&a->maildir);
+  a->quota = 0;
+}
+
+/* Exact account for the folded key. 1 found (a filled, if a), 0 not, -1 error. */
+static int account_get(char const *key, size_t kn, account *a)
+{
+  char const *v;
+  size_t vn, h, m;
+  int r = db_get(DB_USERS, key, kn, &v, &vn);
+  if (r <= 0) return r;
+  if (!a) return 1;
+  h = strnlen(v, vn);
+  if (h >= vn) goto bad;
+  m = strnlen(v + h + 1, vn - h - 1);
+  if (h + 1 + m >= vn) goto bad;
+  a->address.len = a->hash.len = a->maildir.len = 0;
+  if (!stralloc_catb(&a->address, key, kn) || !stralloc_0(&a->address)) return -1;
+  if (!stralloc_catb(&a->hash, v, h) || !stralloc_0(&a->hash)) return -1;
+  if (v[h + 1] != '/') {
+    if (!stralloc_cats(&a->maildir, mailroot()) || !stralloc_catb(&a->maildir, "/", 1))
+      return -1;
+  }
+  if (!stralloc_catb(&a->maildir, v + h + 1, m) || !stralloc_0(&a->maildir)) return -1;
+  {
+    char const *q = v + h + 1 + m + 1;
+    size_t qn = strnlen(q, vn - (h + 1 + m + 1));
+    uint64_t u = 0;
+    if (qn && uint64_scan(q, &u) != qn) goto bad;
+    a->quota = u;
+  }
+  return 1;
+bad:
+  errno = EPROTO;
+  return -1;
+}
+
+/* Splits a folded address at its '@' (outside quotes). 0 if it has none. */
+static int split(char const *k, size_t kn, size_t *at)
+{
+  *at = addr_at(k, kn);
+  return *at < kn && *at > 0;
+}
+
+/* Offset of the first '+' in the local part (not inside quotes), or at. */
+static size_t plus(char const *k, size_t at)
+{
+  size_t i;
+  if (at && k[0] == '"') return at;
+  for (i = 0; i < at; i++)
+    if (k[i] == '+') return i;
+  return at;
+}
+
+int lookup_account(char const *addr, size_t len, account *a)
+{
+  char key[ADDR_PATH_MAX + 1] = {0};
+  size_t at, p;
+  int r;
+  if (len > ADDR_PATH_MAX) return 0;
+  if (!db_fresh(DB_USERS)) return -1;
+  fold_into(addr, len, key);
+  r = account_get(key, len, a);
+  if (r) return r;
+  if (!split(key, len, &at)) return 0;
+  p = plus(key, at);
+  if (p == at || p == 0) return 0;
+  memmove(key + p, key + at, len - at);
+  return account_get(key, p + len - at, a);
+}
+
+/* The expansion state of one lookup_resolve call. */
+struct rs {
+  stralloc *out;
+  size_t out0;           /* where this call's targets begin in out */
+  unsigned int ntargets; /* targets produced */
+  unsigned int steps;    /* alias targets examined, bounded by LOOKUP_TARGETS_MAX */
+  stralloc chain;        /* keys being expanded, NUL-separated */
+};
+
+static int in_chain(struct rs *st, char const *k, size_t kn)
+{
+  size_t i = 0;
+  while (i < st->chain.len) {
+    size_t n = strlen(st->chain.s + i);
+    if (n == kn && !memcmp(st->chain.s + i, k, kn)) return 1;
+    i += n + 1;
+  }
+  return 0;
+}
+
+/* Adds "Kaddr\0" unless already there. 1 ok, 0 too many, -1 error. */
+static int emit(struct rs *st, char kind, char const *a, size_t n)
+{
+  size_t i = st->out0;
+  while (i < st->out->len) {
+    size_t m = strlen(st->out->s + i);
+    if (m == n + 1 && st->out->s[i] == kind && !memcmp(st->out->s + i + 1, a, n)) return 1;
+    i += m + 1;
+  }
+  if (++st->ntargets > LOOKUP_TARGETS_MAX) return 0;
+  if (!stralloc_catb(st->out, &kind, 1) || !stralloc_catb(st->out, a, n) || !stralloc_0(st->out))
+    return -1;
+  return 1;
+}
+
+static int resolve(struct rs *st, char const *addr, size_t len, unsigned int depth, int top);
+
+/* Expands the alias record whose value is v[0..vn), for key k (pushed on the chain). */
+static int expand(struct rs *st, char const *k, size_t kn, char const *v, size_t vn,
+                  unsigned int depth)
+{
+  size_t mark = st->chain.len, i = 0;
+  int r = LOOKUP_FOUND;
+  char buf[ADDR_PATH_MAX + 1];
+  if (depth >= LOOKUP_DEPTH_MAX) return LOOKUP_ELOOP;
+  if (!stralloc_catb(&st->chain, k, kn) || !stralloc_0(&st->chain)) return LOOKUP_ETEMP;
+  /* v points into the mapping, which stays valid: nothing is reopened during a resolve */
+  while (i < vn) {
+    size_t n = strnlen(v + i, vn - i);
+    if (!n || n > ADDR_PATH_MAX) {
+      i += n + 1;
+      continue;
+    }
+    if (++st->steps > LOOKUP_TARGETS_MAX) {
+      r = LOOKUP_ELOOP;
+      break;
+    }
+    memcpy(buf, v + i, n);
+    r = resolve(st, buf, n, depth + 1, 0);
+    if (r < 0) break;
+    r = LOOKUP_FOUND;
+    i += n + 1;
+  }
+  st->chain.len = mark;
+  return r;
+}
+
+/* Resolves one address (top: the address asked about; otherwise an alias target). */
+static int resolve(struct rs *st, char const *addr, size_t len, unsigned int depth, int top)
+{
+  char key[ADDR_PATH_MAX + 2] = {0};
+  size_t at, p;
+  char const *v;
+  size_t vn;
+  int r;
+  if (!len || len > ADDR_PATH_MAX) return top ? LOOKUP_UNKNOWN : LOOKUP_FOUND;
+  fold_into(addr, len, key);
+  if (!split(key, len, &at)) {
+    if (top) return LOOKUP_UNKNOWN;
+    return emit(st, 'R', addr, len) > 0 ? LOOKUP_FOUND : LOOKUP_ELOOP;
+  }
+  if (!is_local(key + at + 1, len - at - 1)) {
+    r = emit(st, 'R', addr, len);
+    if (r < 0) return LOOKUP_ETEMP;
+    if (!r) return LOOKUP_ELOOP;
+    return top ? LOOKUP_REMOTE : LOOKUP_FOUND;
+  }
+  /* An address already being expanded: an account stops there ("a: a, b" keeps a copy in a),
+   * anything else is a loop. */
+  if (in_chain(st, key, len)) {
+    r = account_get(key, len, 0);
+    if (r < 0) return LOOKUP_ETEMP;
+    if (!r) return LOOKUP_ELOOP;
+    r = emit(st, 'L', key, len);
+    return r < 0 ? LOOKUP_ETEMP : r ? LOOKUP_FOUND : LOOKUP_ELOOP;
+  }
+  /* 1. exact alias, then exact account */
+  r = db_get(DB_ALIASES, key, len, &v, &vn);
+  if (r < 0) return LOOKUP_ETEMP;
+  if (r) return expand(st, key, len, v, vn, depth);
+  r = account_get(key, len, 0);
+  if (r < 0) return LOOKUP_ETEMP;
+  if (r) {
+    r = emit(st, 'L', key, len);
+    return r < 0 ? LOOKUP_ETEMP : r ? LOOKUP_FOUND : LOOKUP_ELOOP;
+  }
+  /* 2. user+tag: the same for user */
+  p = plus(key, at);
+  if (p != at && p > 0) {
+    char base[ADDR_PATH_MAX + 2];
+    size_t bn = p + len - at;
+    memcpy(base, key, p);
+    memcpy(base + p, key + at, len - at);
+    if (in_chain(st, base, bn)) {
+      r = account_get(base, bn, 0);
+      if (r < 0) return LOOKUP_ETEMP;
+      if (!r) return LOOKUP_ELOOP;
+    } else {
+      r = db_get(DB_ALIASES, base, bn, &v, &vn);
+      if (r < 0) return LOOKUP_ETEMP;
+      if (r) return expand(st, base, bn, v, vn, depth);
+      r = account_get(base, bn, 0);
+      if (r < 0) return LOOKUP_ETEMP;
+    }
+    if (r) {
+      r = emit(st, 'L', base, bn);
+      return r < 0 ? LOOKUP_ETEMP : r ? LOOKUP_FOUND : LOOKUP_ELOOP;
+    }
+  }
+  /* 3. catch-all "@domain" */
+  r = db_get(DB_ALIASES, key + at, len - at, &v, &vn);
+  if (r < 0) return LOOKUP_ETEMP;
+  if (r) {
+    if (in_chain(st, key + at, len - at)) return LOOKUP_ELOOP;
+    return expand(st, key + at, len - at, v, vn, depth);
+  }
+  if (top) return LOOKUP_UNKNOWN;
+  /* An alias names a local address that does not exist: keep it as a local target, so the
+   * delivery fails and bounces visibly instead of the mail vanishing. */
+  r = emit(st, 'L', key, len);
+  return r < 0 ? LOOKUP_ETEMP : r ? LOOKUP_FOUND : LOOKUP_ELOOP;
+}
+
+int lookup_resolve(char const *addr, size_t len, stralloc *targets)
+{
+  struct rs st;
+  int r;
+  if (!fresh_all()) return LOOKUP_ETEMP;
+  st.out = targets;
+  st.out0 = targets->len;
+  st.ntargets = 0;
+  st.steps = 0;
+  st.chain = stralloc_zero;
+  r = resolve(&st, addr, len, 0, 1);
+  stralloc_free(&st.chain);
+  if (r != LOOKUP_FOUND && r != LOOKUP_REMOTE) targets->len = st.out0;
+  if (r == LOOKUP_FOUND && targets->len == st.out0) r = LOOKUP_UNKNOWN;
+  return r;
+}
