@@ -237,9 +237,15 @@ int dns_literal(char const *s, size_t len, int *is6, unsigned char *ip)
   }
   memcpy(buf, s + 1, len - 2);
   buf[len - 2] = 0;
-  if (inet_pton(AF_INET, buf, ip) != 1) return 0;
-  *is6 = 0;
-  return 1;
+  if (inet_pton(AF_INET, buf, ip) == 1) {
+    *is6 = 0;
+    return 1;
+  }
+  if (strchr(buf, ':') && inet_pton(AF_INET6, buf, ip) == 1) { /* lenient: "[::1]" */
+    *is6 = 1;
+    return 1;
+  }
+  return 0;
 }
 
 char *dns_fmt_ip(dns_target const *t, char *buf)
