@@ -1,0 +1,91 @@
+/* checkpw: see checkpw.h */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <skalibs/djbunix.h>
+
+#include "checkpw.h"
+#include "sasl.h"
+
+extern char **environ;
+
+int checkpw(char const *user, size_t userlen, char const *pass, size_t passlen)
+{
+  char buf[520];
+  size_t n = sasl_checkpassword_input(buf, 513, user, userlen, pass, passlen);
+  char const *prog = getenv("AUTH_CHECK");
+  char const *argv[3];
+  int p[2], status;
+  pid_t pid;
+  time_t deadline;
+  if (!n) return CHECKPW_BAD;
+  if (!prog || !*prog) prog = "auth-check";
+  argv[0] = prog;
+  argv[1] = "true";
+  argv[2] = 0;
+  if (pipe(p) < 0) return CHECKPW_TEMP;
+  pid = fork();
+  if (pid < 0) {
+    fd_close(p[0]);
+    fd_close(p[1]);
+    return CHECKPW_TEMP;
+  }
+  if (!pid) {
+    int nul = open("/dev/null", O_RDWR);
+    fd_close(p[1]);
+    if (p[0] != 3) {
+      if (dup2(p[0], 3) < 0) _exit(111);
+      fd_close(p[0]);
+    }
+    if (uncoe(3) < 0) _exit(111);
+    if (nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0) _exit(111);
+    if (nul > 3) fd_close(nul);
+    if (strchr(prog, '/')) execve(prog, (char *const *)argv, environ);
+    else execvp(prog, (char *const *)argv);
+    _exit(111);
+  }
+  fd_close(p[0]);
+  {
+    void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+    size_t w = 0;
+    while (w < n) {
+      ssize_t k = write(p[1], buf + w, n - w);
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      w += (size_t)k;
+    }
+    signal(SIGPIPE, old);
+  }
+  memset(buf, 0, sizeof buf);
+  fd_close(p[1]);
+  deadline = time(0) + CHECKPW_TIMEOUT;
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) return CHECKPW_TEMP;
+    if (time(0) > deadline) {
+      kill(pid, SIGKILL);
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) ;
+      return CHECKPW_TEMP;
+    }
+    {
+      struct timespec ts = {0, 5 * 1000 * 1000};
+      nanosleep(&ts, 0);
+    }
+  }
+  if (!WIFEXITED(status)) return CHECKPW_TEMP;
+  switch (WEXITSTATUS(status)) {
+    case 0: return CHECKPW_OK;
+    case 1:
+    case 2: return CHECKPW_BAD;
+    default: return CHECKPW_TEMP;
+  }
+}
