@@ -1,0 +1,220 @@
+/* queue-inject-ipc: the local injection socket, both ends.
+ *
+ * Server (no option; run by s6-ipcserver on MAILROOT/queue/inject.sock, as the queue user):
+ * reads one message from the client on fd 0 and runs queue-inject with it.
+ * Client (-c [SOCKET]): the qmail-queue interface (message on fd 0, envelope on fd 1, queue
+ * id on $QUEUE_IDFD) for callers that cannot write the queue; forwards over the socket.
+ *
+ * The framing on the socket (client to server): the message as netstrings "LEN:bytes," of at
+ * most 65536 bytes each, an empty netstring "0:," to end it, then the envelope in one netstring
+ * (at most 1 MiB). Server to client: one line "CODE ID\n", CODE being queue-inject's exit code
+ * and ID its queue id (maybe empty). A connection closed before the envelope commits nothing.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <skalibs/allreadwrite.h>
+#include <skalibs/djbunix.h>
+#include <skalibs/sgetopt.h>
+#include <skalibs/sig.h>
+#include <skalibs/stralloc.h>
+#include <skalibs/strerr.h>
+#include <skalibs/types.h>
+
+#include "control.h"
+
+char const *PROG = "queue-inject-ipc";
+#define USAGE "queue-inject-ipc [ -c [ socket ] ]"
+
+#define CHUNK 65536
+#define ENV_MAX (1024 * 1024)
+#define TIMEOUT 600
+
+static char buf[CHUNK];
+
+static int readall(int fd, char *s, size_t n)
+{
+  return allread(fd, s, n) == n;
+}
+
+/* Reads "LEN:" from fd; returns LEN or -1. */
+static long read_nslen(int fd, long max)
+{
+  unsigned long n = 0;
+  unsigned int digits = 0;
+  for (;;) {
+    char c;
+    if (fd_read(fd, &c, 1) != 1) return -1;
+    if (c == ':') break;
+    if (c < '0' || c > '9' || ++digits > 9) return -1;
+    n = n * 10 + (unsigned long)(c - '0');
+  }
+  if (!digits || n > (unsigned long)max) return -1;
+  return (long)n;
+}
+
+static int server(void)
+{
+  int pm[2], pe[2], pi[2], w;
+  pid_t pid;
+  stralloc env = STRALLOC_ZERO;
+  char line[64 + UINT_FMT];
+  size_t ll = 0;
+  alarm(TIMEOUT);
+  if (pipecoe(pm) < 0 || pipecoe(pe) < 0 || pipecoe(pi) < 0) strerr_diefusys(111, "pipe");
+  pid = fork();
+  if (pid < 0) strerr_diefusys(111, "fork");
+  if (!pid) {
+    char const *argv[2] = {"queue-inject", 0};
+    int a = fcntl(pm[0], F_DUPFD, 10), b = fcntl(pe[0], F_DUPFD, 10), c = fcntl(pi[1], F_DUPFD, 10);
+    if (a < 0 || b < 0 || c < 0 || dup2(a, 0) < 0 || dup2(b, 1) < 0 || dup2(c, 3) < 0) _exit(111);
+    if (setenv("QUEUE_IDFD", "3", 1) < 0) _exit(111);
+    sig_restore(SIGPIPE);
+    execvp(argv[0], (char *const *)argv);
+    strerr_diefusys(111, "exec queue-inject");
+  }
+  fd_close(pm[0]);
+  fd_close(pe[0]);
+  fd_close(pi[1]);
+  for (;;) {
+    long n = read_nslen(0, CHUNK);
+    char c;
+    if (n < 0 || !readall(0, buf, (size_t)n) || fd_read(0, &c, 1) != 1 || c != ',') goto abort;
+    if (!n) break;
+    if (allwrite(pm[1], buf, (size_t)n) != (size_t)n) {
+      if (errno != EPIPE) goto abort;
+    }
+  }
+  fd_close(pm[1]);
+  {
+    long n = read_nslen(0, ENV_MAX);
+    char c;
+    if (n < 0 || !stralloc_ready(&env, (size_t)n) || !readall(0, env.s, (size_t)n) ||
+        fd_read(0, &c, 1) != 1 || c != ',')
+      goto abort;
+    env.len = (size_t)n;
+  }
+  allwrite(pe[1], env.s, env.len);
+  fd_close(pe[1]);
+  {
+    char id[64];
+    size_t il = allread(pi[0], id, sizeof id - 1), i = 0;
+    while (i < il && id[i] > 32 && id[i] < 127) i++;
+    il = i;
+    fd_close(pi[0]);
+    if (wait_pid(pid, &w) != pid) strerr_diefusys(111, "wait for queue-inject");
+    ll = uint_fmt(line, WIFEXITED(w) ? (unsigned int)WEXITSTATUS(w) : 81u);
+    line[ll++] = ' ';
+    memcpy(line + ll, id, il);
+    ll += il;
+    line[ll++] = '\n';
+  }
+  if (allwrite(1, line, ll) != ll) strerr_diefusys(111, "write to client");
+  return 0;
+abort:
+  fd_close(pm[1]);
+  fd_close(pe[1]);
+  kill(pid, SIGTERM);
+  wait_pid(pid, &w);
+  strerr_dief(100, "client went away or broke the protocol; nothing queued");
+}
+
+static int client(char const *path)
+{
+  int s;
+  struct sockaddr_un sun;
+  stralloc env = STRALLOC_ZERO;
+  char reply[128];
+  size_t rl = 0;
+  unsigned int code;
+  alarm(TIMEOUT);
+  if (strlen(path) >= sizeof sun.sun_path) strerr_dief(100, "socket path too long: ", path);
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  strcpy(sun.sun_path, path);
+  s = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (s < 0) strerr_diefusys(81, "create socket");
+  if (connect(s, (struct sockaddr *)&sun, sizeof sun) < 0) {
+    strerr_warnwusys("connect to ", path);
+    return 71; /* qmail-queue: temporary, unable to reach the queue */
+  }
+  for (;;) {
+    char hdr[UINT_FMT + 1];
+    size_t h;
+    ssize_t r = fd_read(0, buf, sizeof buf);
+    if (r < 0) { strerr_warnwusys("read the message"); return 54; }
+    h = uint_fmt(hdr, (unsigned int)r);
+    hdr[h++] = ':';
+    if (allwrite(s, hdr, h) != h || allwrite(s, buf, (size_t)r) != (size_t)r ||
+        allwrite(s, ",", 1) != 1) {
+      strerr_warnwusys("write to ", path);
+      return 53;
+    }
+    if (!r) break;
+  }
+  for (;;) {
+    ssize_t r = fd_read(1, buf, sizeof buf);
+    if (r < 0) { strerr_warnwusys("read the envelope"); return 54; }
+    if (!r) break;
+    if (env.len + (size_t)r > ENV_MAX) return 91;
+    if (!stralloc_catb(&env, buf, (size_t)r)) return 51;
+  }
+  {
+    char hdr[UINT_FMT + 1];
+    size_t h = uint_fmt(hdr, (unsigned int)env.len);
+    hdr[h++] = ':';
+    if (allwrite(s, hdr, h) != h || allwrite(s, env.s, env.len) != env.len ||
+        allwrite(s, ",", 1) != 1) {
+      strerr_warnwusys("write to ", path);
+      return 53;
+    }
+  }
+  shutdown(s, SHUT_WR);
+  rl = allread(s, reply, sizeof reply - 1);
+  reply[rl] = 0;
+  {
+    size_t n = uint_scan(reply, &code);
+    char const *idfd = getenv("QUEUE_IDFD");
+    if (!n || (rl && reply[rl - 1] != '\n')) {
+      strerr_warnw("no answer from ", path);
+      return 81;
+    }
+    if (!code && idfd && n + 1 < rl) {
+      unsigned int fd;
+      if (uint0_scan(idfd, &fd)) allwrite((int)fd, reply + n + 1, rl - n - 1);
+    }
+  }
+  return (int)code;
+}
+
+int main(int argc, char const *const *argv)
+{
+  subgetopt l = SUBGETOPT_ZERO;
+  int cl = 0;
+  for (;;) {
+    int opt = subgetopt_r(argc, argv, "c", &l);
+    if (opt == -1) break;
+    switch (opt) {
+      case 'c': cl = 1; break;
+      default: strerr_dieusage(100, USAGE);
+    }
+  }
+  argc -= l.ind;
+  argv += l.ind;
+  if (sig_altignore(SIGPIPE) < 0) strerr_diefusys(111, "ignore SIGPIPE");
+  if (cl) {
+    stralloc p = STRALLOC_ZERO;
+    if (argc) return client(argv[0]);
+    if (!mailroot_path(&p, "queue/inject.sock")) strerr_diefusys(111, "allocate");
+    return client(p.s);
+  }
+  if (argc) strerr_dieusage(100, USAGE);
+  return server();
+}
