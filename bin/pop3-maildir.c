@@ -1,0 +1,477 @@
+/* pop3-maildir: the POP3 TRANSACTION and UPDATE states over one Maildir (after login).
+ *
+ * Run by auth-check (which pop3-serve runs) with HOME = the Maildir and USER = the account.
+ * Holds the user's mail and nothing of the network before login: the session arrives on fd 0/1
+ * (pop3-serve has already put the TLS fds there after STLS), the rest of a pipelined client's
+ * input in $POP3_INPUT. Writes the +OK that answers PASS / AUTH itself.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <skalibs/allreadwrite.h>
+#include <skalibs/direntry.h>
+#include <skalibs/djbunix.h>
+#include <skalibs/gccattributes.h>
+#include <skalibs/sgetopt.h>
+#include <skalibs/stralloc.h>
+#include <skalibs/strerr.h>
+#include <skalibs/types.h>
+#include "pop3.h"
+#include "pop3io.h"
+
+char const *PROG = "pop3-maildir";
+#define USAGE "pop3-maildir [-t timeout] [-m maxmessages]"
+
+#define F_CUR 1     /* the file is in cur/ (else new/) */
+#define F_DELE 2    /* marked for deletion */
+#define F_SEEN 4    /* retrieved in this session: gets the S flag at QUIT */
+#define F_SIZED 8   /* size known */
+#define F_GONE 16   /* the file vanished under us */
+
+typedef struct msg_s msg;
+struct msg_s {
+  uint32_t name;  /* offset of the NUL-terminated file name in names */
+  uint32_t flags;
+  uint64_t size;  /* wire size (CRLF, no stuffing) */
+  uint64_t time;  /* delivery time from the name */
+};
+
+static stralloc names = STRALLOC_ZERO;
+static msg *msgs;
+static unsigned long nmsgs;
+static unsigned long maxmsgs = 100000;
+static int sized;
+static char fbuf[16384];
+
+static void die_io(void) gccattr_noreturn;
+
+static void die_io(void)
+{
+  /* The client is gone or stuck: leave everything as it was (no UPDATE). */
+  if (errno == ETIMEDOUT) _exit(99);
+  _exit(0);
+}
+
+static void put(char const *s)
+{
+  if (!pop3io_puts(s)) die_io();
+}
+
+static void putn(char const *s, size_t len)
+{
+  if (!pop3io_put(s, len)) die_io();
+}
+
+static void putu(uint64_t u)
+{
+  char fmt[UINT64_FMT];
+  putn(fmt, uint64_fmt(fmt, u));
+}
+
+static char const *mname(msg const *m)
+{
+  return names.s + m->name;
+}
+
+static int bytime(void const *a, void const *b)
+{
+  msg const *x = a, *y = b;
+  if (x->time != y->time) return x->time < y->time ? -1 : 1;
+  return strcmp(mname(x), mname(y));
+}
+
+/* Lists one of new/ and cur/ into msgs. Returns 1, 0 on error (errno set). */
+static int scan(char const *dir, uint32_t flag)
+{
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  for (;;) {
+    struct dirent *de;
+    size_t len;
+    errno = 0;
+    de = readdir(d);
+    if (!de) break;
+    if (de->d_name[0] == '.') continue;
+    len = strlen(de->d_name);
+    if (nmsgs >= maxmsgs) break; /* bounded: the rest waits for the next session */
+    if (names.len > UINT32_MAX - 512) break;
+    if (!(nmsgs & 255)) {
+      msg *n = realloc(msgs, (nmsgs + 256) * sizeof *msgs);
+      if (!n) goto err;
+      msgs = n;
+    }
+    msgs[nmsgs].name = (uint32_t)names.len;
+    msgs[nmsgs].flags = flag;
+    msgs[nmsgs].size = 0;
+    msgs[nmsgs].time = pop3_name_time(de->d_name, len);
+    if (!stralloc_catb(&names, de->d_name, len + 1)) goto err;
+    if (pop3_name_wsize(de->d_name, len, &msgs[nmsgs].size)) msgs[nmsgs].flags |= F_SIZED;
+    nmsgs++;
+  }
+  if (errno) goto err;
+  dir_close(d);
+  return 1;
+err:
+  {
+    int e = errno;
+    dir_close(d);
+    errno = e;
+    return 0;
+  }
+}
+
+/* Path of a message (relative to the Maildir) into p. */
+static void mpath(msg const *m, char *p, size_t max)
+{
+  snprintf(p, max, "%s/%s", (m->flags & F_CUR) ? "cur" : "new", mname(m));
+}
+
+static int mopen(msg *m)
+{
+  char p[300];
+  int fd;
+  mpath(m, p, sizeof p);
+  fd = open(p, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) m->flags |= F_GONE;
+  return fd;
+}
+
+/* Wire sizes of every message not sized by its name: read once per session. */
+static void sizeall(void)
+{
+  unsigned long i;
+  if (sized) return;
+  for (i = 0; i < nmsgs; i++) {
+    msg *m = &msgs[i];
+    pop3_wsize w = POP3_WSIZE_ZERO;
+    int fd;
+    if (m->flags & F_SIZED) continue;
+    fd = mopen(m);
+    if (fd < 0) {
+      if (errno != ENOENT) strerr_diefu2sys(111, "open message ", mname(m));
+      m->flags |= F_SIZED;
+      continue;
+    }
+    for (;;) {
+      ssize_t r = read(fd, fbuf, sizeof fbuf);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        strerr_diefu2sys(111, "read message ", mname(m));
+      }
+      if (!r) break;
+      pop3_wiresize_feed(&w, fbuf, (size_t)r);
+    }
+    fd_close(fd);
+    m->size = pop3_wiresize_end(&w);
+    m->flags |= F_SIZED;
+  }
+  sized = 1;
+}
+
+/* The message numbered by the argument, or NULL after an -ERR. */
+static msg *arg_msg(char const *s, size_t len)
+{
+  unsigned long n;
+  if (!pop3_msgnum(s, len, nmsgs, &n)) {
+    put("-ERR no such message\r\n");
+    return 0;
+  }
+  if (msgs[n - 1].flags & F_DELE) {
+    put("-ERR message already deleted\r\n");
+    return 0;
+  }
+  return &msgs[n - 1];
+}
+
+static void send_msg(msg *m, long toplines)
+{
+  pop3_enc e;
+  int fd = mopen(m);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      put("-ERR [SYS/PERM] message vanished\r\n");
+      return;
+    }
+    put("-ERR [SYS/TEMP] unable to open message\r\n");
+    return;
+  }
+  sizeall();
+  put("+OK ");
+  putu(m->size);
+  put(" octets\r\n");
+  pop3_enc_init(&e, toplines);
+  while (!e.done) {
+    size_t off = 0;
+    ssize_t r = read(fd, fbuf, sizeof fbuf);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      /* The +OK is out: all we can do is end the connection (the client sees no final dot). */
+      strerr_diefu2sys(111, "read message ", mname(m));
+    }
+    if (!r) break;
+    while (off < (size_t)r && !e.done) {
+      size_t avail, used, o;
+      char *out = pop3io_room(16, &avail);
+      if (!out) die_io();
+      o = pop3_enc_run(&e, fbuf + off, (size_t)r - off, out, avail, &used);
+      pop3io_commit(o);
+      off += used;
+    }
+  }
+  fd_close(fd);
+  {
+    size_t avail;
+    char *out = pop3io_room(5, &avail);
+    if (!out) die_io();
+    pop3io_commit(pop3_enc_end(&e, out));
+  }
+}
+
+static void listing(msg const *m, unsigned long i, int uidl)
+{
+  char fmt[ULONG_FMT];
+  putn(fmt, ulong_fmt(fmt, i + 1));
+  put(" ");
+  if (uidl) {
+    char u[POP3_UIDL_MAX];
+    char const *n = mname(m);
+    putn(u, pop3_uidl(n, strlen(n), u));
+  } else
+    putu(m->size);
+  put("\r\n");
+}
+
+/* The new name of a retrieved message in cur/: its flags plus S, kept sorted. */
+static void seen_name(char const *name, char *out, size_t max)
+{
+  char const *colon = strchr(name, ':');
+  char flags[64];
+  size_t n = 0, i;
+  int has = 0;
+  if (colon && colon[1] == '2' && colon[2] == ',') {
+    for (i = 3; colon[i] && n < sizeof flags - 2; i++) {
+      if (colon[i] == 'S') has = 1;
+      flags[n++] = colon[i];
+    }
+  }
+  if (!has) {
+    /* insert S in ASCII order */
+    size_t at = 0;
+    while (at < n && flags[at] < 'S') at++;
+    memmove(flags + at + 1, flags + at, n - at);
+    flags[at] = 'S';
+    n++;
+  }
+  flags[n] = 0;
+  snprintf(out, max, "cur/%.*s:2,%s", (int)(colon ? (size_t)(colon - name) : strlen(name)),
+           name, flags);
+}
+
+/* The UPDATE state: remove what was deleted, mark seen what was retrieved. */
+static int update(void)
+{
+  unsigned long i;
+  int ok = 1;
+  char p[300], q[300];
+  for (i = 0; i < nmsgs; i++) {
+    msg *m = &msgs[i];
+    mpath(m, p, sizeof p);
+    if (m->flags & F_DELE) {
+      if (unlink(p) < 0 && errno != ENOENT) {
+        strerr_warnwu2sys("remove ", p);
+        ok = 0;
+      }
+    } else if (m->flags & F_SEEN) {
+      seen_name(mname(m), q, sizeof q);
+      if (strcmp(p, q) && rename(p, q) < 0 && errno != ENOENT) strerr_warnwu2sys("rename ", p);
+    }
+  }
+  return ok;
+}
+
+static void capa(void)
+{
+  put("+OK capability list follows\r\n"
+      "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
+      "IMPLEMENTATION pillarbox\r\n.\r\n");
+}
+
+int main(int argc, char const *const *argv)
+{
+  unsigned int timeout = 600;
+  char const *home, *x;
+  int lockfd;
+  unsigned long i;
+  {
+    subgetopt l = SUBGETOPT_ZERO;
+    int opt;
+    x = getenv("POP3_TIMEOUT");
+    if (x && (!uint0_scan(x, &timeout) || !timeout))
+      strerr_dief1x(100, "POP3_TIMEOUT must be a positive number of seconds");
+    while ((opt = subgetopt_r(argc, argv, "t:m:", &l)) != -1) {
+      switch (opt) {
+        case 't':
+          if (!uint0_scan(l.arg, &timeout) || !timeout) strerr_dieusage(100, USAGE);
+          break;
+        case 'm':
+          if (!ulong0_scan(l.arg, &maxmsgs) || !maxmsgs) strerr_dieusage(100, USAGE);
+          break;
+        default: strerr_dieusage(100, USAGE);
+      }
+    }
+  }
+  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");
+  x = getenv("POP3_NOTIFYFD");
+  if (x) {
+    /* Tell pop3-serve that the login worked: from now on, we answer the client. */
+    int fd;
+    if (int0_scan(x, &fd) && fd > 2) {
+      if (fd_write(fd, "y", 1) < 0) strerr_warnwu1sys("notify pop3-serve");
+      fd_close(fd);
+    }
+  }
+  if (!pop3io_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the session fds");
+  x = getenv("POP3_INPUT");
+  if (x && !pop3io_preload(x, strlen(x))) strerr_dief1x(100, "POP3_INPUT too long");
+
+  home = getenv("HOME");
+  if (!home || home[0] != '/') {
+    put("-ERR [SYS/PERM] no maildrop\r\n");
+    pop3io_flush();
+    strerr_dief1x(100, "HOME must be the absolute path of the Maildir");
+  }
+  if (chdir(home) < 0) {
+    put(errno == ENOENT ? "-ERR [SYS/PERM] no maildrop\r\n"
+                        : "-ERR [SYS/TEMP] unable to open maildrop\r\n");
+    pop3io_flush();
+    strerr_diefu2sys(errno == ENOENT ? 100 : 111, "chdir to ", home);
+  }
+  lockfd = open(".pop3.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lockfd < 0) {
+    put("-ERR [SYS/TEMP] unable to lock maildrop\r\n");
+    pop3io_flush();
+    strerr_diefu2sys(111, "open ", ".pop3.lock");
+  }
+  if (flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+    if (errno == EWOULDBLOCK) {
+      put("-ERR [IN-USE] maildrop is in use by another session\r\n");
+      pop3io_flush();
+      return 111;
+    }
+    put("-ERR [SYS/TEMP] unable to lock maildrop\r\n");
+    pop3io_flush();
+    strerr_diefu1sys(111, "lock .pop3.lock");
+  }
+  if (!scan("new", 0) || !scan("cur", F_CUR)) {
+    put("-ERR [SYS/TEMP] unable to read maildrop\r\n");
+    pop3io_flush();
+    strerr_diefu2sys(111, "list the Maildir ", home);
+  }
+  if (nmsgs) qsort(msgs, nmsgs, sizeof *msgs, &bytime);
+  put("+OK ");
+  putu(nmsgs);
+  put(" messages\r\n");
+
+  for (;;) {
+    char *line;
+    size_t len;
+    pop3_cmd c;
+    int r = pop3io_getline(&line, &len, POP3IO_IBUF);
+    if (r == POP3IO_TIMEOUT) {
+      put("-ERR autologout: idle for too long\r\n");
+      pop3io_flush();
+      return 99;
+    }
+    if (r != 1) return 0; /* dropped connection: nothing changes */
+    r = pop3_parse(line, len, &c);
+    switch (r) {
+      case POP3_ETOOLONG: put("-ERR line too long\r\n"); continue;
+      case POP3_EARGLONG: put("-ERR argument too long\r\n"); continue;
+      case POP3_EUNKNOWN: put("-ERR unknown command\r\n"); continue;
+      case POP3_ESYNTAX: put("-ERR syntax error\r\n"); continue;
+      default: break;
+    }
+    switch (c.cmd) {
+      case POP3_STAT: {
+        uint64_t total = 0;
+        unsigned long n = 0;
+        sizeall();
+        for (i = 0; i < nmsgs; i++)
+          if (!(msgs[i].flags & F_DELE)) {
+            n++;
+            total += msgs[i].size;
+          }
+        put("+OK ");
+        putu(n);
+        put(" ");
+        putu(total);
+        put("\r\n");
+        break;
+      }
+      case POP3_LIST:
+      case POP3_UIDL: {
+        int uidl = c.cmd == POP3_UIDL;
+        if (!uidl) sizeall();
+        if (c.argc) {
+          msg *m = arg_msg(c.arg[0], c.arglen[0]);
+          if (!m) break;
+          put("+OK ");
+          listing(m, (unsigned long)(m - msgs), uidl);
+          break;
+        }
+        put(uidl ? "+OK unique-id listing follows\r\n" : "+OK scan listing follows\r\n");
+        for (i = 0; i < nmsgs; i++)
+          if (!(msgs[i].flags & F_DELE)) listing(&msgs[i], i, uidl);
+        put(".\r\n");
+        break;
+      }
+      case POP3_RETR: {
+        msg *m = arg_msg(c.arg[0], c.arglen[0]);
+        if (!m) break;
+        send_msg(m, -1);
+        if (!(m->flags & F_GONE)) m->flags |= F_SEEN;
+        break;
+      }
+      case POP3_TOP: {
+        unsigned long lines;
+        msg *m = arg_msg(c.arg[0], c.arglen[0]);
+        if (!m) break;
+        if (!pop3_ulong(c.arg[1], c.arglen[1], &lines)) {
+          put("-ERR invalid number of lines\r\n");
+          break;
+        }
+        send_msg(m, (long)lines);
+        break;
+      }
+      case POP3_DELE: {
+        msg *m = arg_msg(c.arg[0], c.arglen[0]);
+        if (!m) break;
+        m->flags |= F_DELE;
+        put("+OK message deleted\r\n");
+        break;
+      }
+      case POP3_RSET:
+        for (i = 0; i < nmsgs; i++) msgs[i].flags &= ~(uint32_t)F_DELE;
+        put("+OK\r\n");
+        break;
+      case POP3_NOOP: put("+OK\r\n"); break;
+      case POP3_CAPA: capa(); break;
+      case POP3_QUIT:
+        if (update())
+          put("+OK bye\r\n");
+        else
+          put("-ERR [SYS/TEMP] some deleted messages not removed\r\n");
+        pop3io_flush();
+        return 0;
+      default: put("-ERR already logged in\r\n"); break;
+    }
+  }
+}

@@ -1,0 +1,416 @@
+/* pop3-serve: the POP3 AUTHORIZATION state, for one connection (UCSPI).
+ *
+ * Talks to the network before login: greeting, CAPA, STLS (UCSPI-TLS), USER/PASS, AUTH PLAIN,
+ * QUIT. A login runs PROG... (default: auth-check pop3-maildir) as a child with the
+ * credentials on fd 3 (checkpassword) and the session on fd 0/1; the post-login program tells
+ * us it runs by writing one byte on $POP3_NOTIFYFD, and from then on it answers the client
+ * while we wait for it. This process never opens a mailbox; the mailbox process never saw the
+ * network before the login.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <skalibs/allreadwrite.h>
+#include <skalibs/djbunix.h>
+#include <skalibs/exec.h>
+#include <skalibs/gccattributes.h>
+#include <skalibs/iopause.h>
+#include <skalibs/sgetopt.h>
+#include <skalibs/stralloc.h>
+#include <skalibs/strerr.h>
+#include <skalibs/tai.h>
+#include <skalibs/types.h>
+#include "authfail.h"
+#include "control.h"
+#include "pop3.h"
+#include "pop3io.h"
+#include "sasl.h"
+#include "ucspitls.h"
+
+char const *PROG = "pop3-serve";
+#define USAGE "pop3-serve [-t timeout] [-d faildelay] [prog...]"
+
+#define FAILS_PER_CONNECTION 3 /* failed logins before we hang up */
+#define AUTH_WAIT 30           /* seconds auth-check may take to decide */
+
+static unsigned int timeout = 600;
+static unsigned int faildelay = 2;
+static int in_tls;
+static int allow_plain;   /* plaintext login explicitly allowed on loopback */
+static char const *ip;    /* $TCPREMOTEIP */
+static unsigned int fails;
+static char user[POP3_ARG_MAX + 1];
+static size_t userlen;
+static int haveuser;
+static char const *const *progargv;
+
+static void die_io(void) gccattr_noreturn;
+static void bye(int) gccattr_noreturn;
+
+static void die_io(void)
+{
+  _exit(errno == ETIMEDOUT ? 99 : 0);
+}
+
+static void put(char const *s)
+{
+  if (!pop3io_puts(s)) die_io();
+}
+
+static void bye(int code)
+{
+  pop3io_flush();
+  _exit(code);
+}
+
+static int loopback(char const *a)
+{
+  if (!a) return 0;
+  return !strncmp(a, "127.", 4) || !strcmp(a, "::1") || !strncmp(a, "::ffff:127.", 11);
+}
+
+/* Login commands are accepted inside TLS, or in plaintext on loopback when allowed. */
+static int login_allowed(void)
+{
+  return in_tls || (allow_plain && loopback(ip));
+}
+
+static void capa(void)
+{
+  put("+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+      "PIPELINING\r\n");
+  if (!in_tls && ucspitls_available()) put("STLS\r\n");
+  if (login_allowed()) put("USER\r\nSASL PLAIN\r\n");
+  put("IMPLEMENTATION pillarbox\r\n.\r\n");
+}
+
+/* Reads the post-login program's notification or EOF, within AUTH_WAIT seconds.
+ * 1 notified, 0 EOF, -1 timeout or error. */
+static int wait_notify(int fd)
+{
+  tain deadline;
+  char c;
+  tain_now_g();
+  tain_addsec_g(&deadline, AUTH_WAIT);
+  for (;;) {
+    iopause_fd x = {.fd = fd, .events = IOPAUSE_READ, .revents = 0};
+    ssize_t r;
+    int p = iopause_g(&x, 1, &deadline);
+    if (p < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (!p) return -1;
+    r = read(fd, &c, 1);
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return -1;
+    }
+    return r == 1;
+  }
+}
+
+static int reap(pid_t pid)
+{
+  int wstat;
+  while (waitpid(pid, &wstat, 0) < 0)
+    if (errno != EINTR) strerr_diefu1sys(111, "wait for auth-check");
+  return WIFEXITED(wstat) ? WEXITSTATUS(wstat) : 256;
+}
+
+static void failed(char const *reply)
+{
+  int r = authfail_record(ip);
+  if (r < 0) strerr_warnwu1sys("record a failed login");
+  fails++;
+  if (faildelay) sleep(faildelay);
+  put(reply);
+  if (r == 1 || fails >= FAILS_PER_CONNECTION) {
+    put("-ERR [AUTH] too many failed logins, closing\r\n");
+    bye(0);
+  }
+}
+
+/* Runs the login. Returns only when it failed (the reply is given). */
+static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
+{
+  char creds[2 * SASL_FIELD_MAX + 8];
+  size_t credlen;
+  int cp[2], np[2], code, r;
+  pid_t pid;
+  haveuser = 0;
+  r = authfail_blocked(ip);
+  if (r < 0) strerr_warnwu1sys("read the failed-login table");
+  if (r == 1) {
+    put("-ERR [AUTH] too many failed logins from your address, try later\r\n");
+    bye(0);
+  }
+  credlen = sasl_checkpassword_input(creds, sizeof creds, u, ulen, pw, pwlen);
+  if (!credlen) {
+    failed("-ERR [AUTH] invalid user name or password\r\n");
+    return;
+  }
+  if (!pop3io_flush()) die_io();
+  if (pipecoe(cp) < 0 || pipecoe(np) < 0) strerr_diefu1sys(111, "create pipes");
+  pid = fork();
+  if (pid < 0) strerr_diefu1sys(111, "fork");
+  if (!pid) {
+    char fmt[UINT_FMT];
+    char const *rest;
+    size_t restlen = pop3io_pending(&rest);
+    int n = fcntl(np[1], F_DUPFD, 4);
+    if (n < 0) strerr_diefu1sys(111, "dup");
+    if (fd_move(3, cp[0]) < 0 || uncoe(3) < 0) strerr_diefu1sys(111, "move fd 3");
+    fmt[uint_fmt(fmt, (unsigned int)n)] = 0;
+    if (setenv("POP3_NOTIFYFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
+    if (restlen) {
+      /* The pipelined rest of the input goes to the mailbox process (up to a NUL). */
+      char buf[POP3IO_IBUF + 1];
+      memcpy(buf, rest, restlen);
+      buf[restlen] = 0;
+      if (setenv("POP3_INPUT", buf, 1) < 0) strerr_diefu1sys(111, "setenv");
+    } else
+      unsetenv("POP3_INPUT");
+    xexec(progargv);
+  }
+  fd_close(cp[0]);
+  fd_close(np[1]);
+  r = fd_write(cp[1], creds, credlen) == (ssize_t)credlen;
+  memset(creds, 0, sizeof creds);
+  fd_close(cp[1]);
+  (void)r;
+  r = wait_notify(np[0]);
+  if (r < 0) kill(pid, SIGKILL);
+  code = reap(pid);
+  fd_close(np[0]);
+  if (r == 1) _exit(code == 256 ? 111 : code); /* the session took place */
+  if (r < 0) {
+    put("-ERR [SYS/TEMP] password check timed out, try later\r\n");
+    return;
+  }
+  switch (code) {
+    case 0: _exit(0); /* a post-login program that does not notify: it had the session */
+    case 1: failed("-ERR [AUTH] invalid user name or password\r\n"); return;
+    case 2: put("-ERR [SYS/PERM] login misconfigured\r\n"); return;
+    default: put("-ERR [SYS/TEMP] unable to check the password, try later\r\n"); return;
+  }
+}
+
+static int ieq(char const *s, size_t len, char const *word)
+{
+  size_t i;
+  if (len != strlen(word)) return 0;
+  for (i = 0; i < len; i++) {
+    char c = s[i];
+    if (c >= 'a' && c <= 'z') c = (char)(c - 32);
+    if (c != word[i]) return 0;
+  }
+  return 1;
+}
+
+static void auth(pop3_cmd const *c)
+{
+  char dec[SASL_DECODED_MAX];
+  size_t declen;
+  char const *resp;
+  size_t resplen;
+  sasl_plain p;
+  int r;
+  if (!c->argc) {
+    put("+OK\r\nPLAIN\r\n.\r\n");
+    return;
+  }
+  if (!ieq(c->arg[0], c->arglen[0], "PLAIN")) {
+    put("-ERR unsupported authentication mechanism\r\n");
+    return;
+  }
+  if (!login_allowed()) {
+    put("-ERR [AUTH] authentication requires TLS: use STLS first\r\n");
+    return;
+  }
+  if (c->argc == 2) {
+    resp = c->arg[1];
+    resplen = c->arglen[1];
+  } else {
+    char *line;
+    size_t len;
+    put("+ \r\n");
+    r = pop3io_getline(&line, &len, POP3IO_IBUF);
+    if (r == POP3IO_TIMEOUT) bye(99);
+    if (r != 1) bye(0);
+    if (len > POP3IO_IBUF) {
+      put("-ERR line too long\r\n");
+      return;
+    }
+    if (len && line[len - 1] == '\n') len--;
+    if (len && line[len - 1] == '\r') len--;
+    resp = line;
+    resplen = len;
+  }
+  if (sasl_is_cancel(resp, resplen)) {
+    put("-ERR authentication cancelled\r\n");
+    return;
+  }
+  if (sasl_b64_decode(resp, resplen, dec, sizeof dec, &declen) != SASL_OK) {
+    put("-ERR invalid base64 in the SASL response\r\n");
+    return;
+  }
+  r = sasl_plain_parse(dec, declen, &p);
+  if (r == SASL_EAUTHZ) {
+    memset(dec, 0, sizeof dec);
+    failed("-ERR [AUTH] not allowed to log in as someone else\r\n");
+    return;
+  }
+  if (r != SASL_OK) {
+    memset(dec, 0, sizeof dec);
+    put("-ERR malformed PLAIN response\r\n");
+    return;
+  }
+  login(p.authcid, p.authcidlen, p.passwd, p.passwdlen);
+  memset(dec, 0, sizeof dec);
+}
+
+static void stls(void)
+{
+  if (in_tls) {
+    put("-ERR already in TLS\r\n");
+    return;
+  }
+  if (!ucspitls_available()) {
+    put("-ERR STLS not available\r\n");
+    return;
+  }
+  put("+OK begin TLS negotiation\r\n");
+  if (!pop3io_flush()) die_io();
+  pop3io_discard(); /* whatever was pipelined in plaintext is dropped (RFC 2595 4) */
+  if (!ucspitls_start_stdio()) strerr_diefu1sys(111, "start TLS");
+  if (!pop3io_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the TLS fds");
+  in_tls = 1;
+  haveuser = 0;
+  userlen = 0;
+}
+
+int main(int argc, char const *const *argv)
+{
+  static char const *const defargv[] = {"auth-check", "pop3-maildir", 0};
+  char const *defauth[3];
+  stralloc me = STRALLOC_ZERO;
+  char const *x;
+  {
+    subgetopt l = SUBGETOPT_ZERO;
+    int opt;
+    unsigned long u;
+    int r = control_readuint("pop3-timeout", 600, &u);
+    if (r == 0 || (r == 1 && (!u || u > 86400)))
+      strerr_dief1x(100, "control/pop3-timeout must be a number of seconds (1..86400)");
+    if (r == 1) timeout = (unsigned int)u;
+    x = getenv("POP3_TIMEOUT");
+    if (x && (!uint0_scan(x, &timeout) || !timeout))
+      strerr_dief1x(100, "POP3_TIMEOUT must be a positive number of seconds");
+    x = getenv("POP3_FAIL_DELAY");
+    if (x && !uint0_scan(x, &faildelay))
+      strerr_dief1x(100, "POP3_FAIL_DELAY must be a number of seconds");
+    while ((opt = subgetopt_r(argc, argv, "t:d:", &l)) != -1) {
+      switch (opt) {
+        case 't':
+          if (!uint0_scan(l.arg, &timeout) || !timeout) strerr_dieusage(100, USAGE);
+          break;
+        case 'd':
+          if (!uint0_scan(l.arg, &faildelay)) strerr_dieusage(100, USAGE);
+          break;
+        default: strerr_dieusage(100, USAGE);
+      }
+    }
+    argv += l.ind;
+    argc -= l.ind;
+  }
+  if (argc) progargv = argv;
+  else {
+    x = getenv("AUTH_CHECK");
+    if (x && *x) {
+      defauth[0] = x;
+      defauth[1] = "pop3-maildir";
+      defauth[2] = 0;
+      progargv = defauth;
+    } else
+      progargv = defargv;
+  }
+  {
+    char tbuf[UINT_FMT];
+    tbuf[uint_fmt(tbuf, timeout)] = 0;
+    if (setenv("POP3_TIMEOUT", tbuf, 1) < 0) strerr_diefu1sys(111, "setenv");
+  }
+  x = getenv("POP3_ALLOW_PLAINTEXT_AUTH");
+  if (x) allow_plain = !strcmp(x, "1");
+  else {
+    stralloc sa = STRALLOC_ZERO;
+    int r = control_readline(&sa, "pop3-allow-plaintext");
+    if (r < 0) strerr_diefu1sys(111, "read control/pop3-allow-plaintext");
+    allow_plain = r == 1 && sa.len == 1 && sa.s[0] == '1';
+    stralloc_free(&sa);
+  }
+  ip = getenv("TCPREMOTEIP");
+  in_tls = !!getenv("SSL_PROTOCOL");
+  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");
+  if (control_readline(&me, "me") != 1 || !stralloc_0(&me)) {
+    me.len = 0;
+    if (!stralloc_cats(&me, "pillarbox") || !stralloc_0(&me)) strerr_diefu1sys(111, "allocate");
+  }
+  if (!pop3io_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the session fds");
+  put("+OK ");
+  put(me.s);
+  put(" POP3 server ready\r\n");
+
+  for (;;) {
+    char *line;
+    size_t len;
+    pop3_cmd c;
+    int r = pop3io_getline(&line, &len, POP3IO_IBUF);
+    if (r == POP3IO_TIMEOUT) {
+      put("-ERR autologout: idle for too long\r\n");
+      bye(99);
+    }
+    if (r != 1) _exit(0);
+    r = pop3_parse(line, len, &c);
+    switch (r) {
+      case POP3_ETOOLONG: put("-ERR line too long\r\n"); continue;
+      case POP3_EARGLONG: put("-ERR argument too long\r\n"); continue;
+      case POP3_EUNKNOWN: put("-ERR unknown command\r\n"); continue;
+      case POP3_ESYNTAX: put("-ERR syntax error\r\n"); continue;
+      default: break;
+    }
+    switch (c.cmd) {
+      case POP3_CAPA: capa(); break;
+      case POP3_QUIT: put("+OK bye\r\n"); bye(0);
+      case POP3_STLS: stls(); break;
+      case POP3_USER:
+        if (!login_allowed()) {
+          put("-ERR [AUTH] plaintext login disallowed without TLS: use STLS first\r\n");
+          break;
+        }
+        memcpy(user, c.arg[0], c.arglen[0]);
+        userlen = c.arglen[0];
+        haveuser = 1;
+        put("+OK send PASS\r\n");
+        break;
+      case POP3_PASS:
+        if (!login_allowed()) {
+          put("-ERR [AUTH] plaintext login disallowed without TLS: use STLS first\r\n");
+          break;
+        }
+        if (!haveuser) {
+          put("-ERR USER first\r\n");
+          break;
+        }
+        login(user, userlen, c.arg[0], c.arglen[0]);
+        break;
+      case POP3_AUTH: auth(&c); break;
+      case POP3_APOP: put("-ERR APOP not supported\r\n"); break;
+      default: put("-ERR not logged in\r\n"); break;
+    }
+  }
+}
