@@ -1,0 +1,379 @@
+/* mail-instance: create an instance (doc/mail-instance.8).
+ * mail-instance create ROOT --hostname H --domain D [--domain D...] */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <skalibs/allreadwrite.h>
+#include <skalibs/djbunix.h>
+#include <skalibs/stralloc.h>
+#include <skalibs/strerr.h>
+
+#include "accounts.h"
+#include "addr.h"
+
+#ifndef PILLARBOX_SHAREDIR
+#define PILLARBOX_SHAREDIR "/usr/local/share/pillarbox"
+#endif
+
+char const *PROG = "mail-instance";
+#define USAGE "mail-instance create ROOT --hostname H --domain D [--domain D...]"
+#define dieusage() strerr_dieusage(100, USAGE)
+
+static char const *root;  /* absolute */
+static stralloc bindir = STRALLOC_ZERO;
+
+static char const *path(char const *rel)
+{
+  static stralloc p = STRALLOC_ZERO;
+  p.len = 0;
+  if (!stralloc_cats(&p, root) || !stralloc_catb(&p, "/", 1) || !stralloc_cats(&p, rel) ||
+      !stralloc_0(&p))
+    strerr_diefu1sys(111, "allocate");
+  return p.s;
+}
+
+static void mkdir_mode(char const *p, mode_t mode)
+{
+  if (mkdir(p, mode) < 0 && errno != EEXIST) strerr_diefu2sys(111, "mkdir ", p);
+  if (chmod(p, mode) < 0) strerr_diefu2sys(111, "chmod ", p);
+}
+
+/* mkdir -p for the parents of p (p itself not included). */
+static void mkparents(char const *p)
+{
+  size_t n = strlen(p), i;
+  char *b = malloc(n + 1);
+  if (!b) strerr_diefu1sys(111, "allocate");
+  memcpy(b, p, n + 1);
+  for (i = 1; i < n; i++) {
+    if (b[i] != '/') continue;
+    b[i] = 0;
+    if (mkdir(b, 0755) < 0 && errno != EEXIST) strerr_diefu2sys(111, "mkdir ", b);
+    b[i] = '/';
+  }
+  free(b);
+}
+
+static void writefile(char const *rel, char const *s, size_t n, mode_t mode)
+{
+  char const *p = path(rel);
+  if (!openwritenclose_suffix_sync(p, s, n, ".tmp")) strerr_diefu2sys(111, "write ", p);
+  if (chmod(p, mode) < 0) strerr_diefu2sys(111, "chmod ", p);
+}
+
+static int domain_ok(char const *d)
+{
+  size_t n = strlen(d);
+  stralloc sa = STRALLOC_ZERO;
+  int ok;
+  if (!n || n > ADDR_DOMAIN_MAX || d[0] == '[') return 0;
+  if (!stralloc_cats(&sa, "x@") || !stralloc_catb(&sa, d, n)) strerr_diefu1sys(111, "allocate");
+  ok = addr_check_mailbox(sa.s, sa.len, 0) == ADDR_OK;
+  stralloc_free(&sa);
+  return ok;
+}
+
+/* Runs argv with stdin from infile (or /dev/null), stdout and stderr to /dev/null.
+ * Returns the exit code, 127 if the program could not be run, -1 on fork trouble. */
+static int run(char const *const *argv, char const *infile)
+{
+  int st;
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (!pid) {
+    int in = open(infile ? infile : "/dev/null", O_RDONLY);
+    int out = open("/dev/null", O_WRONLY);
+    if (in < 0 || out < 0) _exit(127);
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) _exit(127);
+    if (chdir(root) < 0) _exit(127);
+    execvp(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 126;
+}
+
+static void make_tls(char const *host)
+{
+  stralloc subj = STRALLOC_ZERO, san = STRALLOC_ZERO;
+  char const *argv[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "3650", "-subj", 0,
+                        "-addext", 0, "-keyout", "tls/key.pem", "-out", "tls/cert.pem", 0};
+  mode_t old;
+  int r;
+  if (!stralloc_cats(&subj, "/CN=") || !stralloc_cats(&subj, host) || !stralloc_0(&subj) ||
+      !stralloc_cats(&san, "subjectAltName=DNS:") || !stralloc_cats(&san, host) ||
+      !stralloc_0(&san))
+    strerr_diefu1sys(111, "allocate");
+  argv[11] = subj.s;
+  argv[13] = san.s;
+  old = umask(077);
+  r = run(argv, 0);
+  umask(old);
+  if (r == 127) strerr_warnw1x("openssl not found: no certificate made in tls/ (add one yourself)");
+  else if (r) strerr_warnw1x("openssl failed: no certificate made in tls/ (add one yourself)");
+  else {
+    if (chmod(path("tls/key.pem"), 0600) < 0) strerr_diefu2sys(111, "chmod ", path("tls/key.pem"));
+    if (chmod(path("tls/cert.pem"), 0644) < 0)
+      strerr_diefu2sys(111, "chmod ", path("tls/cert.pem"));
+  }
+  stralloc_free(&subj);
+  stralloc_free(&san);
+}
+
+static void make_tcprules(void)
+{
+  static char const rules[] = "127.:allow,RELAYCLIENT=\"\"\n::1:allow,RELAYCLIENT=\"\"\n:allow\n";
+  char const *argv[] = {"tcprules", "control/tcp-rules.cdb", "control/tcp-rules.tmp", 0};
+  int r;
+  writefile("control/tcp-rules", rules, sizeof rules - 1, 0644);
+  r = run(argv, path("control/tcp-rules"));
+  if (r == 127) strerr_warnw1x("tcprules not found: control/tcp-rules.cdb not made");
+  else if (r) strerr_warnw1x("tcprules failed: control/tcp-rules.cdb not made");
+}
+
+/* Replaces @MAILROOT@ and @BINDIR@ in s[0..n) into out. */
+static void substitute(char const *s, size_t n, stralloc *out)
+{
+  size_t i = 0;
+  out->len = 0;
+  while (i < n) {
+    if (s[i] == '@' && n - i >= 10 && !memcmp(s + i, "@MAILROOT@", 10)) {
+      if (!stralloc_cats(out, root)) strerr_diefu1sys(111, "allocate");
+      i += 10;
+    } else if (s[i] == '@' && n - i >= 8 && !memcmp(s + i, "@BINDIR@", 8)) {
+      if (!stralloc_catb(out, bindir.s, bindir.len)) strerr_diefu1sys(111, "allocate");
+      i += 8;
+    } else {
+      if (!stralloc_catb(out, s + i, 1)) strerr_diefu1sys(111, "allocate");
+      i++;
+    }
+  }
+}
+
+static void copy_tree(char const *src, char const *dst, int top)
+{
+  DIR *d = opendir(src);
+  struct dirent *e;
+  if (!d) strerr_diefu2sys(111, "open directory ", src);
+  for (;;) {
+    stralloc s = STRALLOC_ZERO, t = STRALLOC_ZERO;
+    struct stat st;
+    errno = 0;
+    e = readdir(d);
+    if (!e) {
+      if (errno) strerr_diefu2sys(111, "read directory ", src);
+      break;
+    }
+    if (e->d_name[0] == '.') continue;
+    if (!stralloc_cats(&s, src) || !stralloc_catb(&s, "/", 1) || !stralloc_cats(&s, e->d_name) ||
+        !stralloc_0(&s) || !stralloc_cats(&t, dst) || !stralloc_catb(&t, "/", 1) ||
+        !stralloc_cats(&t, e->d_name) || !stralloc_0(&t))
+      strerr_diefu1sys(111, "allocate");
+    if (lstat(s.s, &st) < 0) strerr_diefu2sys(111, "stat ", s.s);
+    if (S_ISDIR(st.st_mode)) {
+      mkdir_mode(t.s, 0700);
+      copy_tree(s.s, t.s, 0);
+      if (chmod(t.s, st.st_mode & 07777) < 0) strerr_diefu2sys(111, "chmod ", t.s);
+    } else if (top) {
+      /* only service directories belong in the scan directory */
+    } else if (S_ISREG(st.st_mode)) {
+      stralloc in = STRALLOC_ZERO, out = STRALLOC_ZERO;
+      int fd;
+      if (!openslurpclose(&in, s.s)) strerr_diefu2sys(111, "read ", s.s);
+      substitute(in.s ? in.s : "", in.len, &out);
+      fd = open(t.s, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0) strerr_diefu2sys(111, "create ", t.s);
+      if (allwrite(fd, out.s ? out.s : "", out.len) < out.len || fsync(fd) < 0 ||
+          fchmod(fd, st.st_mode & 07777) < 0 || close(fd) < 0)
+        strerr_diefu2sys(111, "write ", t.s);
+      stralloc_free(&in);
+      stralloc_free(&out);
+    } else if (S_ISLNK(st.st_mode)) {
+      char buf[PATH_MAX];
+      ssize_t r = readlink(s.s, buf, sizeof buf - 1);
+      if (r < 0) strerr_diefu2sys(111, "readlink ", s.s);
+      buf[r] = 0;
+      if (symlink(buf, t.s) < 0) strerr_diefu2sys(111, "symlink ", t.s);
+    }
+    stralloc_free(&s);
+    stralloc_free(&t);
+  }
+  closedir(d);
+}
+
+static int is_dir(char const *p)
+{
+  struct stat st;
+  return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static void make_services(void)
+{
+  stralloc t = STRALLOC_ZERO;
+  char const *env = getenv("PILLARBOX_SERVICES");
+  if (env && *env) {
+    if (!stralloc_cats(&t, env) || !stralloc_0(&t)) strerr_diefu1sys(111, "allocate");
+    if (!is_dir(t.s)) strerr_dief3x(100, "PILLARBOX_SERVICES: ", t.s, " is not a directory");
+  } else {
+    if (!stralloc_catb(&t, bindir.s, bindir.len) || !stralloc_cats(&t, "/../services") ||
+        !stralloc_0(&t))
+      strerr_diefu1sys(111, "allocate");
+    if (!is_dir(t.s)) {
+      t.len = 0;
+      if (!stralloc_cats(&t, PILLARBOX_SHAREDIR "/services") || !stralloc_0(&t))
+        strerr_diefu1sys(111, "allocate");
+    }
+  }
+  if (is_dir(t.s)) copy_tree(t.s, path("service"), 1);
+  else strerr_warnw3x("no service templates in ", t.s, ": service/ left empty");
+  stralloc_free(&t);
+}
+
+static char const readme[] =
+  "# control/: one fact per file. Text sources (domains, users, aliases) are edited with\n"
+  "# mail-domain, mail-user and mail-alias, which rebuild the .cdb files atomically;\n"
+  "# after editing a text source by hand, run `mail-user rebuild` (or mail-alias /\n"
+  "# mail-domain rebuild). Formats: doc/formats.md.\n"
+  "#\n"
+  "# me             this host's name (greeting, Received:, bounces)\n"
+  "# domains        local domains, one per line\n"
+  "# users          address:hash:maildir:quota\n"
+  "# aliases        address: target, target, ...   (@domain = catch-all)\n"
+  "# tcp-rules      tcpserver access rules (tcprules), compiled to tcp-rules.cdb\n"
+  "# routes         static routes: domain host[:port]\n"
+  "#\n"
+  "# Limits (each optional, one number; the programs' defaults apply when missing):\n"
+  "# databytes            largest message accepted, bytes\n"
+  "# concurrency-local    parallel local deliveries (10)\n"
+  "# concurrency-remote   parallel remote deliveries\n"
+  "# queue-lifetime       seconds before a message bounces (432000 = 5 days)\n";
+
+int main(int argc, char const *const *argv)
+{
+  char const *host = 0;
+  char const *rootarg = 0;
+  stralloc domains = STRALLOC_ZERO, abs = STRALLOC_ZERO;
+  int i;
+  struct stat st;
+
+  if (argc < 2 || strcmp(argv[1], "create")) dieusage();
+  for (i = 2; i < argc; i++) {
+    char const *a = argv[i];
+    char const *v = 0;
+    int kind = 0; /* 1 hostname, 2 domain */
+    if (!strcmp(a, "--hostname") || !strcmp(a, "-h")) kind = 1;
+    else if (!strcmp(a, "--domain") || !strcmp(a, "-d")) kind = 2;
+    else if (!strncmp(a, "--hostname=", 11)) kind = 1, v = a + 11;
+    else if (!strncmp(a, "--domain=", 9)) kind = 2, v = a + 9;
+    else if (a[0] == '-') dieusage();
+    else if (!rootarg) {
+      rootarg = a;
+      continue;
+    } else
+      dieusage();
+    if (!v) {
+      if (++i >= argc) dieusage();
+      v = argv[i];
+    }
+    if (kind == 1) host = v;
+    else {
+      if (!domain_ok(v)) strerr_dief2x(100, "not a valid domain: ", v);
+      if (!stralloc_cats(&domains, v) || !stralloc_catb(&domains, "\n", 1))
+        strerr_diefu1sys(111, "allocate");
+    }
+  }
+  if (!rootarg || !host || !domains.len) dieusage();
+  if (!*rootarg) dieusage();
+  if (!domain_ok(host)) strerr_dief2x(100, "not a valid hostname: ", host);
+  {
+    size_t k;
+    for (k = 0; k < domains.len; k++)
+      if (domains.s[k] >= 'A' && domains.s[k] <= 'Z') domains.s[k] += 32;
+  }
+
+  /* ROOT, absolute */
+  if (rootarg[0] != '/') {
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) strerr_diefu1sys(111, "get the current directory");
+    if (!stralloc_cats(&abs, cwd) || !stralloc_catb(&abs, "/", 1)) strerr_diefu1sys(111, "allocate");
+  }
+  if (!stralloc_cats(&abs, rootarg)) strerr_diefu1sys(111, "allocate");
+  while (abs.len > 1 && abs.s[abs.len - 1] == '/') abs.len--;
+  if (!stralloc_0(&abs)) strerr_diefu1sys(111, "allocate");
+  root = abs.s;
+  for (i = 0; root[i]; i++)
+    if ((unsigned char)root[i] < ' ' || root[i] == 127)
+      strerr_dief1x(100, "ROOT must not contain control characters");
+
+  if (lstat(root, &st) == 0) {
+    DIR *d;
+    struct dirent *e;
+    if (!S_ISDIR(st.st_mode)) strerr_dief3x(100, "refusing to create an instance: ", root, " exists and is not a directory");
+    d = opendir(root);
+    if (!d) strerr_diefu2sys(111, "open directory ", root);
+    for (;;) {
+      errno = 0;
+      e = readdir(d);
+      if (!e) {
+        if (errno) strerr_diefu2sys(111, "read directory ", root);
+        break;
+      }
+      if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+        strerr_dief3x(100, "refusing to overwrite: ", root, " exists and is not empty");
+    }
+    closedir(d);
+  } else if (errno != ENOENT)
+    strerr_diefu2sys(111, "stat ", root);
+  else {
+    mkparents(root);
+    if (mkdir(root, 0755) < 0) strerr_diefu2sys(111, "mkdir ", root);
+  }
+
+  /* the directory of the programs */
+  if (!sarealpath(&bindir, "/proc/self/exe")) {
+    bindir.len = 0;
+    if (!stralloc_cats(&bindir, PILLARBOX_BINDIR)) strerr_diefu1sys(111, "allocate");
+  } else {
+    while (bindir.len && bindir.s[bindir.len - 1] != '/') bindir.len--;
+    if (bindir.len > 1) bindir.len--;
+  }
+  if (!stralloc_0(&bindir)) strerr_diefu1sys(111, "allocate");
+  bindir.len--;
+
+  if (setenv("MAILROOT", root, 1) < 0) strerr_diefu1sys(111, "setenv MAILROOT");
+  mkdir_mode(path("control"), 0755);
+  mkdir_mode(path("tls"), 0700);
+  mkdir_mode(path("queue"), 0750);
+  mkdir_mode(path("mail"), 0750);
+  mkdir_mode(path("service"), 0755);
+  mkdir_mode(path("log"), 0755);
+
+  {
+    int lock = accounts_lock();
+    writefile("control/me", host, strlen(host), 0644);
+    {
+      char nl = '\n';
+      int fd = open(path("control/me"), O_WRONLY | O_APPEND | O_CLOEXEC);
+      if (fd < 0 || allwrite(fd, &nl, 1) != 1 || fsync(fd) < 0 || close(fd) < 0)
+        strerr_diefu2sys(111, "write ", path("control/me"));
+    }
+    accounts_save(ACCT_DOMAINS, domains.s, domains.len);
+    accounts_save(ACCT_USERS, "", 0);
+    accounts_save(ACCT_ALIASES, "", 0);
+    writefile("control/README", readme, sizeof readme - 1, 0644);
+    close(lock);
+  }
+  make_tcprules();
+  make_tls(host);
+  make_services();
+  return 0;
+}
