@@ -1,0 +1,176 @@
+/* queue: the on-disk mail queue. Its format, its ids, injection, and per-recipient state.
+ *
+ * Layout under QDIR (MAILROOT/queue), made by queue_init():
+ *   tmp/         files being written by queue-inject (never looked at by queue-run's scan)
+ *   mess/ID      committed messages: one file each, envelope + content, never rewritten
+ *   state/ID     per-recipient delivery state of mess/ID, replaced atomically (temp + rename)
+ *   hold/ID      present: queue-run leaves the message alone (queue-ctl hold / release)
+ *   ctl/OP.ID    requests from queue-ctl (flush, delete, bounce) applied by queue-run
+ *   quarantine/  corrupt or truncated message files, moved aside, never delivered
+ *   trigger      a fifo: one byte written to it wakes queue-run
+ *
+ * A message file is
+ *   "PBQ1 " TIME " " ENVLEN " " MSGLEN "\n"   (decimal; TIME = arrival, seconds since epoch)
+ *   ENVLEN bytes of envelope: "F" sender "\0" ("T" rcpt "\0")... "\0"  (qmail-queue's)
+ *   MSGLEN bytes of message, to the end of the file.
+ * A file whose size is not exactly headerline + ENVLEN + MSGLEN, or whose envelope does not
+ * parse, is corrupt. The message part starts at queue_hdr.offset: lseek there and the rest of
+ * the file is exactly the message, so the file itself can be fd 0 of a delivery program.
+ *
+ * A state file is text, one line per delivery target (envelope recipients expanded through
+ * aliases), first line "PBS1 N\n", then N lines
+ *   STATE " " ATTEMPTS " " NEXT " " RCPT " " ADDR "\t" DIAG "\n"
+ * STATE is one of QUEUE_T_*; RCPT is the index of the envelope recipient the target came
+ * from; ADDR the target (account address or remote address); DIAG the last diagnostic
+ * (may be empty; never contains '\n' or '\t'). No state file: nothing attempted yet.
+ *
+ * Ids are "SECONDS.USEC.PID" (plus ".N" for the N-th message a process injects): printable,
+ * no '/', sortable by arrival within a second's resolution, unique under any concurrency
+ * (O_EXCL in tmp/ and a no-replace rename into mess/).
+ */
+#ifndef PILLARBOX_QUEUE_H
+#define PILLARBOX_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <skalibs/stralloc.h>
+
+#define QUEUE_ID_MAX 64           /* bytes in an id, with its NUL */
+#define QUEUE_ADDR_MAX 256        /* default limit on an envelope address (control/queue-addrmax) */
+#define QUEUE_RCPT_MAX 1000       /* default recipients per message (control/queue-rcptmax) */
+#define QUEUE_RCPT_HARDMAX 100000 /* never more, whatever control says */
+#define QUEUE_DATABYTES 36700160  /* default largest message (control/databytes): 35 MiB */
+#define QUEUE_HDRLINE_MAX 80      /* the "PBQ1 ..." line, with its '\n' */
+#define QUEUE_DIAG_MAX 400        /* bytes of diagnostic kept per target */
+
+/* qmail-queue exit codes (doc/queue-inject.8) */
+#define QX_OK 0
+#define QX_ADDRLONG 11
+#define QX_REFUSED 31
+#define QX_NOMEM 51
+#define QX_TIMEOUT 52
+#define QX_WRITE 53
+#define QX_READ 54
+#define QX_CONTROL 55
+#define QX_QUEUEDIR 62
+#define QX_BUG 81
+#define QX_ENVELOPE 91
+
+/* ---- layout ---- */
+
+/* Makes QDIR's sub-directories and the trigger fifo where missing. 1, or 0 (errno). */
+int queue_init(char const *qdir);
+
+/* QDIR/REL into sa, NUL-terminated. 1, or 0 on allocation failure. */
+int queue_path(stralloc *sa, char const *qdir, char const *rel);
+
+/* 1 if s[0..len) is a well-formed id (digits, dots; no '/', not empty, < QUEUE_ID_MAX). */
+int queue_id_ok(char const *s, size_t len);
+
+/* Writes one byte to QDIR/trigger without blocking; nobody listening is fine. */
+void queue_trigger(char const *qdir, char c);
+
+/* ---- envelope ---- */
+
+typedef struct queue_env_s queue_env;
+struct queue_env_s {
+  char const *sender; /* points into the parsed bytes; NUL-terminated there */
+  size_t senderlen;
+  size_t nrcpt;
+  size_t rcptoff;     /* offset of the first "T" record */
+};
+
+/* Parses a complete envelope s[0..len) (ending with the final "\0", nothing after it).
+ * Returns QX_OK, QX_ADDRLONG (an address over addrmax bytes), QX_REFUSED (more than rcptmax
+ * recipients) or QX_ENVELOPE (no F, no T, anything else malformed, CR/LF/NUL-free but
+ * control bytes, trailing junk). */
+int queue_env_parse(char const *s, size_t len, size_t addrmax, size_t rcptmax, queue_env *e);
+
+/* Iterates over the recipients of a parsed envelope: start with *pos = e->rcptoff; each call
+ * sets *r (NUL-terminated in s) and *rlen and returns 1, then 0 after the last one. */
+int queue_env_next(char const *s, size_t len, size_t *pos, char const **r, size_t *rlen);
+
+/* ---- message file header ---- */
+
+typedef struct queue_hdr_s queue_hdr;
+struct queue_hdr_s {
+  uint64_t arrival;
+  uint64_t envlen;
+  uint64_t msglen;
+  size_t linelen; /* bytes of the "PBQ1 ..." line */
+  uint64_t offset; /* linelen + envlen: where the message starts */
+};
+
+/* Appends the header line to sa. 1, or 0 on allocation failure. */
+int queue_hdr_fmt(stralloc *sa, uint64_t arrival, uint64_t envlen, uint64_t msglen);
+
+/* Parses the header line at the start of s[0..len). 1 ok, 0 malformed or incomplete. */
+int queue_hdr_parse(char const *s, size_t len, queue_hdr *h);
+
+/* ---- injection ---- */
+
+/* Commits one message durably: creates tmp/ID (O_EXCL), writes header, envelope and message
+ * with one write, fsync, renames (no-replace) into mess/, fsyncs mess/, triggers queue-run.
+ * env must already be valid (queue_env_parse). The new id goes to id (NUL-terminated).
+ * Returns QX_OK or a temporary qmail-queue code (QX_WRITE, QX_QUEUEDIR, QX_NOMEM);
+ * on failure nothing is left behind in mess/. */
+int queue_inject_mem(char const *qdir, char const *env, size_t envlen, char const *msg,
+                     size_t msglen, stralloc *id);
+
+/* The same with the message already in an open file (spillfd, read from offset 0, msglen
+ * bytes): the message is copied after the header in the new file. */
+int queue_inject_fd(char const *qdir, char const *env, size_t envlen, int spillfd,
+                    uint64_t msglen, stralloc *id);
+
+/* ---- reading a message file ---- */
+
+/* Opens QDIR/mess/ID, reads and checks its header and envelope (env gets the envelope bytes,
+ * h the header). Returns the open fd (positioned at h->offset, i.e. at the message), or
+ * -1 with errno set: ENOENT gone, EPROTO corrupt or truncated, anything else: temporary. */
+int queue_open(char const *qdir, char const *id, queue_hdr *h, stralloc *env, uint64_t *size);
+
+/* ---- per-recipient state ---- */
+
+#define QUEUE_T_NEW 'N'     /* envelope recipient not yet resolved */
+#define QUEUE_T_LOCAL 'L'   /* pending-local: ADDR is the account address */
+#define QUEUE_T_REMOTE 'R'  /* pending-remote: ADDR is the outside address */
+#define QUEUE_T_DONE 'D'    /* delivered */
+#define QUEUE_T_FAILED 'F'  /* failed permanently, not yet bounced */
+#define QUEUE_T_BOUNCED 'B' /* failed permanently, bounce sent (or none needed) */
+
+typedef struct queue_target_s queue_target;
+struct queue_target_s {
+  char state;
+  unsigned int attempts;
+  uint64_t next;      /* next try, seconds since epoch (0: now) */
+  unsigned int rcpt;  /* index of the envelope recipient it came from */
+  char *addr;         /* malloc'ed, NUL-terminated */
+  char *diag;         /* malloc'ed, NUL-terminated ("" if none) */
+};
+
+/* Frees the strings of n targets (not the array). */
+void queue_targets_free(queue_target *t, size_t n);
+
+/* Parses a state file s[0..len) into a malloc'ed array *t of *n targets.
+ * 1 ok, 0 malformed (nothing allocated), -1 allocation failure. */
+int queue_state_parse(char const *s, size_t len, queue_target **t, size_t *n);
+
+/* Appends the state file text for t[0..n) to sa. 1, or 0 on allocation failure. */
+int queue_state_fmt(stralloc *sa, queue_target const *t, size_t n);
+
+/* Reads QDIR/state/ID: 1 read, 0 missing, -1 error (EPROTO malformed). */
+int queue_state_read(char const *qdir, char const *id, queue_target **t, size_t *n);
+
+/* Replaces QDIR/state/ID atomically (state/.ID.tmp, rename). With dosync, the temp file is
+ * fsync'ed before the rename (the directory is not: see doc/queue.md). 1, or 0 (errno). */
+int queue_state_write(char const *qdir, char const *id, queue_target const *t, size_t n,
+                      int dosync);
+
+/* Removes a finished message: state/ID first, then mess/ID. 1, or 0 (errno). */
+int queue_remove(char const *qdir, char const *id);
+
+/* Sets a target's diagnostic (copied, cut at QUEUE_DIAG_MAX, '\n' '\t' '\r' made ' ').
+ * 1, or 0 on allocation failure. */
+int queue_target_setdiag(queue_target *t, char const *s, size_t len);
+
+#endif
