@@ -1,0 +1,298 @@
+/* deliver-maildir: deliver one message (fd 0) into one Maildir, durably. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <skalibs/allreadwrite.h>
+#include <skalibs/sgetopt.h>
+#include <skalibs/strerr.h>
+#include <skalibs/stralloc.h>
+
+#include "control.h"
+#include "maildir.h"
+
+#define USAGE "deliver-maildir [ -q quota ] DIR"
+char const *PROG = "deliver-maildir";
+
+#define ADDR_MAX 1000       /* SENDER, RECIPIENT: longer is refused (100) */
+#define FIELD_KEEP 2048     /* bytes of a header field kept for loop detection */
+#define RECEIVED_MAX 100    /* more Received: lines than this is a loop */
+#define IOBUF 65536
+
+static maildir_tmp t = MAILDIR_TMP_ZERO;
+static char const *dir;
+static char const *recipient;
+static size_t recipientlen;
+
+static char ibuf[IOBUF];
+static char obuf[IOBUF];
+static size_t olen;
+static uint64_t total; /* bytes written to the file */
+
+/* header scanning state */
+static int inheader = 1;
+static char field[FIELD_KEEP];
+static size_t fieldlen;
+static int fieldlong; /* field longer than FIELD_KEEP */
+static int atlinestart = 1;
+static int linecont;  /* current line began with a blank: a continuation */
+static int lineempty = 1;
+static unsigned long received;
+
+static void die_abort(int code, char const *s1, char const *s2, int sys)
+{
+  int e = errno;
+  maildir_tmp_abort(&t);
+  errno = e;
+  if (sys)
+    strerr_diefu3sys(code, s1, s2, "");
+  else
+    strerr_dief2x(code, s1, s2);
+}
+
+static void out_flush(void)
+{
+  if (!olen) return;
+  if (allwrite(t.fd, obuf, olen) != olen) {
+    if (errno == ENOSPC || errno == EDQUOT) die_abort(111, "write to Maildir ", dir, 1);
+    die_abort(111, "write to Maildir ", dir, 1);
+  }
+  total += olen;
+  olen = 0;
+}
+
+static void out_put(char const *s, size_t n)
+{
+  while (n) {
+    size_t k = IOBUF - olen;
+    if (k > n) k = n;
+    memcpy(obuf + olen, s, k);
+    olen += k;
+    s += k;
+    n -= k;
+    if (olen == IOBUF) out_flush();
+  }
+}
+
+static int lower(int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+static int namedis(char const *name, size_t n)
+{
+  size_t i, k = 0;
+  while (k < fieldlen && field[k] != ':') k++;
+  if (k == fieldlen) return 0;
+  while (k && (field[k - 1] == ' ' || field[k - 1] == '\t')) k--;
+  if (k != n) return 0;
+  for (i = 0; i < n; i++)
+    if (lower((unsigned char)field[i]) != name[i]) return 0;
+  return 1;
+}
+
+/* a complete header field (unfolded, without the newline) is in field[0..fieldlen) */
+static void field_done(void)
+{
+  if (!fieldlen) return;
+  if (namedis("received", 8)) {
+    if (++received > RECEIVED_MAX)
+      die_abort(100, "mail loop: ", "more than 100 Received: header lines", 0);
+  } else if (namedis("delivered-to", 12) && !fieldlong) {
+    char const *v = memchr(field, ':', fieldlen);
+    size_t vl, i;
+    v++;
+    vl = fieldlen - (size_t)(v - field);
+    while (vl && (*v == ' ' || *v == '\t')) v++, vl--;
+    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t' || v[vl - 1] == '\r')) vl--;
+    if (vl >= 2 && v[0] == '<' && v[vl - 1] == '>') v++, vl -= 2;
+    if (vl == recipientlen) {
+      for (i = 0; i < vl; i++)
+        if (lower((unsigned char)v[i]) != lower((unsigned char)recipient[i])) break;
+      if (i == vl) die_abort(100, "mail loop: already delivered to ", recipient, 0);
+    }
+  }
+  fieldlen = 0;
+  fieldlong = 0;
+}
+
+static void field_add(char c)
+{
+  if (fieldlen < FIELD_KEEP)
+    field[fieldlen++] = c;
+  else
+    fieldlong = 1;
+}
+
+/* one byte of the LF-converted message, while still in the header section */
+static void header_byte(char c)
+{
+  if (atlinestart) {
+    atlinestart = 0;
+    lineempty = 1;
+    linecont = (c == ' ' || c == '\t');
+    if (c != '\n' && !linecont) field_done();
+  }
+  if (c == '\n') {
+    if (lineempty) { /* the empty line: end of the header section */
+      field_done();
+      inheader = 0;
+    }
+    atlinestart = 1;
+    return;
+  }
+  lineempty = 0;
+  field_add(c);
+}
+
+/* copies n bytes of input, turning CRLF into LF; *cr carries a CR across calls */
+static void copy(char const *s, size_t n, int *cr)
+{
+  size_t i = 0;
+  if (*cr) {
+    *cr = 0;
+    if (!n || s[0] != '\n') {
+      if (inheader) header_byte('\r');
+      out_put("\r", 1);
+    }
+  }
+  while (i < n && inheader) {
+    char c = s[i++];
+    if (c == '\r') {
+      if (i == n) {
+        *cr = 1;
+        return;
+      }
+      if (s[i] == '\n') continue;
+    }
+    header_byte(c);
+    out_put(&c, 1);
+  }
+  while (i < n) { /* body: copy runs between CRs */
+    char const *p = memchr(s + i, '\r', n - i);
+    size_t k = p ? (size_t)(p - (s + i)) : n - i;
+    out_put(s + i, k);
+    i += k;
+    if (i == n) break;
+    i++; /* the CR */
+    if (i == n) {
+      *cr = 1;
+      return;
+    }
+    if (s[i] != '\n') out_put("\r", 1);
+  }
+}
+
+static int badaddr(char const *s, size_t n)
+{
+  size_t i;
+  if (n > ADDR_MAX) return 1;
+  for (i = 0; i < n; i++)
+    if ((unsigned char)s[i] < 32 || s[i] == 127) return 1;
+  return 0;
+}
+
+int main(int argc, char const *const *argv)
+{
+  subgetopt l = SUBGETOPT_ZERO;
+  char const *quotadef = 0;
+  char const *sender;
+  uint64_t qsize = 0, qcount = 0;
+  unsigned long quotabounce = 0;
+  maildir_quota q;
+  int haveq = 0;
+  stralloc newname = STRALLOC_ZERO;
+  struct stat st;
+  int cr = 0;
+
+  for (;;) {
+    int opt = subgetopt_r(argc, argv, "q:", &l);
+    if (opt == -1) break;
+    if (opt == 'q')
+      quotadef = l.arg;
+    else
+      strerr_dieusage(100, USAGE);
+  }
+  argc -= l.ind;
+  argv += l.ind;
+  if (argc != 1 || !argv[0][0]) strerr_dieusage(100, USAGE);
+  dir = argv[0];
+
+  recipient = getenv("RECIPIENT");
+  if (!recipient || !recipient[0]) strerr_dief1x(100, "RECIPIENT not set");
+  recipientlen = strlen(recipient);
+  if (badaddr(recipient, recipientlen)) strerr_dief1x(100, "RECIPIENT: bad address");
+  sender = getenv("SENDER");
+  if (!sender) sender = "";
+  if (badaddr(sender, strlen(sender))) strerr_dief1x(100, "SENDER: bad address");
+  if (quotadef && quotadef[0] &&
+      !maildir_quota_parse(quotadef, strlen(quotadef), &qsize, &qcount))
+    strerr_dief2x(100, "bad quota: ", quotadef);
+  if (getenv("MAILROOT")) {
+    int r = control_readuint("quota-bounce", 0, &quotabounce);
+    if (r == 0) strerr_dief1x(100, "control/quota-bounce: not a number");
+    if (r < 0) strerr_diefu1sys(111, "read control/quota-bounce");
+  }
+
+  if (stat(dir, &st) < 0) strerr_diefu2sys(111, "find Maildir ", dir);
+  if (!S_ISDIR(st.st_mode)) strerr_dief3x(100, "bad Maildir: ", dir, ": not a directory");
+  if (maildir_tmp_open(&t, dir) < 0) {
+    if (errno == ELOOP) strerr_dief3x(111, "bad Maildir: ", dir, ": tmp/ or new/ is a symbolic link");
+    strerr_diefu2sys(111, "create a file in Maildir ", dir);
+  }
+
+  out_put("Return-Path: <", 14);
+  out_put(sender, strlen(sender));
+  out_put(">\nDelivered-To: ", 16);
+  out_put(recipient, recipientlen);
+  out_put("\n", 1);
+  for (;;) {
+    ssize_t n = fd_read(0, ibuf, sizeof ibuf);
+    if (n < 0) die_abort(111, "read ", "the message", 1);
+    if (!n) break;
+    copy(ibuf, (size_t)n, &cr);
+  }
+  if (cr) copy("", 0, &cr);
+  if (inheader) {
+    if (!atlinestart) header_byte('\n'); /* an unterminated last header line */
+    field_done();
+  }
+  out_flush();
+
+  haveq = qsize || qcount;
+  {
+    int r = maildir_quota_read(dir, &q);
+    if (r < 0) die_abort(111, "read maildirsize in ", dir, 1);
+    if (haveq) {
+      if (!r || q.maxsize != qsize || q.maxcount != qcount || q.stale ||
+          q.filesize > MAILDIR_QUOTA_RECALC_SIZE) {
+        if (maildir_quota_recalc(dir, qsize, qcount, &q) < 0)
+          die_abort(111, "recompute maildirsize in ", dir, 1);
+        r = 2;
+      }
+    } else if (r) {
+      haveq = q.maxsize || q.maxcount;
+      if (haveq && (q.stale || q.filesize > MAILDIR_QUOTA_RECALC_SIZE)) {
+        if (maildir_quota_recalc(dir, q.maxsize, q.maxcount, &q) < 0)
+          die_abort(111, "recompute maildirsize in ", dir, 1);
+        r = 2;
+      }
+    }
+    if (haveq && !maildir_quota_fits(&q, total, 1)) {
+      /* Over: the file may miss deletions by a reader; recompute if it is old. */
+      if (r != 2 && q.mtime + MAILDIR_QUOTA_RECALC_AGE < time(0)) {
+        if (maildir_quota_recalc(dir, q.maxsize, q.maxcount, &q) < 0)
+          die_abort(111, "recompute maildirsize in ", dir, 1);
+      }
+      if (!maildir_quota_fits(&q, total, 1)) {
+        errno = EDQUOT;
+        die_abort(quotabounce ? 100 : 111, "over quota: Maildir ", dir, 0);
+      }
+    }
+  }
+
+  if (maildir_tmp_commit(&t, total, 1, &newname) < 0)
+    strerr_diefu2sys(111, "deliver into Maildir ", dir);
+  if (haveq && maildir_quota_add(dir, (int64_t)total, 1) < 0)
+    strerr_warnwu2sys("update maildirsize in ", dir);
+  return 0;
+}
