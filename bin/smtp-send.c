@@ -238,7 +238,10 @@ static unsigned int get_reply(char const *what)
         !stralloc_0(&rep.lines))
       strerr_diefu(111, "allocate");
     if (n == 1) {
-      if (!cat_clean(&rep.text, line.s, line.len)) strerr_diefu(111, "allocate");
+      if (!cat_clean(&rep.text, line.s, 3) ||
+          (line.len > 4 && (!cat_clean(&rep.text, " ", 1) ||
+                            !cat_clean(&rep.text, line.s + 4, line.len - 4))))
+        strerr_diefu(111, "allocate");
     } else if (line.len > 4) {
       if (!cat_clean(&rep.text, " ", 1) || !cat_clean(&rep.text, line.s + 4, line.len - 4))
         strerr_diefu(111, "allocate");
@@ -294,8 +297,13 @@ static unsigned int command(char const *cmd, unsigned int timeout, char const *w
 
 static void quit(void)
 {
+  static stralloc keep = STRALLOC_ZERO; /* QUIT's own trouble is not the reason for anything */
+  keep.len = 0;
+  if (!stralloc_catb(&keep, lasterr.s ? lasterr.s : "", lasterr.len)) strerr_diefu(111, "allocate");
   set_deadline(to_quit);
   if (conn_write("QUIT\r\n", 6) == 0) get_reply("QUIT");
+  lasterr.len = 0;
+  if (!stralloc_catb(&lasterr, keep.s ? keep.s : "", keep.len)) strerr_diefu(111, "allocate");
   if (intls) tlsclient_close(&tls);
   conn_close();
 }
@@ -371,7 +379,8 @@ static int hello(void)
     return -1;
   }
   memset(&ex, 0, sizeof ex);
-  cmd.s[0] = 'H'; /* "HELO " */
+  cmd.s[0] = 'H'; /* "EHLO " -> "HELO " */
+  cmd.s[1] = 'E';
   c = command(cmd.s, to_ehlo, "HELO");
   if (!c) return -1;
   if (c >= 200 && c < 300) return 0;
@@ -448,7 +457,8 @@ static int connect_to(dns_target const *t, unsigned int port)
 {
   char ip[64];
   dns_fmt_ip(t, ip);
-  snprintf(curdesc, sizeof curdesc, "%s[%s]:%u", t->host, ip, port);
+  if (t->host[0] == '[') snprintf(curdesc, sizeof curdesc, "%s:%u", t->host, port);
+  else snprintf(curdesc, sizeof curdesc, "%s[%s]:%u", t->host, ip, port);
   fd = t->is6 ? socket_tcp6_nb() : socket_tcp4_nb();
   if (fd < 0) strerr_diefusys(111, "create socket");
   tain_now_g();
@@ -480,7 +490,8 @@ static int session(dns_target const *t, unsigned int port, int usetls)
   if (!c) goto next;
   if (c < 200 || c >= 300) {
     fail_reply("greeting");
-    quit();
+    if (c == 421) conn_close();
+    else quit();
     return S_NEXT;
   }
   if (hello() < 0) goto next;
@@ -489,7 +500,9 @@ static int session(dns_target const *t, unsigned int port, int usetls)
     c = command("STARTTLS\r\n", to_ehlo, "STARTTLS");
     if (!c) goto next;
     if (c == 220) {
-      char const *sni = t->host[0] == '[' ? 0 : t->host;
+      /* The name to check: the MX or route host name; for an address literal, the mail
+       * domain itself (the certificate must then name the domain). */
+      char const *sni = t->host[0] == '[' ? (domain[0] == '[' ? 0 : domain) : t->host;
       rlen = rpos = 0; /* anything the server sent before the handshake is discarded */
       set_deadline(to_ehlo);
       tlsclient_deadline(&tls, &deadline);

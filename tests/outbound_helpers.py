@@ -102,12 +102,12 @@ class SmtpServer:
     'raw' (bytes received in plaintext), 'tls_raw' (after the handshake), 'commands'
     (command lines in order), 'data' (list of raw DATA payloads, end marker included)."""
 
-    def __init__(self, host="127.0.0.1", **script):
+    def __init__(self, host="127.0.0.1", port=0, **script):
         self.script = script
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(self.family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]
         self.sock.listen(16)
         self.sock.settimeout(0.2)
@@ -135,7 +135,8 @@ class SmtpServer:
             th.join(timeout=5)
 
     def _serve(self, c):
-        s = {"raw": b"", "tls_raw": b"", "commands": [], "data": [], "tls": False}
+        s = {"raw": b"", "tls_raw": b"", "commands": [], "data": [], "tls": False,
+             "chunks": [], "tls_commands": []}
         self.sessions.append(s)
         c.settimeout(10)
         conn = c
@@ -144,7 +145,10 @@ class SmtpServer:
         sc = self.script
 
         def send(x):
-            conn.sendall(x if isinstance(x, bytes) else x.encode())
+            x = x if isinstance(x, bytes) else x.encode()
+            conn.sendall(x)
+            if x.startswith(b"421"):
+                raise EOFError
 
         def readline():
             nonlocal buf
@@ -153,16 +157,19 @@ class SmtpServer:
                 if not d:
                     return None
                 s[key] += d
+                s["chunks"].append(d)
                 buf += d
             i = buf.index(b"\n") + 1
             line, buf = buf[:i], buf[i:]
             return line
 
         try:
-            send(sc.get("greeting", "220 test.sink ESMTP\r\n"))
-            if not sc.get("greeting", "220").startswith("220"):
-                # After a refusing greeting, still answer QUIT politely.
-                pass
+            g = sc.get("greeting", "220 test.sink ESMTP\r\n")
+            if g is None:  # never greets: wait for the client to give up
+                while conn.recv(4096):
+                    pass
+                return
+            send(g)
             in_data = False
             while True:
                 line = readline()
@@ -176,6 +183,8 @@ class SmtpServer:
                     continue
                 cmd = line.rstrip(b"\r\n").decode("utf-8", "replace")
                 s["commands"].append(cmd)
+                if s["tls"]:
+                    s["tls_commands"].append(cmd)
                 verb = cmd.split(" ", 1)[0].upper()
                 if verb == "EHLO":
                     ext = sc.get("ehlo", ["PIPELINING", "8BITMIME", "SIZE 10000000"])
@@ -216,7 +225,7 @@ class SmtpServer:
                     return
                 else:
                     send("502 5.5.2 unknown command\r\n")
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError, EOFError):
             return
         finally:
             try:
