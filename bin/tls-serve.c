@@ -1,0 +1,250 @@
+/* tls-serve: TLS for any UCSPI server program, on BearSSL.
+ *
+ * Implicit mode (default): handshake first, then run prog with its stdin and stdout on pipes
+ * that are relayed to the TLS connection, and SSL_PROTOCOL, SSL_CIPHER, SSL_TLS_SNI_SERVERNAME
+ * in its environment. STARTTLS mode (-S): run prog at once on the plaintext connection with
+ * SSLCTLFD, SSLREADFD, SSLWRITEFD set (UCSPI-TLS, as s6-networking's s6-ucspitlsd); when prog
+ * writes 'Y' (or 'y') on SSLCTLFD, do the handshake and relay.
+ *
+ * Two processes: the application (this process, which execs prog) and the TLS engine (a
+ * child, the only one that ever reads the private key). See doc/tls-serve.8.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <skalibs/djbunix.h>
+#include <skalibs/exec.h>
+#include <skalibs/setgroups.h>
+#include <skalibs/sgetopt.h>
+#include <skalibs/sig.h>
+#include <skalibs/strerr.h>
+#include <skalibs/tai.h>
+#include <skalibs/types.h>
+
+#include "tlsserver.h"
+
+#define USAGE "tls-serve [ -S ] [ -K timeout_ms ] [ -Z ] [ -u uid -g gid ] prog..."
+char const *PROG = "tls-serve";
+
+extern char **environ;
+
+static br_ssl_server_context cc;
+static unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
+
+/* Removes the engine's variables from the environment (the application must not know where
+ * the key is). */
+static void clean_env(void)
+{
+  static char const *const fixed[] = {"TLS_CERTFILE", "TLS_KEYFILE", "CERTFILE", "KEYFILE",
+                                      "TLS_UID", "TLS_GID", 0};
+  unsigned int i;
+  int again = 1;
+  for (i = 0; fixed[i]; i++) unsetenv(fixed[i]);
+  while (again) {
+    char **e;
+    again = 0;
+    for (e = environ; *e; e++) {
+      if (!strncmp(*e, "CERTFILE:", 9) || !strncmp(*e, "KEYFILE:", 8)) {
+        char name[300];
+        char const *eq = strchr(*e, '=');
+        size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+        if (n >= sizeof name) n = sizeof name - 1;
+        memcpy(name, *e, n);
+        name[n] = 0;
+        if (unsetenv(name) < 0) strerr_diefu1sys(111, "unsetenv");
+        again = 1;
+        break;
+      }
+    }
+  }
+}
+
+static void drop_to(char const *what, int hasgid, gid_t gid, int hasuid, uid_t uid)
+{
+  if (hasgid && (skalibs_setgroups(1, &gid) < 0 || setgid(gid) < 0))
+    strerr_diefu2sys(111, "set the group id of the ", what);
+  if (hasuid && setuid(uid) < 0) strerr_diefu2sys(111, "set the user id of the ", what);
+}
+
+/* The engine drops root after the handshake if TLS_UID / TLS_GID say so (as s6-tlsd-io). */
+static void engine_drop(void)
+{
+  char const *u = getenv("TLS_UID"), *g = getenv("TLS_GID");
+  unsigned int uu = 0, gg = 0;
+  int hu = u && *u, hg = g && *g;
+  if ((hu && !uint0_scan(u, &uu)) || (hg && !uint0_scan(g, &gg)))
+    strerr_dief1x(100, "TLS_UID and TLS_GID must be numbers");
+  drop_to("TLS engine", hg, (gid_t)gg, hu, (uid_t)uu);
+}
+
+static void put_facts(char const *s, size_t len)
+{
+  size_t i = 0;
+  while (i < len && s[i]) {
+    size_t n = strlen(s + i);
+    char const *eq = memchr(s + i, '=', n);
+    char name[64];
+    size_t nl = eq ? (size_t)(eq - (s + i)) : n;
+    if (nl < sizeof name && nl > 4 && !memcmp(s + i, "SSL_", 4)) {
+      memcpy(name, s + i, nl);
+      name[nl] = 0;
+      if (eq ? setenv(name, eq + 1, 1) < 0 : unsetenv(name) < 0)
+        strerr_diefu1sys(111, "set the SSL_* environment");
+    }
+    i += n + 1;
+  }
+}
+
+struct hsarg {
+  int notif; /* where the facts go, or -1 */
+};
+
+static int onhs(br_ssl_server_context *c, void *p)
+{
+  struct hsarg *a = p;
+  engine_drop();
+  if (a->notif >= 0) {
+    char facts[TLSSERVER_FACTS_MAX];
+    size_t n = tlsserver_facts(c, facts, sizeof facts), w = 0;
+    while (w < n) {
+      ssize_t k = write(a->notif, facts + w, n - w);
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        break; /* the application went away; the relay will notice */
+      }
+      w += (size_t)k;
+    }
+    fd_close(a->notif);
+    a->notif = -1;
+  }
+  return 1;
+}
+
+static void engine(int appr, int appw, int notif, unsigned int kimeout) gccattr_noreturn;
+static void engine(int appr, int appw, int notif, unsigned int kimeout)
+{
+  tain deadline;
+  struct hsarg a = {notif};
+  int r;
+  PROG = "tls-serve (engine)";
+  if (!tlsserver_init(&cc, iobuf, sizeof iobuf)) strerr_dief2x(111, "fatal: ", tlsserver_error());
+  tain_now_set_stopwatch_g();
+  if (kimeout) tain_from_millisecs(&deadline, (int)kimeout);
+  else deadline = tain_infinite_relative;
+  tain_add_g(&deadline, &deadline);
+  r = tlsserver_run(&cc, 0, 1, appr, appw, &deadline, &onhs, &a);
+  if (r == 1) {
+    char const *ip = getenv("TCPREMOTEIP");
+    strerr_warnw4x(tlsserver_error(), " (peer ", ip ? ip : "unknown", ")");
+    _exit(1);
+  }
+  if (r == 2) strerr_diefu1sys(111, "relay the TLS connection");
+  fd_shutdown(1, 1);
+  _exit(0);
+}
+
+int main(int argc, char const *const *argv)
+{
+  int starttls = 0, keepenv = 0, hasuid = 0, hasgid = 0;
+  unsigned int kimeout = 30000, uid = 0, gid = 0;
+  subgetopt l = SUBGETOPT_ZERO;
+  for (;;) {
+    int opt = subgetopt_r(argc, argv, "SK:Zzu:g:", &l);
+    if (opt == -1) break;
+    switch (opt) {
+      case 'S': starttls = 1; break;
+      case 'K': if (!uint0_scan(l.arg, &kimeout) || kimeout > 3600000) strerr_dieusage(100, USAGE); break;
+      case 'Z': keepenv = 1; break;
+      case 'z': keepenv = 0; break;
+      case 'u': if (!uint0_scan(l.arg, &uid)) strerr_dieusage(100, USAGE); hasuid = 1; break;
+      case 'g': if (!uint0_scan(l.arg, &gid)) strerr_dieusage(100, USAGE); hasgid = 1; break;
+      default: strerr_dieusage(100, USAGE);
+    }
+  }
+  argc -= l.ind;
+  argv += l.ind;
+  if (!argc) strerr_dieusage(100, USAGE);
+  if (sig_ignore(SIGPIPE) < 0) strerr_diefu1sys(111, "ignore SIGPIPE");
+
+  if (!starttls) {
+    int a2e[2], e2a[2], sync[2];
+    char facts[TLSSERVER_FACTS_MAX];
+    size_t len = 0;
+    if (!tlsserver_check_default()) strerr_dief2x(111, "no usable certificate: ", tlsserver_error());
+    if (pipe(a2e) < 0 || pipe(e2a) < 0 || pipe(sync) < 0) strerr_diefu1sys(111, "pipe");
+    switch (fork()) {
+      case -1: strerr_diefu1sys(111, "fork");
+      case 0:
+        fd_close(a2e[1]);
+        fd_close(e2a[0]);
+        fd_close(sync[0]);
+        engine(a2e[0], e2a[1], sync[1], kimeout);
+      default: break;
+    }
+    fd_close(a2e[0]);
+    fd_close(e2a[1]);
+    fd_close(sync[1]);
+    /* wait for the handshake; its deadline is the engine's */
+    for (;;) {
+      ssize_t k;
+      if (len >= sizeof facts) strerr_dief1x(111, "too much data from the TLS engine");
+      k = read(sync[0], facts + len, sizeof facts - len);
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        strerr_diefu1sys(111, "read from the TLS engine");
+      }
+      if (!k) break;
+      len += (size_t)k;
+    }
+    fd_close(sync[0]);
+    if (len < 2 || facts[len - 1] || facts[len - 2]) _exit(1); /* handshake failed: logged */
+    put_facts(facts, len);
+    if (fd_move(0, e2a[0]) < 0 || fd_move(1, a2e[1]) < 0) strerr_diefu1sys(111, "move fds");
+  } else {
+    int a2e[2], e2a[2], ctl[2];
+    char fmt[UINT_FMT];
+    if (pipe(a2e) < 0 || pipe(e2a) < 0) strerr_diefu1sys(111, "pipe");
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, ctl) < 0) strerr_diefu1sys(111, "socketpair");
+    switch (fork()) {
+      case -1: strerr_diefu1sys(111, "fork");
+      case 0: {
+        char c;
+        ssize_t k;
+        int notif;
+        fd_close(a2e[1]);
+        fd_close(e2a[0]);
+        fd_close(ctl[0]);
+        PROG = "tls-serve (engine)";
+        do k = read(ctl[1], &c, 1);
+        while (k < 0 && errno == EINTR);
+        if (k < 0) strerr_diefu1sys(111, "read from the control socket");
+        if (!k) _exit(0); /* the application ended without asking for TLS */
+        if (c == 'y') {
+          fd_close(ctl[1]);
+          notif = -1;
+        } else if (c == 'Y') {
+          if (shutdown(ctl[1], SHUT_RD) < 0) strerr_diefu1sys(111, "shut down the control socket");
+          notif = ctl[1];
+        } else strerr_dief1x(100, "unknown command on the control socket");
+        engine(a2e[0], e2a[1], notif, kimeout);
+      }
+      default: break;
+    }
+    fd_close(a2e[0]);
+    fd_close(e2a[1]);
+    fd_close(ctl[1]);
+    fmt[uint_fmt(fmt, (unsigned int)ctl[0])] = 0;
+    if (setenv("SSLCTLFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
+    fmt[uint_fmt(fmt, (unsigned int)e2a[0])] = 0;
+    if (setenv("SSLREADFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
+    fmt[uint_fmt(fmt, (unsigned int)a2e[1])] = 0;
+    if (setenv("SSLWRITEFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
+  }
+  if (!keepenv) clean_env();
+  drop_to("application", hasgid, (gid_t)gid, hasuid, (uid_t)uid);
+  xexec(argv);
+}

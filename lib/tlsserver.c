@@ -1,0 +1,615 @@
+/* tlsserver: see tlsserver.h */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bearssl.h>
+#include <skalibs/djbunix.h>
+#include <skalibs/iopause.h>
+#include <skalibs/stralloc.h>
+#include <skalibs/strerr.h>
+#include <skalibs/tai.h>
+
+#include "control.h"
+#include "tlsserver.h"
+
+static uint16_t const suites[] = {
+  BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+  BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+  BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+  BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+  BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+  BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+};
+
+/* The keypair of this connection. */
+static br_ssl_server_context *the_cc;
+static stralloc chainbuf = STRALLOC_ZERO;
+static size_t chainoff[TLSSERVER_CHAIN_MAX + 1];
+static br_x509_certificate chain[TLSSERVER_CHAIN_MAX];
+static size_t chainlen;
+static br_skey_decoder_context skdc;
+static char errbuf[512];
+static char sniname[256];
+
+char const *tlsserver_error(void)
+{
+  return errbuf;
+}
+
+static void seterr(char const *a, char const *b, char const *c)
+{
+  size_t n = 0, i;
+  char const *parts[3] = {a, b, c};
+  for (i = 0; i < 3; i++) {
+    size_t l;
+    if (!parts[i]) continue;
+    l = strlen(parts[i]);
+    if (l > sizeof errbuf - 1 - n) l = sizeof errbuf - 1 - n;
+    memcpy(errbuf + n, parts[i], l);
+    n += l;
+  }
+  errbuf[n] = 0;
+}
+
+/* Reads a whole file of at most max octets into sa (replacing it). 1 ok, 0 error (errbuf). */
+static int read_bounded(char const *path, size_t max, stralloc *sa)
+{
+  struct stat st;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  sa->len = 0;
+  if (fd < 0) {
+    seterr("unable to open ", path, errno == ENOENT ? ": no such file" : ": permission denied or I/O error");
+    return 0;
+  }
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
+    fd_close(fd);
+    seterr(path, ": not a regular file or too large", 0);
+    return 0;
+  }
+  if (!stralloc_ready(sa, (size_t)st.st_size + 2)) {
+    fd_close(fd);
+    seterr("out of memory reading ", path, 0);
+    return 0;
+  }
+  for (;;) {
+    ssize_t r;
+    if (sa->len >= max + 1) break;
+    r = read(fd, sa->s + sa->len, sa->a - 1 - sa->len);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      fd_close(fd);
+      seterr("unable to read ", path, 0);
+      return 0;
+    }
+    if (!r) break;
+    sa->len += (size_t)r;
+    if (sa->len + 1 >= sa->a && !stralloc_readyplus(sa, 4096)) {
+      fd_close(fd);
+      seterr("out of memory reading ", path, 0);
+      return 0;
+    }
+  }
+  fd_close(fd);
+  if (sa->len > max) {
+    seterr(path, ": too large", 0);
+    return 0;
+  }
+  sa->s[sa->len++] = '\n'; /* the PEM decoder wants an end of line after the last line */
+  return 1;
+}
+
+struct pemsink {
+  stralloc *out;
+  int failed;
+};
+
+static void pem_dest(void *ctx, void const *src, size_t len)
+{
+  struct pemsink *p = ctx;
+  if (!p->failed && !stralloc_catb(p->out, src, len)) p->failed = 1;
+}
+
+/* Decodes PEM objects from s[0..len). For each object whose name satisfies want(), the DER
+ * bytes are appended to out and got(...) is called. Returns 1, or 0 on a PEM error. */
+typedef int pem_want_fn(char const *name);
+typedef int pem_got_fn(stralloc *out, size_t start, void *arg);
+
+static int pem_each(char const *s, size_t len, pem_want_fn *want, pem_got_fn *got, stralloc *out,
+                    void *arg)
+{
+  br_pem_decoder_context pc;
+  struct pemsink sink = {out, 0};
+  size_t start = 0;
+  int inobj = 0;
+  br_pem_decoder_init(&pc);
+  while (len) {
+    size_t k = br_pem_decoder_push(&pc, s, len);
+    s += k;
+    len -= k;
+    switch (br_pem_decoder_event(&pc)) {
+      case BR_PEM_BEGIN_OBJ:
+        if (want(br_pem_decoder_name(&pc))) {
+          start = out->len;
+          sink.failed = 0;
+          br_pem_decoder_setdest(&pc, &pem_dest, &sink);
+          inobj = 1;
+        } else br_pem_decoder_setdest(&pc, 0, 0);
+        break;
+      case BR_PEM_END_OBJ:
+        if (inobj) {
+          inobj = 0;
+          if (sink.failed) return 0;
+          if (!got(out, start, arg)) return 1;
+        }
+        break;
+      case BR_PEM_ERROR:
+        return 0;
+      default:
+        break;
+    }
+  }
+  return 1;
+}
+
+static int want_cert(char const *name)
+{
+  return !strcmp(name, "CERTIFICATE") || !strcmp(name, "X509 CERTIFICATE");
+}
+
+static int got_cert(stralloc *out, size_t start, void *arg)
+{
+  size_t *n = arg;
+  (void)start;
+  chainoff[++*n] = out->len;
+  return *n < TLSSERVER_CHAIN_MAX;
+}
+
+static int want_key(char const *name)
+{
+  return !strcmp(name, "RSA PRIVATE KEY") || !strcmp(name, "EC PRIVATE KEY") ||
+         !strcmp(name, "PRIVATE KEY");
+}
+
+static int got_key(stralloc *out, size_t start, void *arg)
+{
+  int *done = arg;
+  (void)out;
+  (void)start;
+  *done = 1;
+  return 0; /* the first key is the key */
+}
+
+void tlsserver_wipe(void)
+{
+  if (chainbuf.s) memset(chainbuf.s, 0, chainbuf.a);
+  chainbuf.len = 0;
+  chainlen = 0;
+  memset(&skdc, 0, sizeof skdc);
+}
+
+/* Loads a keypair into chain / skdc. 1 ok, 0 error (errbuf). */
+static int load_pair(char const *certfile, char const *keyfile)
+{
+  stralloc file = STRALLOC_ZERO, der = STRALLOC_ZERO;
+  size_t n = 0, i;
+  int done = 0, ok = 0;
+  tlsserver_wipe();
+  if (!read_bounded(certfile, TLSSERVER_CERT_MAX, &file)) goto end;
+  chainoff[0] = 0;
+  if (!pem_each(file.s, file.len, &want_cert, &got_cert, &chainbuf, &n)) {
+    seterr(certfile, ": bad PEM", 0);
+    goto end;
+  }
+  if (!n) {
+    seterr(certfile, ": no certificate in it", 0);
+    goto end;
+  }
+  for (i = 0; i < n; i++) {
+    chain[i].data = (unsigned char *)chainbuf.s + chainoff[i];
+    chain[i].data_len = chainoff[i + 1] - chainoff[i];
+  }
+  chainlen = n;
+  if (!read_bounded(keyfile, TLSSERVER_KEY_MAX, &file)) goto end;
+  if (!pem_each(file.s, file.len, &want_key, &got_key, &der, &done) || !done) {
+    seterr(keyfile, ": no PEM private key in it", 0);
+    goto end;
+  }
+  br_skey_decoder_init(&skdc);
+  br_skey_decoder_push(&skdc, der.s, der.len);
+  if (br_skey_decoder_last_error(&skdc) || !br_skey_decoder_key_type(&skdc)) {
+    seterr(keyfile, ": unreadable private key", 0);
+    goto end;
+  }
+  ok = 1;
+end:
+  if (file.s) memset(file.s, 0, file.a);
+  if (der.s) memset(der.s, 0, der.a);
+  stralloc_free(&file);
+  stralloc_free(&der);
+  if (!ok) tlsserver_wipe();
+  return ok;
+}
+
+static int default_pair(void)
+{
+  char const *c = getenv("TLS_CERTFILE"), *k = getenv("TLS_KEYFILE");
+  if (!c || !k || !*c || !*k) {
+    c = getenv("CERTFILE");
+    k = getenv("KEYFILE");
+  }
+  if (c && k && *c && *k) return load_pair(c, k);
+  {
+    stralloc cp = STRALLOC_ZERO, kp = STRALLOC_ZERO;
+    int r = 0;
+    if (mailroot_path(&cp, "tls/cert.pem") && mailroot_path(&kp, "tls/key.pem"))
+      r = load_pair(cp.s, kp.s);
+    else seterr("out of memory", 0, 0);
+    stralloc_free(&cp);
+    stralloc_free(&kp);
+    return r;
+  }
+}
+
+/* The keypair for a (valid) server name, if one is configured. 1 loaded, 0 none, -1 broken. */
+static int named_pair(char const *name)
+{
+  stralloc a = STRALLOC_ZERO, b = STRALLOC_ZERO;
+  int r = -1;
+  if (!stralloc_cats(&a, "CERTFILE:") || !stralloc_cats(&a, name) || !stralloc_0(&a) ||
+      !stralloc_cats(&b, "KEYFILE:") || !stralloc_cats(&b, name) || !stralloc_0(&b))
+    goto end;
+  {
+    char const *c = getenv(a.s), *k = getenv(b.s);
+    if (c && k && *c && *k) {
+      r = load_pair(c, k) ? 1 : -1;
+      goto end;
+    }
+  }
+  a.len = b.len = 0;
+  if (!stralloc_cats(&a, "tls/") || !stralloc_cats(&a, name) || !stralloc_0(&a)) goto end;
+  {
+    stralloc dir = STRALLOC_ZERO;
+    struct stat st;
+    if (!mailroot_path(&dir, a.s)) goto end;
+    a.len = b.len = 0;
+    if (!stralloc_copyb(&a, dir.s, dir.len - 1) || !stralloc_cats(&a, "/cert.pem") ||
+        !stralloc_0(&a) || !stralloc_copyb(&b, dir.s, dir.len - 1) ||
+        !stralloc_cats(&b, "/key.pem") || !stralloc_0(&b)) {
+      stralloc_free(&dir);
+      goto end;
+    }
+    stralloc_free(&dir);
+    if (stat(a.s, &st) < 0) {
+      r = 0;
+      goto end;
+    }
+    r = load_pair(a.s, b.s) ? 1 : -1;
+  }
+end:
+  stralloc_free(&a);
+  stralloc_free(&b);
+  return r;
+}
+
+char const *tlsserver_sni(br_ssl_server_context const *cc)
+{
+  char const *s = br_ssl_engine_get_server_name(&cc->eng);
+  size_t n = s ? strlen(s) : 0, i;
+  if (!n || n > 253 || n >= sizeof sniname) return 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 'A' && c <= 'Z') c += 32;
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+      return 0;
+    if (c == '.' && (i == 0 || sniname[i - 1] == '.')) return 0;
+    sniname[i] = (char)c;
+  }
+  if (sniname[n - 1] == '.') return 0;
+  sniname[n] = 0;
+  return sniname;
+}
+
+/* The policy: pick the keypair by SNI, then hand over to BearSSL's single-keypair policy. */
+static int sni_choose(br_ssl_server_policy_class const **pctx, br_ssl_server_context const *cc,
+                      br_ssl_server_choices *choices)
+{
+  char const *name = tlsserver_sni(cc);
+  int r = 0;
+  (void)pctx;
+  if (name) {
+    r = named_pair(name);
+    if (r < 0) strerr_warnw4x("keypair for ", name, " unusable, using the default: ", errbuf);
+  }
+  if (r <= 0 && !default_pair()) {
+    strerr_warnw2x("no usable keypair: ", errbuf);
+    return 0;
+  }
+  switch (br_skey_decoder_key_type(&skdc)) {
+    case BR_KEYTYPE_RSA:
+      br_ssl_server_set_single_rsa(the_cc, chain, chainlen, br_skey_decoder_get_rsa(&skdc),
+                                   BR_KEYTYPE_SIGN, br_rsa_private_get_default(),
+                                   br_rsa_pkcs1_sign_get_default());
+      break;
+    case BR_KEYTYPE_EC:
+      br_ssl_server_set_single_ec(the_cc, chain, chainlen, br_skey_decoder_get_ec(&skdc),
+                                  BR_KEYTYPE_SIGN, BR_KEYTYPE_EC, br_ec_get_default(),
+                                  br_ecdsa_sign_asn1_get_default());
+      break;
+    default:
+      return 0;
+  }
+  return (*the_cc->policy_vtable)->choose(the_cc->policy_vtable, cc, choices);
+}
+
+static uint32_t sni_keyx(br_ssl_server_policy_class const **pctx, unsigned char *data, size_t *len)
+{
+  (void)pctx; (void)data; (void)len;
+  return 0; /* never reached: choose() hands over to the single-keypair policy */
+}
+
+static size_t sni_sign(br_ssl_server_policy_class const **pctx, unsigned algo, unsigned char *data,
+                       size_t hvlen, size_t len)
+{
+  (void)pctx; (void)algo; (void)data; (void)hvlen; (void)len;
+  return 0;
+}
+
+static br_ssl_server_policy_class const sni_vtable = {
+  sizeof(br_ssl_server_policy_class const *), &sni_choose, &sni_keyx, &sni_sign};
+static br_ssl_server_policy_class const *sni_policy = &sni_vtable;
+
+int tlsserver_init(br_ssl_server_context *cc, unsigned char *iobuf, size_t iobuflen)
+{
+  br_ssl_engine_context *e = &cc->eng;
+  the_cc = cc;
+  br_ssl_server_zero(cc);
+  br_ssl_engine_set_versions(e, BR_TLS12, BR_TLS12);
+  br_ssl_engine_set_suites(e, suites, sizeof suites / sizeof suites[0]);
+  br_ssl_engine_add_flags(e, BR_OPT_ENFORCE_SERVER_PREFERENCES | BR_OPT_NO_RENEGOTIATION);
+  br_ssl_engine_set_hash(e, br_sha1_ID, &br_sha1_vtable);
+  br_ssl_engine_set_hash(e, br_sha224_ID, &br_sha224_vtable);
+  br_ssl_engine_set_hash(e, br_sha256_ID, &br_sha256_vtable);
+  br_ssl_engine_set_hash(e, br_sha384_ID, &br_sha384_vtable);
+  br_ssl_engine_set_hash(e, br_sha512_ID, &br_sha512_vtable);
+  br_ssl_engine_set_prf_sha256(e, &br_tls12_sha256_prf);
+  br_ssl_engine_set_prf_sha384(e, &br_tls12_sha384_prf);
+  br_ssl_engine_set_default_aes_gcm(e);
+  br_ssl_engine_set_default_chapol(e);
+  br_ssl_engine_set_default_ec(e);
+  br_ssl_server_set_policy(cc, &sni_policy);
+  br_ssl_engine_set_buffer(e, iobuf, iobuflen, iobuflen >= BR_SSL_BUFSIZE_BIDI);
+  if (!br_ssl_server_reset(cc)) {
+    seterr("unable to initialise the TLS engine", 0, 0);
+    return 0;
+  }
+  return 1;
+}
+
+int tlsserver_check_default(void)
+{
+  int r = default_pair();
+  tlsserver_wipe();
+  return r;
+}
+
+char const *tlsserver_suite_name(unsigned int s)
+{
+  switch (s) {
+    case BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: return "ECDHE-ECDSA-AES128-GCM-SHA256";
+    case BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: return "ECDHE-RSA-AES128-GCM-SHA256";
+    case BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: return "ECDHE-ECDSA-AES256-GCM-SHA384";
+    case BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: return "ECDHE-RSA-AES256-GCM-SHA384";
+    case BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-ECDSA-CHACHA20-POLY1305";
+    case BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-RSA-CHACHA20-POLY1305";
+    default: return 0;
+  }
+}
+
+static int put(char *out, size_t max, size_t *n, char const *s, size_t len)
+{
+  if (len > max - *n) return 0;
+  memcpy(out + *n, s, len);
+  *n += len;
+  return 1;
+}
+
+size_t tlsserver_facts(br_ssl_server_context const *cc, char *out, size_t max)
+{
+  br_ssl_session_parameters sp;
+  char const *suite, *name = tlsserver_sni(cc);
+  unsigned int v = br_ssl_engine_get_version(&cc->eng);
+  size_t n = 0;
+  br_ssl_engine_get_session_parameters(&cc->eng, &sp);
+  memset(sp.master_secret, 0, sizeof sp.master_secret);
+  suite = tlsserver_suite_name(sp.cipher_suite);
+  if (!suite) suite = "";
+  if (!put(out, max, &n, "SSL_PROTOCOL=", 13) ||
+      !put(out, max, &n, v == BR_TLS12 ? "TLSv1.2" : "unknown", v == BR_TLS12 ? 8 : 8) ||
+      !put(out, max, &n, "SSL_CIPHER=", 11) || !put(out, max, &n, suite, strlen(suite) + 1) ||
+      !put(out, max, &n, "SSL_TLS_SNI_SERVERNAME", 22))
+    return 0;
+  if (name) {
+    if (!put(out, max, &n, "=", 1) || !put(out, max, &n, name, strlen(name))) return 0;
+  }
+  if (!put(out, max, &n, "\0\0", 2)) return 0;
+  return n;
+}
+
+static void engine_error(br_ssl_engine_context const *e, char const *what)
+{
+  char num[16];
+  int err = br_ssl_engine_last_error(e);
+  size_t i = sizeof num - 1;
+  unsigned int u = err < 0 ? 0 : (unsigned int)err;
+  num[i] = 0;
+  do {
+    num[--i] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u && i);
+  seterr(what, " (BearSSL error ", 0);
+  {
+    size_t l = strlen(errbuf);
+    size_t k = strlen(num + i);
+    if (l + k + 2 < sizeof errbuf) {
+      memcpy(errbuf + l, num + i, k);
+      errbuf[l + k] = ')';
+      errbuf[l + k + 1] = 0;
+    }
+  }
+}
+
+int tlsserver_run(br_ssl_server_context *cc, int netr, int netw, int appr, int appw,
+                  tain const *hsdeadline, int (*onhs)(br_ssl_server_context *, void *),
+                  void *arg)
+{
+  br_ssl_engine_context *e = &cc->eng;
+  int handshaken = 0, closing = 0, neteof = 0;
+  tain closedeadline;
+  if (ndelay_on(netr) < 0 || ndelay_on(netw) < 0) return 2;
+  if (appr >= 0 && ndelay_on(appr) < 0) return 2;
+  if (appw >= 0 && ndelay_on(appw) < 0) return 2;
+  for (;;) {
+    unsigned int st = br_ssl_engine_current_state(e);
+    iopause_fd x[4];
+    int ix[4] = {-1, -1, -1, -1}; /* net read, net write, app read, app write */
+    unsigned int n = 0;
+    int r;
+    tain const *deadline;
+    if (st & BR_SSL_CLOSED) break;
+    if (!handshaken && (st & (BR_SSL_SENDAPP | BR_SSL_RECVAPP))) {
+      handshaken = 1;
+      tlsserver_wipe();
+      if (onhs && !onhs(cc, arg)) return 2;
+    }
+    if (neteof && !(st & BR_SSL_RECVAPP)) break;
+    if (closing && !(st & BR_SSL_SENDREC)) break;
+    if (!neteof && (st & BR_SSL_RECVREC)) {
+      x[n].fd = netr;
+      x[n].events = IOPAUSE_READ;
+      ix[0] = n++;
+    }
+    if (st & BR_SSL_SENDREC) {
+      if (netw == netr && ix[0] >= 0) {
+        x[ix[0]].events |= IOPAUSE_WRITE;
+        ix[1] = ix[0];
+      } else {
+        x[n].fd = netw;
+        x[n].events = IOPAUSE_WRITE;
+        ix[1] = n++;
+      }
+    }
+    if (handshaken && !closing && appr >= 0 && (st & BR_SSL_SENDAPP)) {
+      x[n].fd = appr;
+      x[n].events = IOPAUSE_READ;
+      ix[2] = n++;
+    }
+    if (appw >= 0 && (st & BR_SSL_RECVAPP)) {
+      x[n].fd = appw;
+      x[n].events = IOPAUSE_WRITE;
+      ix[3] = n++;
+    }
+    if (!n) break;
+    deadline = !handshaken ? hsdeadline : closing ? &closedeadline : &tain_infinite;
+    r = iopause_g(x, n, deadline);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return 2;
+    }
+    if (!r) {
+      if (!handshaken) {
+        seterr("handshake timed out", 0, 0);
+        return 1;
+      }
+      break;
+    }
+    if (ix[1] >= 0 && (x[ix[1]].revents & (IOPAUSE_WRITE | IOPAUSE_EXCEPT))) {
+      size_t len;
+      unsigned char *buf = br_ssl_engine_sendrec_buf(e, &len);
+      ssize_t w = write(netw, buf, len);
+      if (w < 0) {
+        if (errno != EAGAIN && errno != EINTR) {
+          if (!handshaken) {
+            seterr("network write failed during the handshake", 0, 0);
+            return 1;
+          }
+          break;
+        }
+      } else br_ssl_engine_sendrec_ack(e, (size_t)w);
+      continue;
+    }
+    if (ix[0] >= 0 && (x[ix[0]].revents & (IOPAUSE_READ | IOPAUSE_EXCEPT))) {
+      size_t len;
+      unsigned char *buf = br_ssl_engine_recvrec_buf(e, &len);
+      ssize_t k = read(netr, buf, len);
+      if (k < 0) {
+        if (errno != EAGAIN && errno != EINTR) {
+          if (!handshaken) {
+            seterr("network read failed during the handshake", 0, 0);
+            return 1;
+          }
+          neteof = 1;
+        }
+      } else if (!k) {
+        if (!handshaken) {
+          seterr("peer closed the connection during the handshake", 0, 0);
+          return 1;
+        }
+        neteof = 1;
+      } else br_ssl_engine_recvrec_ack(e, (size_t)k);
+      continue;
+    }
+    if (ix[3] >= 0 && (x[ix[3]].revents & (IOPAUSE_WRITE | IOPAUSE_EXCEPT))) {
+      size_t len;
+      unsigned char *buf = br_ssl_engine_recvapp_buf(e, &len);
+      ssize_t w = write(appw, buf, len);
+      if (w < 0) {
+        if (errno != EAGAIN && errno != EINTR) {
+          /* the application is gone: say goodbye to the peer */
+          fd_close(appw);
+          appw = -1;
+          if (!closing) {
+            closing = 1;
+            br_ssl_engine_close(e);
+            tain_addsec_g(&closedeadline, 5);
+          }
+          if (neteof) break;
+        }
+      } else br_ssl_engine_recvapp_ack(e, (size_t)w);
+      continue;
+    }
+    if (ix[2] >= 0 && (x[ix[2]].revents & (IOPAUSE_READ | IOPAUSE_EXCEPT))) {
+      size_t len;
+      unsigned char *buf = br_ssl_engine_sendapp_buf(e, &len);
+      ssize_t k = read(appr, buf, len);
+      if (k < 0) {
+        if (errno != EAGAIN && errno != EINTR) k = 0;
+        else continue;
+      }
+      if (!k) {
+        fd_close(appr);
+        appr = -1;
+        closing = 1;
+        br_ssl_engine_close(e);
+        tain_addsec_g(&closedeadline, 5);
+      } else {
+        br_ssl_engine_sendapp_ack(e, (size_t)k);
+        br_ssl_engine_flush(e, 0);
+      }
+      continue;
+    }
+  }
+  if (!handshaken) {
+    engine_error(e, "handshake failed");
+    return 1;
+  }
+  if (appw >= 0) fd_close(appw);
+  {
+    int err = br_ssl_engine_last_error(e);
+    if (err != BR_ERR_OK && err != BR_ERR_IO) engine_error(e, "TLS session ended with an error");
+  }
+  return 0;
+}

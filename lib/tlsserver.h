@@ -1,0 +1,65 @@
+/* tlsserver: the server side of TLS on BearSSL, for tls-serve (one connection per process).
+ *
+ * Policy: TLS 1.2 only; ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 only (no CBC, no
+ * RSA key exchange, no static ECDH); the server's order of preference; no renegotiation.
+ * RSA and EC (P-256, P-384, P-521) keys, PEM (PKCS#1, SEC 1 or PKCS#8 keys).
+ *
+ * Certificates are read when the client's hello has arrived, so a certificate replaced by an
+ * atomic rename is used by the next connection. The keypair is chosen by the SNI name:
+ *   1. $CERTFILE:NAME and $KEYFILE:NAME (s6-networking's convention), if both are set;
+ *   2. DIR/NAME/cert.pem and DIR/NAME/key.pem, if DIR/NAME/cert.pem exists
+ *      (DIR is MAILROOT/tls, NAME the server name in lower case);
+ *   3. the default pair: $TLS_CERTFILE / $TLS_KEYFILE, else $CERTFILE / $KEYFILE, else
+ *      MAILROOT/tls/cert.pem and MAILROOT/tls/key.pem.
+ * A name that is not a plain host name (bytes other than a-z 0-9 - . _, empty labels, over 253
+ * octets) never touches the file system: it gets the default pair and is not exported.
+ */
+#ifndef PILLARBOX_TLSSERVER_H
+#define PILLARBOX_TLSSERVER_H
+
+#include <stddef.h>
+#include <bearssl.h>
+#include <skalibs/tai.h>
+
+#define TLSSERVER_CERT_MAX 65536  /* octets in a certificate chain file */
+#define TLSSERVER_KEY_MAX 16384   /* octets in a key file */
+#define TLSSERVER_CHAIN_MAX 8     /* certificates in a chain */
+#define TLSSERVER_FACTS_MAX 1024  /* octets of the SSL_* facts list */
+
+/* Sets up cc for one server connection with the policy above, using iobuf (BR_SSL_BUFSIZE_BIDI
+ * octets for full duplex, at least BR_SSL_BUFSIZE_MONO). Returns 1, or 0 with tlsserver_error()
+ * telling why. */
+int tlsserver_init(br_ssl_server_context *cc, unsigned char *iobuf, size_t iobuflen);
+
+/* Loads the default keypair once, to report a bad configuration before any handshake.
+ * Returns 1, or 0 with tlsserver_error() set. Nothing is kept. */
+int tlsserver_check_default(void);
+
+/* Zeroes the private key and certificates (call once the handshake is over). */
+void tlsserver_wipe(void);
+
+/* A one-line reason for the last failure (loading files, or the engine's error code). */
+char const *tlsserver_error(void);
+
+/* The OpenSSL-style name of a cipher suite ("ECDHE-ECDSA-AES128-GCM-SHA256"), or NULL. */
+char const *tlsserver_suite_name(unsigned int suite);
+
+/* The server name the client asked for, if it is a valid host name (lower case), else NULL. */
+char const *tlsserver_sni(br_ssl_server_context const *cc);
+
+/* Writes the facts of the finished handshake into out as s6-networking does: NUL-terminated
+ * "SSL_PROTOCOL=...", "SSL_CIPHER=...", "SSL_TLS_SNI_SERVERNAME[=...]", then one more NUL.
+ * Returns the length, or 0 if it does not fit in max. */
+size_t tlsserver_facts(br_ssl_server_context const *cc, char *out, size_t max);
+
+/* Relays between the network (netr/netw, TLS records) and the application (appr: plaintext
+ * to send, appw: plaintext received; -1 if not yet known) until either side is done.
+ * hsdeadline bounds the handshake. Once the handshake completes, onhs(cc, arg) is called; it
+ * returns 1 to carry on, or 0 to stop. The fds are made non-blocking.
+ * Returns 0 on a clean end, 1 if the handshake failed or timed out (tlsserver_error() says
+ * which), 2 on a system error after the handshake (errno). */
+int tlsserver_run(br_ssl_server_context *cc, int netr, int netw, int appr, int appw,
+                  tain const *hsdeadline, int (*onhs)(br_ssl_server_context *, void *),
+                  void *arg);
+
+#endif
