@@ -28,7 +28,7 @@ cdbw *cdbw_start(char const *path)
   memcpy(w->path, path, n + 1);
   memcpy(w->tmp, path, n);
   memcpy(w->tmp + n, ".tmp", 5);
-  w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  w->fd = open(w->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); /* cdb_make_exists reads back */
   if (w->fd < 0) goto err;
   if (cdb_make_start(&w->cm, w->fd) < 0) {
     int e = errno;
