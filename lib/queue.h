@@ -166,7 +166,7 @@ int queue_state_read(char const *qdir, char const *id, queue_target **t, size_t 
 int queue_state_write(char const *qdir, char const *id, queue_target const *t, size_t n,
                       int dosync);
 
-/* Removes a finished message: state/ID first, then mess/ID. 1, or 0 (errno). */
+/* Removes a finished message: mess/ID first, then state/ID. 1, or 0 (errno). */
 int queue_remove(char const *qdir, char const *id);
 
 /* Sets a target's diagnostic (copied, cut at QUEUE_DIAG_MAX, '\n' '\t' '\r' made ' ').

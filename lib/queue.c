@@ -1,0 +1,635 @@
+/* queue: see queue.h and doc/queue.md */
+#define _GNU_SOURCE /* renameat2(RENAME_NOREPLACE) */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <skalibs/allreadwrite.h>
+#include <skalibs/djbunix.h>
+#include <skalibs/stralloc.h>
+#include <skalibs/types.h>
+
+#include "queue.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+
+static char const *const subdirs[] = {"tmp", "mess", "state", "hold", "ctl", "quarantine", 0};
+
+int queue_path(stralloc *sa, char const *qdir, char const *rel)
+{
+  sa->len = 0;
+  return stralloc_cats(sa, qdir) && stralloc_catb(sa, "/", 1) && stralloc_cats(sa, rel) &&
+         stralloc_0(sa);
+}
+
+int queue_init(char const *qdir)
+{
+  stralloc p = STRALLOC_ZERO;
+  unsigned int i;
+  if (mkdir(qdir, 0750) < 0 && errno != EEXIST) return 0;
+  for (i = 0; subdirs[i]; i++) {
+    if (!queue_path(&p, qdir, subdirs[i])) goto err;
+    if (mkdir(p.s, 0750) < 0 && errno != EEXIST) goto err;
+  }
+  if (!queue_path(&p, qdir, "trigger")) goto err;
+  if (mkfifo(p.s, 0620) < 0 && errno != EEXIST) goto err;
+  stralloc_free(&p);
+  return 1;
+err:
+  {
+    int e = errno;
+    stralloc_free(&p);
+    errno = e;
+  }
+  return 0;
+}
+
+int queue_id_ok(char const *s, size_t len)
+{
+  size_t i;
+  if (!len || len >= QUEUE_ID_MAX || s[0] == '.') return 0;
+  for (i = 0; i < len; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) return 0;
+  return 1;
+}
+
+void queue_trigger(char const *qdir, char c)
+{
+  stralloc p = STRALLOC_ZERO;
+  int fd;
+  if (!queue_path(&p, qdir, "trigger")) return;
+  fd = open(p.s, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  stralloc_free(&p);
+  if (fd < 0) return; /* ENXIO: nobody listens; queue-run rescans anyway */
+  if (write(fd, &c, 1) < 0) { /* EAGAIN: the fifo is full, a wake-up is pending already */
+  }
+  close(fd);
+}
+
+/* ---- envelope ---- */
+
+static int addr_bytes_ok(char const *s, size_t len)
+{
+  size_t i;
+  for (i = 0; i < len; i++) {
+    unsigned char c = s[i];
+    if (c < 32 || c == 127) return 0;
+  }
+  return 1;
+}
+
+int queue_env_parse(char const *s, size_t len, size_t addrmax, size_t rcptmax, queue_env *e)
+{
+  size_t i = 0, n = 0;
+  char const *z;
+  int toolong = 0;
+  if (len < 1 || s[0] != 'F') return QX_ENVELOPE;
+  z = memchr(s, 0, len);
+  if (!z) return QX_ENVELOPE;
+  e->sender = s + 1;
+  e->senderlen = (size_t)(z - s) - 1;
+  if (!addr_bytes_ok(e->sender, e->senderlen)) return QX_ENVELOPE;
+  if (e->senderlen > addrmax) toolong = 1;
+  i = (size_t)(z - s) + 1;
+  e->rcptoff = i;
+  for (;;) {
+    char const *r;
+    size_t rl;
+    if (i >= len) return QX_ENVELOPE; /* no final NUL */
+    if (s[i] == 0) {
+      i++;
+      break;
+    }
+    if (s[i] != 'T') return QX_ENVELOPE;
+    z = memchr(s + i, 0, len - i);
+    if (!z) return QX_ENVELOPE;
+    r = s + i + 1;
+    rl = (size_t)(z - r);
+    if (!rl || !addr_bytes_ok(r, rl)) return QX_ENVELOPE;
+    if (rl > addrmax) toolong = 1;
+    n++;
+    i = (size_t)(z - s) + 1;
+  }
+  if (i != len) return QX_ENVELOPE;
+  if (!n) return QX_ENVELOPE;
+  if (toolong) return QX_ADDRLONG;
+  if (n > rcptmax || n > QUEUE_RCPT_HARDMAX) return QX_REFUSED;
+  e->nrcpt = n;
+  return QX_OK;
+}
+
+int queue_env_next(char const *s, size_t len, size_t *pos, char const **r, size_t *rlen)
+{
+  size_t i = *pos;
+  char const *z;
+  if (i >= len || s[i] != 'T') return 0;
+  z = memchr(s + i, 0, len - i);
+  if (!z) return 0;
+  *r = s + i + 1;
+  *rlen = (size_t)(z - *r);
+  *pos = (size_t)(z - s) + 1;
+  return 1;
+}
+
+/* ---- header ---- */
+
+int queue_hdr_fmt(stralloc *sa, uint64_t arrival, uint64_t envlen, uint64_t msglen)
+{
+  char buf[QUEUE_HDRLINE_MAX];
+  size_t n = 0;
+  memcpy(buf, "PBQ1 ", 5);
+  n = 5;
+  n += uint64_fmt(buf + n, arrival);
+  buf[n++] = ' ';
+  n += uint64_fmt(buf + n, envlen);
+  buf[n++] = ' ';
+  n += uint64_fmt(buf + n, msglen);
+  buf[n++] = '\n';
+  return stralloc_catb(sa, buf, n);
+}
+
+static size_t scan_u64(char const *s, size_t len, uint64_t *u)
+{
+  size_t i = 0;
+  uint64_t v = 0;
+  while (i < len && s[i] >= '0' && s[i] <= '9') {
+    if (i >= 19) return 0;
+    v = v * 10 + (uint64_t)(s[i] - '0');
+    i++;
+  }
+  if (!i || (i > 1 && s[0] == '0')) return 0;
+  *u = v;
+  return i;
+}
+
+int queue_hdr_parse(char const *s, size_t len, queue_hdr *h)
+{
+  size_t i, k;
+  uint64_t *f[3];
+  unsigned int j;
+  if (len > QUEUE_HDRLINE_MAX) len = QUEUE_HDRLINE_MAX;
+  if (len < 5 || memcmp(s, "PBQ1 ", 5)) return 0;
+  f[0] = &h->arrival;
+  f[1] = &h->envlen;
+  f[2] = &h->msglen;
+  i = 5;
+  for (j = 0; j < 3; j++) {
+    k = scan_u64(s + i, len - i, f[j]);
+    if (!k) return 0;
+    i += k;
+    if (i >= len || s[i] != (j < 2 ? ' ' : '\n')) return 0;
+    i++;
+  }
+  if (h->envlen > ((uint64_t)1 << 40) || h->msglen > ((uint64_t)1 << 50)) return 0;
+  h->linelen = i;
+  h->offset = i + h->envlen;
+  return 1;
+}
+
+/* ---- injection ---- */
+
+static unsigned int inject_counter = 0;
+
+static int make_id(stralloc *id)
+{
+  struct timeval tv;
+  char buf[QUEUE_ID_MAX];
+  size_t n = 0;
+  if (gettimeofday(&tv, 0) < 0) return 0;
+  n += uint64_fmt(buf + n, (uint64_t)tv.tv_sec);
+  buf[n++] = '.';
+  {
+    char u[UINT64_FMT];
+    size_t k = uint64_fmt(u, (uint64_t)tv.tv_usec), z;
+    for (z = k; z < 6; z++) buf[n++] = '0';
+    memcpy(buf + n, u, k);
+    n += k;
+  }
+  buf[n++] = '.';
+  n += uint64_fmt(buf + n, (uint64_t)getpid());
+  if (inject_counter) {
+    buf[n++] = '.';
+    n += uint64_fmt(buf + n, inject_counter);
+  }
+  id->len = 0;
+  return stralloc_catb(id, buf, n) && stralloc_0(id);
+}
+
+static int errcode(int e)
+{
+  switch (e) {
+  case ENOMEM: return QX_NOMEM;
+  case ENOSPC:
+  case EDQUOT:
+  case EIO:
+  case EFBIG: return QX_WRITE;
+  default: return QX_QUEUEDIR;
+  }
+}
+
+/* Creates tmp/ID under a fresh id. Returns fd or -1. */
+static int tmp_create(char const *qdir, stralloc *id, stralloc *tmp)
+{
+  unsigned int tries;
+  for (tries = 0; tries < 16; tries++) {
+    int fd;
+    if (!make_id(id)) return -1;
+    tmp->len = 0;
+    if (!stralloc_cats(tmp, qdir) || !stralloc_cats(tmp, "/tmp/") ||
+        !stralloc_catb(tmp, id->s, id->len))
+      return -1;
+    fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (fd >= 0) return fd;
+    if (errno != EEXIST) return -1;
+    inject_counter++;
+  }
+  errno = EEXIST;
+  return -1;
+}
+
+/* Renames tmp into mess/ without replacing anything, fsyncs mess/. */
+static int commit(char const *qdir, stralloc *id, stralloc *tmp)
+{
+  stralloc dst = STRALLOC_ZERO;
+  int dfd = -1, r = 0, tries;
+  if (!stralloc_cats(&dst, qdir) || !stralloc_cats(&dst, "/mess")) goto end;
+  if (!stralloc_0(&dst)) goto end;
+  dfd = open(dst.s, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) goto end;
+  for (tries = 0; tries < 16; tries++) {
+    if (renameat2(AT_FDCWD, tmp->s, dfd, id->s, RENAME_NOREPLACE) == 0) break;
+    if (errno == EINVAL || errno == ENOSYS) { /* a filesystem without NOREPLACE */
+      if (linkat(AT_FDCWD, tmp->s, dfd, id->s, 0) == 0) {
+        unlink(tmp->s);
+        break;
+      }
+    }
+    if (errno != EEXIST) goto end;
+    inject_counter++;
+    if (!make_id(id)) goto end;
+  }
+  if (tries >= 16) {
+    errno = EEXIST;
+    goto end;
+  }
+  if (fsync(dfd) < 0) {
+    int e = errno;
+    /* not durable: take it back, so the caller's temporary failure is the truth */
+    unlinkat(dfd, id->s, 0);
+    errno = e;
+    goto end;
+  }
+  r = 1;
+end:
+  {
+    int e = errno;
+    if (dfd >= 0) close(dfd);
+    stralloc_free(&dst);
+    errno = e;
+  }
+  return r;
+}
+
+static int inject(char const *qdir, char const *env, size_t envlen, char const *msg,
+                  size_t msglen, int spillfd, uint64_t spilllen, stralloc *id)
+{
+  stralloc tmp = STRALLOC_ZERO, buf = STRALLOC_ZERO;
+  int fd = -1, code = QX_OK;
+  struct timeval tv;
+  uint64_t total = spillfd >= 0 ? spilllen : msglen;
+  if (gettimeofday(&tv, 0) < 0) return QX_BUG;
+  fd = tmp_create(qdir, id, &tmp);
+  if (fd < 0 && errno == ENOENT && queue_init(qdir)) fd = tmp_create(qdir, id, &tmp);
+  if (fd < 0) {
+    code = errcode(errno);
+    goto end;
+  }
+  if (!stralloc_0(&tmp)) {
+    code = QX_NOMEM;
+    goto fail;
+  }
+  if (!queue_hdr_fmt(&buf, (uint64_t)tv.tv_sec, envlen, total) ||
+      !stralloc_catb(&buf, env, envlen) || (spillfd < 0 && !stralloc_catb(&buf, msg, msglen))) {
+    code = QX_NOMEM;
+    goto fail;
+  }
+  if (allwrite(fd, buf.s, buf.len) != buf.len) {
+    code = QX_WRITE;
+    goto fail;
+  }
+  if (spillfd >= 0) {
+    if (lseek(spillfd, 0, SEEK_SET) < 0) {
+      code = QX_READ;
+      goto fail;
+    }
+    if (fd_catn(spillfd, fd, (off_t)spilllen) != (off_t)spilllen) {
+      code = QX_WRITE;
+      goto fail;
+    }
+  }
+  if (fsync(fd) < 0) {
+    code = QX_WRITE;
+    goto fail;
+  }
+  if (close(fd) < 0) {
+    fd = -1;
+    code = QX_WRITE;
+    goto fail;
+  }
+  fd = -1;
+  if (!commit(qdir, id, &tmp)) {
+    code = errcode(errno);
+    goto fail;
+  }
+  inject_counter++;
+  queue_trigger(qdir, 'w');
+  goto end;
+fail:
+  if (fd >= 0) close(fd);
+  unlink(tmp.s);
+end:
+  stralloc_free(&tmp);
+  stralloc_free(&buf);
+  return code;
+}
+
+int queue_inject_mem(char const *qdir, char const *env, size_t envlen, char const *msg,
+                     size_t msglen, stralloc *id)
+{
+  return inject(qdir, env, envlen, msg, msglen, -1, 0, id);
+}
+
+int queue_inject_fd(char const *qdir, char const *env, size_t envlen, int spillfd,
+                    uint64_t msglen, stralloc *id)
+{
+  return inject(qdir, env, envlen, 0, 0, spillfd, msglen, id);
+}
+
+/* ---- reading ---- */
+
+int queue_open(char const *qdir, char const *id, queue_hdr *h, stralloc *env, uint64_t *size)
+{
+  stralloc p = STRALLOC_ZERO;
+  char line[QUEUE_HDRLINE_MAX];
+  struct stat st;
+  ssize_t r;
+  int fd;
+  queue_env e;
+  if (!stralloc_cats(&p, qdir) || !stralloc_cats(&p, "/mess/") || !stralloc_cats(&p, id) ||
+      !stralloc_0(&p)) {
+    stralloc_free(&p);
+    return -1;
+  }
+  fd = open(p.s, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  stralloc_free(&p);
+  if (fd < 0) return -1;
+  if (fstat(fd, &st) < 0) goto err;
+  r = pread(fd, line, sizeof line, 0);
+  if (r < 0) goto err;
+  if (!queue_hdr_parse(line, (size_t)r, h)) goto corrupt;
+  if ((uint64_t)st.st_size != h->offset + h->msglen) goto corrupt;
+  if (h->envlen > 64 * 1024 * 1024) goto corrupt;
+  env->len = 0;
+  if (!stralloc_ready(env, (size_t)h->envlen + 1)) goto err;
+  r = pread(fd, env->s, (size_t)h->envlen, (off_t)h->linelen);
+  if (r < 0) goto err;
+  if ((uint64_t)r != h->envlen) goto corrupt;
+  env->len = (size_t)h->envlen;
+  if (queue_env_parse(env->s, env->len, (size_t)-1, QUEUE_RCPT_HARDMAX, &e) != QX_OK)
+    goto corrupt;
+  if (lseek(fd, (off_t)h->offset, SEEK_SET) < 0) goto err;
+  if (size) *size = (uint64_t)st.st_size;
+  return fd;
+corrupt:
+  errno = EPROTO;
+err:
+  {
+    int e2 = errno;
+    close(fd);
+    errno = e2;
+  }
+  return -1;
+}
+
+/* ---- state ---- */
+
+void queue_targets_free(queue_target *t, size_t n)
+{
+  size_t i;
+  for (i = 0; i < n; i++) {
+    free(t[i].addr);
+    free(t[i].diag);
+    t[i].addr = t[i].diag = 0;
+  }
+}
+
+static int state_ok(char c)
+{
+  return c == QUEUE_T_NEW || c == QUEUE_T_LOCAL || c == QUEUE_T_REMOTE || c == QUEUE_T_DONE ||
+         c == QUEUE_T_FAILED || c == QUEUE_T_BOUNCED;
+}
+
+static char *dupb(char const *s, size_t n)
+{
+  char *p = malloc(n + 1);
+  if (!p) return 0;
+  memcpy(p, s, n);
+  p[n] = 0;
+  return p;
+}
+
+int queue_state_parse(char const *s, size_t len, queue_target **tp, size_t *np)
+{
+  uint64_t n, u;
+  size_t i = 0, k, j;
+  queue_target *t;
+  if (len < 6 || memcmp(s, "PBS1 ", 5)) return 0;
+  i = 5;
+  k = scan_u64(s + i, len - i, &n);
+  if (!k || n > QUEUE_RCPT_HARDMAX * 2ULL) return 0;
+  i += k;
+  if (i >= len || s[i++] != '\n') return 0;
+  t = calloc(n ? n : 1, sizeof *t);
+  if (!t) return -1;
+  for (j = 0; j < n; j++) {
+    char const *nl, *tab;
+    if (i + 2 > len || !state_ok(s[i]) || s[i + 1] != ' ') goto bad;
+    t[j].state = s[i];
+    i += 2;
+    k = scan_u64(s + i, len - i, &u);
+    if (!k || u > 1000000 || i + k >= len || s[i + k] != ' ') goto bad;
+    t[j].attempts = (unsigned int)u;
+    i += k + 1;
+    k = scan_u64(s + i, len - i, &u);
+    if (!k || i + k >= len || s[i + k] != ' ') goto bad;
+    t[j].next = u;
+    i += k + 1;
+    k = scan_u64(s + i, len - i, &u);
+    if (!k || u >= QUEUE_RCPT_HARDMAX || i + k >= len || s[i + k] != ' ') goto bad;
+    t[j].rcpt = (unsigned int)u;
+    i += k + 1;
+    nl = memchr(s + i, '\n', len - i);
+    if (!nl) goto bad;
+    tab = memchr(s + i, '\t', (size_t)(nl - (s + i)));
+    if (!tab || tab == s + i) goto bad;
+    t[j].addr = dupb(s + i, (size_t)(tab - (s + i)));
+    t[j].diag = dupb(tab + 1, (size_t)(nl - tab - 1));
+    if (!t[j].addr || !t[j].diag) {
+      queue_targets_free(t, j + 1);
+      free(t);
+      return -1;
+    }
+    i = (size_t)(nl - s) + 1;
+  }
+  if (i != len) goto bad;
+  *tp = t;
+  *np = (size_t)n;
+  return 1;
+bad:
+  queue_targets_free(t, j + 1 <= n ? j + 1 : n);
+  free(t);
+  return 0;
+}
+
+int queue_state_fmt(stralloc *sa, queue_target const *t, size_t n)
+{
+  char buf[UINT64_FMT * 4 + 8];
+  size_t i, k;
+  k = uint64_fmt(buf, n);
+  if (!stralloc_catb(sa, "PBS1 ", 5) || !stralloc_catb(sa, buf, k) || !stralloc_catb(sa, "\n", 1))
+    return 0;
+  for (i = 0; i < n; i++) {
+    k = 0;
+    buf[k++] = t[i].state;
+    buf[k++] = ' ';
+    k += uint64_fmt(buf + k, t[i].attempts);
+    buf[k++] = ' ';
+    k += uint64_fmt(buf + k, t[i].next);
+    buf[k++] = ' ';
+    k += uint64_fmt(buf + k, t[i].rcpt);
+    buf[k++] = ' ';
+    if (!stralloc_catb(sa, buf, k) || !stralloc_cats(sa, t[i].addr) ||
+        !stralloc_catb(sa, "\t", 1) || !stralloc_cats(sa, t[i].diag ? t[i].diag : "") ||
+        !stralloc_catb(sa, "\n", 1))
+      return 0;
+  }
+  return 1;
+}
+
+int queue_state_read(char const *qdir, char const *id, queue_target **t, size_t *n)
+{
+  stralloc p = STRALLOC_ZERO, sa = STRALLOC_ZERO;
+  int r;
+  if (!stralloc_cats(&p, qdir) || !stralloc_cats(&p, "/state/") || !stralloc_cats(&p, id) ||
+      !stralloc_0(&p)) {
+    stralloc_free(&p);
+    return -1;
+  }
+  if (!openslurpclose(&sa, p.s)) {
+    int e = errno;
+    stralloc_free(&p);
+    stralloc_free(&sa);
+    if (e == ENOENT) return 0;
+    errno = e;
+    return -1;
+  }
+  stralloc_free(&p);
+  r = queue_state_parse(sa.s, sa.len, t, n);
+  stralloc_free(&sa);
+  if (r == 0) {
+    errno = EPROTO;
+    return -1;
+  }
+  if (r < 0) {
+    errno = ENOMEM;
+    return -1;
+  }
+  return 1;
+}
+
+int queue_state_write(char const *qdir, char const *id, queue_target const *t, size_t n,
+                      int dosync)
+{
+  stralloc sa = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO;
+  int fd = -1, r = 0;
+  if (!queue_state_fmt(&sa, t, n)) goto end;
+  if (!stralloc_cats(&p, qdir) || !stralloc_cats(&p, "/state/.") || !stralloc_cats(&p, id) ||
+      !stralloc_cats(&p, ".tmp") || !stralloc_0(&p))
+    goto end;
+  if (!stralloc_cats(&q, qdir) || !stralloc_cats(&q, "/state/") || !stralloc_cats(&q, id) ||
+      !stralloc_0(&q))
+    goto end;
+  fd = open(p.s, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+  if (fd < 0) goto end;
+  if (allwrite(fd, sa.s, sa.len) != sa.len) goto fail;
+  if (dosync && fsync(fd) < 0) goto fail;
+  if (close(fd) < 0) {
+    fd = -1;
+    goto fail;
+  }
+  fd = -1;
+  if (rename(p.s, q.s) < 0) goto fail;
+  r = 1;
+  goto end;
+fail:
+  {
+    int e = errno;
+    if (fd >= 0) close(fd);
+    fd = -1;
+    unlink(p.s);
+    errno = e;
+  }
+end:
+  {
+    int e = errno;
+    if (fd >= 0) close(fd);
+    stralloc_free(&sa);
+    stralloc_free(&p);
+    stralloc_free(&q);
+    errno = e;
+  }
+  return r;
+}
+
+int queue_remove(char const *qdir, char const *id)
+{
+  /* mess/ first: a crash in between leaves an orphan state file (removed at the next start),
+   * never a message without its state (which would be delivered again) */
+  stralloc p = STRALLOC_ZERO;
+  int r = 0;
+  if (!stralloc_cats(&p, qdir) || !stralloc_cats(&p, "/mess/") || !stralloc_cats(&p, id) ||
+      !stralloc_0(&p))
+    goto end;
+  if (unlink(p.s) < 0 && errno != ENOENT) goto end;
+  p.len = 0;
+  if (!stralloc_cats(&p, qdir) || !stralloc_cats(&p, "/state/") || !stralloc_cats(&p, id) ||
+      !stralloc_0(&p))
+    goto end;
+  if (unlink(p.s) < 0 && errno != ENOENT) goto end;
+  r = 1;
+end:
+  stralloc_free(&p);
+  return r;
+}
+
+int queue_target_setdiag(queue_target *t, char const *s, size_t len)
+{
+  char *d;
+  size_t i;
+  if (len > QUEUE_DIAG_MAX) len = QUEUE_DIAG_MAX;
+  d = dupb(s, len);
+  if (!d) return 0;
+  for (i = 0; i < len; i++)
+    if (d[i] == '\n' || d[i] == '\t' || d[i] == '\r' || d[i] == 0) d[i] = ' ';
+  free(t->diag);
+  t->diag = d;
+  return 1;
+}
