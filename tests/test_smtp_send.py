@@ -503,3 +503,18 @@ def test_policy_verify(root, server, certs, dns):
     env.pop("PILLARBOX_CA_FILE")
     lines, err = send(root, "tls.test", "s@b.test", ["a@tls.test"], MSG, env=env)
     assert lines[0][0] == "T" and "not trusted" in lines[0][3], lines
+
+
+def test_failed_handshake_may_retries_in_clear_encrypt_defers(root, server, certs):
+    ctx = tls_ctx(certs["self.pem"], certs["self.key"])
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3  # BearSSL speaks TLS 1.2 at most
+    srv = server(starttls=ctx)
+    route(root, srv)
+    lines, err = send(root, "dest.test", "s@b.test", ["a@dest.test"], MSG)
+    assert lines[0][0] == "D", (lines, err)
+    assert len(srv.sessions) == 2 and "retrying without TLS" in err
+    assert "STARTTLS" not in srv.sessions[1]["commands"]
+    control(root, "tls-policy", "* encrypt\n")
+    lines, err = send(root, "dest.test", "s@b.test", ["a@dest.test"], MSG)
+    assert lines[0][0] == "T" and "TLS" in lines[0][3], lines
+    assert not any(b"MAIL" in s["raw"] for s in srv.sessions[2:])
