@@ -81,14 +81,26 @@ static void closeif(int *fd)
   }
 }
 
+/* opens a subdirectory, never through a symlink: ELOOP if it is one */
+static int opensub(int dfd, char const *name)
+{
+  int fd = openat(dfd, name, DIRFLAGS);
+  if (fd < 0 && errno == ENOTDIR) {
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) errno = ELOOP;
+    else errno = ENOTDIR;
+  }
+  return fd;
+}
+
 static int tmp_opendirs(maildir_tmp *t, char const *dir)
 {
   t->fd = t->dirfd = t->tmpfd = t->newfd = -1;
   t->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (t->dirfd < 0) return -1;
-  t->tmpfd = openat(t->dirfd, "tmp", DIRFLAGS);
+  t->tmpfd = opensub(t->dirfd, "tmp");
   if (t->tmpfd < 0) goto err;
-  t->newfd = openat(t->dirfd, "new", DIRFLAGS);
+  t->newfd = opensub(t->dirfd, "new");
   if (t->newfd < 0) goto err;
   return 1;
 err:
