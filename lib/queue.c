@@ -61,15 +61,20 @@ int queue_id_ok(char const *s, size_t len)
   return 1;
 }
 
-void queue_trigger(char const *qdir, char c)
+void queue_trigger(char const *qdir, char const *line)
 {
   stralloc p = STRALLOC_ZERO;
+  char buf[QUEUE_ID_MAX + 2];
+  size_t n = strlen(line);
   int fd;
+  if (n > QUEUE_ID_MAX) return;
+  memcpy(buf, line, n);
+  buf[n++] = '\n';
   if (!queue_path(&p, qdir, "trigger")) return;
   fd = open(p.s, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
   stralloc_free(&p);
   if (fd < 0) return; /* ENXIO: nobody listens; queue-run rescans anyway */
-  if (write(fd, &c, 1) < 0) { /* EAGAIN: the fifo is full, a wake-up is pending already */
+  if (write(fd, buf, n) < 0) { /* EAGAIN: full; queue-run notices a full fifo and rescans */
   }
   close(fd);
 }
@@ -350,7 +355,7 @@ static int inject(char const *qdir, char const *env, size_t envlen, char const *
     goto fail;
   }
   inject_counter++;
-  queue_trigger(qdir, 'w');
+  queue_trigger(qdir, id->s);
   goto end;
 fail:
   if (fd >= 0) close(fd);

@@ -7,7 +7,7 @@
  *   hold/ID      present: queue-run leaves the message alone (queue-ctl hold / release)
  *   ctl/OP.ID    requests from queue-ctl (flush, delete, bounce) applied by queue-run
  *   quarantine/  corrupt or truncated message files, moved aside, never delivered
- *   trigger      a fifo: one byte written to it wakes queue-run
+ *   trigger      a fifo: a line written to it wakes queue-run (see queue_trigger)
  *
  * A message file is
  *   "PBQ1 " TIME " " ENVLEN " " MSGLEN "\n"   (decimal; TIME = arrival, seconds since epoch)
@@ -67,8 +67,10 @@ int queue_path(stralloc *sa, char const *qdir, char const *rel);
 /* 1 if s[0..len) is a well-formed id (digits, dots; no '/', not empty, < QUEUE_ID_MAX). */
 int queue_id_ok(char const *s, size_t len);
 
-/* Writes one byte to QDIR/trigger without blocking; nobody listening is fine. */
-void queue_trigger(char const *qdir, char c);
+/* Writes one line to QDIR/trigger without blocking (one write, atomic under PIPE_BUF); nobody
+ * listening, or a full fifo, is fine (queue-run rescans). Lines: an id (a new message),
+ * "!flush" (retry everything now), "!ctl" (requests waiting in ctl/), "!scan" (rescan). */
+void queue_trigger(char const *qdir, char const *line);
 
 /* ---- envelope ---- */
 
