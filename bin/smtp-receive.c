@@ -17,6 +17,7 @@
 #include <fcntl.h>
 
 #include <skalibs/allreadwrite.h>
+#include <skalibs/bytestr.h>
 #include <skalibs/djbunix.h>
 #include <skalibs/iopause.h>
 #include <skalibs/sig.h>
@@ -28,7 +29,11 @@
 #include "addr.h"
 #include "control.h"
 #include "lookup.h"
+#include "authfail.h"
+#include "checkpw.h"
+#include "sasl.h"
 #include "smtp.h"
+#include "ucspitls.h"
 
 char const *PROG = "smtp-receive";
 #define USAGE "smtp-receive (no arguments; UCSPI session on fd 0/1)"
@@ -748,18 +753,36 @@ static void do_help(void)
 }
 
 /* STARTTLS and AUTH */
+static void coe_env(char const *name)
+{
+  char const *x = getenv(name);
+  unsigned int fd;
+  if (x && *x && uint0_scan(x, &fd)) coe((int)fd);
+}
+
+static int tls_facts(smtpauth_state *a)
+{
+  char const *x = getenv("SSL_PROTOCOL");
+  a->cipher.len = 0;
+  if (!x || !*x) return 1;
+  a->tls = 1;
+  if (!stralloc_cats(&a->cipher, x)) return 0;
+  x = getenv("SSL_CIPHER");
+  if (x && *x && (!stralloc_catb(&a->cipher, " ", 1) || !stralloc_cats(&a->cipher, x))) return 0;
+  return 1;
+}
+
 static int smtpauth_init(smtpauth_state *a)
 {
-  char const *x = getenv("SSLCTLFD");
-  unsigned int fd;
-  if (x && *x && uint0_scan(x, &fd)) a->ctlfd = (int)fd;
-  x = getenv("SSL_PROTOCOL");
-  if (x && *x) {
-    a->tls = 1;
-    if (!stralloc_cats(&a->cipher, x)) return 0;
-    x = getenv("SSL_CIPHER");
-    if (x && *x && (!stralloc_catb(&a->cipher, " ", 1) || !stralloc_cats(&a->cipher, x))) return 0;
+  if (ucspitls_available()) {
+    char const *x = getenv("SSLCTLFD");
+    unsigned int fd;
+    if (uint0_scan(x, &fd)) a->ctlfd = (int)fd;
+    coe_env("SSLCTLFD");
+    coe_env("SSLREADFD");
+    coe_env("SSLWRITEFD");
   }
+  if (!tls_facts(a)) return 0;
   a->required = !!getenv("SMTPAUTH");
   a->plainok = !!getenv("SMTPAUTH_PLAINTEXT");
   return 1;
@@ -775,7 +798,7 @@ static int smtpauth_auth_offered(smtpauth_state const *a)
   return !a->user.len && (a->tls || a->plainok);
 }
 
-/* Submission policy: 1 (and a reply in out) if MAIL/DATA must be refused now. */
+/* Submission policy: 1 (and a reply) if MAIL/DATA must be refused now. */
 static int smtpauth_mail_refused(smtpauth_state *a, stralloc *o)
 {
   (void)o;
@@ -793,26 +816,165 @@ static int smtpauth_mail_refused(smtpauth_state *a, stralloc *o)
   return 0;
 }
 
+/* An authenticated user may only send as one of its own addresses: the account itself, or an
+ * address (alias, +tag) that resolves to it. The null sender is allowed. */
 static int smtpauth_sender_ok(smtpauth_state *a, char const *s, size_t n)
 {
-  (void)a; (void)s; (void)n;
+  stralloc f = STRALLOC_ZERO;
+  size_t i;
+  int r, ok = 0;
+  if (!a->user.len || !n) return 1;
+  if (!addr_fold(s, n, &f)) quit(111, "out of memory");
+  if (f.len == a->user.len && !memcmp(f.s, a->user.s, f.len)) { stralloc_free(&f); return 1; }
+  targets.len = 0;
+  r = lookup_resolve(f.s, f.len, &targets);
+  stralloc_free(&f);
+  if (r != LOOKUP_FOUND) return 0;
+  for (i = 0; i < targets.len; i += strlen(targets.s + i) + 1) {
+    if (targets.s[i] == 'L' && strlen(targets.s + i + 1) == a->user.len &&
+        !strncasecmp(targets.s + i + 1, a->user.s, a->user.len))
+      ok = 1;
+  }
+  return ok;
+}
+
+/* 1: TLS started (the caller resets the session), 0: refused with a reply, -1: broken. */
+static int smtpauth_starttls(smtpauth_state *a, stralloc *o, size_t arglen, int *in, int *outp)
+{
+  int rfd, wfd;
+  (void)o;
+  if (arglen) { reply(501, "5.5.4", "STARTTLS takes no argument"); nerrors--; return 0; }
+  if (a->tls) { reply(554, "5.5.1", "TLS already active"); nerrors--; return 0; }
+  if (a->ctlfd < 0) { reply(502, "5.5.1", "STARTTLS not available"); nerrors--; return 0; }
+  {
+    /* Is the sidecar still there? A closed control socket reads as EOF at once. */
+    iopause_fd x = {a->ctlfd, IOPAUSE_READ, 0};
+    tain d;
+    tain_now_g();
+    d = STAMP;
+    if (fcntl(a->ctlfd, F_GETFD) < 0 || iopause_g(&x, 1, &d) != 0) {
+      a->ctlfd = -1;
+      reply(454, "4.7.0", "TLS not available due to temporary reason");
+      nerrors--;
+      return 0;
+    }
+  }
+  reply(220, "2.0.0", "Ready to start TLS");
+  if (out.len && !flush_out()) quit(111, "write error");
+  if (!ucspitls_start(&rfd, &wfd)) {
+    a->ctlfd = -1;
+    return -1;
+  }
+  a->ctlfd = -1;
+  if (ndelay_on(rfd) < 0 || ndelay_on(wfd) < 0) quit(111, "set TLS fds non-blocking");
+  coe(rfd);
+  coe(wfd);
+  *in = rfd;
+  *outp = wfd;
+  if (!tls_facts(a)) quit(111, "out of memory");
+  a->tls = 1;
+  a->user.len = 0;
   return 1;
 }
 
-static int smtpauth_starttls(smtpauth_state *a, stralloc *o, size_t arglen, int *in, int *outp)
+static unsigned long authdelay;
+
+static void auth_failed(smtpauth_state *a, unsigned int code, char const *ecode, char const *t)
 {
-  (void)o; (void)in; (void)outp;
-  if (arglen) { reply(501, "5.5.4", "STARTTLS takes no argument"); nerrors--; return 0; }
-  if (a->tls) { reply(554, "5.5.1", "TLS already active"); nerrors--; return 0; }
-  reply(502, "5.5.1", "STARTTLS not available");
-  nerrors--;
-  return 0;
+  if (authfail_record(remoteip) < 0) strerr_warnwusys("record a failed login");
+  a->failures++;
+  strerr_warni("auth failed ip=", remoteip);
+  reply(code, ecode, t);
+  if (a->failures >= 3) die_421("4.7.0", "too many failed logins, closing", "auth failures");
+  if (out.len && !flush_out()) quit(111, "write error");
+  if (authdelay) sleep((unsigned int)(authdelay * a->failures));
+}
+
+/* Reads one SASL client response line into a decoded buffer. Returns the decoded length, or
+ * -1 after a reply was given. */
+static ssize_t auth_response(char *dec, size_t decmax, char const *ir, size_t irlen)
+{
+  size_t dl;
+  int r;
+  if (!ir) {
+    r = getline_cmd();
+    if (!r) quit(0, "disconnected in AUTH");
+    if (r < 0 || line.len > SASL_RESPONSE_MAX) {
+      reply(500, "5.5.6", "authentication exchange line too long");
+      return -1;
+    }
+    ir = line.s;
+    irlen = line.len;
+  }
+  if (sasl_is_cancel(ir, irlen)) { reply(501, "5.7.0", "authentication cancelled"); return -1; }
+  if (irlen == 1 && ir[0] == '=') return 0;
+  r = sasl_b64_decode(ir, irlen, dec, decmax, &dl);
+  if (r == SASL_ETOOLONG) { reply(500, "5.5.6", "authentication exchange too long"); return -1; }
+  if (r != SASL_OK) { reply(501, "5.5.2", "bad base64"); return -1; }
+  return (ssize_t)dl;
 }
 
 static void smtpauth_auth(smtpauth_state *a, stralloc *o, char const *arg, size_t arglen)
 {
-  (void)a; (void)o; (void)arg; (void)arglen;
-  reply(502, "5.5.1", "AUTH not available");
+  char const *ir;
+  size_t irlen;
+  char dec[SASL_DECODED_MAX + 1], udec[SASL_FIELD_MAX + 1];
+  char const *user, *pass;
+  size_t ulen, plen;
+  ssize_t n;
+  int mech, r;
+  (void)o;
+  if (a->user.len) { reply(503, "5.5.1", "already authenticated"); return; }
+  if (!a->tls && !a->plainok) { reply(530, "5.7.0", "must issue a STARTTLS command first"); return; }
+  r = authfail_blocked(remoteip);
+  if (r < 0) strerr_warnwusys("read the failed login table");
+  if (r > 0) { reply(454, "4.7.0", "too many failed logins from your address, try later"); return; }
+  mech = sasl_parse_auth(arg, arglen, &ir, &irlen);
+  if (mech < 0) { reply(501, "5.5.4", "syntax: AUTH mechanism [initial-response]"); return; }
+  if (mech == SASL_MECH_PLAIN) {
+    sasl_plain p;
+    if (!ir) reply(334, 0, "");
+    n = auth_response(dec, SASL_DECODED_MAX, ir, irlen);
+    if (n < 0) return;
+    r = sasl_plain_parse(dec, (size_t)n, &p);
+    if (r == SASL_EAUTHZ) { auth_failed(a, 535, "5.7.8", "authentication credentials invalid"); return; }
+    if (r == SASL_ETOOLONG) { reply(500, "5.5.6", "authentication exchange too long"); return; }
+    if (r != SASL_OK) { reply(501, "5.5.2", "malformed PLAIN response"); return; }
+    user = p.authcid; ulen = p.authcidlen; pass = p.passwd; plen = p.passwdlen;
+  } else if (mech == SASL_MECH_LOGIN) {
+    if (!ir) reply(334, 0, sasl_login_prompt(0));
+    n = auth_response(udec, SASL_FIELD_MAX, ir, irlen);
+    if (n < 0) return;
+    if (sasl_login_field(udec, (size_t)n) != SASL_OK) { reply(501, "5.5.2", "bad user name"); return; }
+    ulen = (size_t)n;
+    user = udec;
+    reply(334, 0, sasl_login_prompt(1));
+    n = auth_response(dec, SASL_FIELD_MAX, 0, 0);
+    if (n < 0) return;
+    if (sasl_login_field(dec, (size_t)n) != SASL_OK) { reply(501, "5.5.2", "bad password"); return; }
+    pass = dec; plen = (size_t)n;
+  } else {
+    reply(504, "5.5.4", "mechanism not supported");
+    return;
+  }
+  r = checkpw(user, ulen, pass, plen);
+  if (r == CHECKPW_OK) {
+    account acc = ACCOUNT_ZERO;
+    a->user.len = 0;
+    if (lookup_account(user, ulen, &acc) > 0 && acc.address.len > 1) {
+      if (!addr_fold(acc.address.s, acc.address.len - 1, &a->user)) quit(111, "out of memory");
+    } else if (!addr_fold(user, ulen, &a->user)) quit(111, "out of memory");
+    account_free(&acc);
+    if (!stralloc_0(&a->user)) quit(111, "out of memory");
+    a->user.len--;
+    strerr_warni("auth ok ip=", remoteip, " user=", a->user.s);
+    reply(235, "2.7.0", "authentication successful");
+  } else if (r == CHECKPW_BAD) {
+    auth_failed(a, 535, "5.7.8", "authentication credentials invalid");
+  } else {
+    reply(454, "4.7.0", "temporary authentication failure");
+  }
+  byte_zzero(dec, sizeof dec);
 }
 
 static unsigned long getcontrol(char const *name, unsigned long def)
@@ -843,6 +1005,7 @@ int main(int argc, char const *const *argv)
   errmax = getcontrol("smtp-errmax", 20);
   timeout = getcontrol("smtp-timeout", 300);
   sessionmax = getcontrol("smtp-sessionmax", 3600);
+  authdelay = getcontrol("smtp-authdelay", 1);
   if (linemax < 512) linemax = 512;
   if (linemax > 65536) linemax = 65536;
   if (!timeout) timeout = 1;

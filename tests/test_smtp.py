@@ -1,0 +1,788 @@
+"""smtp-receive, driven by piping sessions straight into it (fd 0/1, UCSPI variables set by
+hand). Each test reads like the postmaster's session: the bytes sent, the replies expected, and
+what must (or must not) be in the queue afterwards."""
+import os
+import re
+import select
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import base_env, prog, wait_for
+
+REPLY = re.compile(rb"^(\d{3})([ -])(.*)$")
+
+
+def replies(out):
+    """Splits the server's output into complete replies: [(code, [lines])]."""
+    res, cur = [], []
+    for ln in out.split(b"\r\n"):
+        if not ln:
+            continue
+        m = REPLY.match(ln)
+        assert m, "not a reply line: %r" % ln
+        cur.append(m.group(3))
+        if m.group(2) == b" ":
+            res.append((int(m.group(1)), cur))
+            cur = []
+    assert not cur, "unterminated multi-line reply"
+    return res
+
+
+def codes(out):
+    return [c for c, _ in replies(out)]
+
+
+def queue_files(inst):
+    """Every regular file in the queue (a snapshot to compare before and after)."""
+    found = set()
+    for d, _, files in os.walk(inst.path("queue")):
+        for f in files:
+            p = os.path.join(d, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                found.add(p)
+    return found
+
+
+def maildir_files(inst):
+    found = set()
+    for d, _, files in os.walk(inst.path("mail")):
+        for f in files:
+            found.add(os.path.join(d, f))
+    return found
+
+
+def run(inst, data, env=None, timeout=60):
+    e = {"TCPREMOTEIP": "192.0.2.7", "TCPLOCALIP": "192.0.2.1", "TCPREMOTEPORT": "40000"}
+    e.update(env or {})
+    r = inst.run("smtp-receive", input=data, env=e, timeout=timeout)
+    return r
+
+
+def session(inst, *lines, env=None, raw=b""):
+    """Sends EHLO, the given command lines (each gets CRLF), raw bytes, then QUIT."""
+    data = b"EHLO client.example\r\n"
+    for ln in lines:
+        data += (ln.encode() if isinstance(ln, str) else ln) + b"\r\n"
+    data += raw + b"QUIT\r\n"
+    r = run(inst, data, env=env)
+    return codes(r.stdout), r
+
+
+@pytest.fixture
+def inst(instance):
+    instance.add_user("user@example.test")
+    instance.add_user("other@example.test")
+    return instance
+
+
+@pytest.fixture
+def fake_injector(tmp_path):
+    """A qmail-queue stand-in: keeps the message and the envelope, exits with $FAKE_RC."""
+    p = tmp_path / "fake-inject"
+    p.write_text("""#!/usr/bin/python3
+import os, sys
+out = os.environ["FAKE_OUT"]
+def slurp(fd):
+    b = b""
+    while True:
+        c = os.read(fd, 65536)
+        if not c:
+            return b
+        b += c
+msg = slurp(0)
+env = slurp(1)
+with open(out + ".msg", "wb") as f: f.write(msg)
+with open(out + ".env", "wb") as f: f.write(env)
+rc = int(os.environ.get("FAKE_RC", "0"))
+if rc == 0 and env.endswith(b"\\0\\0"):
+    os.write(int(os.environ["QUEUE_IDFD"]), b"FAKE42\\n")
+sys.exit(rc)
+""")
+    p.chmod(0o755)
+    return str(p), str(tmp_path / "out")
+
+
+MSG = b"From: a@b.example\r\nSubject: test\r\n\r\nhello\r\n..dotted\r\n.\r\n"
+
+
+# ---- greeting, EHLO, the simple verbs ----
+
+def test_greeting_and_ehlo_keywords(inst):
+    r = run(inst, b"EHLO client.example\r\nQUIT\r\n")
+    rs = replies(r.stdout)
+    assert rs[0][0] == 220 and rs[0][1][0].startswith(b"mx.example.test ESMTP")
+    assert rs[1][0] == 250
+    kw = [l.split(b" ")[0] for l in rs[1][1][1:]]
+    for k in (b"PIPELINING", b"SIZE", b"8BITMIME", b"ENHANCEDSTATUSCODES", b"SMTPUTF8",
+              b"CHUNKING"):
+        assert k in kw
+    assert b"STARTTLS" not in kw  # no SSLCTLFD: no TLS to offer
+    assert b"AUTH" not in kw      # no TLS: no AUTH
+    assert rs[2] == (221, [b"2.0.0 Bye"])
+    assert r.returncode == 0
+    assert b"session ip=192.0.2.7" in r.stderr
+
+
+def test_every_reply_after_ehlo_has_an_enhanced_code(inst):
+    c, r = session(inst, "NOOP", "VRFY user", "EXPN list", "HELP", "RSET", "BOGUS",
+                   "MAIL FROM:<a@b.example>", "RCPT TO:<user@example.test>", "RSET")
+    for code, lines in replies(r.stdout)[2:]:
+        for l in lines:
+            assert re.match(rb"^[245]\.\d{1,3}\.\d{1,3} ", l), (code, l)
+    assert c[2:] == [250, 252, 502, 214, 250, 500, 250, 250, 250, 221]
+
+
+def test_helo_and_lowercase_verbs(inst):
+    r = run(inst, b"helo client\r\nmail from: <a@b.example>\r\nrcpt to:<User@Example.TEST>\r\n"
+                  b"quit\r\n")
+    assert codes(r.stdout) == [220, 250, 250, 250, 221]
+
+
+# ---- command order and syntax ----
+
+@pytest.mark.parametrize("lines,expect", [
+    (["RCPT TO:<user@example.test>"], [503]),
+    (["MAIL FROM:<a@b.example>", "DATA"], [250, 503]),
+    (["MAIL FROM:<a@b.example>", "MAIL FROM:<a@b.example>"], [250, 503]),
+    (["MAIL FROM:<a@b.example>", "RSET", "RCPT TO:<user@example.test>"], [250, 250, 503]),
+    (["DATA"], [503]),
+    (["BDAT 0 LAST"], [503]),
+], ids=["rcpt-before-mail", "data-without-rcpt", "mail-twice", "rcpt-after-rset",
+        "data-first", "bdat-first"])
+def test_command_order(inst, lines, expect):
+    c, _ = session(inst, *lines)
+    assert c[2:-1] == expect
+
+
+def test_mail_before_ehlo(inst):
+    r = run(inst, b"MAIL FROM:<a@b.example>\r\nQUIT\r\n")
+    assert codes(r.stdout) == [220, 503, 221]
+
+
+@pytest.mark.parametrize("line,code", [
+    ("MAIL FROM a@b.example", 501), ("MAIL FROM:a@b.example", 501), ("MAIL", 501),
+    ("MAIL TO:<a@b.example>", 501), ("EHLO", 501), ("RSET now", 501), ("NOOP", 250),
+    ("WHAT", 500), (b"NOOP \x00x", 501), (b"MAIL FROM:<a\x01@b.example>", 501),
+    ("MAIL FROM:<a@b.example> FOO=BAR", 555), ("MAIL FROM:<a@b.example> BODY=BINARYMIME", 555),
+    ("MAIL FROM:<a@b.example> SIZE=x", 501), ("MAIL FROM:<a@b.example> BODY=8BITMIME", 250),
+    ("MAIL FROM:<a@b.example> AUTH=<>", 250), ("MAIL FROM:<a@b.example> body=7bit size=10", 250),
+    ("STARTTLS", 502), ("AUTH PLAIN", 530),
+])
+def test_syntax(inst, line, code):
+    c, _ = session(inst, line)
+    assert c[2] == code
+
+
+def test_data_with_argument(inst):
+    c, _ = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<user@example.test>", "DATA now")
+    assert c[2:-1] == [250, 250, 501]
+
+
+# ---- the address corpus ----
+
+LOCAL64 = "l" * 64
+DOM255 = ".".join(["d" * 63, "d" * 63, "d" * 63, "d" * 61 + ".t"])[:253] + "xt"
+
+
+@pytest.mark.parametrize("path,code", [
+    ("<>", 250),
+    ("<a>", 501),
+    ("<a@>", 501),
+    ("<@a>", 501),
+    ("< a@b.example>", 501),
+    ("<a@b.example >", 501),
+    ("<@relay.example:a@b.example>", 250),      # source route accepted and dropped
+    ("<@r1.example,@r2.example:a@b.example>", 250),
+    ('<"a b"@b.example>', 250),
+    ('<"a@c.example"@b.example>', 250),
+    ("<a@[192.0.2.1]>", 250),
+    ("<a@b.example.>", 501),
+    ("<%s@b.example>" % LOCAL64, 250),
+    ("<%s@b.example>" % ("l" * 65), 501),
+    ("<;sleep 5;@x.example>", 501),             # ';' is not atext
+    ("<$(reboot)@x.example>", 501),
+    ("<$x|y&z`id`{}@x.example>", 250),          # atext, just bytes: never given to a shell
+    ("<a@b.example", 501),
+    ("a@b.example>", 501),
+    ("<<a@b.example>>", 501),
+])
+def test_sender_address_corpus(inst, path, code):
+    c, _ = session(inst, "MAIL FROM:" + path)
+    assert c[2] == code, path
+
+
+@pytest.mark.parametrize("n,code", [(255, None), (256, 501)])
+def test_domain_length_limit(inst, n, code):
+    labels, left = [], n
+    while left > 0:
+        l = min(63, left)
+        if left - l == 1:
+            l -= 1
+        labels.append("d" * l)
+        left -= l + 1
+    dom = ".".join(labels)
+    assert len(dom) == n
+    c, _ = session(inst, "MAIL FROM:<a@%s>" % dom)
+    if code is None:
+        assert c[2] in (250, 501)  # 255 octets of domain makes the path 259 > 256: refused
+    else:
+        assert c[2] == code
+
+
+def test_path_limit_256(inst):
+    # a path of exactly 256 octets including the brackets is accepted, 257 is not
+    dom = "x" * 60 + "." + "y" * 60 + "." + "z" * 60 + "."
+    local = "l" * 64
+    for total, code in ((256, 250), (257, 501)):
+        d = dom + "e" * (total - 2 - len(local) - 1 - len(dom))
+        path = "<%s@%s>" % (local, d)
+        assert len(path) == total
+        c, _ = session(inst, "MAIL FROM:" + path)
+        assert c[2] == code, total
+
+
+def test_nul_in_address(inst):
+    c, _ = session(inst, b"MAIL FROM:<a\x00b@b.example>", "MAIL FROM:<a@b.example>")
+    assert c[2:4] == [501, 250]
+
+
+def test_utf8_address_needs_smtputf8(inst):
+    c, _ = session(inst, "MAIL FROM:<j\u00f6rg@b.example>", "MAIL FROM:<j\u00f6rg@b.example> SMTPUTF8")
+    assert c[2:4] == [501, 250]
+
+
+def test_rcpt_unknown_parameter(inst):
+    c, _ = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<user@example.test> NOTIFY=NEVER")
+    assert c[3] == 555
+
+
+# ---- recipients: local, unknown, relay ----
+
+def test_unknown_local_recipient_refused_at_rcpt(inst):
+    before = queue_files(inst)
+    c, r = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<nobody@example.test>",
+                   "RCPT TO:<user@example.test>")
+    rs = replies(r.stdout)
+    assert rs[3][0] == 550 and rs[3][1][0].startswith(b"5.1.1")
+    assert c[4] == 250
+    assert queue_files(inst) == before  # and so no bounce either
+
+
+def test_postmaster_without_domain(inst):
+    inst.add_alias("postmaster@example.test", "user@example.test")
+    c, _ = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<Postmaster>")
+    assert c[3] == 250
+
+
+RELAY_FORMS = [
+    "<x@elsewhere.example>",
+    "<x%elsewhere.example@example.test>",        # percent hack
+    "<elsewhere.example!x@example.test>",         # bang path
+    "<@example.test:x@elsewhere.example>",        # source route through us
+    '<"x@elsewhere.example"@example.test>',       # quoted local part holding @
+    "<x@[192.0.2.99]>",                           # address literal
+    "<x@elsewhere.example.>",                     # trailing dot
+    "<x@example.test.elsewhere.example>",
+    "<x@EXAMPLE.test@elsewhere.example>",
+    "<x@elsewhere.example> ",
+]
+
+
+@pytest.mark.parametrize("path", RELAY_FORMS)
+def test_relay_attempts_refused(inst, path):
+    before = queue_files(inst)
+    c, r = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:" + path, "DATA",
+                   raw=b"Subject: relay\r\n\r\nx\r\n.\r\n")
+    assert c[3] in (501, 550, 553, 554), (path, r.stdout)
+    assert 354 not in c
+    assert queue_files(inst) == before
+
+
+def test_relay_refused_code_is_554_571(inst):
+    _, r = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<x@elsewhere.example>")
+    rs = replies(r.stdout)
+    assert rs[3][0] == 554 and rs[3][1][0].startswith(b"5.7.1")
+
+
+def test_relay_allowed_for_relayclient(inst):
+    before = queue_files(inst)
+    c, _ = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<x@elsewhere.example>", "DATA",
+                   raw=MSG, env={"RELAYCLIENT": ""})
+    assert c[2:] == [250, 250, 354, 250, 221]
+    assert len(queue_files(inst) - before) >= 1
+
+
+# ---- messages into the real queue ----
+
+def test_message_queued_with_lf_and_unstuffed(inst):
+    before = queue_files(inst)
+    c, r = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<user@example.test>", "DATA",
+                   raw=MSG)
+    rs = replies(r.stdout)
+    assert c[2:] == [250, 250, 354, 250, 221]
+    assert rs[5][1][0].startswith(b"2.0.0 Ok: queued")
+    new = queue_files(inst) - before
+    assert new
+    blob = b"".join(open(p, "rb").read() for p in new)
+    assert b"\nhello\n.dotted\n" in blob
+    assert b"\r\n" not in blob.split(b"Subject: test", 1)[1]
+    assert b"Received: from client.example ([192.0.2.7])" in blob
+    assert b"message ip=192.0.2.7 from=<a@b.example> rcpts=1" in r.stderr
+
+
+def test_pipelined_messages_in_one_session(inst):
+    before = queue_files(inst)
+    one = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.test>\r\nDATA\r\n" + MSG
+    r = run(inst, b"EHLO c\r\n" + one * 5 + b"QUIT\r\n")
+    c = codes(r.stdout)
+    assert c.count(354) == 5 and c[-1] == 221
+    assert [x for x in c if x == 250].__len__() == 1 + 5 * 3
+    assert len(queue_files(inst) - before) >= 5
+
+
+def test_bdat_chunks(inst, fake_injector):
+    inj, out = fake_injector
+    r = run(inst, b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.test>\r\n"
+                  b"BDAT 10\r\nSubject: x" b"BDAT 10\r\n\r\n\r\n.line\r" b"BDAT 1 LAST\r\n\n"
+                  b"QUIT\r\n", env={"QUEUE_INJECT": inj, "FAKE_OUT": out})
+    rs = replies(r.stdout)
+    assert [x[0] for x in rs] == [220, 250, 250, 250, 250, 250, 250, 221]
+    assert rs[6][1][0] == b"2.0.0 Ok: queued as FAKE42"
+    msg = open(out + ".msg", "rb").read()
+    assert msg.endswith(b"Subject: x\n\n.line\n")
+    assert open(out + ".env", "rb").read() == b"Fa@b.example\0Tuser@example.test\0\0"
+
+
+def test_bdat_bare_lf_refused(inst, fake_injector):
+    inj, out = fake_injector
+    c, _ = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<user@example.test>",
+                   raw=b"BDAT 4 LAST\r\na\nb\n", env={"QUEUE_INJECT": inj, "FAKE_OUT": out})
+    assert c[4] == 550
+    assert not os.path.exists(out + ".env") or not open(out + ".env", "rb").read()
+
+
+def test_bdat_bad_size_closes(inst):
+    r = run(inst, b"EHLO c\r\nBDAT x\r\nNOOP\r\n")
+    assert codes(r.stdout)[-1] == 421
+
+
+# ---- end-of-data smuggling ----
+
+SMUGGLE = [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r", b"\r.\n"]
+
+
+@pytest.mark.parametrize("eod", SMUGGLE, ids=[repr(s) for s in SMUGGLE])
+def test_smuggling_never_queues_a_second_message(inst, eod):
+    before_q, before_m = queue_files(inst), maildir_files(inst)
+    second = (b"MAIL FROM:<evil@b.example>\r\nRCPT TO:<other@example.test>\r\nDATA\r\n"
+              b"Subject: smuggled\r\n\r\nsmuggled\r\n")
+    data = (b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.test>\r\nDATA\r\n"
+            b"Subject: first\r\n\r\nfirst" + eod + second + b".\r\nQUIT\r\n")
+    r = run(inst, data)
+    rs = replies(r.stdout)
+    c = [x[0] for x in rs]
+    # one DATA, refused as a whole; nothing ever said "queued"
+    assert c == [220, 250, 250, 250, 354, 550, 221], r.stdout
+    assert not any(l.startswith(b"2.0.0 Ok: queued") for _, ls in rs for l in ls)
+    assert queue_files(inst) == before_q
+    assert maildir_files(inst) == before_m
+
+
+# ---- limits ----
+
+def test_oversize_command_line_resyncs(inst):
+    c, _ = session(inst, "NOOP " + "x" * 5000, "NOOP")
+    assert c[2:] == [500, 250, 221]
+
+
+def test_ten_megabyte_line_in_data(inst, fake_injector):
+    inj, out = fake_injector
+    body = b"Subject: big\r\n\r\n" + b"x" * (10 * 1024 * 1024) + b"\r\n.\r\n"
+    c, _ = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<user@example.test>", "DATA",
+                   raw=body, env={"QUEUE_INJECT": inj, "FAKE_OUT": out})
+    assert c[2:] == [250, 250, 354, 250, 221]
+    assert os.path.getsize(out + ".msg") > 10 * 1024 * 1024
+
+
+def test_size_limits(inst):
+    inst.control("databytes", "1000")
+    before = queue_files(inst)
+    c, r = session(inst, "MAIL FROM:<a@b.example> SIZE=2000", "MAIL FROM:<a@b.example> SIZE=500",
+                   "RCPT TO:<user@example.test>", "DATA",
+                   raw=b"Subject: big\r\n\r\n" + b"y" * 2000 + b"\r\n.\r\n")
+    rs = replies(r.stdout)
+    assert c[2:] == [552, 250, 250, 354, 552, 221]
+    assert rs[2][1][0].startswith(b"5.3.4") and rs[6][1][0].startswith(b"5.3.4")
+    assert b"SIZE 1000" in r.stdout
+    assert queue_files(inst) == before
+
+
+@pytest.mark.parametrize("n", [101, 1000])
+def test_recipient_limit(inst, fake_injector, n):
+    inj, out = fake_injector
+    rc = ["RCPT TO:<user+%d@example.test>" % i for i in range(n)]
+    c, r = session(inst, "MAIL FROM:<a@b.example>", *rc, "DATA", raw=MSG,
+                   env={"QUEUE_INJECT": inj, "FAKE_OUT": out})
+    assert c[3:3 + n].count(250) == 100
+    assert c[3:3 + n].count(452) == n - 100
+    assert b"4.5.3" in r.stdout
+    assert c[3 + n:] == [354, 250, 221]
+    assert open(out + ".env", "rb").read().count(b"\0T") == 100
+
+
+def test_too_many_errors(inst):
+    r = run(inst, b"EHLO c\r\n" + b"BOGUS\r\n" * 30 + b"NOOP\r\n")
+    c = codes(r.stdout)
+    assert c[-1] == 421 and c.count(500) == 21
+    assert b"4.7.0" in r.stdout.split(b"\r\n")[-2]
+
+
+def test_idle_timeout(inst):
+    inst.control("smtp-timeout", "1")
+    e = dict(inst.env, TCPREMOTEIP="192.0.2.7")
+    p = subprocess.Popen([prog("smtp-receive")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=e)
+    try:
+        p.stdin.write(b"EHLO c\r\n")
+        p.stdin.flush()
+        t0 = time.monotonic()
+        out = b""
+        while b"421 " not in out and time.monotonic() - t0 < 10:
+            r, _, _ = select.select([p.stdout], [], [], 0.2)
+            if r:
+                c = os.read(p.stdout.fileno(), 4096)
+                if not c:
+                    break
+                out += c
+        assert time.monotonic() - t0 < 10
+        assert p.wait(timeout=10) == 0
+        assert codes(out)[-1] == 421 and b"421 4.4.2" in out
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_disconnect_mid_data_queues_nothing(inst):
+    before = queue_files(inst)
+    e = dict(inst.env, TCPREMOTEIP="192.0.2.7")
+    p = subprocess.Popen([prog("smtp-receive")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=e)
+    try:
+        p.stdin.write(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.test>\r\n"
+                      b"DATA\r\nSubject: cut\r\n\r\nhalf a mess")
+        p.stdin.close()
+        out = p.stdout.read()
+        assert p.wait(timeout=30) == 0
+        assert codes(out)[-1] == 354
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert queue_files(inst) == before
+
+
+@pytest.mark.parametrize("rc,code,ecode", [(0, 250, b"2.0.0"), (53, 451, b"4.3.0"),
+                                           (71, 451, b"4.3.0"), (31, 554, b"5.3.0"),
+                                           (91, 554, b"5.3.0")])
+def test_injector_exit_codes(inst, fake_injector, rc, code, ecode):
+    inj, out = fake_injector
+    c, r = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<user@example.test>", "DATA",
+                   raw=MSG, env={"QUEUE_INJECT": inj, "FAKE_OUT": out, "FAKE_RC": str(rc)})
+    rs = replies(r.stdout)
+    assert rs[5][0] == code and rs[5][1][0].startswith(ecode)
+    # the envelope is written only for a complete, valid message
+    assert open(out + ".env", "rb").read() == b"Fa@b.example\0Tuser@example.test\0\0"
+
+
+def test_injector_hook_chain(inst, fake_injector, tmp_path):
+    inj, out = fake_injector
+    hook = tmp_path / "hook"
+    hook.write_text("#!/bin/sh\necho hooked >> %s\nexec \"$@\"\n" % (tmp_path / "hooklog"))
+    hook.chmod(0o755)
+    c, _ = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<user@example.test>", "DATA",
+                   raw=MSG, env={"QUEUE_INJECT": "%s %s" % (hook, inj), "FAKE_OUT": out})
+    assert c[5] == 250
+    assert (tmp_path / "hooklog").read_text() == "hooked\n"
+
+
+def test_injector_missing_is_temporary(inst):
+    c, _ = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<user@example.test>", "DATA",
+                   raw=MSG, env={"QUEUE_INJECT": "/nonexistent/inject"})
+    assert c[4] in (354, 451)
+    assert 250 not in c[5:]
+
+
+def test_received_line_helo_made_safe(inst, fake_injector):
+    inj, out = fake_injector
+    r = run(inst, b"EHLO evil\"host;(x)\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.test>\r\n"
+                  b"DATA\r\n" + MSG + b"QUIT\r\n", env={"QUEUE_INJECT": inj, "FAKE_OUT": out})
+    assert codes(r.stdout)[-2] == 250
+    msg = open(out + ".msg", "rb").read()
+    first = msg.split(b"\n\t")[0]
+    assert first == b"Received: from evil?host??x? ([192.0.2.7])"
+    assert b"with ESMTP" in msg.split(b"\n")[1]
+
+
+# ---- AUTH and the submission policy (plaintext allowed explicitly, a stand-in auth-check) ----
+
+@pytest.fixture
+def fake_auth(tmp_path):
+    """auth-check stand-in: user@example.test / secret is good, 'trouble' is temporary."""
+    p = tmp_path / "fake-auth"
+    p.write_text("""#!/usr/bin/python3
+import os, sys
+d = b""
+while True:
+    c = os.read(3, 600)
+    if not c:
+        break
+    d += c
+f = d.split(b"\\0")
+if f[0] == b"trouble":
+    sys.exit(111)
+sys.exit(0 if f[0].lower() == b"user@example.test" and f[1] == b"secret" else 1)
+""")
+    p.chmod(0o755)
+    return str(p)
+
+
+def b64(s):
+    import base64
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def auth_env(fake_auth, **kw):
+    e = {"SMTPAUTH_PLAINTEXT": "1", "AUTH_CHECK": fake_auth}
+    e.update(kw)
+    return e
+
+
+def test_auth_offered_only_with_tls_or_explicit_setting(inst, fake_auth):
+    r = run(inst, b"EHLO c\r\nQUIT\r\n", env=auth_env(fake_auth))
+    assert b"250-AUTH PLAIN LOGIN" in r.stdout
+
+
+def test_auth_plain_and_relay(inst, fake_auth, fake_injector):
+    inj, out = fake_injector
+    c, r = session(inst, "AUTH PLAIN " + b64("\0user@example.test\0secret"),
+                   "MAIL FROM:<user@example.test>", "RCPT TO:<x@elsewhere.example>", "DATA",
+                   raw=MSG, env=auth_env(fake_auth, QUEUE_INJECT=inj, FAKE_OUT=out))
+    assert c[2:] == [235, 250, 250, 354, 250, 221]
+    assert b"235 2.7.0" in r.stdout
+    assert b"with ESMTPA" in open(out + ".msg", "rb").read()
+
+
+def test_auth_plain_without_initial_response(inst, fake_auth):
+    c, _ = session(inst, "AUTH PLAIN", b64("user@example.test\0user@example.test\0secret"),
+                   env=auth_env(fake_auth))
+    assert c[2:4] == [334, 235]
+
+
+def test_auth_login(inst, fake_auth):
+    c, r = session(inst, "AUTH LOGIN", b64("user@example.test"), b64("secret"),
+                   env=auth_env(fake_auth))
+    assert c[2:5] == [334, 334, 235]
+    assert b"334 VXNlcm5hbWU6" in r.stdout and b"334 UGFzc3dvcmQ6" in r.stdout
+
+
+@pytest.mark.parametrize("lines,expect", [
+    (["AUTH PLAIN " + b64("\0user@example.test\0wrong")], [535]),
+    (["AUTH PLAIN " + b64("\0trouble\0x")], [454]),
+    (["AUTH PLAIN !!!!"], [501]),
+    (["AUTH PLAIN", "*"], [334, 501]),
+    (["AUTH LOGIN", "*"], [334, 501]),
+    (["AUTH CRAM-MD5"], [504]),
+    (["AUTH PLAIN " + b64("other@example.test\0user@example.test\0secret")], [535]),
+    (["AUTH PLAIN", "QUFB" * 600], [334, 500]),
+    (["AUTH PLAIN " + b64("\0user@example.test\0secret"), "AUTH PLAIN x"], [235, 503]),
+    (["MAIL FROM:<a@b.example>", "AUTH PLAIN " + b64("\0user@example.test\0secret")], [250, 503]),
+], ids=["bad", "temp", "base64", "cancel-plain", "cancel-login", "mech", "authzid", "toolong",
+        "twice", "in-transaction"])
+def test_auth_replies(inst, fake_auth, lines, expect):
+    inst.control("smtp-authdelay", "0")
+    c, r = session(inst, *lines, env=auth_env(fake_auth))
+    assert c[2:2 + len(expect)] == expect, r.stdout
+    want = {535: b"535 5.7.8", 454: b"454 4.7.0", 500: b"500 5.5.6", 503: b"503 5.5.1"}
+    for code in expect:
+        if code in want:
+            assert want[code] in r.stdout
+
+
+def test_auth_three_failures_close(inst, fake_auth):
+    inst.control("smtp-authdelay", "0")
+    bad = "AUTH PLAIN " + b64("\0user@example.test\0wrong")
+    c, _ = session(inst, bad, bad, bad, "NOOP", env=auth_env(fake_auth))
+    assert c[2:] == [535, 535, 535, 421]
+
+
+def test_auth_brute_force_blocks_the_address(inst, fake_auth):
+    inst.control("smtp-authdelay", "0")
+    bad = "AUTH PLAIN " + b64("\0user@example.test\0wrong")
+    good = "AUTH PLAIN " + b64("\0user@example.test\0secret")
+    env = auth_env(fake_auth, TCPREMOTEIP="192.0.2.66")
+    for _ in range(4):
+        session(inst, bad, bad, bad, env=env)
+    c, r = session(inst, good, env=env)
+    assert c[2] == 454, r.stdout
+    c, _ = session(inst, good, env=auth_env(fake_auth, TCPREMOTEIP="192.0.2.67"))
+    assert c[2] == 235
+
+
+def test_submission_requires_auth(inst, fake_auth):
+    c, r = session(inst, "MAIL FROM:<user@example.test>",
+                   "AUTH PLAIN " + b64("\0user@example.test\0secret"),
+                   "MAIL FROM:<other@example.test>", "MAIL FROM:<user+tag@example.test>",
+                   env=auth_env(fake_auth, SMTPAUTH="1"))
+    assert c[2:6] == [530, 235, 553, 250], r.stdout
+    assert b"530 5.7.0" in r.stdout and b"553 5.7.1" in r.stdout
+
+
+def test_submission_without_tls_says_starttls_first(inst, fake_auth):
+    c, r = session(inst, "MAIL FROM:<user@example.test>", "AUTH PLAIN x",
+                   env={"SMTPAUTH": "1", "AUTH_CHECK": fake_auth})
+    assert c[2:4] == [530, 530]
+    assert r.stdout.count(b"530 5.7.0") == 2
+
+
+# ---- STARTTLS with a stand-in UCSPI-TLS sidecar ----
+
+class FakeSidecar:
+    """The sidecar's side of UCSPI-TLS without TLS: on 'Y' it sends the TLS facts and then
+    relays plaintext through the SSLREADFD / SSLWRITEFD pipes, so the test sees what the
+    program does after the switch."""
+
+    def __init__(self, inst, env=None, fail=False):
+        self.ctl_parent, ctl_child = socket.socketpair()
+        self.rd_child, self.rd_parent = os.pipe()   # program reads SSLREADFD
+        self.wr_parent, self.wr_child = os.pipe()   # program writes SSLWRITEFD
+        e = dict(inst.env, TCPREMOTEIP="192.0.2.7", SSLCTLFD="3", SSLREADFD="4", SSLWRITEFD="5")
+        e.update(env or {})
+        fds = {3: ctl_child.fileno(), 4: self.rd_child, 5: self.wr_child}
+
+        def setup():
+            high = {t: 100 + t for t in fds}
+            for t, fd in fds.items():
+                os.dup2(fd, high[t])
+            for t in fds:
+                os.dup2(high[t], t)
+        # close_fds=False: Popen would close 3..5 after setup() otherwise
+        self.p = subprocess.Popen([prog("smtp-receive")], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
+                                  preexec_fn=setup, close_fds=False)
+        ctl_child.close()
+        os.close(self.rd_child)
+        os.close(self.wr_child)
+        if fail:
+            self.ctl_parent.close()
+
+    def read_plain(self, until, timeout=10):
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while until not in buf:
+            assert time.monotonic() < deadline, buf
+            r, _, _ = select.select([self.p.stdout], [], [], 0.2)
+            if r:
+                c = os.read(self.p.stdout.fileno(), 65536)
+                if not c:
+                    break
+                buf += c
+        return buf
+
+    def start_tls(self):
+        c = self.ctl_parent.recv(1)
+        assert c == b"Y"
+        self.ctl_parent.sendall(b"SSL_PROTOCOL=TLSv1.2\0SSL_CIPHER=FAKE-AES128-GCM\0\0")
+        self.ctl_parent.close()
+
+    def read_tls(self, until, timeout=10):
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while until not in buf:
+            assert time.monotonic() < deadline, buf
+            r, _, _ = select.select([self.wr_parent], [], [], 0.2)
+            if r:
+                c = os.read(self.wr_parent, 65536)
+                if not c:
+                    break
+                buf += c
+        return buf
+
+    def close(self):
+        for f in (self.rd_parent, self.wr_parent):
+            try:
+                os.close(f)
+            except OSError:
+                pass
+        try:
+            self.ctl_parent.close()
+        except OSError:
+            pass
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(timeout=10)
+        self.p.stdin.close()
+        self.p.stdout.close()
+        self.p.stderr.close()
+
+
+def test_starttls_discards_pipelined_plaintext_and_resets(inst):
+    s = FakeSidecar(inst)
+    try:
+        s.p.stdin.write(b"EHLO c\r\n")
+        s.p.stdin.flush()
+        ehlo = s.read_plain(b"250 ")
+        assert b"250-STARTTLS" in ehlo
+        s.p.stdin.write(b"MAIL FROM:<a@b.example>\r\nRSET\r\nSTARTTLS\r\nEHLO injected\r\n"
+                        b"MAIL FROM:<evil@b.example>\r\n")
+        s.p.stdin.flush()
+        got = s.read_plain(b"220 2.0.0")
+        assert got.endswith(b"220 2.0.0 Ready to start TLS\r\n")
+        s.start_tls()
+        # nothing pipelined before the handshake gets an answer inside TLS; state is reset
+        os.write(s.rd_parent, b"MAIL FROM:<a@b.example>\r\nSTARTTLS\r\nSTARTTLS x\r\nEHLO c2\r\n")
+        got = s.read_tls(b"250 ENHANCED")
+        rs = codes(got)
+        assert rs[:3] == [503, 554, 501], got
+        assert b"injected" not in got and b"STARTTLS" not in got.split(b"250-", 1)[1]
+        assert b"554 5.5.1" in got and b"501 5.5.4" in got
+        os.write(s.rd_parent, b"QUIT\r\n")
+        assert b"221" in s.read_tls(b"221")
+    finally:
+        s.close()
+
+
+def test_starttls_failed_sidecar(inst):
+    s = FakeSidecar(inst, fail=True)
+    try:
+        s.p.stdin.write(b"EHLO c\r\nSTARTTLS\r\nQUIT\r\n")
+        s.p.stdin.flush()
+        got = s.read_plain(b"221")
+        assert b"454 4.7.0" in got
+    finally:
+        s.close()
+
+
+def test_submission_over_starttls(inst, fake_auth):
+    s = FakeSidecar(inst, env={"SMTPAUTH": "1", "AUTH_CHECK": fake_auth})
+    try:
+        s.p.stdin.write(b"EHLO c\r\n")
+        s.p.stdin.flush()
+        ehlo = s.read_plain(b"250 ")
+        assert b"AUTH" not in ehlo
+        s.p.stdin.write(b"MAIL FROM:<user@example.test>\r\nSTARTTLS\r\n")
+        s.p.stdin.flush()
+        got = s.read_plain(b"220 2.0.0")
+        assert b"530 5.7.0" in got
+        s.start_tls()
+        os.write(s.rd_parent, b"EHLO c\r\n")
+        got = s.read_tls(b"250 ")
+        assert b"250-AUTH PLAIN LOGIN" in got
+        os.write(s.rd_parent, ("AUTH PLAIN %s\r\nQUIT\r\n" % b64("\0user@example.test\0secret")).encode())
+        got = s.read_tls(b"221")
+        assert b"235 2.7.0" in got
+    finally:
+        s.close()
