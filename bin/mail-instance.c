@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 
 char const *PROG = "mail-instance";
 #define USAGE "mail-instance create ROOT --hostname H --domain D [--domain D...]"
+#define DOMS_MAX 100
 #define dieusage() strerr_dieusage(100, USAGE)
 
 static char const *root;  /* absolute */
@@ -264,6 +266,8 @@ int main(int argc, char const *const *argv)
   stralloc domains = STRALLOC_ZERO, abs = STRALLOC_ZERO;
   int i;
   struct stat st;
+  char const *doms[DOMS_MAX];
+  unsigned int ndoms = 0;
 
   if (argc < 2 || strcmp(argv[1], "create")) dieusage();
   for (i = 2; i < argc; i++) {
@@ -286,7 +290,12 @@ int main(int argc, char const *const *argv)
     }
     if (kind == 1) host = v;
     else {
+      unsigned int j;
       if (!domain_ok(v)) strerr_dief2x(100, "not a valid domain: ", v);
+      for (j = 0; j < ndoms; j++)
+        if (!strcasecmp(doms[j], v)) strerr_dief2x(100, "domain given twice: ", v);
+      if (ndoms >= DOMS_MAX) strerr_dief1x(100, "too many --domain options");
+      doms[ndoms++] = v;
       if (!stralloc_cats(&domains, v) || !stralloc_catb(&domains, "\n", 1))
         strerr_diefu1sys(111, "allocate");
     }
@@ -339,10 +348,11 @@ int main(int argc, char const *const *argv)
   }
 
   /* the directory of the programs */
-  if (!sarealpath(&bindir, "/proc/self/exe")) {
+  if (sarealpath(&bindir, "/proc/self/exe") < 0) { /* skalibs: 0 ok, -1 error */
     bindir.len = 0;
     if (!stralloc_cats(&bindir, PILLARBOX_BINDIR)) strerr_diefu1sys(111, "allocate");
   } else {
+    while (bindir.len && !bindir.s[bindir.len - 1]) bindir.len--;
     while (bindir.len && bindir.s[bindir.len - 1] != '/') bindir.len--;
     if (bindir.len > 1) bindir.len--;
   }

@@ -18,6 +18,7 @@
 #include "cdbmake.h"
 #include "control.h"
 #include "lookup.h"
+#include "passwd.h"
 
 extern char const *PROG;
 
@@ -462,6 +463,8 @@ void accounts_read_password(stralloc *pw)
     if (len && buf[len - 1] == '\r') len--;
     if (!len) strerr_dief1x(100, "empty password refused (give it on stdin)");
     if (len > ACCT_PASSWORD_MAX) strerr_dief1x(100, "password too long (1024 bytes at most)");
+    if (len > PASSWD_HASH_MAX)
+      strerr_dief1x(100, "password too long (libcrypt hashes 511 bytes at most)");
     if (memchr(buf, 0, len)) strerr_dief1x(100, "NUL byte in password");
     if (!stralloc_catb(pw, buf, len) || !stralloc_0(pw)) strerr_diefu1sys(111, "allocate");
     memset(buf, 0, sizeof buf);

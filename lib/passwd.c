@@ -21,8 +21,8 @@ int passwd_hash(char const *pw, stralloc *out)
   struct crypt_data *cd;
   char setting[CRYPT_GENSALT_OUTPUT_SIZE];
   unsigned int i;
-  if (strlen(pw) > PASSWD_MAX) {
-    errno = EINVAL;
+  if (strlen(pw) > PASSWD_HASH_MAX) {
+    errno = ERANGE;
     return 0;
   }
   cd = calloc(1, sizeof *cd);
@@ -52,7 +52,7 @@ int passwd_verify(char const *pw, char const *hash)
   unsigned char diff = 0;
   int ok = 0;
   if (!hash[0] || hash[0] == '!' || hash[0] == '*') return 0;
-  if (strlen(pw) > PASSWD_MAX) return 0;
+  if (strlen(pw) > PASSWD_HASH_MAX) return 0;
   cd = calloc(1, sizeof *cd);
   if (!cd) return 0;
   h = crypt_r(pw, hash, cd);

@@ -11,9 +11,11 @@
 #include <stddef.h>
 #include <skalibs/stralloc.h>
 
-#define PASSWD_MAX 1024 /* longest password accepted, in bytes */
+#define PASSWD_MAX 1024 /* longest password line read, in bytes */
+#define PASSWD_HASH_MAX 511 /* longest password libcrypt hashes (CRYPT_MAX_PASSPHRASE_SIZE - 1) */
 
-/* Hashes the NUL-terminated pw into out (replaced, NUL-terminated). 1 ok, 0 error (errno). */
+/* Hashes the NUL-terminated pw into out (replaced, NUL-terminated). 1 ok, 0 error (errno;
+ * ERANGE: longer than PASSWD_HASH_MAX). */
 int passwd_hash(char const *pw, stralloc *out);
 
 /* 1 if pw (NUL-terminated) matches hash (NUL-terminated), 0 if not or if the hash is disabled

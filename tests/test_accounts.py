@@ -1,0 +1,461 @@
+"""Accounts, domains, aliases and instances, driven through the real admin commands the way a
+postmaster types them: mail-instance, mail-domain, mail-user, mail-alias, mail-lookup."""
+import concurrent.futures
+import os
+import stat
+import subprocess
+import warnings
+
+import pytest
+
+from conftest import Instance, base_env, prog, wait_for
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # noqa: E402  (deprecated in 3.11, still the way to check a crypt(3) hash)
+
+
+def create(root, *args, env=None):
+    e = base_env()
+    if env:
+        e.update(env)
+    return subprocess.run([prog("mail-instance"), "create", str(root)] + list(args), env=e,
+                          capture_output=True, timeout=60)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def read(path, binary=False):
+    with open(path, "rb" if binary else "r") as f:
+        return f.read()
+
+
+def users_lines(inst):
+    return [l for l in read(inst.path("control", "users")).splitlines()
+            if l and not l.startswith("#")]
+
+
+def lookup(inst, *addrs):
+    r = inst.run("mail-lookup", *addrs)
+    return r.returncode, r.stdout.decode().splitlines()
+
+
+# ---------------------------------------------------------------- mail-instance
+
+def test_instance_tree(tmp_path):
+    tpl = tmp_path / "templates"
+    (tpl / "smtp" / "log").mkdir(parents=True)
+    (tpl / "smtp" / "run").write_text("#!/bin/sh\nexec @BINDIR@/smtp-receive @MAILROOT@/x\n")
+    (tpl / "smtp" / "run").chmod(0o755)
+    (tpl / "smtp" / "notification-fd").write_text("3\n")
+    (tpl / "smtp" / "log" / "run").write_text("#!/bin/sh\nexec s6-log @MAILROOT@/log/smtp\n")
+    (tpl / "smtp" / "log" / "run").chmod(0o700)
+    (tpl / "make-run").write_text("not a service\n")
+    (tpl / ".hidden").mkdir()
+    root = tmp_path / "a" / "inst"  # parents are made
+    r = create(root, "--hostname", "mx.example.test", "--domain", "Example.TEST",
+               "--domain", "other.test", env={"PILLARBOX_SERVICES": str(tpl)})
+    assert r.returncode == 0, r.stderr
+    for d in ("control", "tls", "queue", "mail", "service", "log"):
+        assert os.path.isdir(root / d), d
+    assert mode(root / "tls") == 0o700
+    assert read(root / "control" / "me") == "mx.example.test\n"
+    assert read(root / "control" / "domains").split() == ["example.test", "other.test"]
+    for name in ("domains", "users", "aliases"):
+        assert os.path.getsize(root / "control" / (name + ".cdb")) >= 2048  # cdb header
+    assert read(root / "control" / "users") == "" and read(root / "control" / "aliases") == ""
+    assert "databytes" in read(root / "control" / "README")
+    # tcp-rules and its cdb
+    assert read(root / "control" / "tcp-rules") == \
+        '127.:allow,RELAYCLIENT=""\n::1:allow,RELAYCLIENT=""\n:allow\n'
+    assert os.path.getsize(root / "control" / "tcp-rules.cdb") > 2048
+    # the certificate: EC P-256 for the host name, key private
+    assert mode(root / "tls" / "key.pem") == 0o600
+    x = subprocess.run(["openssl", "x509", "-in", str(root / "tls" / "cert.pem"), "-noout",
+                        "-subject", "-ext", "subjectAltName", "-text"],
+                       capture_output=True, timeout=30)
+    assert x.returncode == 0, x.stderr
+    out = x.stdout.decode()
+    assert "CN = mx.example.test" in out and "DNS:mx.example.test" in out
+    assert "prime256v1" in out or "P-256" in out
+    # services: copied with tokens replaced and modes kept; loose files and dot dirs skipped
+    run = root / "service" / "smtp" / "run"
+    assert read(run) == "#!/bin/sh\nexec %s/smtp-receive %s/x\n" % (
+        os.path.realpath(os.path.dirname(prog("mail-instance"))), root)
+    assert mode(run) == 0o755 and mode(root / "service" / "smtp" / "log" / "run") == 0o700
+    assert read(root / "service" / "smtp" / "notification-fd") == "3\n"
+    assert sorted(os.listdir(root / "service")) == ["smtp"]
+    # the new instance is usable at once
+    inst = Instance(root)
+    assert inst.run("mail-domain", "list").stdout.decode().split() == \
+        ["example.test", "other.test"]
+
+
+def test_instance_relative_root_and_empty_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    e = base_env()
+    r = subprocess.run([prog("mail-instance"), "create", "empty", "--hostname", "h.test",
+                        "--domain", "d.test"], cwd=tmp_path, env=e, capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert read(tmp_path / "empty" / "control" / "domains") == "d.test\n"
+
+
+def test_instance_refuses_to_overwrite(tmp_path, instance):
+    me = read(instance.path("control", "me"))
+    instance.add_user("demo@example.test", "pw1")
+    before = read(instance.path("control", "users"))
+    r = create(instance.root, "--hostname", "other.test", "--domain", "other.test")
+    assert r.returncode == 100
+    assert b"refusing" in r.stderr
+    assert read(instance.path("control", "me")) == me
+    assert read(instance.path("control", "users")) == before
+    # a directory with anything in it, and a file
+    (tmp_path / "notempty").mkdir()
+    (tmp_path / "notempty" / "x").write_text("keep\n")
+    assert create(tmp_path / "notempty", "--hostname", "h.test", "--domain", "d.test") \
+        .returncode == 100
+    assert os.listdir(tmp_path / "notempty") == ["x"]
+    (tmp_path / "file").write_text("")
+    assert create(tmp_path / "file", "--hostname", "h.test", "--domain", "d.test") \
+        .returncode == 100
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["--hostname", "h.test"],
+    ["--domain", "d.test"],
+    ["--hostname", "h.test", "--domain"],
+    ["--hostname", "h.test", "--domain", "d.test", "--bogus"],
+    ["--hostname", "bad host", "--domain", "d.test"],
+    ["--hostname", "h.test", "--domain", "d..test"],
+    ["--hostname", "h.test", "--domain", "-d.test"],
+    ["--hostname", "h.test", "--domain", "d.test", "--domain", "D.test"],  # duplicate
+])
+def test_instance_usage(tmp_path, args):
+    r = create(tmp_path / "i", *args)
+    assert r.returncode == 100, r.stderr
+    assert not os.path.exists(tmp_path / "i" / "control" / "domains.cdb")
+
+
+def test_instance_without_openssl_warns(tmp_path):
+    # a PATH with tcprules but no openssl
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    os.symlink("/usr/bin/tcprules", bindir / "tcprules")
+    r = create(tmp_path / "i", "--hostname", "h.test", "--domain", "d.test",
+               env={"PATH": str(bindir)})
+    assert r.returncode == 0, r.stderr
+    assert b"openssl" in r.stderr and b"warning" in r.stderr
+    assert not os.path.exists(tmp_path / "i" / "tls" / "key.pem")
+    assert os.path.exists(tmp_path / "i" / "control" / "tcp-rules.cdb")
+
+
+# ---------------------------------------------------------------- mail-domain
+
+def test_domains(instance):
+    def domains():
+        return instance.run("mail-domain", "list").stdout.decode().split()
+    assert domains() == ["example.test"]
+    instance.add_domain("Second.TEST")
+    assert domains() == ["example.test", "second.test"]
+    r = instance.run("mail-domain", "add", "second.test")  # already there: harmless
+    assert r.returncode == 0 and b"already" in r.stderr
+    assert domains() == ["example.test", "second.test"]
+    for bad in ("bad domain", "a..b", "x.", "-x.test", "[1.2.3.4]", "", "a" * 64 + ".test"):
+        r = instance.run("mail-domain", "add", bad)
+        assert r.returncode == 100, bad
+    assert instance.run("mail-domain", "del", "unknown.test").returncode == 100
+    assert instance.run("mail-domain", "del", "SECOND.test").returncode == 0
+    assert domains() == ["example.test"]
+    assert instance.run("mail-domain").returncode == 100
+    assert instance.run("mail-domain", "frob", "x.test").returncode == 100
+
+
+def test_domain_decides_local(instance):
+    instance.add_user("demo@example.test")
+    assert lookup(instance, "demo@example.test") == \
+        (0, ["local demo@example.test " + instance.maildir("demo@example.test")])
+    assert lookup(instance, "demo@Example.TEST")[0] == 0
+    assert lookup(instance, "x@second.test") == (0, ["remote x@second.test"])
+    instance.add_domain("second.test")
+    assert lookup(instance, "x@second.test") == (100, ["unknown x@second.test"])
+
+
+# ---------------------------------------------------------------- mail-user
+
+def test_user_add(instance):
+    instance.add_user("Demo@Example.TEST", "correct horse\r")
+    [line] = users_lines(instance)
+    addr, h, maildir, quota = line.split(":")
+    assert addr == "demo@example.test" and maildir == "mail/example.test/demo" and quota == "0"
+    assert h.startswith("$y$") or h.startswith("$6$")
+    assert crypt.crypt("correct horse", h) == h       # CR LF stripped
+    assert crypt.crypt("correct horse\r", h) != h
+    assert "correct horse" not in read(instance.path("control", "users"))
+    md = instance.maildir("demo@example.test")
+    for sub in ("tmp", "new", "cur"):
+        assert os.path.isdir(os.path.join(md, sub)) and mode(os.path.join(md, sub)) == 0o700
+    assert mode(md) == 0o700
+    assert instance.run("mail-user", "list").stdout == b"demo@example.test\n"
+
+
+def test_user_add_refusals(instance):
+    def add(addr, pw=b"pw\n", *extra):
+        return instance.run("mail-user", "add", addr, *extra, input=pw)
+    instance.add_user("demo@example.test")
+    assert add("demo@example.test").returncode == 100             # exists
+    assert add("DEMO@example.test").returncode == 100             # exists, any case
+    assert add("x@foreign.test").returncode == 100                # not a local domain
+    assert add("x@example.test", b"").returncode == 100          # no password
+    assert add("x@example.test", b"\n").returncode == 100        # empty password
+    assert add("x@example.test", b"\r\n").returncode == 100
+    assert add("x@example.test", b"a\0b\n").returncode == 100    # NUL
+    assert add("x@example.test", b"p" * 1025 + b"\n").returncode == 100
+    assert add("x@example.test", b"p" * 5000).returncode == 100
+    for bad in ("x", "x@", "@example.test", "a b@example.test", ";sleep 5;@example.test",
+                '"q"@example.test', "a/b@example.test", "x@[1.2.3.4]", "x@example.test.",
+                "a" * 65 + "@example.test"):
+        r = add(bad)
+        assert r.returncode == 100, bad
+    assert add("x@example.test", b"pw\n", "--quota").returncode == 100
+    assert add("x@example.test", b"pw\n", "--quota", "12k").returncode == 100
+    assert add("x@example.test", b"pw\n", "--frob").returncode == 100
+    assert instance.run("mail-user", "list").stdout == b"demo@example.test\n"
+    assert not os.path.exists(instance.path("mail", "example.test", "x"))
+    # libcrypt hashes at most 511 bytes (CRYPT_MAX_PASSPHRASE_SIZE): longer is refused
+    r = add("x@example.test", b"p" * 512 + b"\n")
+    assert r.returncode == 100 and b"511" in r.stderr
+    assert add("x@example.test", b"p" * 1024 + b"\n").returncode == 100
+    # the longest password is fine
+    r = add("long@example.test", b"p" * 511 + b"\r\n")
+    assert r.returncode == 0, r.stderr
+    h = [l for l in users_lines(instance) if l.startswith("long@")][0].split(":")[1]
+    assert crypt.crypt("p" * 511, h) == h
+
+
+def test_password_never_in_argv(instance):
+    secret = "Sekr1t-only-on-stdin"
+    p = subprocess.Popen([prog("mail-user"), "add", "demo@example.test"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=instance.env)
+    try:
+        def cmdline():
+            try:
+                with open("/proc/%d/cmdline" % p.pid, "rb") as f:
+                    c = f.read()
+            except OSError:
+                return None
+            return c if b"mail-user" in c else None
+        c = wait_for(cmdline, what="mail-user to start")
+        assert c.split(b"\0")[:3] == [prog("mail-user").encode(), b"add", b"demo@example.test"]
+        assert secret.encode() not in c
+        out, err = p.communicate(secret.encode() + b"\n", timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    h = users_lines(instance)[0].split(":")[1]
+    assert crypt.crypt(secret, h) == h
+    assert secret not in read(instance.path("control", "users"))
+    with open(instance.path("control", "users.cdb"), "rb") as f:
+        assert secret.encode() not in f.read()
+
+
+def test_user_passwd_quota_del(instance):
+    instance.add_user("demo@example.test", "old", "--quota", "1000")
+    instance.add_user("bob@example.test", "bob")
+    assert users_lines(instance)[0].endswith(":mail/example.test/demo:1000")
+    r = instance.run("mail-user", "passwd", "Demo@example.test", input=b"new\n")
+    assert r.returncode == 0, r.stderr
+    line = users_lines(instance)[0]
+    h = line.split(":")[1]
+    assert crypt.crypt("new", h) == h and crypt.crypt("old", h) != h
+    assert line.endswith(":mail/example.test/demo:1000")           # the rest is kept
+    assert instance.run("mail-user", "passwd", "demo@example.test", input=b"").returncode == 100
+    assert crypt.crypt("new", users_lines(instance)[0].split(":")[1]) == users_lines(instance)[0].split(":")[1]
+    assert instance.run("mail-user", "passwd", "nobody@example.test",
+                        input=b"x\n").returncode == 100
+    assert instance.run("mail-user", "quota", "demo@example.test", "5000").returncode == 0
+    assert users_lines(instance)[0] == line[:-4] + "5000"
+    assert instance.run("mail-user", "quota", "demo@example.test", "-1").returncode == 100
+    assert instance.run("mail-user", "list").stdout == b"demo@example.test\nbob@example.test\n"
+    assert instance.run("mail-user", "list", "other.test").stdout == b""
+    assert instance.run("mail-user", "del", "DEMO@example.test").returncode == 0
+    assert instance.run("mail-user", "del", "demo@example.test").returncode == 100
+    assert instance.run("mail-user", "list").stdout == b"bob@example.test\n"
+    assert lookup(instance, "demo@example.test") == (100, ["unknown demo@example.test"])
+    # the Maildir is kept (mail is never thrown away by an admin command)
+    assert os.path.isdir(instance.maildir("demo@example.test"))
+    # and the account can come back
+    instance.add_user("demo@example.test", "again")
+    assert lookup(instance, "demo@example.test")[0] == 0
+
+
+def test_parallel_adds_all_land(instance):
+    def add(i):
+        return instance.run("mail-user", "add", "u%d@example.test" % i, input=b"pw\n").returncode
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        assert list(ex.map(add, range(16))) == [0] * 16
+    listed = instance.run("mail-user", "list").stdout.decode().split()
+    assert sorted(listed) == sorted("u%d@example.test" % i for i in range(16))
+    rc, out = lookup(instance, *["u%d@example.test" % i for i in range(16)])
+    assert rc == 0 and len(out) == 16
+
+
+# ---------------------------------------------------------------- mail-alias
+
+def test_aliases(instance):
+    instance.add_user("demo@example.test")
+    instance.add_alias("Postmaster@example.test", "demo@example.test")
+    instance.add_alias("list@example.test", "demo@example.test", "Ext@Remote.test")
+    instance.add_alias("list@example.test", "DEMO@example.test", "other@remote.test")  # merged
+    instance.add_alias("@example.test", "demo@example.test")
+    assert instance.run("mail-alias", "list").stdout.decode().splitlines() == [
+        "postmaster@example.test: demo@example.test",
+        "list@example.test: demo@example.test, Ext@Remote.test, other@remote.test",
+        "@example.test: demo@example.test",
+    ]
+    md = instance.maildir("demo@example.test")
+    assert lookup(instance, "list@example.test") == (0, [
+        "local demo@example.test " + md, "remote Ext@Remote.test", "remote other@remote.test"])
+    # remove one target, then the whole alias
+    assert instance.run("mail-alias", "del", "list@example.test", "ext@remote.test").returncode == 0
+    assert lookup(instance, "list@example.test")[1] == [
+        "local demo@example.test " + md, "remote other@remote.test"]
+    assert instance.run("mail-alias", "del", "list@example.test", "nope@x.test").returncode == 100
+    assert instance.run("mail-alias", "del", "list@example.test").returncode == 0
+    assert instance.run("mail-alias", "del", "list@example.test").returncode == 100
+    # removing the last target removes the alias
+    assert instance.run("mail-alias", "del", "postmaster@example.test",
+                        "demo@example.test").returncode == 0
+    assert instance.run("mail-alias", "list").stdout == b"@example.test: demo@example.test\n"
+
+
+@pytest.mark.parametrize("args", [
+    ["add", "x@foreign.test", "demo@example.test"],     # alias outside the local domains
+    ["add", "@foreign.test", "demo@example.test"],
+    ["add", "x@example.test"],                          # no target
+    ["add", "x@example.test", "@example.test"],         # catch-all as a target
+    ["add", "x@example.test", "not an address"],
+    ["add", "x@example.test", ";rm -rf /;@x.test"],
+    ["add", "x@example.test", "a@b.test,c@d.test"],     # one argument, one target
+    ["add", "bad", "demo@example.test"],
+    ["add", "@", "demo@example.test"],
+    ["del", "nobody@example.test"],
+    ["frob"],
+    [],
+])
+def test_alias_refusals(instance, args):
+    before = read(instance.path("control", "aliases.cdb"), binary=True)
+    r = instance.run("mail-alias", *args)
+    assert r.returncode == 100, r.stderr
+    assert read(instance.path("control", "aliases.cdb"), binary=True) == before
+    assert read(instance.path("control", "aliases")) == ""
+
+
+def test_lookup_order(instance):
+    """exact, then user+tag, then the catch-all; domains in any case."""
+    for u in ("demo", "tagged", "catch", "exact+tag"):
+        instance.add_user(u + "@example.test")
+    instance.add_alias("@example.test", "catch@example.test")
+    instance.add_alias("fwd+x@example.test", "x@remote.test")
+    md = instance.maildir
+
+    def one(a):
+        rc, out = lookup(instance, a)
+        assert rc == 0, (a, out)
+        return out
+
+    assert one("demo@example.test") == ["local demo@example.test " + md("demo@example.test")]
+    assert one("DEMO+news@EXAMPLE.test") == ["local demo@example.test " + md("demo@example.test")]
+    assert one("exact+tag@example.test") == \
+        ["local exact+tag@example.test " + md("exact+tag@example.test")]
+    assert one("exact+other@example.test") == ["local catch@example.test " + md("catch@example.test")]
+    assert one("nobody@example.test") == ["local catch@example.test " + md("catch@example.test")]
+    assert one("fwd+x@example.test") == ["remote x@remote.test"]
+    assert one("fwd+y@example.test") == ["local catch@example.test " + md("catch@example.test")]
+    # without the catch-all, the unknown stay unknown
+    assert instance.run("mail-alias", "del", "@example.test").returncode == 0
+    assert lookup(instance, "nobody@example.test") == (100, ["unknown nobody@example.test"])
+
+
+def test_alias_loops_and_copies(instance):
+    instance.add_user("a@example.test")
+    instance.add_alias("a@example.test", "a@example.test", "b@remote.test")  # keep a copy
+    instance.add_alias("l1@example.test", "l2@example.test")
+    instance.add_alias("l2@example.test", "l1@example.test")
+    rc, out = lookup(instance, "a@example.test")
+    assert rc == 0 and out == ["local a@example.test " + instance.maildir("a@example.test"),
+                               "remote b@remote.test"]
+    assert lookup(instance, "l1@example.test") == (100, ["loop l1@example.test"])
+    # a chain too deep is a loop too
+    for i in range(11):
+        instance.add_alias("d%d@example.test" % i, "d%d@example.test" % (i + 1))
+    instance.add_alias("d11@example.test", "end@remote.test")
+    assert lookup(instance, "d2@example.test") == (0, ["remote end@remote.test"])  # 10 deep
+    assert lookup(instance, "d1@example.test") == (100, ["loop d1@example.test"])  # 11
+    assert lookup(instance, "d0@example.test") == (100, ["loop d0@example.test"])
+
+
+# ---------------------------------------------------------------- atomic rebuilds
+
+@pytest.mark.parametrize("kind,junk,cmd", [
+    ("users", "this line is junk\n", ["mail-user", "add", "new@example.test"]),
+    ("users", "x@example.test:h:mail/x:12k\n", ["mail-user", "add", "new@example.test"]),
+    ("aliases", "a@example.test b@example.test\n", ["mail-alias", "add", "n@example.test",
+                                                      "demo@example.test"]),
+    ("aliases", "a@example.test: ;sleep 5;\n", ["mail-alias", "add", "n@example.test",
+                                                  "demo@example.test"]),
+    ("domains", "not a domain\n", ["mail-domain", "add", "new.test"]),
+])
+def test_junk_keeps_old_database(instance, kind, junk, cmd):
+    instance.add_user("demo@example.test")
+    instance.add_alias("post@example.test", "demo@example.test")
+    src = instance.path("control", kind)
+    db = src + ".cdb"
+    old_db = read(db, binary=True)
+    old_ino = os.stat(db).st_ino
+    with open(src, "a") as f:
+        f.write("# a comment\n\n" + junk)
+    edited = read(src)
+    nline = edited.count("\n")
+    r = instance.run(*cmd, input=b"pw\n")
+    assert r.returncode == 100
+    assert ("control/%s line %d:" % (kind, nline)).encode() in r.stderr, r.stderr
+    assert read(db, binary=True) == old_db and os.stat(db).st_ino == old_ino
+    assert read(src) == edited
+    assert not os.path.exists(db + ".tmp")
+    r = instance.run(cmd[0], "rebuild")
+    assert r.returncode == 100 and ("line %d" % nline).encode() in r.stderr
+    assert read(db, binary=True) == old_db
+    # the old database still answers
+    assert lookup(instance, "post@example.test")[0] == 0
+    # fix the file by hand and rebuild
+    with open(src, "w") as f:
+        f.write(edited[: -len(junk)])
+    r = instance.run(cmd[0], "rebuild")
+    assert r.returncode == 0, r.stderr
+    assert os.stat(db).st_ino != old_ino
+    r = instance.run(*cmd, input=b"pw\n")
+    assert r.returncode == 0, r.stderr
+
+
+def test_hand_edit_and_rebuild(instance):
+    """A postmaster may edit the text sources; rebuild makes them live."""
+    instance.add_user("demo@example.test")
+    with open(instance.path("control", "aliases"), "a") as f:
+        f.write("# sales team\nsales@example.test: demo@example.test, boss@remote.test\n")
+    assert lookup(instance, "sales@example.test")[0] == 100
+    assert instance.run("mail-alias", "rebuild").returncode == 0
+    assert lookup(instance, "sales@example.test")[1][1] == "remote boss@remote.test"
+    # edits through the commands keep the comments
+    instance.add_alias("info@example.test", "demo@example.test")
+    assert "# sales team\n" in read(instance.path("control", "aliases"))
+    # an absolute Maildir in a hand-written account
+    with open(instance.path("control", "users"), "a") as f:
+        f.write("abs@example.test::/srv/mail/abs:0\n")
+    assert instance.run("mail-user", "rebuild").returncode == 0
+    assert lookup(instance, "abs@example.test") == (0, ["local abs@example.test /srv/mail/abs"])
