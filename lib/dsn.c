@@ -117,16 +117,25 @@ static int contains(char const *hay, size_t hlen, char const *needle, size_t nle
   return 0;
 }
 
-/* copies the original header lines with CRLF line ends */
+/* copies the original header lines with CRLF line ends; control characters (but tab) become
+ * ' ' and a line is cut at 998 octets, so the bounce stays valid on the wire. 8-bit octets are
+ * kept (RFC 6532 headers). */
 static int cathead(stralloc *sa, char const *s, size_t len)
 {
   size_t i = 0;
   while (i < len) {
     char const *nl = memchr(s + i, '\n', len - i);
     size_t e = nl ? (size_t)(nl - s) : len;
-    size_t l = e;
+    size_t l = e, k;
     if (l > i && s[l - 1] == '\r') l--;
-    if (!stralloc_catb(sa, s + i, l - i) || !stralloc_catb(sa, "\r\n", 2)) return 0;
+    if (l - i > 998) l = i + 998;
+    if (!stralloc_readyplus(sa, l - i + 2)) return 0;
+    for (k = i; k < l; k++) {
+      unsigned char c = (unsigned char)s[k];
+      sa->s[sa->len++] = (c < 32 && c != '\t') || c == 127 ? ' ' : (char)c;
+    }
+    sa->s[sa->len++] = '\r';
+    sa->s[sa->len++] = '\n';
     i = e + 1;
   }
   return 1;
