@@ -11,9 +11,18 @@ from conftest import wait_for, free_port
 
 
 def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 for both UDP and TCP (dnsmasq binds both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise AssertionError("no free port")
 
 
 class Dnsmasq:
@@ -22,6 +31,15 @@ class Dnsmasq:
     answers (SERVFAIL / timeout)."""
 
     def __init__(self, *records):
+        for attempt in range(3):  # the port may be taken between the probe and dnsmasq's bind
+            try:
+                self._start(records)
+                return
+            except AssertionError as e:
+                if "in use" not in str(e) or attempt == 2:
+                    raise
+
+    def _start(self, records):
         self.port = free_udp_port()
         self.dead = free_udp_port()
         args = ["/usr/sbin/dnsmasq", "--no-daemon", "--port=%d" % self.port,
