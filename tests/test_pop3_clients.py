@@ -1,0 +1,281 @@
+"""POP3 end to end with real clients: Python's poplib (STLS and POP3S), curl (pop3:// and
+pop3s://) and fetchmail (keep mode twice, then delete mode), through
+tcpserver -> tls-serve -> pop3-serve -> auth-check -> pop3-maildir on loopback."""
+import os
+import poplib
+import shutil
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+from conftest import BIN, free_port, prog, wait_for
+
+USER = "joe@example.test"
+PASSWORD = "correct horse"
+
+HAVE_TLS = os.path.exists(prog("tls-serve")) and os.path.exists(prog("auth-check"))
+pytestmark = pytest.mark.skipif(not HAVE_TLS or not shutil.which("tcpserver"),
+                                reason="needs tls-serve, auth-check and tcpserver")
+
+
+def tls_context():
+    c = ssl.create_default_context()
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    return c
+
+
+def listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class Servers:
+    def __init__(self, instance, allow_plain):
+        self.instance = instance
+        self.port = free_port()
+        self.sport = free_port()
+        env = dict(instance.env, POP3_FAIL_DELAY="0")
+        if allow_plain:
+            env["POP3_ALLOW_PLAINTEXT_AUTH"] = "1"
+        chain = ["pop3-serve", "auth-check", "pop3-maildir"]
+        self.procs = [
+            subprocess.Popen(["tcpserver", "-R", "-H", "-l", "localhost", "127.0.0.1",
+                              str(self.port), "tls-serve", "-S"] + chain, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen(["tcpserver", "-R", "-H", "-l", "localhost", "127.0.0.1",
+                              str(self.sport), "tls-serve"] + chain, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        ]
+        wait_for(lambda: listening(self.port) and listening(self.sport), what="tcpserver")
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def mailbox(instance):
+    instance.add_user(USER, PASSWORD)
+    return instance
+
+
+@pytest.fixture
+def servers(mailbox):
+    s = Servers(mailbox, allow_plain=False)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def plain_servers(mailbox):
+    s = Servers(mailbox, allow_plain=True)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def put(instance, n, body=None, sub="new"):
+    """Puts message n straight into the Maildir, the way a delivery does."""
+    d = instance.maildir(USER)
+    name = "%d.M%dP99.mx.example.test" % (1700000000 + n, n)
+    data = body if body is not None else (
+        b"From: sender@example.org\nTo: " + USER.encode() + b"\nSubject: message %d\n"
+        b"Message-ID: <%d@example.org>\n\nHello %d.\n.leading dot\n" % (n, n, n))
+    with open(os.path.join(d, "tmp", name), "wb") as f:
+        f.write(data)
+    os.rename(os.path.join(d, "tmp", name), os.path.join(d, sub, name))
+    return name, data
+
+
+def wire(data):
+    return data.replace(b"\n", b"\r\n")
+
+
+def remaining(instance):
+    d = instance.maildir(USER)
+    return sorted(os.listdir(os.path.join(d, "new")) + os.listdir(os.path.join(d, "cur")))
+
+
+def test_poplib_stls(servers):
+    _, m1 = put(servers.instance, 1)
+    put(servers.instance, 2)
+    p = poplib.POP3("127.0.0.1", servers.port, timeout=20)
+    try:
+        caps = p.capa()
+        assert "STLS" in caps and "USER" not in caps and "SASL" not in caps
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+            p.user(USER)
+        p.stls(tls_context())
+        caps = p.capa()
+        assert "STLS" not in caps and "USER" in caps and caps["SASL"] == ["PLAIN"]
+        p.user(USER)
+        assert p.pass_(PASSWORD).startswith(b"+OK 2 messages")
+        count, size = p.stat()
+        assert count == 2 and size == 2 * len(wire(m1))
+        resp, ls, _ = p.retr(1)
+        assert b"\r\n".join(ls) + b"\r\n" == wire(m1).replace(b"\r\n..", b"\r\n.")
+        p.dele(1)
+        assert p.quit().startswith(b"+OK")
+    finally:
+        p.close()
+    assert len(remaining(servers.instance)) == 1
+
+
+def test_poplib_pop3s(servers):
+    n1, m1 = put(servers.instance, 1)
+    p = poplib.POP3_SSL("127.0.0.1", servers.sport, context=tls_context(), timeout=20)
+    try:
+        caps = p.capa()
+        assert "USER" in caps and "STLS" not in caps
+        p.user(USER)
+        p.pass_(PASSWORD)
+        assert p.uidl(1).split()[-1] == n1.encode()
+        resp, ls, _ = p.top(1, 0)
+        assert ls[-1] == b"" and ls[0].startswith(b"From: ")
+        resp, ls, octets = p.retr(1)
+        assert b"Hello 1." in ls
+        p.quit()
+    finally:
+        p.close()
+    assert remaining(servers.instance) == [n1 + ":2,S"]
+
+
+def test_poplib_wrong_password_and_sasl_plain(servers):
+    put(servers.instance, 1)
+    p = poplib.POP3_SSL("127.0.0.1", servers.sport, context=tls_context(), timeout=20)
+    try:
+        p.user(USER)
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+            p.pass_("wrong")
+        import base64
+        tok = base64.b64encode(b"\0" + USER.encode() + b"\0" + PASSWORD.encode()).decode()
+        assert p._shortcmd("AUTH PLAIN " + tok).startswith(b"+OK 1 message")
+        assert p.stat()[0] == 1
+        p.quit()
+    finally:
+        p.close()
+
+
+def curl(*args, timeout=30):
+    return subprocess.run(["curl", "-sS", "--max-time", "20", "-u", USER + ":" + PASSWORD] +
+                          list(args), capture_output=True, timeout=timeout)
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
+def test_curl_pop3_plaintext_on_loopback(plain_servers):
+    s = plain_servers
+    _, m1 = put(s.instance, 1)
+    _, m2 = put(s.instance, 2)
+    url = "pop3://127.0.0.1:%d/" % s.port
+    r = curl(url)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"1 %d\r\n2 %d\r\n" % (len(wire(m1)), len(wire(m2)))
+    r = curl(url + "2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == wire(m2)  # curl undoes the dot-stuffing
+    r = curl(url + "1", "-X", "DELE", "-I")
+    assert r.returncode == 0, r.stderr
+    assert len(remaining(s.instance)) == 1
+    r = curl(url)
+    assert r.stdout == b"1 %d\r\n" % len(wire(m2))
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
+def test_curl_pop3_stls_and_pop3s(servers):
+    s = servers
+    _, m1 = put(s.instance, 1)
+    # Without TLS the login is refused.
+    r = curl("pop3://127.0.0.1:%d/" % s.port)
+    assert r.returncode != 0
+    r = curl("--ssl-reqd", "-k", "pop3://127.0.0.1:%d/1" % s.port)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == wire(m1)
+    url = "pop3s://127.0.0.1:%d/" % s.sport
+    r = curl("-k", url)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"1 %d\r\n" % len(wire(m1))
+    r = curl("-k", url + "1")
+    assert r.stdout == wire(m1)
+    r = curl("-k", url + "1", "-X", "DELE", "-I")
+    assert r.returncode == 0, r.stderr
+    assert remaining(s.instance) == []
+
+
+def fetchmail(tmp_path, port, out, keep):
+    home = tmp_path / "fmhome"
+    home.mkdir(exist_ok=True)
+    rc = home / ".fetchmailrc"
+    rc.write_text(
+        "set no syslog\n"
+        "set no bouncemail\n"
+        "poll 127.0.0.1 with proto POP3 port %d and options no dns uidl\n"
+        "  user \"%s\" there with password \"%s\" is \"%s\" here\n"
+        "  options %s ssl no sslcertck\n"
+        "  mda \"cat >> %s\"\n" % (port, USER, PASSWORD, os.environ.get("USER", "root"),
+                                   "keep" if keep else "no keep", out))
+    os.chmod(rc, 0o600)
+    env = dict(os.environ, HOME=str(home), FETCHMAILHOME=str(home))
+    return subprocess.run(["fetchmail", "-f", str(rc), "-i", str(home / "fetchids"),
+                           "--nosyslog"], capture_output=True, env=env, timeout=60)
+
+
+@pytest.mark.skipif(not shutil.which("fetchmail"), reason="needs fetchmail")
+def test_fetchmail_keep_twice_then_delete(servers, tmp_path):
+    s = servers
+    put(s.instance, 1)
+    put(s.instance, 2)
+    put(s.instance, 3, sub="cur")
+    out = tmp_path / "fetched.mbox"
+    r = fetchmail(tmp_path, s.sport, out, keep=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = out.read_bytes()
+    assert got.count(b"Subject: message") == 3
+    assert b"\r\n" not in got  # delivered with local line ends
+    assert b"\n.leading dot\n" in got  # dot-stuffing undone by the client: byte-correct
+    assert len(remaining(s.instance)) == 3
+    # Second run in keep mode: UIDL says everything was seen, nothing comes.
+    r = fetchmail(tmp_path, s.sport, out, keep=True)
+    assert r.returncode == 1, r.stdout + r.stderr  # 1: no mail
+    assert out.read_bytes().count(b"Subject: message") == 3
+    # A new message arrives; delete mode fetches only it, then removes everything it fetched.
+    put(s.instance, 4)
+    os.unlink(str(tmp_path / "fmhome" / "fetchids"))  # forget: fetch all, delete all
+    r = fetchmail(tmp_path, s.sport, out, keep=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert out.read_bytes().count(b"Subject: message") == 7
+    assert remaining(s.instance) == []
+
+
+@pytest.mark.skipif(not os.path.exists(prog("deliver-maildir")), reason="needs deliver-maildir")
+def test_delivered_message_retrieved_byte_correct(servers):
+    s = servers
+    msg = b"Subject: delivered\n\n.one\n..two\nthree\n"
+    r = s.instance.run("deliver-maildir", s.instance.maildir(USER), input=msg,
+                       env={"SENDER": "a@example.org", "RECIPIENT": USER})
+    assert r.returncode == 0, r.stderr
+    p = poplib.POP3_SSL("127.0.0.1", s.sport, context=tls_context(), timeout=20)
+    try:
+        p.user(USER)
+        p.pass_(PASSWORD)
+        resp, ls, octets = p.retr(1)
+        text = b"\n".join(ls) + b"\n"
+        assert text.endswith(msg)  # after Return-Path / Delivered-To
+        assert int(resp.split()[1]) == octets  # the size announced is the size sent, unstuffed
+        p.quit()
+    finally:
+        p.close()
