@@ -286,8 +286,10 @@ sys:
   return -1;
 }
 
-int accounts_compile(int kind, char const *s, size_t len, char const *cdbpath,
-                     unsigned long *line, char const **why)
+/* Compiles into cdbpath; calls before(data) once the text is known good, before the new
+ * database is put in place (a failing before aborts the rebuild: -1). */
+static int compile(int kind, char const *s, size_t len, char const *cdbpath,
+                   unsigned long *line, char const **why, int (*before)(void *), void *data)
 {
   struct compile_s c = {kind, 0, STRALLOC_ZERO, STRALLOC_ZERO, 0, 0, 0};
   int r;
@@ -307,7 +309,17 @@ int accounts_compile(int kind, char const *s, size_t len, char const *cdbpath,
     *why = c.why;
     return 0;
   }
+  if (before && !before(data)) {
+    cdbw_abort(c.w);
+    return -1;
+  }
   return cdbw_finish(c.w) ? 1 : -1;
+}
+
+int accounts_compile(int kind, char const *s, size_t len, char const *cdbpath,
+                     unsigned long *line, char const **why)
+{
+  return compile(kind, s, len, cdbpath, line, why, 0, 0);
 }
 
 int accounts_lock(void)
@@ -339,6 +351,23 @@ void accounts_load(int kind, stralloc *text)
   stralloc_free(&p);
 }
 
+struct text_s {
+  char const *path;
+  char const *s;
+  size_t len;
+  int failed;
+};
+
+/* The text goes in place before the database: the text is the source of truth, and a crash
+ * in between leaves a database that the next rebuild brings up to date. */
+static int write_text(void *data)
+{
+  struct text_s *t = data;
+  if (openwritenclose_suffix_sync(t->path, t->s, t->len, ".tmp")) return 1;
+  t->failed = 1;
+  return 0;
+}
+
 void accounts_save(int kind, char const *s, size_t len)
 {
   stralloc p = STRALLOC_ZERO, c = STRALLOC_ZERO;
@@ -347,14 +376,17 @@ void accounts_save(int kind, char const *s, size_t len)
   int r;
   source_path(&p, kind, "");
   source_path(&c, kind, ".cdb");
-  r = accounts_compile(kind, s, len, c.s, &line, &why);
+  {
+    struct text_s t = {p.s, s, len, 0};
+    r = compile(kind, s, len, c.s, &line, &why, write_text, &t);
+    if (r < 0 && t.failed) strerr_diefu2sys(111, "write ", p.s);
+  }
   if (r < 0) strerr_diefu2sys(111, "build ", c.s);
   if (!r) {
     char fmt[ULONG_FMT];
     fmt[ulong_fmt(fmt, line)] = 0;
     strerr_dief6x(100, p.s, " line ", fmt, ": ", why, " (database left unchanged)");
   }
-  if (!openwritenclose_suffix_sync(p.s, s, len, ".tmp")) strerr_diefu2sys(111, "write ", p.s);
   stralloc_free(&p);
   stralloc_free(&c);
 }
