@@ -1,0 +1,141 @@
+"""`make run`: services/make-run creates a demo instance, runs s6-svscan in the foreground, and
+stops everything on Ctrl-C. The test uses a temporary instance directory (PILLARBOX_VAR) and
+shifted ports (PILLARBOX_PORT_OFFSET) so that it never touches ./var or the real demo ports."""
+import os
+import random
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import time
+
+from conftest import ROOT, base_env, wait_for
+
+
+def port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def listening(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def procs_under(path):
+    """Processes whose command line mentions path (our instance)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if path.encode() in cmd:
+            found.append((int(pid), cmd))
+    return found
+
+
+def pick_offset():
+    for _ in range(50):
+        off = random.randrange(20000, 40000, 7)
+        if all(port_free(p + off) for p in (2525, 5587, 4465, 1110, 1995, 1143, 1993)):
+            return off
+    raise AssertionError("no free port range")
+
+
+def test_make_run_end_to_end(tmp_path):
+    var = str(tmp_path / "var")
+    off = pick_offset()
+    env = base_env(PILLARBOX_VAR=var, PILLARBOX_PORT_OFFSET=str(off))
+    p = subprocess.Popen(["sh", os.path.join(ROOT, "services", "make-run")], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    try:
+        out = b""
+        deadline = time.monotonic() + 60
+        while b"Ctrl-C" not in out:
+            assert time.monotonic() < deadline, out
+            c = p.stdout.read1(4096)
+            assert c, out
+            out += c
+        text = out.decode()
+        pw = re.search(r"password: (\S+)", text).group(1)
+        assert open(os.path.join(var, "demo-password")).read().strip() == pw
+        port = 2525 + off
+        assert "port %d" % port in text and "swaks --server 127.0.0.1:%d" % port in text
+        wait_for(lambda: listening(port), timeout=30, what="SMTP on %d" % port)
+
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.ehlo("client.example")
+            s.sendmail("someone@elsewhere.example", ["demo@example.test"],
+                       b"From: someone@elsewhere.example\r\nSubject: make run\r\n\r\nhello demo\r\n")
+        new = os.path.join(var, "mail", "example.test", "demo", "new")
+
+        def delivered():
+            return [n for n in os.listdir(new)] if os.path.isdir(new) else []
+        names = wait_for(delivered, timeout=60, what="delivery to the demo Maildir")
+        with open(os.path.join(new, names[0]), "rb") as f:
+            assert b"hello demo" in f.read()
+        assert os.path.exists(os.path.join(var, "log", "smtpd", "current"))
+    finally:
+        # Ctrl-C: SIGINT to the foreground process group
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+        try:
+            rc = p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            raise AssertionError("make-run did not stop on SIGINT")
+        # nothing of the instance keeps running: supervisors, servers, loggers are gone
+        try:
+            wait_for(lambda: not procs_under(var), timeout=20, what="services to stop")
+        finally:
+            for pid, _ in procs_under(var):
+                os.kill(pid, signal.SIGKILL)
+            p.stdout.close()
+    assert rc == 0
+    assert not listening(2525 + off)
+    with open(os.path.join(var, "log", "smtpd", "current"), "rb") as f:
+        assert b"smtp-receive: info: session ip=127.0.0.1" in f.read()
+
+
+def test_make_run_keeps_an_existing_instance(tmp_path):
+    """A second start reuses ./var: the same password, no new instance."""
+    var = str(tmp_path / "var")
+    off = pick_offset()
+    env = base_env(PILLARBOX_VAR=var, PILLARBOX_PORT_OFFSET=str(off))
+    pws = []
+    for _ in range(2):
+        p = subprocess.Popen(["sh", os.path.join(ROOT, "services", "make-run")], cwd=ROOT,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        try:
+            out = b""
+            deadline = time.monotonic() + 60
+            while b"Ctrl-C" not in out:
+                assert time.monotonic() < deadline, out
+                c = p.stdout.read1(4096)
+                assert c, out
+                out += c
+            pws.append(re.search(rb"password: (\S+)", out).group(1))
+            wait_for(lambda: listening(2525 + off), timeout=30, what="SMTP")
+        finally:
+            os.killpg(p.pid, signal.SIGINT)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            p.stdout.close()
+        wait_for(lambda: not procs_under(var), timeout=20, what="services to stop")
+    assert pws[0] == pws[1]
