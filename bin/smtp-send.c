@@ -880,6 +880,14 @@ int main(int argc, char const *const *argv)
   if (read_route(routehost, sizeof routehost)) {
     r = dns_host(routehost, 0, &targets);
     port = routeport;
+    /* A route whose host does not resolve is a configuration problem: mail waits for the
+     * postmaster to fix it instead of bouncing. */
+    if (r == DNS_PERM) {
+      char w[sizeof targets.why];
+      memcpy(w, targets.why, sizeof w);
+      snprintf(targets.why, sizeof targets.why, "route host for %.200s: %.250s", domain, w);
+      r = DNS_TEMP;
+    }
   } else {
     r = dns_mx(domain, &targets);
   }

@@ -518,3 +518,9 @@ def test_failed_handshake_may_retries_in_clear_encrypt_defers(root, server, cert
     lines, err = send(root, "dest.test", "s@b.test", ["a@dest.test"], MSG)
     assert lines[0][0] == "T" and "TLS" in lines[0][3], lines
     assert not any(b"MAIL" in s["raw"] for s in srv.sessions[2:])
+
+
+def test_unresolvable_route_host_is_temporary(root, dns):
+    control(root, "routes", "* nosuch.test:2525\n")
+    lines, _ = send(root, "dest.test", "s@b.test", ["a@dest.test"], MSG, env=dns.env)
+    assert lines[0][0] == "T" and "route host" in lines[0][3] and "NXDOMAIN" in lines[0][3]
