@@ -35,6 +35,8 @@ char const *PROG = "pop3-maildir";
 #define F_SEEN 4    /* retrieved in this session: gets the S flag at QUIT */
 #define F_SIZED 8   /* size known */
 #define F_GONE 16   /* the file vanished under us */
+#define F_CACHED 32 /* size from the size cache */
+#define F_COUNTED 64 /* size counted from the file in this session */
 
 typedef struct msg_s msg;
 struct msg_s {
@@ -144,11 +146,149 @@ static int mopen(msg *m)
   return fd;
 }
 
-/* Wire sizes of every message not sized by its name: read once per session. */
-static void sizeall(void)
+/* The size cache: MAILDIR/.pop3.sizes holds "UNIQUE SIZE\n" lines sorted by unique name (the
+ * part before ':'), the wire sizes of messages whose names do not carry ",W=". A message's
+ * content never changes, so an entry stays true for as long as the message exists. The file
+ * is read and rewritten (tmp + rename, so it is always whole) under the session lock; it is a
+ * cache: when missing or unwritable, the sizes are counted from the files. */
+#define SIZECACHE ".pop3.sizes"
+#define SIZECACHE_TMP ".pop3.sizes.tmp"
+
+static size_t uniqlen(char const *n)
+{
+  char const *c = strchr(n, ':');
+  return c ? (size_t)(c - n) : strlen(n);
+}
+
+static int cmpkey(char const *a, size_t alen, char const *b, size_t blen)
+{
+  int r = memcmp(a, b, alen < blen ? alen : blen);
+  return r ? r : alen < blen ? -1 : alen > blen;
+}
+
+static int byuniq(void const *a, void const *b)
+{
+  char const *x = mname(a), *y = mname(b);
+  return cmpkey(x, uniqlen(x), y, uniqlen(y));
+}
+
+/* Applies one cache line to the messages (sorted by unique name), advancing *i. Returns 1 if
+ * the entry matched a message, 0 if it is stale. */
+static int cache_line(char const *s, size_t len, unsigned long *i)
+{
+  char const *sp;
+  uint64_t size;
+  size_t k;
+  if (!len) return 0;
+  sp = s + len;
+  while (sp > s && sp[-1] != ' ') sp--;
+  if (sp == s || sp == s + len || (size_t)(s + len - sp) > 18) return 0;
+  size = 0;
+  for (k = 0; sp + k < s + len; k++) {
+    if (sp[k] < '0' || sp[k] > '9') return 0;
+    size = size * 10 + (uint64_t)(sp[k] - '0');
+  }
+  k = (size_t)(sp - 1 - s);
+  while (*i < nmsgs) {
+    char const *n = mname(&msgs[*i]);
+    int c = cmpkey(n, uniqlen(n), s, k);
+    if (c > 0) return 0;
+    if (!c) {
+      if (!(msgs[*i].flags & F_SIZED)) {
+        msgs[*i].size = size;
+        msgs[*i].flags |= F_SIZED | F_CACHED;
+      }
+      (*i)++;
+      return 1;
+    }
+    (*i)++;
+  }
+  return 0;
+}
+
+/* Reads the cache into the messages (sorted by unique name). Returns the stale entries. */
+static unsigned long cache_read(void)
+{
+  unsigned long i = 0, stale = 0;
+  size_t have = 0;
+  int skipping = 0;
+  int fd = open(SIZECACHE, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno != ENOENT) strerr_warnwu2sys("open ", SIZECACHE);
+    return 0;
+  }
+  for (;;) {
+    char *nl, *p;
+    ssize_t r = read(fd, fbuf + have, sizeof fbuf - have);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      strerr_warnwu2sys("read ", SIZECACHE);
+      break;
+    }
+    if (!r) break;
+    have += (size_t)r;
+    p = fbuf;
+    while ((nl = memchr(p, '\n', have - (size_t)(p - fbuf)))) {
+      if (!skipping && !cache_line(p, (size_t)(nl - p), &i)) stale++;
+      skipping = 0;
+      p = nl + 1;
+    }
+    have -= (size_t)(p - fbuf);
+    memmove(fbuf, p, have);
+    if (have == sizeof fbuf) {
+      /* a line longer than the buffer: not ours, skip it */
+      have = 0;
+      skipping = 1;
+      stale++;
+    }
+  }
+  fd_close(fd);
+  return stale;
+}
+
+/* Rewrites the cache from the messages (sorted by unique name). Failure is only a warning. */
+static void cache_write(void)
 {
   unsigned long i;
+  size_t len = 0;
+  int ok = 1;
+  int fd = open(SIZECACHE_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    strerr_warnwu2sys("create ", SIZECACHE_TMP);
+    return;
+  }
+  for (i = 0; i < nmsgs && ok; i++) {
+    msg const *m = &msgs[i];
+    char const *n = mname(m);
+    size_t ul = uniqlen(n);
+    if (!(m->flags & (F_CACHED | F_COUNTED)) || (m->flags & F_GONE)) continue;
+    if (ul > 300 || memchr(n, ' ', ul) || memchr(n, '\n', ul)) continue;
+    if (sizeof fbuf - len < ul + UINT64_FMT + 2) {
+      if (fd_write(fd, fbuf, len) != (ssize_t)len) ok = 0;
+      len = 0;
+    }
+    memcpy(fbuf + len, n, ul);
+    len += ul;
+    fbuf[len++] = ' ';
+    len += uint64_fmt(fbuf + len, m->size);
+    fbuf[len++] = '\n';
+  }
+  if (ok && len && fd_write(fd, fbuf, len) != (ssize_t)len) ok = 0;
+  if (fd_close(fd), !ok || rename(SIZECACHE_TMP, SIZECACHE) < 0) {
+    strerr_warnwu2sys("write ", SIZECACHE);
+    unlink(SIZECACHE_TMP);
+  }
+}
+
+/* Wire sizes of every message not sized by its name: from the cache, else counted (once). */
+static void sizeall(void)
+{
+  unsigned long i, counted = 0, stale;
   if (sized) return;
+  sized = 1;
+  if (!nmsgs) return;
+  qsort(msgs, nmsgs, sizeof *msgs, &byuniq);
+  stale = cache_read();
   for (i = 0; i < nmsgs; i++) {
     msg *m = &msgs[i];
     pop3_wsize w = POP3_WSIZE_ZERO;
@@ -171,9 +311,11 @@ static void sizeall(void)
     }
     fd_close(fd);
     m->size = pop3_wiresize_end(&w);
-    m->flags |= F_SIZED;
+    m->flags |= F_SIZED | F_COUNTED;
+    counted++;
   }
-  sized = 1;
+  if (counted || stale) cache_write();
+  qsort(msgs, nmsgs, sizeof *msgs, &bytime);
 }
 
 /* The message numbered by the argument, or NULL after an -ERR. */

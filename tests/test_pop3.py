@@ -651,3 +651,31 @@ def test_stls_user_forgotten(box):
         os.close(tls.rd_ours)
         os.close(tls.wr_ours)
         c.close()
+
+
+def test_size_cache(box):
+    """Sizes counted once are kept in MAILDIR/.pop3.sizes by unique name; later sessions read
+    them from there (even after new/ -> cur/), and entries of vanished messages are dropped."""
+    a = box.add(MSG1)
+    b = box.add(MSG2)
+    size1 = len(MSG1) + MSG1.count(b"\n")
+    size2 = len(MSG2) + MSG2.count(b"\n")
+    r = box.session([b"RETR 1", b"QUIT"])
+    assert b"+OK %d octets" % size1 in r.stdout
+    cache = os.path.join(box.dir, ".pop3.sizes")
+    with open(cache, "rb") as f:
+        assert f.read() == b"%s %d\n%s %d\n" % (a.encode(), size1, b.encode(), size2)
+    # The cache is what LIST reports (proved by planting a different figure) ...
+    with open(cache, "wb") as f:
+        f.write(b"%s 4242\n%s %d\nzzz.gone.host 7\n" % (a.encode(), b.encode(), size2))
+    r = box.session([b"LIST", b"QUIT"])
+    assert b"1 4242\r\n2 %d\r\n" % size2 in r.stdout
+    # ... found by the unique name although message 1 is now cur/NAME:2,S; the stale line
+    # went away when the cache was rewritten.
+    with open(cache, "rb") as f:
+        assert f.read() == b"%s 4242\n%s %d\n" % (a.encode(), b.encode(), size2)
+    # A damaged cache is only a cache.
+    with open(cache, "wb") as f:
+        f.write(b"garbage\n" + b"x" * 20000 + b"\n" + a.encode() + b" notanumber\n")
+    r = box.session([b"LIST", b"QUIT"])
+    assert b"1 %d\r\n2 %d\r\n" % (size1, size2) in r.stdout
