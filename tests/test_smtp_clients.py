@@ -252,7 +252,7 @@ def test_injection_socket_protocol_ok(instance):
     instance.add_user("user@example.test")
     before = queue_files(instance)
     env = b"Fa@b.example\0Tuser@example.test\0\0"
-    r = instance.run("queue-inject-ipc", input=b"9:Subject: ,4:x\n\n,0:,%d:%s," % (len(env), env))
+    r = instance.run("queue-inject-ipc", input=b"9:Subject: ,3:x\n\n,0:,%d:%s," % (len(env), env))
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(b"0 ") and len(r.stdout.strip()) > 2
     assert len(queue_files(instance) - before) >= 1
