@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <skalibs/allreadwrite.h>
@@ -322,10 +323,27 @@ int accounts_compile(int kind, char const *s, size_t len, char const *cdbpath,
   return compile(kind, s, len, cdbpath, line, why, 0, 0);
 }
 
+/* Dies 100 unless MAILROOT/control is a directory: a wrong MAILROOT is a usage problem. */
+static void check_instance(void)
+{
+  stralloc p = STRALLOC_ZERO;
+  struct stat st;
+  if (!mailroot_path(&p, "control")) strerr_diefu1sys(111, "allocate");
+  if (stat(p.s, &st) < 0) {
+    if (errno == ENOENT || errno == ENOTDIR)
+      strerr_dief4x(100, "MAILROOT=", mailroot(), " is not an instance: no directory ", p.s);
+    strerr_diefu2sys(111, "stat ", p.s);
+  }
+  if (!S_ISDIR(st.st_mode))
+    strerr_dief4x(100, "MAILROOT=", mailroot(), " is not an instance: no directory ", p.s);
+  stralloc_free(&p);
+}
+
 int accounts_lock(void)
 {
   stralloc p = STRALLOC_ZERO;
   int fd;
+  check_instance();
   if (!mailroot_path(&p, "control/.lock")) strerr_diefu1sys(111, "allocate");
   fd = open(p.s, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) strerr_diefu2sys(111, "open ", p.s);
@@ -345,6 +363,7 @@ static void source_path(stralloc *p, int kind, char const *suffix)
 void accounts_load(int kind, stralloc *text)
 {
   stralloc p = STRALLOC_ZERO;
+  check_instance();
   source_path(&p, kind, "");
   text->len = 0;
   if (!openslurpclose(text, p.s) && errno != ENOENT) strerr_diefu2sys(111, "read ", p.s);

@@ -305,6 +305,18 @@ def test_parallel_adds_all_land(instance):
     assert rc == 0 and len(out) == 16
 
 
+def test_commands_need_an_instance(tmp_path):
+    env = base_env(MAILROOT=str(tmp_path / "nowhere"))
+    for args in (["mail-user", "list"], ["mail-user", "add", "a@b.test"], ["mail-domain", "list"],
+                 ["mail-domain", "add", "b.test"], ["mail-alias", "list"],
+                 ["mail-alias", "add", "a@b.test", "c@d.test"]):
+        r = subprocess.run([prog(args[0])] + args[1:], env=env, input=b"pw\n",
+                           capture_output=True, timeout=30)
+        assert r.returncode == 100, (args, r.stderr)
+        assert b"MAILROOT" in r.stderr
+    assert not os.path.exists(tmp_path / "nowhere")
+
+
 # ---------------------------------------------------------------- mail-alias
 
 def test_aliases(instance):
