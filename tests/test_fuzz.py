@@ -1,0 +1,26 @@
+"""The libFuzzer target of the SMTP command and address parsers (fuzz/), run for a fixed number
+of iterations on a copy of the seed corpus. It must find nothing. Longer runs by hand:
+`make fuzz && fuzz/smtp_fuzz -max_total_time=600 fuzz/corpus/smtp`."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+FUZZ = os.path.join(ROOT, "fuzz")
+
+
+@pytest.mark.skipif(not shutil.which("clang"), reason="clang not installed")
+def test_smtp_fuzz(tmp_path):
+    r = subprocess.run(["make", "-C", FUZZ, "smtp_fuzz"], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    corpus = tmp_path / "corpus"
+    shutil.copytree(os.path.join(FUZZ, "corpus", "smtp"), corpus)
+    r = subprocess.run([os.path.join(FUZZ, "smtp_fuzz"), "-runs=200000", "-seed=1",
+                        "-max_len=4096", "-artifact_prefix=%s/" % tmp_path, str(corpus)],
+                       capture_output=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
+    assert b"Done 200000 runs" in r.stderr
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(("crash-", "leak-", "oom-"))]
