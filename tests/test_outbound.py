@@ -144,7 +144,11 @@ def mx(tmp_path):
     """A dnsmasq with MX records for the test domains, all pointing at 127.0.0.x."""
     d = Dnsmasq("--mx-host=remote.test,mx.remote.test,10",
                 "--host-record=mx.remote.test,127.0.0.2",
-                "--mx-host=nullmx.test,.,0")
+                "--mx-host=nullmx.test,.,0",
+                "--mx-host=backup.test,down.backup.test,10",
+                "--mx-host=backup.test,mx.remote.test,20",
+                "--host-record=down.backup.test,127.0.0.3",
+                "--host-record=implicit.test,127.0.0.2")
     try:
         yield d
     finally:
@@ -260,6 +264,106 @@ def test_queue_encrypt_policy_defers_and_sends_nothing(instance, mx):
         wait_for(lambda: srv.sessions, timeout=30, what="a connection")
         wait_for(lambda: "STARTTLS" in qr.log(), timeout=30, what="the deferral logged")
         assert not any(b"MAIL" in s["raw"] or b"secret" in s["raw"] for s in srv.sessions)
+    finally:
+        qr.stop()
+        srv.stop()
+
+
+@needs_queue_run
+def test_queue_4xx_retried_then_delivered(instance, mx):
+    port = free_port()
+    tries = []
+
+    def rcpt(cmd):
+        tries.append(cmd)
+        return "451 4.7.1 greylisted\r\n" if len(tries) < 3 else "250 2.1.5 ok\r\n"
+    srv = SmtpServer(host="127.0.0.2", port=port, rcpt=rcpt)
+    instance.control("retry-base", "1")
+    instance.control("retry-max", "2")
+    qr = start_qr(instance, mx, port)
+    try:
+        rc, err = instance.inject(b"Subject: RETRY-MARK\n\nx\n", "alice@example.test",
+                                  "bob@remote.test")
+        assert rc == 0, err
+        wait_for(lambda: any(s["data"] for s in srv.sessions), timeout=40,
+                 what="delivery after two deferrals")
+        assert len(tries) == 3
+        assert len([s for s in srv.sessions if s["data"]]) == 1
+        log = qr.log()
+        assert log.count("defer") >= 2 and "greylisted" in log
+        assert not instance.messages("alice@example.test")  # no bounce, no warning
+    finally:
+        qr.stop()
+        srv.stop()
+
+
+@needs_queue_run
+def test_queue_lifetime_reached_bounces_with_last_error(instance, mx):
+    port = free_port()
+    srv = SmtpServer(host="127.0.0.2", port=port, rcpt=lambda c: "452 4.2.2 mailbox full\r\n")
+    instance.add_user("alice@example.test")
+    instance.control("retry-base", "1")
+    instance.control("retry-max", "1")
+    instance.control("queue-lifetime", "3")
+    qr = start_qr(instance, mx, port)
+    try:
+        rc, err = instance.inject(b"From: alice@example.test\nSubject: LIFE-MARK\n\nx\n",
+                                  "alice@example.test", "bob@remote.test")
+        assert rc == 0, err
+        got = wait_for(lambda: bounces(instance, "alice@example.test"), timeout=40,
+                       what="the expiry bounce")
+        blocks, _ = report_fields(got[0])
+        assert "bob@remote.test" in blocks[0].get("final-recipient", "")
+        assert blocks[0].get("status", "").startswith("4.4.7") or "4.4.7" in str(got[0])
+        assert "452 4.2.2 mailbox full" in str(got[0])
+        assert len(srv.sessions) >= 2
+        assert not any(s["data"] for s in srv.sessions)
+    finally:
+        qr.stop()
+        srv.stop()
+
+
+@needs_queue_run
+def test_queue_verify_policy_defers_on_untrusted_certificate(instance, mx, tmp_path):
+    import ssl
+    from outbound_helpers import make_ca
+    (tmp_path / "ca").mkdir()
+    certs = make_ca(tmp_path / "ca", "mx.remote.test")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs["self.pem"], certs["self.key"])
+    port = free_port()
+    srv = SmtpServer(host="127.0.0.2", port=port, starttls=ctx)
+    instance.control("tls-policy", "remote.test verify")
+    qr = start_qr(instance, mx, port, {"PILLARBOX_CA_FILE": certs["ca.pem"]})
+    try:
+        rc, err = instance.inject(b"Subject: VERIFY-MARK\n\nsecret\n", "alice@example.test",
+                                  "bob@remote.test")
+        assert rc == 0, err
+        wait_for(lambda: "certificate" in qr.log(), timeout=30, what="the deferral logged")
+        assert "defer" in qr.log()
+        assert not any(s["tls_commands"] for s in srv.sessions)
+        assert not any(b"MAIL" in s["raw"] for s in srv.sessions)
+    finally:
+        qr.stop()
+        srv.stop()
+
+
+@needs_queue_run
+def test_queue_second_mx_and_implicit_mx(instance, mx):
+    port = free_port()
+    srv = SmtpServer(host="127.0.0.2", port=port)  # nothing listens on 127.0.0.3
+    qr = start_qr(instance, mx, port)
+    try:
+        for dom in ("backup.test", "implicit.test"):
+            rc, err = instance.inject(("Subject: TWO-MARK %s\n\nx\n" % dom).encode(),
+                                      "alice@example.test", "bob@" + dom)
+            assert rc == 0, err
+        wait_for(lambda: len([s for s in srv.sessions if s["data"]]) == 2, timeout=30,
+                 what="both messages delivered")
+        rcpts = sorted(c for s in srv.sessions for c in s["commands"] if c.startswith("RCPT"))
+        assert rcpts == ["RCPT TO:<bob@backup.test>", "RCPT TO:<bob@implicit.test>"]
+        log = qr.log()
+        assert "mx.remote.test" in log and "implicit.test" in log
     finally:
         qr.stop()
         srv.stop()
