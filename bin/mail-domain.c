@@ -6,6 +6,7 @@
 #include <skalibs/buffer.h>
 #include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
+#include <skalibs/types.h>
 
 #include "accounts.h"
 #include "addr.h"
@@ -36,6 +37,52 @@ static int print_line(char const *s, size_t n, unsigned long line, void *data)
   if (!addr_fold(r.key, r.keylen, key)) return -1;
   if (buffer_put(buffer_1, key->s, key->len) < 0 || buffer_put(buffer_1, "\n", 1) < 0) return -1;
   return 1;
+}
+
+struct count_s {
+  int kind;
+  char const *dom;
+  size_t dlen;
+  unsigned long n;
+};
+
+static int count_line(char const *s, size_t n, unsigned long line, void *data)
+{
+  struct count_s *c = data;
+  acct_rec r;
+  char const *why;
+  size_t at, i;
+  (void)line;
+  if (!accounts_parse(c->kind, s, n, &r, &why)) return 1;
+  at = r.key[0] == '@' ? 0 : addr_at(r.key, r.keylen);
+  if (r.keylen - at - 1 != c->dlen) return 1;
+  for (i = 0; i < c->dlen; i++) {
+    char x = r.key[at + 1 + i];
+    if (x >= 'A' && x <= 'Z') x += 32;
+    if (x != c->dom[i]) return 1;
+  }
+  c->n++;
+  return 1;
+}
+
+/* Warns when accounts or aliases of a removed domain stay behind. */
+static void warn_leftovers(stralloc const *key)
+{
+  stralloc text = STRALLOC_ZERO;
+  int kind;
+  for (kind = ACCT_USERS; kind <= ACCT_ALIASES; kind++) {
+    struct count_s c = {kind, key->s, key->len, 0};
+    accounts_load(kind, &text);
+    accounts_each(text.s, text.len, count_line, &c);
+    if (c.n) {
+      char fmt[ULONG_FMT];
+      fmt[ulong_fmt(fmt, c.n)] = 0;
+      strerr_warnw6x(fmt, kind == ACCT_USERS ? " account(s)" : " alias(es)",
+                     " of the removed domain stay in control/", accounts_name(kind),
+                     " (they receive no mail until it is added again)", "");
+    }
+  }
+  stralloc_free(&text);
 }
 
 int main(int argc, char const *const *argv)
@@ -85,6 +132,7 @@ int main(int argc, char const *const *argv)
       strerr_diefu1sys(111, "allocate");
     accounts_save(ACCT_DOMAINS, out.s, out.len);
     close(lock);
+    warn_leftovers(&key);
     return 0;
   }
   dieusage();

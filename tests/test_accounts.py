@@ -168,8 +168,13 @@ def test_domains(instance):
         r = instance.run("mail-domain", "add", bad)
         assert r.returncode == 100, bad
     assert instance.run("mail-domain", "del", "unknown.test").returncode == 100
-    assert instance.run("mail-domain", "del", "SECOND.test").returncode == 0
+    instance.add_user("joe@second.test")
+    instance.add_alias("@second.test", "joe@second.test")
+    r = instance.run("mail-domain", "del", "SECOND.test")
+    assert r.returncode == 0
+    assert b"1 account(s)" in r.stderr and b"1 alias(es)" in r.stderr
     assert domains() == ["example.test"]
+    assert lookup(instance, "joe@second.test") == (0, ["remote joe@second.test"])
     assert instance.run("mail-domain").returncode == 100
     assert instance.run("mail-domain", "frob", "x.test").returncode == 100
 
