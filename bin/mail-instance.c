@@ -369,12 +369,12 @@ int main(int argc, char const *const *argv)
 
   {
     int lock = accounts_lock();
-    writefile("control/me", host, strlen(host), 0644);
     {
-      char nl = '\n';
-      int fd = open(path("control/me"), O_WRONLY | O_APPEND | O_CLOEXEC);
-      if (fd < 0 || allwrite(fd, &nl, 1) != 1 || fsync(fd) < 0 || close(fd) < 0)
-        strerr_diefu2sys(111, "write ", path("control/me"));
+      stralloc me = STRALLOC_ZERO;
+      if (!stralloc_cats(&me, host) || !stralloc_catb(&me, "\n", 1))
+        strerr_diefu1sys(111, "allocate");
+      writefile("control/me", me.s, me.len, 0644);
+      stralloc_free(&me);
     }
     accounts_save(ACCT_DOMAINS, domains.s, domains.len);
     accounts_save(ACCT_USERS, "", 0);
