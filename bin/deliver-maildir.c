@@ -11,6 +11,7 @@
 #include <skalibs/stralloc.h>
 
 #include "control.h"
+#include "lookup.h"
 #include "maildir.h"
 
 #define USAGE "deliver-maildir [ -q quota ] DIR"
@@ -55,10 +56,7 @@ static void die_abort(int code, char const *s1, char const *s2, int sys)
 static void out_flush(void)
 {
   if (!olen) return;
-  if (allwrite(t.fd, obuf, olen) != olen) {
-    if (errno == ENOSPC || errno == EDQUOT) die_abort(111, "write to Maildir ", dir, 1);
-    die_abort(111, "write to Maildir ", dir, 1);
-  }
+  if (allwrite(t.fd, obuf, olen) != olen) die_abort(111, "write to Maildir ", dir, 1);
   total += olen;
   olen = 0;
 }
@@ -200,6 +198,7 @@ int main(int argc, char const *const *argv)
   unsigned long quotabounce = 0;
   maildir_quota q;
   int haveq = 0;
+  int qsource = 0; /* 0: maildirsize, 1: -q, 2: the account in users.cdb */
   stralloc newname = STRALLOC_ZERO;
   struct stat st;
   int cr = 0;
@@ -224,13 +223,25 @@ int main(int argc, char const *const *argv)
   sender = getenv("SENDER");
   if (!sender) sender = "";
   if (badaddr(sender, strlen(sender))) strerr_dief1x(100, "SENDER: bad address");
-  if (quotadef && quotadef[0] &&
-      !maildir_quota_parse(quotadef, strlen(quotadef), &qsize, &qcount))
-    strerr_dief2x(100, "bad quota: ", quotadef);
+  if (quotadef) {
+    if (quotadef[0] && !maildir_quota_parse(quotadef, strlen(quotadef), &qsize, &qcount))
+      strerr_dief2x(100, "bad quota: ", quotadef);
+    qsource = 1;
+  }
   if (getenv("MAILROOT")) {
     int r = control_readuint("quota-bounce", 0, &quotabounce);
     if (r == 0) strerr_dief1x(100, "control/quota-bounce: not a number");
     if (r < 0) strerr_diefu1sys(111, "read control/quota-bounce");
+    if (!qsource) { /* the account's quota, as queue-run delivers for accounts */
+      account acc = ACCOUNT_ZERO;
+      r = lookup_account(recipient, recipientlen, &acc);
+      if (r < 0) strerr_diefu1sys(111, "read control/users.cdb");
+      if (r > 0) {
+        qsize = acc.quota;
+        qsource = 2;
+      }
+      account_free(&acc);
+    }
   }
 
   if (stat(dir, &st) < 0) strerr_diefu2sys(111, "find Maildir ", dir);
@@ -262,14 +273,15 @@ int main(int argc, char const *const *argv)
   {
     int r = maildir_quota_read(dir, &q);
     if (r < 0) die_abort(111, "read maildirsize in ", dir, 1);
-    if (haveq) {
-      if (!r || q.maxsize != qsize || q.maxcount != qcount || q.stale ||
-          q.filesize > MAILDIR_QUOTA_RECALC_SIZE) {
+    if (qsource) { /* the limits are given: maildirsize follows them */
+      if (!haveq) r = 0;
+      else if (!r || q.maxsize != qsize || q.maxcount != qcount || q.stale ||
+               q.filesize > MAILDIR_QUOTA_RECALC_SIZE) {
         if (maildir_quota_recalc(dir, qsize, qcount, &q) < 0)
           die_abort(111, "recompute maildirsize in ", dir, 1);
         r = 2;
       }
-    } else if (r) {
+    } else if (r) { /* the limits of maildirsize itself */
       haveq = q.maxsize || q.maxcount;
       if (haveq && (q.stale || q.filesize > MAILDIR_QUOTA_RECALC_SIZE)) {
         if (maildir_quota_recalc(dir, q.maxsize, q.maxcount, &q) < 0)
@@ -292,7 +304,8 @@ int main(int argc, char const *const *argv)
 
   if (maildir_tmp_commit(&t, total, 1, &newname) < 0)
     strerr_diefu2sys(111, "deliver into Maildir ", dir);
-  if (haveq && maildir_quota_add(dir, (int64_t)total, 1) < 0)
+  /* an existing maildirsize is kept up to date even when no limit applies now */
+  if (maildir_quota_add(dir, (int64_t)total, 1) < 0)
     strerr_warnwu2sys("update maildirsize in ", dir);
   return 0;
 }

@@ -410,3 +410,41 @@ def test_parallel_deliveries_get_distinct_names(md):
     assert sorted(d.split(b"Subject: ")[1].split(b"\n")[0] for _, d in msgs) == \
         sorted(str(i).encode() for i in range(30))
     assert ls(md, "tmp") == []
+
+
+def test_account_quota_from_users_cdb(instance):
+    # With MAILROOT set and no -q, the account's quota (mail-user --quota) is the limit.
+    user = "quota@example.test"
+    instance.add_user(user, "secret", "--quota", "600")
+    d = instance.maildir(user)
+    assert os.path.isdir(os.path.join(d, "new"))
+    r = instance.run("deliver-maildir", d, input=MSG.encode(),
+                     env={"SENDER": "a@example.org", "RECIPIENT": user})
+    assert r.returncode == 0, r.stderr
+    [(_, data)] = read_new(d)
+    with open(os.path.join(d, "maildirsize")) as f:
+        assert f.read() == "600S\n0 0\n%d 1\n" % len(data)
+    big = ("Subject: big\n\n" + "z" * 500 + "\n").encode()
+    r = instance.run("deliver-maildir", d, input=big,
+                     env={"SENDER": "a@example.org", "RECIPIENT": user})
+    assert r.returncode == 111 and b"quota" in r.stderr
+    assert len(ls(d, "new")) == 1 and ls(d, "tmp") == []
+    # the postmaster raises the quota: the next delivery follows the account, not the file
+    assert instance.run("mail-user", "quota", user, "100000").returncode == 0
+    r = instance.run("deliver-maildir", d, input=big,
+                     env={"SENDER": "a@example.org", "RECIPIENT": user})
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(d, "maildirsize")) as f:
+        assert f.readline() == "100000S\n"
+    # an account without a quota is not limited by a leftover maildirsize, which is still
+    # kept up to date
+    other = "free@example.test"
+    instance.add_user(other)
+    d2 = instance.maildir(other)
+    write_maildirsize(d2, "10S\n0 0\n")
+    r = instance.run("deliver-maildir", d2, input=MSG.encode(),
+                     env={"SENDER": "a@example.org", "RECIPIENT": other})
+    assert r.returncode == 0, r.stderr
+    [(_, data)] = read_new(d2)
+    with open(os.path.join(d2, "maildirsize")) as f:
+        assert f.read() == "10S\n0 0\n%d 1\n" % len(data)
