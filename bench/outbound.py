@@ -2,10 +2,10 @@
 
 1. Remote delivery rate: N (default 10,000) 2 KB messages to 100 domains, routed by
    control/routes to Postfix's smtp-sink on loopback, concurrency 20. If queue-run is built,
-   the messages go through the queue (inject all, then time queue-run draining it);
-   otherwise each message is handed to smtp-send directly. The baseline, measured in the same
-   run with the same count and concurrency, is local delivery: deliver-maildir into 100
-   Maildirs (through the queue when queue-run is built). Target ratio: >= 1.0.
+   the messages go through the queue (inject all, then time queue-run draining it), with
+   local delivery through the queue (100 accounts) as the baseline; in every case it also
+   measures smtp-send run directly, one process per message, against deliver-maildir run the
+   same way. Same count and concurrency on both sides. Target ratio: >= 1.0.
 2. Resolver: 1,000 mx-resolve lookups against a local dnsmasq, lookups per second, with the
    rate of bare UDP queries from Python to the same dnsmasq as the baseline.
 
@@ -95,6 +95,88 @@ def bench_direct(tmp, sinkport):
     return tl, fl, tr, fr
 
 
+def inject(e, data, sender, rcpt):
+    r_env, w_env = os.pipe()
+    p = subprocess.Popen([os.path.join(BIN, "queue-inject")], stdin=subprocess.PIPE,
+                         stdout=r_env, stderr=subprocess.PIPE, env=e)
+    os.close(r_env)
+    try:
+        p.stdin.write(data)
+        p.stdin.close()
+        os.write(w_env, b"F" + sender.encode() + b"\0T" + rcpt.encode() + b"\0\0")
+    finally:
+        os.close(w_env)
+    p.stderr.read()
+    return p.wait(timeout=60)
+
+
+def drain(root, e, what):
+    """Starts queue-run on a filled queue, returns the seconds until queue/mess is empty."""
+    mess = os.path.join(root, "queue", "mess")
+    log = open(os.path.join(root, "queue-run.log"), "wb")
+    t = time.monotonic()
+    p = subprocess.Popen([os.path.join(BIN, "queue-run")], env=e, cwd=root, stdout=log,
+                         stderr=subprocess.STDOUT)
+    try:
+        deadline = t + 600
+        while os.listdir(mess):
+            if p.poll() is not None:
+                raise SystemExit("%s: queue-run exited (status %s) with %d messages queued"
+                                 % (what, p.returncode, len(os.listdir(mess))))
+            if time.monotonic() > deadline:
+                raise SystemExit("%s: queue-run did not drain the queue in time" % what)
+            time.sleep(0.05)
+        return time.monotonic() - t
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+        log.close()
+
+
+def bench_queue(tmp, sinkport):
+    """Through the queue: N messages injected first, then queue-run timed until it is empty."""
+    out = []
+    for kind in ("local", "remote"):
+        root = os.path.join(tmp, kind)
+        r = subprocess.run([os.path.join(BIN, "mail-instance"), "create", root, "--hostname",
+                            "mx.example.test", "--domain", "example.test"], env=env(),
+                           capture_output=True, timeout=60)
+        if r.returncode:
+            raise SystemExit("mail-instance failed: %r" % r.stderr)
+        e = env(MAILROOT=root)
+        c = os.path.join(root, "control")
+        for name, val in (("concurrency-local", "20"), ("concurrency-remote", "20"),
+                          ("routes", "* 127.0.0.1:%d" % sinkport)):
+            with open(os.path.join(c, name), "w") as f:
+                f.write(val + "\n")
+        if kind == "local":
+            for d in range(DOMAINS):
+                subprocess.run([os.path.join(BIN, "mail-user"), "add", "u%d@example.test" % d],
+                               input=b"pw\n", env=e, capture_output=True, timeout=60, check=True)
+            rcpt = lambda i: "u%d@example.test" % (i % DOMAINS)
+        else:
+            rcpt = lambda i: "user%d@dom%d.test" % (i, i % DOMAINS)
+        t = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(CONC) as ex:
+            rcs = list(ex.map(lambda i: inject(e, message(i), "sender@example.test", rcpt(i)),
+                              range(N)))
+        ti = time.monotonic() - t
+        if any(rcs):
+            raise SystemExit("%s: %d injections failed" % (kind, sum(1 for x in rcs if x)))
+        try:
+            td = drain(root, e, kind)
+        except SystemExit as x:
+            out.append(str(x))
+            continue
+        fails = 0
+        with open(os.path.join(root, "queue-run.log"), "rb") as f:
+            for line in f:
+                if b" fail: " in line or b" defer: " in line:
+                    fails += 1
+        out.append((ti, td, fails))
+    return out
+
+
 def bench_resolver(tmp):
     d = Dnsmasq(*["--mx-host=d%d.test,mx%d.d%d.test,10" % (i, i, i) for i in range(10)],
                 *["--host-record=mx%d.d%d.test,127.0.0.%d" % (i, i, i + 2) for i in range(10)])
@@ -138,9 +220,26 @@ def main():
                 if time.monotonic() > deadline:
                     raise SystemExit("smtp-sink did not start")
                 time.sleep(0.05)
-        print("outbound: %d messages of 2 KB to %d domains, concurrency %d (smtp-send run "
-              "directly: queue-run not used)" % (N, DOMAINS, CONC))
-        tl, fl, tr, fr = bench_direct(tmp, sinkport)
+        qfail = False
+        if os.path.exists(os.path.join(BIN, "queue-run")):
+            print("outbound through the queue: %d messages of 2 KB to %d domains, concurrency %d"
+                  % (N, DOMAINS, CONC))
+            res = bench_queue(tmp, sinkport)
+            for kind, r in zip(("local  (queue-run -> deliver-maildir, 100 accounts)",
+                                "remote (queue-run -> smtp-send -> smtp-sink)"), res):
+                if isinstance(r, str):
+                    print("  %s: FAILED: %s" % (kind, r))
+                    qfail = True
+                else:
+                    print("  %s: inject %.1f s, drain %.2f s, %.0f msg/s, %d failures"
+                          % (kind, r[0], r[1], N / r[1], r[2]))
+                    qfail = qfail or r[2] > 0
+            if not any(isinstance(r, str) for r in res):
+                print("  ratio remote/local: %.2f (target >= 1.0)" % (res[0][1] / res[1][1]))
+        print("outbound, programs run directly: %d messages of 2 KB to %d domains, "
+              "concurrency %d" % (N, DOMAINS, CONC))
+        tl, fl2, tr, fr = bench_direct(tmp, sinkport)
+        fl = fl2
         print("  local  (deliver-maildir): %.2f s, %.0f msg/s, %d failures" % (tl, N / tl, len(fl)))
         print("  remote (smtp-send -> smtp-sink): %.2f s, %.0f msg/s, %d failures"
               % (tr, N / tr, len(fr)))
@@ -151,11 +250,14 @@ def main():
         print("resolver: %d mx-resolve lookups in %.2f s: %.0f lookups/s (%d failed); "
               "bare UDP queries: %.0f/s; ratio %.3f" % (LOOKUPS, t_mx, LOOKUPS / t_mx, bad,
                                                       LOOKUPS / t_raw, t_raw / t_mx))
-        return 1 if (fl or fr or bad) else 0
+        return 1 if (fl or fr or bad or qfail) else 0
     finally:
         sink.terminate()
         sink.wait(timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print("kept", tmp)
 
 
 if __name__ == "__main__":
