@@ -367,3 +367,24 @@ def test_queue_second_mx_and_implicit_mx(instance, mx):
     finally:
         qr.stop()
         srv.stop()
+
+
+@needs_queue_run
+def test_queue_many_domains_at_once(instance, tmp_path):
+    """30 messages to 30 domains, routed to one server: every one delivered, queue-run alive.
+    (Many domains in flight at once is the normal case for outbound mail.)"""
+    srv = SmtpServer()
+    instance.control("routes", "* 127.0.0.1:%d" % srv.port)
+    qr = QueueRun(instance, {"PILLARBOX_SMTP_TIMEOUT": "5"})
+    try:
+        for i in range(30):
+            rc, err = instance.inject(("Subject: MANY %d\n\nx\n" % i).encode(),
+                                      "alice@example.test", "u%d@dom%d.test" % (i, i))
+            assert rc == 0, err
+        wait_for(lambda: len([s for s in srv.sessions if s["data"]]) == 30 or
+                 qr.p.poll() is not None, timeout=60, what="30 deliveries")
+        assert qr.p.poll() is None, "queue-run died (status %s)" % qr.p.returncode
+        assert len([s for s in srv.sessions if s["data"]]) == 30
+    finally:
+        qr.stop()
+        srv.stop()
