@@ -222,6 +222,43 @@ failclosed:
   return -1;
 }
 
+int maildir_tmp_clean(char const *dir, unsigned long maxage)
+{
+  DIR *d;
+  struct dirent *de;
+  int dfd, fd, n = 0;
+  time_t now = time(0);
+  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -1;
+  fd = opensub(dfd, "tmp");
+  close(dfd);
+  if (fd < 0) return -1;
+  d = fdopendir(fd);
+  if (!d) {
+    closeif(&fd);
+    return -1;
+  }
+  for (;;) {
+    struct stat st;
+    errno = 0;
+    de = readdir(d);
+    if (!de) break;
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+    if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
+    if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) continue;
+    if (st.st_mtime > now || (unsigned long)(now - st.st_mtime) <= maxage) continue;
+    if (unlinkat(fd, de->d_name, 0) == 0 && n < 0x7fffffff) n++;
+  }
+  if (errno) {
+    int e = errno;
+    closedir(d);
+    errno = e;
+    return -1;
+  }
+  closedir(d);
+  return n;
+}
+
 int maildir_make(char const *dir, mode_t mode)
 {
   static char const *const sub[3] = {"tmp", "new", "cur"};

@@ -72,6 +72,12 @@ int maildir_tmp_commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *new
 /* Removes the tmp file (if any) and closes everything. errno is preserved. */
 void maildir_tmp_abort(maildir_tmp *t);
 
+/* Removes the files and symbolic links in DIR/tmp not modified for maxage seconds (the
+ * Maildir spec says 36 hours: MAILDIR_TMP_MAXAGE), left behind by a delivery that was
+ * killed. Returns how many were removed, or -1. Readers (pop3, imap) call it at login. */
+#define MAILDIR_TMP_MAXAGE (36 * 3600)
+int maildir_tmp_clean(char const *dir, unsigned long maxage);
+
 /* Creates DIR (if missing) and DIR/tmp, DIR/new, DIR/cur with the given mode. */
 int maildir_make(char const *dir, mode_t mode);
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <skalibs/stralloc.h>
 #include "maildir.h"
@@ -179,6 +180,26 @@ static void delivery(void)
   CHECK(strcmp(nn.s, "fixed") != 0);
   CHECK(slurp("md/new/fixed", buf, sizeof buf) == 6 && !strcmp(buf, "older\n"));
   CHECK(count("md", "new") == 3 && count("md", "tmp") == 0);
+  /* stale tmp files (and links) go, fresh ones and directories stay */
+  put("md/tmp/stale", "x");
+  put("md/tmp/fresh", "x");
+  CHECK(symlink("../../victim", "md/tmp/stalelink") == 0);
+  CHECK(mkdir("md/tmp/subdir", 0700) == 0);
+  {
+    struct timespec ts[2];
+    ts[0].tv_sec = ts[1].tv_sec = time(0) - MAILDIR_TMP_MAXAGE - 60;
+    ts[0].tv_nsec = ts[1].tv_nsec = 0;
+    CHECK(utimensat(AT_FDCWD, "md/tmp/stale", ts, 0) == 0);
+    CHECK(utimensat(AT_FDCWD, "md/tmp/stalelink", ts, AT_SYMLINK_NOFOLLOW) == 0);
+    CHECK(utimensat(AT_FDCWD, "md/tmp/subdir", ts, 0) == 0);
+  }
+  CHECK(maildir_tmp_clean("md", MAILDIR_TMP_MAXAGE) == 2);
+  CHECK(access("md/tmp/fresh", F_OK) == 0 && access("md/tmp/subdir", F_OK) == 0);
+  CHECK(access("md/tmp/stale", F_OK) == -1);
+  CHECK(slurp("victim", buf, sizeof buf) == 9);
+  CHECK(maildir_tmp_clean("md2", 0) == -1 && errno == ELOOP);
+  unlink("md/tmp/fresh");
+  rmdir("md/tmp/subdir");
   stralloc_free(&nn);
   stralloc_free(&t.name);
 }
