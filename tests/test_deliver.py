@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import base_env, prog
+from conftest import base_env, prog, wait_for
 
 NAME = re.compile(r"^(\d+)\.M(\d+)P(\d+)Q(\d+)\.([^/:]+),S=(\d+)$")
 
@@ -448,3 +448,25 @@ def test_account_quota_from_users_cdb(instance):
     [(_, data)] = read_new(d2)
     with open(os.path.join(d2, "maildirsize")) as f:
         assert f.read() == "10S\n0 0\n%d 1\n" % len(data)
+
+
+def test_killed_mid_delivery_leaves_nothing_in_new(md):
+    e = base_env(SENDER="a@example.org", RECIPIENT="bob@example.test")
+    p = subprocess.Popen([prog("deliver-maildir"), md], stdin=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e)
+    try:
+        p.stdin.write(b"Subject: half\n\n" + b"x" * 200000)
+        p.stdin.flush()
+        wait_for(lambda: ls(md, "tmp"), what="the file in tmp/")
+        p.kill()
+        assert p.wait(timeout=30) != 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=30)
+        try:
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+    assert ls(md, "new") == []
+    assert len(ls(md, "tmp")) == 1  # the leftover maildir_tmp_clean removes after 36 hours
