@@ -219,5 +219,55 @@ int main(void)
   CHECK(addr_fold("\xc3\x84@X", 4, &out) && out.len == 4 && !memcmp(out.s, "\xc3\x84@x", 4));
   CHECK(strcmp(addr_strerror(ADDR_EPATH), addr_strerror(ADDR_ESYNTAX)) != 0);
 
+  /* properties over many random paths (run under ASan by make check SANITIZE=1): the parser
+   * never reads past len, and whatever it accepts is a mailbox within the limits */
+  {
+    static char const alpha[] = "ab.@<>\"\\ :,[]0129IPv6:-+;\r\n\x80\xc3\xa9\xff";
+    unsigned long seed = 12345;
+    long iter;
+    int bad = 0;
+    for (iter = 0; iter < 200000 && bad < 5; iter++) {
+      char *buf;
+      size_t n, k;
+      int r, bad0 = bad;
+      unsigned int flags;
+      seed = seed * 6364136223846793005UL + 1442695040888963407UL;
+      n = (seed >> 33) % 24;
+      flags = (seed >> 20) & 7;
+      buf = malloc(n ? n : 1); /* exact size: ASan sees any overread */
+      for (k = 0; k < n; k++) {
+        seed = seed * 6364136223846793005UL + 1442695040888963407UL;
+        buf[k] = alpha[(seed >> 33) % (sizeof alpha - 1)];
+      }
+      if (n > 2 && (seed & 1)) { /* often a plausible frame */
+        buf[0] = '<';
+        buf[n - 1] = '>';
+      }
+      r = addr_parse_path(buf, n, flags, &out, &end);
+      if (r == ADDR_OK) {
+        if (end > n) bad++;
+        if (out.len) {
+          size_t at = addr_at(out.s, out.len);
+          if (addr_check_mailbox(out.s, out.len, flags & ADDR_UTF8) != ADDR_OK) bad++;
+          if (at >= out.len || at > ADDR_LOCAL_MAX || out.len - at - 1 > ADDR_DOMAIN_MAX) bad++;
+          if (memchr(out.s, 0, out.len) || memchr(out.s, '\r', out.len) ||
+              memchr(out.s, '\n', out.len) || (memchr(out.s, ' ', out.len) && out.s[0] != '"'))
+            bad++;
+          if (!(flags & ADDR_UTF8))
+            for (k = 0; k < out.len; k++)
+              if ((unsigned char)out.s[k] >= 0x80) bad++;
+        } else if (!(flags & ADDR_ALLOW_NULL))
+          bad++;
+      } else if (r != ADDR_ESYNTAX && r != ADDR_ELOCAL && r != ADDR_EDOMAIN && r != ADDR_EPATH &&
+                 r != ADDR_E8BIT)
+        bad++;
+      if (bad != bad0) fprintf(stderr, "property failed on input %.*s\n", (int)n, buf);
+      addr_at(buf, n);
+      addr_is_literal(buf, n);
+      free(buf);
+    }
+    CHECK(bad == 0);
+  }
+
   return CHECK_DONE();
 }
