@@ -2,6 +2,9 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <skalibs/djbunix.h>
 #include <skalibs/iopause.h>
 #include <skalibs/tai.h>
@@ -20,6 +23,12 @@ int pop3io_init(int r, int w, unsigned int t)
   wfd = w;
   timeout = t ? t : 1;
   if (ndelay_on(rfd) < 0 || ndelay_on(wfd) < 0) return 0;
+  {
+    /* Replies are written whole, in few large writes: do not let Nagle hold back the tail of
+     * one (a pipe under tls-serve is not a socket: ENOTSOCK is fine). */
+    int one = 1;
+    setsockopt(wfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
   return 1;
 }
 

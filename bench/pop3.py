@@ -1,0 +1,468 @@
+"""bench/pop3.py: pop3-serve against Dovecot's POP3 over the same Maildir, in the same run.
+
+A deterministic 2,000-message Maildir (1-50 KB, MIME: text, alternative text+HTML, base64
+attachments) is made for 4 accounts (hard links: the same files). Both servers run unprivileged
+(as nobody) on loopback high ports, plaintext (login allowed on loopback), with the same
+yescrypt password hashes:
+  pillarbox: tcpserver -> pop3-serve -> auth-check -> pop3-maildir
+  Dovecot:   dovecot -F with its own config file: passwd-file passdb, static userdb, indexes
+             and control files kept out of the Maildir, pop3-login in high-performance mode.
+Measured:
+  1. one client: login, STAT, UIDL, RETR of every message, QUIT (best of 3, after a warm-up);
+  2. 4 parallel clients, each with its own account, doing short sessions (login, STAT, UIDL,
+     20 RETRs, QUIT) for a fixed time: sessions per second;
+  3. PSS of the processes serving one logged-in session (after STAT and UIDL).
+Prints the figures and the ratios pillarbox / Dovecot. Run: /usr/bin/python3 bench/pop3.py
+"""
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "bin")
+NMSG = int(os.environ.get("BENCH_POP3_MESSAGES", "2000"))
+USERS = ["bench%d@example.test" % i for i in range(1, 5)]
+PASSWORD = "bench password"
+SHORT_SECONDS = float(os.environ.get("BENCH_POP3_SECONDS", "8"))
+RUN_AS = "nobody"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+WORDS = ("the of and to in is that for it as was with be by on not he this are or his from at "
+         "which but have an they you were her she there been one all we their has would when if "
+         "so no will more out up into do any your what has man could other than then some these "
+         "mail server queue message delivery maildir protocol session client").split()
+
+
+def text(rng, size):
+    out, n = [], 0
+    while n < size:
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 13)))
+        if rng.random() < 0.03:
+            line = "." + line  # lines starting with a dot: stuffing on the wire
+        if rng.random() < 0.05:
+            line = ""
+        out.append(line)
+        n += len(line) + 1
+    return "\n".join(out) + "\n"
+
+
+def b64block(rng, size):
+    import base64
+    raw = bytes(rng.getrandbits(8) for _ in range(size * 3 // 4))
+    b = base64.b64encode(raw).decode()
+    return "\n".join(b[i:i + 76] for i in range(0, len(b), 76)) + "\n"
+
+
+def message(rng, i):
+    size = rng.randint(1024, 50 * 1024)
+    t = 1700000000 + i * 37
+    hdr = ("Return-Path: <sender%d@example.org>\nDelivered-To: bench@example.test\n"
+           "Received: from mx.example.org (mx.example.org [192.0.2.%d])\n\tby mx.example.test "
+           "with ESMTPS; Tue, 14 Nov 2023 22:13:20 +0000\nFrom: Sender %d <sender%d@example.org>\n"
+           "To: bench@example.test\nSubject: benchmark message %d\nDate: Tue, 14 Nov 2023 "
+           "22:13:20 +0000\nMessage-ID: <%d.%d@example.org>\nMIME-Version: 1.0\n"
+           % (i % 50, i % 250 + 1, i % 50, i % 50, i, t, i))
+    kind = i % 3
+    if kind == 0:
+        body = hdr + "Content-Type: text/plain; charset=utf-8\n\n" + text(rng, size - len(hdr))
+    elif kind == 1:
+        half = max(200, (size - len(hdr)) // 2)
+        body = (hdr + 'Content-Type: multipart/alternative; boundary="b%d"\n\n--b%d\n'
+                "Content-Type: text/plain; charset=utf-8\n\n%s\n--b%d\nContent-Type: text/html; "
+                "charset=utf-8\n\n<html><body><p>%s</p></body></html>\n--b%d--\n"
+                % (i, i, text(rng, half), i, text(rng, half).replace("\n", "<br>\n"), i))
+    else:
+        att = max(300, (size - len(hdr)) - 600)
+        body = (hdr + 'Content-Type: multipart/mixed; boundary="m%d"\n\n--m%d\n'
+                "Content-Type: text/plain; charset=utf-8\n\n%s\n--m%d\nContent-Type: "
+                'application/pdf; name="doc%d.pdf"\nContent-Transfer-Encoding: base64\n\n%s--m%d--\n'
+                % (i, i, text(rng, 400), i, i, b64block(rng, att), i))
+    name = "%d.M%dP%dQ1.mx.example.test,S=%d:2,S" % (t, i, 4000 + i, len(body.encode()))
+    return name, body.encode()
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, timeout=120, **kw)
+
+
+def setup(tmp):
+    env = dict(os.environ, PATH=BIN + ":" + os.environ["PATH"], MAILROOT=tmp + "/inst")
+    run([BIN + "/mail-instance", "create", tmp + "/inst", "--hostname", "mx.example.test",
+         "--domain", "example.test"], env=env)
+    for u in USERS:
+        run([BIN + "/mail-user", "add", u], input=(PASSWORD + "\n").encode(), env=env)
+    hashes = {}
+    with open(tmp + "/inst/control/users") as f:
+        for line in f:
+            if line.startswith("bench"):
+                p = line.rstrip("\n").split(":")
+                hashes[p[0]] = p[1]
+    rng = random.Random(20231114)
+    first = tmp + "/inst/mail/example.test/bench1"
+    total = 0
+    for i in range(NMSG):
+        name, data = message(rng, i)
+        total += len(data)
+        with open(os.path.join(first, "cur", name), "wb") as f:
+            f.write(data)
+    for u in USERS[1:]:
+        d = tmp + "/inst/mail/example.test/" + u.split("@")[0]
+        for n in os.listdir(first + "/cur"):
+            os.link(os.path.join(first, "cur", n), os.path.join(d, "cur", n))
+    return env, hashes, total
+
+
+def chown_tree(path, uid, gid):
+    for dp, dns, fns in os.walk(path):
+        os.chown(dp, uid, gid)
+        for n in fns:
+            os.lchown(os.path.join(dp, n), uid, gid)
+
+
+# ---- the client: raw sockets, bulk reads (so that the client is not the bottleneck) ----
+
+class Client:
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.buf = b""
+        self.pos = 0
+        self.line()
+
+    def fill(self):
+        d = self.s.recv(262144)
+        if not d:
+            raise EOFError("connection closed")
+        self.buf = self.buf[self.pos:] + d
+        self.pos = 0
+
+    def line(self):
+        while True:
+            i = self.buf.find(b"\r\n", self.pos)
+            if i >= 0:
+                l = self.buf[self.pos:i]
+                self.pos = i + 2
+                return l
+            self.fill()
+
+    def cmd(self, c):
+        self.s.sendall(c + b"\r\n")
+        l = self.line()
+        if not l.startswith(b"+OK"):
+            raise RuntimeError("%r -> %r" % (c, l))
+        return l
+
+    def multi(self, c):
+        """A multi-line reply: returns its length in octets (as sent, stuffed)."""
+        self.cmd(c)
+        start = self.pos
+        if self.buf.startswith(b".\r\n", self.pos):
+            self.pos += 3
+            return 0
+        search = self.pos
+        while True:
+            i = self.buf.find(b"\r\n.\r\n", max(search, self.pos))
+            if i >= 0:
+                n = i + 2 - start
+                self.pos = i + 5
+                return n
+            search = len(self.buf) - 4
+            keep = self.pos
+            d = self.s.recv(262144)
+            if not d:
+                raise EOFError
+            # keep the whole reply in view from 'start' for counting
+            self.buf = self.buf[start:] + d
+            search -= start
+            self.pos = keep - start
+            start = 0
+
+    def login(self, user):
+        self.cmd(b"USER " + user.encode())
+        self.cmd(b"PASS " + PASSWORD.encode())
+
+    def close(self):
+        self.s.close()
+
+
+def single_run(port, user):
+    t = time.perf_counter()
+    c = Client(port)
+    c.login(user)
+    n = int(c.cmd(b"STAT").split()[1])
+    c.multi(b"UIDL")
+    total = 0
+    for i in range(1, n + 1):
+        total += c.multi(b"RETR %d" % i)
+    c.cmd(b"QUIT")
+    c.close()
+    return time.perf_counter() - t, total
+
+
+def short_worker(args):
+    port, user, seconds, seed = args
+    rng = random.Random(seed)
+    deadline = time.perf_counter() + seconds
+    done = 0
+    while time.perf_counter() < deadline:
+        c = Client(port)
+        c.login(user)
+        n = int(c.cmd(b"STAT").split()[1])
+        c.multi(b"UIDL")
+        for _ in range(20):
+            c.multi(b"RETR %d" % rng.randint(1, n))
+        c.cmd(b"QUIT")
+        c.close()
+        done += 1
+    return done
+
+
+def short_sessions(port):
+    with multiprocessing.Pool(4) as pool:
+        t = time.perf_counter()
+        counts = pool.map(short_worker, [(port, u, SHORT_SECONDS, i) for i, u in enumerate(USERS)])
+        took = time.perf_counter() - t
+    return sum(counts) / took
+
+
+def pss(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def children():
+    """pid -> (ppid, comm) of every process."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                s = f.read()
+            comm = s[s.index("(") + 1:s.rindex(")")]
+            ppid = int(s[s.rindex(")") + 2:].split()[1])
+            out[int(d)] = (ppid, comm)
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def descendants(root):
+    procs = children()
+    found, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        for pid, (pp, comm) in procs.items():
+            if pp == p:
+                found.append((pid, comm))
+                todo.append(pid)
+    return found
+
+
+def session_pss(port, user, pick):
+    """Opens a session (login, STAT, UIDL) and sums the PSS of the server processes pick()
+    names; returns (kB, [(comm, kB)])."""
+    c = Client(port)
+    c.login(user)
+    c.cmd(b"STAT")
+    c.multi(b"UIDL")
+    time.sleep(0.3)
+    procs = pick()
+    detail = [(comm, pss(pid)) for pid, comm in procs]
+    c.cmd(b"QUIT")
+    c.close()
+    return sum(k for _, k in detail), detail
+
+
+def start_pillarbox(tmp, env, port):
+    e = dict(env, POP3_ALLOW_PLAINTEXT_AUTH="1", POP3_FAIL_DELAY="0")
+    p = subprocess.Popen(["s6-setuidgid", RUN_AS, "tcpserver", "-R", "-H", "-l", "localhost",
+                          "-c", "100", "127.0.0.1", str(port), BIN + "/pop3-serve",
+                          BIN + "/auth-check", BIN + "/pop3-maildir"], env=e,
+                         stdout=subprocess.DEVNULL, stderr=open(tmp + "/pillarbox.log", "w"))
+    return p
+
+
+DOVECOT_CONF = """
+base_dir = {tmp}/dovecot-run
+state_dir = {tmp}/dovecot-state
+log_path = {tmp}/dovecot.log
+protocols = pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+default_internal_user = {user}
+default_internal_group = {group}
+default_login_user = {user}
+first_valid_uid = {uid}
+last_valid_uid = {uid}
+mail_location = maildir:{tmp}/inst/mail/example.test/%n:INDEX={tmp}/dovecot-index/%n:CONTROL={tmp}/dovecot-control/%n
+pop3_uidl_format = %f
+passdb {{
+  driver = passwd-file
+  args = scheme=CRYPT username_format=%u {tmp}/dovecot-passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={tmp}/dovecot-home/%n
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  service_count = 0
+  process_min_avail = 2
+  chroot =
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3 {{
+  process_limit = 100
+}}
+service anvil {{
+  chroot =
+}}
+"""
+
+
+def start_dovecot(tmp, hashes, port):
+    import pwd
+    pw = pwd.getpwnam(RUN_AS)
+    import grp
+    group = grp.getgrgid(pw.pw_gid).gr_name
+    with open(tmp + "/dovecot-passwd", "w") as f:
+        for u, h in hashes.items():
+            f.write("%s:{CRYPT}%s::::::\n" % (u, h))
+    for d in ("dovecot-run", "dovecot-state", "dovecot-index", "dovecot-control", "dovecot-home"):
+        os.makedirs(os.path.join(tmp, d), exist_ok=True)
+    conf = tmp + "/dovecot.conf"
+    with open(conf, "w") as f:
+        f.write(DOVECOT_CONF.format(tmp=tmp, user=RUN_AS, group=group, uid=pw.pw_uid,
+                                    gid=pw.pw_gid, port=port))
+    chown_tree(tmp, pw.pw_uid, pw.pw_gid)
+    p = subprocess.Popen(["s6-setuidgid", RUN_AS, "dovecot", "-F", "-c", conf],
+                         stdout=subprocess.DEVNULL, stderr=open(tmp + "/dovecot.err", "w"))
+    return p
+
+
+def wait_port(port, proc, what, tmp):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            c = Client(port)
+            c.close()
+            return
+        except (OSError, EOFError):
+            time.sleep(0.05)
+    for log in ("dovecot.err", "dovecot.log", "pillarbox.log"):
+        try:
+            sys.stderr.write(open(os.path.join(tmp, log)).read())
+        except OSError:
+            pass
+    raise SystemExit("%s did not start" % what)
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def main():
+    if not shutil.which("dovecot"):
+        raise SystemExit("bench/pop3.py: needs dovecot (Debian dovecot-pop3d, package/deps-test)")
+    tmp = tempfile.mkdtemp(prefix="pillarbox-bench-pop3-")
+    os.chmod(tmp, 0o755)
+    procs = []
+    try:
+        t = time.perf_counter()
+        env, hashes, total = setup(tmp)
+        print("Maildir: %d messages, %.1f MB, 4 accounts (hard links); made in %.1fs"
+              % (NMSG, total / 1e6, time.perf_counter() - t))
+        pport, dport = free_port(), free_port()
+        pb = start_pillarbox(tmp, env, pport)
+        procs.append(pb)
+        dv = start_dovecot(tmp, hashes, dport)
+        procs.append(dv)
+        wait_port(pport, pb, "pillarbox", tmp)
+        wait_port(dport, dv, "dovecot", tmp)
+
+        # Warm-up: page cache for both, Dovecot's indexes, pillarbox's size cache.
+        for u in USERS:
+            single_run(pport, u)
+            single_run(dport, u)
+
+        res = {}
+        for name, port in (("pillarbox", pport), ("dovecot", dport)):
+            times, octets = [], None
+            for _ in range(3):
+                took, octets = single_run(port, USERS[0])
+                times.append(took)
+            res[name] = (min(times), octets)
+        print("one client, login+STAT+UIDL+RETR x%d+QUIT (best of 3):" % NMSG)
+        for name in ("pillarbox", "dovecot"):
+            print("  %-9s %.3f s  (%d octets of RETR replies)" % (name, res[name][0],
+                                                                 res[name][1]))
+        if res["pillarbox"][1] != res["dovecot"][1]:
+            print("  NOTE: the two servers sent different byte counts")
+        ratio = res["pillarbox"][0] / res["dovecot"][0]
+        print("  ratio pillarbox/dovecot time: %.2f (target <= 0.8)" % ratio)
+
+        rates = {}
+        for name, port in (("pillarbox", pport), ("dovecot", dport)):
+            rates[name] = short_sessions(port)
+        print("4 parallel clients, short sessions (login, STAT, UIDL, 20 RETR, QUIT), %.0fs:"
+              % SHORT_SECONDS)
+        for name in ("pillarbox", "dovecot"):
+            print("  %-9s %.1f sessions/s" % (name, rates[name]))
+        print("  ratio pillarbox/dovecot rate: %.2f (target >= 1.0)"
+              % (rates["pillarbox"] / rates["dovecot"]))
+
+        kb, detail = session_pss(pport, USERS[0], lambda: descendants(pb.pid))
+        print("PSS of one logged-in session:")
+        print("  pillarbox %d kB  %s" % (kb, " + ".join("%s %d" % d for d in detail)))
+        dk, ddetail = session_pss(dport, USERS[0], lambda: [
+            (pid, comm) for pid, comm in descendants(dv.pid) if comm == "pop3"])
+        print("  dovecot   %d kB  (the pop3 process: %s)" % (dk, " + ".join(
+            "%s %d" % d for d in ddetail)))
+        print("  target: pillarbox < 256 kB")
+    finally:
+        for p in procs:
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
