@@ -203,6 +203,12 @@ static int cat_clean(stralloc *sa, char const *s, size_t len)
 
 static void fail_errno(char const *what);
 
+/* Appends s to lasterr; out of memory is fatal. */
+static void err_cat(char const *x)
+{
+  if (!stralloc_cats(&lasterr, x)) strerr_diefu(111, "allocate");
+}
+
 /* Reads a reply with the current deadline. Returns the code (200..599), or 0 on a network
  * error, timeout or protocol violation (lasterr set). */
 static unsigned int get_reply(char const *what)
@@ -217,8 +223,8 @@ static unsigned int get_reply(char const *what)
     unsigned int c;
     if (r == -2) {
       lasterr.len = 0;
-      stralloc_cats(&lasterr, "reply line too long after ");
-      stralloc_cats(&lasterr, what);
+      err_cat("reply line too long after ");
+      err_cat(what);
       return 0;
     }
     if (r < 0) {
@@ -252,31 +258,32 @@ static unsigned int get_reply(char const *what)
   return code;
 bad:
   lasterr.len = 0;
-  stralloc_cats(&lasterr, "protocol error: malformed reply after ");
-  stralloc_cats(&lasterr, what);
+  err_cat("protocol error: malformed reply after ");
+  err_cat(what);
   return 0;
 }
 
 static void fail_errno(char const *what)
 {
+  int e = errno;
   lasterr.len = 0;
-  if (errno == ETIMEDOUT) {
-    stralloc_cats(&lasterr, "timed out waiting for ");
-    stralloc_cats(&lasterr, what);
+  if (e == ETIMEDOUT) {
+    err_cat("timed out waiting for ");
+    err_cat(what);
   } else {
-    stralloc_cats(&lasterr, "connection lost during ");
-    stralloc_cats(&lasterr, what);
-    stralloc_cats(&lasterr, ": ");
-    stralloc_cats(&lasterr, (intls && tls.err[0]) ? tls.err : strerror(errno));
+    err_cat("connection lost during ");
+    err_cat(what);
+    err_cat(": ");
+    err_cat((intls && tls.err[0]) ? tls.err : strerror(e));
   }
 }
 
 static void fail_reply(char const *what)
 {
   lasterr.len = 0;
-  stralloc_cats(&lasterr, what);
-  stralloc_cats(&lasterr, ": ");
-  stralloc_catb(&lasterr, rep.text.s, rep.text.len);
+  err_cat(what);
+  err_cat(": ");
+  if (!stralloc_catb(&lasterr, rep.text.s, rep.text.len)) strerr_diefu(111, "allocate");
 }
 
 static int send_str(char const *s, char const *what)
@@ -466,10 +473,11 @@ static int connect_to(dns_target const *t, unsigned int port)
   if (!(t->is6 ? socket_deadlineconnstamp6_g(fd, (char const *)t->ip, (uint16_t)port, &deadline)
                : socket_deadlineconnstamp4_g(fd, (char const *)t->ip, (uint16_t)port, &deadline))) {
     lasterr.len = 0;
-    stralloc_cats(&lasterr, "unable to connect to ");
-    stralloc_cats(&lasterr, curdesc);
-    stralloc_cats(&lasterr, ": ");
-    stralloc_cats(&lasterr, errno == ETIMEDOUT ? "timed out" : strerror(errno));
+    int e = errno;
+    err_cat("unable to connect to ");
+    err_cat(curdesc);
+    err_cat(": ");
+    err_cat(e == ETIMEDOUT ? "timed out" : strerror(e));
     conn_close();
     return -1;
   }
@@ -508,10 +516,10 @@ static int session(dns_target const *t, unsigned int port, int usetls)
       tlsclient_deadline(&tls, &deadline);
       if (!tlsclient_start(&tls, fd, sni, policy == POL_VERIFY ? TLSCLIENT_VERIFY : TLSCLIENT_ANY)) {
         lasterr.len = 0;
-        stralloc_cats(&lasterr, tls.err);
-        stralloc_cats(&lasterr, " (");
-        stralloc_cats(&lasterr, curdesc);
-        stralloc_cats(&lasterr, ")");
+        err_cat(tls.err);
+        err_cat(" (");
+        err_cat(curdesc);
+        err_cat(")");
         conn_close();
         return policy == POL_MAY ? S_TLSFAIL : S_NEXT;
       }
@@ -528,9 +536,9 @@ static int session(dns_target const *t, unsigned int port, int usetls)
     }
   } else if (policy >= POL_ENCRYPT) {
     lasterr.len = 0;
-    stralloc_cats(&lasterr, "TLS required by policy but ");
-    stralloc_cats(&lasterr, curdesc);
-    stralloc_cats(&lasterr, usetls ? " does not offer STARTTLS" : " failed TLS");
+    err_cat("TLS required by policy but ");
+    err_cat(curdesc);
+    err_cat(usetls ? " does not offer STARTTLS" : " failed TLS");
     quit();
     return S_NEXT;
   }
@@ -918,7 +926,7 @@ int main(int argc, char const *const *argv)
       strerr_warnw(curdesc, ": ", lasterr.s);
     }
   }
-  if (!lasterr.len && !lastwasdns && !targets.n) stralloc_cats(&lasterr, "no host to deliver to");
+  if (!lasterr.len && !lastwasdns && !targets.n) err_cat("no host to deliver to");
   curhost = 0;
   set_all_pending('T', lasterr.s, lasterr.len);
 
