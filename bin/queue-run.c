@@ -432,6 +432,20 @@ static char const *env_rcpt(active const *a, unsigned int i)
   return "";
 }
 
+/* 1 if a target (already resolved) delivers to addr the same way */
+static int duplicate(active const *a, char st, char const *addr, size_t len)
+{
+  size_t i;
+  for (i = 0; i < a->nt; i++) {
+    queue_target const *t = &a->t[i];
+    if (t->state == QUEUE_T_NEW || t->state == QUEUE_T_FAILED || t->state == QUEUE_T_BOUNCED)
+      continue;
+    if ((t->state == QUEUE_T_REMOTE) != (st == QUEUE_T_REMOTE)) continue;
+    if (strlen(t->addr) == len && !strncasecmp(t->addr, addr, len)) return 1;
+  }
+  return 0;
+}
+
 /* Resolves N targets through lookup: returns 0 ok, -1 temporary trouble (message deferred). */
 static int resolve(active *a)
 {
@@ -465,7 +479,9 @@ static int resolve(active *a)
         char const *s = tg.s + p;
         size_t l = strlen(s);
         char st = s[0] == 'L' ? QUEUE_T_LOCAL : QUEUE_T_REMOTE;
-        if (l >= 2) {
+        if (l >= 2 && duplicate(a, st, s + 1, l - 1)) {
+          /* the same mailbox twice (a list and a +tag, say): one copy */
+        } else if (l >= 2) {
           if (first) {
             char *nd = malloc(l);
             if (!nd) strerr_diefu1sys(111, "allocate");
@@ -481,7 +497,10 @@ static int resolve(active *a)
         }
         p += l + 1;
       }
-      if (first) { /* no targets at all: an empty alias */
+      if (first && tg.len) { /* every target was a duplicate */
+        a->t[i].state = QUEUE_T_DONE;
+        queue_target_setdiag(&a->t[i], "duplicate", 9);
+      } else if (first) { /* no targets at all: an empty alias */
         a->t[i].state = QUEUE_T_FAILED;
         queue_target_setdiag(&a->t[i], "x-pillarbox; 5.1.1 alias without targets", 40);
       }
@@ -930,7 +949,7 @@ static void defer(active *a, queue_target *t, char const *diag, size_t len)
   if (now >= a->h.arrival + lifetime) {
     stralloc d = STRALLOC_ZERO;
     t->state = QUEUE_T_FAILED;
-    if (!stralloc_cats(&d, "x-pillarbox; 4.4.7 message expired in the queue; last error: ") ||
+    if (!stralloc_cats(&d, "x-pillarbox; 5.4.7 message expired in the queue; last error: ") ||
         !stralloc_catb(&d, diag, len))
       strerr_diefu1sys(111, "allocate");
     if (!strncmp(diag, "R=", 2)) { /* keep the remote MTA in front */
@@ -938,13 +957,13 @@ static void defer(active *a, queue_target *t, char const *diag, size_t len)
       size_t l = sp ? (size_t)(sp - diag) + 1 : len;
       d.len = 0;
       if (!stralloc_catb(&d, diag, l) ||
-          !stralloc_cats(&d, "x-pillarbox; 4.4.7 message expired in the queue; last error: ") ||
+          !stralloc_cats(&d, "x-pillarbox; 5.4.7 message expired in the queue; last error: ") ||
           !stralloc_catb(&d, diag + l, len - l))
         strerr_diefu1sys(111, "allocate");
     }
     queue_target_setdiag(t, d.s, d.len);
     stralloc_free(&d);
-    LOG("delivery ", idof(a), " ", t->addr, " fail: 4.4.7 message expired in the queue");
+    LOG("delivery ", idof(a), " ", t->addr, " fail: 5.4.7 message expired in the queue");
   } else {
     t->next = now + backoff(t->attempts);
     queue_target_setdiag(t, diag, len);
