@@ -18,8 +18,6 @@
 char const *PROG = "deliver-maildir";
 
 #define ADDR_MAX 1000       /* SENDER, RECIPIENT: longer is refused (100) */
-#define FIELD_KEEP 2048     /* bytes of a header field kept for loop detection */
-#define RECEIVED_MAX 100    /* more Received: lines than this is a loop */
 #define IOBUF 65536
 
 static maildir_tmp t = MAILDIR_TMP_ZERO;
@@ -31,16 +29,6 @@ static char ibuf[IOBUF];
 static char obuf[IOBUF];
 static size_t olen;
 static uint64_t total; /* bytes written to the file */
-
-/* header scanning state */
-static int inheader = 1;
-static char field[FIELD_KEEP];
-static size_t fieldlen;
-static int fieldlong; /* field longer than FIELD_KEEP */
-static int atlinestart = 1;
-static int linecont;  /* current line began with a blank: a continuation */
-static int lineempty = 1;
-static unsigned long received;
 
 static void die_abort(int code, char const *s1, char const *s2, int sys)
 {
@@ -74,72 +62,23 @@ static void out_put(char const *s, size_t n)
   }
 }
 
-static int lower(int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+static maildir_loop lp; /* loop detection over the header section */
+static int inheader = 1;
 
-static int namedis(char const *name, size_t n)
+static void loopcheck(void)
 {
-  size_t i, k = 0;
-  while (k < fieldlen && field[k] != ':') k++;
-  if (k == fieldlen) return 0;
-  while (k && (field[k - 1] == ' ' || field[k - 1] == '\t')) k--;
-  if (k != n) return 0;
-  for (i = 0; i < n; i++)
-    if (lower((unsigned char)field[i]) != name[i]) return 0;
-  return 1;
-}
-
-/* a complete header field (unfolded, without the newline) is in field[0..fieldlen) */
-static void field_done(void)
-{
-  if (!fieldlen) return;
-  if (namedis("received", 8)) {
-    if (++received > RECEIVED_MAX)
-      die_abort(100, "mail loop: ", "more than 100 Received: header lines", 0);
-  } else if (namedis("delivered-to", 12) && !fieldlong) {
-    char const *v = memchr(field, ':', fieldlen);
-    size_t vl, i;
-    v++;
-    vl = fieldlen - (size_t)(v - field);
-    while (vl && (*v == ' ' || *v == '\t')) v++, vl--;
-    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t' || v[vl - 1] == '\r')) vl--;
-    if (vl >= 2 && v[0] == '<' && v[vl - 1] == '>') v++, vl -= 2;
-    if (vl == recipientlen) {
-      for (i = 0; i < vl; i++)
-        if (lower((unsigned char)v[i]) != lower((unsigned char)recipient[i])) break;
-      if (i == vl) die_abort(100, "mail loop: already delivered to ", recipient, 0);
-    }
-  }
-  fieldlen = 0;
-  fieldlong = 0;
-}
-
-static void field_add(char c)
-{
-  if (fieldlen < FIELD_KEEP)
-    field[fieldlen++] = c;
-  else
-    fieldlong = 1;
+  if (lp.verdict == MAILDIR_LOOP_DELIVERED)
+    die_abort(100, "mail loop: already delivered to ", recipient, 0);
+  if (lp.verdict)
+    die_abort(100, "mail loop: ", "more than 100 Received: header lines", 0);
 }
 
 /* one byte of the LF-converted message, while still in the header section */
 static void header_byte(char c)
 {
-  if (atlinestart) {
-    atlinestart = 0;
-    lineempty = 1;
-    linecont = (c == ' ' || c == '\t');
-    if (c != '\n' && !linecont) field_done();
-  }
-  if (c == '\n') {
-    if (lineempty) { /* the empty line: end of the header section */
-      field_done();
-      inheader = 0;
-    }
-    atlinestart = 1;
-    return;
-  }
-  lineempty = 0;
-  field_add(c);
+  maildir_loop_feed(&lp, &c, 1);
+  loopcheck();
+  if (lp.done) inheader = 0;
 }
 
 /* copies n bytes of input, turning CRLF into LF; *cr carries a CR across calls */
@@ -251,6 +190,7 @@ int main(int argc, char const *const *argv)
     strerr_diefu2sys(111, "create a file in Maildir ", dir);
   }
 
+  maildir_loop_init(&lp, recipient, recipientlen);
   out_put("Return-Path: <", 14);
   out_put(sender, strlen(sender));
   out_put(">\nDelivered-To: ", 16);
@@ -264,8 +204,8 @@ int main(int argc, char const *const *argv)
   }
   if (cr) copy("", 0, &cr);
   if (inheader) {
-    if (!atlinestart) header_byte('\n'); /* an unterminated last header line */
-    field_done();
+    maildir_loop_end(&lp);
+    loopcheck();
   }
   out_flush();
 

@@ -1,5 +1,5 @@
 /* libFuzzer target: the pure parsers of lib/maildir (quota definitions, maildirsize, names
- * and flags) and lib/dsn's bounce builder, on arbitrary bytes.
+ * and flags, the loop scanner) and lib/dsn's bounce builder, on arbitrary bytes.
  *   clang -fsanitize=fuzzer,address,undefined ... maildir_fuzz.c ../lib/maildir.c ../lib/dsn.c
  *   fuzz/maildir_fuzz -max_total_time=600 */
 #include <stdint.h>
@@ -20,6 +20,24 @@ int LLVMFuzzerTestOneInput(uint8_t const *data, size_t size)
   size_t fl;
   stralloc out = STRALLOC_ZERO;
   char *z;
+  {
+    static maildir_loop l;
+    size_t h, i;
+    maildir_loop_init(&l, "bob@example.test", 16);
+    h = maildir_loop_feed(&l, s, size);
+    if (h > size) abort();
+    maildir_loop_end(&l);
+    /* fed in pieces, the verdict and the header length are the same */
+    {
+      static maildir_loop l2;
+      size_t h2 = 0;
+      maildir_loop_init(&l2, "bob@example.test", 16);
+      for (i = 0; i < size && !l2.done && !l2.verdict; i += 7)
+        h2 += maildir_loop_feed(&l2, s + i, size - i < 7 ? size - i : 7);
+      maildir_loop_end(&l2);
+      if (l2.verdict != l.verdict || (!l.verdict && h2 != h)) abort();
+    }
+  }
   maildir_quota_parse(s, size, &a, &b);
   maildir_quota_parsefile(s, size, &q);
   maildir_uniqlen(s, size);

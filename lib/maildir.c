@@ -276,6 +276,99 @@ int maildir_make(char const *dir, mode_t mode)
   return 1;
 }
 
+/* ---- loop detection ---- */
+
+void maildir_loop_init(maildir_loop *l, char const *rcpt, size_t rcptlen)
+{
+  l->rcpt = rcpt;
+  l->rcptlen = rcptlen;
+  l->fieldlen = 0;
+  l->fieldlong = 0;
+  l->atlinestart = 1;
+  l->lineempty = 1;
+  l->received = 0;
+  l->done = 0;
+  l->verdict = 0;
+}
+
+static int lower(int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+/* the current field's name is name (lower case, n bytes), blanks before ':' allowed */
+static int field_is(maildir_loop const *l, char const *name, size_t n)
+{
+  size_t i, k = 0;
+  while (k < l->fieldlen && l->field[k] != ':') k++;
+  if (k == l->fieldlen) return 0;
+  while (k && (l->field[k - 1] == ' ' || l->field[k - 1] == '\t')) k--;
+  if (k != n) return 0;
+  for (i = 0; i < n; i++)
+    if (lower((unsigned char)l->field[i]) != name[i]) return 0;
+  return 1;
+}
+
+static void field_done(maildir_loop *l)
+{
+  if (!l->fieldlen) return;
+  if (field_is(l, "received", 8)) {
+    if (++l->received > MAILDIR_RECEIVED_MAX) l->verdict = MAILDIR_LOOP_HOPS;
+  } else if (!l->fieldlong && field_is(l, "delivered-to", 12)) {
+    char const *v = memchr(l->field, ':', l->fieldlen);
+    size_t vl, i;
+    v++;
+    vl = l->fieldlen - (size_t)(v - l->field);
+    while (vl && (*v == ' ' || *v == '\t')) v++, vl--;
+    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t' || v[vl - 1] == '\r')) vl--;
+    if (vl >= 2 && v[0] == '<' && v[vl - 1] == '>') v++, vl -= 2;
+    if (vl == l->rcptlen) {
+      for (i = 0; i < vl; i++)
+        if (lower((unsigned char)v[i]) != lower((unsigned char)l->rcpt[i])) break;
+      if (i == vl) l->verdict = MAILDIR_LOOP_DELIVERED;
+    }
+  }
+  l->fieldlen = 0;
+  l->fieldlong = 0;
+}
+
+size_t maildir_loop_feed(maildir_loop *l, char const *s, size_t n)
+{
+  size_t i;
+  if (l->done || l->verdict) return 0;
+  for (i = 0; i < n; i++) {
+    char c = s[i];
+    if (l->atlinestart) {
+      l->atlinestart = 0;
+      l->lineempty = 1;
+      /* a line not starting with a blank begins a new field: the previous one is whole */
+      if (c != '\n' && c != ' ' && c != '\t') {
+        field_done(l);
+        if (l->verdict) return i;
+      }
+    }
+    if (c == '\n') {
+      l->atlinestart = 1;
+      if (l->lineempty) { /* the empty line: end of the header section */
+        field_done(l);
+        l->done = 1;
+        return i + 1;
+      }
+      continue;
+    }
+    l->lineempty = 0;
+    if (l->fieldlen < MAILDIR_FIELD_KEEP)
+      l->field[l->fieldlen++] = c;
+    else
+      l->fieldlong = 1;
+  }
+  return n;
+}
+
+int maildir_loop_end(maildir_loop *l)
+{
+  if (!l->done && !l->verdict) field_done(l);
+  l->done = 1;
+  return l->verdict;
+}
+
 /* ---- quota ---- */
 
 static size_t scan_u64(char const *s, size_t len, uint64_t *u)

@@ -81,6 +81,38 @@ int maildir_tmp_clean(char const *dir, unsigned long maxage);
 /* Creates DIR (if missing) and DIR/tmp, DIR/new, DIR/cur with the given mode. */
 int maildir_make(char const *dir, mode_t mode);
 
+/* ---- loop detection over a message's header section ---- */
+
+#define MAILDIR_RECEIVED_MAX 100  /* more Received: fields than this is a loop */
+#define MAILDIR_FIELD_KEEP 2048   /* bytes of a field kept (longer: cannot be an address) */
+#define MAILDIR_LOOP_DELIVERED 1  /* a Delivered-To: field names the recipient */
+#define MAILDIR_LOOP_HOPS 2       /* more than MAILDIR_RECEIVED_MAX Received: fields */
+
+typedef struct maildir_loop_s maildir_loop;
+struct maildir_loop_s {
+  char const *rcpt;
+  size_t rcptlen;
+  char field[MAILDIR_FIELD_KEEP]; /* the current field, unfolded */
+  size_t fieldlen;
+  int fieldlong;
+  int atlinestart, lineempty;
+  unsigned long received; /* Received: fields so far */
+  int done;               /* the empty line that ends the header section was seen */
+  int verdict;            /* 0, MAILDIR_LOOP_DELIVERED or MAILDIR_LOOP_HOPS */
+};
+
+/* Starts a scan for deliveries to rcpt (compared case-insensitively, <> allowed). */
+void maildir_loop_init(maildir_loop *l, char const *rcpt, size_t rcptlen);
+
+/* Feeds message bytes (LF line ends) from the start. Returns how many of the n bytes belong
+ * to the header section, the empty line included; fewer than n means the body starts there
+ * (l->done is set). Stops early, with l->verdict set, at the first sign of a loop. */
+size_t maildir_loop_feed(maildir_loop *l, char const *s, size_t n);
+
+/* At the end of the input (a message that is all header): checks the last field. Returns
+ * l->verdict. */
+int maildir_loop_end(maildir_loop *l);
+
 /* ---- Maildir++ quota (the maildirsize file) ---- */
 
 typedef struct maildir_quota_s maildir_quota;

@@ -312,11 +312,55 @@ static void listing(void)
   stralloc_free(&out);
 }
 
+static int scan(char const *msg, int bytewise, size_t *hlen)
+{
+  static maildir_loop l;
+  size_t n = strlen(msg), i, h = 0;
+  maildir_loop_init(&l, "bob@example.test", 16);
+  if (bytewise) {
+    for (i = 0; i < n && !l.done && !l.verdict; i++) h += maildir_loop_feed(&l, msg + i, 1);
+  } else
+    h = maildir_loop_feed(&l, msg, n);
+  if (!l.done && !l.verdict) maildir_loop_end(&l);
+  if (hlen) *hlen = h;
+  return l.verdict;
+}
+
+static void loops(void)
+{
+  static char big[200 * 40];
+  size_t h, i;
+  int k;
+  for (k = 0; k < 2; k++) {
+    CHECK(scan("Subject: x\nTo: y\n\nDelivered-To: bob@example.test\n", k, &h) == 0 && h == 18);
+    CHECK(scan("Delivered-To: bob@example.test\n\nbody\n", k, 0) == MAILDIR_LOOP_DELIVERED);
+    CHECK(scan("X: 1\nDELIVERED-TO : <Bob@Example.Test>  \n\n", k, 0) == MAILDIR_LOOP_DELIVERED);
+    CHECK(scan("Delivered-To:\n\tbob@example.test\nX: y\n\n", k, 0) == MAILDIR_LOOP_DELIVERED);
+    CHECK(scan("Delivered-To: bob@example.test", k, 0) == MAILDIR_LOOP_DELIVERED); /* no EOL */
+    CHECK(scan("Delivered-To: bob@example.test.org\n\n", k, 0) == 0);
+    CHECK(scan("Delivered-To: alice@example.test\n\n", k, 0) == 0);
+    CHECK(scan("X-Delivered-To: bob@example.test\n\n", k, 0) == 0);
+    CHECK(scan("\nDelivered-To: bob@example.test\n", k, &h) == 0 && h == 1);
+  }
+  big[0] = 0;
+  for (i = 0; i < 100; i++) strcat(big, "Received: from a by b\n");
+  CHECK(scan(big, 0, &h) == 0 && h == strlen(big));
+  strcat(big, "Received: (101)\n\n");
+  CHECK(scan(big, 0, 0) == MAILDIR_LOOP_HOPS);
+  CHECK(scan(big, 1, 0) == MAILDIR_LOOP_HOPS);
+  /* a field too long to be an address is never a match, and never overruns */
+  memcpy(big, "Delivered-To: ", 14);
+  memset(big + 14, ' ', 3000);
+  strcpy(big + 3014, "bob@example.test\n\n");
+  CHECK(scan(big, 0, 0) == 0);
+}
+
 int main(void)
 {
   names();
   delivery();
   quota();
   listing();
+  loops();
   return CHECK_DONE();
 }
