@@ -300,9 +300,11 @@ static domain *domain_get(char const *name, size_t len)
       if (!domains[i].running && !domains[i].fails) break;
     if (i == ndomains) return 0;
   } else {
-    domain *n = realloc(domains, (ndomains + 1) * sizeof *n);
-    if (!n) strerr_diefu1sys(111, "allocate");
-    domains = n;
+    /* allocated once: children keep pointers into this table */
+    if (!domains) {
+      domains = calloc(DOMAINS_MAX, sizeof *domains);
+      if (!domains) strerr_diefu1sys(111, "allocate");
+    }
     i = ndomains++;
   }
   memset(&domains[i], 0, sizeof domains[i]);
