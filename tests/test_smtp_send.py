@@ -524,3 +524,71 @@ def test_unresolvable_route_host_is_temporary(root, dns):
     control(root, "routes", "* nosuch.test:2525\n")
     lines, _ = send(root, "dest.test", "s@b.test", ["a@dest.test"], MSG, env=dns.env)
     assert lines[0][0] == "T" and "route host" in lines[0][3] and "NXDOMAIN" in lines[0][3]
+
+
+def test_random_messages_keep_their_lines(root, server):
+    """Random mixes of '.', CR, LF and text: the wire always has CRLF lines, stuffed dots and
+    one end-of-data, and un-stuffing it gives the message with every line ending made CRLF."""
+    import random
+    rnd = random.Random(5)
+    srv = server()
+    route(root, srv)
+    for n in range(25):
+        stored = bytes(rnd.choice(b"..\r\n\nab") for _ in range(rnd.randrange(0, 60)))
+        lines, _ = send(root, "dest.test", "s@b.test", ["a@dest.test"], stored)
+        assert lines[0][0] == "D", lines
+        d = srv.sessions[-1]["data"][0]
+        assert d.endswith(b".\r\n") and (b"\r\n" + d).count(b"\r\n.\r\n") == 1
+        body = d[:-3]
+        assert body.replace(b"\r\n", b"").count(b"\r") == 0
+        assert body.replace(b"\r\n", b"").count(b"\n") == 0
+        got = [l[1:] if l.startswith(b".") else l for l in body.split(b"\r\n")[:-1]]
+        for l in body.split(b"\r\n")[:-1]:
+            assert not l.startswith(b".") or l.startswith(b"..")
+        # the expected lines: split on CRLF, lone CR or lone LF; no empty line added at the end
+        want, cur, i = [], b"", 0
+        while i < len(stored):
+            c = stored[i:i + 1]
+            if c == b"\r" and stored[i + 1:i + 2] == b"\n":
+                want.append(cur); cur = b""; i += 2; continue
+            if c in (b"\r", b"\n"):
+                want.append(cur); cur = b""; i += 1; continue
+            cur += c
+            i += 1
+        if cur:
+            want.append(cur)
+        assert got == want, (stored, d)
+
+
+@pytest.mark.parametrize("greeting,why", [
+    ("220-" + "x" * 5000 + "\r\n220 ok\r\n", "too long"),
+    ("220-first\r\n250 other code\r\n", "malformed"),
+    ("".join("220-l%d\r\n" % i for i in range(300)) + "220 ok\r\n",
+     "malformed"),
+    ("hello there\r\n", "malformed"),
+])
+def test_bad_replies_end_the_session(root, server, greeting, why):
+    srv = server(greeting=greeting)
+    route(root, srv)
+    lines, _ = send(root, "dest.test", "s@b.test", ["a@dest.test"], MSG)
+    assert lines[0][0] == "T" and why in lines[0][3], lines
+    assert not any(c.startswith("MAIL") for c in srv.sessions[0]["commands"])
+
+
+def test_connection_closed_after_greeting(root, server):
+    srv = server(greeting="220 hi\r\n", ehlo=None, helo="421 4.3.2 closing\r\n")
+    route(root, srv)
+    lines, _ = send(root, "dest.test", "s@b.test", ["a@dest.test"], MSG)
+    assert lines[0][0] == "T" and "421" in lines[0][3]
+
+
+def test_ipv6_mx(root, server):
+    port = free_port()
+    d = Dnsmasq("--mx-host=six.test,mx.six.test,10", "--host-record=mx.six.test,::1")
+    try:
+        srv = server(host="::1", port=port)
+        lines, _ = send(root, "six.test", "s@b.test", ["a@six.test"], MSG, env=mxenv(d, port))
+        assert lines[0][0] == "D" and lines[0][2] == "mx.six.test"
+        assert len(srv.sessions) == 1
+    finally:
+        d.stop()
