@@ -61,7 +61,7 @@ def text(rng, size):
 
 def b64block(rng, size):
     import base64
-    raw = bytes(rng.getrandbits(8) for _ in range(size * 3 // 4))
+    raw = rng.randbytes(size * 3 // 4)
     b = base64.b64encode(raw).decode()
     return "\n".join(b[i:i + 76] for i in range(0, len(b), 76)) + "\n"
 

@@ -43,7 +43,6 @@ struct msg_s {
   uint32_t name;  /* offset of the NUL-terminated file name in names */
   uint32_t flags;
   uint64_t size;  /* wire size (CRLF, no stuffing) */
-  uint64_t time;  /* delivery time from the name */
 };
 
 static stralloc names = STRALLOC_ZERO;
@@ -83,15 +82,72 @@ static char const *mname(msg const *m)
   return names.s + m->name;
 }
 
-static int bytime(void const *a, void const *b)
+/* Delivery order: the time at the start of the name, then the name. */
+static int bytime(msg const *x, msg const *y)
 {
-  msg const *x = a, *y = b;
-  if (x->time != y->time) return x->time < y->time ? -1 : 1;
-  return strcmp(mname(x), mname(y));
+  char const *a = mname(x), *b = mname(y);
+  uint64_t ta = pop3_name_time(a, 20), tb = pop3_name_time(b, 20);
+  if (ta != tb) return ta < tb ? -1 : 1;
+  return strcmp(a, b);
 }
 
-/* Lists one of new/ and cur/ into msgs. Returns 1, 0 on error (errno set). */
-static int scan(char const *dir, uint32_t flag)
+/* Heapsort of msgs: in place, so sorting takes no memory. */
+static void sift(unsigned long root, unsigned long n, int (*cmp)(msg const *, msg const *))
+{
+  for (;;) {
+    unsigned long c = 2 * root + 1;
+    msg t;
+    if (c >= n) return;
+    if (c + 1 < n && cmp(&msgs[c], &msgs[c + 1]) < 0) c++;
+    if (cmp(&msgs[root], &msgs[c]) >= 0) return;
+    t = msgs[root];
+    msgs[root] = msgs[c];
+    msgs[c] = t;
+    root = c;
+  }
+}
+
+static void msort(int (*cmp)(msg const *, msg const *))
+{
+  unsigned long i, n = nmsgs;
+  if (n < 2) return;
+  for (i = n / 2; i-- > 0;) sift(i, n, cmp);
+  while (--n) {
+    msg t = msgs[0];
+    msgs[0] = msgs[n];
+    msgs[n] = t;
+    sift(0, n, cmp);
+  }
+}
+
+/* Counts the entries of one of new/ and cur/ and their name bytes. Returns 1, or 0 with
+ * errno set. */
+static int count(char const *dir, unsigned long *n, size_t *bytes)
+{
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  for (;;) {
+    struct dirent *de;
+    errno = 0;
+    de = readdir(d);
+    if (!de) break;
+    if (de->d_name[0] == '.') continue;
+    (*n)++;
+    *bytes += strlen(de->d_name) + 1;
+  }
+  if (errno) {
+    int e = errno;
+    dir_close(d);
+    errno = e;
+    return 0;
+  }
+  dir_close(d);
+  return 1;
+}
+
+/* Lists one of new/ and cur/ into msgs, within the room count() found (what arrived since
+ * waits for the next session). Returns 1, 0 on error (errno set). */
+static int scan(char const *dir, uint32_t flag, unsigned long cap)
 {
   DIR *d = opendir(dir);
   if (!d) return 0;
@@ -103,31 +159,41 @@ static int scan(char const *dir, uint32_t flag)
     if (!de) break;
     if (de->d_name[0] == '.') continue;
     len = strlen(de->d_name);
-    if (nmsgs >= maxmsgs) break; /* bounded: the rest waits for the next session */
-    if (names.len > UINT32_MAX - 512) break;
-    if (!(nmsgs & 255)) {
-      msg *n = realloc(msgs, (nmsgs + 256) * sizeof *msgs);
-      if (!n) goto err;
-      msgs = n;
-    }
+    if (nmsgs >= cap || names.len + len + 1 > names.a) continue;
     msgs[nmsgs].name = (uint32_t)names.len;
     msgs[nmsgs].flags = flag;
     msgs[nmsgs].size = 0;
-    msgs[nmsgs].time = pop3_name_time(de->d_name, len);
-    if (!stralloc_catb(&names, de->d_name, len + 1)) goto err;
+    memcpy(names.s + names.len, de->d_name, len + 1);
+    names.len += len + 1;
     if (pop3_name_wsize(de->d_name, len, &msgs[nmsgs].size)) msgs[nmsgs].flags |= F_SIZED;
     nmsgs++;
   }
-  if (errno) goto err;
-  dir_close(d);
-  return 1;
-err:
-  {
+  if (errno) {
     int e = errno;
     dir_close(d);
     errno = e;
     return 0;
   }
+  dir_close(d);
+  return 1;
+}
+
+/* The snapshot of the maildrop: new/ and cur/, at most maxmsgs messages, exactly allocated. */
+static int listing_load(void)
+{
+  unsigned long n = 0;
+  size_t bytes = 0;
+  if (!count("new", &n, &bytes) || !count("cur", &n, &bytes)) return 0;
+  if (n > maxmsgs) n = maxmsgs; /* bounded: the rest waits for a later session */
+  if (bytes > UINT32_MAX) bytes = UINT32_MAX;
+  if (!n) return 1;
+  msgs = malloc(n * sizeof *msgs);
+  names.s = malloc(bytes);
+  if (!msgs || !names.s) return 0;
+  names.a = bytes;
+  if (!scan("new", 0, n) || !scan("cur", F_CUR, n)) return 0;
+  msort(&bytime);
+  return 1;
 }
 
 /* Path of a message (relative to the Maildir) into p. */
@@ -166,7 +232,7 @@ static int cmpkey(char const *a, size_t alen, char const *b, size_t blen)
   return r ? r : alen < blen ? -1 : alen > blen;
 }
 
-static int byuniq(void const *a, void const *b)
+static int byuniq(msg const *a, msg const *b)
 {
   char const *x = mname(a), *y = mname(b);
   return cmpkey(x, uniqlen(x), y, uniqlen(y));
@@ -287,7 +353,7 @@ static void sizeall(void)
   if (sized) return;
   sized = 1;
   if (!nmsgs) return;
-  qsort(msgs, nmsgs, sizeof *msgs, &byuniq);
+  msort(&byuniq);
   stale = cache_read();
   for (i = 0; i < nmsgs; i++) {
     msg *m = &msgs[i];
@@ -315,7 +381,7 @@ static void sizeall(void)
     counted++;
   }
   if (counted || stale) cache_write();
-  qsort(msgs, nmsgs, sizeof *msgs, &bytime);
+  msort(&bytime);
 }
 
 /* The message numbered by the argument, or NULL after an -ERR. */
@@ -512,12 +578,11 @@ int main(int argc, char const *const *argv)
     pop3io_flush();
     strerr_diefu1sys(111, "lock .pop3.lock");
   }
-  if (!scan("new", 0) || !scan("cur", F_CUR)) {
+  if (!listing_load()) {
     put("-ERR [SYS/TEMP] unable to read maildrop\r\n");
     pop3io_flush();
     strerr_diefu2sys(111, "list the Maildir ", home);
   }
-  if (nmsgs) qsort(msgs, nmsgs, sizeof *msgs, &bytime);
   put("+OK ");
   putu(nmsgs);
   put(" messages\r\n");
