@@ -1203,13 +1203,14 @@ static int startable(active *a)
     if (t->state == QUEUE_T_REMOTE) {
       char const *at = strrchr(t->addr, '@');
       domain *d = at ? domain_get(at + 1, strlen(at + 1)) : 0;
-      if (d && d->until <= now) return 1;
+      if (d && d->until <= now && d->running < conc_domain) return 1;
     }
   }
   return 0;
 }
 
-/* a target blocked only by its domain's backoff waits for the backoff */
+/* a target blocked by its domain (backoff, or the per-domain limit) waits for it, so the
+ * message leaves the active list and does not hold a place others could use */
 static void domain_waits(active *a)
 {
   size_t i;
@@ -1218,7 +1219,9 @@ static void domain_waits(active *a)
     if (t->state == QUEUE_T_REMOTE && !a->running[i] && t->next <= now) {
       char const *at = strrchr(t->addr, '@');
       domain *d = at ? domain_get(at + 1, strlen(at + 1)) : 0;
-      if (d && d->until > now) t->next = d->until;
+      if (!d) t->next = now + retry_base; /* the domain table is full */
+      else if (d->until > now) t->next = d->until;
+      else if (d->running >= conc_domain) t->next = now + 1; /* its domain is busy */
     }
   }
 }
