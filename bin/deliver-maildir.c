@@ -186,7 +186,8 @@ int main(int argc, char const *const *argv)
   if (stat(dir, &st) < 0) strerr_diefu2sys(111, "find Maildir ", dir);
   if (!S_ISDIR(st.st_mode)) strerr_dief3x(100, "bad Maildir: ", dir, ": not a directory");
   if (maildir_tmp_open(&t, dir) < 0) {
-    if (errno == ELOOP) strerr_dief3x(111, "bad Maildir: ", dir, ": tmp/ or new/ is a symbolic link");
+    if (errno == ELOOP)
+      strerr_dief3x(111, "bad Maildir: ", dir, ": tmp/ or new/ is a symbolic link");
     strerr_diefu2sys(111, "create a file in Maildir ", dir);
   }
 

@@ -206,10 +206,12 @@ int dsn_build(stralloc *out, dsn_msg const *m, dsn_rcpt const *r, size_t n)
                 "Content-Description: Notification\r\n\r\n"
                 "This is the mail system at host ") ||
       !catclean(out, me, 255) ||
-      !cat(out, anyfailed ? ".\r\n\r\nI'm sorry to have to inform you that your message could not\r\n"
-                            "be delivered to one or more recipients. The details are below.\r\n\r\n"
-                          : ".\r\n\r\nYour message has not been delivered yet to one or more\r\n"
-                            "recipients. Delivery will be tried again; you need not resend it.\r\n\r\n"))
+      !cat(out, anyfailed ? ".\r\n\r\nI'm sorry to have to inform you that your message could\r\n"
+                            "not be delivered to one or more recipients. The details are\r\n"
+                            "below.\r\n\r\n"
+                          : ".\r\n\r\nYour message has not been delivered yet to one or\r\n"
+                            "more recipients. Delivery will be tried again; you need not\r\n"
+                            "resend it.\r\n\r\n"))
     goto nomem;
   for (i = 0; i < n; i++) {
     if (!cat(out, "<") || !catclean(out, r[i].rcpt ? r[i].rcpt : "", DSN_FIELD_MAX) ||

@@ -440,10 +440,12 @@ int maildir_quota_parse(char const *s, size_t len, uint64_t *maxsize, uint64_t *
 int maildir_quota_fmt(stralloc *sa, uint64_t maxsize, uint64_t maxcount)
 {
   char fmt[ULONG_FMT];
-  if (maxsize && (!stralloc_catb(sa, fmt, uint64_fmt(fmt, maxsize)) || !stralloc_catb(sa, "S", 1)))
+  if (maxsize &&
+      (!stralloc_catb(sa, fmt, uint64_fmt(fmt, maxsize)) || !stralloc_catb(sa, "S", 1)))
     return 0;
   if (maxsize && maxcount && !stralloc_catb(sa, ",", 1)) return 0;
-  if (maxcount && (!stralloc_catb(sa, fmt, uint64_fmt(fmt, maxcount)) || !stralloc_catb(sa, "C", 1)))
+  if (maxcount &&
+      (!stralloc_catb(sa, fmt, uint64_fmt(fmt, maxcount)) || !stralloc_catb(sa, "C", 1)))
     return 0;
   return 1;
 }
