@@ -470,3 +470,43 @@ def test_killed_mid_delivery_leaves_nothing_in_new(md):
             pass
     assert ls(md, "new") == []
     assert len(ls(md, "tmp")) == 1  # the leftover maildir_tmp_clean removes after 36 hours
+
+
+def test_durable_order_of_system_calls(md, tmp_path):
+    # What a crash argument rests on, checked on the real system calls: the file is created
+    # O_EXCL|O_NOFOLLOW in tmp/, fsync'ed and closed before it is linked into new/, and new/
+    # is fsync'ed after the link and before the exit (so exit 0 means durable).
+    if not shutil.which("strace"):
+        pytest.skip("needs strace")
+    log = tmp_path / "strace.log"
+    e = base_env(SENDER="a@example.org", RECIPIENT="bob@example.test")
+    r = subprocess.run(["strace", "-f", "-e", "trace=openat,fsync,close,linkat,renameat,"
+                        "unlinkat,exit_group", "-o", str(log), prog("deliver-maildir"), md],
+                       input=MSG.encode(), env=e, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    calls = [l.split(None, 1)[1] for l in log.read_text().splitlines() if " " in l]
+    [name] = ls(md, "new")
+    base = name.split(",S=")[0]
+
+    def find(pat, start=0):
+        for i in range(start, len(calls)):
+            m = re.search(pat, calls[i])
+            if m:
+                return i, m
+        raise AssertionError("no %r after call %d in:\n%s" % (pat, start, "\n".join(calls)))
+
+    i_tmp, m = find(r'^openat\(\d+, "tmp", .*O_NOFOLLOW.*\)\s*= (\d+)')
+    tmpfd = m.group(1)
+    i_new, m = find(r'^openat\(\d+, "new", .*O_NOFOLLOW.*\)\s*= (\d+)')
+    newfd = m.group(1)
+    i_open, m = find(r'^openat\(%s, "%s", (\S+), 0600\)\s*= (\d+)' % (tmpfd, re.escape(base)))
+    assert set(m.group(1).split("|")) >= {"O_WRONLY", "O_CREAT", "O_EXCL", "O_NOFOLLOW"}
+    filefd = m.group(2)
+    i_sync, _ = find(r"^fsync\(%s\)\s*= 0" % filefd, i_open)
+    i_close, _ = find(r"^close\(%s\)\s*= 0" % filefd, i_sync)
+    i_link, _ = find(r'^linkat\(%s, "%s", %s, "%s", 0\)\s*= 0' % (
+        tmpfd, re.escape(base), newfd, re.escape(name)), i_close)
+    i_unlink, _ = find(r'^unlinkat\(%s, "%s", 0\)\s*= 0' % (tmpfd, re.escape(base)), i_link)
+    i_dsync, _ = find(r"^fsync\(%s\)\s*= 0" % newfd, i_link)
+    i_exit, _ = find(r"^exit_group\(0\)", i_dsync)
+    assert i_tmp < i_open and i_new < i_open
