@@ -145,13 +145,13 @@ static int query(char const *name, int type, int *len, dns_result *r)
 /* Walks the answer section of a reply to a query for qname of type: follows CNAMEs from qname
  * (bounded) and calls f on each record of that type owned by the final name.
  * Returns the number of records passed to f, or -1 if the answer is malformed. */
-static int each_answer(int len, char const *qname, int type,
-                       int (*f)(ns_msg *, ns_rr *, void *), void *data)
+static int each_answer_in(unsigned char const *buf, int len, char const *qname, int type,
+                          int (*f)(ns_msg *, ns_rr *, void *), void *data)
 {
   ns_msg msg;
   char cur[NS_MAXDNAME];
   int hops, count = 0, i, nrr;
-  if (ns_initparse(answer, len, &msg) < 0) return -1;
+  if (len < 0 || ns_initparse(buf, len, &msg) < 0) return -1;
   if (ns_msg_getflag(msg, ns_f_tc)) return -1;
   nrr = ns_msg_count(msg, ns_s_an);
   if (strlen(qname) >= sizeof cur) return -1;
@@ -181,6 +181,12 @@ static int each_answer(int len, char const *qname, int type,
     count++;
   }
   return count;
+}
+
+static int each_answer(int len, char const *qname, int type,
+                       int (*f)(ns_msg *, ns_rr *, void *), void *data)
+{
+  return each_answer_in(answer, len, qname, type, f, data);
 }
 
 typedef struct addctx_s addctx;
@@ -404,4 +410,43 @@ int dns_mx(char const *domain, dns_result *r)
   if (temp) return DNS_TEMP;
   why(r, "no MX host of ", domain, " has an address");
   return DNS_PERM;
+}
+
+int dns_parse_reply(unsigned char const *buf, int len, char const *qname, int want_mx,
+                    dns_result *r)
+{
+  static mx list[DNS_MX_MAX];
+  r->n = 0;
+  if (want_mx) {
+    mxctx c;
+    unsigned int i;
+    int cnt;
+    c.list = list;
+    c.n = 0;
+    c.null = 0;
+    cnt = each_answer_in(buf, len, qname, ns_t_mx, &on_mx, &c);
+    if (cnt < 0) return -1;
+    if (c.null) return -2;
+    for (i = 0; i < c.n; i++) {
+      static unsigned char const zero[16];
+      if (strlen(list[i].host) > DNS_NAME_MAX) return -1;
+      add_target(r, list[i].host, list[i].pref, 0, zero);
+    }
+    return (int)c.n;
+  } else {
+    addctx ctx;
+    int k, total = 0;
+    for (k = 0; k < 2; k++) {
+      int c;
+      ctx.r = r;
+      ctx.host = qname;
+      ctx.pref = 0;
+      ctx.is6 = !k;
+      ctx.n = 0;
+      c = each_answer_in(buf, len, qname, k ? ns_t_a : ns_t_aaaa, &on_addr, &ctx);
+      if (c < 0) return -1;
+      total += (int)ctx.n;
+    }
+    return total;
+  }
 }

@@ -56,4 +56,12 @@ char *dns_fmt_ip(dns_target const *t, char *buf);
  * *is6/ip on success, 0 if it is not a valid literal. */
 int dns_literal(char const *s, size_t len, int *is6, unsigned char *ip);
 
+/* For tests and fuzzing: parses a DNS reply held in buf[0..len) to a query for qname, as
+ * dns_mx and dns_host do, without sending anything. want_mx=1: the MX records (hosts are
+ * appended to r with their preferences and address 0.0.0.0); want_mx=0: the AAAA and A
+ * records of qname. Returns the number of records used, -1 if the reply is malformed, -2 for
+ * a null MX. */
+int dns_parse_reply(unsigned char const *buf, int len, char const *qname, int want_mx,
+                    dns_result *r);
+
 #endif

@@ -1,5 +1,7 @@
 """mx-resolve against a dnsmasq on a loopback port: MX order, implicit MX, null MX, CNAME,
 NXDOMAIN, a dead zone, a server that never answers, malformed answers, address literals."""
+import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -8,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import base_env, prog
+from conftest import ROOT, base_env, prog
 from outbound_helpers import Dnsmasq, free_udp_port
 
 RECORDS = [
@@ -197,3 +199,50 @@ def test_broken_servers_are_temporary(mode):
         assert time.monotonic() - t < 20
     finally:
         f.stop()
+
+
+def _name(n):
+    return b"".join(bytes([len(l)]) + l for l in n.encode().split(b".")) + b"\0"
+
+
+def _reply(qtype, answers):
+    q = _name("example.test") + struct.pack(">HH", qtype, 1)
+    out = struct.pack(">HHHHHH", 0x1234, 0x8180, 1, len(answers), 0, 0) + q
+    for owner, t, rdata in answers:
+        out += owner + struct.pack(">HHIH", t, 1, 60, len(rdata)) + rdata
+    return out
+
+
+SEEDS = {
+    "mx": b"\x01" + _reply(15, [(b"\xc0\x0c", 15, b"\x00\x0a" + _name("mx1.example.test")),
+                                (b"\xc0\x0c", 15, b"\x00\x14\x03mx2\xc0\x0c")]),
+    "cname": b"\x01" + _reply(15, [(b"\xc0\x0c", 5, _name("other.test")),
+                                   (_name("other.test"), 15, b"\x00\x05" + _name("mx.test"))]),
+    "null": b"\x01" + _reply(15, [(b"\xc0\x0c", 15, b"\x00\x00\x00")]),
+    "addr": b"\x00" + _reply(1, [(b"\xc0\x0c", 1, b"\x7f\x00\x00\x02"),
+                                 (b"\xc0\x0c", 28, b"\x00" * 15 + b"\x01")]),
+}
+
+
+@pytest.mark.skipif(not shutil.which("clang"), reason="clang not installed")
+def test_dns_reply_parser_fuzz(tmp_path):
+    """libFuzzer on lib/dns's reply parsing, seeded with well-formed replies: nothing found."""
+    exe = str(tmp_path / "dns_fuzz")
+    r = subprocess.run(["clang", "-g", "-O1", "-std=c99", "-D_POSIX_C_SOURCE=200809L",
+                        "-D_XOPEN_SOURCE=700", "-I" + os.path.join(ROOT, "lib"),
+                        "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",
+                        "-o", exe, os.path.join(ROOT, "fuzz", "dns_fuzz.c"),
+                        os.path.join(ROOT, "lib", "dns.c"), "-l:libskarnet.a", "-lresolv"],
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, data in SEEDS.items():
+        (corpus / name).write_bytes(data)
+    r = subprocess.run([exe, "-runs=300000", "-seed=1", "-max_len=1024",
+                        "-artifact_prefix=%s/" % tmp_path, str(corpus)],
+                       capture_output=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
+    assert b"Done 300000 runs" in r.stderr
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(("crash-", "leak-", "oom-"))]
+
