@@ -179,11 +179,7 @@ int maildir_tmp_commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *new
   int fd = t->fd;
   if (fsync(fd) < 0) goto fail;
   t->fd = -1;
-  if (close(fd) < 0) {
-    t->fd = -1;
-    unlinkat(t->tmpfd, t->name.s, 0);
-    goto failclosed;
-  }
+  if (close(fd) < 0) goto failunlink; /* NFS reports write errors here */
   if (!stralloc_copyb(&base, t->name.s, t->name.len - 1) || !stralloc_0(&base)) goto failunlink;
   for (tries = 0;; tries++) {
     if (newname_make(newname, base.s, size, sizetag) < 0) goto failunlink;
