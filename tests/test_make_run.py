@@ -132,10 +132,13 @@ def test_make_run_keeps_an_existing_instance(tmp_path):
         finally:
             os.killpg(p.pid, signal.SIGINT)
             try:
-                p.wait(timeout=30)
+                rc = p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+                rc = "hung"
+            rest = p.stdout.read()
             p.stdout.close()
+        assert rc == 0 and b"pillarbox: stopped" in rest, (rc, rest)
         wait_for(lambda: not procs_under(var), timeout=20, what="services to stop")
     assert pws[0] == pws[1]
