@@ -1,0 +1,286 @@
+"""Queue benchmark: queue-inject, queue-run and queue-list against the disk's ceiling.
+
+Ceiling (baseline, same run): write a 2 KB file, fsync it, rename it, fsync the directory, with
+1, 8 and 20 parallel writers (threads; the syscalls release the GIL): commits per second.
+
+Injection: N 2 KB messages through queue-inject (one process each, message on fd 0, envelope
+on fd 1, as smtp-receive runs it) with 1, 8 and 20 injectors at once. Target: 0.8 of the
+ceiling at the same parallelism. The rate at which this script can start a process that exits
+at once (/bin/true) is printed too: with Python driving, it bounds what can be seen.
+
+Local delivery: the N messages queued by the 20-way run, to 100 Maildirs, delivered by
+queue-run (deliver-maildir children, concurrency-local 20): rate from the first delivery to
+the last. Target: 0.4 of the 20-writer ceiling.
+
+Scale: 100,000 messages queued (written in the queue format directly, not fsync'ed, to save
+time): queue-run's first delivery after start (target < 2 s) and its resident memory (target
+< 64 MB), queue-list over all of them (target < 3 s), and 8-way injection of 2,000 more
+compared with the same into an empty queue (target: no more than 10 % slower).
+
+Environment: BENCH_QUEUE_N (default 10000), BENCH_QUEUE_SCALE (default 100000).
+"""
+import os
+import sys
+
+# this file is named queue.py: keep its directory off the path, or it shadows the stdlib's queue
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import concurrent.futures  # noqa: E402
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BIN = os.path.join(ROOT, "bin")
+N = int(os.environ.get("BENCH_QUEUE_N", "10000"))
+SCALE = int(os.environ.get("BENCH_QUEUE_SCALE", "100000"))
+BOXES = 100
+PARALLEL = (1, 8, 20)
+
+
+def message(i):
+    head = ("From: sender@example.test\nTo: user%d@example.test\nSubject: bench %d\n"
+            "Message-ID: <%d@example.test>\n\n" % (i % BOXES, i, i)).encode()
+    line = b"The quick brown fox jumps over the lazy dog. 0123456789 abcdefghij\n"
+    body = line * ((2048 - len(head)) // len(line))
+    return head + body + b"." * max(0, 2048 - len(head) - len(body) - 1) + b"\n"
+
+
+def envelope(i):
+    return b"Fsender@example.test\0Tuser%d@example.test\0\0" % (i % BOXES)
+
+
+def env_for(root):
+    e = dict(os.environ)
+    e["PATH"] = BIN + ":" + e.get("PATH", "/usr/bin:/bin")
+    e["MAILROOT"] = root
+    return e
+
+
+def ceiling(base, writers, count):
+    d = os.path.join(base, "ceiling%d" % writers)
+    os.makedirs(d)
+    data = message(0)
+    per = count // writers
+
+    def work(w):
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for i in range(per):
+                tmp = os.path.join(d, "t%d.%d" % (w, i))
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.write(fd, data)
+                os.fsync(fd)
+                os.close(fd)
+                os.rename(tmp, os.path.join(d, "m%d.%d" % (w, i)))
+                os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(writers) as ex:
+        list(ex.map(work, range(writers)))
+    el = time.monotonic() - t0
+    shutil.rmtree(d)
+    return per * writers / el
+
+
+def make_instance(base, name, users=0):
+    root = os.path.join(base, name)
+    e = env_for(root)
+    r = subprocess.run([os.path.join(BIN, "mail-instance"), "create", root, "--hostname",
+                        "mx.example.test", "--domain", "example.test"], env=e,
+                       capture_output=True)
+    if r.returncode:
+        sys.exit("mail-instance: %r" % r.stderr)
+    if users:
+        # the text source, then one rebuild (hash "!" = no login; delivery needs none)
+        lines = []
+        for b in range(users):
+            md = os.path.join(root, "mail", "example.test", "user%d" % b)
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(os.path.join(md, sub))
+            lines.append("user%d@example.test:!:mail/example.test/user%d:0" % (b, b))
+        with open(os.path.join(root, "control", "users"), "a") as f:
+            f.write("\n".join(lines) + "\n")
+        r = subprocess.run([os.path.join(BIN, "mail-user"), "rebuild"], env=e,
+                           capture_output=True)
+        if r.returncode:
+            sys.exit("mail-user rebuild: %r" % r.stderr)
+    return root
+
+
+def inject_many(root, par, count, start=0):
+    """count injections with par at once; returns (rate, failures)."""
+    e = env_for(root)
+    qi = os.path.join(BIN, "queue-inject")
+    files = os.path.join(root, "benchin")
+    os.makedirs(files, exist_ok=True)
+    paths = []
+    for k in range(BOXES):  # 100 distinct message/envelope pairs, reused
+        mp, ep = os.path.join(files, "m%d" % k), os.path.join(files, "e%d" % k)
+        with open(mp, "wb") as f:
+            f.write(message(k))
+        with open(ep, "wb") as f:
+            f.write(envelope(k))
+        paths.append((mp, ep))
+    fails = []
+
+    def work(w):
+        for i in range(start + w, start + count, par):
+            mp, ep = paths[i % BOXES]
+            with open(mp, "rb") as mf, open(ep, "rb") as ef:
+                rc = subprocess.call([qi], stdin=mf, stdout=ef, env=e)
+            if rc:
+                fails.append(rc)
+
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(par) as ex:
+        list(ex.map(work, range(par)))
+    return count / (time.monotonic() - t0), fails
+
+
+def spawn_rate(par, count):
+    def work(w):
+        for i in range(w, count, par):
+            subprocess.call(["/bin/true"])
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(par) as ex:
+        list(ex.map(work, range(par)))
+    return count / (time.monotonic() - t0)
+
+
+def count_lines(path, prefix):
+    with open(path, "rb") as f:
+        data = f.read()
+    return data.count(b"\n" + prefix) + data.startswith(prefix)
+
+
+def drain(root, expect, timeout=300):
+    """Runs queue-run until `expect` messages are done; returns (first, last) delivery times."""
+    log = os.path.join(root, "bench-queue-run.log")
+    e = env_for(root)
+    with open(log, "wb") as lf:
+        t0 = time.monotonic()
+        p = subprocess.Popen([os.path.join(BIN, "queue-run")], stdout=lf,
+                             stderr=subprocess.STDOUT, env=e)
+        first = None
+        try:
+            while True:
+                time.sleep(0.05)
+                if first is None and count_lines(log, b"delivery ") > 0:
+                    first = time.monotonic()
+                if count_lines(log, b"done ") >= expect:
+                    break
+                if time.monotonic() - t0 > timeout or p.poll() is not None:
+                    raise SystemExit("queue-run did not finish: %s" % open(log).read()[-2000:])
+            last = time.monotonic()
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=60)
+    return t0, first, last
+
+
+def write_queue_directly(root, count):
+    q = os.path.join(root, "queue", "mess")
+    os.makedirs(q, exist_ok=True)
+    now = int(time.time())
+    for i in range(count):
+        env = envelope(i)
+        msg = message(i)
+        hdr = b"PBQ1 %d %d %d\n" % (now, len(env), len(msg))
+        with open(os.path.join(q, "%d.%06d.%d" % (now - 100, i % 1000000, 4000000 + i)), "wb") as f:
+            f.write(hdr + env + msg)
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    base = tempfile.mkdtemp(prefix="pillarbox-bench-queue-", dir=os.environ.get("TMPDIR", "/var/tmp"))
+    print("queue benchmark, %s UTC, %d messages of 2 KB, cpus=%d, load=%s" % (
+        time.strftime("%Y-%m-%d %H:%M", time.gmtime()), N, os.cpu_count(),
+        " ".join("%.1f" % x for x in os.getloadavg())))
+    try:
+        ceil = {}
+        for w in PARALLEL:
+            ceil[w] = ceiling(base, w, 2000)
+        print("%-10s %12s %12s %7s %12s" % ("parallel", "ceiling/s", "inject/s", "ratio", "spawn/s"))
+        for w in PARALLEL:
+            root = make_instance(base, "inj%d" % w, users=BOXES if w == 20 else 0)
+            rate, fails = inject_many(root, w, N)
+            sp = spawn_rate(w, 2000)
+            print("%-10d %12.0f %12.0f %7.2f %12.0f%s" % (w, ceil[w], rate, rate / ceil[w], sp,
+                                                         "  FAILURES %r" % fails[:5] if fails else ""))
+            if w != 20:
+                shutil.rmtree(root)
+        # local delivery of the 20-way run's N messages
+        root = os.path.join(base, "inj20")
+        with open(os.path.join(root, "control", "concurrency-local"), "w") as f:
+            f.write("20\n")
+        t0, first, last = drain(root, N)
+        rate = N / (last - first)
+        delivered = sum(len(os.listdir(os.path.join(root, "mail", "example.test", "user%d" % b, "new")))
+                        for b in range(BOXES))
+        print("local delivery: %d messages (%d in Maildirs), first delivery %.2fs after start, "
+              "%.1fs first to last: %.0f msg/s, ratio to the 20-writer ceiling %.2f (target 0.4)"
+              % (N, delivered, first - t0, last - first, rate, rate / ceil[20]))
+        # scale: 100,000 queued
+        for sub in ("new",):
+            for b in range(BOXES):
+                d = os.path.join(root, "mail", "example.test", "user%d" % b, sub)
+                for n in os.listdir(d):
+                    os.unlink(os.path.join(d, n))
+        empty = make_instance(base, "empty")
+        e_rate, _ = inject_many(empty, 8, 2000)
+        t = time.monotonic()
+        write_queue_directly(root, SCALE)
+        print("scale: wrote %d queue files directly in %.1fs" % (SCALE, time.monotonic() - t))
+        e = env_for(root)
+        t = time.monotonic()
+        r = subprocess.run([os.path.join(BIN, "queue-list")], env=e, stdout=subprocess.PIPE)
+        ql = time.monotonic() - t
+        nlines = r.stdout.count(b"\n")
+        t = time.monotonic()
+        r = subprocess.run([os.path.join(BIN, "queue-list"), "-j"], env=e, stdout=subprocess.PIPE)
+        qlj = time.monotonic() - t
+        print("scale: queue-list %d lines in %.2fs, -j in %.2fs (target < 3 s)" % (nlines, ql, qlj))
+        f_rate, _ = inject_many(root, 8, 2000, start=SCALE)
+        print("scale: 8-way injection, empty queue %.0f/s, with %d queued %.0f/s: %.0f%% slower "
+              "(target <= 10%%)" % (e_rate, SCALE, f_rate, 100 * (1 - f_rate / e_rate)))
+        log = os.path.join(root, "scale-queue-run.log")
+        with open(log, "wb") as lf:
+            t0 = time.monotonic()
+            p = subprocess.Popen([os.path.join(BIN, "queue-run")], stdout=lf,
+                                 stderr=subprocess.STDOUT, env=e)
+            first = None
+            try:
+                while time.monotonic() - t0 < 30:
+                    if count_lines(log, b"delivery ") > 0:
+                        first = time.monotonic() - t0
+                        break
+                    time.sleep(0.01)
+                time.sleep(3)
+                rss = rss_kb(p.pid)
+                done = count_lines(log, b"done ")
+            finally:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=60)
+        print("scale: queue-run with %d queued: first delivery %s after start (target < 2 s), "
+              "peak RSS %.1f MB (target < 64 MB), %d done in the next 3 s"
+              % (SCALE + 2000, "%.2fs" % first if first is not None else "NEVER", rss / 1024.0, done))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
