@@ -510,3 +510,58 @@ def test_durable_order_of_system_calls(md, tmp_path):
     i_dsync, _ = find(r"^fsync\(%s\)\s*= 0" % newfd, i_link)
     i_exit, _ = find(r"^exit_group\(0\)", i_dsync)
     assert i_tmp < i_open and i_new < i_open
+
+
+SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+static int count(char const *var)
+{
+  static int n[2];
+  char const *s = getenv(var);
+  int i = var[5] == 'F' ? 0 : 1;
+  return s && ++n[i] == atoi(s);
+}
+int fsync(int fd)
+{
+  int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+  if (count("FAIL_FSYNC")) { errno = EIO; return -1; }
+  return real(fd);
+}
+int linkat(int a, char const *b, int c, char const *d, int e)
+{
+  int (*real)(int, char const *, int, char const *, int) =
+    (int (*)(int, char const *, int, char const *, int))dlsym(RTLD_NEXT, "linkat");
+  if (count("FAIL_LINKAT")) { errno = EIO; return -1; }
+  return real(a, b, c, d, e);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shim")
+    (d / "shim.c").write_text(SHIM)
+    so = str(d / "shim.so")
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", so, str(d / "shim.c"), "-ldl"], check=True,
+                   timeout=60)
+    return so
+
+
+@pytest.mark.parametrize("fault", [
+    {"FAIL_FSYNC": "1"},   # fsync of the message file
+    {"FAIL_LINKAT": "1"},  # the link into new/
+    {"FAIL_FSYNC": "2"},   # fsync of new/ after the link: the message is taken back
+])
+def test_io_errors_at_each_step_are_temporary_and_leave_nothing(md, shim, fault):
+    env = {"LD_PRELOAD": shim, "ASAN_OPTIONS": "detect_leaks=0:verify_asan_link_order=0"}
+    env.update(fault)
+    r = deliver(md, MSG, env=env)
+    assert r.returncode == 111, r.stderr
+    assert b"Input/output error" in r.stderr
+    assert_nothing(md)
+    # the same without the fault delivers: the shim was the only cause
+    env.pop(next(iter(fault)))
+    assert deliver(md, MSG, env=env).returncode == 0
