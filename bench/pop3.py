@@ -14,14 +14,19 @@ Measured:
   3. PSS of the processes serving one logged-in session (after STAT and UIDL).
 Prints the figures and the ratios pillarbox / Dovecot. Run: /usr/bin/python3 bench/pop3.py
 """
-import multiprocessing
 import os
+import sys
+
+# bench/ holds other benchmarks (bench/queue.py, ...) that would shadow standard modules which
+# multiprocessing imports: keep this directory off the module path.
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import multiprocessing  # noqa: E402
 import random
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
