@@ -7,6 +7,7 @@ import re
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import time
 
@@ -78,13 +79,24 @@ def test_make_run_end_to_end(tmp_path):
             s.ehlo("client.example")
             s.sendmail("someone@elsewhere.example", ["demo@example.test"],
                        b"From: someone@elsewhere.example\r\nSubject: make run\r\n\r\nhello demo\r\n")
+        # port 25's service offers STARTTLS (tls-serve -S) with the instance's certificate
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.ehlo("client.example")
+            assert s.has_extn("starttls")
+            s.starttls(context=ssl._create_unverified_context())
+            s.ehlo("client.example")
+            assert not s.has_extn("starttls")
+            s.sendmail("someone@elsewhere.example", ["demo@example.test"],
+                       b"Subject: over tls\r\n\r\nhello again\r\n")
         new = os.path.join(var, "mail", "example.test", "demo", "new")
 
         def delivered():
             return [n for n in os.listdir(new)] if os.path.isdir(new) else []
-        names = wait_for(delivered, timeout=60, what="delivery to the demo Maildir")
-        with open(os.path.join(new, names[0]), "rb") as f:
-            assert b"hello demo" in f.read()
+        names = wait_for(lambda: len(delivered()) >= 2 and delivered(), timeout=60,
+                         what="delivery to the demo Maildir")
+        got = b"".join(open(os.path.join(new, n), "rb").read() for n in names)
+        assert b"hello demo" in got and b"hello again" in got
+        assert b"with ESMTPS" in got
         assert os.path.exists(os.path.join(var, "log", "smtpd", "current"))
     finally:
         # Ctrl-C: SIGINT to the foreground process group
