@@ -462,6 +462,26 @@ def main():
             (pid, comm) for pid, comm in descendants(dv.pid) if comm == "pop3"])
         print("  dovecot   %d kB  (the pop3 process: %s)" % (dk, " + ".join(
             "%s %d" % d for d in ddetail)))
+        # Text pages are shared between sessions: 4 concurrent sessions (one per account).
+        def concurrent(port, pick):
+            cs = []
+            for u in USERS:
+                c = Client(port)
+                c.login(u)
+                c.cmd(b"STAT")
+                c.multi(b"UIDL")
+                cs.append(c)
+            time.sleep(0.3)
+            total = sum(pss(pid) for pid, _ in pick())
+            for c in cs:
+                c.cmd(b"QUIT")
+                c.close()
+            return total / len(USERS)
+        pc = concurrent(pport, lambda: descendants(pb.pid))
+        dc = concurrent(dport, lambda: [(pid, comm) for pid, comm in descendants(dv.pid)
+                                        if comm == "pop3"])
+        print("  with 4 concurrent sessions, per session: pillarbox %d kB, dovecot %d kB "
+              "(ratio %.2f)" % (pc, dc, pc / dc))
         print("  target: pillarbox < 256 kB")
     finally:
         for p in procs:
