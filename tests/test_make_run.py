@@ -92,10 +92,20 @@ def test_make_run_end_to_end(tmp_path):
 
         def delivered():
             return [n for n in os.listdir(new)] if os.path.isdir(new) else []
-        names = wait_for(lambda: len(delivered()) >= 2 and delivered(), timeout=60,
+        # the inject service: sendmail through the local injection socket
+        # readiness through notification-fd: s6-ipcserver -1 says when it listens
+        r = subprocess.run(["s6-svwait", "-U", "-t", "30000", os.path.join(var, "service", "inject")],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run([os.path.join(ROOT, "bin", "sendmail"), "demo@example.test"],
+                           input=b"Subject: via the socket\n\nhello socket\n",
+                           env=dict(env, MAILROOT=var, QUEUE_INJECT="queue-inject-ipc -c"),
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        names = wait_for(lambda: len(delivered()) >= 3 and delivered(), timeout=60,
                          what="delivery to the demo Maildir")
         got = b"".join(open(os.path.join(new, n), "rb").read() for n in names)
-        assert b"hello demo" in got and b"hello again" in got
+        assert b"hello demo" in got and b"hello again" in got and b"hello socket" in got
         assert b"with ESMTPS" in got
         assert os.path.exists(os.path.join(var, "log", "smtpd", "current"))
     finally:
