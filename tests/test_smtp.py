@@ -786,3 +786,14 @@ def test_submission_over_starttls(inst, fake_auth):
         assert b"235 2.7.0" in got
     finally:
         s.close()
+
+
+def test_auth_with_the_real_auth_check(inst):
+    """The same exchange through bin/auth-check and users.cdb (conftest's password: secret)."""
+    inst.control("smtp-authdelay", "0")
+    c, r = session(inst, "AUTH PLAIN " + b64("\0user@example.test\0wrong"),
+                   "AUTH PLAIN " + b64("\0User@Example.test\0secret"),
+                   "MAIL FROM:<user@example.test>", "RCPT TO:<x@elsewhere.example>",
+                   env={"SMTPAUTH_PLAINTEXT": "1", "SMTPAUTH": "1"})
+    assert c[2:6] == [535, 235, 250, 250], r.stdout
+    assert b"auth ok ip=192.0.2.7 user=user@example.test" in r.stderr
