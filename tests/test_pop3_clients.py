@@ -279,3 +279,49 @@ def test_delivered_message_retrieved_byte_correct(servers):
         p.quit()
     finally:
         p.close()
+
+
+def test_service_templates(mailbox, tmp_path):
+    """services/pop3 (STLS) and services/pop3s (implicit TLS) as an instance gets them: tokens
+    filled in, env/PORT set; each run script must bring up a working server."""
+    put(mailbox, 1)
+    ports, procs = {}, []
+    try:
+        for name in ("pop3", "pop3s"):
+            d = tmp_path / "service" / name
+            shutil.copytree(os.path.join(os.path.dirname(BIN), "services", name), d)
+            run = (d / "run").read_text().replace("@MAILROOT@", mailbox.root).replace(
+                "@BINDIR@", BIN)
+            (d / "run").write_text(run)
+            assert os.access(str(d / "run"), os.X_OK)
+            assert (d / "env" / "PORT").read_text().strip() == {"pop3": "110", "pop3s": "995"}[name]
+            ports[name] = free_port()
+            (d / "env" / "PORT").write_text("%d\n" % ports[name])
+            procs.append(subprocess.Popen(["./run"], cwd=str(d), stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, env=mailbox.env))
+        wait_for(lambda: all(listening(p) for p in ports.values()), what="services")
+        p = poplib.POP3("127.0.0.1", ports["pop3"], timeout=20)
+        try:
+            assert "STLS" in p.capa()
+            p.stls(tls_context())
+            p.user(USER)
+            assert p.pass_(PASSWORD).startswith(b"+OK 1 message")
+            p.quit()
+        finally:
+            p.close()
+        p = poplib.POP3_SSL("127.0.0.1", ports["pop3s"], context=tls_context(), timeout=20)
+        try:
+            p.user(USER)
+            assert p.pass_(PASSWORD).startswith(b"+OK 1 message")
+            p.quit()
+        finally:
+            p.close()
+    finally:
+        for pr in procs:
+            pr.terminate()
+        for pr in procs:
+            try:
+                pr.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pr.kill()
+                pr.wait()
