@@ -26,7 +26,7 @@ PROG_SRC  := $(sort $(wildcard bin/*.c))
 PROGS     := $(PROG_SRC:.c=)
 MANPAGES  := $(sort $(wildcard doc/*.[18]))
 
-.PHONY: all check bench fuzz run install clean deps deps-test
+.PHONY: all check bench fuzz run install clean deps deps-test FORCE
 
 all: $(PROGS)
 
