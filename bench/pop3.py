@@ -35,7 +35,7 @@ BIN = os.path.join(ROOT, "bin")
 NMSG = int(os.environ.get("BENCH_POP3_MESSAGES", "2000"))
 USERS = ["bench%d@example.test" % i for i in range(1, 5)]
 PASSWORD = "bench password"
-SHORT_SECONDS = float(os.environ.get("BENCH_POP3_SECONDS", "8"))
+SHORT_SECONDS = float(os.environ.get("BENCH_POP3_SECONDS", "6"))
 RUN_AS = "nobody"
 
 
@@ -429,14 +429,12 @@ def main():
             single_run(pport, u)
             single_run(dport, u)
 
-        res = {}
-        for name, port in (("pillarbox", pport), ("dovecot", dport)):
-            times, octets = [], None
-            for _ in range(3):
+        res = {"pillarbox": (1e9, 0), "dovecot": (1e9, 0)}
+        for _ in range(5):  # alternated, best of 5
+            for name, port in (("pillarbox", pport), ("dovecot", dport)):
                 took, octets = single_run(port, USERS[0])
-                times.append(took)
-            res[name] = (min(times), octets)
-        print("one client, login+STAT+UIDL+RETR x%d+QUIT (best of 3):" % NMSG)
+                res[name] = (min(res[name][0], took), octets)
+        print("one client, login+STAT+UIDL+RETR x%d+QUIT (best of 5):" % NMSG)
         for name in ("pillarbox", "dovecot"):
             print("  %-9s %.3f s  (%d octets of RETR replies)" % (name, res[name][0],
                                                                  res[name][1]))
@@ -445,11 +443,12 @@ def main():
         ratio = res["pillarbox"][0] / res["dovecot"][0]
         print("  ratio pillarbox/dovecot time: %.2f (target <= 0.8)" % ratio)
 
-        rates = {}
-        for name, port in (("pillarbox", pport), ("dovecot", dport)):
-            rates[name] = short_sessions(port)
-        print("4 parallel clients, short sessions (login, STAT, UIDL, 20 RETR, QUIT), %.0fs:"
-              % SHORT_SECONDS)
+        rates = {"pillarbox": 0.0, "dovecot": 0.0}
+        for _ in range(2):  # alternated, best of 2: the machine is shared and noisy
+            for name, port in (("pillarbox", pport), ("dovecot", dport)):
+                rates[name] = max(rates[name], short_sessions(port))
+        print("4 parallel clients, short sessions (login, STAT, UIDL, 20 RETR, QUIT), %.0fs, "
+              "best of 2:" % SHORT_SECONDS)
         for name in ("pillarbox", "dovecot"):
             print("  %-9s %.1f sessions/s" % (name, rates[name]))
         print("  ratio pillarbox/dovecot rate: %.2f (target >= 1.0)"
