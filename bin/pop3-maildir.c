@@ -206,9 +206,20 @@ static int mopen(msg *m)
 {
   char p[300];
   int fd;
+  struct stat st;
   mpath(m, p, sizeof p);
-  fd = open(p, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) m->flags |= F_GONE;
+  /* A message is a regular file: a symlink or anything else in new/ or cur/ counts as gone
+   * (O_NOFOLLOW: ELOOP), never as something to read through. */
+  fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+    fd_close(fd);
+    fd = -1;
+    errno = ENOENT;
+  }
+  if (fd < 0 && (errno == ENOENT || errno == ELOOP)) {
+    m->flags |= F_GONE;
+    errno = ENOENT;
+  }
   return fd;
 }
 

@@ -679,3 +679,18 @@ def test_size_cache(box):
         f.write(b"garbage\n" + b"x" * 20000 + b"\n" + a.encode() + b" notanumber\n")
     r = box.session([b"LIST", b"QUIT"])
     assert b"1 %d\r\n2 %d\r\n" % (size1, size2) in r.stdout
+
+
+def test_symlinks_and_directories_are_not_messages(box, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"Subject: not mail\n\nprivate\n")
+    os.symlink(str(secret), os.path.join(box.dir, "new", "1700000001.M1P1.link"))
+    os.mkdir(os.path.join(box.dir, "new", "1700000002.M2P2.dir"))
+    box.add(MSG2, when=1700000003)
+    r = box.session([b"LIST", b"RETR 1", b"RETR 2", b"RETR 3", b"QUIT"])
+    assert b"private" not in r.stdout
+    rs = replies(r.stdout)[2:]
+    assert rs[1].startswith(b"-ERR [SYS/PERM] message vanished")
+    assert rs[2].startswith(b"-ERR [SYS/PERM] message vanished")
+    assert rs[3].startswith(b"+OK")
+    assert rs[4] == b"+OK bye"
