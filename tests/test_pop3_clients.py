@@ -325,3 +325,25 @@ def test_service_templates(mailbox, tmp_path):
             except subprocess.TimeoutExpired:
                 pr.kill()
                 pr.wait()
+
+
+def test_stls_injection_through_tls_serve(servers):
+    """A command pipelined behind STLS in plaintext is never answered inside TLS."""
+    s = socket.create_connection(("127.0.0.1", servers.port), timeout=20)
+    try:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"+OK")
+        s.sendall(b"STLS\r\nCAPA\r\n")
+        assert f.readline() == b"+OK begin TLS negotiation\r\n"
+        t = tls_context().wrap_socket(s, server_hostname="mx.example.test")
+        t.sendall(b"NOOP\r\n")
+        got = b""
+        while b"\r\n" not in got:
+            chunk = t.recv(4096)
+            assert chunk, got
+            got += chunk
+        assert got.startswith(b"-ERR not logged in\r\n"), got  # not the CAPA's +OK
+        t.sendall(b"QUIT\r\n")
+        t.close()
+    finally:
+        s.close()
