@@ -80,7 +80,7 @@ static void readnames(char const *sub, nameset *ns)
   if (errno) strerr_diefu2sys(111, "read ", p.s);
   closedir(d);
   stralloc_free(&p);
-  qsort(ns->off, ns->n, sizeof *ns->off, &cmpname);
+  if (ns->n > 1) qsort(ns->off, ns->n, sizeof *ns->off, &cmpname);
 }
 
 static int inset(nameset const *ns, char const *id)

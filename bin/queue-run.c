@@ -975,6 +975,11 @@ static void defer(active *a, queue_target *t, char const *diag, size_t len)
 static void lastline(stralloc *out, char const **s, size_t *len)
 {
   size_t e = out->len, b;
+  if (!out->s) {
+    *s = "";
+    *len = 0;
+    return;
+  }
   while (e && (out->s[e - 1] == '\n' || out->s[e - 1] == '\r' || out->s[e - 1] == ' ')) e--;
   b = e;
   while (b && out->s[b - 1] != '\n') b--;
