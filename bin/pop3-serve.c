@@ -122,9 +122,22 @@ static int reap(pid_t pid)
   return WIFEXITED(wstat) ? WEXITSTATUS(wstat) : 256;
 }
 
-static void failed(char const *reply)
+/* The log name of a login attempt: printable ASCII only, bounded (it comes from the client). */
+static char const *logname(char const *u, size_t len)
 {
-  int r = authfail_record(ip);
+  static char buf[65];
+  size_t i;
+  if (len > 64) len = 64;
+  for (i = 0; i < len; i++) buf[i] = (u[i] > 0x20 && u[i] < 0x7f) ? u[i] : '?';
+  buf[len] = 0;
+  return buf;
+}
+
+static void failed(char const *reply, char const *u, size_t ulen)
+{
+  int r;
+  strerr_warni4x("failed login for ", logname(u, ulen), " from ", ip ? ip : "unknown");
+  r = authfail_record(ip);
   if (r < 0) strerr_warnwu1sys("record a failed login");
   fails++;
   if (faildelay) sleep(faildelay);
@@ -151,7 +164,7 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   }
   credlen = sasl_checkpassword_input(creds, sizeof creds, u, ulen, pw, pwlen);
   if (!credlen) {
-    failed("-ERR [AUTH] invalid user name or password\r\n");
+    failed("-ERR [AUTH] invalid user name or password\r\n", u, ulen);
     return;
   }
   if (!pop3io_flush()) die_io();
@@ -194,7 +207,7 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   }
   switch (code) {
     case 0: _exit(0); /* a post-login program that does not notify: it had the session */
-    case 1: failed("-ERR [AUTH] invalid user name or password\r\n"); return;
+    case 1: failed("-ERR [AUTH] invalid user name or password\r\n", u, ulen); return;
     case 2: put("-ERR [SYS/PERM] login misconfigured\r\n"); return;
     default: put("-ERR [SYS/TEMP] unable to check the password, try later\r\n"); return;
   }
@@ -262,7 +275,7 @@ static void auth(pop3_cmd const *c)
   r = sasl_plain_parse(dec, declen, &p);
   if (r == SASL_EAUTHZ) {
     memset(dec, 0, sizeof dec);
-    failed("-ERR [AUTH] not allowed to log in as someone else\r\n");
+    failed("-ERR [AUTH] not allowed to log in as someone else\r\n", p.authcid, p.authcidlen);
     return;
   }
   if (r != SASL_OK) {

@@ -256,6 +256,12 @@ def test_bad_password_is_auth_error_and_user_forgotten(box):
     assert rs[1].startswith(b"-ERR [AUTH]")
     assert rs[2] == b"-ERR USER first"
     assert rs[3] == b"+OK bye"
+    assert b"pop3-serve: info: failed login for joe from 127.0.0.1\n" in r.stderr
+    # What the client sends is logged printable and bounded.
+    tok = base64.b64encode(b"\0jo\ne\x1b" + b"x" * 100 + b"\0pw")
+    r = box.run(b"AUTH PLAIN " + tok + b"\r\nQUIT\r\n")
+    assert replies(r.stdout)[0].startswith(b"-ERR [AUTH]")
+    assert b"failed login for jo?e?" + b"x" * 59 + b" from" in r.stderr
 
 
 def test_failed_logins_slowed_and_connection_dropped(box):
@@ -395,6 +401,8 @@ def test_dele_then_quit_removes(box):
     keep = box.add(MSG2)
     r = box.session([b"DELE 1", b"QUIT"])
     assert r.stdout.endswith(b"+OK bye\r\n")
+    assert (b"pop3-maildir: info: joe@example.test: quit: 2 messages, 0 retrieved and kept, "
+            b"1 deleted\n") in r.stderr
     assert box.files("new") == [keep] and box.files("cur") == []
 
 
