@@ -22,13 +22,13 @@ class Server:
         env = dict(inst.env)
         env.update(extra_env or {})
         self.procs = []
-        self.procs.append(subprocess.Popen(
-            ["tcpserver", "-R", "-H", "-l", "mx.example.test", "127.0.0.1", str(self.port),
-             prog("smtp-receive")], env=env, stdout=subprocess.DEVNULL,
-            stderr=open(inst.path("smtpd.log"), "ab")))
-        self.procs.append(subprocess.Popen([prog("queue-run")], env=env,
-                                           stdout=open(inst.path("queue-run.log"), "ab"),
-                                           stderr=subprocess.STDOUT))
+        with open(inst.path("smtpd.log"), "ab") as log:
+            self.procs.append(subprocess.Popen(
+                ["tcpserver", "-R", "-H", "-l", "mx.example.test", "127.0.0.1", str(self.port),
+                 prog("smtp-receive")], env=env, stdout=subprocess.DEVNULL, stderr=log))
+        with open(inst.path("queue-run.log"), "ab") as log:
+            self.procs.append(subprocess.Popen([prog("queue-run")], env=env, stdout=log,
+                                               stderr=subprocess.STDOUT))
         wait_for(self.up, timeout=10, what="tcpserver on %d" % self.port)
 
     def up(self):
@@ -143,14 +143,18 @@ def test_pipelined_session_many_messages(srv):
         for i in range(n):
             s.sendall(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.test>\r\nDATA\r\n")
             buf = b""
-            while not buf.endswith(b"\r\n") or 354 not in _codes(buf):
-                buf += s.recv(4096)
-            assert _codes(buf) == [250, 250, 354]
+            while not buf.endswith(b"\r\n") or len(_codes(buf)) < 3:
+                c = s.recv(4096)
+                assert c, buf
+                buf += c
+            assert _codes(buf) == [250, 250, 354], buf
             s.sendall(b"Subject: %d\r\n\r\nbody %d\r\n.\r\n" % (i, i))
             buf = b""
             while not buf.endswith(b"\r\n"):
-                buf += s.recv(4096)
-            assert _codes(buf) == [250]
+                c = s.recv(4096)
+                assert c, buf
+                buf += c
+            assert _codes(buf) == [250], buf
         s.sendall(b"QUIT\r\n")
     delivered(srv.inst, "user@example.test", n, timeout=60)
 
