@@ -6,6 +6,9 @@
  * input in $POP3_INPUT. Writes the +OK that answers PASS / AUTH itself.
  */
 #include <dirent.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -193,6 +196,9 @@ static int listing_load(void)
   names.a = bytes;
   if (!scan("new", 0, n) || !scan("cur", F_CUR, n)) return 0;
   msort(&bytime);
+#ifdef __GLIBC__
+  malloc_trim(0); /* give back the directory buffers: the session keeps only the listing */
+#endif
   return 1;
 }
 
