@@ -439,9 +439,12 @@ static void write_received(injector *j)
 {
   char date[64];
   stralloc *r = &tmp;
-  char const *proto = esmtp ? (authst.user.len ? (authst.tls ? "ESMTPSA" : "ESMTPA")
-                                               : (authst.tls ? "ESMTPS" : "ESMTP"))
-                            : "SMTP";
+  /* RFC 3848 and RFC 6531 protocol names: [UTF8]SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA */
+  char const *proto = !esmtp ? "SMTP"
+                      : mailp.smtputf8 ? (authst.user.len ? (authst.tls ? "UTF8SMTPSA" : "UTF8SMTPA")
+                                                          : (authst.tls ? "UTF8SMTPS" : "UTF8SMTP"))
+                      : (authst.user.len ? (authst.tls ? "ESMTPSA" : "ESMTPA")
+                                         : (authst.tls ? "ESMTPS" : "ESMTP"));
   fmt_date(date, sizeof date);
   r->len = 0;
   if (!stralloc_cats(r, "Received: from ") || !cat_safe(r, helo.s, helo.len, 64) ||

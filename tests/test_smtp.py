@@ -797,3 +797,14 @@ def test_auth_with_the_real_auth_check(inst):
                    env={"SMTPAUTH_PLAINTEXT": "1", "SMTPAUTH": "1"})
     assert c[2:6] == [535, 235, 250, 250], r.stdout
     assert b"auth ok ip=192.0.2.7 user=user@example.test" in r.stderr
+
+
+def test_received_protocol_names(inst, fake_injector):
+    inj, out = fake_injector
+    env = {"QUEUE_INJECT": inj, "FAKE_OUT": out}
+    for hello, param, proto in ((b"HELO", b"", b"SMTP"), (b"EHLO", b"", b"ESMTP"),
+                                (b"EHLO", b" SMTPUTF8", b"UTF8SMTP")):
+        r = run(inst, hello + b" c\r\nMAIL FROM:<a@b.example>" + param +
+                b"\r\nRCPT TO:<user@example.test>\r\nDATA\r\n" + MSG + b"QUIT\r\n", env=env)
+        assert codes(r.stdout)[-2] == 250, r.stdout
+        assert b" with %s\n" % proto in open(out + ".msg", "rb").read()

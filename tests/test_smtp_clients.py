@@ -209,6 +209,13 @@ def test_sendmail_errors(srv):
     assert r.returncode == 100
 
 
+def test_sendmail_bp_lists_the_queue(srv):
+    r = srv.inst.run("sendmail", "-bp")
+    q = srv.inst.run("queue-list")
+    assert r.returncode == q.returncode == 0
+    assert r.stdout == q.stdout
+
+
 def test_sendmail_bs(srv):
     r = srv.inst.run("sendmail", "-bs", input=b"HELO local\r\nMAIL FROM:<me@example.test>\r\n"
                      b"RCPT TO:<x@elsewhere.example>\r\nQUIT\r\n")
