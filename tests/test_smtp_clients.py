@@ -119,12 +119,12 @@ def test_curl(srv, tmp_path):
 
 
 def _read_replies(sock, n, timeout=30):
+    """Reads until n complete replies (their final "CODE " lines) have arrived."""
     buf = b""
     sock.settimeout(timeout)
-    while buf.count(b"\r\n") < n or not buf.endswith(b"\r\n"):
+    while len(_codes(buf)) < n or not buf.endswith(b"\r\n"):
         c = sock.recv(65536)
-        if not c:
-            break
+        assert c, buf
         buf += c
     return buf
 
