@@ -682,7 +682,7 @@ class FakeSidecar:
     def read_plain(self, until, timeout=10):
         buf = b""
         deadline = time.monotonic() + timeout
-        while until not in buf:
+        while until not in buf or not buf.endswith(b"\r\n"):
             assert time.monotonic() < deadline, buf
             r, _, _ = select.select([self.p.stdout], [], [], 0.2)
             if r:
@@ -701,7 +701,7 @@ class FakeSidecar:
     def read_tls(self, until, timeout=10):
         buf = b""
         deadline = time.monotonic() + timeout
-        while until not in buf:
+        while until not in buf or not buf.endswith(b"\r\n"):
             assert time.monotonic() < deadline, buf
             r, _, _ = select.select([self.wr_parent], [], [], 0.2)
             if r:
