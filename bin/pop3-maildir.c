@@ -522,6 +522,28 @@ static int update(void)
   return ok;
 }
 
+/* QUIT: the UPDATE state, a log line, the last reply. */
+static void quit(void)
+{
+  unsigned long i, nr = 0, nd = 0;
+  char f1[ULONG_FMT], f2[ULONG_FMT], f3[ULONG_FMT];
+  char const *u = getenv("USER");
+  for (i = 0; i < nmsgs; i++) {
+    if (msgs[i].flags & F_DELE) nd++;
+    else if (msgs[i].flags & F_SEEN) nr++;
+  }
+  f1[ulong_fmt(f1, nmsgs)] = 0;
+  f2[ulong_fmt(f2, nr)] = 0;
+  f3[ulong_fmt(f3, nd)] = 0;
+  strerr_warni8x(u ? u : "?", ": quit: ", f1, " messages, ", f2, " retrieved and kept, ", f3,
+                 " deleted");
+  if (update())
+    put("+OK bye\r\n");
+  else
+    put("-ERR [SYS/TEMP] some deleted messages not removed\r\n");
+  pop3io_flush();
+}
+
 static void capa(void)
 {
   put("+OK capability list follows\r\n"
@@ -688,26 +710,7 @@ int main(int argc, char const *const *argv)
         break;
       case POP3_NOOP: put("+OK\r\n"); break;
       case POP3_CAPA: capa(); break;
-      case POP3_QUIT: {
-        unsigned long nr = 0, nd = 0;
-        char f1[ULONG_FMT], f2[ULONG_FMT], f3[ULONG_FMT];
-        for (i = 0; i < nmsgs; i++) {
-          if (msgs[i].flags & F_DELE) nd++;
-          else if (msgs[i].flags & F_SEEN) nr++;
-        }
-        f1[ulong_fmt(f1, nmsgs)] = 0;
-        f2[ulong_fmt(f2, nr)] = 0;
-        f3[ulong_fmt(f3, nd)] = 0;
-        x = getenv("USER");
-        strerr_warni8x(x ? x : "?", ": quit: ", f1, " messages, ", f2, " retrieved and kept, ",
-                       f3, " deleted");
-      }
-        if (update())
-          put("+OK bye\r\n");
-        else
-          put("-ERR [SYS/TEMP] some deleted messages not removed\r\n");
-        pop3io_flush();
-        return 0;
+      case POP3_QUIT: quit(); return 0;
       default: put("-ERR already logged in\r\n"); break;
     }
   }
