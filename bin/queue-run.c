@@ -735,6 +735,19 @@ static int bounce(active *a)
   return ok;
 }
 
+/* queue-ctl bounce: every target not yet delivered (and not running) fails */
+static void return_all(active *a)
+{
+  size_t j;
+  for (j = 0; j < a->nt; j++)
+    if (!a->running[j] && (a->t[j].state == QUEUE_T_NEW || a->t[j].state == QUEUE_T_LOCAL ||
+                           a->t[j].state == QUEUE_T_REMOTE)) {
+      a->t[j].state = QUEUE_T_FAILED;
+      queue_target_setdiag(&a->t[j], "x-pillarbox; 5.0.0 returned by the postmaster", 45);
+      a->dirty = 1;
+    }
+}
+
 /* ---- settling a message: nothing running, nothing startable now ---- */
 
 static void settle(unsigned int ai)
@@ -749,6 +762,7 @@ static void settle(unsigned int ai)
     LOG("deleted ", idof(a));
     goto gone;
   }
+  if (slots[s].flags & F_BOUNCE) return_all(a); /* asked for while it was being delivered */
   if (!bounce(a)) next = now + retry_base;
   for (i = 0; i < a->nt; i++) {
     queue_target *t = &a->t[i];
@@ -1247,16 +1261,7 @@ static void schedule(void)
         size_t j;
         for (j = 0; j < a->nt; j++) a->t[j].next = 0;
       }
-      if (slots[s].flags & F_BOUNCE) {
-        size_t j;
-        for (j = 0; j < a->nt; j++)
-          if (a->t[j].state == QUEUE_T_NEW || a->t[j].state == QUEUE_T_LOCAL ||
-              a->t[j].state == QUEUE_T_REMOTE) {
-            a->t[j].state = QUEUE_T_FAILED;
-            queue_target_setdiag(&a->t[j], "x-pillarbox; 5.0.0 returned by the postmaster", 45);
-            a->dirty = 1;
-          }
-      }
+      if (slots[s].flags & F_BOUNCE) return_all(a);
       if (resolve(a) < 0) {
         size_t j;
         for (j = 0; j < a->nt; j++)
