@@ -252,7 +252,8 @@ def test_fetchmail_keep_twice_then_delete(servers, tmp_path):
     r = fetchmail(tmp_path, s.sport, out, keep=True)
     assert r.returncode == 1, r.stdout + r.stderr  # 1: no mail
     assert out.read_bytes().count(b"Subject: message") == 3
-    # A new message arrives; delete mode fetches only it, then removes everything it fetched.
+    # A new message arrives; delete mode, with the id file forgotten, fetches all four and
+    # removes them from the server.
     put(s.instance, 4)
     os.unlink(str(tmp_path / "fmhome" / "fetchids"))  # forget: fetch all, delete all
     r = fetchmail(tmp_path, s.sport, out, keep=False)
