@@ -252,13 +252,18 @@ def test_fetchmail_keep_twice_then_delete(servers, tmp_path):
     r = fetchmail(tmp_path, s.sport, out, keep=True)
     assert r.returncode == 1, r.stdout + r.stderr  # 1: no mail
     assert out.read_bytes().count(b"Subject: message") == 3
-    # A new message arrives; delete mode, with the id file forgotten, fetches all four and
-    # removes them from the server.
+    # A new message arrives: keep mode fetches just that one (the others moved to cur/ with
+    # the S flag, and kept their UIDLs).
     put(s.instance, 4)
-    os.unlink(str(tmp_path / "fmhome" / "fetchids"))  # forget: fetch all, delete all
+    r = fetchmail(tmp_path, s.sport, out, keep=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = out.read_bytes()
+    assert got.count(b"Subject: message") == 4 and got.count(b"Subject: message 4") == 1
+    # Delete mode, with the id file forgotten: fetches all four and removes them.
+    os.unlink(str(tmp_path / "fmhome" / "fetchids"))
     r = fetchmail(tmp_path, s.sport, out, keep=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert out.read_bytes().count(b"Subject: message") == 7
+    assert out.read_bytes().count(b"Subject: message") == 8
     assert remaining(s.instance) == []
 
 
