@@ -787,7 +787,10 @@ static int smtpauth_init(smtpauth_state *a)
   }
   if (!tls_facts(a)) return 0;
   a->required = !!getenv("SMTPAUTH");
-  a->plainok = !!getenv("SMTPAUTH_PLAINTEXT");
+  /* AUTH without TLS: only when explicitly allowed, and only for a loopback peer */
+  a->plainok = getenv("SMTPAUTH_PLAINTEXT") &&
+               (!strncmp(remoteip, "127.", 4) || !strcmp(remoteip, "::1") ||
+                !strncmp(remoteip, "::ffff:127.", 11));
   return 1;
 }
 

@@ -556,7 +556,8 @@ def b64(s):
 
 
 def auth_env(fake_auth, **kw):
-    e = {"SMTPAUTH_PLAINTEXT": "1", "AUTH_CHECK": fake_auth}
+    """AUTH in clear: allowed by SMTPAUTH_PLAINTEXT, for a loopback peer only."""
+    e = {"SMTPAUTH_PLAINTEXT": "1", "AUTH_CHECK": fake_auth, "TCPREMOTEIP": "127.0.0.1"}
     e.update(kw)
     return e
 
@@ -564,6 +565,11 @@ def auth_env(fake_auth, **kw):
 def test_auth_offered_only_with_tls_or_explicit_setting(inst, fake_auth):
     r = run(inst, b"EHLO c\r\nQUIT\r\n", env=auth_env(fake_auth))
     assert b"250-AUTH PLAIN LOGIN" in r.stdout
+    # the setting does nothing for a peer that is not on loopback
+    r = run(inst, b"EHLO c\r\nAUTH PLAIN " + b64("\0user@example.test\0secret").encode() +
+            b"\r\nQUIT\r\n", env=auth_env(fake_auth, TCPREMOTEIP="192.0.2.7"))
+    assert b"AUTH" not in replies(r.stdout)[1][1][-1] and b"250-AUTH" not in r.stdout
+    assert b"530 5.7.0" in r.stdout
 
 
 def test_auth_plain_and_relay(inst, fake_auth, fake_injector):
@@ -623,12 +629,12 @@ def test_auth_brute_force_blocks_the_address(inst, fake_auth):
     inst.control("smtp-authdelay", "0")
     bad = "AUTH PLAIN " + b64("\0user@example.test\0wrong")
     good = "AUTH PLAIN " + b64("\0user@example.test\0secret")
-    env = auth_env(fake_auth, TCPREMOTEIP="192.0.2.66")
+    env = auth_env(fake_auth, TCPREMOTEIP="127.0.0.66")
     for _ in range(4):
         session(inst, bad, bad, bad, env=env)
     c, r = session(inst, good, env=env)
     assert c[2] == 454, r.stdout
-    c, _ = session(inst, good, env=auth_env(fake_auth, TCPREMOTEIP="192.0.2.67"))
+    c, _ = session(inst, good, env=auth_env(fake_auth, TCPREMOTEIP="127.0.0.67"))
     assert c[2] == 235
 
 
@@ -794,9 +800,9 @@ def test_auth_with_the_real_auth_check(inst):
     c, r = session(inst, "AUTH PLAIN " + b64("\0user@example.test\0wrong"),
                    "AUTH PLAIN " + b64("\0User@Example.test\0secret"),
                    "MAIL FROM:<user@example.test>", "RCPT TO:<x@elsewhere.example>",
-                   env={"SMTPAUTH_PLAINTEXT": "1", "SMTPAUTH": "1"})
+                   env={"SMTPAUTH_PLAINTEXT": "1", "SMTPAUTH": "1", "TCPREMOTEIP": "127.0.0.1"})
     assert c[2:6] == [535, 235, 250, 250], r.stdout
-    assert b"auth ok ip=192.0.2.7 user=user@example.test" in r.stderr
+    assert b"auth ok ip=127.0.0.1 user=user@example.test" in r.stderr
 
 
 def test_received_protocol_names(inst, fake_injector):
