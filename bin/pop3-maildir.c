@@ -44,7 +44,8 @@ char const *PROG = "pop3-maildir";
 typedef struct msg_s msg;
 struct msg_s {
   uint32_t name;  /* offset of the NUL-terminated file name in names */
-  uint32_t flags;
+  uint16_t ulen;  /* length of its unique part (before ':') */
+  uint16_t flags;
   uint64_t size;  /* wire size (CRLF, no stuffing) */
 };
 
@@ -85,13 +86,27 @@ static char const *mname(msg const *m)
   return names.s + m->name;
 }
 
-/* Delivery order: the time at the start of the name, then the name. */
+/* The order of unique names: delivery order. A Maildir name starts with the delivery time in
+ * seconds; names whose digit runs have the same length compare as bytes (so the time as a
+ * number first), a shorter run is an earlier time. The size cache is kept in this order too,
+ * so that reading it is one merge with the listing. */
+static int keycmp(char const *a, size_t alen, char const *b, size_t blen)
+{
+  size_t da = 0, db = 0;
+  int r;
+  while (da < alen && da < 20 && a[da] >= '0' && a[da] <= '9') da++;
+  while (db < blen && db < 20 && b[db] >= '0' && b[db] <= '9') db++;
+  if (da != db) return da < db ? -1 : 1;
+  r = memcmp(a, b, alen < blen ? alen : blen);
+  return r ? r : alen < blen ? -1 : alen > blen;
+}
+
+/* Listing order: by unique name, then (the same message in new/ and cur/) by file name. */
 static int bytime(msg const *x, msg const *y)
 {
   char const *a = mname(x), *b = mname(y);
-  uint64_t ta = pop3_name_time(a, 20), tb = pop3_name_time(b, 20);
-  if (ta != tb) return ta < tb ? -1 : 1;
-  return strcmp(a, b);
+  int r = keycmp(a, x->ulen, b, y->ulen);
+  return r ? r : strcmp(a, b);
 }
 
 /* Heapsort of msgs: in place, so sorting takes no memory. */
@@ -164,8 +179,12 @@ static int scan(char const *dir, uint32_t flag, unsigned long cap)
     len = strlen(de->d_name);
     if (nmsgs >= cap || names.len + len + 1 > names.a) continue;
     msgs[nmsgs].name = (uint32_t)names.len;
-    msgs[nmsgs].flags = flag;
+    msgs[nmsgs].flags = (uint16_t)flag;
     msgs[nmsgs].size = 0;
+    {
+      char const *colon = memchr(de->d_name, ':', len);
+      msgs[nmsgs].ulen = (uint16_t)(colon ? (size_t)(colon - de->d_name) : len);
+    }
     memcpy(names.s + names.len, de->d_name, len + 1);
     names.len += len + 1;
     if (pop3_name_wsize(de->d_name, len, &msgs[nmsgs].size)) msgs[nmsgs].flags |= F_SIZED;
@@ -229,33 +248,15 @@ static int mopen(msg *m)
   return fd;
 }
 
-/* The size cache: MAILDIR/.pop3.sizes holds "UNIQUE SIZE\n" lines sorted by unique name (the
- * part before ':'), the wire sizes of messages whose names do not carry ",W=". A message's
+/* The size cache: MAILDIR/.pop3.sizes holds "UNIQUE SIZE\n" lines in listing order (UNIQUE is
+ * the part of the name before ':'), the wire sizes of messages whose names do not carry ",W=". A message's
  * content never changes, so an entry stays true for as long as the message exists. The file
  * is read and rewritten (tmp + rename, so it is always whole) under the session lock; it is a
  * cache: when missing or unwritable, the sizes are counted from the files. */
 #define SIZECACHE ".pop3.sizes"
 #define SIZECACHE_TMP ".pop3.sizes.tmp"
 
-static size_t uniqlen(char const *n)
-{
-  char const *c = strchr(n, ':');
-  return c ? (size_t)(c - n) : strlen(n);
-}
-
-static int cmpkey(char const *a, size_t alen, char const *b, size_t blen)
-{
-  int r = memcmp(a, b, alen < blen ? alen : blen);
-  return r ? r : alen < blen ? -1 : alen > blen;
-}
-
-static int byuniq(msg const *a, msg const *b)
-{
-  char const *x = mname(a), *y = mname(b);
-  return cmpkey(x, uniqlen(x), y, uniqlen(y));
-}
-
-/* Applies one cache line to the messages (sorted by unique name), advancing *i. Returns 1 if
+/* Applies one cache line to the messages (in listing order), advancing *i. Returns 1 if
  * the entry matched a message, 0 if it is stale. */
 static int cache_line(char const *s, size_t len, unsigned long *i)
 {
@@ -273,8 +274,7 @@ static int cache_line(char const *s, size_t len, unsigned long *i)
   }
   k = (size_t)(sp - 1 - s);
   while (*i < nmsgs) {
-    char const *n = mname(&msgs[*i]);
-    int c = cmpkey(n, uniqlen(n), s, k);
+    int c = keycmp(mname(&msgs[*i]), msgs[*i].ulen, s, k);
     if (c > 0) return 0;
     if (!c) {
       if (!(msgs[*i].flags & F_SIZED)) {
@@ -289,7 +289,7 @@ static int cache_line(char const *s, size_t len, unsigned long *i)
   return 0;
 }
 
-/* Reads the cache into the messages (sorted by unique name). Returns the stale entries. */
+/* Reads the cache into the messages (in listing order). Returns the stale entries. */
 static unsigned long cache_read(void)
 {
   unsigned long i = 0, stale = 0;
@@ -329,7 +329,7 @@ static unsigned long cache_read(void)
   return stale;
 }
 
-/* Rewrites the cache from the messages (sorted by unique name). Failure is only a warning. */
+/* Rewrites the cache from the messages (in listing order). Failure is only a warning. */
 static void cache_write(void)
 {
   unsigned long i;
@@ -343,7 +343,7 @@ static void cache_write(void)
   for (i = 0; i < nmsgs && ok; i++) {
     msg const *m = &msgs[i];
     char const *n = mname(m);
-    size_t ul = uniqlen(n);
+    size_t ul = m->ulen;
     if (!(m->flags & (F_CACHED | F_COUNTED)) || (m->flags & F_GONE)) continue;
     if (ul > 300 || memchr(n, ' ', ul) || memchr(n, '\n', ul)) continue;
     if (sizeof fbuf - len < ul + UINT64_FMT + 2) {
@@ -370,7 +370,6 @@ static void sizeall(void)
   if (sized) return;
   sized = 1;
   if (!nmsgs) return;
-  msort(&byuniq);
   stale = cache_read();
   for (i = 0; i < nmsgs; i++) {
     msg *m = &msgs[i];
@@ -398,7 +397,6 @@ static void sizeall(void)
     counted++;
   }
   if (counted || stale) cache_write();
-  msort(&bytime);
 }
 
 /* The message numbered by the argument, or NULL after an -ERR. */
@@ -705,7 +703,7 @@ int main(int argc, char const *const *argv)
         break;
       }
       case POP3_RSET:
-        for (i = 0; i < nmsgs; i++) msgs[i].flags &= ~(uint32_t)F_DELE;
+        for (i = 0; i < nmsgs; i++) msgs[i].flags &= (uint16_t)~F_DELE;
         put("+OK\r\n");
         break;
       case POP3_NOOP: put("+OK\r\n"); break;
