@@ -41,14 +41,24 @@ static stralloc rcpts = STRALLOC_ZERO; /* "T" addr NUL ... */
 static unsigned int nrcpt;
 static char const *me = "localhost";
 
+static stralloc defdomain = STRALLOC_ZERO; /* for a bare "user": the first local domain */
+
 static void add_rcpt(char const *s, size_t n)
 {
-  stralloc a = STRALLOC_ZERO;
+  stralloc a = STRALLOC_ZERO, q = STRALLOC_ZERO;
   size_t end;
   int r;
   while (n && (*s == ' ' || *s == '\t')) { s++; n--; }
   while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
   if (!n) return;
+  if (addr_at(s, n) == n && defdomain.len) {
+    /* "root" (cron's MAILTO) means root at the first local domain, as qmail-inject does */
+    if (!stralloc_catb(&q, s, n) || !stralloc_catb(&q, "@", 1) ||
+        !stralloc_catb(&q, defdomain.s, defdomain.len))
+      strerr_diefusys(111, "allocate");
+    s = q.s;
+    n = q.len;
+  }
   r = addr_parse_path(s, n, ADDR_LOOSE | ADDR_UTF8, &a, &end);
   if (r != ADDR_OK || !a.len) {
     stralloc b = STRALLOC_ZERO;
@@ -59,6 +69,7 @@ static void add_rcpt(char const *s, size_t n)
   if (!stralloc_catb(&rcpts, "T", 1) || !stralloc_catb(&rcpts, a.s, a.len) || !stralloc_0(&rcpts))
     strerr_diefusys(111, "allocate");
   stralloc_free(&a);
+  stralloc_free(&q);
 }
 
 /* Splits an RFC 5322 address list s[0..n) (already unfolded) and adds each mailbox. Handles
@@ -265,6 +276,11 @@ int main(int argc, char const *const *argv)
     if (!u || !*u) u = "nobody";
     if (!stralloc_cats(&sender, u) || !stralloc_catb(&sender, "@", 1) || !stralloc_cats(&sender, me))
       strerr_diefusys(111, "allocate");
+  }
+  {
+    int r = control_readline(&defdomain, "domains");
+    if (r < 0) strerr_diefusys(111, "read control/domains");
+    if (!r && !stralloc_cats(&defdomain, me)) strerr_diefusys(111, "allocate");
   }
   for (; *argv; argv++) add_rcpt(*argv, strlen(*argv));
 

@@ -189,6 +189,12 @@ def test_sendmail_direct(srv):
     assert b"Message-ID: <" in m and b"From: script@example.test" in m
 
 
+def test_sendmail_bare_user_is_at_the_first_local_domain(srv):
+    r = srv.inst.run("sendmail", "user", input=b"Subject: cron\n\nbare\n")
+    assert r.returncode == 0, r.stderr
+    assert b"bare" in delivered(srv.inst, "user@example.test")[0]
+
+
 def test_sendmail_t_i_and_bcc(srv):
     r = srv.inst.run("sendmail", "-t", "-i", "-F", "Cron Daemon",
                      input=b"To: User <user@example.test>\nBcc: other@example.test\n"
