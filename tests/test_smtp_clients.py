@@ -273,3 +273,33 @@ def test_injection_socket_protocol_ok(instance):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(b"0 ") and len(r.stdout.strip()) > 2
     assert len(queue_files(instance) - before) >= 1
+
+
+SMUGGLE = [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r", b"\r.\n"]
+
+
+def test_smuggling_over_tcp_delivers_nothing(srv):
+    """Each end-of-data smuggling form, followed by a hidden second transaction to
+    other@example.test, over a real connection with queue-run delivering. A marker message sent
+    afterwards is delivered (so the queue was drained) and nothing else ever arrives."""
+    for eod in SMUGGLE:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+            _read_replies(s, 1)
+            s.sendall(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.test>\r\n"
+                      b"DATA\r\n")
+            assert _codes(_read_replies(s, 4))[1:] == [250, 250, 354]
+            s.sendall(b"Subject: first\r\n\r\nfirst" + eod +
+                      b"MAIL FROM:<evil@b.example>\r\nRCPT TO:<other@example.test>\r\nDATA\r\n"
+                      b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
+            assert _codes(_read_replies(s, 1)) == [550]
+            s.sendall(b"QUIT\r\n")
+            assert _codes(_read_replies(s, 1)) == [221]
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=30) as s:
+        s.sendmail("a@b.example", ["user@example.test"], b"Subject: marker\r\n\r\nmarker\r\n")
+    delivered(srv.inst, "user@example.test")
+    # the queue is empty: nothing is waiting anywhere to be delivered later
+    wait_for(lambda: srv.inst.run("queue-list").stdout.strip() == b"", timeout=30,
+             what="an empty queue")
+    got = srv.inst.messages("user@example.test")
+    assert len(got) == 1 and b"marker" in got[0]
+    assert srv.inst.messages("other@example.test") == []
