@@ -84,7 +84,7 @@ static void capa(void)
   put("+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
       "PIPELINING\r\n");
   if (!in_tls && ucspitls_available()) put("STLS\r\n");
-  if (login_allowed()) put("USER\r\nSASL PLAIN\r\n");
+  if (login_allowed()) put("USER\r\nSASL PLAIN LOGIN\r\n");
   put("IMPLEMENTATION pillarbox\r\n.\r\n");
 }
 
@@ -225,7 +225,49 @@ static int ieq(char const *s, size_t len, char const *word)
   return 1;
 }
 
-static void auth(pop3_cmd const *c)
+/* Sends a SASL challenge and reads the client's response line. Returns 1 with the line in
+ * resp, or 0 after an -ERR (too long, or "*": cancelled). */
+static int sasl_step(char const *challenge, char const **resp, size_t *resplen)
+{
+  char *line;
+  size_t len;
+  int r;
+  put("+ ");
+  put(challenge);
+  put("\r\n");
+  r = pop3io_getline(&line, &len, POP3IO_IBUF);
+  if (r == POP3IO_TIMEOUT) bye(99);
+  if (r != 1) bye(0);
+  if (len > POP3IO_IBUF) {
+    put("-ERR line too long\r\n");
+    return 0;
+  }
+  if (len && line[len - 1] == '\n') len--;
+  if (len && line[len - 1] == '\r') len--;
+  if (sasl_is_cancel(line, len)) {
+    put("-ERR authentication cancelled\r\n");
+    return 0;
+  }
+  *resp = line;
+  *resplen = len;
+  return 1;
+}
+
+/* Decodes one base64 response into out (room for max octets). 1, or 0 after an -ERR. */
+static int decode(char const *resp, size_t resplen, char *out, size_t max, size_t *outlen)
+{
+  if (sasl_is_cancel(resp, resplen)) {
+    put("-ERR authentication cancelled\r\n");
+    return 0;
+  }
+  if (sasl_b64_decode(resp, resplen, out, max, outlen) != SASL_OK) {
+    put("-ERR invalid base64 in the SASL response\r\n");
+    return 0;
+  }
+  return 1;
+}
+
+static void auth_plain(pop3_cmd const *c)
 {
   char dec[SASL_DECODED_MAX];
   size_t declen;
@@ -233,11 +275,56 @@ static void auth(pop3_cmd const *c)
   size_t resplen;
   sasl_plain p;
   int r;
-  if (!c->argc) {
-    put("+OK\r\nPLAIN\r\n.\r\n");
+  if (c->argc == 2) {
+    resp = c->arg[1];
+    resplen = c->arglen[1];
+  } else if (!sasl_step("", &resp, &resplen))
+    return;
+  if (!decode(resp, resplen, dec, sizeof dec, &declen)) return;
+  r = sasl_plain_parse(dec, declen, &p);
+  if (r == SASL_EAUTHZ)
+    failed("-ERR [AUTH] not allowed to log in as someone else\r\n", p.authcid, p.authcidlen);
+  else if (r != SASL_OK)
+    put("-ERR malformed PLAIN response\r\n");
+  else
+    login(p.authcid, p.authcidlen, p.passwd, p.passwdlen);
+  memset(dec, 0, sizeof dec);
+}
+
+static void auth_login(pop3_cmd const *c)
+{
+  char u[SASL_FIELD_MAX + 1], pw[SASL_FIELD_MAX + 1];
+  size_t ulen, pwlen;
+  char const *resp;
+  size_t resplen;
+  if (c->argc == 2) {
+    resp = c->arg[1];
+    resplen = c->arglen[1];
+  } else if (!sasl_step(sasl_login_prompt(0), &resp, &resplen))
+    return;
+  if (!decode(resp, resplen, u, sizeof u, &ulen)) return;
+  if (sasl_login_field(u, ulen) != SASL_OK) {
+    put("-ERR malformed LOGIN response\r\n");
     return;
   }
-  if (!ieq(c->arg[0], c->arglen[0], "PLAIN")) {
+  if (!sasl_step(sasl_login_prompt(1), &resp, &resplen)) return;
+  if (!decode(resp, resplen, pw, sizeof pw, &pwlen)) return;
+  if (sasl_login_field(pw, pwlen) != SASL_OK)
+    put("-ERR malformed LOGIN response\r\n");
+  else
+    login(u, ulen, pw, pwlen);
+  memset(pw, 0, sizeof pw);
+}
+
+static void auth(pop3_cmd const *c)
+{
+  int plain;
+  if (!c->argc) {
+    put("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
+    return;
+  }
+  plain = ieq(c->arg[0], c->arglen[0], "PLAIN");
+  if (!plain && !ieq(c->arg[0], c->arglen[0], "LOGIN")) {
     put("-ERR unsupported authentication mechanism\r\n");
     return;
   }
@@ -245,46 +332,10 @@ static void auth(pop3_cmd const *c)
     put("-ERR [AUTH] authentication requires TLS: use STLS first\r\n");
     return;
   }
-  if (c->argc == 2) {
-    resp = c->arg[1];
-    resplen = c->arglen[1];
-  } else {
-    char *line;
-    size_t len;
-    put("+ \r\n");
-    r = pop3io_getline(&line, &len, POP3IO_IBUF);
-    if (r == POP3IO_TIMEOUT) bye(99);
-    if (r != 1) bye(0);
-    if (len > POP3IO_IBUF) {
-      put("-ERR line too long\r\n");
-      return;
-    }
-    if (len && line[len - 1] == '\n') len--;
-    if (len && line[len - 1] == '\r') len--;
-    resp = line;
-    resplen = len;
-  }
-  if (sasl_is_cancel(resp, resplen)) {
-    put("-ERR authentication cancelled\r\n");
-    return;
-  }
-  if (sasl_b64_decode(resp, resplen, dec, sizeof dec, &declen) != SASL_OK) {
-    put("-ERR invalid base64 in the SASL response\r\n");
-    return;
-  }
-  r = sasl_plain_parse(dec, declen, &p);
-  if (r == SASL_EAUTHZ) {
-    memset(dec, 0, sizeof dec);
-    failed("-ERR [AUTH] not allowed to log in as someone else\r\n", p.authcid, p.authcidlen);
-    return;
-  }
-  if (r != SASL_OK) {
-    memset(dec, 0, sizeof dec);
-    put("-ERR malformed PLAIN response\r\n");
-    return;
-  }
-  login(p.authcid, p.authcidlen, p.passwd, p.passwdlen);
-  memset(dec, 0, sizeof dec);
+  if (plain)
+    auth_plain(c);
+  else
+    auth_login(c);
 }
 
 static void stls(void)

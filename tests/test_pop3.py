@@ -161,7 +161,7 @@ def test_greeting_capa_quit(box):
     assert out[1].startswith(b"+OK")
     capa = out[2:out.index(b".")]
     for c in (b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING", b"USER",
-              b"SASL PLAIN"):
+              b"SASL PLAIN LOGIN"):
         assert c in capa
     assert b"STLS" not in capa  # no UCSPI-TLS sidecar here
     assert out[out.index(b".") + 1] == b"+OK bye"
@@ -214,7 +214,7 @@ def test_plaintext_login_refused_without_tls(box):
     assert rs[1].startswith(b"-ERR [AUTH]")  # PASS
     assert rs[2].startswith(b"-ERR [AUTH]")  # AUTH
     capa = lines(r.stdout)
-    assert b"USER" not in capa and b"SASL PLAIN" not in capa
+    assert b"USER" not in capa and not any(c.startswith(b"SASL") for c in capa)
     # Allowed explicitly, but only on loopback.
     env = {"POP3_ALLOW_PLAINTEXT_AUTH": "1", "TCPREMOTEIP": "192.0.2.7"}
     rs = replies(box.session([b"QUIT"], env=env).stdout)
@@ -319,9 +319,37 @@ def test_auth_plain_initial_response_and_continuation(box):
     assert out[2] == b"-ERR authentication cancelled"
     assert out[3].startswith(b"-ERR") and b"base64" in out[3]
     assert out[4].startswith(b"-ERR [AUTH]")
+    assert b"failed login for joe from 127.0.0.1" in r.stderr
     assert out[5].startswith(b"-ERR unsupported")
-    assert out[6:9] == [b"+OK", b"PLAIN", b"."]
-    assert out[9] == b"+OK bye"
+    assert out[6:10] == [b"+OK", b"PLAIN", b"LOGIN", b"."]
+    assert out[10] == b"+OK bye"
+
+
+def test_auth_login(box):
+    box.add(MSG2)
+    b64 = lambda x: base64.b64encode(x.encode())
+    # without initial response: Username: and Password: challenges
+    r = box.run(b"AUTH LOGIN\r\n" + b64("joe") + b"\r\n" + b64(PASSWORD) + b"\r\nQUIT\r\n")
+    out = lines(r.stdout)
+    assert out[1] == b"+ VXNlcm5hbWU6" and out[2] == b"+ UGFzc3dvcmQ6"
+    assert out[3].startswith(b"+OK 1 message"), out
+    # with the user name as initial response
+    r = box.run(b"AUTH LOGIN " + b64("joe") + b"\r\n" + b64(PASSWORD) + b"\r\nQUIT\r\n")
+    out = lines(r.stdout)
+    assert out[1] == b"+ UGFzc3dvcmQ6" and out[2].startswith(b"+OK 1 message"), out
+    # wrong password, cancel at each step, bad base64
+    r = box.run(b"AUTH LOGIN " + b64("joe") + b"\r\n" + b64("nope") + b"\r\n"
+                b"AUTH LOGIN\r\n*\r\nAUTH LOGIN " + b64("joe") + b"\r\n*\r\n"
+                b"AUTH LOGIN !!!!\r\nQUIT\r\n")
+    out = lines(r.stdout)
+    assert out[1] == b"+ UGFzc3dvcmQ6" and out[2].startswith(b"-ERR [AUTH] invalid")
+    assert out[3] == b"+ VXNlcm5hbWU6" and out[4] == b"-ERR authentication cancelled"
+    assert out[5] == b"+ UGFzc3dvcmQ6" and out[6] == b"-ERR authentication cancelled"
+    assert out[7].startswith(b"-ERR invalid base64")
+    assert out[8] == b"+OK bye"
+    # refused without TLS like PLAIN
+    r = box.run(b"AUTH LOGIN\r\nQUIT\r\n", env={"POP3_ALLOW_PLAINTEXT_AUTH": "0"})
+    assert lines(r.stdout)[1].startswith(b"-ERR [AUTH]")
 
 
 def test_retr_byte_correct_bare_lf_and_dots(box):
@@ -608,7 +636,7 @@ def test_stls_discards_injected_commands_and_starts_fresh(box):
         ls = got.split(b"\r\n")
         assert ls[0] == b"+OK capability list follows", ls  # one CAPA answer, not two
         assert got.count(b"+OK capability") == 1
-        assert b"STLS" not in ls and b"USER" in ls and b"SASL PLAIN" in ls
+        assert b"STLS" not in ls and b"USER" in ls and b"SASL PLAIN LOGIN" in ls
         auth = base64.b64encode(b"\0joe\0" + PASSWORD.encode())
         os.write(tls.rd_ours, b"STLS\r\nAUTH PLAIN " + auth + b"\r\nSTAT\r\nQUIT\r\n")
         got = b""

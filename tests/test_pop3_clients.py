@@ -122,7 +122,7 @@ def test_poplib_stls(servers):
             p.user(USER)
         p.stls(tls_context())
         caps = p.capa()
-        assert "STLS" not in caps and "USER" in caps and caps["SASL"] == ["PLAIN"]
+        assert "STLS" not in caps and "USER" in caps and caps["SASL"] == ["PLAIN", "LOGIN"]
         p.user(USER)
         assert p.pass_(PASSWORD).startswith(b"+OK 2 messages")
         count, size = p.stat()
