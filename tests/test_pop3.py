@@ -730,3 +730,16 @@ def test_symlinks_and_directories_are_not_messages(box, tmp_path):
     assert rs[2].startswith(b"-ERR [SYS/PERM] message vanished")
     assert rs[3].startswith(b"+OK")
     assert rs[4] == b"+OK bye"
+
+
+def test_pipelined_commands_survive_the_login(box):
+    """Commands pipelined behind PASS (more than pop3-serve's buffer holds) are all answered,
+    in order, by the post-login program."""
+    box.add(MSG1)
+    cmds = [b"LIST %d" % (1 + i % 2) for i in range(300)]
+    r = box.session(cmds + [b"QUIT"])
+    rs = replies(r.stdout)[2:]
+    assert len(rs) == 301
+    assert all(rs[i] == (b"+OK 1 %d" % (len(MSG1) + MSG1.count(b"\n")) if i % 2 == 0
+                         else b"-ERR no such message") for i in range(300)), rs[:4]
+    assert rs[300] == b"+OK bye"
