@@ -570,7 +570,6 @@ static void do_bdat(smtp_cmd const *c)
     else if (!inj_start(&bj)) { inj_abort(&bj); bdat_failed = 451; }
     else write_received(&bj);
     smtp_data_init(&bj.dm, 1);
-    bj.size = bdat_failed ? 0 : bj.size;
     bdat_active = 1;
   }
   left = n;
@@ -741,6 +740,15 @@ static void do_rcpt(smtp_cmd const *c)
       return;
     case LOOKUP_ELOOP: reply(550, "5.4.6", "alias loop or expansion too large"); return;
     default: reply(451, "4.3.0", "temporary lookup failure, try again later"); return;
+  }
+  {
+    /* the same recipient twice is one recipient (one delivery) */
+    size_t i;
+    for (i = 0; i < rcpts.len; i += strlen(rcpts.s + i) + 1)
+      if (strlen(rcpts.s + i + 1) == tmp.len && !strncasecmp(rcpts.s + i + 1, tmp.s, tmp.len)) {
+        reply(250, "2.1.5", "Ok (duplicate)");
+        return;
+      }
   }
   if (!stralloc_catb(&rcpts, "T", 1) || !stralloc_catb(&rcpts, tmp.s, tmp.len) ||
       !stralloc_0(&rcpts))

@@ -814,3 +814,12 @@ def test_received_protocol_names(inst, fake_injector):
                 b"\r\nRCPT TO:<user@example.test>\r\nDATA\r\n" + MSG + b"QUIT\r\n", env=env)
         assert codes(r.stdout)[-2] == 250, r.stdout
         assert b" with %s\n" % proto in open(out + ".msg", "rb").read()
+
+
+def test_duplicate_recipient_is_one(inst, fake_injector):
+    inj, out = fake_injector
+    c, _ = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<user@example.test>",
+                   "RCPT TO:<USER@example.test>", "DATA", raw=MSG,
+                   env={"QUEUE_INJECT": inj, "FAKE_OUT": out})
+    assert c[2:] == [250, 250, 250, 354, 250, 221]
+    assert open(out + ".env", "rb").read() == b"Fa@b.example\0Tuser@example.test\0\0"
