@@ -227,7 +227,56 @@ static void mpath(msg const *m, char *p, size_t max)
   snprintf(p, max, "%s/%s", (m->flags & F_CUR) ? "cur" : "new", mname(m));
 }
 
+/* The message is no longer where the listing saw it: another program (an IMAP session, a
+ * mail reader) moved it to cur/ or changed its flags. Finds it in cur/ by its unique name and
+ * records the new name. Returns 1 if found, 0 if not (it was removed), -1 on error. */
+static int relocate(msg *m)
+{
+  char const *u = mname(m);
+  size_t ulen = m->ulen;
+  DIR *d = opendir("cur");
+  int found = 0;
+  if (!d) return -1;
+  for (;;) {
+    struct dirent *de;
+    errno = 0;
+    de = readdir(d);
+    if (!de) break;
+    if (!strncmp(de->d_name, u, ulen) && (de->d_name[ulen] == ':' || !de->d_name[ulen])) {
+      size_t len = strlen(de->d_name);
+      if (!strcmp(de->d_name, u) && (m->flags & F_CUR)) continue; /* the name we failed on */
+      if (names.len > UINT32_MAX - len - 1 || !stralloc_catb(&names, de->d_name, len + 1)) break;
+      m->name = (uint32_t)(names.len - len - 1);
+      m->flags |= F_CUR;
+      found = 1;
+      break;
+    }
+  }
+  {
+    int e = errno;
+    dir_close(d);
+    errno = e;
+  }
+  return found ? 1 : errno ? -1 : 0;
+}
+
+static int mopen_here(msg *m);
+
 static int mopen(msg *m)
+{
+  int fd = mopen_here(m);
+  if (fd < 0 && errno == ENOENT) {
+    int r = relocate(m);
+    if (r == 1) {
+      m->flags &= (uint16_t)~F_GONE;
+      fd = mopen_here(m);
+    } else if (!r)
+      errno = ENOENT;
+  }
+  return fd;
+}
+
+static int mopen_here(msg *m)
 {
   char p[300];
   int fd;
@@ -249,8 +298,8 @@ static int mopen(msg *m)
 }
 
 /* The size cache: MAILDIR/.pop3.sizes holds "UNIQUE SIZE\n" lines in listing order (UNIQUE is
- * the part of the name before ':'), the wire sizes of messages whose names do not carry ",W=". A message's
- * content never changes, so an entry stays true for as long as the message exists. The file
+ * the part of the name before ':'), the wire sizes of messages whose names do not carry
+ * ",W=". A message's content never changes, so an entry stays true for as long as the message exists. The file
  * is read and rewritten (tmp + rename, so it is always whole) under the session lock; it is a
  * cache: when missing or unwritable, the sizes are counted from the files. */
 #define SIZECACHE ".pop3.sizes"
@@ -506,15 +555,26 @@ static int update(void)
   char p[300], q[300];
   for (i = 0; i < nmsgs; i++) {
     msg *m = &msgs[i];
-    mpath(m, p, sizeof p);
-    if (m->flags & F_DELE) {
-      if (unlink(p) < 0 && errno != ENOENT) {
-        strerr_warnwu2sys("remove ", p);
-        ok = 0;
+    int r, tries;
+    if (!(m->flags & (F_DELE | F_SEEN))) continue;
+    for (tries = 0; tries < 2; tries++) {
+      mpath(m, p, sizeof p);
+      if (m->flags & F_DELE)
+        r = unlink(p);
+      else {
+        seen_name(mname(m), q, sizeof q);
+        r = strcmp(p, q) ? rename(p, q) : 0;
       }
-    } else if (m->flags & F_SEEN) {
-      seen_name(mname(m), q, sizeof q);
-      if (strcmp(p, q) && rename(p, q) < 0 && errno != ENOENT) strerr_warnwu2sys("rename ", p);
+      /* moved meanwhile (an IMAP client marked it): follow it once */
+      if (r < 0 && errno == ENOENT && !tries) {
+        if (relocate(m) == 1) continue;
+        errno = ENOENT; /* removed by someone else: nothing left to do */
+      }
+      break;
+    }
+    if (r < 0 && errno != ENOENT) {
+      strerr_warnwu2sys((m->flags & F_DELE) ? "remove " : "rename ", p);
+      if (m->flags & F_DELE) ok = 0;
     }
   }
   return ok;

@@ -743,3 +743,49 @@ def test_pipelined_commands_survive_the_login(box):
     assert all(rs[i] == (b"+OK 1 %d" % (len(MSG1) + MSG1.count(b"\n")) if i % 2 == 0
                          else b"-ERR no such message") for i in range(300)), rs[:4]
     assert rs[300] == b"+OK bye"
+
+
+def test_messages_moved_by_another_program_are_followed(box):
+    """An IMAP client may move a message new/ -> cur/ or change its flags during a POP3
+    session: RETR, DELE+QUIT and the seen mark follow it by its unique name."""
+    a = box.add(MSG1)
+    b = box.add(MSG2)
+    c = Conversation(box)
+    new = os.path.join(box.dir, "new")
+    cur = os.path.join(box.dir, "cur")
+    try:
+        c.line()
+        c.send(b"USER joe\r\nPASS " + PASSWORD.encode() + b"\r\n")
+        assert c.line() == b"+OK send PASS"
+        assert c.line().startswith(b"+OK 2 messages")
+        os.rename(os.path.join(new, a), os.path.join(cur, a + ":2,S"))
+        os.rename(os.path.join(new, b), os.path.join(cur, b + ":2,F"))
+        assert c.cmd(b"RETR 1").startswith(b"+OK")
+        assert b"line 4" in b"\r\n".join(c.multiline())
+        assert c.cmd(b"DELE 1") == b"+OK message deleted"
+        assert c.cmd(b"RETR 2").startswith(b"+OK")
+        c.multiline()
+        os.rename(os.path.join(cur, a + ":2,S"), os.path.join(cur, a + ":2,RS"))
+        assert c.cmd(b"QUIT") == b"+OK bye"
+    finally:
+        c.close()
+    assert box.files("new") == []
+    assert box.files("cur") == [b + ":2,FS"]
+
+
+def test_message_removed_by_another_program(box):
+    a = box.add(MSG1)
+    box.add(MSG2)
+    c = Conversation(box)
+    try:
+        c.line()
+        c.send(b"USER joe\r\nPASS " + PASSWORD.encode() + b"\r\n")
+        c.line()
+        assert c.line().startswith(b"+OK 2 messages")
+        os.unlink(os.path.join(box.dir, "new", a))
+        assert c.cmd(b"RETR 1").startswith(b"-ERR [SYS/PERM] message vanished")
+        assert c.cmd(b"DELE 1") == b"+OK message deleted"
+        assert c.cmd(b"QUIT") == b"+OK bye"
+    finally:
+        c.close()
+    assert len(box.files("new")) == 1
