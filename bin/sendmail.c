@@ -202,6 +202,29 @@ static int inj_finish(stralloc *sender)
   }
 }
 
+#define PIECE_MAX 65536
+static char piece[PIECE_MAX + 1];
+
+/* Reads the next piece of input into ln: a whole line (CRLF turned into LF; a last line
+ * without LF gets one) or, for a line longer than PIECE_MAX, its next part. Memory stays
+ * bounded whatever the input. Returns 1 for a whole line, 2 for a part, 0 at the end. */
+static int next_piece(buffer *b, stralloc *ln)
+{
+  size_t w = 0;
+  int r = getlnmax(b, piece, PIECE_MAX, &w, '\n');
+  ln->len = 0;
+  if (r < 0 && errno != ERANGE) strerr_diefusys(111, "read the message");
+  if (r < 0) r = 2;
+  else if (!r) {
+    if (!w) return 0;
+    piece[w++] = '\n';
+    r = 1;
+  }
+  if (r == 1 && w >= 2 && piece[w - 2] == '\r') piece[--w - 1] = '\n';
+  if (!stralloc_catb(ln, piece, w)) strerr_diefusys(111, "allocate");
+  return r;
+}
+
 static void exec_prog(char const *name, char const *const *argv)
 {
   execvp(name, (char *const *)argv);
@@ -287,30 +310,29 @@ int main(int argc, char const *const *argv)
   /* Read the header (kept for -t and to add what is missing), then stream the body. */
   {
     stralloc hdr = STRALLOC_ZERO, ln = STRALLOC_ZERO;
-    int has_from = 0, has_date = 0, has_msgid = 0, inhdr = 1, ended = 0;
+    int has_from = 0, has_date = 0, has_msgid = 0, ended = 0, bol = 1, firstwhole = 1;
     size_t i;
     char buf[8192];
     buffer b = BUFFER_INIT(&buffer_read, 0, buf, sizeof buf);
     for (;;) {
-      int r;
-      ln.len = 0;
-      r = skagetln(&b, &ln, '\n');
-      if (r < 0 && errno != EPIPE) strerr_diefusys(111, "read the message");
-      if (!ln.len) break;
-      if (ln.s[ln.len - 1] != '\n') { if (!stralloc_catb(&ln, "\n", 1)) strerr_diefusys(111, "allocate"); }
-      if (ln.len >= 2 && ln.s[ln.len - 2] == '\r') { ln.s[ln.len - 2] = '\n'; ln.len--; }
-      if (!opt_i && ln.len == 2 && ln.s[0] == '.') { ended = 1; break; }
-      if (inhdr) {
+      int r = next_piece(&b, &ln);
+      if (!r) break;
+      if (!opt_i && bol && r == 1 && ln.len == 2 && ln.s[0] == '.') { ended = 1; break; }
+      if (bol) {
         int cont = ln.s[0] == ' ' || ln.s[0] == '\t';
-        if (ln.len == 1 || (!cont && !memchr(ln.s, ':', ln.len)) ) {
-          inhdr = 0;
-          break;
+        if (ln.s[0] == '\n' || (!cont && !memchr(ln.s, ':', ln.len))) {
+          firstwhole = r == 1;
+          break; /* the end of the header: ln is the blank line or the first body line */
         }
-        if (hdr.len + ln.len > HEADER_MAX) strerr_dief(100, "header too long");
-        if (!stralloc_catb(&hdr, ln.s, ln.len)) strerr_diefusys(111, "allocate");
-        ln.len = 0;
-        continue;
       }
+      if (hdr.len + ln.len > HEADER_MAX) strerr_dief(100, "header too long");
+      if (!stralloc_catb(&hdr, ln.s, ln.len)) strerr_diefusys(111, "allocate");
+      bol = r == 1;
+      ln.len = 0;
+    }
+    if (!bol) {
+      /* input ended inside a header line: end it */
+      if (!stralloc_catb(&hdr, "\n", 1)) strerr_diefusys(111, "allocate");
     }
     /* hdr holds the header lines; ln holds the first body line (or the blank line), if any */
     for (i = 0; i < hdr.len;) {
@@ -388,18 +410,15 @@ int main(int argc, char const *const *argv)
     }
     stralloc_free(&hdr);
     if (!ended && ln.len) {
-      if (ln.len != 1) put("\n", 1); /* the body started without a blank line */
+      if (ln.s[0] != '\n') put("\n", 1); /* the body started without a blank line */
       put(ln.s, ln.len);
+      bol = firstwhole;
       for (;;) {
-        int r;
-        ln.len = 0;
-        r = skagetln(&b, &ln, '\n');
-        if (r < 0 && errno != EPIPE) strerr_diefusys(111, "read the message");
-        if (!ln.len) break;
-        if (ln.s[ln.len - 1] != '\n') { if (!stralloc_catb(&ln, "\n", 1)) strerr_diefusys(111, "allocate"); }
-        if (ln.len >= 2 && ln.s[ln.len - 2] == '\r') { ln.s[ln.len - 2] = '\n'; ln.len--; }
-        if (!opt_i && ln.len == 2 && ln.s[0] == '.') break;
+        int r = next_piece(&b, &ln);
+        if (!r) break;
+        if (!opt_i && bol && r == 1 && ln.len == 2 && ln.s[0] == '.') break;
         put(ln.s, ln.len);
+        bol = r == 1;
       }
     }
     stralloc_free(&ln);

@@ -206,6 +206,19 @@ def test_sendmail_t_i_and_bcc(srv):
         assert b"\n.\nkept\n" in m and b"Bcc:" not in m and b"\"Cron Daemon\"" in m
 
 
+def test_sendmail_long_lines_and_crlf(srv):
+    """A 300 KB line (longer than sendmail's 64 KB read piece) passes whole; CRLF becomes LF;
+    a dot line inside the long line's continuation does not end the message."""
+    long = b"x" * 300000
+    r = srv.inst.run("sendmail", "user@example.test",
+                     input=b"Subject: long\r\n\r\n" + long + b"\r\n.not the end\r\n" +
+                           b"y" * 65535 + b".\n" + b"last\r\n.\r\nnot sent\r\n")
+    assert r.returncode == 0, r.stderr
+    m = delivered(srv.inst, "user@example.test")[0]
+    assert b"\n\n" + long + b"\n.not the end\n" + b"y" * 65535 + b".\nlast\n" in m
+    assert b"\r" not in m and b"not sent" not in m
+
+
 def test_sendmail_errors(srv):
     r = srv.inst.run("sendmail", input=b"Subject: x\n\nx\n")
     assert r.returncode == 100 and b"no recipients" in r.stderr
