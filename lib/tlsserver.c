@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -381,7 +384,7 @@ int tlsserver_init(br_ssl_server_context *cc, unsigned char *iobuf, size_t iobuf
   br_ssl_engine_set_default_chapol(e);
   br_ssl_engine_set_default_ec(e);
   br_ssl_server_set_policy(cc, &sni_policy);
-  br_ssl_engine_set_buffer(e, iobuf, iobuflen, iobuflen >= BR_SSL_BUFSIZE_BIDI);
+  br_ssl_engine_set_buffer(e, iobuf, iobuflen, iobuflen > BR_SSL_BUFSIZE_MONO);
   if (!br_ssl_server_reset(cc)) {
     seterr("unable to initialise the TLS engine", 0, 0);
     return 0;
@@ -470,6 +473,14 @@ int tlsserver_run(br_ssl_server_context *cc, int netr, int netw, int appr, int a
   int handshaken = 0, closing = 0, neteof = 0;
   tain closedeadline;
   if (ndelay_on(netr) < 0 || ndelay_on(netw) < 0) return 2;
+  {
+    /* The handshake goes out as several small records: without TCP_NODELAY, Nagle and the
+     * peer's delayed ACK cost tens of milliseconds per flight. Not a socket: nothing to do. */
+    int one = 1;
+    if (setsockopt(netw, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) {
+      /* not a TCP socket (a pipe, a Unix socket): nothing to tune */
+    }
+  }
   if (appr >= 0 && ndelay_on(appr) < 0) return 2;
   if (appw >= 0 && ndelay_on(appw) < 0) return 2;
   for (;;) {

@@ -26,9 +26,10 @@
 #define TLSSERVER_CHAIN_MAX 8     /* certificates in a chain */
 #define TLSSERVER_FACTS_MAX 1024  /* octets of the SSL_* facts list */
 
-/* Sets up cc for one server connection with the policy above, using iobuf (BR_SSL_BUFSIZE_BIDI
- * octets for full duplex, at least BR_SSL_BUFSIZE_MONO). Returns 1, or 0 with tlsserver_error()
- * telling why. */
+/* Sets up cc for one server connection with the policy above, using iobuf: full duplex when
+ * iobuflen is over BR_SSL_BUFSIZE_MONO (the input part gets BR_SSL_BUFSIZE_INPUT first, the
+ * rest bounds the size of outgoing records), else half duplex. Returns 1, or 0 with
+ * tlsserver_error() telling why. */
 int tlsserver_init(br_ssl_server_context *cc, unsigned char *iobuf, size_t iobuflen);
 
 /* Loads the default keypair once, to report a bad configuration before any handshake.

@@ -14,6 +14,8 @@ from tls_helpers import (Server, client_context, make_cert, peer_cn, readline, s
 
 ECHO = ["sh", "-c", 'printf "hello %s %s [%s]\\r\\n" "$SSL_PROTOCOL" "$SSL_CIPHER" '
         '"${SSL_TLS_SNI_SERVERNAME-unset}"; exec cat']
+# The same greeting, then the end of the session (for s_client, which waits for the close).
+HELLO = ECHO[:2] + [ECHO[2].replace("; exec cat", "")]
 
 # A STARTTLS protocol program speaking raw UCSPI-TLS: plaintext greeting, waits for STARTTLS,
 # throws away whatever was pipelined after it, asks the sidecar for TLS (command from
@@ -179,7 +181,7 @@ def test_missing_certificate_refuses_to_start_the_program(instance, tmp_path):
 # ---- the floor and the suites ----
 
 def test_tls11_refused(instance):
-    with Server(instance, [prog("tls-serve")] + ECHO) as srv:
+    with Server(instance, [prog("tls-serve")] + HELLO) as srv:
         rc, out = s_client(srv.port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0",
                            servername=HOST)
         assert rc != 0 and b"hello" not in out
@@ -188,7 +190,7 @@ def test_tls11_refused(instance):
 
 def test_tls12_with_openssl_works(instance):
     """The control for the refusals below: the same client, a good suite, succeeds."""
-    with Server(instance, [prog("tls-serve")] + ECHO) as srv:
+    with Server(instance, [prog("tls-serve")] + HELLO) as srv:
         rc, out = s_client(srv.port, "-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305",
                            servername=HOST, input=b"")
         assert b"hello TLSv1.2 ECDHE-ECDSA-CHACHA20-POLY1305" in out, out
@@ -197,7 +199,7 @@ def test_tls12_with_openssl_works(instance):
 @pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA",
                                     "ECDHE-ECDSA-AES128-SHA"])
 def test_cbc_only_client_refused(instance, cipher):
-    with Server(instance, [prog("tls-serve")] + ECHO) as srv:
+    with Server(instance, [prog("tls-serve")] + HELLO) as srv:
         rc, out = s_client(srv.port, "-tls1_2", "-cipher", cipher + "@SECLEVEL=0",
                            servername=HOST)
         assert rc != 0 and b"hello" not in out
@@ -219,7 +221,7 @@ def test_rsa_certificate_uses_ecdhe_rsa(rsa_instance, cafile):
 
 @pytest.mark.parametrize("cipher", ["AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA256"])
 def test_rsa_key_exchange_only_client_refused(rsa_instance, cipher):
-    with Server(rsa_instance, [prog("tls-serve")] + ECHO) as srv:
+    with Server(rsa_instance, [prog("tls-serve")] + HELLO) as srv:
         rc, out = s_client(srv.port, "-tls1_2", "-cipher", cipher + "@SECLEVEL=0",
                            servername=HOST)
         assert rc != 0 and b"hello" not in out
@@ -229,7 +231,7 @@ def test_rsa_key_exchange_only_client_refused(rsa_instance, cipher):
 
 
 def test_server_preference_wins(instance):
-    with Server(instance, [prog("tls-serve")] + ECHO) as srv:
+    with Server(instance, [prog("tls-serve")] + HELLO) as srv:
         # the client prefers ChaCha20, the server AES-128-GCM
         rc, out = s_client(srv.port, "-tls1_2", "-cipher",
                            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -295,9 +297,9 @@ def test_unknown_sni_gets_the_default(sni_instance, cafile):
                                   b"../../../etc", b"..", b"other.example.test/../x",
                                   b"-rf .example"])
 def test_hostile_sni_is_harmless(sni_instance, name):
-    with Server(sni_instance, [prog("tls-serve")] + ECHO) as srv:
+    with Server(sni_instance, [prog("tls-serve")] + HELLO) as srv:
         r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % srv.port,
-                            "-servername", name, "-tls1_2"], input=b"",
+                            "-servername", name, "-tls1_2", "-ign_eof"], input=b"",
                            capture_output=True, timeout=20)
         out = r.stdout + r.stderr
         if b"hello" in out:

@@ -122,7 +122,7 @@ def readline(sock, limit=65536):
 
 def s_client(port, *args, input=b"", servername=None, timeout=20):
     """Runs openssl s_client against 127.0.0.1:port; returns (rc, output)."""
-    cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port]
+    cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-ign_eof"]
     if servername is not None:
         cmd += ["-servername", servername]
     cmd += list(args)

@@ -1,0 +1,277 @@
+"""bench/tls.py: tls-serve against openssl s_server, and SMTPS against plain SMTP, in one run.
+
+Measured:
+  1. full TLS 1.2 handshakes per second (ECDHE-ECDSA-AES128-GCM-SHA256, EC P-256 key) with
+     `openssl s_time -new` as the client, against
+       pillarbox: tcpserver -> tls-serve -> cat (a process pair per connection, keys read
+                  from disk each time), and
+       openssl:   openssl s_server -tls1_2 (one process, key loaded once);
+     ratio pillarbox / openssl (target >= 0.5);
+  2. bulk: a 100 MB message submitted with a raw SMTP client (EHLO, AUTH, MAIL, RCPT, DATA),
+     over SMTPS (tcpserver -> tls-serve -> smtp-receive -> queue-inject) and over plain SMTP
+     (tcpserver -> smtp-receive -> queue-inject), best of 2 each; MB/s and ratio SMTPS / plain
+     (target >= 0.7);
+  3. private memory (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup) of each TLS
+     engine process of 20 open connections, after the handshake and after 1 MB each way
+     (target < 128 KB).
+Run: /usr/bin/python3 bench/tls.py  (BENCH_TLS_SECONDS, BENCH_TLS_MB change the sizes)
+"""
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "bin")
+SECONDS = int(os.environ.get("BENCH_TLS_SECONDS", "5"))
+MB = int(os.environ.get("BENCH_TLS_MB", "100"))
+HOST = "mx.example.test"
+USER = "bench@example.test"
+PW = "bench password"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listen(port, proc, timeout=10):
+    want = ":%04X" % port
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit("server exited early")
+        for fn in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(fn) as f:
+                if any(l.split()[1].endswith(want) and l.split()[3] == "0A"
+                       for l in list(f)[1:]):
+                    return
+        time.sleep(0.02)
+    raise SystemExit("server did not listen on %d" % port)
+
+
+class Proc:
+    def __init__(self, argv, env, port):
+        self.p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        wait_listen(port, self.p)
+
+    def stop(self):
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+
+
+def tcpserver(env, port, argv):
+    return Proc(["tcpserver", "-R", "-H", "-l", "localhost", "-c", "200", "127.0.0.1",
+                 str(port)] + argv, env, port)
+
+
+def s_time(port):
+    r = subprocess.run(["openssl", "s_time", "-connect", "127.0.0.1:%d" % port, "-new",
+                        "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-time",
+                        str(SECONDS)], capture_output=True, timeout=SECONDS + 60)
+    m = re.search(rb"(\d+) connections in ([\d.]+)s; ([\d.]+) connections/user sec", r.stdout)
+    m2 = re.search(rb"(\d+) connections in (\d+) real seconds", r.stdout)
+    if not m2:
+        raise SystemExit("s_time failed: %r" % (r.stdout + r.stderr))
+    return int(m2.group(1)) / float(m2.group(2))
+
+
+def handshakes(inst, env):
+    cert = os.path.join(inst, "tls", "cert.pem")
+    key = os.path.join(inst, "tls", "key.pem")
+    p1 = free_port()
+    srv = tcpserver(env, p1, [os.path.join(BIN, "tls-serve"), "cat"])
+    try:
+        ours = s_time(p1)
+    finally:
+        srv.stop()
+    p2 = free_port()
+    ossl = Proc(["openssl", "s_server", "-accept", "127.0.0.1:%d" % p2, "-cert", cert, "-key", key,
+                 "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-quiet"], env, p2)
+    try:
+        theirs = s_time(p2)
+    finally:
+        ossl.stop()
+    return ours, theirs
+
+
+def reply(f):
+    while True:
+        ln = f.readline()
+        if not ln:
+            raise SystemExit("connection closed")
+        if ln[3:4] == b" ":
+            return int(ln[:3]), ln
+
+
+def submit(sock, payload, auth):
+    f = sock.makefile("rb")
+    def cmd(line, want):
+        sock.sendall(line + b"\r\n")
+        code, ln = reply(f)
+        if code != want:
+            raise SystemExit("%r -> %r" % (line, ln))
+    code, _ = reply(f)
+    cmd(b"EHLO bench.example", 250)
+    if auth:
+        cmd(b"AUTH PLAIN " + base64.b64encode(("\0%s\0%s" % (USER, PW)).encode()), 235)
+    cmd(b"MAIL FROM:<%s> SIZE=%d" % (USER.encode(), len(payload)), 250)
+    cmd(b"RCPT TO:<%s>" % USER.encode(), 250)
+    cmd(b"DATA", 354)
+    t0 = time.monotonic()
+    sock.sendall(payload)
+    cmd(b".", 250)
+    dt = time.monotonic() - t0
+    sock.sendall(b"QUIT\r\n")
+    f.close()
+    return dt
+
+
+def bulk(inst, env, payload, cafile):
+    e = dict(env, SMTPAUTH="1")
+    ps = free_port()
+    pp = free_port()
+    smtps = tcpserver(e, ps, [os.path.join(BIN, "tls-serve"), os.path.join(BIN, "smtp-receive")])
+    plain = tcpserver(env, pp, [os.path.join(BIN, "smtp-receive")])
+    ctx = ssl.create_default_context(cafile=cafile)
+    res = {"smtps": [], "plain": []}
+    try:
+        for _ in range(2):
+            for kind in ("plain", "smtps"):
+                if kind == "smtps":
+                    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", ps)),
+                                        server_hostname=HOST)
+                else:
+                    s = socket.create_connection(("127.0.0.1", pp))
+                with s:
+                    res[kind].append(len(payload) / submit(s, payload, kind == "smtps") / 1e6)
+                shutil.rmtree(os.path.join(inst, "mail"), ignore_errors=True)
+                clean_queue(inst)
+    finally:
+        smtps.stop()
+        plain.stop()
+    return max(res["smtps"]), max(res["plain"])
+
+
+def clean_queue(inst):
+    # keep the queue small between runs: delete message files, keep the directories
+    for d, _, files in os.walk(os.path.join(inst, "queue")):
+        for f in files:
+            p = os.path.join(d, f)
+            if os.path.isfile(p) and not p.endswith(("lock", "trigger")):
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+
+
+def private_kb(pid):
+    d = {}
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for ln in f:
+            p = ln.split()
+            if len(p) >= 2 and p[0].endswith(":") and p[1].isdigit():
+                d[p[0][:-1]] = int(p[1])
+    return d.get("Private_Clean", 0) + d.get("Private_Dirty", 0), d.get("Pss", 0)
+
+
+def engines(port):
+    """PIDs of the TLS engines: tls-serve processes (not exec'd into the program)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == os.path.join(BIN, "tls-serve").encode():
+            out.append(int(pid))
+    return out
+
+
+def memory(env, cafile):
+    port = free_port()
+    srv = tcpserver(env, port, [os.path.join(BIN, "tls-serve"), "cat"])
+    ctx = ssl.create_default_context(cafile=cafile)
+    socks = []
+    try:
+        for _ in range(20):
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                                server_hostname=HOST)
+            s.sendall(b"x")
+            s.recv(1)
+            socks.append(s)
+        time.sleep(0.2)
+        after_hs = [private_kb(p) for p in engines(port)]
+        blob = os.urandom(1 << 20)
+        for s in socks:
+            t = threading.Thread(target=s.sendall, args=(blob,))
+            t.start()
+            got = 0
+            while got < len(blob):
+                got += len(s.recv(1 << 20))
+            t.join()
+        time.sleep(0.2)
+        after_bulk = [private_kb(p) for p in engines(port)]
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+    return after_hs, after_bulk
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="bench-tls-")
+    try:
+        inst = os.path.join(tmp, "inst")
+        env = dict(os.environ, PATH=BIN + ":" + os.environ["PATH"], MAILROOT=inst)
+        subprocess.run([os.path.join(BIN, "mail-instance"), "create", inst, "--hostname", HOST,
+                        "--domain", "example.test"], env=env, check=True, capture_output=True)
+        subprocess.run([os.path.join(BIN, "mail-user"), "add", USER], input=(PW + "\n").encode(),
+                       env=env, check=True, capture_output=True)
+        with open(os.path.join(inst, "control", "databytes"), "w") as f:
+            f.write("%d\n" % ((MB + 10) << 20))
+        cafile = os.path.join(inst, "tls", "cert.pem")
+
+        ours, theirs = handshakes(inst, env)
+        print("handshakes/s: tls-serve %.0f, openssl s_server %.0f, ratio %.2f (target >= 0.5)"
+              % (ours, theirs, ours / theirs))
+
+        line = b"x" * 76 + b"\r\n"
+        payload = b"Subject: bulk\r\n\r\n" + line * ((MB << 20) // len(line))
+        tls_rate, plain_rate = bulk(inst, env, payload, cafile)
+        print("bulk %d MB: SMTPS %.1f MB/s, plain SMTP %.1f MB/s, ratio %.2f (target >= 0.7)"
+              % (MB, tls_rate, plain_rate, tls_rate / plain_rate))
+
+        hs, bk = memory(env, cafile)
+        if hs and bk:
+            print("engine private memory (KB) over %d connections: after handshake avg %.0f "
+                  "max %d; after 1 MB each way avg %.0f max %d (target < 128)"
+                  % (len(bk), sum(p for p, _ in hs) / len(hs), max(p for p, _ in hs),
+                     sum(p for p, _ in bk) / len(bk), max(p for p, _ in bk)))
+        else:
+            print("engine private memory: no engine process found")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
