@@ -52,7 +52,11 @@ class Servers:
                               str(self.sport), "tls-serve"] + chain, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         ]
-        wait_for(lambda: listening(self.port) and listening(self.sport), what="tcpserver")
+        try:
+            wait_for(lambda: listening(self.port) and listening(self.sport), what="tcpserver")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self):
         for p in self.procs:
