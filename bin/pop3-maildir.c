@@ -27,6 +27,7 @@
 #include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
 #include <skalibs/types.h>
+#include "maildir.h"
 #include "pop3.h"
 #include "pop3io.h"
 
@@ -553,15 +554,22 @@ static int update(void)
   unsigned long i;
   int ok = 1;
   char p[300], q[300];
+  uint64_t qsize = 0, qcount = 0;
   for (i = 0; i < nmsgs; i++) {
     msg *m = &msgs[i];
     int r, tries;
     if (!(m->flags & (F_DELE | F_SEEN))) continue;
     for (tries = 0; tries < 2; tries++) {
       mpath(m, p, sizeof p);
-      if (m->flags & F_DELE)
+      if (m->flags & F_DELE) {
+        struct stat st;
+        int sized = lstat(p, &st) == 0;
         r = unlink(p);
-      else {
+        if (!r && sized) {
+          qsize += (uint64_t)st.st_size;
+          qcount++;
+        }
+      } else {
         seen_name(mname(m), q, sizeof q);
         r = strcmp(p, q) ? rename(p, q) : 0;
       }
@@ -577,6 +585,9 @@ static int update(void)
       if (m->flags & F_DELE) ok = 0;
     }
   }
+  /* Maildir++ quota: what was removed leaves the maildirsize totals (if the file exists). */
+  if (qcount && maildir_quota_add(".", -(int64_t)qsize, -(int64_t)qcount) < 0)
+    strerr_warnwu1sys("update maildirsize");
   return ok;
 }
 

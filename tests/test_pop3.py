@@ -789,3 +789,22 @@ def test_message_removed_by_another_program(box):
     finally:
         c.close()
     assert len(box.files("new")) == 1
+
+
+def test_quit_updates_maildirsize(box):
+    """Removed messages leave the Maildir++ quota totals; no maildirsize, none is made."""
+    box.add(MSG1)
+    box.add(MSG2)
+    box.session([b"DELE 1", b"QUIT"])
+    assert not os.path.exists(os.path.join(box.dir, "maildirsize"))
+    with open(os.path.join(box.dir, "maildirsize"), "w") as f:
+        f.write("1000000S\n%d 1\n" % len(MSG2))
+    r = box.session([b"DELE 1", b"QUIT"])
+    assert r.stdout.endswith(b"+OK bye\r\n")
+    with open(os.path.join(box.dir, "maildirsize")) as f:
+        assert f.read() == "1000000S\n%d 1\n-%d -1\n" % (len(MSG2), len(MSG2))
+    # A session that only reads changes nothing there.
+    box.add(MSG1)
+    box.session([b"RETR 1", b"QUIT"])
+    with open(os.path.join(box.dir, "maildirsize")) as f:
+        assert f.read().count("\n") == 3
