@@ -762,3 +762,37 @@ def test_queue_run_survives_an_empty_alias_and_a_loop(users, qrun):
     assert len(users.messages("bob@example.test")) == 1
     [b] = users.messages("alice@example.test")
     assert b"5.4.6" in b or b"5.1.1" in b
+
+
+SLOW_SMTP_SEND = r'''#!/bin/sh
+# counts how many of us run at once for a domain, then delivers everything
+dom=$1; shift; shift
+d="$FAKE_DIR/$dom"; a="$FAKE_DIR/all"; mkdir -p "$d" "$a"
+ls "$d" | wc -l >> "$FAKE_DIR/counts.$dom"
+ls "$a" | wc -l >> "$FAKE_DIR/counts.all"
+touch "$d/$$" "$a/$$"; sleep 0.3; rm "$d/$$" "$a/$$"
+cat > /dev/null
+for r in "$@"; do printf 'D\t%s\tmx.%s\t250 ok\n' "$r" "$dom"; done
+'''
+
+
+def test_remote_concurrency_per_domain_and_overall(users, qrun, tmp_path):
+    b = tmp_path / "slowbin"
+    b.mkdir()
+    (b / "smtp-send").write_text(SLOW_SMTP_SEND)
+    os.chmod(b / "smtp-send", 0o755)
+    users.control("concurrency-domain", "2")
+    users.control("concurrency-remote", "3")
+    for i in range(6):
+        for dom in ("one.test", "two.test"):
+            rc, err = users.inject(MSG, "alice@example.test", "r%d@%s" % (i, dom))
+            assert rc == 0, err
+    q = qrun(users, {"PATH": str(b) + ":" + users.env["PATH"], "FAKE_DIR": str(tmp_path)})
+    q.wait_log(r"^done ", count=12, timeout=40)
+    one = [int(x) for x in (tmp_path / "counts.one.test").read_text().split()]
+    two = [int(x) for x in (tmp_path / "counts.two.test").read_text().split()]
+    assert len(one) == 6 and len(two) == 6
+    assert max(one) <= 1 and max(two) <= 1  # never a third for one domain
+    every = [int(x) for x in (tmp_path / "counts.all").read_text().split()]
+    assert max(every) <= 2  # never a fourth at all
+    assert max(every) >= 1  # and they did run in parallel
