@@ -796,3 +796,27 @@ def test_remote_concurrency_per_domain_and_overall(users, qrun, tmp_path):
     every = [int(x) for x in (tmp_path / "counts.all").read_text().split()]
     assert max(every) <= 2  # never a fourth at all
     assert max(every) >= 1  # and they did run in parallel
+
+
+def test_failing_domain_is_backed_off_as_a_whole(users, qrun, fake_remote):
+    env, log = fake_remote
+    users.control("retry-base", "60")
+    users.control("retry-max", "60")
+    q = qrun(users, env)
+    rc, err = users.inject(MSG, "alice@example.test", "temp@slow.test")
+    assert rc == 0, err
+    q.wait_log(r"^delivery \S+ temp@slow.test defer: ")
+    rc, err = users.inject(MSG, "alice@example.test", "temp2@slow.test", "ok@fast.test")
+    assert rc == 0, err
+    q.wait_log(r"^delivery \S+ ok@fast.test ok: ")
+    time.sleep(0.5)
+    calls = log.read_text().splitlines()
+    assert calls == ["slow.test alice@example.test temp@slow.test",
+                     "fast.test alice@example.test ok@fast.test"], calls  # slow.test waits
+    wait_for(lambda: len(os.listdir(users.path("queue", "state"))) == 2, what="state files")
+    second = [m for m in qlist(users) if len(m["recipients"]) == 2][0]
+    r = {x["address"]: x for x in second["recipients"]}
+    assert r["temp2@slow.test"]["state"] == "pending-remote"
+    assert r["temp2@slow.test"]["attempts"] == 0 and r["temp2@slow.test"]["next"] > time.time() + 30
+    assert users.run("queue-ctl", "flush").returncode == 0  # forgets the domain's backoff
+    q.wait_log(r"^delivery \S+ temp2@slow.test defer: ")
