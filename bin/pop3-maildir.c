@@ -665,15 +665,19 @@ int main(int argc, char const *const *argv)
     strerr_dief1x(100, "HOME must be the absolute path of the Maildir");
   }
   if (chdir(home) < 0) {
-    put(errno == ENOENT ? "-ERR [SYS/PERM] no maildrop\r\n"
-                        : "-ERR [SYS/TEMP] unable to open maildrop\r\n");
+    int e = errno;
+    put(e == ENOENT ? "-ERR [SYS/PERM] no maildrop\r\n"
+                    : "-ERR [SYS/TEMP] unable to open maildrop\r\n");
     pop3io_flush();
-    strerr_diefu2sys(errno == ENOENT ? 100 : 111, "chdir to ", home);
+    errno = e;
+    strerr_diefu2sys(e == ENOENT ? 100 : 111, "chdir to ", home);
   }
   lockfd = open(".pop3.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lockfd < 0) {
+    int e = errno;
     put("-ERR [SYS/TEMP] unable to lock maildrop\r\n");
     pop3io_flush();
+    errno = e;
     strerr_diefu2sys(111, "open ", ".pop3.lock");
   }
   if (flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
@@ -682,13 +686,19 @@ int main(int argc, char const *const *argv)
       pop3io_flush();
       return 111;
     }
-    put("-ERR [SYS/TEMP] unable to lock maildrop\r\n");
-    pop3io_flush();
+    {
+      int e = errno;
+      put("-ERR [SYS/TEMP] unable to lock maildrop\r\n");
+      pop3io_flush();
+      errno = e;
+    }
     strerr_diefu1sys(111, "lock .pop3.lock");
   }
   if (!listing_load()) {
+    int e = errno;
     put("-ERR [SYS/TEMP] unable to read maildrop\r\n");
     pop3io_flush();
+    errno = e;
     strerr_diefu2sys(111, "list the Maildir ", home);
   }
   put("+OK ");
