@@ -26,7 +26,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,6 +180,38 @@ def clean_queue(inst):
                     pass
 
 
+def echo_roundtrip(sock, data, timeout=60):
+    """Sends data and reads it back from one thread (an SSL socket is not thread-safe)."""
+    import selectors
+    sock.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    sent, got = 0, bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < len(data) and time.monotonic() < deadline:
+            sel.select(timeout=1)
+            if sent < len(data):
+                try:
+                    sent += sock.send(data[sent:sent + 65536])
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                    pass
+            while True:
+                try:
+                    c = sock.recv(1 << 20)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    break
+                if not c:
+                    return bytes(got)
+                got += c
+            if sent >= len(data):
+                sel.modify(sock, selectors.EVENT_READ)
+    finally:
+        sel.close()
+        sock.setblocking(True)
+    return bytes(got)
+
+
 def private_kb(pid):
     d = {}
     with open("/proc/%d/smaps_rollup" % pid) as f:
@@ -223,12 +254,8 @@ def memory(env, cafile):
         after_hs = [private_kb(p) for p in engines(port)]
         blob = os.urandom(1 << 20)
         for s in socks:
-            t = threading.Thread(target=s.sendall, args=(blob,))
-            t.start()
-            got = 0
-            while got < len(blob):
-                got += len(s.recv(1 << 20))
-            t.join()
+            if echo_roundtrip(s, blob) != blob:
+                raise SystemExit("echo through tls-serve came back wrong")
         time.sleep(0.2)
         after_bulk = [private_kb(p) for p in engines(port)]
     finally:

@@ -513,7 +513,9 @@ int tlsserver_run(br_ssl_server_context *cc, int netr, int netw, int appr, int a
         ix[1] = n++;
       }
     }
-    if (handshaken && !closing && appr >= 0 && (st & BR_SSL_SENDAPP)) {
+    /* After the peer has gone, what the application writes is read and dropped, so that it
+     * never blocks on a full pipe while we wait for it to take the last bytes. */
+    if (handshaken && appr >= 0 && (neteof || (!closing && (st & BR_SSL_SENDAPP)))) {
       x[n].fd = appr;
       x[n].events = IOPAUSE_READ;
       ix[2] = n++;
@@ -524,7 +526,7 @@ int tlsserver_run(br_ssl_server_context *cc, int netr, int netw, int appr, int a
       ix[3] = n++;
     }
     if (!n) break;
-    deadline = !handshaken ? hsdeadline : closing ? &closedeadline : &tain_infinite;
+    deadline = !handshaken ? hsdeadline : (closing || neteof) ? &closedeadline : &tain_infinite;
     r = iopause_g(x, n, deadline);
     if (r < 0) {
       if (errno == EINTR) continue;
@@ -563,6 +565,7 @@ int tlsserver_run(br_ssl_server_context *cc, int netr, int netw, int appr, int a
             return 1;
           }
           neteof = 1;
+          tain_addsec_g(&closedeadline, 5);
         }
       } else if (!k) {
         if (!handshaken) {
@@ -570,6 +573,7 @@ int tlsserver_run(br_ssl_server_context *cc, int netr, int netw, int appr, int a
           return 1;
         }
         neteof = 1;
+        tain_addsec_g(&closedeadline, 5);
       } else br_ssl_engine_recvrec_ack(e, (size_t)k);
       continue;
     }
@@ -590,6 +594,15 @@ int tlsserver_run(br_ssl_server_context *cc, int netr, int netw, int appr, int a
           if (neteof) break;
         }
       } else br_ssl_engine_recvapp_ack(e, (size_t)w);
+      continue;
+    }
+    if (ix[2] >= 0 && neteof && (x[ix[2]].revents & (IOPAUSE_READ | IOPAUSE_EXCEPT))) {
+      char sink[4096];
+      ssize_t k = read(appr, sink, sizeof sink);
+      if (!k || (k < 0 && errno != EAGAIN && errno != EINTR)) {
+        fd_close(appr);
+        appr = -1;
+      }
       continue;
     }
     if (ix[2] >= 0 && (x[ix[2]].revents & (IOPAUSE_READ | IOPAUSE_EXCEPT))) {

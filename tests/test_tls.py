@@ -10,7 +10,8 @@ import time
 import pytest
 
 from conftest import prog, wait_for
-from tls_helpers import (Server, client_context, make_cert, peer_cn, readline, s_client)
+from tls_helpers import (Server, client_context, echo_roundtrip, make_cert, peer_cn, readline,
+                         s_client)
 
 ECHO = ["sh", "-c", 'printf "hello %s %s [%s]\\r\\n" "$SSL_PROTOCOL" "$SSL_CIPHER" '
         '"${SSL_TLS_SNI_SERVERNAME-unset}"; exec cat']
@@ -121,12 +122,27 @@ def test_bulk_transfer_both_ways_is_intact(instance, cafile):
     data = os.urandom(3 << 20)
     with Server(instance, [prog("tls-serve"), "cat"]) as srv:
         with tls_connect(srv, cafile) as s:
-            import threading
-            t = threading.Thread(target=s.sendall, args=(data,))
-            t.start()
-            got = recv_all(s, len(data))
-            t.join(timeout=30)
-            assert got == data
+            assert echo_roundtrip(s, data) == data
+
+
+def test_peer_vanishing_mid_transfer_ends_the_session(instance, cafile):
+    """The client floods an echo program without reading, then disappears: the engine must
+    not stay blocked between a full pipe and a dead peer."""
+    with Server(instance, [prog("tls-serve"), "cat"]) as srv:
+        s = tls_connect(srv, cafile)
+        s.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sent < (8 << 20):
+            try:
+                sent += s.send(b"x" * 65536)
+            except (ssl.SSLWantWriteError, BlockingIOError):
+                time.sleep(0.01)
+                if sent > (1 << 20):
+                    break
+        assert sent > 0
+        s.close()
+        wait_for(lambda: " end " in srv.logtext(), timeout=15, what="the session to end")
 
 
 def test_no_sni_gives_default_and_unset_name(instance, cafile):

@@ -128,3 +128,36 @@ def s_client(port, *args, input=b"", servername=None, timeout=20):
     cmd += list(args)
     r = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
     return r.returncode, r.stdout + r.stderr
+
+
+def echo_roundtrip(tls_sock, data, timeout=60):
+    """Sends data and reads as many bytes back, both at once, from one thread (an SSL socket
+    must not be used by two threads at the same time). Returns what was read."""
+    import selectors
+    tls_sock.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(tls_sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    sent, got = 0, bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < len(data) and time.monotonic() < deadline:
+            sel.select(timeout=1)
+            if sent < len(data):
+                try:
+                    sent += tls_sock.send(data[sent:sent + 65536])
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                    pass
+            while True:
+                try:
+                    c = tls_sock.recv(1 << 20)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    break
+                if not c:
+                    return bytes(got)
+                got += c
+            if sent >= len(data):
+                sel.modify(tls_sock, selectors.EVENT_READ)
+    finally:
+        sel.close()
+        tls_sock.setblocking(True)
+    return bytes(got)
