@@ -241,6 +241,7 @@ int accounts_each(char const *s, size_t len,
 struct compile_s {
   int kind;
   cdbw *w;
+  cdbw *pw; /* users: passwd.cdb (the hashes), else 0 */
   stralloc key;
   stralloc val;
   unsigned long line;
@@ -263,8 +264,7 @@ static int compile_line(char const *s, size_t n, unsigned long line, void *data)
   c->val.len = 0;
   if (c->kind == ACCT_USERS) {
     char fmt[UINT64_FMT];
-    if (!stralloc_catb(&c->val, r.hash, r.hashlen) || !stralloc_0(&c->val) ||
-        !stralloc_catb(&c->val, r.maildir, r.maildirlen) || !stralloc_0(&c->val) ||
+    if (!stralloc_catb(&c->val, r.maildir, r.maildirlen) || !stralloc_0(&c->val) ||
         !stralloc_catb(&c->val, fmt, uint64_fmt(fmt, (uint64_t)r.quota)) || !stralloc_0(&c->val))
       goto sys;
   } else if (c->kind == ACCT_ALIASES) {
@@ -281,36 +281,68 @@ static int compile_line(char const *s, size_t n, unsigned long line, void *data)
     return 0;
   }
   if (!cdbw_add(c->w, c->key.s, c->key.len, c->val.s ? c->val.s : "", c->val.len)) goto sys;
+  if (c->pw && !cdbw_add(c->pw, c->key.s, c->key.len, r.hashlen ? r.hash : "", r.hashlen))
+    goto sys;
   return 1;
 sys:
   c->syserr = 1;
   return -1;
 }
 
-/* Compiles into cdbpath; calls before(data) once the text is known good, before the new
- * database is put in place (a failing before aborts the rebuild: -1). */
+/* passwd.cdb beside cdbpath (same directory), into p. 1 ok, 0 no memory. */
+static int passwd_path(char const *cdbpath, stralloc *p)
+{
+  char const *slash = strrchr(cdbpath, '/');
+  p->len = 0;
+  if (slash && !stralloc_catb(p, cdbpath, slash - cdbpath + 1)) return 0;
+  return stralloc_cats(p, "passwd.cdb") && stralloc_0(p);
+}
+
+/* Compiles into cdbpath (users: and the hashes into passwd.cdb beside it, mode 0600); calls
+ * before(data) once the text is known good, before the new databases are put in place (a
+ * failing before aborts the rebuild: -1). */
 static int compile(int kind, char const *s, size_t len, char const *cdbpath,
                    unsigned long *line, char const **why, int (*before)(void *), void *data)
 {
-  struct compile_s c = {kind, 0, STRALLOC_ZERO, STRALLOC_ZERO, 0, 0, 0};
+  struct compile_s c = {kind, 0, 0, STRALLOC_ZERO, STRALLOC_ZERO, 0, 0, 0};
+  stralloc pp = STRALLOC_ZERO;
   int r;
+  if (kind == ACCT_USERS) {
+    if (!passwd_path(cdbpath, &pp)) return -1;
+    c.pw = cdbw_start_mode(pp.s, CDBW_PRIVATE);
+    if (!c.pw) {
+      int e = errno;
+      stralloc_free(&pp);
+      errno = e;
+      return -1;
+    }
+    stralloc_free(&pp);
+  }
   c.w = cdbw_start(cdbpath);
-  if (!c.w) return -1;
+  if (!c.w) {
+    if (c.pw) cdbw_abort(c.pw);
+    return -1;
+  }
   r = accounts_each(s, len, compile_line, &c);
   stralloc_free(&c.key);
   stralloc_free(&c.val);
   if (r <= 0) {
-    if (c.syserr) {
-      cdbw_abort(c.w);
-      return -1;
-    }
-    errno = EINVAL;
     cdbw_abort(c.w);
+    if (c.pw) cdbw_abort(c.pw);
+    if (c.syserr) return -1;
+    errno = EINVAL;
     *line = c.line;
     *why = c.why;
     return 0;
   }
   if (before && !before(data)) {
+    cdbw_abort(c.w);
+    if (c.pw) cdbw_abort(c.pw);
+    return -1;
+  }
+  /* the hashes first: an account never shows before its hash (a deleted one loses its hash
+   * first); either way a reader in between sees at worst a login refused */
+  if (c.pw && !cdbw_finish(c.pw)) {
     cdbw_abort(c.w);
     return -1;
   }
@@ -374,6 +406,7 @@ struct text_s {
   char const *path;
   char const *s;
   size_t len;
+  unsigned int mode; /* control/users holds the hashes: private */
   int failed;
 };
 
@@ -382,12 +415,13 @@ struct text_s {
 static int write_text(void *data)
 {
   struct text_s *t = data;
-  if (openwritenclose_suffix_sync(t->path, t->s, t->len, ".tmp")) return 1;
+  if (cdbw_writefile(t->path, t->s, t->len, t->mode)) return 1;
   t->failed = 1;
   return 0;
 }
 
-void accounts_save(int kind, char const *s, size_t len)
+/* 1 saved; 0 junk (*msg says where and what); dies 111 on system errors. */
+static int save(int kind, char const *s, size_t len, stralloc *msg)
 {
   stralloc p = STRALLOC_ZERO, c = STRALLOC_ZERO;
   unsigned long line = 0;
@@ -396,18 +430,38 @@ void accounts_save(int kind, char const *s, size_t len)
   source_path(&p, kind, "");
   source_path(&c, kind, ".cdb");
   {
-    struct text_s t = {p.s, s, len, 0};
+    struct text_s t = {p.s, s, len, kind == ACCT_USERS ? CDBW_PRIVATE : 0644, 0};
     r = compile(kind, s, len, c.s, &line, &why, write_text, &t);
     if (r < 0 && t.failed) strerr_diefu2sys(111, "write ", p.s);
   }
-  if (r < 0) strerr_diefu2sys(111, "build ", c.s);
+  if (r < 0) strerr_diefu2sys(111, "build the databases of ", p.s);
   if (!r) {
     char fmt[ULONG_FMT];
-    fmt[ulong_fmt(fmt, line)] = 0;
-    strerr_dief6x(100, p.s, " line ", fmt, ": ", why, " (database left unchanged)");
+    msg->len = 0;
+    if (!stralloc_cats(msg, p.s) || !stralloc_cats(msg, " line ") ||
+        !stralloc_catb(msg, fmt, ulong_fmt(fmt, line)) || !stralloc_cats(msg, ": ") ||
+        !stralloc_cats(msg, why) || !stralloc_cats(msg, " (database left unchanged)") ||
+        !stralloc_0(msg))
+      strerr_diefu1sys(111, "allocate");
   }
   stralloc_free(&p);
   stralloc_free(&c);
+  return r;
+}
+
+void accounts_save(int kind, char const *s, size_t len)
+{
+  stralloc msg = STRALLOC_ZERO;
+  if (!save(kind, s, len, &msg)) strerr_dief1x(100, msg.s);
+}
+
+int accounts_save_try(int kind, char const *s, size_t len)
+{
+  stralloc msg = STRALLOC_ZERO;
+  if (save(kind, s, len, &msg)) return 1;
+  strerr_warnw1x(msg.s);
+  stralloc_free(&msg);
+  return 0;
 }
 
 struct find_s {

@@ -49,7 +49,10 @@ int accounts_each(char const *s, size_t len,
 int accounts_next_target(char const *s, size_t len, size_t *pos, char const **t, size_t *tn);
 
 /* Compiles text into cdbpath atomically. 1 ok; 0 junk at *line (*why says what, errno EINVAL,
- * old cdb untouched); -1 system error (errno). */
+ * old cdb untouched); -1 system error (errno).
+ * ACCT_USERS makes two databases: cdbpath (users.cdb, mode 0644: address -> maildir, quota,
+ * no hash) and passwd.cdb in the same directory (mode 0600, cdbw_tmpfile's rules: address ->
+ * hash); passwd.cdb is put in place first. */
 int accounts_compile(int kind, char const *s, size_t len, char const *cdbpath,
                      unsigned long *line, char const **why);
 
@@ -57,6 +60,9 @@ int accounts_compile(int kind, char const *s, size_t len, char const *cdbpath,
 int accounts_lock(void);                        /* flock(control/.lock); returns the fd */
 void accounts_load(int kind, stralloc *text);   /* reads control/NAME (missing: empty) */
 void accounts_save(int kind, char const *s, size_t len); /* compile, then write the text */
+/* The same, but junk is a warning (naming the line) and a return of 0 instead of death; 1 ok.
+ * control/users is written mode 0600 (it holds the hashes), the other sources 0644. */
+int accounts_save_try(int kind, char const *s, size_t len);
 
 /* Finds the record whose key folds to key (already folded). Returns 1 and fills r, or 0. */
 int accounts_find(int kind, char const *s, size_t len, char const *key, size_t klen,

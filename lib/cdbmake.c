@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <skalibs/allreadwrite.h>
 
 #include <cdb.h>
 
@@ -17,7 +20,70 @@ struct cdbw_s {
   char *tmp;
 };
 
+int cdbw_tmpfile(char const *tmp, char const *path, unsigned int mode)
+{
+  struct stat st;
+  int fd, e;
+  mode &= 0777;
+  if (unlink(tmp) < 0 && errno != ENOENT) return -1;
+  fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode); /* umask can only narrow it */
+  if (fd < 0) return -1;
+  if (!(mode & 077) && stat(path, &st) == 0) {
+    if (st.st_uid != geteuid() || st.st_gid != getegid()) {
+      if (fchown(fd, st.st_uid, st.st_gid) < 0) goto err;
+    }
+    if (st.st_mode & 0040) mode |= 0040;
+  }
+  if (fchmod(fd, mode) < 0) goto err; /* exact, whatever the umask */
+  return fd;
+err:
+  e = errno;
+  close(fd);
+  unlink(tmp);
+  errno = e;
+  return -1;
+}
+
+/* fsyncs the directory that holds path. */
+static int sync_dir(char const *path);
+
+int cdbw_writefile(char const *path, char const *s, size_t n, unsigned int mode)
+{
+  size_t pn = strlen(path);
+  char *tmp = malloc(pn + 5);
+  int fd, e;
+  if (!tmp) return 0;
+  memcpy(tmp, path, pn);
+  memcpy(tmp + pn, ".tmp", 5);
+  fd = cdbw_tmpfile(tmp, path, mode);
+  if (fd < 0) goto err0;
+  if (allwrite(fd, s, n) < n || fsync(fd) < 0) goto err;
+  if (close(fd) < 0) {
+    fd = -1;
+    goto err;
+  }
+  fd = -1;
+  if (rename(tmp, path) < 0) goto err;
+  free(tmp);
+  return sync_dir(path);
+err:
+  e = errno;
+  if (fd >= 0) close(fd);
+  unlink(tmp);
+  errno = e;
+err0:
+  e = errno;
+  free(tmp);
+  errno = e;
+  return 0;
+}
+
 cdbw *cdbw_start(char const *path)
+{
+  return cdbw_start_mode(path, 0644);
+}
+
+cdbw *cdbw_start_mode(char const *path, unsigned int mode)
 {
   size_t n = strlen(path);
   cdbw *w = malloc(sizeof *w);
@@ -28,7 +94,7 @@ cdbw *cdbw_start(char const *path)
   memcpy(w->path, path, n + 1);
   memcpy(w->tmp, path, n);
   memcpy(w->tmp + n, ".tmp", 5);
-  w->fd = open(w->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); /* cdb_make_exists reads back */
+  w->fd = cdbw_tmpfile(w->tmp, w->path, mode); /* read-write: cdb_make_exists reads back */
   if (w->fd < 0) goto err;
   if (cdb_make_start(&w->cm, w->fd) < 0) {
     int e = errno;

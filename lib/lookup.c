@@ -1,6 +1,8 @@
 /* lookup: see lookup.h. Record formats (written by lib/accounts.c):
  *   domains.cdb  key: folded domain            value: empty
- *   users.cdb    key: folded address           value: hash \0 maildir \0 quota \0
+ *   users.cdb    key: folded address           value: maildir \0 quota \0
+ *                (before passwd.cdb existed: hash \0 maildir \0 quota \0, still read)
+ *   passwd.cdb   key: folded address           value: hash (no NUL; mode 0600)
  *   aliases.cdb  key: folded address or "@dom" value: target \0 target \0 ...
  * Uses tinycdb (<cdb.h>) and never includes <skalibs/cdb.h>. */
 #include <errno.h>
@@ -22,7 +24,8 @@
 
 struct db {
   char const *rel;
-  int open; /* 1: c is valid; 2: the file is missing (empty database) */
+  int open; /* 1: c is valid; 2: the file is missing (empty database); 3: the file is there
+              * but this process may not read it (EACCES; treated as empty) */
   int fd;
   struct cdb c;
   dev_t dev;
@@ -31,12 +34,15 @@ struct db {
   off_t size;
 };
 
-static struct db dbs[3] = {{"control/domains.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0},
-                           {"control/users.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0},
-                           {"control/aliases.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0}};
+#define NDBS 4
+static struct db dbs[NDBS] = {{"control/domains.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0},
+                              {"control/users.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0},
+                              {"control/aliases.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0},
+                              {"control/passwd.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0}};
 #define DB_DOMAINS (&dbs[0])
 #define DB_USERS (&dbs[1])
 #define DB_ALIASES (&dbs[2])
+#define DB_PASSWD (&dbs[3])
 
 static void db_drop(struct db *d)
 {
@@ -51,7 +57,7 @@ static void db_drop(struct db *d)
 void lookup_close(void)
 {
   unsigned int i;
-  for (i = 0; i < 3; i++) db_drop(&dbs[i]);
+  for (i = 0; i < NDBS; i++) db_drop(&dbs[i]);
 }
 
 /* Makes sure d reflects the file on disk now (reopened when it was replaced). 1 ok, 0 error. */
@@ -72,7 +78,7 @@ static int db_fresh(struct db *d)
     d->open = 2;
     return 1;
   }
-  if (d->open == 1 && st.st_dev == d->dev && st.st_ino == d->ino && st.st_size == d->size &&
+  if ((d->open == 1 || d->open == 3) && st.st_dev == d->dev && st.st_ino == d->ino && st.st_size == d->size &&
       st.st_mtim.tv_sec == d->mtime.tv_sec && st.st_mtim.tv_nsec == d->mtime.tv_nsec) {
     stralloc_free(&p);
     return 1;
@@ -83,6 +89,14 @@ static int db_fresh(struct db *d)
   if (fd < 0) {
     if (errno == ENOENT) {
       d->open = 2;
+      return 1;
+    }
+    if (errno == EACCES) { /* remembered until the file changes: no open() per lookup */
+      d->open = 3;
+      d->dev = st.st_dev;
+      d->ino = st.st_ino;
+      d->size = st.st_size;
+      d->mtime = st.st_mtim;
       return 1;
     }
     return 0;
@@ -159,29 +173,41 @@ void account_free(account *a)
   a->quota = 0;
 }
 
-/* Exact account for the folded key. 1 found (a filled, if a), 0 not, -1 error. */
-static int account_get(char const *key, size_t kn, account *a)
+/* Exact account for the folded key. 1 found (a filled, if a; a->hash left empty), 0 not,
+ * -1 error. *legacy, if given, points to the hash of an old-format users.cdb record (or 0). */
+static int account_get(char const *key, size_t kn, account *a, char const **legacy,
+                       size_t *legacyn)
 {
   char const *v;
-  size_t vn, h, m;
+  size_t vn, m, i, nuls = 0;
   int r = db_get(DB_USERS, key, kn, &v, &vn);
   if (r <= 0) return r;
   if (!a) return 1;
-  h = strnlen(v, vn);
-  if (h >= vn) goto bad;
-  m = strnlen(v + h + 1, vn - h - 1);
-  if (h + 1 + m >= vn) goto bad;
+  for (i = 0; i < vn; i++)
+    if (!v[i]) nuls++;
+  if (legacy) *legacy = 0;
+  if (nuls == 3) { /* hash \0 maildir \0 quota \0: made before passwd.cdb */
+    size_t h = strlen(v);
+    if (legacy) {
+      *legacy = v;
+      *legacyn = h;
+    }
+    v += h + 1;
+    vn -= h + 1;
+  } else if (nuls != 2)
+    goto bad;
+  m = strlen(v);
   a->address.len = a->hash.len = a->maildir.len = 0;
   if (!stralloc_catb(&a->address, key, kn) || !stralloc_0(&a->address)) return -1;
-  if (!stralloc_catb(&a->hash, v, h) || !stralloc_0(&a->hash)) return -1;
-  if (v[h + 1] != '/') {
+  if (!stralloc_0(&a->hash)) return -1;
+  if (v[0] != '/') {
     if (!stralloc_cats(&a->maildir, mailroot()) || !stralloc_catb(&a->maildir, "/", 1))
       return -1;
   }
-  if (!stralloc_catb(&a->maildir, v + h + 1, m) || !stralloc_0(&a->maildir)) return -1;
+  if (!stralloc_catb(&a->maildir, v, m) || !stralloc_0(&a->maildir)) return -1;
   {
-    char const *q = v + h + 1 + m + 1;
-    size_t qn = strnlen(q, vn - (h + 1 + m + 1));
+    char const *q = v + m + 1;
+    size_t qn = strlen(q);
     uint64_t u = 0;
     if (qn && uint64_scan(q, &u) != qn) goto bad;
     a->quota = u;
@@ -209,21 +235,61 @@ static size_t plus(char const *k, size_t at)
   return at;
 }
 
-int lookup_account(char const *addr, size_t len, account *a)
+/* Fills a->hash for the account a->address from passwd.cdb, if this process may read it.
+ * legacy: the hash of an old users.cdb record, used only while there is no passwd.cdb. */
+static int fill_hash(account *a, char const *legacy, size_t legacyn)
+{
+  char const *v;
+  size_t vn;
+  int r;
+  if (!db_fresh(DB_PASSWD)) return -1;
+  if (DB_PASSWD->open == 2 && legacy) {
+    v = legacy;
+    vn = legacyn;
+  } else {
+    r = db_get(DB_PASSWD, a->address.s, a->address.len - 1, &v, &vn);
+    if (r < 0) return -1;
+    if (!r) return 1; /* no hash: login disabled */
+    if (memchr(v, 0, vn)) {
+      errno = EPROTO;
+      return -1;
+    }
+  }
+  a->hash.len = 0;
+  if (!stralloc_catb(&a->hash, v, vn) || !stralloc_0(&a->hash)) return -1;
+  return 1;
+}
+
+static int account_find(char const *addr, size_t len, account *a, int wanthash)
 {
   char key[ADDR_PATH_MAX + 1] = {0};
-  size_t at, p;
+  char const *legacy = 0;
+  size_t legacyn = 0, at, p;
   int r;
   if (len > ADDR_PATH_MAX) return 0;
   if (!db_fresh(DB_USERS)) return -1;
   fold_into(addr, len, key);
-  r = account_get(key, len, a);
-  if (r) return r;
-  if (!split(key, len, &at)) return 0;
-  p = plus(key, at);
-  if (p == at || p == 0) return 0;
-  memmove(key + p, key + at, len - at);
-  return account_get(key, p + len - at, a);
+  r = account_get(key, len, a, &legacy, &legacyn);
+  if (!r) {
+    if (!split(key, len, &at)) return 0;
+    p = plus(key, at);
+    if (p == at || p == 0) return 0;
+    memmove(key + p, key + at, len - at);
+    r = account_get(key, p + len - at, a, &legacy, &legacyn);
+  }
+  if (r <= 0 || !wanthash || !a) return r;
+  /* legacy points into the users.cdb mapping, which fill_hash does not touch */
+  return fill_hash(a, legacy, legacyn);
+}
+
+int lookup_account(char const *addr, size_t len, account *a)
+{
+  return account_find(addr, len, a, 1);
+}
+
+int lookup_account_nohash(char const *addr, size_t len, account *a)
+{
+  return account_find(addr, len, a, 0);
 }
 
 /* The expansion state of one lookup_resolve call. */
@@ -316,7 +382,7 @@ static int resolve(struct rs *st, char const *addr, size_t len, unsigned int dep
   /* An address already being expanded: an account stops there ("a: a, b" keeps a copy in a),
    * anything else is a loop. */
   if (in_chain(st, key, len)) {
-    r = account_get(key, len, 0);
+    r = account_get(key, len, 0, 0, 0);
     if (r < 0) return LOOKUP_ETEMP;
     if (!r) return LOOKUP_ELOOP;
     r = emit(st, 'L', key, len);
@@ -326,7 +392,7 @@ static int resolve(struct rs *st, char const *addr, size_t len, unsigned int dep
   r = db_get(DB_ALIASES, key, len, &v, &vn);
   if (r < 0) return LOOKUP_ETEMP;
   if (r) return expand(st, key, len, v, vn, depth);
-  r = account_get(key, len, 0);
+  r = account_get(key, len, 0, 0, 0);
   if (r < 0) return LOOKUP_ETEMP;
   if (r) {
     r = emit(st, 'L', key, len);
@@ -340,14 +406,14 @@ static int resolve(struct rs *st, char const *addr, size_t len, unsigned int dep
     memcpy(base, key, p);
     memcpy(base + p, key + at, len - at);
     if (in_chain(st, base, bn)) {
-      r = account_get(base, bn, 0);
+      r = account_get(base, bn, 0, 0, 0);
       if (r < 0) return LOOKUP_ETEMP;
       if (!r) return LOOKUP_ELOOP;
     } else {
       r = db_get(DB_ALIASES, base, bn, &v, &vn);
       if (r < 0) return LOOKUP_ETEMP;
       if (r) return expand(st, base, bn, v, vn, depth);
-      r = account_get(base, bn, 0);
+      r = account_get(base, bn, 0, 0, 0);
       if (r < 0) return LOOKUP_ETEMP;
     }
     if (r) {
