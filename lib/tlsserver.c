@@ -540,41 +540,57 @@ int tlsserver_run(br_ssl_server_context *cc, int netr, int netw, int appr, int a
       break;
     }
     if (ix[1] >= 0 && (x[ix[1]].revents & (IOPAUSE_WRITE | IOPAUSE_EXCEPT))) {
-      size_t len;
-      unsigned char *buf = br_ssl_engine_sendrec_buf(e, &len);
-      ssize_t w = write(netw, buf, len);
-      if (w < 0) {
-        if (errno != EAGAIN && errno != EINTR) {
-          if (!handshaken) {
-            seterr("network write failed during the handshake", 0, 0);
-            return 1;
+      int dead = 0;
+      for (;;) { /* write while the engine has records and the socket takes them */
+        size_t len;
+        unsigned char *buf = br_ssl_engine_sendrec_buf(e, &len);
+        ssize_t w = write(netw, buf, len);
+        if (w < 0) {
+          if (errno != EAGAIN && errno != EINTR) {
+            if (!handshaken) {
+              seterr("network write failed during the handshake", 0, 0);
+              return 1;
+            }
+            dead = 1;
           }
           break;
         }
-      } else br_ssl_engine_sendrec_ack(e, (size_t)w);
+        br_ssl_engine_sendrec_ack(e, (size_t)w);
+        if ((size_t)w < len || !(br_ssl_engine_current_state(e) & BR_SSL_SENDREC)) break;
+      }
+      if (dead) break;
       continue;
     }
     if (ix[0] >= 0 && (x[ix[0]].revents & (IOPAUSE_READ | IOPAUSE_EXCEPT))) {
-      size_t len;
-      unsigned char *buf = br_ssl_engine_recvrec_buf(e, &len);
-      ssize_t k = read(netr, buf, len);
-      if (k < 0) {
-        if (errno != EAGAIN && errno != EINTR) {
+      for (;;) { /* read while the engine wants bytes (header, then body) and they are there */
+        size_t len;
+        unsigned char *buf = br_ssl_engine_recvrec_buf(e, &len);
+        ssize_t k = read(netr, buf, len);
+        if (k < 0) {
+          if (errno != EAGAIN && errno != EINTR) {
+            if (!handshaken) {
+              seterr("network read failed during the handshake", 0, 0);
+              return 1;
+            }
+            neteof = 1;
+            tain_addsec_g(&closedeadline, 5);
+          }
+          break;
+        }
+        if (!k) {
           if (!handshaken) {
-            seterr("network read failed during the handshake", 0, 0);
+            seterr("peer closed the connection during the handshake", 0, 0);
             return 1;
           }
           neteof = 1;
           tain_addsec_g(&closedeadline, 5);
+          break;
         }
-      } else if (!k) {
-        if (!handshaken) {
-          seterr("peer closed the connection during the handshake", 0, 0);
-          return 1;
-        }
-        neteof = 1;
-        tain_addsec_g(&closedeadline, 5);
-      } else br_ssl_engine_recvrec_ack(e, (size_t)k);
+        br_ssl_engine_recvrec_ack(e, (size_t)k);
+        if ((size_t)k < len || (br_ssl_engine_current_state(e) & (BR_SSL_RECVREC | BR_SSL_RECVAPP |
+            BR_SSL_SENDREC | BR_SSL_CLOSED)) != BR_SSL_RECVREC)
+          break;
+      }
       continue;
     }
     if (ix[3] >= 0 && (x[ix[3]].revents & (IOPAUSE_WRITE | IOPAUSE_EXCEPT))) {
