@@ -1,5 +1,5 @@
 /* mail-instance: create an instance (doc/mail-instance.8).
- * mail-instance create ROOT --hostname H --domain D [--domain D...] */
+ * mail-instance create ROOT --hostname H --domain D [--domain D...] [--postmaster ADDR] */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +24,8 @@
 #endif
 
 char const *PROG = "mail-instance";
-#define USAGE "mail-instance create ROOT --hostname H --domain D [--domain D...]"
+#define USAGE \
+  "mail-instance create ROOT --hostname H --domain D [--domain D...] [--postmaster ADDR]"
 #define DOMS_MAX 100
 #define dieusage() strerr_dieusage(100, USAGE)
 
@@ -263,6 +264,8 @@ int main(int argc, char const *const *argv)
 {
   char const *host = 0;
   char const *rootarg = 0;
+  char const *pmaddr = 0;
+  stralloc aliases = STRALLOC_ZERO;
   stralloc domains = STRALLOC_ZERO, abs = STRALLOC_ZERO;
   int i;
   struct stat st;
@@ -273,11 +276,13 @@ int main(int argc, char const *const *argv)
   for (i = 2; i < argc; i++) {
     char const *a = argv[i];
     char const *v = 0;
-    int kind = 0; /* 1 hostname, 2 domain */
+    int kind = 0; /* 1 hostname, 2 domain, 3 postmaster */
     if (!strcmp(a, "--hostname") || !strcmp(a, "-h")) kind = 1;
     else if (!strcmp(a, "--domain") || !strcmp(a, "-d")) kind = 2;
+    else if (!strcmp(a, "--postmaster") || !strcmp(a, "-p")) kind = 3;
     else if (!strncmp(a, "--hostname=", 11)) kind = 1, v = a + 11;
     else if (!strncmp(a, "--domain=", 9)) kind = 2, v = a + 9;
+    else if (!strncmp(a, "--postmaster=", 13)) kind = 3, v = a + 13;
     else if (a[0] == '-') dieusage();
     else if (!rootarg) {
       rootarg = a;
@@ -289,7 +294,12 @@ int main(int argc, char const *const *argv)
       v = argv[i];
     }
     if (kind == 1) host = v;
-    else {
+    else if (kind == 3) {
+      int r = addr_check_mailbox(v, strlen(v), ADDR_UTF8);
+      if (pmaddr) strerr_dief1x(100, "--postmaster given twice");
+      if (r != ADDR_OK) strerr_dief4x(100, "invalid --postmaster address ", v, ": ", addr_strerror(r));
+      pmaddr = v;
+    } else {
       unsigned int j;
       if (!domain_ok(v)) strerr_dief2x(100, "not a valid domain: ", v);
       for (j = 0; j < ndoms; j++)
@@ -307,6 +317,29 @@ int main(int argc, char const *const *argv)
     size_t k;
     for (k = 0; k < domains.len; k++)
       if (domains.s[k] >= 'A' && domains.s[k] <= 'Z') domains.s[k] += 32;
+  }
+  if (pmaddr) { /* RFC 5321 4.5.1: postmaster@D for every domain, to one mailbox */
+    stralloc f = STRALLOC_ZERO;
+    unsigned int j;
+    size_t pat, k;
+    if (!addr_fold(pmaddr, strlen(pmaddr), &f)) strerr_diefu1sys(111, "allocate");
+    pat = addr_at(f.s, f.len);
+    for (j = 0; j < ndoms; j++) {
+      size_t dl = strlen(doms[j]);
+      if (pat == 10 && !memcmp(f.s, "postmaster", 10) && f.len - pat - 1 == dl &&
+          !strncasecmp(f.s + pat + 1, doms[j], dl))
+        strerr_dief2x(100, "--postmaster would be an alias of itself: ", pmaddr);
+      if (!stralloc_cats(&aliases, "postmaster@")) strerr_diefu1sys(111, "allocate");
+      for (k = 0; k < dl; k++) {
+        char c = doms[j][k];
+        if (c >= 'A' && c <= 'Z') c += 32;
+        if (!stralloc_catb(&aliases, &c, 1)) strerr_diefu1sys(111, "allocate");
+      }
+      if (!stralloc_cats(&aliases, ": ") ||
+          !stralloc_cats(&aliases, pmaddr) || !stralloc_catb(&aliases, "\n", 1))
+        strerr_diefu1sys(111, "allocate");
+    }
+    stralloc_free(&f);
   }
 
   /* ROOT, absolute */
@@ -378,7 +411,7 @@ int main(int argc, char const *const *argv)
     }
     accounts_save(ACCT_DOMAINS, domains.s, domains.len);
     accounts_save(ACCT_USERS, "", 0);
-    accounts_save(ACCT_ALIASES, "", 0);
+    accounts_save(ACCT_ALIASES, aliases.s ? aliases.s : "", aliases.len);
     writefile("control/README", readme, sizeof readme - 1, 0644);
     close(lock);
   }

@@ -115,6 +115,94 @@ static void replace_and_save(stralloc const *text, stralloc const *line)
   stralloc_free(&out);
 }
 
+struct count_s {
+  char const *dom;
+  size_t dlen;
+  unsigned long n;
+};
+
+static int count_line(char const *s, size_t n, unsigned long line, void *data)
+{
+  struct count_s *c = data;
+  acct_rec r;
+  char const *why;
+  stralloc k = STRALLOC_ZERO;
+  size_t a;
+  (void)line;
+  if (!accounts_parse(ACCT_USERS, s, n, &r, &why)) return 1;
+  if (!addr_fold(r.key, r.keylen, &k)) return -1;
+  a = addr_at(k.s, k.len);
+  if (k.len - a - 1 == c->dlen && !memcmp(k.s + a + 1, c->dom, c->dlen)) c->n++;
+  stralloc_free(&k);
+  return 1;
+}
+
+/* RFC 5321 4.5.1: every domain must accept postmaster. After key was added to control/users
+ * (users is the text before the add):
+ * - the first account of a domain with neither an alias nor an account postmaster@DOMAIN
+ *   makes the alias postmaster@DOMAIN -> this account;
+ * - an account postmaster@DOMAIN replaces an alias postmaster@DOMAIN that has one target
+ *   (the one made above, or one like it), since aliases come before accounts;
+ * - any other alias of the new address hides the account: a warning says so. */
+static void postmaster_rule(stralloc const *users)
+{
+  stralloc aliases = STRALLOC_ZERO, pm = STRALLOC_ZERO, out = STRALLOC_ZERO, line = STRALLOC_ZERO;
+  char const *dom = key.s + at + 1;
+  size_t dlen = key.len - at - 1;
+  acct_rec r;
+  accounts_load(ACCT_ALIASES, &aliases);
+  if (accounts_find(ACCT_ALIASES, aliases.s, aliases.len, key.s, key.len, &r)) {
+    size_t pos = 0, count = 0, tn = 0, xn;
+    char const *t = "", *x;
+    while (accounts_next_target(r.targets, r.targetslen, &pos, &x, &xn)) {
+      if (!count) t = x, tn = xn;
+      count++;
+    }
+    if (at == 10 && !memcmp(key.s, "postmaster", 10) && count == 1) {
+      if (!stralloc_catb(&line, t, tn) || !stralloc_0(&line)) strerr_diefu1sys(111, "allocate");
+      if (!accounts_replace(ACCT_ALIASES, aliases.s, aliases.len, key.s, key.len, 0, 0, &out))
+        strerr_diefu1sys(111, "allocate");
+      if (accounts_save_try(ACCT_ALIASES, out.s, out.len))
+        strerr_warni5x("alias ", key.s, " -> ", line.s,
+                       " removed: the new account receives the postmaster's mail");
+      else
+        strerr_warnw3x("the alias ", key.s, " still takes this account's mail (aliases come first)");
+    } else
+      strerr_warnw4x("the alias ", key.s, " takes this account's mail (aliases come first);"
+                     " remove it with: mail-alias del ", key.s);
+    goto done;
+  }
+  if (at == 10 && !memcmp(key.s, "postmaster", 10)) goto done;
+  {
+    struct count_s c = {dom, dlen, 0};
+    if (accounts_each(users->s, users->len, count_line, &c) < 0) strerr_diefu1sys(111, "allocate");
+    if (c.n) goto done; /* not the first account of the domain */
+  }
+  if (!stralloc_cats(&pm, "postmaster@") || !stralloc_catb(&pm, dom, dlen))
+    strerr_diefu1sys(111, "allocate");
+  if (accounts_find(ACCT_ALIASES, aliases.s, aliases.len, pm.s, pm.len, 0) ||
+      accounts_find(ACCT_USERS, users->s, users->len, pm.s, pm.len, 0))
+    goto done;
+  if (!stralloc_catb(&line, pm.s, pm.len) || !stralloc_cats(&line, ": ") ||
+      !stralloc_catb(&line, key.s, key.len))
+    strerr_diefu1sys(111, "allocate");
+  if (!accounts_replace(ACCT_ALIASES, aliases.s, aliases.len, pm.s, pm.len, line.s, line.len,
+                        &out) ||
+      !stralloc_0(&pm))
+    strerr_diefu1sys(111, "allocate");
+  if (accounts_save_try(ACCT_ALIASES, out.s, out.len))
+    strerr_warni5x("made the alias ", pm.s, " -> ", key.s,
+                   " (RFC 5321: every domain has a postmaster; change it with mail-alias)");
+  else
+    strerr_warnw5x("account added, but no alias ", pm.s, " -> ", key.s,
+                   " made: fix control/aliases, then mail-alias add it");
+done:
+  stralloc_free(&aliases);
+  stralloc_free(&pm);
+  stralloc_free(&out);
+  stralloc_free(&line);
+}
+
 static void do_add(char const *addr, uint64_t quota)
 {
   stralloc pw = STRALLOC_ZERO, hash = STRALLOC_ZERO, text = STRALLOC_ZERO,
@@ -135,6 +223,7 @@ static void do_add(char const *addr, uint64_t quota)
   make_maildir(rel.s);
   make_line(&line, hash.s, rel.s, rel.len - 1, quota);
   replace_and_save(&text, &line);
+  postmaster_rule(&text);
   close(lock);
 }
 
