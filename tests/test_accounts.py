@@ -2,6 +2,7 @@
 postmaster types them: mail-instance, mail-domain, mail-user, mail-alias, mail-lookup."""
 import concurrent.futures
 import os
+import shutil
 import stat
 import subprocess
 import warnings
@@ -172,7 +173,8 @@ def test_domains(instance):
     instance.add_alias("@second.test", "joe@second.test")
     r = instance.run("mail-domain", "del", "SECOND.test")
     assert r.returncode == 0
-    assert b"1 account(s)" in r.stderr and b"1 alias(es)" in r.stderr
+    # the catch-all and postmaster@second.test (made by the domain's first account)
+    assert b"1 account(s)" in r.stderr and b"2 alias(es)" in r.stderr
     assert domains() == ["example.test"]
     assert lookup(instance, "joe@second.test") == (0, ["remote joe@second.test"])
     assert instance.run("mail-domain").returncode == 100
@@ -476,3 +478,186 @@ def test_hand_edit_and_rebuild(instance):
         f.write("abs@example.test::/srv/mail/abs:0\n")
     assert instance.run("mail-user", "rebuild").returncode == 0
     assert lookup(instance, "abs@example.test") == (0, ["local abs@example.test /srv/mail/abs"])
+
+
+# ---------------------------------------------------------------- password hashes kept apart
+
+def as_nobody(*argv, env=None):
+    """Runs argv as the unprivileged user nobody (setpriv), as a service without the right to
+    read the hashes would run."""
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           "--"] + list(argv), env=env, capture_output=True, timeout=30)
+
+
+def test_hashes_only_in_private_files(instance):
+    instance.add_user("demo@example.test", "Sekr1t")
+    c = instance.path("control")
+    h = users_lines(instance)[0].split(":")[1]
+    assert mode(os.path.join(c, "users")) == 0o600
+    assert mode(os.path.join(c, "passwd.cdb")) == 0o600
+    assert mode(os.path.join(c, "users.cdb")) == 0o644
+    assert mode(os.path.join(c, "aliases.cdb")) == 0o644
+    assert h.encode() not in read(os.path.join(c, "users.cdb"), binary=True)
+    assert h.encode() in read(os.path.join(c, "passwd.cdb"), binary=True)
+    # a umask that would open (0) or close (077) them changes nothing
+    for um in (0o000, 0o077):
+        r = subprocess.run(["sh", "-c", "umask %03o && exec \"$0\" passwd demo@example.test"
+                            % um, prog("mail-user")], env=instance.env, input=b"Sekr1t\n",
+                           capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert mode(os.path.join(c, "users")) == 0o600
+        assert mode(os.path.join(c, "passwd.cdb")) == 0o600
+        assert mode(os.path.join(c, "users.cdb")) == 0o644
+    # a leftover temporary file with loose modes is not reused
+    with open(os.path.join(c, "passwd.cdb.tmp"), "w") as f:
+        f.write("junk")
+    os.chmod(os.path.join(c, "passwd.cdb.tmp"), 0o666)
+    assert instance.run("mail-user", "rebuild").returncode == 0
+    assert mode(os.path.join(c, "passwd.cdb")) == 0o600
+    assert not os.path.exists(os.path.join(c, "passwd.cdb.tmp"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to act as nobody")
+def test_unprivileged_reader_sees_accounts_but_no_hash(instance, tmp_path):
+    instance.add_user("demo@example.test", "Sekr1t")
+    # nobody must be able to walk to control/ (a tmp_path is 0700 under root)
+    p = instance.root
+    while p != "/":
+        os.chmod(p, os.stat(p).st_mode | 0o711)
+        p = os.path.dirname(p)
+    c = instance.path("control")
+    for name in ("users", "passwd.cdb"):
+        r = as_nobody("cat", os.path.join(c, name))
+        assert r.returncode != 0 and b"ermission denied" in r.stderr, name
+    assert as_nobody("cat", os.path.join(c, "users.cdb")).returncode == 0
+    # lookups from an unprivileged process still find the account and its Maildir
+    r = as_nobody(prog("mail-lookup"), "demo@example.test", "postmaster@example.test",
+                  env=instance.env)
+    md = instance.maildir("demo@example.test")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == ["local demo@example.test " + md] * 2
+    # ... but auth-check there has no hash: every password is refused
+    def auth(pw, who):
+        """auth-check with user and password on fd 3 (opened by the shell, as root)."""
+        f = tmp_path / "fd3"
+        f.write_bytes(b"demo@example.test\0" + pw + b"\0\0")
+        argv = [prog("auth-check"), "sh", "-c", 'echo "$HOME"']
+        if who == "nobody":
+            argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"] + argv
+        r = subprocess.run(["sh", "-c", 'exec "$@" 3<"$FD3"', "sh"] + argv,
+                           env=dict(instance.env, FD3=str(f)), capture_output=True, timeout=30)
+        return r.returncode, r.stdout
+    assert auth(b"Sekr1t", "nobody")[0] == 1
+    assert auth(b"Sekr1t", "root") == (0, (md + "\n").encode())
+    assert auth(b"wrong", "root")[0] == 1
+    # the group of the auth user, given once, survives rebuilds (and never more than g+r)
+    os.chown(os.path.join(c, "passwd.cdb"), 0, 65534)
+    os.chmod(os.path.join(c, "passwd.cdb"), 0o640)
+    r = instance.run("mail-user", "passwd", "demo@example.test", input=b"New1\n")
+    assert r.returncode == 0, r.stderr
+    st = os.stat(os.path.join(c, "passwd.cdb"))
+    assert st.st_gid == 65534 and stat.S_IMODE(st.st_mode) == 0o640
+    assert auth(b"New1", "nobody") == (0, (md + "\n").encode())   # nogroup reads it now
+    assert mode(os.path.join(c, "users")) == 0o600
+
+
+def test_lookup_without_passwd_cdb(instance):
+    """No passwd.cdb (or one from before it existed): accounts are found, logins refused."""
+    instance.add_user("demo@example.test", "pw")
+    os.unlink(instance.path("control", "passwd.cdb"))
+    assert lookup(instance, "demo@example.test")[0] == 0
+    assert instance.run("mail-user", "rebuild").returncode == 0
+    assert os.path.exists(instance.path("control", "passwd.cdb"))
+
+
+# ---------------------------------------------------------------- postmaster (RFC 5321 4.5.1)
+
+def aliases_list(inst):
+    return inst.run("mail-alias", "list").stdout.decode().splitlines()
+
+
+def test_first_account_becomes_postmaster(instance):
+    md = instance.maildir
+    r = instance.add_user("Joe@example.test")
+    assert b"postmaster@example.test" in r.stderr
+    assert aliases_list(instance) == ["postmaster@example.test: joe@example.test"]
+    assert lookup(instance, "Postmaster@EXAMPLE.test") == \
+        (0, ["local joe@example.test " + md("joe@example.test")])
+    # later accounts change nothing
+    r = instance.add_user("ann@example.test")
+    assert b"postmaster" not in r.stderr
+    assert aliases_list(instance) == ["postmaster@example.test: joe@example.test"]
+    # a domain added later: its first account is its postmaster
+    instance.add_domain("second.test")
+    assert lookup(instance, "postmaster@second.test") == (100, ["unknown postmaster@second.test"])
+    instance.add_user("bob@second.test")
+    assert lookup(instance, "postmaster@second.test")[1] == \
+        ["local bob@second.test " + md("bob@second.test")]
+    # an existing postmaster alias is left alone; the admin's choice stays
+    instance.add_domain("third.test")
+    instance.add_alias("postmaster@third.test", "boss@remote.test")
+    instance.add_user("x@third.test")
+    assert lookup(instance, "postmaster@third.test")[1] == ["remote boss@remote.test"]
+    # a real postmaster account replaces the one-target alias (aliases would hide it)
+    r = instance.add_user("postmaster@example.test")
+    assert b"removed" in r.stderr
+    assert "postmaster@example.test: joe@example.test" not in aliases_list(instance)
+    assert lookup(instance, "postmaster@example.test")[1] == \
+        ["local postmaster@example.test " + md("postmaster@example.test")]
+    # a list is not broken up: the account is warned about instead
+    instance.add_alias("postmaster@third.test", "x@third.test")
+    r = instance.add_user("postmaster@third.test")
+    assert b"warning" in r.stderr and b"mail-alias del postmaster@third.test" in r.stderr
+    assert "postmaster@third.test: boss@remote.test, x@third.test" in aliases_list(instance)
+
+
+def test_postmaster_account_first(instance):
+    """The first account being postmaster itself needs no alias."""
+    instance.add_user("postmaster@example.test")
+    instance.add_user("joe@example.test")
+    assert aliases_list(instance) == []
+
+
+def test_postmaster_alias_junk_keeps_the_account(instance):
+    with open(instance.path("control", "aliases"), "w") as f:
+        f.write("junk line\n")
+    r = instance.run("mail-user", "add", "joe@example.test", input=b"pw\n")
+    assert r.returncode == 0
+    assert b"warning" in r.stderr and b"aliases line 1" in r.stderr
+    assert instance.run("mail-user", "list").stdout == b"joe@example.test\n"
+    assert read(instance.path("control", "aliases")) == "junk line\n"
+
+
+def test_instance_postmaster_option(tmp_path):
+    root = tmp_path / "i"
+    r = create(root, "--hostname", "h.test", "--domain", "A.test", "--domain", "b.test",
+               "--postmaster", "Boss@Remote.test")
+    assert r.returncode == 0, r.stderr
+    assert read(root / "control" / "aliases") == \
+        "postmaster@a.test: Boss@Remote.test\npostmaster@b.test: Boss@Remote.test\n"
+    inst = Instance(root)
+    assert lookup(inst, "postmaster@a.test", "POSTMASTER@b.test") == \
+        (0, ["remote Boss@Remote.test"] * 2)
+    # the first account does not take it over
+    inst.add_user("joe@a.test")
+    assert lookup(inst, "postmaster@a.test") == (0, ["remote Boss@Remote.test"])
+    # a local mailbox that does not exist yet is fine: it works once the account is added
+    r = create(tmp_path / "j", "--hostname", "h.test", "--domain", "a.test",
+               "--postmaster=admin@a.test")
+    assert r.returncode == 0, r.stderr
+    j = Instance(tmp_path / "j")
+    j.add_user("admin@a.test")
+    assert lookup(j, "postmaster@a.test") == (0, ["local admin@a.test " + j.maildir("admin@a.test")])
+
+
+@pytest.mark.parametrize("args", [
+    ["--postmaster"],
+    ["--postmaster", "not an address"],
+    ["--postmaster", "postmaster@D.test"],          # an alias of itself
+    ["--postmaster", "a@x.test", "--postmaster", "b@x.test"],
+])
+def test_instance_postmaster_refusals(tmp_path, args):
+    r = create(tmp_path / "i", "--hostname", "h.test", "--domain", "d.test", *args)
+    assert r.returncode == 100, r.stderr
+    assert not os.path.exists(tmp_path / "i" / "control" / "aliases.cdb")
