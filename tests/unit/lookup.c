@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <skalibs/djbunix.h>
 #include <skalibs/stralloc.h>
 #include "accounts.h"
 #include "cdbmake.h"
@@ -32,6 +33,15 @@ static void build(int kind, char const *text)
 }
 
 static stralloc t = STRALLOC_ZERO;
+
+/* true if s[0..n) holds x[0..xn) (memmem is not POSIX) */
+static int contains(char const *s, size_t n, char const *x, size_t xn)
+{
+  size_t i;
+  for (i = 0; i + xn <= n; i++)
+    if (!memcmp(s + i, x, xn)) return 1;
+  return 0;
+}
 
 static int R(char const *addr)
 {
@@ -109,6 +119,23 @@ int main(void)
   CHECK(lookup_is_local_domain("other.test", 10) == 1);
   CHECK(lookup_is_local_domain("remote.test", 11) == 0);
   CHECK(lookup_is_local_domain("example.tes", 11) == 0);
+
+  /* the hashes are in passwd.cdb (0600), not in users.cdb (0644) */
+  {
+    struct stat st;
+    stralloc f = STRALLOC_ZERO;
+    CHECK(stat("control/passwd.cdb", &st) == 0 && (st.st_mode & 0777) == 0600);
+    CHECK(stat("control/users.cdb", &st) == 0 && (st.st_mode & 0777) == 0644);
+    CHECK(openslurpclose(&f, "control/users.cdb") && f.len > 2048);
+    CHECK(!contains(f.s, f.len, "$y$hash", 7) && !contains(f.s, f.len, "$6$x", 4));
+    f.len = 0;
+    CHECK(openslurpclose(&f, "control/passwd.cdb") && contains(f.s, f.len, "$y$hash", 7));
+    stralloc_free(&f);
+  }
+  /* without the hash: same account, empty hash */
+  CHECK(lookup_account_nohash("Demo@example.test", 17, &a) == 1 &&
+        !strcmp(a.address.s, "demo@example.test") && a.hash.len == 1 && !a.hash.s[0] &&
+        !strcmp(a.maildir.s + strlen(cwd), "/mail/example.test/demo"));
 
   /* accounts: exact, case-folded, +tag; hash, absolute maildir, quota */
   CHECK(lookup_account("demo@example.test", 17, &a) == 1);
@@ -214,6 +241,37 @@ int main(void)
   lookup_close();
   CHECK(lookup_account("new@example.test", 16, &a) == 1 && a.quota == 5);
 
+  /* passwd.cdb missing: accounts are still found, with no hash */
+  CHECK(rename("control/passwd.cdb", "control/passwd.cdb.x") == 0);
+  CHECK(lookup_account("new@example.test", 16, &a) == 1 && a.hash.len == 1 && a.quota == 5);
+  CHECK(rename("control/passwd.cdb.x", "control/passwd.cdb") == 0);
+  CHECK(lookup_account("new@example.test", 16, &a) == 1 && !strcmp(a.hash.s, "h"));
+  /* passwd.cdb broken (a directory): an error for lookup_account only */
+  CHECK(rename("control/passwd.cdb", "control/passwd.cdb.x") == 0 &&
+        mkdir("control/passwd.cdb", 0700) == 0);
+  CHECK(lookup_account("new@example.test", 16, &a) == -1);
+  CHECK(lookup_account_nohash("new@example.test", 16, &a) == 1 && a.quota == 5);
+  CHECK(rmdir("control/passwd.cdb") == 0 &&
+        rename("control/passwd.cdb.x", "control/passwd.cdb") == 0);
+  /* a users.cdb from before passwd.cdb (hash \0 maildir \0 quota \0) is still read; its
+   * hash is used only while there is no passwd.cdb */
+  {
+    cdbw *w = cdbw_start("control/users.cdb");
+    CHECK(w != 0);
+    if (w) {
+      CHECK(cdbw_add(w, "old@example.test", 16, "$6$old\0mail/example.test/old\0" "7\0", 31));
+      CHECK(cdbw_finish(w) == 1);
+    }
+    CHECK(lookup_account("old@example.test", 16, &a) == 1 && a.hash.len == 1 && a.quota == 7 &&
+          !strcmp(a.maildir.s + strlen(cwd), "/mail/example.test/old"));
+    CHECK(rename("control/passwd.cdb", "control/passwd.cdb.x") == 0);
+    CHECK(lookup_account("old@example.test", 16, &a) == 1 && !strcmp(a.hash.s, "$6$old"));
+    CHECK(lookup_account_nohash("old@example.test", 16, &a) == 1 && a.hash.len == 1);
+    CHECK(R("old@example.test") == LOOKUP_FOUND && T("Lold@example.test\0"));
+    CHECK(rename("control/passwd.cdb.x", "control/passwd.cdb") == 0);
+    build(ACCT_USERS, "new@example.test:h:mail/example.test/new:5\n");
+  }
+
   /* junk: the compile fails naming the line, the old database stays */
   {
     unsigned long line = 0;
@@ -223,6 +281,7 @@ int main(void)
     CHECK(accounts_compile(ACCT_USERS, junk, strlen(junk), "control/users.cdb", &line, &why) == 0);
     CHECK(line == 4 && why != 0);
     CHECK(stat("control/users.cdb.tmp", &st) < 0 && errno == ENOENT);
+    CHECK(stat("control/passwd.cdb.tmp", &st) < 0 && errno == ENOENT);
     CHECK(lookup_account("new@example.test", 16, &a) == 1);
     junk = "ok@example.test:h:mail/x:0\nOK@example.test:h:mail/y:0\n";
     CHECK(accounts_compile(ACCT_USERS, junk, strlen(junk), "control/users.cdb", &line, &why) == 0);
