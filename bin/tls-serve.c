@@ -80,8 +80,8 @@ static void engine_drop(void)
   char const *u = getenv("TLS_UID"), *g = getenv("TLS_GID");
   unsigned int uu = 0, gg = 0;
   int hu = u && *u, hg = g && *g;
-  if ((hu && !uint0_scan(u, &uu)) || (hg && !uint0_scan(g, &gg)))
-    strerr_dief1x(100, "TLS_UID and TLS_GID must be numbers");
+  if ((hu && !uint0_scan(u, &uu)) || (hg && !uint0_scan(g, &gg)) || hu != hg)
+    strerr_dief1x(100, "TLS_UID and TLS_GID must be numbers, and both set or both unset");
   drop_to("TLS engine", hg, (gid_t)gg, hu, (uid_t)uu);
 }
 
@@ -171,7 +171,7 @@ int main(int argc, char const *const *argv)
   }
   argc -= l.ind;
   argv += l.ind;
-  if (!argc) strerr_dieusage(100, USAGE);
+  if (!argc || hasuid != hasgid) strerr_dieusage(100, USAGE);
   if (sig_ignore(SIGPIPE) < 0) strerr_diefu1sys(111, "ignore SIGPIPE");
 
   if (!starttls) {

@@ -430,6 +430,13 @@ def test_engine_variables_hidden_from_program(instance, cafile, starttls_app, tm
             assert b"TLS_KEYFILE" in readline(s)
 
 
+def test_usage_errors_exit_100(instance):
+    for args in ([], ["-K", "x", "cat"], ["-u", "65534", "cat"], ["-g", "65534", "cat"],
+                 ["-Q", "cat"]):
+        r = instance.run("tls-serve", *args, stdin=subprocess.DEVNULL)
+        assert r.returncode == 100, (args, r.stderr)
+
+
 # ---- privilege separation ----
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the program as another user")
