@@ -34,10 +34,10 @@ int main(int argc, char const *const *argv)
     char ip[64];
     fmt[uint_fmt(fmt, res.t[i].pref)] = 0;
     dns_fmt_ip(&res.t[i], ip);
-    if (!buffer_puts(buffer_1, fmt) || !buffer_put(buffer_1, " ", 1) ||
-        !buffer_puts(buffer_1, res.t[i].host) || !buffer_put(buffer_1, " ", 1) ||
-        !buffer_puts(buffer_1, ip) || !buffer_put(buffer_1, "\n", 1))
-      strerr_diefu(111, "write to stdout");
+    if (buffer_puts(buffer_1, fmt) < 0 || buffer_put(buffer_1, " ", 1) < 0 ||
+        buffer_puts(buffer_1, res.t[i].host) < 0 || buffer_put(buffer_1, " ", 1) < 0 ||
+        buffer_puts(buffer_1, ip) < 0 || buffer_put(buffer_1, "\n", 1) < 0)
+      strerr_diefusys(111, "write to stdout");
   }
   if (!buffer_flush(buffer_1)) strerr_diefusys(111, "write to stdout");
   return 0;

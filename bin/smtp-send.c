@@ -917,6 +917,7 @@ int main(int argc, char const *const *argv)
     s = session(&targets.t[i], port, 1);
     if (s == S_TLSFAIL) {
       if (!stralloc_0(&lasterr)) strerr_diefu(111, "allocate");
+      lasterr.len--;
       strerr_warnw(lasterr.s, ": retrying without TLS");
       s = session(&targets.t[i], port, 0);
     }
@@ -933,11 +934,12 @@ int main(int argc, char const *const *argv)
   for (i = 0; i < nrcpts; i++) {
     rcpt *x = &rcpts[i];
     char k = x->state;
-    if (!buffer_put(buffer_1, &k, 1) || !buffer_put(buffer_1, "\t", 1) ||
-        !buffer_puts(buffer_1, x->addr) || !buffer_put(buffer_1, "\t", 1) ||
-        !buffer_puts(buffer_1, x->remote ? x->remote : "-") || !buffer_put(buffer_1, "\t", 1) ||
-        !buffer_put(buffer_1, x->diag.s ? x->diag.s : "", x->diag.len) ||
-        !buffer_put(buffer_1, "\n", 1))
+    if (buffer_put(buffer_1, &k, 1) < 0 || buffer_put(buffer_1, "\t", 1) < 0 ||
+        buffer_puts(buffer_1, x->addr) < 0 || buffer_put(buffer_1, "\t", 1) < 0 ||
+        buffer_puts(buffer_1, x->remote ? x->remote : "-") < 0 ||
+        buffer_put(buffer_1, "\t", 1) < 0 ||
+        buffer_put(buffer_1, x->diag.s ? x->diag.s : "", x->diag.len) < 0 ||
+        buffer_put(buffer_1, "\n", 1) < 0)
       strerr_diefusys(111, "write results");
   }
   if (!buffer_flush(buffer_1)) strerr_diefusys(111, "write results");
