@@ -503,3 +503,83 @@ def key_check_as_other_user(accounts):
         s = client_context(accounts.path("tls", "cert.pem")).wrap_socket(raw, server_hostname=HOST)
         assert cmd(s, "EHLO again")[0] == 250
         s.close()
+
+
+# ---- the service templates ----
+
+def start_template(inst, name, tmp_path):
+    """Copies services/NAME as make-run does (tokens filled in, a free loopback port) and
+    starts its run script; returns (Popen, port, log path)."""
+    import shutil
+    from conftest import ROOT, BIN, free_port
+    from tls_helpers import listening
+    d = tmp_path / name
+    shutil.copytree(os.path.join(ROOT, "services", name), d)
+    for f in ("run", "log/run"):
+        p = d / f
+        p.write_text(p.read_text().replace("@MAILROOT@", inst.root).replace("@BINDIR@", BIN))
+        p.chmod(0o755)
+    port = free_port()
+    (d / "env" / "PORT").write_text("%d\n" % port)
+    (d / "env" / "IP").write_text("127.0.0.1\n")
+    log = open(tmp_path / (name + ".log"), "wb")
+    p = subprocess.Popen(["sh", "./run"], cwd=str(d), stdout=log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    try:
+        wait_for(lambda: p.poll() is not None or listening(port), timeout=10,
+                 what=name + " to listen")
+        assert p.poll() is None, (tmp_path / (name + ".log")).read_text()
+    except BaseException:
+        stop_template(p)
+        raise
+    return p, port
+
+
+def stop_template(p):
+    import signal
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=5)
+
+
+@needs_smtp
+def test_submission_template_starttls_auth(accounts, tmp_path):
+    p, port = start_template(accounts, "submission", tmp_path)
+    try:
+        s = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        try:
+            s._host = HOST
+            code, caps = s.ehlo("client.example")
+            assert b"STARTTLS" in caps
+            code, text = s.mail(USER)
+            assert code == 530  # TLS first
+            s.rset()
+            s.starttls(context=client_context(accounts.path("tls", "cert.pem")))
+            s.ehlo("client.example")
+            s.login(USER, PW)
+            assert s.sendmail(USER, ["x@example.org"], MSG) == {}
+        finally:
+            s.close()
+    finally:
+        stop_template(p)
+
+
+@needs_smtp
+def test_smtps_template_implicit_tls_auth(accounts, tmp_path):
+    p, port = start_template(accounts, "smtps", tmp_path)
+    try:
+        with SMTP_SSL_Named("127.0.0.1", port, timeout=30,
+                            context=client_context(accounts.path("tls", "cert.pem"))) as s:
+            s.ehlo("client.example")
+            code, text = s.mail(USER)
+            assert code == 530  # AUTH first
+            s.rset()
+            s.login(USER, PW)
+            assert s.sendmail(USER, ["x@example.org"], MSG) == {}
+    finally:
+        stop_template(p)
