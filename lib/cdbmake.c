@@ -32,7 +32,7 @@ int cdbw_tmpfile(char const *tmp, char const *path, unsigned int mode)
     if (st.st_uid != geteuid() || st.st_gid != getegid()) {
       if (fchown(fd, st.st_uid, st.st_gid) < 0) goto err;
     }
-    if (st.st_mode & 0040) mode |= 0040;
+    if ((st.st_mode & 0044) == 0040) mode |= 0040; /* a deliberate 0640, not a 0644 */
   }
   if (fchmod(fd, mode) < 0) goto err; /* exact, whatever the umask */
   return fd;

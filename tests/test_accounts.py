@@ -508,6 +508,10 @@ def test_hashes_only_in_private_files(instance):
         assert mode(os.path.join(c, "users")) == 0o600
         assert mode(os.path.join(c, "passwd.cdb")) == 0o600
         assert mode(os.path.join(c, "users.cdb")) == 0o644
+    # a world-readable users from before passwd.cdb existed becomes private (not 0640)
+    os.chmod(os.path.join(c, "users"), 0o644)
+    assert instance.run("mail-user", "rebuild").returncode == 0
+    assert mode(os.path.join(c, "users")) == 0o600
     # a leftover temporary file with loose modes is not reused
     with open(os.path.join(c, "passwd.cdb.tmp"), "w") as f:
         f.write("junk")
