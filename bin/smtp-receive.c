@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/pidfd.h>
 
 #include <skalibs/allreadwrite.h>
 #include <skalibs/bytestr.h>
@@ -29,6 +31,7 @@
 #include "addr.h"
 #include "control.h"
 #include "lookup.h"
+#include "queue.h"
 #include "authfail.h"
 #include "checkpw.h"
 #include "sasl.h"
@@ -46,7 +49,7 @@ char const *PROG = "smtp-receive";
 static char const *me = "localhost";
 static stralloc mesa = STRALLOC_ZERO;
 static stralloc firstdomain = STRALLOC_ZERO;
-static unsigned long linemax, databytes, rcptmax, errmax, timeout, sessionmax;
+static unsigned long linemax, databytes, rcptmax, errmax, timeout, sessionmax, hoplimit;
 static char const *remoteip = "unknown", *remotehost = 0;
 static int relayclient;
 
@@ -242,10 +245,17 @@ struct injector_s {
   int msgfd;   /* its fd 0 */
   int envfd;   /* its fd 1 */
   int idfd;    /* its fd 3 (QUEUE_IDFD) */
-  int broken;  /* it stopped reading */
+  int msgw, envw; /* read ends of the message and envelope pipes, kept to see what was unread */
+  int broken;  /* it stopped reading, or exited, before it had everything */
+  int pidfd;     /* becomes readable when it exits (-1: not available, see inj_readid) */
+  int idclosed;   /* EOF seen on idfd */
+  int reaped, wstat;
+  char id[ID_MAX];
+  size_t idlen;
   unsigned long long size; /* bytes of message written (or that would have been) */
   int toobig;
   smtp_data dm;
+  smtp_hops hops; /* the client's Received: fields */
 };
 
 static void inj_close(injector *j)
@@ -253,7 +263,10 @@ static void inj_close(injector *j)
   if (j->msgfd >= 0) fd_close(j->msgfd);
   if (j->envfd >= 0) fd_close(j->envfd);
   if (j->idfd >= 0) fd_close(j->idfd);
-  j->msgfd = j->envfd = j->idfd = -1;
+  if (j->msgw >= 0) fd_close(j->msgw);
+  if (j->envw >= 0) fd_close(j->envw);
+  if (j->pidfd >= 0) fd_close(j->pidfd);
+  j->msgfd = j->envfd = j->idfd = j->msgw = j->envw = j->pidfd = -1;
 }
 
 static int move_high(int fd)
@@ -271,7 +284,8 @@ static int inj_start(injector *j)
   unsigned int argc = 0;
   size_t i;
   memset(j, 0, sizeof *j);
-  j->msgfd = j->envfd = j->idfd = -1;
+  j->msgfd = j->envfd = j->idfd = j->msgw = j->envw = j->pidfd = -1;
+  smtp_hops_init(&j->hops);
   if (!cmd || !*cmd) cmd = "queue-inject";
   cmdsa->len = 0;
   if (!stralloc_cats(cmdsa, cmd) || !stralloc_0(cmdsa)) return 0;
@@ -308,8 +322,11 @@ static int inj_start(injector *j)
     strerr_warnwusys("exec ", argv[0]);
     _exit(errno == ENOENT ? 100 : 111);
   }
-  fd_close(pm[0]);
-  fd_close(pe[0]);
+  /* The read ends stay open here (close-on-exec): after the injector's exit, what is left
+   * in a pipe is what it never read. */
+  j->msgw = pm[0];
+  j->envw = pe[0];
+  j->pidfd = pidfd_open(j->pid, 0); /* close-on-exec; without it, EOF on fd 3 tells */
   fd_close(pi[1]);
   j->msgfd = pm[1];
   j->envfd = pe[1];
@@ -318,19 +335,59 @@ static int inj_start(injector *j)
   return 1;
 }
 
+/* Reads what the injector wrote on its fd 3 (the queue id, bounded). On EOF, every holder of
+ * fd 3 is gone: if the injector has exited, it is reaped and marked broken (it cannot have
+ * taken what was not yet written). */
+static void inj_readid(injector *j, int during_write)
+{
+  for (;;) {
+    char buf[ID_MAX];
+    ssize_t r = read(j->idfd, buf, sizeof buf);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return;
+      r = 0;
+    }
+    if (!r) {
+      j->idclosed = 1;
+      if (during_write && !j->reaped) {
+        pid_t p = waitpid(j->pid, &j->wstat, WNOHANG);
+        if (p == j->pid) { j->reaped = 1; j->broken = 1; }
+      }
+      return;
+    }
+    if (j->idlen + (size_t)r <= ID_MAX) {
+      memcpy(j->id + j->idlen, buf, (size_t)r);
+      j->idlen += (size_t)r;
+    }
+  }
+}
+
 /* Writes s[0..n) to the injector's fd with the session's deadlines; marks it broken if it
  * stopped reading. */
 static void inj_write(injector *j, int fd, char const *s, size_t n)
 {
   size_t w = 0;
   while (!j->broken && w < n) {
-    iopause_fd x = {fd, IOPAUSE_WRITE, 0};
+    /* The injector's exit is watched too: the read ends kept here mean that writing to a
+     * pipe nobody else reads gives no EPIPE. */
+    iopause_fd x[3] = {{fd, IOPAUSE_WRITE, 0}, {j->idfd, IOPAUSE_READ, 0}, {j->pidfd, IOPAUSE_READ, 0}};
+    unsigned int nx = 1, ix = 0, ip = 0;
     tain d;
     ssize_t r;
+    if (!j->idclosed) x[ix = nx++] = (iopause_fd){j->idfd, IOPAUSE_READ, 0};
+    if (j->pidfd >= 0 && !j->reaped) x[ip = nx++] = (iopause_fd){j->pidfd, IOPAUSE_READ, 0};
     io_deadline(&d);
-    r = iopause_g(&x, 1, &d);
+    r = iopause_g(x, nx, &d);
     if (r < 0) quit(111, "iopause error");
     if (!r) { j->broken = 1; break; }
+    if (ix && x[ix].revents) inj_readid(j, 1);
+    if (ip && x[ip].revents && waitpid(j->pid, &j->wstat, WNOHANG) == j->pid) {
+      j->reaped = 1;
+      j->broken = 1;
+    }
+    if (j->broken) break;
+    if (!x[0].revents) continue;
     r = write(fd, s + w, n - w);
     if (r < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
@@ -344,7 +401,7 @@ static void inj_write(injector *j, int fd, char const *s, size_t n)
 static void inj_message(injector *j, char const *s, size_t n)
 {
   j->size += n;
-  if (databytes && j->size > databytes) j->toobig = 1;
+  if (j->size > databytes) j->toobig = 1;
   if (j->toobig) return;
   inj_write(j, j->msgfd, s, n);
 }
@@ -354,18 +411,31 @@ static void inj_abort(injector *j)
 {
   int w;
   inj_close(j);
-  if (j->pid > 0) {
+  if (j->pid > 0 && !j->reaped) {
     kill(j->pid, SIGTERM);
     wait_pid(j->pid, &w);
-    j->pid = 0;
   }
+  j->pid = 0;
+}
+
+/* Bytes left unread in a pipe whose read end fd is (-1 if it cannot be told). */
+static long unread(int fd)
+{
+  int n = 0;
+  if (fd < 0 || ioctl(fd, FIONREAD, &n) < 0) return -1;
+  return n;
 }
 
 /* Commits: writes the envelope, waits for the injector's exit. Returns its exit code (or
- * 111 on trouble) and fills id with the queue id if one came. */
+ * 111 on trouble) and fills id with the queue id if one came. Returns INJ_UNREAD when the
+ * injector claimed success (exit 0) without having taken the whole message and the whole
+ * envelope: it exited early, stopped reading, or left bytes in a pipe. A refusal (any other
+ * code) is reported as it is, as qmail-smtpd does: a refusal needs no complete message. */
+#define INJ_UNREAD (-1)
 static int inj_commit(injector *j, stralloc *id)
 {
   int w;
+  long left;
   fd_close(j->msgfd);
   j->msgfd = -1;
   if (!j->broken) {
@@ -377,40 +447,41 @@ static int inj_commit(injector *j, stralloc *id)
   }
   fd_close(j->envfd);
   j->envfd = -1;
-  id->len = 0;
   /* Wait for EOF on the id pipe: every holder of it has exited. */
-  {
+  if (!j->idclosed) {
     tain d;
     tain_now_g();
     tain_addsec_g(&d, (int)(timeout > 60 ? timeout : 60) * 4);
-    for (;;) {
+    while (!j->idclosed) {
       iopause_fd x = {j->idfd, IOPAUSE_READ, 0};
-      char buf[ID_MAX];
       ssize_t r = iopause_g(&x, 1, &d);
       if (r < 0) quit(111, "iopause error");
       if (!r) {
         inj_abort(j);
         return 111;
       }
-      r = read(j->idfd, buf, sizeof buf);
-      if (r < 0) {
-        if (errno == EAGAIN || errno == EINTR) continue;
-        break;
-      }
-      if (!r) break;
-      if (id->len + (size_t)r <= ID_MAX && !stralloc_catb(id, buf, (size_t)r)) quit(111, "oom");
+      inj_readid(j, 0);
     }
   }
-  fd_close(j->idfd);
-  j->idfd = -1;
-  if (wait_pid(j->pid, &w) != j->pid) return 111;
+  if (!j->reaped) {
+    if (wait_pid(j->pid, &w) != j->pid) { inj_abort(j); return 111; }
+    j->reaped = 1;
+    j->wstat = w;
+  }
+  w = j->wstat;
+  /* what the injector left unread in the pipes (read ends still open here) */
+  left = unread(j->msgw);
+  if (!left) left = unread(j->envw);
+  inj_close(j);
   j->pid = 0;
+  id->len = 0;
   {
     size_t i = 0;
-    while (i < id->len && id->s[i] > 32 && id->s[i] < 127) i++;
-    id->len = i;
+    while (i < j->idlen && j->id[i] > 32 && j->id[i] < 127) i++;
+    if (!stralloc_catb(id, j->id, i)) quit(111, "out of memory");
   }
   if (WIFSIGNALED(w)) return 111;
+  if (!WEXITSTATUS(w) && (j->broken || left)) return INJ_UNREAD;
   return WEXITSTATUS(w);
 }
 
@@ -492,6 +563,11 @@ static void finish_message(injector *j, unsigned int dataflags)
     inj_abort(j);
     log_message("550-bare-cr-lf", j->size, 0);
     reply(550, "5.6.0", "bare CR or LF in message (RFC 5321 2.3.8), message refused");
+  } else if (j->hops.count >= hoplimit) {
+    /* with the Received: line added here it would be over the limit */
+    inj_abort(j);
+    log_message("554-too-many-hops", j->size, 0);
+    reply(554, "5.4.6", "too many hops, mail loop");
   } else {
     int e = inj_commit(j, &id);
     if (!stralloc_0(&id)) quit(111, "out of memory");
@@ -504,6 +580,9 @@ static void finish_message(injector *j, unsigned int dataflags)
           !stralloc_cats(t, id.s) || !stralloc_0(t))
         quit(111, "out of memory");
       reply(250, "2.0.0", t->s);
+    } else if (e == INJ_UNREAD) {
+      log_message("451-injector-did-not-read", j->size, 0);
+      reply(451, "4.3.0", "temporary queue failure, try again later");
     } else if ((e >= 11 && e <= 40) || e == 91) {
       char n[UINT_FMT];
       n[uint_fmt(n, (unsigned int)e)] = 0;
@@ -548,6 +627,7 @@ static void do_data(smtp_cmd const *c)
     }
     used = smtp_data_scan(&j.dm, inbuf + inpos, n, obuf, &olen, &done);
     inpos += used;
+    smtp_hops_scan(&j.hops, obuf, olen);
     inj_message(&j, obuf, olen);
     if (done) break;
   }
@@ -584,6 +664,7 @@ static void do_bdat(smtp_cmd const *c)
     take = avail < left ? avail : (size_t)left;
     if (!bdat_failed) {
       smtp_data_scan(&bj.dm, inbuf + inpos, take, obuf, &olen, &done);
+      smtp_hops_scan(&bj.hops, obuf, olen);
       inj_message(&bj, obuf, olen);
     }
     inpos += take;
@@ -606,6 +687,7 @@ static void do_bdat(smtp_cmd const *c)
     {
       char o[2];
       size_t k = smtp_data_finish(&bj.dm, o);
+      smtp_hops_scan(&bj.hops, o, k);
       inj_message(&bj, o, k);
     }
     finish_message(&bj, bj.dm.flags);
@@ -688,7 +770,7 @@ static void do_mail(smtp_cmd const *c)
     sender.len = 0;
     return;
   }
-  if (mailp.has_size && databytes && mailp.size > databytes) {
+  if (mailp.has_size && mailp.size > databytes) {
     reply(552, "5.3.4", "message size exceeds fixed maximum message size");
     sender.len = 0;
     return;
@@ -742,10 +824,13 @@ static void do_rcpt(smtp_cmd const *c)
     default: reply(451, "4.3.0", "temporary lookup failure, try again later"); return;
   }
   {
-    /* the same recipient twice is one recipient (one delivery) */
+    /* The same recipient twice is one recipient (one delivery). A local domain's lookups fold
+     * case, so there Joe and joe are one mailbox; a remote local part is the remote host's to
+     * interpret (RFC 5321 2.4), so only the same bytes (domain in any case) are the same. */
     size_t i;
     for (i = 0; i < rcpts.len; i += strlen(rcpts.s + i) + 1)
-      if (strlen(rcpts.s + i + 1) == tmp.len && !strncasecmp(rcpts.s + i + 1, tmp.s, tmp.len)) {
+      if (smtp_rcpt_same(rcpts.s + i + 1, strlen(rcpts.s + i + 1), tmp.s, tmp.len,
+                         r == LOOKUP_FOUND)) {
         reply(250, "2.1.5", "Ok (duplicate)");
         return;
       }
@@ -1014,7 +1099,11 @@ int main(int argc, char const *const *argv)
     if (r < 0) strerr_diefusys(111, "read control/domains");
   }
   linemax = getcontrol("smtp-linemax", 2048);
-  databytes = getcontrol("databytes", 26214400);
+  /* the same default as queue-inject's, and 0 means that default there too */
+  databytes = getcontrol("databytes", QUEUE_DATABYTES);
+  if (!databytes) databytes = QUEUE_DATABYTES;
+  hoplimit = getcontrol("hop-limit", 100);
+  if (!hoplimit) hoplimit = 100;
   rcptmax = getcontrol("smtp-rcptmax", 100);
   errmax = getcontrol("smtp-errmax", 20);
   timeout = getcontrol("smtp-timeout", 300);

@@ -308,3 +308,55 @@ size_t smtp_data_finish(smtp_data *d, char *out)
   d->state = S_BOL;
   return o;
 }
+
+/* States of the Received: counter: 0..7 at the start of a line with that many bytes of
+ * "received" matched; H_NAME the name matched (white space may come before the colon). */
+#define H_NAME 8
+#define H_MID 9   /* inside a line that is not (or no longer) a match */
+#define H_BODY 10 /* past the header section */
+
+void smtp_hops_init(smtp_hops *h)
+{
+  h->count = 0;
+  h->state = 0;
+}
+
+void smtp_hops_scan(smtp_hops *h, char const *s, size_t n)
+{
+  static char const name[] = "received";
+  unsigned int st = h->state;
+  size_t i = 0;
+  while (i < n && st != H_BODY) {
+    char c = s[i];
+    if (st == H_MID) {
+      char const *nl = memchr(s + i, '\n', n - i);
+      if (!nl) { i = n; break; }
+      i = (size_t)(nl - s) + 1;
+      st = 0;
+      continue;
+    }
+    i++;
+    if (st < H_NAME) {
+      if (!st && c == '\n') st = H_BODY; /* the empty line: the header section ends */
+      else if (c == name[st] || c == name[st] - 32) st++;
+      else st = c == '\n' ? 0 : H_MID;
+    } else { /* H_NAME */
+      if (c == ':') {
+        if (h->count < (unsigned long)-1) h->count++;
+        st = H_MID;
+      } else if (c != ' ' && c != '\t') st = c == '\n' ? 0 : H_MID;
+    }
+  }
+  h->state = st;
+}
+
+int smtp_rcpt_same(char const *a, size_t alen, char const *b, size_t blen, int local)
+{
+  size_t at = alen, bt = blen;
+  if (alen != blen) return 0;
+  while (at && a[at - 1] != '@') at--;
+  while (bt && b[bt - 1] != '@') bt--;
+  if (at != bt) return 0;
+  if (strncasecmp(a + at, b + bt, alen - at)) return 0;
+  return local ? !strncasecmp(a, b, at) : !memcmp(a, b, at);
+}

@@ -113,4 +113,24 @@ size_t smtp_data_scan(smtp_data *d, char const *in, size_t inlen, char *out, siz
  * and notes it as bare. Returns the number of bytes written to out (0 or 1). */
 size_t smtp_data_finish(smtp_data *d, char *out);
 
+/* Loop detection (RFC 5321 6.3): counts the Received: header fields of a message as it
+ * streams, over the bytes smtp_data_scan writes (LF line ends). Only the header section counts:
+ * it ends at the first empty line. A field name matches in any case, with optional white space
+ * before the colon ("Received :", obsolete syntax); a folded continuation line never matches. */
+typedef struct smtp_hops_s smtp_hops;
+struct smtp_hops_s {
+  unsigned long count; /* Received: fields seen so far (saturates) */
+  unsigned int state;  /* internal */
+};
+#define SMTP_HOPS_ZERO {0, 0}
+
+void smtp_hops_init(smtp_hops *h);
+void smtp_hops_scan(smtp_hops *h, char const *s, size_t n);
+
+/* Is recipient a[0..alen) the same as b[0..blen) (both mailboxes as lib/addr yields them)?
+ * The domain (after the last '@') never depends on case. The local part does only for a
+ * remote domain (RFC 5321 2.4: it is the remote host's to interpret); with local != 0 (a local
+ * domain, where lookups fold case) it is compared without regard to case. */
+int smtp_rcpt_same(char const *a, size_t alen, char const *b, size_t blen, int local);
+
 #endif

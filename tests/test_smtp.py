@@ -823,3 +823,200 @@ def test_duplicate_recipient_is_one(inst, fake_injector):
                    env={"QUEUE_INJECT": inj, "FAKE_OUT": out})
     assert c[2:] == [250, 250, 250, 354, 250, 221]
     assert open(out + ".env", "rb").read() == b"Fa@b.example\0Tuser@example.test\0\0"
+
+
+# ---- loops: Received: lines are counted (control/hop-limit, default 100) ----
+
+def received(n):
+    return b"".join(b"Received: from hop%d.example by x; Thu, 1 Jan 2026 00:00:00 +0000\r\n" % i
+                    for i in range(n))
+
+
+def data_session(inst, message, env=None, rcpt="user@example.test"):
+    """One DATA transaction; message is the raw DATA payload ending in CRLF.CRLF."""
+    return session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<%s>" % rcpt, "DATA",
+                   raw=message, env=env)
+
+
+@pytest.mark.parametrize("n,code", [(0, 250), (99, 250), (100, 554), (516, 554)])
+def test_hop_limit_default(inst, n, code):
+    """A message already carrying 100 Received: fields would carry 101 with ours: refused after
+    the end of data with 554 5.4.6, and nothing is queued."""
+    before = queue_files(inst)
+    c, r = data_session(inst, received(n) + b"Subject: loop\r\n\r\nbody\r\n.\r\n")
+    rs = replies(r.stdout)
+    assert c[2:] == [250, 250, 354, code, 221], r.stdout
+    if code == 554:
+        assert rs[5][1][0] == b"5.4.6 too many hops, mail loop"
+        assert queue_files(inst) == before
+        assert b"result=554-too-many-hops" in r.stderr
+    else:
+        assert len(queue_files(inst) - before) >= 1
+
+
+def test_hop_limit_counts_header_fields_only(inst, fake_injector):
+    """Any case, 'Received :' (obsolete syntax) counts; Received-SPF, X-Received, folded
+    continuation lines and Received: lines in the body do not."""
+    inj, out = fake_injector
+    inst.control("hop-limit", "3")
+    env = {"QUEUE_INJECT": inj, "FAKE_OUT": out}
+    ok = (b"received: a\r\nRECEIVED : b\r\nReceived-SPF: pass\r\nX-Received: c\r\n"
+          b"Subject: x\r\n Received: folded\r\n\r\n" + received(50) + b".\r\n")
+    c, r = data_session(inst, ok, env=env)
+    assert c[5] == 250, r.stdout
+    c, r = data_session(inst, b"Received: 1\r\nreceived: 2\r\nReceived\t: 3\r\n\r\nx\r\n.\r\n",
+                        env=env)
+    assert c[5] == 554 and b"554 5.4.6 " in r.stdout
+
+
+def test_hop_limit_bdat(inst, fake_injector):
+    inj, out = fake_injector
+    inst.control("hop-limit", "2")
+    msg = b"Received: a\r\nReceived: b\r\n\r\nx\r\n"
+    half = len(msg) // 2   # the field names are split over two chunks
+    r = run(inst, b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.test>\r\n"
+                  b"BDAT %d\r\n" % half + msg[:half] +
+                  b"BDAT %d LAST\r\n" % (len(msg) - half) + msg[half:] + b"QUIT\r\n",
+            env={"QUEUE_INJECT": inj, "FAKE_OUT": out})
+    c = codes(r.stdout)
+    assert c[-2] == 554 and b"554 5.4.6 " in r.stdout, r.stdout
+    assert not os.path.exists(out + ".env") or not open(out + ".env", "rb").read()
+
+
+def test_forwarding_loop_stops_at_the_hop_limit(inst, fake_injector):
+    """Two MTAs forwarding to each other: what one queues (with its Received: line) is what the
+    other receives. The loop ends after exactly hop-limit hops."""
+    inj, out = fake_injector
+    inst.control("hop-limit", "12")
+    env = {"QUEUE_INJECT": inj, "FAKE_OUT": out, "RELAYCLIENT": ""}
+    msg = b"From: a@b.example\nSubject: ping-pong\n\nlooping\n"
+    hops = 0
+    while hops < 50:
+        wire = msg.replace(b"\n", b"\r\n") + b".\r\n"
+        c, r = data_session(inst, wire, env=env, rcpt="x@elsewhere.example")
+        if c[5] != 250:
+            break
+        hops += 1
+        msg = open(out + ".msg", "rb").read()
+    assert c[5] == 554 and b"5.4.6" in r.stdout
+    assert hops == 12
+    assert msg.count(b"\nReceived: ") + msg.startswith(b"Received: ") == 12
+
+
+# ---- duplicates: a remote local part is case-sensitive (RFC 5321 2.4) ----
+
+def queued_recipients(inst):
+    r = inst.run("queue-list", "-j")
+    assert r.returncode == 0, r.stderr
+    import json
+    out = []
+    for l in r.stdout.decode().splitlines():
+        out.append(json.loads(l))
+    return out
+
+
+def test_remote_recipients_differing_in_case_are_both_kept(inst, fake_injector):
+    inj, out = fake_injector
+    c, r = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<Joe@remote.test>",
+                   "RCPT TO:<joe@remote.test>", "RCPT TO:<Joe@REMOTE.test>",
+                   "RCPT TO:<joe@remote.test>", "DATA", raw=MSG,
+                   env={"QUEUE_INJECT": inj, "FAKE_OUT": out, "RELAYCLIENT": ""})
+    rs = replies(r.stdout)
+    assert c[2:] == [250, 250, 250, 250, 250, 354, 250, 221]
+    assert [rs[i][1][0] for i in (3, 4, 5, 6)] == [b"2.1.5 Ok", b"2.1.5 Ok", b"2.1.5 Ok (duplicate)",
+                                                  b"2.1.5 Ok (duplicate)"]
+    assert open(out + ".env", "rb").read() == \
+        b"Fa@b.example\0TJoe@remote.test\0Tjoe@remote.test\0\0"
+
+
+def test_remote_case_variants_reach_the_real_queue(inst):
+    before = queue_files(inst)
+    c, r = session(inst, "MAIL FROM:<a@b.example>", "RCPT TO:<Joe@remote.test>",
+                   "RCPT TO:<joe@remote.test>", "RCPT TO:<USER@example.test>",
+                   "RCPT TO:<user@Example.Test>", "DATA", raw=MSG, env={"RELAYCLIENT": ""})
+    assert c[2:] == [250, 250, 250, 250, 250, 354, 250, 221], r.stdout
+    assert len(queue_files(inst) - before) >= 1
+    text = repr(queued_recipients(inst))
+    assert "Joe@remote.test" in text and "joe@remote.test" in text
+    # the local one (any case) is one recipient
+    assert text.lower().count("user@example.test") == 1
+
+
+# ---- "250" only when the injector had the whole message and envelope ----
+
+def hook(tmp_path, name, body):
+    p = tmp_path / name
+    p.write_text("#!/bin/sh\n" + body + "\n")
+    p.chmod(0o755)
+    return str(p)
+
+
+@pytest.mark.parametrize("size", [10, 300 * 1024])
+def test_injector_true_is_not_a_queue(inst, size):
+    """QUEUE_INJECT=true exits 0 without reading anything: 451, whatever the size (a big message
+    must not wait for the idle timeout either)."""
+    inst.control("smtp-timeout", "60")
+    t0 = time.monotonic()
+    c, r = data_session(inst, b"Subject: x\r\n\r\n" + b"y" * size + b"\r\n.\r\n",
+                        env={"QUEUE_INJECT": "true"})
+    rs = replies(r.stdout)
+    assert rs[5][0] == 451 and rs[5][1][0].startswith(b"4.3.0"), r.stdout
+    assert 250 not in c[5:]
+    assert time.monotonic() - t0 < 30
+    assert b"result=451-injector-did-not-read" in r.stderr
+
+
+@pytest.mark.parametrize("body", [
+    "exit 0",                                           # reads nothing
+    "head -c 5 >/dev/null; exit 0",                     # part of the message
+    "cat >/dev/null; exit 0",                           # the message, not the envelope
+    "cat >/dev/null; echo FAKEID >&3; exit 0",          # ... and even says an id
+    "head -c 2 <&1 >/dev/null; exit 0",                 # part of the envelope
+], ids=["nothing", "part", "no-envelope", "no-envelope-id", "part-envelope"])
+def test_injector_exit_0_without_reading_is_451(inst, tmp_path, body):
+    c, r = data_session(inst, MSG, env={"QUEUE_INJECT": hook(tmp_path, "lazy", body)})
+    assert c[5] == 451, r.stdout
+    assert b"451 4.3.0 " in r.stdout
+
+
+def test_injector_reading_everything_is_250(inst, tmp_path):
+    """The control case of the above: a hook that reads both and exits 0 is believed."""
+    h = hook(tmp_path, "reader", "cat >/dev/null; cat <&1 >/dev/null; echo ID7 >&3; exit 0")
+    c, r = data_session(inst, MSG, env={"QUEUE_INJECT": h})
+    assert c[5] == 250 and b"250 2.0.0 Ok: queued as ID7" in r.stdout, r.stdout
+
+
+def test_injector_refusing_without_reading_is_still_a_refusal(inst, tmp_path):
+    """A permanent refusal does not need the whole message (queue-inject stops reading past
+    databytes): it stays a 554, as with qmail-smtpd; a temporary one stays a 451."""
+    c, r = data_session(inst, MSG, env={"QUEUE_INJECT": hook(tmp_path, "no", "exit 31")})
+    assert c[5] == 554 and b"554 5.3.0" in r.stdout
+    c, r = data_session(inst, MSG, env={"QUEUE_INJECT": hook(tmp_path, "tmp", "exit 53")})
+    assert c[5] == 451
+
+
+# ---- databytes: queue-inject's default (35 MiB), and 0 means that default too ----
+
+QUEUE_DATABYTES = 36700160
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_databytes_default_is_queue_injects(inst, setting):
+    if setting is not None:
+        inst.control("databytes", setting)
+    c, r = session(inst, "MAIL FROM:<a@b.example> SIZE=%d" % (QUEUE_DATABYTES + 1),
+                   "MAIL FROM:<a@b.example> SIZE=%d" % QUEUE_DATABYTES)
+    assert b"250-SIZE %d\r\n" % QUEUE_DATABYTES in r.stdout
+    assert b"SIZE 0" not in r.stdout
+    assert c[2:4] == [552, 250]
+
+
+def test_databytes_zero_agrees_with_queue_inject(inst):
+    """With databytes 0 both programs use the same limit: what smtp-receive accepts (its
+    Received: line included) queue-inject takes, one byte more is refused by both."""
+    inst.control("databytes", "0")
+    rc, err = inst.inject(b"x" * (QUEUE_DATABYTES + 1), "a@b.example", "user@example.test")
+    assert rc == 31, err
+    r = run(inst, b"EHLO c\r\nQUIT\r\n")
+    adv = int(re.search(rb"250-SIZE (\d+)", r.stdout).group(1))
+    assert adv == QUEUE_DATABYTES

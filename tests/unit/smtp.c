@@ -48,6 +48,24 @@ static int data_is(char const *in, size_t end, char const *want, unsigned int wa
   return 1;
 }
 
+/* Counts the Received: fields of s, fed in chunks of every size in steps. Returns the count,
+ * or -1 if two chunk sizes disagree. */
+static long hops(char const *s)
+{
+  size_t steps[] = {1, 2, 3, 5, 9, 4096}, k, len = strlen(s);
+  long got = -2;
+  for (k = 0; k < sizeof steps / sizeof steps[0]; k++) {
+    smtp_hops h;
+    size_t i;
+    smtp_hops_init(&h);
+    for (i = 0; i < len; i += steps[k])
+      smtp_hops_scan(&h, s + i, len - i < steps[k] ? len - i : steps[k]);
+    if (got != -2 && (long)h.count != got) return -1;
+    got = (long)h.count;
+  }
+  return got;
+}
+
 int main(void)
 {
   smtp_cmd c;
@@ -146,6 +164,28 @@ int main(void)
     data("a\r\nb\r\n", 6, 2, 1, out, &olen, &flags, &done);
     CHECK(olen == 4 && !memcmp(out, "a\nb\n", 4) && !flags);
   }
+
+  /* Received: counting: header section only, any case, obsolete white space before ':' */
+  CHECK(hops("") == 0);
+  CHECK(hops("Received: a\n") == 1);
+  CHECK(hops("Received: a\nreceived: b\nRECEIVED:c\nReceived :d\nReceived\t: e\n\nbody") == 5);
+  CHECK(hops("Received: a\n\tfolded Received: x\n received: y\nSubject: Received: z\n") == 1);
+  CHECK(hops("Received-SPF: pass\nX-Received: a\nReceivedx: b\nReceived\n: c\n") == 0);
+  CHECK(hops("Subject: x\n\nReceived: in the body\nReceived: again\n") == 0);
+  CHECK(hops("\nReceived: no header section at all\n") == 0);
+  CHECK(hops("Received: a\nReceived: b\nReceived: c") == 3);
+  CHECK(hops("Recei") == 0);
+
+  /* the same recipient: domain in any case; local part folded only for a local domain */
+  CHECK(smtp_rcpt_same("joe@remote.test", 15, "joe@remote.test", 15, 0));
+  CHECK(smtp_rcpt_same("joe@remote.test", 15, "joe@REMOTE.test", 15, 0));
+  CHECK(!smtp_rcpt_same("Joe@remote.test", 15, "joe@remote.test", 15, 0));
+  CHECK(smtp_rcpt_same("Joe@remote.test", 15, "joe@Remote.TEST", 15, 1));
+  CHECK(!smtp_rcpt_same("joe@remote.test", 15, "joe@remote.tesu", 15, 1));
+  CHECK(!smtp_rcpt_same("joe@remote.test", 15, "joe@remote.tes", 14, 1));
+  CHECK(!smtp_rcpt_same("\"a@b\"@c.test", 12, "\"a@\"b@c.test", 12, 0));
+  CHECK(smtp_rcpt_same("\"A@b\"@c.test", 12, "\"a@b\"@C.test", 12, 1));
+
   stralloc_free(&sa);
   stralloc_free(&addr);
   return CHECK_DONE();
