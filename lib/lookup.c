@@ -31,14 +31,15 @@ struct db {
   dev_t dev;
   ino_t ino;
   struct timespec mtime;
+  struct timespec ctime; /* a chmod or chgrp changes only this (matters for open == 3) */
   off_t size;
 };
 
 #define NDBS 4
-static struct db dbs[NDBS] = {{"control/domains.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0},
-                              {"control/users.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0},
-                              {"control/aliases.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0},
-                              {"control/passwd.cdb", 0, -1, {0}, 0, 0, {0, 0}, 0}};
+static struct db dbs[NDBS] = {{"control/domains.cdb", 0, -1, {0}, 0, 0, {0, 0}, {0, 0}, 0},
+                              {"control/users.cdb", 0, -1, {0}, 0, 0, {0, 0}, {0, 0}, 0},
+                              {"control/aliases.cdb", 0, -1, {0}, 0, 0, {0, 0}, {0, 0}, 0},
+                              {"control/passwd.cdb", 0, -1, {0}, 0, 0, {0, 0}, {0, 0}, 0}};
 #define DB_DOMAINS (&dbs[0])
 #define DB_USERS (&dbs[1])
 #define DB_ALIASES (&dbs[2])
@@ -79,7 +80,8 @@ static int db_fresh(struct db *d)
     return 1;
   }
   if ((d->open == 1 || d->open == 3) && st.st_dev == d->dev && st.st_ino == d->ino && st.st_size == d->size &&
-      st.st_mtim.tv_sec == d->mtime.tv_sec && st.st_mtim.tv_nsec == d->mtime.tv_nsec) {
+      st.st_mtim.tv_sec == d->mtime.tv_sec && st.st_mtim.tv_nsec == d->mtime.tv_nsec &&
+      st.st_ctim.tv_sec == d->ctime.tv_sec && st.st_ctim.tv_nsec == d->ctime.tv_nsec) {
     stralloc_free(&p);
     return 1;
   }
@@ -97,6 +99,7 @@ static int db_fresh(struct db *d)
       d->ino = st.st_ino;
       d->size = st.st_size;
       d->mtime = st.st_mtim;
+      d->ctime = st.st_ctim;
       return 1;
     }
     return 0;
@@ -113,6 +116,7 @@ static int db_fresh(struct db *d)
   d->ino = st.st_ino;
   d->size = st.st_size;
   d->mtime = st.st_mtim;
+  d->ctime = st.st_ctim;
   return 1;
 }
 
