@@ -328,7 +328,7 @@ static int sni_choose(br_ssl_server_policy_class const **pctx, br_ssl_server_con
     if (r < 0) strerr_warnw4x("keypair for ", name, " unusable, using the default: ", errbuf);
   }
   if (r <= 0 && !default_pair()) {
-    strerr_warnw2x("no usable keypair: ", errbuf);
+    strerr_warnw2x("no usable certificate: ", errbuf);
     return 0;
   }
   switch (br_skey_decoder_key_type(&skdc)) {
@@ -390,13 +390,6 @@ int tlsserver_init(br_ssl_server_context *cc, unsigned char *iobuf, size_t iobuf
     return 0;
   }
   return 1;
-}
-
-int tlsserver_check_default(void)
-{
-  int r = default_pair();
-  tlsserver_wipe();
-  return r;
 }
 
 char const *tlsserver_suite_name(unsigned int s)

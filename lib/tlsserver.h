@@ -32,10 +32,6 @@
  * tlsserver_error() telling why. */
 int tlsserver_init(br_ssl_server_context *cc, unsigned char *iobuf, size_t iobuflen);
 
-/* Loads the default keypair once, to report a bad configuration before any handshake.
- * Returns 1, or 0 with tlsserver_error() set. Nothing is kept. */
-int tlsserver_check_default(void);
-
 /* Zeroes the private key and certificates (call once the handshake is over). */
 void tlsserver_wipe(void);
 
