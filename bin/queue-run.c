@@ -509,6 +509,12 @@ static int resolve(active *a)
     }
   }
   stralloc_free(&tg);
+  if (a->nt > n) { /* targets were added: the running flags must cover them */
+    unsigned char *nr = realloc(a->running, a->nt + 1);
+    if (!nr) strerr_diefu1sys(111, "allocate");
+    memset(nr + n, 0, a->nt + 1 - n);
+    a->running = nr;
+  }
   return r;
 }
 

@@ -822,3 +822,16 @@ def test_failing_domain_is_backed_off_as_a_whole(users, qrun, fake_remote):
     assert r["temp2@slow.test"]["attempts"] == 0 and r["temp2@slow.test"]["next"] > time.time() + 30
     assert users.run("queue-ctl", "flush").returncode == 0  # forgets the domain's backoff
     q.wait_log(r"^delivery \S+ temp2@slow.test defer: ")
+
+
+def test_a_list_expands_to_many_local_targets(users, qrun):
+    members = ["m%d@example.test" % i for i in range(30)]
+    for m in members:
+        users.run("mail-user", "add", m, input=b"pw\n", check=True)
+    users.add_alias("all@example.test", *members)
+    q = qrun(users)
+    rc, err = users.inject(MSG, "alice@example.test", "all@example.test", "bob@example.test")
+    assert rc == 0, err
+    q.wait_log(r"^done ", timeout=30)
+    for m in members + ["bob@example.test"]:
+        assert len(users.messages(m)) == 1, m
