@@ -524,7 +524,7 @@ def start_template(inst, name, tmp_path):
     (d / "env" / "IP").write_text("127.0.0.1\n")
     log = open(tmp_path / (name + ".log"), "wb")
     p = subprocess.Popen(["sh", "./run"], cwd=str(d), stdout=log, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
+                         stdin=subprocess.DEVNULL, start_new_session=True, env=inst.env)
     log.close()
     try:
         wait_for(lambda: p.poll() is not None or listening(port), timeout=10,
