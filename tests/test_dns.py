@@ -175,6 +175,11 @@ class FakeDns:
             if self.mode == "servfail":
                 hdr = qid + struct.pack(">HHHHH", 0x8182, 1, 0, 0, 0)
                 self.sock.sendto(hdr + question, peer)
+            elif self.mode == "truncated":
+                # TC set and nothing usable: the resolver retries over TCP, where nobody
+                # listens on this port.
+                hdr = qid + struct.pack(">HHHHH", 0x8380, 1, 0, 0, 0)
+                self.sock.sendto(hdr + question, peer)
             elif self.mode == "malformed":
                 # Claims one MX answer whose rdata runs past the end of the packet.
                 hdr = qid + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0)
@@ -187,7 +192,7 @@ class FakeDns:
         self.sock.close()
 
 
-@pytest.mark.parametrize("mode", ["silent", "servfail", "malformed"])
+@pytest.mark.parametrize("mode", ["silent", "servfail", "malformed", "truncated"])
 def test_broken_servers_are_temporary(mode):
     f = FakeDns(mode)
     try:
