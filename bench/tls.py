@@ -63,7 +63,11 @@ class Proc:
         self.p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
-        wait_listen(port, self.p)
+        try:
+            wait_listen(port, self.p)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self):
         if self.p.poll() is None:
