@@ -135,7 +135,7 @@ static void engine(int appr, int appw, int notif, unsigned int kimeout)
   struct hsarg a = {notif};
   int r;
   PROG = "tls-serve (engine)";
-  if (!tlsserver_init(&cc, iobuf, iobuflen)) strerr_dief2x(111, "fatal: ", tlsserver_error());
+  if (!tlsserver_init(&cc, iobuf, iobuflen)) strerr_dief1x(111, tlsserver_error());
   tain_now_set_stopwatch_g();
   if (kimeout) tain_from_millisecs(&deadline, (int)kimeout);
   else deadline = tain_infinite_relative;
@@ -147,7 +147,9 @@ static void engine(int appr, int appw, int notif, unsigned int kimeout)
     _exit(1);
   }
   if (r == 2) strerr_diefu1sys(111, "relay the TLS connection");
-  fd_shutdown(1, 1);
+  if (fd_shutdown(1, 1) < 0) {
+    /* the peer may have gone already: nothing left to tell it */
+  }
   _exit(0);
 }
 
