@@ -15,8 +15,10 @@
 #include <skalibs/djbunix.h>
 #include <skalibs/exec.h>
 #include <skalibs/sgetopt.h>
+#include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
 
+#include "control.h"
 #include "lookup.h"
 #include "passwd.h"
 
@@ -88,6 +90,13 @@ int main(int argc, char const *const *argv)
   else {
     passwd_verify(pass, dummy_hash()); /* same work, same answer */
     ok = 0;
+    if (r > 0) {
+      /* a known account without a hash: disabled, or control/passwd.cdb not readable here */
+      stralloc p = STRALLOC_ZERO;
+      if (mailroot_path(&p, "control/passwd.cdb") && access(p.s, R_OK) < 0)
+        strerr_warnwu2sys("read ", p.s);
+      stralloc_free(&p);
+    }
   }
   memset(buf, 0, sizeof buf);
   if (!ok) return 1;
