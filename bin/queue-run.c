@@ -52,7 +52,7 @@ char const *PROG = "queue-run";
 static char const *qdir;
 static stralloc qdirsa = STRALLOC_ZERO;
 static unsigned long conc_local, conc_remote, conc_domain, retry_base, retry_max, lifetime,
-  rescan_every, term_wait;
+  rescan_every, term_wait, timeout_local, timeout_remote;
 static stralloc me = STRALLOC_ZERO, postmaster = STRALLOC_ZERO;
 static unsigned int active_max;
 
@@ -341,6 +341,8 @@ struct child_s {
   size_t ntix;
   domain *dom;
   stralloc out;
+  uint64_t killat; /* a child still running then is killed (a temporary failure) */
+  int timedout;
 };
 
 static active **act;
@@ -917,6 +919,7 @@ static int start_local(active *a, size_t ti)
   if (!k->tix) strerr_diefu1sys(111, "allocate");
   k->tix[0] = ti;
   k->ntix = 1;
+  k->killat = now + timeout_local;
   a->running[ti] = 1;
   a->nrunning++;
   nlocal++;
@@ -953,6 +956,7 @@ static int start_remote(active *a, domain *d, size_t *tix, size_t n)
   k->a = a;
   k->remote = 1;
   k->dom = d;
+  k->killat = now + timeout_remote;
   k->tix = malloc(n * sizeof *k->tix);
   if (!k->tix) strerr_diefu1sys(111, "allocate");
   memcpy(k->tix, tix, n * sizeof *tix);
@@ -1033,7 +1037,8 @@ static void finish_local(child *k)
   } else {
     if (!stralloc_cats(&d, "x-pillarbox; ") || !stralloc_catb(&d, why, wl))
       strerr_diefu1sys(111, "allocate");
-    if (!wl && !stralloc_cats(&d, code < 0 ? "deliver-maildir killed" : "deliver-maildir failed"))
+    if (!wl && !stralloc_cats(&d, k->timedout ? "4.4.1 deliver-maildir timed out"
+                                  : code < 0 ? "deliver-maildir killed" : "deliver-maildir failed"))
       strerr_diefu1sys(111, "allocate");
     if (!stralloc_0(&d)) strerr_diefu1sys(111, "allocate");
     if (code == 100) {
@@ -1432,6 +1437,10 @@ static void readconfig(void)
   lifetime = control_uint("queue-lifetime", 432000);
   rescan_every = control_uint("queue-rescan", 60);
   term_wait = control_uint("queue-termwait", 60);
+  timeout_local = control_uint("timeout-local", 600);
+  timeout_remote = control_uint("timeout-remote", 3600);
+  if (!timeout_local) timeout_local = 1;
+  if (!timeout_remote) timeout_remote = 1;
   if (!conc_local) conc_local = 1;
   if (conc_local > 1000) conc_local = 1000;
   if (!conc_remote) conc_remote = 1;
@@ -1518,6 +1527,8 @@ int main(int argc, char const *const *argv)
     if (stopping && !nkids) break;
     wake = nextscan;
     if (heapn && slots[heap[0]].next < wake && nact < active_max) wake = slots[heap[0]].next;
+    for (i = 0; i < nkids; i++)
+      if (!kids[i].exited && !kids[i].timedout && kids[i].killat < wake) wake = kids[i].killat;
     if (wake <= now) wake = now;
     tain_now_g();
     if (wake > now) tain_addsec_g(&deadline, (int)(wake - now > 86400 ? 86400 : wake - now));
@@ -1588,6 +1599,14 @@ int main(int argc, char const *const *argv)
       }
       if (total >= 60000) nextscan = now; /* the fifo may have overflowed: look for ourselves */
     }
+    /* children past their time */
+    for (i = 0; i < nkids; i++)
+      if (!kids[i].exited && !kids[i].timedout && kids[i].killat <= now) {
+        char const *what = kids[i].remote ? "smtp-send" : "deliver-maildir";
+        kids[i].timedout = 1;
+        kill(kids[i].pid, SIGKILL);
+        LOG("warning ", idof(kids[i].a), ": ", what, " timed out, killed");
+      }
     /* children that exited and whose report is complete */
     for (i = 0; i < nkids;) {
       if (kids[i].exited && kids[i].fd < 0) kid_done(i);

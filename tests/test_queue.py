@@ -835,3 +835,20 @@ def test_a_list_expands_to_many_local_targets(users, qrun):
     q.wait_log(r"^done ", timeout=30)
     for m in members + ["bob@example.test"]:
         assert len(users.messages(m)) == 1, m
+
+
+def test_a_hung_delivery_is_killed_and_retried(users, qrun, tmp_path):
+    hang = tmp_path / "hangbin"
+    hang.mkdir()
+    (hang / "deliver-maildir").write_text("#!/bin/sh\nexec sleep 60\n")
+    os.chmod(hang / "deliver-maildir", 0o755)
+    users.control("timeout-local", "1")
+    users.control("retry-base", "300")
+    q = qrun(users, {"PATH": str(hang) + ":" + users.env["PATH"]})
+    rc, err = users.inject(MSG, "alice@example.test", "bob@example.test")
+    assert rc == 0, err
+    q.wait_log(r"^warning \S+: deliver-maildir timed out, killed$", timeout=15)
+    q.wait_log(r"^delivery \S+ bob@example.test defer: 4.4.1 deliver-maildir timed out$")
+    wait_for(lambda: os.listdir(users.path("queue", "state")), what="state file")
+    [m] = qlist(users)
+    assert m["recipients"][0]["state"] == "pending-local" and m["recipients"][0]["attempts"] == 1
