@@ -173,7 +173,7 @@ int main(int argc, char const *const *argv)
     if (r < 0) strerr_diefu1sys(111, "read control/quota-bounce");
     if (!qsource) { /* the account's quota, as queue-run delivers for accounts */
       account acc = ACCOUNT_ZERO;
-      r = lookup_account(recipient, recipientlen, &acc);
+      r = lookup_account_nohash(recipient, recipientlen, &acc);
       if (r < 0) strerr_diefu1sys(111, "read control/users.cdb");
       if (r > 0) {
         qsize = acc.quota;

@@ -400,6 +400,7 @@ int main(int argc, char const *const *argv)
   mkdir_mode(path("mail"), 0750);
   mkdir_mode(path("service"), 0755);
   mkdir_mode(path("log"), 0755);
+  mkdir_mode(path("authfail"), 0770); /* per-IP AUTH failure table (lib/authfail), written by the protocol programs */
 
   {
     int lock = accounts_lock();

@@ -46,7 +46,7 @@ int main(int argc, char const *const *argv)
       if (x[0] == 'L') {
         put("local ");
         put(x + 1);
-        r = lookup_account(x + 1, xn - 1, &a);
+        r = lookup_account_nohash(x + 1, xn - 1, &a);
         if (r < 0) strerr_diefu2sys(111, "look up ", x + 1);
         if (r) {
           put(" ");
