@@ -1,7 +1,9 @@
 /* queue-inject-ipc: the local injection socket, both ends.
  *
  * Server (no option; run by s6-ipcserver on MAILROOT/queue/inject.sock, as the queue user):
- * reads one message from the client on fd 0 and runs queue-inject with it.
+ * reads one message from the client on fd 0 and runs queue-inject with it, after a trace line
+ * naming the client's uid and gid as s6-ipcserver found them (IPCREMOTEEUID, IPCREMOTEEGID):
+ * "Received: by ME (pillarbox local injection, uid N, gid G); DATE".
  * Client (-c [SOCKET]): the qmail-queue interface (message on fd 0, envelope on fd 1, queue
  * id on $QUEUE_IDFD) for callers that cannot write the queue; forwards over the socket.
  *
@@ -18,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <skalibs/allreadwrite.h>
@@ -60,6 +63,48 @@ static long read_nslen(int fd, long max)
   return (long)n;
 }
 
+/* Appends the value of the environment variable name if it is a decimal number, else
+ * "unknown" (the server was not started by s6-ipcserver). */
+static int cat_id(stralloc *sa, char const *name)
+{
+  char const *x = getenv(name);
+  unsigned int u;
+  size_t n;
+  if (x && *x && (n = uint_scan(x, &u)) && !x[n]) {
+    char fmt[UINT_FMT];
+    return stralloc_catb(sa, fmt, uint_fmt(fmt, u));
+  }
+  return stralloc_cats(sa, "unknown");
+}
+
+/* The trace line: who injected (the peer's credentials, from the kernel through s6-ipcserver,
+ * not from anything the client says), where and when. */
+static int trace_line(stralloc *sa)
+{
+  stralloc me = STRALLOC_ZERO;
+  char date[64];
+  time_t t = time(0);
+  struct tm tm;
+  int r = control_readline(&me, "me"), ok;
+  if (r < 0) return 0;
+  if (!gmtime_r(&t, &tm) || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm))
+    return 0;
+  sa->len = 0;
+  ok = stralloc_cats(sa, "Received: ") &&
+       (!r || (stralloc_cats(sa, "by ") && stralloc_catb(sa, me.s, me.len) &&
+               stralloc_cats(sa, " "))) &&
+       stralloc_cats(sa, "(pillarbox local injection, uid ") && cat_id(sa, "IPCREMOTEEUID") &&
+       stralloc_cats(sa, ", gid ") && cat_id(sa, "IPCREMOTEEGID") &&
+       stralloc_cats(sa, ");\n\t") && stralloc_cats(sa, date) && stralloc_cats(sa, "\n");
+  stralloc_free(&me);
+  if (ok) {
+    size_t i;
+    for (i = 0; i < sa->len - 1; i++) /* control/me is one line, but keep the header one field */
+      if (sa->s[i] == '\n' && sa->s[i + 1] != '\t') sa->s[i] = ' ';
+  }
+  return ok;
+}
+
 static int server(void)
 {
   int pm[2], pe[2], pi[2], w;
@@ -68,6 +113,7 @@ static int server(void)
   char line[64 + UINT_FMT];
   size_t ll = 0;
   alarm(TIMEOUT);
+  if (!trace_line(&env)) strerr_diefusys(111, "make the Received: line");
   if (pipecoe(pm) < 0 || pipecoe(pe) < 0 || pipecoe(pi) < 0) strerr_diefusys(111, "pipe");
   pid = fork();
   if (pid < 0) strerr_diefusys(111, "fork");
@@ -83,6 +129,8 @@ static int server(void)
   fd_close(pm[0]);
   fd_close(pe[0]);
   fd_close(pi[1]);
+  if (allwrite(pm[1], env.s, env.len) != env.len && errno != EPIPE) goto abort;
+  env.len = 0;
   for (;;) {
     long n = read_nslen(0, CHUNK);
     char c;

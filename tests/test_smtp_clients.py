@@ -3,6 +3,7 @@ Python's smtplib, swaks and curl each send a message that lands in the right Mai
 pipelined session and BDAT chunks work; sendmail injects directly and through the local
 injection socket (s6-ipcserver running queue-inject-ipc)."""
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -316,3 +317,63 @@ def test_smuggling_over_tcp_delivers_nothing(srv):
     got = srv.inst.messages("user@example.test")
     assert len(got) == 1 and b"marker" in got[0]
     assert srv.inst.messages("other@example.test") == []
+
+
+def queued_messages(inst, before):
+    out = []
+    for p in sorted(queue_files(inst) - before):
+        if not os.path.isfile(p) or os.path.islink(p):
+            continue   # queue/trigger is a fifo
+        with open(p, "rb") as f:
+            out.append(f.read())
+    return out
+
+
+def test_injection_socket_trace_line_names_the_uid(instance):
+    """The server side writes a Received: line with the uid and gid s6-ipcserver found for the
+    peer (IPCREMOTEEUID / IPCREMOTEEGID), before the client's first byte."""
+    instance.add_user("user@example.test")
+    before = queue_files(instance)
+    env = b"Fa@b.example\0Tuser@example.test\0\0"
+    r = instance.run("queue-inject-ipc",
+                     input=b"23:Received: forged uid 0\n,11:Subject: x\n,0:,%d:%s," % (len(env), env),
+                     env={"IPCREMOTEEUID": "4242", "IPCREMOTEEGID": "77"})
+    assert r.returncode == 0 and r.stdout.startswith(b"0 "), r.stderr
+    blob = b"".join(queued_messages(instance, before))
+    m = re.search(rb"Received: by mx\.example\.test \(pillarbox local injection, uid (\d+), gid "
+                  rb"(\d+)\);\n\t\w{3}, \d+ \w{3} \d{4} [\d:]{8} \+0000\nReceived: forged uid 0\n",
+                  blob)
+    assert m, blob
+    assert m.group(1, 2) == (b"4242", b"77")
+
+
+def test_injection_socket_trace_without_ipcserver(instance):
+    instance.add_user("user@example.test")
+    before = queue_files(instance)
+    env = b"Fa@b.example\0Tuser@example.test\0\0"
+    e = dict(instance.env)
+    e.pop("IPCREMOTEEUID", None)
+    e.pop("IPCREMOTEEGID", None)
+    r = subprocess.run([prog("queue-inject-ipc")], input=b"2:x\n,0:,%d:%s," % (len(env), env),
+                       env=e, capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert b"(pillarbox local injection, uid unknown, gid unknown)" in \
+        b"".join(queued_messages(instance, before))
+
+
+def test_injection_through_the_socket_records_the_real_uid(instance):
+    instance.add_user("user@example.test")
+    sock = instance.path("queue", "inject.sock")
+    ipc = subprocess.Popen(["s6-ipcserver", "-a", "0777", sock, prog("queue-inject-ipc")],
+                           env=dict(instance.env), stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(sock), timeout=10, what="the injection socket")
+        before = queue_files(instance)
+        r = instance.run("sendmail", "user@example.test", input=b"Subject: ipc\n\nhi\n",
+                         env={"QUEUE_INJECT": "queue-inject-ipc -c"})
+        assert r.returncode == 0, r.stderr
+        blob = b"".join(queued_messages(instance, before))
+        assert b"(pillarbox local injection, uid %d, gid %d)" % (os.getuid(), os.getgid()) in blob
+    finally:
+        ipc.terminate()
+        ipc.wait(timeout=10)
