@@ -971,8 +971,8 @@ def test_injector_true_is_not_a_queue(inst, size):
     "head -c 5 >/dev/null; exit 0",                     # part of the message
     "cat >/dev/null; exit 0",                           # the message, not the envelope
     "cat >/dev/null; echo FAKEID >&3; exit 0",          # ... and even says an id
-    "head -c 2 <&1 >/dev/null; exit 0",                 # part of the envelope
-], ids=["nothing", "part", "no-envelope", "no-envelope-id", "part-envelope"])
+    "head -c 2 <&1 >/dev/null; exit 0",                 # some of the envelope, no message
+], ids=["nothing", "part", "no-envelope", "no-envelope-id", "envelope-not-message"])
 def test_injector_exit_0_without_reading_is_451(inst, tmp_path, body):
     c, r = data_session(inst, MSG, env={"QUEUE_INJECT": hook(tmp_path, "lazy", body)})
     assert c[5] == 451, r.stdout
