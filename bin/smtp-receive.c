@@ -1060,7 +1060,7 @@ static void smtpauth_auth(smtpauth_state *a, stralloc *o, char const *arg, size_
   if (r == CHECKPW_OK) {
     account acc = ACCOUNT_ZERO;
     a->user.len = 0;
-    if (lookup_account(user, ulen, &acc) > 0 && acc.address.len > 1) {
+    if (lookup_account_nohash(user, ulen, &acc) > 0 && acc.address.len > 1) {
       if (!addr_fold(acc.address.s, acc.address.len - 1, &a->user)) quit(111, "out of memory");
     } else if (!addr_fold(user, ulen, &a->user)) quit(111, "out of memory");
     account_free(&acc);
