@@ -176,7 +176,10 @@ def drain(root, expect, timeout=300):
                 if count_lines(log, b"done ") >= expect:
                     break
                 if time.monotonic() - t0 > timeout or p.poll() is not None:
-                    raise SystemExit("queue-run did not finish: %s" % open(log).read()[-2000:])
+                    shutil.copy(log, "/tmp/bench-queue-failed.log")
+                    raise SystemExit("queue-run did not finish (exit %s, %d done; log in "
+                                     "/tmp/bench-queue-failed.log)"
+                                     % (p.poll(), count_lines(log, b"done ")))
             last = time.monotonic()
         finally:
             p.send_signal(signal.SIGTERM)
@@ -246,6 +249,7 @@ def main():
         empty = make_instance(base, "empty")
         t = time.monotonic()
         write_queue_directly(root, SCALE)
+        os.sync()  # or the writeback of these files lands in the measurements below
         print("scale: wrote %d queue files directly in %.1fs" % (SCALE, time.monotonic() - t))
         e = env_for(root)
         t = time.monotonic()
@@ -259,8 +263,8 @@ def main():
         # alternate rounds, empty then full, so that the machine's noise hits both alike
         e_t = f_t = 0.0
         for r in range(4):
-            e_r, _ = inject_many(empty, 8, 500, start=r * 500)
             f_r, _ = inject_many(root, 8, 500, start=SCALE + r * 500)
+            e_r, _ = inject_many(empty, 8, 500, start=r * 500)
             e_t += 500 / e_r
             f_t += 500 / f_r
         e_rate, f_rate = 2000 / e_t, 2000 / f_t

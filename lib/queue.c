@@ -268,6 +268,9 @@ static int commit(char const *qdir, stralloc *id, stralloc *tmp)
   if (!stralloc_cats(&dst, qdir) || !stralloc_cats(&dst, "/mess")) goto end;
   if (!stralloc_0(&dst)) goto end;
   dfd = open(dst.s, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  /* a fresh queue: another injector may have made tmp/ but not yet mess/ */
+  if (dfd < 0 && errno == ENOENT && queue_init(qdir))
+    dfd = open(dst.s, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) goto end;
   for (tries = 0; tries < 16; tries++) {
     if (renameat2(AT_FDCWD, tmp->s, dfd, id->s, RENAME_NOREPLACE) == 0) break;

@@ -852,3 +852,33 @@ def test_a_hung_delivery_is_killed_and_retried(users, qrun, tmp_path):
     wait_for(lambda: os.listdir(users.path("queue", "state")), what="state file")
     [m] = qlist(users)
     assert m["recipients"][0]["state"] == "pending-local" and m["recipients"][0]["attempts"] == 1
+
+
+def test_parallel_injections_into_a_fresh_queue(instance):
+    # mail-instance makes queue/ only: the first injectors race to make its sub-directories
+    q = instance.path("queue")
+    for attempt in range(10):
+        for name in mess(instance):
+            os.unlink(os.path.join(q, "mess", name))
+        for d in os.listdir(q):
+            if os.path.isdir(os.path.join(q, d)) and not os.listdir(os.path.join(q, d)):
+                os.rmdir(os.path.join(q, d))
+        assert not os.path.exists(os.path.join(q, "mess"))
+        # all 40 have their message and envelope before the first one looks at the queue
+        procs = []
+        for i in range(40):
+            r_env, w_env = os.pipe()
+            os.write(w_env, envelope("a@example.test", "bob@example.test"))
+            os.close(w_env)
+            p = subprocess.Popen([prog("queue-inject")], stdin=subprocess.PIPE, stdout=r_env,
+                                 stderr=subprocess.PIPE, env=instance.env)
+            os.close(r_env)
+            procs.append(p)
+        for p in procs:
+            p.stdin.write(MSG)
+        for p in procs:
+            p.stdin.close()
+        for p in procs:
+            assert p.wait(timeout=30) == 0, p.stderr.read()
+            p.stderr.close()
+        assert len(mess(instance)) == 40
