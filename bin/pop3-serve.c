@@ -433,19 +433,13 @@ int main(int argc, char const *const *argv)
     char *line;
     size_t len;
     pop3_cmd c;
-    int r = pop3io_getline(&line, &len, POP3IO_IBUF);
-    if (r == POP3IO_TIMEOUT) {
-      put("-ERR autologout: idle for too long\r\n");
-      bye(99);
-    }
+    int r = pop3io_getcmd(&line, &len);
+    if (r == POP3IO_TIMEOUT) _exit(99);
     if (r != 1) _exit(0);
     r = pop3_parse(line, len, &c);
-    switch (r) {
-      case POP3_ETOOLONG: put("-ERR line too long\r\n"); continue;
-      case POP3_EARGLONG: put("-ERR argument too long\r\n"); continue;
-      case POP3_EUNKNOWN: put("-ERR unknown command\r\n"); continue;
-      case POP3_ESYNTAX: put("-ERR syntax error\r\n"); continue;
-      default: break;
+    if (r < 0) {
+      put(pop3_parse_reply(r));
+      continue;
     }
     switch (c.cmd) {
       case POP3_CAPA: capa(); break;

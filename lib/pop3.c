@@ -80,6 +80,16 @@ int pop3_ulong(char const *s, size_t len, unsigned long *n)
   return 1;
 }
 
+char const *pop3_parse_reply(int e)
+{
+  switch (e) {
+    case POP3_ETOOLONG: return "-ERR line too long\r\n";
+    case POP3_EARGLONG: return "-ERR argument too long\r\n";
+    case POP3_EUNKNOWN: return "-ERR unknown command\r\n";
+    default: return "-ERR syntax error\r\n";
+  }
+}
+
 int pop3_msgnum(char const *s, size_t len, unsigned long max, unsigned long *n)
 {
   unsigned long u;

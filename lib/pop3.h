@@ -49,6 +49,9 @@ struct pop3_cmd_s {
  * of each command. Returns the command (> 0) or a POP3_E* error. */
 int pop3_parse(char const *s, size_t len, pop3_cmd *c);
 
+/* The -ERR reply line (CRLF included) to a line pop3_parse refused with error e (< 0). */
+char const *pop3_parse_reply(int e);
+
 /* A message number: decimal, 1..max, at most 9 digits. Returns 1 and sets *n, or 0. */
 int pop3_msgnum(char const *s, size_t len, unsigned long max, unsigned long *n);
 

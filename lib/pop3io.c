@@ -184,3 +184,14 @@ int pop3io_getline(char **line, size_t *len, size_t max)
     }
   }
 }
+
+int pop3io_getcmd(char **line, size_t *len)
+{
+  int r = pop3io_getline(line, len, POP3IO_IBUF);
+  if (r == POP3IO_TIMEOUT) {
+    /* pop3io_getline flushed before waiting: the reply fits, only the write can fail */
+    pop3io_puts("-ERR autologout: idle for too long\r\n");
+    pop3io_flush();
+  }
+  return r;
+}

@@ -37,6 +37,10 @@ size_t pop3io_pending(char const **s);
  * POP3IO_TIMEOUT. */
 int pop3io_getline(char **line, size_t *len, size_t max);
 
+/* pop3io_getline for a command line (at most POP3IO_IBUF bytes); on POP3IO_TIMEOUT it has
+ * also said "-ERR autologout: idle for too long" and flushed the output. */
+int pop3io_getcmd(char **line, size_t *len);
+
 /* Output. Each returns 1, or 0 on a write error or timeout (errno set). */
 int pop3io_put(char const *s, size_t len);
 int pop3io_puts(char const *s);
