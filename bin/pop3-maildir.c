@@ -139,45 +139,51 @@ static void msort(int (*cmp)(msg const *, msg const *))
   }
 }
 
-/* Counts the entries of one of new/ and cur/ and their name bytes. Returns 1, or 0 with
- * errno set. */
-static int count(char const *dir, unsigned long *n, size_t *bytes)
+/* The next entry of d whose name does not start with '.'; 0 at the end (errno 0) or on a
+ * read error (errno set). */
+static struct dirent *entry(DIR *d)
 {
-  DIR *d = opendir(dir);
-  if (!d) return 0;
   for (;;) {
     struct dirent *de;
     errno = 0;
     de = readdir(d);
-    if (!de) break;
-    if (de->d_name[0] == '.') continue;
+    if (!de || de->d_name[0] != '.') return de;
+  }
+}
+
+/* Closes d once entry() returned 0: 1 if the whole directory was read, 0 with errno set if
+ * reading it failed. */
+static int listed(DIR *d)
+{
+  int e = errno;
+  dir_close(d);
+  errno = e;
+  return !e;
+}
+
+/* Counts the entries of one of new/ and cur/ and their name bytes. Returns 1, or 0 with
+ * errno set. */
+static int count(char const *dir, unsigned long *n, size_t *bytes)
+{
+  struct dirent *de;
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  while ((de = entry(d))) {
     (*n)++;
     *bytes += strlen(de->d_name) + 1;
   }
-  if (errno) {
-    int e = errno;
-    dir_close(d);
-    errno = e;
-    return 0;
-  }
-  dir_close(d);
-  return 1;
+  return listed(d);
 }
 
 /* Lists one of new/ and cur/ into msgs, within the room count() found (what arrived since
  * waits for the next session). Returns 1, 0 on error (errno set). */
 static int scan(char const *dir, uint32_t flag, unsigned long cap)
 {
+  struct dirent *de;
   DIR *d = opendir(dir);
   if (!d) return 0;
-  for (;;) {
-    struct dirent *de;
-    size_t len;
-    errno = 0;
-    de = readdir(d);
-    if (!de) break;
-    if (de->d_name[0] == '.') continue;
-    len = strlen(de->d_name);
+  while ((de = entry(d))) {
+    size_t len = strlen(de->d_name);
     if (nmsgs >= cap || names.len + len + 1 > names.a) continue;
     msgs[nmsgs].name = (uint32_t)names.len;
     msgs[nmsgs].flags = (uint16_t)flag;
@@ -191,14 +197,7 @@ static int scan(char const *dir, uint32_t flag, unsigned long cap)
     if (pop3_name_wsize(de->d_name, len, &msgs[nmsgs].size)) msgs[nmsgs].flags |= F_SIZED;
     nmsgs++;
   }
-  if (errno) {
-    int e = errno;
-    dir_close(d);
-    errno = e;
-    return 0;
-  }
-  dir_close(d);
-  return 1;
+  return listed(d);
 }
 
 /* The snapshot of the maildrop: new/ and cur/, at most maxmsgs messages, exactly allocated. */
