@@ -363,6 +363,35 @@ static int expand(struct rs *st, char const *k, size_t kn, char const *v, size_t
   return r;
 }
 
+/* Adds the local target k: LOOKUP_FOUND, LOOKUP_ELOOP (too many targets) or LOOKUP_ETEMP. */
+static int emit_local(struct rs *st, char const *k, size_t kn)
+{
+  int r = emit(st, 'L', k, kn);
+  return r < 0 ? LOOKUP_ETEMP : r ? LOOKUP_FOUND : LOOKUP_ELOOP;
+}
+
+/* Resolves k (a folded address, or the same without its +tag) as written: an address already
+ * being expanded is an account, which stops there ("a: a, b" keeps a copy in a), or else a
+ * loop; otherwise an alias k is expanded, then an account k is a local target. Returns a
+ * LOOKUP_* result, or LOOKUP_UNKNOWN when k is neither an alias nor an account. */
+static int resolve_exact(struct rs *st, char const *k, size_t kn, unsigned int depth)
+{
+  char const *v;
+  size_t vn;
+  int r;
+  if (in_chain(st, k, kn)) {
+    r = account_get(k, kn, 0, 0, 0);
+    if (r < 0) return LOOKUP_ETEMP;
+    return r ? emit_local(st, k, kn) : LOOKUP_ELOOP;
+  }
+  r = db_get(DB_ALIASES, k, kn, &v, &vn);
+  if (r < 0) return LOOKUP_ETEMP;
+  if (r) return expand(st, k, kn, v, vn, depth);
+  r = account_get(k, kn, 0, 0, 0);
+  if (r < 0) return LOOKUP_ETEMP;
+  return r ? emit_local(st, k, kn) : LOOKUP_UNKNOWN;
+}
+
 /* Resolves one address (top: the address asked about; otherwise an alias target). */
 static int resolve(struct rs *st, char const *addr, size_t len, unsigned int depth, int top)
 {
@@ -383,25 +412,9 @@ static int resolve(struct rs *st, char const *addr, size_t len, unsigned int dep
     if (!r) return LOOKUP_ELOOP;
     return top ? LOOKUP_REMOTE : LOOKUP_FOUND;
   }
-  /* An address already being expanded: an account stops there ("a: a, b" keeps a copy in a),
-   * anything else is a loop. */
-  if (in_chain(st, key, len)) {
-    r = account_get(key, len, 0, 0, 0);
-    if (r < 0) return LOOKUP_ETEMP;
-    if (!r) return LOOKUP_ELOOP;
-    r = emit(st, 'L', key, len);
-    return r < 0 ? LOOKUP_ETEMP : r ? LOOKUP_FOUND : LOOKUP_ELOOP;
-  }
-  /* 1. exact alias, then exact account */
-  r = db_get(DB_ALIASES, key, len, &v, &vn);
-  if (r < 0) return LOOKUP_ETEMP;
-  if (r) return expand(st, key, len, v, vn, depth);
-  r = account_get(key, len, 0, 0, 0);
-  if (r < 0) return LOOKUP_ETEMP;
-  if (r) {
-    r = emit(st, 'L', key, len);
-    return r < 0 ? LOOKUP_ETEMP : r ? LOOKUP_FOUND : LOOKUP_ELOOP;
-  }
+  /* 1. exact alias, then exact account (an address being expanded stops or loops here) */
+  r = resolve_exact(st, key, len, depth);
+  if (r != LOOKUP_UNKNOWN) return r;
   /* 2. user+tag: the same for user */
   p = plus(key, at);
   if (p != at && p > 0) {
@@ -409,21 +422,8 @@ static int resolve(struct rs *st, char const *addr, size_t len, unsigned int dep
     size_t bn = p + len - at;
     memcpy(base, key, p);
     memcpy(base + p, key + at, len - at);
-    if (in_chain(st, base, bn)) {
-      r = account_get(base, bn, 0, 0, 0);
-      if (r < 0) return LOOKUP_ETEMP;
-      if (!r) return LOOKUP_ELOOP;
-    } else {
-      r = db_get(DB_ALIASES, base, bn, &v, &vn);
-      if (r < 0) return LOOKUP_ETEMP;
-      if (r) return expand(st, base, bn, v, vn, depth);
-      r = account_get(base, bn, 0, 0, 0);
-      if (r < 0) return LOOKUP_ETEMP;
-    }
-    if (r) {
-      r = emit(st, 'L', base, bn);
-      return r < 0 ? LOOKUP_ETEMP : r ? LOOKUP_FOUND : LOOKUP_ELOOP;
-    }
+    r = resolve_exact(st, base, bn, depth);
+    if (r != LOOKUP_UNKNOWN) return r;
   }
   /* 3. catch-all "@domain" */
   r = db_get(DB_ALIASES, key + at, len - at, &v, &vn);
@@ -435,8 +435,7 @@ static int resolve(struct rs *st, char const *addr, size_t len, unsigned int dep
   if (top) return LOOKUP_UNKNOWN;
   /* An alias names a local address that does not exist: keep it as a local target, so the
    * delivery fails and bounces visibly instead of the mail vanishing. */
-  r = emit(st, 'L', key, len);
-  return r < 0 ? LOOKUP_ETEMP : r ? LOOKUP_FOUND : LOOKUP_ELOOP;
+  return emit_local(st, key, len);
 }
 
 int lookup_resolve(char const *addr, size_t len, stralloc *targets)
