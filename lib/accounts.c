@@ -42,8 +42,8 @@ static void trim(char const **s, size_t *n)
   while (*n && is_blank((*s)[*n - 1])) (*n)--;
 }
 
-/* Offset of the first ':' outside a quoted local part, or n. */
-static size_t colon(char const *s, size_t n)
+/* Offset of the first c outside a quoted local part, or n. */
+static size_t unquoted(char const *s, size_t n, char c)
 {
   size_t i;
   int q = 0;
@@ -53,7 +53,7 @@ static size_t colon(char const *s, size_t n)
       else if (s[i] == '"') q = 0;
     } else if (s[i] == '"')
       q = 1;
-    else if (s[i] == ':')
+    else if (s[i] == c)
       return i;
   }
   return n;
@@ -73,22 +73,13 @@ static int domain_ok(char const *d, size_t n)
 int accounts_next_target(char const *s, size_t len, size_t *pos, char const **t, size_t *tn)
 {
   size_t i = *pos, start;
-  int q = 0;
   while (i < len && (is_blank(s[i]) || s[i] == ',')) i++;
   if (i >= len) {
     *pos = i;
     return 0;
   }
   start = i;
-  for (; i < len; i++) {
-    if (q) {
-      if (s[i] == '\\' && i + 1 < len) i++;
-      else if (s[i] == '"') q = 0;
-    } else if (s[i] == '"')
-      q = 1;
-    else if (s[i] == ',')
-      break;
-  }
+  i += unquoted(s + i, len - i, ',');
   *t = s + start;
   *tn = i - start;
   trim(t, tn);
@@ -110,7 +101,7 @@ int accounts_parse(int kind, char const *s, size_t n, acct_rec *r, char const **
     r->keylen = n;
     return 1;
   }
-  c = colon(s, n);
+  c = unquoted(s, n, ':');
   if (c == n) {
     *why = "no ':' after the address";
     return 0;
