@@ -39,44 +39,18 @@ static int print_line(char const *s, size_t n, unsigned long line, void *data)
   return 1;
 }
 
-struct count_s {
-  int kind;
-  char const *dom;
-  size_t dlen;
-  unsigned long n;
-};
-
-static int count_line(char const *s, size_t n, unsigned long line, void *data)
-{
-  struct count_s *c = data;
-  acct_rec r;
-  char const *why;
-  size_t at, i;
-  (void)line;
-  if (!accounts_parse(c->kind, s, n, &r, &why)) return 1;
-  at = r.key[0] == '@' ? 0 : addr_at(r.key, r.keylen);
-  if (r.keylen - at - 1 != c->dlen) return 1;
-  for (i = 0; i < c->dlen; i++) {
-    char x = r.key[at + 1 + i];
-    if (x >= 'A' && x <= 'Z') x += 32;
-    if (x != c->dom[i]) return 1;
-  }
-  c->n++;
-  return 1;
-}
-
 /* Warns when accounts or aliases of a removed domain stay behind. */
 static void warn_leftovers(stralloc const *key)
 {
   stralloc text = STRALLOC_ZERO;
   int kind;
   for (kind = ACCT_USERS; kind <= ACCT_ALIASES; kind++) {
-    struct count_s c = {kind, key->s, key->len, 0};
+    unsigned long n;
     accounts_load(kind, &text);
-    accounts_each(text.s, text.len, count_line, &c);
-    if (c.n) {
+    n = accounts_count_domain(kind, text.s, text.len, key->s, key->len);
+    if (n) {
       char fmt[ULONG_FMT];
-      fmt[ulong_fmt(fmt, c.n)] = 0;
+      fmt[ulong_fmt(fmt, n)] = 0;
       strerr_warnw6x(fmt, kind == ACCT_USERS ? " account(s)" : " alias(es)",
                      " of the removed domain stay in control/", accounts_name(kind),
                      " (they receive no mail until it is added again)", "");

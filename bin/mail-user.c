@@ -115,28 +115,6 @@ static void replace_and_save(stralloc const *text, stralloc const *line)
   stralloc_free(&out);
 }
 
-struct count_s {
-  char const *dom;
-  size_t dlen;
-  unsigned long n;
-};
-
-static int count_line(char const *s, size_t n, unsigned long line, void *data)
-{
-  struct count_s *c = data;
-  acct_rec r;
-  char const *why;
-  stralloc k = STRALLOC_ZERO;
-  size_t a;
-  (void)line;
-  if (!accounts_parse(ACCT_USERS, s, n, &r, &why)) return 1;
-  if (!addr_fold(r.key, r.keylen, &k)) return -1;
-  a = addr_at(k.s, k.len);
-  if (k.len - a - 1 == c->dlen && !memcmp(k.s + a + 1, c->dom, c->dlen)) c->n++;
-  stralloc_free(&k);
-  return 1;
-}
-
 /* RFC 5321 4.5.1: every domain must accept postmaster. After key was added to control/users
  * (users is the text before the add):
  * - the first account of a domain with neither an alias nor an account postmaster@DOMAIN
@@ -173,11 +151,8 @@ static void postmaster_rule(stralloc const *users)
     goto done;
   }
   if (at == 10 && !memcmp(key.s, "postmaster", 10)) goto done;
-  {
-    struct count_s c = {dom, dlen, 0};
-    if (accounts_each(users->s, users->len, count_line, &c) < 0) strerr_diefu1sys(111, "allocate");
-    if (c.n) goto done; /* not the first account of the domain */
-  }
+  if (accounts_count_domain(ACCT_USERS, users->s, users->len, dom, dlen))
+    goto done; /* not the first account of the domain */
   if (!stralloc_cats(&pm, "postmaster@") || !stralloc_catb(&pm, dom, dlen))
     strerr_diefu1sys(111, "allocate");
   if (accounts_find(ACCT_ALIASES, aliases.s, aliases.len, pm.s, pm.len, 0) ||

@@ -491,6 +491,40 @@ int accounts_find(int kind, char const *s, size_t len, char const *key, size_t k
   return f.found;
 }
 
+struct count_s {
+  int kind;
+  char const *dom;
+  size_t dlen;
+  unsigned long n;
+};
+
+static int count_line(char const *s, size_t n, unsigned long line, void *data)
+{
+  struct count_s *c = data;
+  acct_rec r;
+  char const *why;
+  size_t at, i;
+  (void)line;
+  if (!accounts_parse(c->kind, s, n, &r, &why)) return 1;
+  at = r.key[0] == '@' ? 0 : addr_at(r.key, r.keylen);
+  if (r.keylen - at - 1 != c->dlen) return 1;
+  for (i = 0; i < c->dlen; i++) {
+    char x = r.key[at + 1 + i];
+    if (x >= 'A' && x <= 'Z') x += 32;
+    if (x != c->dom[i]) return 1;
+  }
+  c->n++;
+  return 1;
+}
+
+unsigned long accounts_count_domain(int kind, char const *s, size_t len, char const *dom,
+                                    size_t dlen)
+{
+  struct count_s c = {kind, dom, dlen, 0};
+  accounts_each(s, len, count_line, &c);
+  return c.n;
+}
+
 int accounts_replace(int kind, char const *s, size_t len, char const *key, size_t klen,
                      char const *line, size_t linelen, stralloc *out)
 {

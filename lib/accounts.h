@@ -68,6 +68,11 @@ int accounts_save_try(int kind, char const *s, size_t len);
 int accounts_find(int kind, char const *s, size_t len, char const *key, size_t klen,
                   acct_rec *r);
 
+/* The number of records of kind in text whose key is in the domain dom (already folded):
+ * "local@dom", and for aliases the catch-all "@dom". Junk lines do not count. */
+unsigned long accounts_count_domain(int kind, char const *s, size_t len, char const *dom,
+                                    size_t dlen);
+
 /* Copies text into out without the records whose key folds to key; if line is not 0, puts
  * line (a full line, no newline) where the first such record was, or at the end. */
 int accounts_replace(int kind, char const *s, size_t len, char const *key, size_t klen,
