@@ -75,16 +75,6 @@ static void add_target(stralloc *line, size_t start, char const *t, size_t tn)
   if (!stralloc_catb(line, t, tn)) strerr_diefu1sys(111, "allocate");
 }
 
-static void save(stralloc const *text, stralloc const *line)
-{
-  stralloc out = STRALLOC_ZERO;
-  if (!accounts_replace(ACCT_ALIASES, text->s, text->len, key.s, key.len, line ? line->s : 0,
-                        line ? line->len : 0, &out))
-    strerr_diefu1sys(111, "allocate");
-  accounts_save(ACCT_ALIASES, out.s, out.len);
-  stralloc_free(&out);
-}
-
 static int print_line(char const *s, size_t n, unsigned long line, void *data)
 {
   acct_rec r;
@@ -157,7 +147,7 @@ int main(int argc, char const *const *argv)
       count++;
     }
     if (count > LOOKUP_TARGETS_MAX) strerr_dief1x(100, "too many targets for one alias");
-    save(&text, &line);
+    accounts_replace_save(ACCT_ALIASES, text.s, text.len, key.s, key.len, line.s, line.len);
     close(lock);
     return 0;
   }
@@ -169,7 +159,7 @@ int main(int argc, char const *const *argv)
     if (!accounts_find(ACCT_ALIASES, text.s, text.len, key.s, key.len, &r))
       strerr_dief2x(100, "no such alias: ", key.s);
     if (argc == 3) {
-      save(&text, 0);
+      accounts_replace_save(ACCT_ALIASES, text.s, text.len, key.s, key.len, 0, 0);
     } else {
       size_t start, pos = 0, count = 0;
       char const *t;
@@ -188,7 +178,8 @@ int main(int argc, char const *const *argv)
         add_target(&line, start, t, tn);
         count++;
       }
-      save(&text, count ? &line : 0);
+      accounts_replace_save(ACCT_ALIASES, text.s, text.len, key.s, key.len, count ? line.s : 0,
+                            count ? line.len : 0);
     }
     close(lock);
     return 0;

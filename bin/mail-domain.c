@@ -61,7 +61,7 @@ static void warn_leftovers(stralloc const *key)
 
 int main(int argc, char const *const *argv)
 {
-  stralloc text = STRALLOC_ZERO, out = STRALLOC_ZERO, key = STRALLOC_ZERO;
+  stralloc text = STRALLOC_ZERO, key = STRALLOC_ZERO;
   char const *cmd;
   if (argc < 2) dieusage();
   cmd = argv[1];
@@ -91,9 +91,7 @@ int main(int argc, char const *const *argv)
       close(lock);
       return 0;
     }
-    if (!accounts_replace(ACCT_DOMAINS, text.s, text.len, key.s, key.len, key.s, key.len, &out))
-      strerr_diefu1sys(111, "allocate");
-    accounts_save(ACCT_DOMAINS, out.s, out.len);
+    accounts_replace_save(ACCT_DOMAINS, text.s, text.len, key.s, key.len, key.s, key.len);
     close(lock);
     return 0;
   }
@@ -102,9 +100,7 @@ int main(int argc, char const *const *argv)
     accounts_load(ACCT_DOMAINS, &text);
     if (!accounts_find(ACCT_DOMAINS, text.s, text.len, key.s, key.len, 0))
       strerr_dief2x(100, "not a local domain: ", argv[2]);
-    if (!accounts_replace(ACCT_DOMAINS, text.s, text.len, key.s, key.len, 0, 0, &out))
-      strerr_diefu1sys(111, "allocate");
-    accounts_save(ACCT_DOMAINS, out.s, out.len);
+    accounts_replace_save(ACCT_DOMAINS, text.s, text.len, key.s, key.len, 0, 0);
     close(lock);
     warn_leftovers(&key);
     return 0;

@@ -105,16 +105,6 @@ static void make_line(stralloc *line, char const *hash, char const *maildir, siz
     strerr_diefu1sys(111, "allocate");
 }
 
-static void replace_and_save(stralloc const *text, stralloc const *line)
-{
-  stralloc out = STRALLOC_ZERO;
-  if (!accounts_replace(ACCT_USERS, text->s, text->len, key.s, key.len, line ? line->s : 0,
-                        line ? line->len : 0, &out))
-    strerr_diefu1sys(111, "allocate");
-  accounts_save(ACCT_USERS, out.s, out.len);
-  stralloc_free(&out);
-}
-
 /* RFC 5321 4.5.1: every domain must accept postmaster. After key was added to control/users
  * (users is the text before the add):
  * - the first account of a domain with neither an alias nor an account postmaster@DOMAIN
@@ -197,7 +187,7 @@ static void do_add(char const *addr, uint64_t quota)
     strerr_diefu1sys(111, "allocate");
   make_maildir(rel.s);
   make_line(&line, hash.s, rel.s, rel.len - 1, quota);
-  replace_and_save(&text, &line);
+  accounts_replace_save(ACCT_USERS, text.s, text.len, key.s, key.len, line.s, line.len);
   postmaster_rule(&text);
   close(lock);
 }
@@ -227,7 +217,7 @@ static void do_passwd_or_quota(char const *addr, char const *quota)
   } else
     q = r.quota;
   make_line(&line, hash.s, maildir.s, maildir.len, q);
-  replace_and_save(&text, &line);
+  accounts_replace_save(ACCT_USERS, text.s, text.len, key.s, key.len, line.s, line.len);
   close(lock);
 }
 
@@ -240,7 +230,7 @@ static void do_del(char const *addr)
   accounts_load(ACCT_USERS, &text);
   if (!accounts_find(ACCT_USERS, text.s, text.len, key.s, key.len, 0))
     strerr_dief2x(100, "no such account: ", key.s);
-  replace_and_save(&text, 0);
+  accounts_replace_save(ACCT_USERS, text.s, text.len, key.s, key.len, 0, 0);
   close(lock);
 }
 

@@ -491,6 +491,16 @@ int accounts_find(int kind, char const *s, size_t len, char const *key, size_t k
   return f.found;
 }
 
+void accounts_replace_save(int kind, char const *s, size_t len, char const *key, size_t klen,
+                           char const *line, size_t linelen)
+{
+  stralloc out = STRALLOC_ZERO;
+  if (!accounts_replace(kind, s, len, key, klen, line, linelen, &out))
+    strerr_diefu1sys(111, "allocate");
+  accounts_save(kind, out.s, out.len);
+  stralloc_free(&out);
+}
+
 struct count_s {
   int kind;
   char const *dom;

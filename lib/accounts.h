@@ -68,6 +68,10 @@ int accounts_save_try(int kind, char const *s, size_t len);
 int accounts_find(int kind, char const *s, size_t len, char const *key, size_t klen,
                   acct_rec *r);
 
+/* accounts_replace, then accounts_save of the result; dies 111 if out of memory. */
+void accounts_replace_save(int kind, char const *s, size_t len, char const *key, size_t klen,
+                           char const *line, size_t linelen);
+
 /* The number of records of kind in text whose key is in the domain dom (already folded):
  * "local@dom", and for aliases the catch-all "@dom". Junk lines do not count. */
 unsigned long accounts_count_domain(int kind, char const *s, size_t len, char const *dom,
