@@ -106,17 +106,12 @@ int main(int argc, char const *const *argv)
   cmd = argv[1];
   if (!strcmp(cmd, "list")) {
     if (argc != 2) dieusage();
-    accounts_load(ACCT_ALIASES, &text);
-    if (accounts_each(text.s, text.len, print_line, &line) < 0 || !buffer_flush(buffer_1))
-      strerr_diefu1sys(111, "write to stdout");
+    accounts_list(ACCT_ALIASES, print_line, &line);
     return 0;
   }
   if (!strcmp(cmd, "rebuild")) {
     if (argc != 2) dieusage();
-    lock = accounts_lock();
-    accounts_load(ACCT_ALIASES, &text);
-    accounts_save(ACCT_ALIASES, text.s, text.len);
-    close(lock);
+    accounts_rebuild(ACCT_ALIASES);
     return 0;
   }
   if (!strcmp(cmd, "add")) {

@@ -67,18 +67,12 @@ int main(int argc, char const *const *argv)
   cmd = argv[1];
   if (!strcmp(cmd, "list")) {
     if (argc != 2) dieusage();
-    accounts_load(ACCT_DOMAINS, &text);
-    if (accounts_each(text.s, text.len, print_line, &key) < 0 || !buffer_flush(buffer_1))
-      strerr_diefu1sys(111, "write to stdout");
+    accounts_list(ACCT_DOMAINS, print_line, &key);
     return 0;
   }
   if (!strcmp(cmd, "rebuild")) {
-    int lock;
     if (argc != 2) dieusage();
-    lock = accounts_lock();
-    accounts_load(ACCT_DOMAINS, &text);
-    accounts_save(ACCT_DOMAINS, text.s, text.len);
-    close(lock);
+    accounts_rebuild(ACCT_DOMAINS);
     return 0;
   }
   if (argc != 3) dieusage();

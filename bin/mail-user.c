@@ -294,26 +294,18 @@ int main(int argc, char const *const *argv)
     return 0;
   }
   if (!strcmp(cmd, "list")) {
-    stralloc text = STRALLOC_ZERO, dom = STRALLOC_ZERO;
+    stralloc dom = STRALLOC_ZERO;
     if (argc > 3) dieusage();
     if (argc == 3) {
       if (!addr_fold(argv[2], strlen(argv[2]), &dom) || !stralloc_0(&dom))
         strerr_diefu1sys(111, "allocate");
     }
-    accounts_load(ACCT_USERS, &text);
-    if (accounts_each(text.s, text.len, print_line, argc == 3 ? dom.s : 0) < 0 ||
-        !buffer_flush(buffer_1))
-      strerr_diefu1sys(111, "write to stdout");
+    accounts_list(ACCT_USERS, print_line, argc == 3 ? dom.s : 0);
     return 0;
   }
   if (!strcmp(cmd, "rebuild")) {
-    stralloc text = STRALLOC_ZERO;
-    int lock;
     if (argc != 2) dieusage();
-    lock = accounts_lock();
-    accounts_load(ACCT_USERS, &text);
-    accounts_save(ACCT_USERS, text.s, text.len);
-    close(lock);
+    accounts_rebuild(ACCT_USERS);
     return 0;
   }
   dieusage();

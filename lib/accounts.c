@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <skalibs/allreadwrite.h>
+#include <skalibs/buffer.h>
 #include <skalibs/djbunix.h>
 #include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
@@ -489,6 +490,25 @@ int accounts_find(int kind, char const *s, size_t len, char const *key, size_t k
   if (accounts_each(s, len, find_line, &f) < 0) strerr_diefu1sys(111, "allocate");
   stralloc_free(&f.fold);
   return f.found;
+}
+
+void accounts_list(int kind, int (*f)(char const *, size_t, unsigned long, void *), void *data)
+{
+  stralloc text = STRALLOC_ZERO;
+  accounts_load(kind, &text);
+  if (accounts_each(text.s, text.len, f, data) < 0 || !buffer_flush(buffer_1))
+    strerr_diefu1sys(111, "write to stdout");
+  stralloc_free(&text);
+}
+
+void accounts_rebuild(int kind)
+{
+  stralloc text = STRALLOC_ZERO;
+  int lock = accounts_lock();
+  accounts_load(kind, &text);
+  accounts_save(kind, text.s, text.len);
+  close(lock);
+  stralloc_free(&text);
 }
 
 void accounts_replace_save(int kind, char const *s, size_t len, char const *key, size_t klen,

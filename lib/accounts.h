@@ -68,6 +68,13 @@ int accounts_save_try(int kind, char const *s, size_t len);
 int accounts_find(int kind, char const *s, size_t len, char const *key, size_t klen,
                   acct_rec *r);
 
+/* The list and rebuild commands of the admin programs. accounts_list calls f on each
+ * meaningful line of control/NAME (f prints to buffer_1 and returns -1 on a write error),
+ * then flushes; dies 111 on a write error. accounts_rebuild compiles control/NAME again under
+ * the lock (accounts_save). */
+void accounts_list(int kind, int (*f)(char const *, size_t, unsigned long, void *), void *data);
+void accounts_rebuild(int kind);
+
 /* accounts_replace, then accounts_save of the result; dies 111 if out of memory. */
 void accounts_replace_save(int kind, char const *s, size_t len, char const *key, size_t klen,
                            char const *line, size_t linelen);
