@@ -93,6 +93,21 @@ static int opensub(int dfd, char const *name)
   return fd;
 }
 
+/* Opens DIR/SUB as a directory stream (DIR itself may be a symlink): SUB with opensub (never
+ * a symlink: ELOOP) when nofollow, else as any relative path. 0 with errno set on failure. */
+static DIR *opendir_sub(char const *dir, char const *sub, int nofollow)
+{
+  DIR *d;
+  int fd, dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return 0;
+  fd = nofollow ? opensub(dfd, sub) : openat(dfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  close(dfd);
+  if (fd < 0) return 0;
+  d = fdopendir(fd);
+  if (!d) closeif(&fd);
+  return d;
+}
+
 static int tmp_opendirs(maildir_tmp *t, char const *dir)
 {
   t->fd = t->dirfd = t->tmpfd = t->newfd = -1;
@@ -222,18 +237,11 @@ int maildir_tmp_clean(char const *dir, unsigned long maxage)
 {
   DIR *d;
   struct dirent *de;
-  int dfd, fd, n = 0;
+  int fd, n = 0;
   time_t now = time(0);
-  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return -1;
-  fd = opensub(dfd, "tmp");
-  close(dfd);
-  if (fd < 0) return -1;
-  d = fdopendir(fd);
-  if (!d) {
-    closeif(&fd);
-    return -1;
-  }
+  d = opendir_sub(dir, "tmp", 1);
+  if (!d) return -1;
+  fd = dirfd(d);
   for (;;) {
     struct stat st;
     errno = 0;
@@ -708,18 +716,10 @@ int maildir_list(char const *dir, char const *sub, stralloc *names)
 {
   DIR *d;
   struct dirent *de;
-  int dfd, fd, n = 0;
+  int n = 0;
   size_t start = names->len;
-  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return -1;
-  fd = openat(dfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  close(dfd);
-  if (fd < 0) return -1;
-  d = fdopendir(fd);
-  if (!d) {
-    closeif(&fd);
-    return -1;
-  }
+  d = opendir_sub(dir, sub, 0);
+  if (!d) return -1;
   for (;;) {
     errno = 0;
     de = readdir(d);
