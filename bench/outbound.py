@@ -14,10 +14,6 @@ Environment: BENCH_N (messages), BENCH_LOOKUPS.
 import os
 import sys
 
-# bench/ holds other benchmarks' modules (bench/queue.py) that would shadow the standard library
-# (concurrent.futures imports `queue`): drop the script's own directory from the path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import concurrent.futures  # noqa: E402
 import shutil

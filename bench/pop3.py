@@ -17,9 +17,6 @@ Prints the figures and the ratios pillarbox / Dovecot. Run: /usr/bin/python3 ben
 import os
 import sys
 
-# bench/ holds other benchmarks (bench/queue.py, ...) that would shadow standard modules which
-# multiprocessing imports: keep this directory off the module path.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import multiprocessing  # noqa: E402
 import random

@@ -23,8 +23,6 @@ Environment: BENCH_QUEUE_N (default 10000), BENCH_QUEUE_SCALE (default 100000).
 import os
 import sys
 
-# this file is named queue.py: keep its directory off the path, or it shadows the stdlib's queue
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import concurrent.futures  # noqa: E402
 import re
