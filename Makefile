@@ -12,7 +12,8 @@ PYTHON    ?= /usr/bin/python3
 CC        ?= cc
 CFLAGS    ?= -O2 -g
 STDFLAGS  := -std=c99 -D_POSIX_C_SOURCE=200809L -D_XOPEN_SOURCE=700 -Wall -Wextra -Werror \
-             -Ilib -DMAILROOT_DEFAULT='"$(MAILROOT_DEFAULT)"' -DPILLARBOX_BINDIR='"$(BINDIR)"'
+             -Ilib -DMAILROOT_DEFAULT='"$(MAILROOT_DEFAULT)"' -DPILLARBOX_BINDIR='"$(BINDIR)"' \
+             -DPILLARBOX_SHAREDIR='"$(SHAREDIR)"'
 ifeq ($(SANITIZE),1)
 STDFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDSAN     := -fsanitize=address,undefined
