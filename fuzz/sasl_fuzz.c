@@ -1,7 +1,6 @@
 /* fuzz/sasl_fuzz.c: libFuzzer target for lib/sasl (base64 round trip, AUTH argument, PLAIN,
- * LOGIN fields, checkpassword input). Not yet in fuzz/Makefile; build and run by hand:
- *   clang -g -O1 -std=c99 -D_POSIX_C_SOURCE=200809L -I../lib -fsanitize=fuzzer,address,undefined \
- *     -o sasl_fuzz sasl_fuzz.c ../lib/sasl.c && ./sasl_fuzz -max_total_time=600
+ * LOGIN fields, checkpassword input). Built by `make fuzz`; run by hand with
+ *   fuzz/sasl_fuzz -max_total_time=600
  */
 #include <stdint.h>
 #include <stdlib.h>
