@@ -1,6 +1,6 @@
-"""The libFuzzer target of the SMTP command and address parsers (fuzz/), run for a fixed number
-of iterations on a copy of the seed corpus. It must find nothing. Longer runs by hand:
-`make fuzz && fuzz/smtp_fuzz -max_total_time=600 fuzz/corpus/smtp`."""
+"""The libFuzzer targets of fuzz/ (SMTP command and address parsers, Maildir/DSN, POP3, SASL),
+run for a fixed number of iterations. They must find nothing. Longer runs by hand:
+`make fuzz && fuzz/smtp_fuzz -max_total_time=600 fuzz/corpus/smtp`. (dns_fuzz runs in test_dns.py.)"""
 import os
 import shutil
 import subprocess
@@ -23,4 +23,20 @@ def test_smtp_fuzz(tmp_path):
                        capture_output=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
     assert b"Done 200000 runs" in r.stderr
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(("crash-", "leak-", "oom-"))]
+
+
+@pytest.mark.skipif(not shutil.which("clang"), reason="clang not installed")
+@pytest.mark.parametrize("target", ["maildir_fuzz", "pop3_fuzz", "sasl_fuzz"])
+def test_other_fuzz_targets(target, tmp_path):
+    """The maildir/dsn, POP3 and SASL parsers, from an empty corpus, for a fixed count."""
+    r = subprocess.run(["make", "-C", FUZZ, target], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    r = subprocess.run([os.path.join(FUZZ, target), "-runs=100000", "-seed=1", "-max_len=4096",
+                        "-artifact_prefix=%s/" % tmp_path, str(corpus)],
+                       capture_output=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
+    assert b"Done 100000 runs" in r.stderr
     assert not [f for f in os.listdir(tmp_path) if f.startswith(("crash-", "leak-", "oom-"))]
