@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from _ceiling import ceiling as durable_ceiling  # bench/_ceiling.py
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PROG = os.path.join(ROOT, "bin", "deliver-maildir")
@@ -40,31 +42,7 @@ def message(i):
 
 
 def ceiling(base, writers, count):
-    d = os.path.join(base, "ceiling%d" % writers)
-    os.makedirs(d)
-    data = message(0)
-    per = count // writers
-
-    def work(w):
-        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for i in range(per):
-                tmp = os.path.join(d, "t%d.%d" % (w, i))
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                os.write(fd, data)
-                os.fsync(fd)
-                os.close(fd)
-                os.rename(tmp, os.path.join(d, "m%d.%d" % (w, i)))
-                os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-    t0 = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(writers) as ex:
-        list(ex.map(work, range(writers)))
-    el = time.monotonic() - t0
-    shutil.rmtree(d)
-    return per * writers / el
+    return durable_ceiling(base, writers, count, message(0))
 
 
 def deliveries(base, par, count):

@@ -20,17 +20,17 @@ time): queue-run's first delivery after start (target < 2 s) and its resident me
 
 Environment: BENCH_QUEUE_N (default 10000), BENCH_QUEUE_SCALE (default 100000).
 """
+import concurrent.futures
 import os
-import sys
-
-
-import concurrent.futures  # noqa: E402
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+
+from _ceiling import ceiling as durable_ceiling  # bench/_ceiling.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -61,31 +61,7 @@ def env_for(root):
 
 
 def ceiling(base, writers, count):
-    d = os.path.join(base, "ceiling%d" % writers)
-    os.makedirs(d)
-    data = message(0)
-    per = count // writers
-
-    def work(w):
-        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for i in range(per):
-                tmp = os.path.join(d, "t%d.%d" % (w, i))
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                os.write(fd, data)
-                os.fsync(fd)
-                os.close(fd)
-                os.rename(tmp, os.path.join(d, "m%d.%d" % (w, i)))
-                os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-    t0 = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(writers) as ex:
-        list(ex.map(work, range(writers)))
-    el = time.monotonic() - t0
-    shutil.rmtree(d)
-    return per * writers / el
+    return durable_ceiling(base, writers, count, message(0))
 
 
 def make_instance(base, name, users=0):
