@@ -507,9 +507,9 @@ def key_check_as_other_user(accounts):
 
 # ---- the service templates ----
 
-def start_template(inst, name, tmp_path):
-    """Copies services/NAME as make-run does (tokens filled in, a free loopback port) and
-    starts its run script; returns (Popen, port, log path)."""
+def start_template(inst, name, tmp_path, env_files=None):
+    """Copies services/NAME as make-run does (tokens filled in, a free loopback port, plus any
+    env/ files given) and starts its run script; returns (Popen, port)."""
     import shutil
     from conftest import ROOT, BIN, free_port
     from tls_helpers import listening
@@ -522,6 +522,8 @@ def start_template(inst, name, tmp_path):
     port = free_port()
     (d / "env" / "PORT").write_text("%d\n" % port)
     (d / "env" / "IP").write_text("127.0.0.1\n")
+    for k, v in (env_files or {}).items():
+        (d / "env" / k).write_text(v + "\n")
     log = open(tmp_path / (name + ".log"), "wb")
     p = subprocess.Popen(["sh", "./run"], cwd=str(d), stdout=log, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True, env=inst.env)
@@ -581,5 +583,48 @@ def test_smtps_template_implicit_tls_auth(accounts, tmp_path):
             s.rset()
             s.login(USER, PW)
             assert s.sendmail(USER, ["x@example.org"], MSG) == {}
+    finally:
+        stop_template(p)
+
+
+def _tls_engines(pgid):
+    """(pid, effective uid) of every tls-serve process in the service's process group."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                stat = f.read()
+            with open("/proc/%s/status" % pid) as f:
+                status = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if comm == "tls-serve" and int(fields[2]) == pgid:
+            uid = next(l for l in status.splitlines() if l.startswith("Uid:")).split()[2]
+            out.append((int(pid), int(uid)))
+    return out
+
+
+@needs_smtp
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another uid needs root")
+@pytest.mark.parametrize("tlsuser", [None, "nobody"])
+def test_smtps_template_tls_engine_drops_to_tlsuser(accounts, tmp_path, tlsuser):
+    """Run as root, the TLS engine keeps root unless env/TLSUSER names a user; with it, the
+    process parsing the peer's TLS records runs as that user once the handshake is done."""
+    p, port = start_template(accounts, "smtps", tmp_path,
+                             {"TLSUSER": tlsuser} if tlsuser else None)
+    try:
+        with SMTP_SSL_Named("127.0.0.1", port, timeout=30,
+                            context=client_context(accounts.path("tls", "cert.pem"))) as s:
+            s.ehlo("client.example")
+            engines = wait_for(lambda: _tls_engines(p.pid), timeout=10, what="tls-serve")
+            uids = {u for _, u in engines}
+            if tlsuser:
+                assert uids == {65534}, engines
+            else:
+                assert 0 in uids, engines
     finally:
         stop_template(p)
