@@ -29,6 +29,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from tls_helpers import echo_roundtrip  # noqa: E402  (the tests' full-duplex TLS echo)
 BIN = os.path.join(ROOT, "bin")
 SECONDS = int(os.environ.get("BENCH_TLS_SECONDS", "5"))
 MB = int(os.environ.get("BENCH_TLS_MB", "100"))
@@ -187,38 +189,6 @@ def clean_queue(inst):
                     os.unlink(p)
                 except OSError:
                     pass
-
-
-def echo_roundtrip(sock, data, timeout=60):
-    """Sends data and reads it back from one thread (an SSL socket is not thread-safe)."""
-    import selectors
-    sock.setblocking(False)
-    sel = selectors.DefaultSelector()
-    sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
-    sent, got = 0, bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while len(got) < len(data) and time.monotonic() < deadline:
-            sel.select(timeout=1)
-            if sent < len(data):
-                try:
-                    sent += sock.send(data[sent:sent + 65536])
-                except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
-                    pass
-            while True:
-                try:
-                    c = sock.recv(1 << 20)
-                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                    break
-                if not c:
-                    return bytes(got)
-                got += c
-            if sent >= len(data):
-                sel.modify(sock, selectors.EVENT_READ)
-    finally:
-        sel.close()
-        sock.setblocking(True)
-    return bytes(got)
 
 
 def private_kb(pid):
