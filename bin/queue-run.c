@@ -864,21 +864,32 @@ static pid_t spawn(char const *const *argv, int msgfd, int outfd, char const *se
   return pid;
 }
 
-static child *kid_new(void)
+/* Records a started delivery: the child, its report fd, and the targets it works on. */
+static child *kid_add(pid_t pid, int rfd, active *a, size_t const *tix, size_t n)
 {
-  child *n = realloc(kids, (nkids + 1) * sizeof *n);
-  if (!n) strerr_diefu1sys(111, "allocate");
-  kids = n;
-  memset(&kids[nkids], 0, sizeof kids[nkids]);
-  kids[nkids].fd = -1;
-  return &kids[nkids++];
+  child *k, *nk = realloc(kids, (nkids + 1) * sizeof *nk);
+  size_t i;
+  if (!nk) strerr_diefu1sys(111, "allocate");
+  kids = nk;
+  k = &kids[nkids++];
+  memset(k, 0, sizeof *k);
+  k->pid = pid;
+  k->fd = rfd;
+  k->a = a;
+  k->tix = malloc(n * sizeof *k->tix);
+  if (!k->tix) strerr_diefu1sys(111, "allocate");
+  memcpy(k->tix, tix, n * sizeof *tix);
+  k->ntix = n;
+  for (i = 0; i < n; i++) a->running[tix[i]] = 1;
+  a->nrunning++;
+  return k;
 }
 
 static int start_local(active *a, size_t ti)
 {
   account acc = ACCOUNT_ZERO;
   queue_target *t = &a->t[ti];
-  int r = lookup_account(t->addr, strlen(t->addr), &acc), msgfd, rfd = -1;
+  int r = lookup_account_nohash(t->addr, strlen(t->addr), &acc), msgfd, rfd = -1;
   pid_t pid;
   child *k;
   if (r <= 0) {
@@ -911,17 +922,8 @@ static int start_local(active *a, size_t ti)
     strerr_warnwu1sys("fork deliver-maildir");
     return -1;
   }
-  k = kid_new();
-  k->pid = pid;
-  k->fd = rfd;
-  k->a = a;
-  k->tix = malloc(sizeof *k->tix);
-  if (!k->tix) strerr_diefu1sys(111, "allocate");
-  k->tix[0] = ti;
-  k->ntix = 1;
+  k = kid_add(pid, rfd, a, &ti, 1);
   k->killat = now + timeout_local;
-  a->running[ti] = 1;
-  a->nrunning++;
   nlocal++;
   return 1;
 }
@@ -950,19 +952,10 @@ static int start_remote(active *a, domain *d, size_t *tix, size_t n)
     strerr_warnwu1sys("fork smtp-send");
     return -1;
   }
-  k = kid_new();
-  k->pid = pid;
-  k->fd = rfd;
-  k->a = a;
+  k = kid_add(pid, rfd, a, tix, n);
   k->remote = 1;
   k->dom = d;
   k->killat = now + timeout_remote;
-  k->tix = malloc(n * sizeof *k->tix);
-  if (!k->tix) strerr_diefu1sys(111, "allocate");
-  memcpy(k->tix, tix, n * sizeof *tix);
-  k->ntix = n;
-  for (i = 0; i < n; i++) a->running[tix[i]] = 1;
-  a->nrunning++;
   d->running++;
   nremote++;
   return 1;
