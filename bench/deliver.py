@@ -23,26 +23,13 @@ import sys
 import tempfile
 import time
 
-from _ceiling import ceiling as durable_ceiling  # bench/_ceiling.py
+from _benchlib import BOXES, ceiling, message  # bench/_benchlib.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PROG = os.path.join(ROOT, "bin", "deliver-maildir")
 N = int(os.environ.get("BENCH_DELIVER_N", "2000"))
-BOXES = 100
 PARALLEL = (1, 8, 20)
-
-
-def message(i):
-    head = ("From: sender@example.test\nTo: user%d@example.test\nSubject: bench %d\n"
-            "Message-ID: <%d@example.test>\n\n" % (i % BOXES, i, i)).encode()
-    line = b"The quick brown fox jumps over the lazy dog. 0123456789 abcdefghij\n"
-    body = line * ((2048 - len(head)) // len(line))
-    return head + body + b"." * max(0, 2048 - len(head) - len(body) - 1) + b"\n"
-
-
-def ceiling(base, writers, count):
-    return durable_ceiling(base, writers, count, message(0))
 
 
 def deliveries(base, par, count):
