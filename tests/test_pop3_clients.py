@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, free_port, prog, wait_for
+from conftest import BIN, free_port, prog, stop_procs, wait_for
 
 USER = "joe@example.test"
 PASSWORD = "correct horse"
@@ -59,14 +59,7 @@ class Servers:
             raise
 
     def stop(self):
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_procs(self.procs)
 
 
 @pytest.fixture

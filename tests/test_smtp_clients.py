@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import base_env, free_port, prog, wait_for
+from conftest import base_env, free_port, prog, stop_procs, wait_for
 
 
 class Server:
@@ -38,15 +38,7 @@ class Server:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_procs(self.procs)
 
 
 @pytest.fixture
