@@ -7,10 +7,18 @@
  * Client (-c [SOCKET]): the qmail-queue interface (message on fd 0, envelope on fd 1, queue
  * id on $QUEUE_IDFD) for callers that cannot write the queue; forwards over the socket.
  *
- * The framing on the socket (client to server): the message as netstrings "LEN:bytes," of at
- * most 65536 bytes each, an empty netstring "0:," to end it, then the envelope in one netstring
- * (at most 1 MiB). Server to client: one line "CODE ID\n", CODE being queue-inject's exit code
- * and ID its queue id (maybe empty). A connection closed before the envelope commits nothing.
+ * The framing on the socket (client to server): optionally "S" and one netstring (at most
+ * 4096 bytes) of session facts, lines "name=value\n" (service, ip, helo, user, tls, relay);
+ * the message as netstrings "LEN:bytes," of at most 65536 bytes each, an empty netstring "0:,"
+ * to end it, then the envelope in one netstring (at most 1 MiB). Server to client: one line
+ * "CODE ID\n", CODE being queue-inject's exit code and ID its queue id (maybe empty). A
+ * connection closed before the envelope commits nothing. The client side lives in lib/inject.
+ *
+ * The facts are believed only from a trusted peer: IPCREMOTEEUID equal to our own euid, or
+ * listed in $INJECT_TRUSTED_UIDS (comma-separated). Then queue-inject gets them as
+ * INJECT_SERVICE, INJECT_REMOTEIP, INJECT_HELO, INJECT_AUTHUSER, INJECT_TLS, INJECT_RELAY, and
+ * no trace line is added (the network service wrote its own Received:). From anybody else
+ * they are ignored (and logged) and the local injection trace line is written.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +40,7 @@
 #include <skalibs/types.h>
 
 #include "control.h"
+#include "inject.h"
 
 char const *PROG = "queue-inject-ipc";
 #define USAGE "queue-inject-ipc [ -c [ socket ] ]"
@@ -47,14 +56,15 @@ static int readall(int fd, char *s, size_t n)
   return allread(fd, s, n) == n;
 }
 
-/* Reads "LEN:" from fd; returns LEN or -1. */
-static long read_nslen(int fd, long max)
+/* Reads "LEN:" from fd (first: a byte already read, or -1); returns LEN or -1. */
+static long read_nslen(int fd, long max, int first)
 {
   unsigned long n = 0;
   unsigned int digits = 0;
   for (;;) {
     char c;
-    if (fd_read(fd, &c, 1) != 1) return -1;
+    if (first >= 0) { c = (char)first; first = -1; }
+    else if (fd_read(fd, &c, 1) != 1) return -1;
     if (c == ':') break;
     if (c < '0' || c > '9' || ++digits > 9) return -1;
     n = n * 10 + (unsigned long)(c - '0');
@@ -105,15 +115,69 @@ static int trace_line(stralloc *sa)
   return ok;
 }
 
+static int trusted(void)
+{
+  char const *x = getenv("IPCREMOTEEUID"), *t = getenv("INJECT_TRUSTED_UIDS");
+  unsigned int u, v;
+  size_t n;
+  if (!x || !(n = uint_scan(x, &u)) || x[n]) return 0;
+  if (u == (unsigned int)geteuid()) return 1;
+  while (t && *t) {
+    n = uint_scan(t, &v);
+    if (!n) break;
+    if (v == u) return 1;
+    t += n;
+    if (*t == ',') t++;
+  }
+  return 0;
+}
+
+/* Exports the facts s[0..n) ("name=value\n" lines) for queue-inject. */
+static void export_facts(char *s, size_t n)
+{
+  static char const *const names[][2] = {
+    {"service", "INJECT_SERVICE"}, {"ip", "INJECT_REMOTEIP"}, {"helo", "INJECT_HELO"},
+    {"user", "INJECT_AUTHUSER"}, {"tls", "INJECT_TLS"}, {"relay", "INJECT_RELAY"}};
+  size_t i = 0;
+  while (i < n) {
+    size_t e = i, k;
+    while (e < n && s[e] != '\n') e++;
+    s[e] = 0;
+    for (k = 0; k < sizeof names / sizeof names[0]; k++) {
+      size_t l = strlen(names[k][0]);
+      if (!strncmp(s + i, names[k][0], l) && s[i + l] == '=' &&
+          setenv(names[k][1], s + i + l + 1, 1) < 0)
+        strerr_diefusys(111, "setenv");
+    }
+    i = e + 1;
+  }
+}
+
 static int server(void)
 {
-  int pm[2], pe[2], pi[2], w;
+  int pm[2], pe[2], pi[2], w, first = -1, facts = 0;
   pid_t pid;
   stralloc env = STRALLOC_ZERO;
   char line[64 + UINT_FMT];
   size_t ll = 0;
   alarm(TIMEOUT);
-  if (!trace_line(&env)) strerr_diefusys(111, "make the Received: line");
+  {
+    char c;
+    if (fd_read(0, &c, 1) != 1) strerr_dief(100, "client went away or broke the protocol; nothing queued");
+    if (c == 'S') {
+      long n = read_nslen(0, INJECT_FACTS_MAX, -1);
+      char f[INJECT_FACTS_MAX + 1], z;
+      if (n < 0 || !readall(0, f, (size_t)n) || fd_read(0, &z, 1) != 1 || z != ',')
+        strerr_dief(100, "client went away or broke the protocol; nothing queued");
+      if (trusted()) {
+        export_facts(f, (size_t)n);
+        facts = 1;
+      } else
+        strerr_warnw("ignoring session facts from an untrusted uid ", getenv("IPCREMOTEEUID") ? getenv("IPCREMOTEEUID") : "unknown");
+    } else first = (unsigned char)c;
+  }
+  if (facts) env.len = 0;
+  else if (!trace_line(&env)) strerr_diefusys(111, "make the Received: line");
   if (pipecoe(pm) < 0 || pipecoe(pe) < 0 || pipecoe(pi) < 0) strerr_diefusys(111, "pipe");
   pid = fork();
   if (pid < 0) strerr_diefusys(111, "fork");
@@ -132,8 +196,9 @@ static int server(void)
   if (allwrite(pm[1], env.s, env.len) != env.len && errno != EPIPE) goto abort;
   env.len = 0;
   for (;;) {
-    long n = read_nslen(0, CHUNK);
+    long n = read_nslen(0, CHUNK, first);
     char c;
+    first = -1;
     if (n < 0 || !readall(0, buf, (size_t)n) || fd_read(0, &c, 1) != 1 || c != ',') goto abort;
     if (!n) break;
     if (allwrite(pm[1], buf, (size_t)n) != (size_t)n) {
@@ -142,7 +207,7 @@ static int server(void)
   }
   fd_close(pm[1]);
   {
-    long n = read_nslen(0, ENV_MAX);
+    long n = read_nslen(0, ENV_MAX, -1);
     char c;
     if (n < 0 || !stralloc_ready(&env, (size_t)n) || !readall(0, env.s, (size_t)n) ||
         fd_read(0, &c, 1) != 1 || c != ',')
@@ -176,70 +241,38 @@ abort:
 
 static int client(char const *path)
 {
-  int s;
-  struct sockaddr_un sun;
-  stralloc env = STRALLOC_ZERO;
-  char reply[128];
-  size_t rl = 0;
-  unsigned int code;
-  alarm(TIMEOUT);
-  if (strlen(path) >= sizeof sun.sun_path) strerr_dief(100, "socket path too long: ", path);
-  memset(&sun, 0, sizeof sun);
-  sun.sun_family = AF_UNIX;
-  strcpy(sun.sun_path, path);
-  s = socket(AF_UNIX, SOCK_STREAM, 0);
-  if (s < 0) strerr_diefusys(81, "create socket");
-  if (connect(s, (struct sockaddr *)&sun, sizeof sun) < 0) {
+  injector j;
+  stralloc env = STRALLOC_ZERO, id = STRALLOC_ZERO;
+  int code;
+  if (!inject_start_socket(&j, path, 0, TIMEOUT)) {
     strerr_warnwusys("connect to ", path);
     return 71; /* qmail-queue: temporary, unable to reach the queue */
   }
   for (;;) {
-    char hdr[UINT_FMT + 1];
-    size_t h;
     ssize_t r = fd_read(0, buf, sizeof buf);
-    if (r < 0) { strerr_warnwusys("read the message"); return 54; }
-    h = uint_fmt(hdr, (unsigned int)r);
-    hdr[h++] = ':';
-    if (allwrite(s, hdr, h) != h || allwrite(s, buf, (size_t)r) != (size_t)r ||
-        allwrite(s, ",", 1) != 1) {
-      strerr_warnwusys("write to ", path);
-      return 53;
-    }
+    if (r < 0) { strerr_warnwusys("read the message"); inject_abort(&j); return 54; }
     if (!r) break;
+    inject_write(&j, buf, (size_t)r);
   }
   for (;;) {
     ssize_t r = fd_read(1, buf, sizeof buf);
-    if (r < 0) { strerr_warnwusys("read the envelope"); return 54; }
+    if (r < 0) { strerr_warnwusys("read the envelope"); inject_abort(&j); return 54; }
     if (!r) break;
-    if (env.len + (size_t)r > ENV_MAX) return 91;
-    if (!stralloc_catb(&env, buf, (size_t)r)) return 51;
+    if (env.len + (size_t)r > ENV_MAX) { inject_abort(&j); return 91; }
+    if (!stralloc_catb(&env, buf, (size_t)r)) { inject_abort(&j); return 51; }
   }
-  {
-    char hdr[UINT_FMT + 1];
-    size_t h = uint_fmt(hdr, (unsigned int)env.len);
-    hdr[h++] = ':';
-    if (allwrite(s, hdr, h) != h || allwrite(s, env.s, env.len) != env.len ||
-        allwrite(s, ",", 1) != 1) {
-      strerr_warnwusys("write to ", path);
-      return 53;
-    }
+  code = inject_commit(&j, env.s, env.len, &id);
+  if (code < 0 || code == 111) {
+    strerr_warnw("no answer from ", path);
+    return 81;
   }
-  shutdown(s, SHUT_WR);
-  rl = allread(s, reply, sizeof reply - 1);
-  reply[rl] = 0;
-  {
-    size_t n = uint_scan(reply, &code);
+  if (!code && id.len) {
     char const *idfd = getenv("QUEUE_IDFD");
-    if (!n || (rl && reply[rl - 1] != '\n')) {
-      strerr_warnw("no answer from ", path);
-      return 81;
-    }
-    if (!code && idfd && n + 1 < rl) {
-      unsigned int fd;
-      if (uint0_scan(idfd, &fd)) allwrite((int)fd, reply + n + 1, rl - n - 1);
-    }
+    unsigned int fd;
+    if (idfd && uint0_scan(idfd, &fd) && stralloc_catb(&id, "\n", 1))
+      allwrite((int)fd, id.s, id.len);
   }
-  return (int)code;
+  return code;
 }
 
 int main(int argc, char const *const *argv)

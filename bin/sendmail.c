@@ -1,8 +1,9 @@
 /* sendmail: the sendmail-compatible command line that cron, scripts and PHP call.
  *
- * Reads a message on stdin and injects it: with queue-inject when the caller can write the
- * queue, otherwise through the local injection socket (queue-inject-ipc -c). $QUEUE_INJECT
- * overrides the choice. -bs runs an SMTP session on stdin/stdout (smtp-receive, as a relay
+ * Reads a message on stdin and injects it through lib/inject: the local injection socket
+ * (so the queue holds only files of the queue's owner, whoever calls, root included), or
+ * queue-inject directly when the caller owns MAILROOT/queue; $QUEUE_INJECT overrides the
+ * choice (lib/inject.h). -bs runs an SMTP session on stdin/stdout (smtp-receive, as a relay
  * client), -bp lists the queue (queue-list). See doc/sendmail.1.
  */
 #include <errno.h>
@@ -29,6 +30,8 @@
 
 #include "addr.h"
 #include "control.h"
+#include "hdr.h"
+#include "inject.h"
 
 char const *PROG = "sendmail";
 #define USAGE "sendmail [ -t ] [ -i ] [ -f sender ] [ -F fullname ] [ -bm | -bs | -bp ] [ recipient... ]"
@@ -72,134 +75,34 @@ static void add_rcpt(char const *s, size_t n)
   stralloc_free(&q);
 }
 
-/* Splits an RFC 5322 address list s[0..n) (already unfolded) and adds each mailbox. Handles
- * display names, comments, quoted strings and groups. */
-static void add_rcpt_list(char const *s, size_t n)
+static int add_rcpt_cb(void *ctx, char const *s, size_t n)
 {
-  size_t i = 0, start = 0, lt = 0, gt = 0;
-  int q = 0, comment = 0, angle = 0, haveangle = 0;
-  stralloc bare = STRALLOC_ZERO;
-  for (i = 0; i <= n; i++) {
-    char c = i < n ? s[i] : ',';
-    if (q) {
-      if (c == '\\' && i + 1 < n) { i++; continue; }
-      if (c == '"') q = 0;
-      if (!comment && !angle && !stralloc_catb(&bare, &c, 1)) strerr_diefusys(111, "allocate");
-      continue;
-    }
-    if (comment) {
-      if (c == '\\' && i + 1 < n) { i++; continue; }
-      if (c == '(') comment++;
-      else if (c == ')') comment--;
-      continue;
-    }
-    if (c == '(') { comment = 1; continue; }
-    if (c == '"') { q = 1; if (!angle && !stralloc_catb(&bare, &c, 1)) strerr_diefusys(111, "allocate"); continue; }
-    if (c == '<' && !angle) { angle = 1; lt = i; continue; }
-    if (c == '>' && angle) { angle = 0; gt = i; haveangle = 1; continue; }
-    if (angle) continue;
-    if (c == ':' ) { bare.len = 0; haveangle = 0; start = i + 1; continue; } /* group name */
-    if (c == ',' || c == ';') {
-      if (haveangle) add_rcpt(s + lt + 1, gt - lt - 1);
-      else add_rcpt(bare.s, bare.len);
-      bare.len = 0;
-      haveangle = 0;
-      start = i + 1;
-      continue;
-    }
-    if (!stralloc_catb(&bare, &c, 1)) strerr_diefusys(111, "allocate");
-  }
-  (void)start;
-  stralloc_free(&bare);
+  (void)ctx;
+  add_rcpt(s, n);
+  return 1;
 }
 
-static int hdr_is(char const *h, size_t n, char const *name)
-{
-  size_t l = strlen(name);
-  return n > l && h[l] == ':' && !strncasecmp(h, name, l);
-}
+/* The injection */
+static injector inj;
 
-/* The injector */
-static pid_t inj_pid;
-static int inj_msg = -1, inj_env = -1, inj_id = -1;
-
-static void inj_start(void)
-{
-  char const *cmd = getenv("QUEUE_INJECT");
-  stralloc q = STRALLOC_ZERO, c = STRALLOC_ZERO;
-  char const *argv[ARGV_MAX + 1];
-  unsigned int argc = 0;
-  size_t i;
-  int pm[2], pe[2], pi[2];
-  if (!cmd || !*cmd) {
-    if (!mailroot_path(&q, "queue")) strerr_diefusys(111, "allocate");
-    cmd = access(q.s, W_OK) == 0 ? "queue-inject" : "queue-inject-ipc -c";
-  }
-  if (!stralloc_cats(&c, cmd) || !stralloc_0(&c)) strerr_diefusys(111, "allocate");
-  for (i = 0; i + 1 < c.len && argc < ARGV_MAX;) {
-    while (c.s[i] == ' ' || c.s[i] == '\t') c.s[i++] = 0;
-    if (!c.s[i]) break;
-    argv[argc++] = c.s + i;
-    while (c.s[i] && c.s[i] != ' ' && c.s[i] != '\t') i++;
-  }
-  argv[argc] = 0;
-  if (!argc) strerr_dief(100, "empty QUEUE_INJECT");
-  if (pipecoe(pm) < 0 || pipecoe(pe) < 0 || pipecoe(pi) < 0) strerr_diefusys(111, "pipe");
-  inj_pid = fork();
-  if (inj_pid < 0) strerr_diefusys(111, "fork");
-  if (!inj_pid) {
-    int a = fcntl(pm[0], F_DUPFD, 10), b = fcntl(pe[0], F_DUPFD, 10), d = fcntl(pi[1], F_DUPFD, 10);
-    if (a < 0 || b < 0 || d < 0 || dup2(a, 0) < 0 || dup2(b, 1) < 0 || dup2(d, 3) < 0) _exit(111);
-    if (setenv("QUEUE_IDFD", "3", 1) < 0) _exit(111);
-    sig_restore(SIGPIPE);
-    execvp(argv[0], (char *const *)argv);
-    strerr_warnwusys("exec ", argv[0]);
-    _exit(111);
-  }
-  fd_close(pm[0]);
-  fd_close(pe[0]);
-  fd_close(pi[1]);
-  inj_msg = pm[1];
-  inj_env = pe[1];
-  inj_id = pi[0];
-}
-
-static int broken;
 static void put(char const *s, size_t n)
 {
-  if (broken || !n) return;
-  if (allwrite(inj_msg, s, n) != n) broken = 1;
+  inject_write(&inj, s, n);
 }
 
 static int inj_finish(stralloc *sender)
 {
-  stralloc env = STRALLOC_ZERO;
-  char id[128];
-  size_t il;
+  stralloc env = STRALLOC_ZERO, id = STRALLOC_ZERO;
+  char n[UINT_FMT];
   int w;
-  fd_close(inj_msg);
   if (!stralloc_catb(&env, "F", 1) || !stralloc_catb(&env, sender->s, sender->len) ||
       !stralloc_0(&env) || !stralloc_catb(&env, rcpts.s, rcpts.len) || !stralloc_0(&env))
     strerr_diefusys(111, "allocate");
-  allwrite(inj_env, env.s, env.len);
-  fd_close(inj_env);
-  il = allread(inj_id, id, sizeof id - 1);
-  fd_close(inj_id);
-  if (wait_pid(inj_pid, &w) != inj_pid) strerr_diefusys(111, "wait for the injector");
-  if (WIFSIGNALED(w)) strerr_dief(111, "the injector crashed");
-  w = WEXITSTATUS(w);
-  if (!w) {
-    size_t i = 0;
-    while (i < il && id[i] > 32 && id[i] < 127) i++;
-    id[i] = 0;
-    return 0;
-  }
-  {
-    char n[UINT_FMT];
-    n[uint_fmt(n, (unsigned int)w)] = 0;
-    if ((w >= 11 && w <= 40) || w == 91) strerr_dief(100, "message refused by the queue (exit ", n, ")");
-    strerr_dief(111, "temporary queue failure (exit ", n, ")");
-  }
+  w = inject_commit(&inj, env.s, env.len, &id);
+  if (!w) return 0;
+  n[uint_fmt(n, (unsigned int)(w < 0 ? 111 : w))] = 0;
+  if (inject_permanent(w)) strerr_dief(100, "message refused by the queue (exit ", n, ")");
+  strerr_dief(111, "temporary queue failure (exit ", n, ")");
 }
 
 #define PIECE_MAX 65536
@@ -263,15 +166,10 @@ int main(int argc, char const *const *argv)
   if (!strcmp(mode, "s")) {
     /* A local user's SMTP session: a relay client on loopback. */
     char const *a[2] = {"smtp-receive", 0};
-    stralloc q = STRALLOC_ZERO;
     if (setenv("RELAYCLIENT", "", 1) < 0 || setenv("TCPREMOTEIP", "127.0.0.1", 1) < 0 ||
-        setenv("TCPLOCALIP", "127.0.0.1", 1) < 0 || setenv("PROTO", "LOCAL", 1) < 0)
+        setenv("TCPLOCALIP", "127.0.0.1", 1) < 0 || setenv("PROTO", "LOCAL", 1) < 0 ||
+        setenv("SMTP_SERVICE", "local", 1) < 0)
       strerr_diefusys(111, "setenv");
-    if (!getenv("QUEUE_INJECT")) {
-      if (!mailroot_path(&q, "queue")) strerr_diefusys(111, "allocate");
-      if (access(q.s, W_OK) < 0 && setenv("QUEUE_INJECT", "queue-inject-ipc -c", 1) < 0)
-        strerr_diefusys(111, "setenv");
-    }
     exec_prog(a[0], a);
   }
   if (strcmp(mode, "m")) strerr_dief(100, "unsupported mode: -b", mode);
@@ -342,27 +240,30 @@ int main(int argc, char const *const *argv)
         j += byte_chr(hdr.s + j, hdr.len - j, '\n') + 1;
       } while (j < hdr.len && (hdr.s[j] == ' ' || hdr.s[j] == '\t'));
       k = j;
-      if (hdr_is(hdr.s + i, k - i, "From")) has_from = 1;
-      if (hdr_is(hdr.s + i, k - i, "Date")) has_date = 1;
-      if (hdr_is(hdr.s + i, k - i, "Message-ID")) has_msgid = 1;
+      if (hdr_field(hdr.s + i, k - i, "From")) has_from = 1;
+      if (hdr_field(hdr.s + i, k - i, "Date")) has_date = 1;
+      if (hdr_field(hdr.s + i, k - i, "Message-ID")) has_msgid = 1;
       if (opt_t) {
-        size_t c = byte_chr(hdr.s + i, k - i, ':');
-        if (hdr_is(hdr.s + i, k - i, "To") || hdr_is(hdr.s + i, k - i, "Cc") ||
-            hdr_is(hdr.s + i, k - i, "Bcc")) {
+        /* "To :" is To (RFC 5322 4.5, obsolete syntax) */
+        size_t c = hdr_field(hdr.s + i, k - i, "To");
+        if (!c) c = hdr_field(hdr.s + i, k - i, "Cc");
+        if (!c) c = hdr_field(hdr.s + i, k - i, "Bcc");
+        if (c) {
           stralloc v = STRALLOC_ZERO;
           size_t x;
-          for (x = i + c + 1; x < k; x++) {
+          for (x = i + c; x < k; x++) {
             char ch = hdr.s[x] == '\n' || hdr.s[x] == '\r' ? ' ' : hdr.s[x];
             if (!stralloc_catb(&v, &ch, 1)) strerr_diefusys(111, "allocate");
           }
-          add_rcpt_list(v.s, v.len);
+          hdr_addrlist(v.s, v.len, &add_rcpt_cb, 0);
           stralloc_free(&v);
         }
       }
       i = k;
     }
     if (!nrcpt) strerr_dief(100, "no recipients");
-    inj_start();
+    /* no facts: the server knows who we are (the kernel's uid) and that this is local */
+    if (!inject_start(&inj, 0, 600)) strerr_diefusys(111, "start the injection");
     if (!has_from) {
       stralloc f = STRALLOC_ZERO;
       if (!stralloc_cats(&f, "From: ") ||
@@ -405,7 +306,7 @@ int main(int argc, char const *const *argv)
       do {
         j += byte_chr(hdr.s + j, hdr.len - j, '\n') + 1;
       } while (j < hdr.len && (hdr.s[j] == ' ' || hdr.s[j] == '\t'));
-      if (!hdr_is(hdr.s + i, j - i, "Bcc")) put(hdr.s + i, j - i);
+      if (!hdr_field(hdr.s + i, j - i, "Bcc")) put(hdr.s + i, j - i); /* "Bcc :" too */
       i = j;
     }
     stralloc_free(&hdr);

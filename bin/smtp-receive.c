@@ -1,24 +1,24 @@
 /* smtp-receive: the SMTP / ESMTP server for one connection (UCSPI: session on fd 0/1).
  *
- * Every message is streamed into the injector named by $QUEUE_INJECT (default queue-inject)
- * while it arrives; the envelope is written on the injector's fd 1 only when the data is
- * complete and valid, so a refused or interrupted message is never committed. The reply to
- * DATA / BDAT LAST comes after the injector has exited. See doc/smtp-receive.8, doc/smtp.md.
+ * The session, command by command: the greeting (after the per-address connection cap and
+ * the early-talker check), EHLO, AUTH (lib/saslserv), STARTTLS (UCSPI-TLS), MAIL, RCPT
+ * (recipients checked at once: unknown, relay, quota), DATA / BDAT streamed into the queue
+ * through lib/inject (the injection socket in-process, or a qmail-queue chain) while they
+ * arrive. The envelope is sent only when the data is complete and valid, so a refused or
+ * interrupted message is never committed; the reply comes after the queue's answer.
+ * See doc/smtp-receive.8, doc/smtp.md.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/types.h>
-#include <sys/wait.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
-#include <sys/ioctl.h>
-#include <sys/pidfd.h>
 
-#include <skalibs/allreadwrite.h>
 #include <skalibs/bytestr.h>
 #include <skalibs/djbunix.h>
 #include <skalibs/iopause.h>
@@ -29,12 +29,16 @@
 #include <skalibs/types.h>
 
 #include "addr.h"
-#include "control.h"
-#include "lookup.h"
-#include "queue.h"
 #include "authfail.h"
 #include "checkpw.h"
-#include "sasl.h"
+#include "connlimit.h"
+#include "control.h"
+#include "hdr.h"
+#include "inject.h"
+#include "ipkey.h"
+#include "lookup.h"
+#include "queue.h"
+#include "saslserv.h"
 #include "smtp.h"
 #include "ucspitls.h"
 
@@ -42,16 +46,14 @@ char const *PROG = "smtp-receive";
 #define USAGE "smtp-receive (no arguments; UCSPI session on fd 0/1)"
 
 #define INBUF 4096
-#define ARGV_MAX 32
-#define ID_MAX 128
 
-/* Configuration */
+/* Configuration (control/ and the environment, read once) */
 static char const *me = "localhost";
-static stralloc mesa = STRALLOC_ZERO;
-static stralloc firstdomain = STRALLOC_ZERO;
-static unsigned long linemax, databytes, rcptmax, errmax, timeout, sessionmax, hoplimit;
-static char const *remoteip = "unknown", *remotehost = 0;
-static int relayclient;
+static stralloc mesa = STRALLOC_ZERO, firstdomain = STRALLOC_ZERO;
+static unsigned long linemax, databytes, rcptmax, errmax, junkmax, timeout, sessionmax, hoplimit,
+  authdelay, peermax, greetdelay;
+static char const *remoteip = "unknown", *remotehost = 0, *service = 0;
+static int relayclient, strict, offer_auth;
 
 /* I/O */
 static int infd = 0, outfd = 1;
@@ -60,37 +62,25 @@ static size_t inpos, inlen;
 static stralloc out = STRALLOC_ZERO;
 static tain session_end;
 
-/* Session state */
+/* Session and transaction */
 static stralloc helo = STRALLOC_ZERO;
 static int seen_helo, esmtp, in_mail;
 static smtp_mailparams mailp;
 static stralloc sender = STRALLOC_ZERO;
-static stralloc rcpts = STRALLOC_ZERO; /* NUL-terminated, each "T" addr */
-static unsigned long nrcpt;
-static unsigned long nerrors, nmessages;
-static stralloc line = STRALLOC_ZERO;
-static stralloc tmp = STRALLOC_ZERO;
-static stralloc targets = STRALLOC_ZERO;
+static stralloc rcpts = STRALLOC_ZERO; /* each "T" addr NUL */
+static unsigned long nrcpt, nerrors, njunk, nmessages;
+static stralloc line = STRALLOC_ZERO, tmp = STRALLOC_ZERO, targets = STRALLOC_ZERO;
 
-/* TLS and AUTH state */
-typedef struct smtpauth_state_s smtpauth_state;
-struct smtpauth_state_s {
-  int ctlfd;        /* SSLCTLFD, or -1: STARTTLS not available */
-  int tls;          /* the session is inside TLS */
-  int required;     /* SMTPAUTH set: submission, AUTH (and TLS) required for MAIL */
-  int plainok;      /* AUTH allowed without TLS (SMTPAUTH_PLAINTEXT set) */
-  unsigned int failures;
-  stralloc user;    /* authenticated account, empty if none */
-  stralloc cipher;  /* SSL_PROTOCOL SSL_CIPHER, for Received: */
-};
-static smtpauth_state authst = {-1, 0, 0, 0, 0, STRALLOC_ZERO, STRALLOC_ZERO};
-static int smtpauth_init(smtpauth_state *);
-static int smtpauth_starttls_offered(smtpauth_state const *);
-static int smtpauth_auth_offered(smtpauth_state const *);
-static int smtpauth_mail_refused(smtpauth_state *, stralloc *);
-static int smtpauth_sender_ok(smtpauth_state *, char const *, size_t);
-static int smtpauth_starttls(smtpauth_state *, stralloc *, size_t, int *, int *);
-static void smtpauth_auth(smtpauth_state *, stralloc *, char const *, size_t);
+/* TLS and AUTH */
+static int ctlfd = -1;       /* SSLCTLFD, or -1: STARTTLS not available */
+static int tls;              /* inside TLS */
+static int authrequired;     /* SMTPAUTH: submission, AUTH (and TLS) required for MAIL */
+static int plainok;          /* AUTH allowed without TLS (SMTPAUTH_PLAINTEXT, loopback) */
+static unsigned int authfailures;
+static stralloc authuser = STRALLOC_ZERO; /* the authenticated account, empty if none */
+static stralloc tlsproto = STRALLOC_ZERO, tlscipher = STRALLOC_ZERO;
+
+static connlimit slot = CONNLIMIT_ZERO;
 
 static void logsession(char const *why)
 {
@@ -101,9 +91,11 @@ static void logsession(char const *why)
                " errors=", n2, " end=", why);
 }
 
+/* ---- session I/O: bounded lines, timed waits, replies ---- */
+
 static void quit(int code, char const *why) gccattr_noreturn;
 
-/* Computes the deadline for the next I/O: now + timeout, but never past the session's end. */
+/* The deadline of the next I/O wait: now + timeout, never past the session's end. */
 static void io_deadline(tain *d)
 {
   tain_now_g();
@@ -138,6 +130,7 @@ static void quit(int code, char const *why)
 {
   if (out.len) flush_out();
   logsession(why);
+  connlimit_release(&slot);
   _exit(code);
 }
 
@@ -145,9 +138,7 @@ static void reply(unsigned int code, char const *ecode, char const *text)
 {
   if (!smtp_reply(&out, code, ecode, text, 0)) quit(111, "out of memory");
   if (code >= 400 && code != 452 && code != 354) nerrors++;
-  if (out.len >= INBUF) {
-    if (!flush_out()) quit(111, "write error");
-  }
+  if (out.len >= INBUF && !flush_out()) quit(111, "write error");
 }
 
 static void reply_more(unsigned int code, char const *ecode, char const *text)
@@ -155,15 +146,14 @@ static void reply_more(unsigned int code, char const *ecode, char const *text)
   if (!smtp_reply(&out, code, ecode, text, 1)) quit(111, "out of memory");
 }
 
-static void die_421(char const *ecode, char const *text, char const *why) gccattr_noreturn;
-static void die_421(char const *ecode, char const *text, char const *why)
+static void die_reply(unsigned int code, char const *ecode, char const *text, char const *why) gccattr_noreturn;
+static void die_reply(unsigned int code, char const *ecode, char const *text, char const *why)
 {
-  smtp_reply(&out, 421, ecode, text, 0);
+  smtp_reply(&out, code, ecode, text, 0);
   quit(0, why);
 }
 
-/* Refills inbuf from the client. Returns the number of bytes now available; on EOF it
- * returns 0. Times out with 421. Replies are flushed before waiting. */
+/* Refills inbuf. Returns the bytes now available, 0 on EOF. Replies are flushed first. */
 static size_t fill(void)
 {
   if (inpos < inlen) return inlen - inpos;
@@ -178,8 +168,8 @@ static size_t fill(void)
     if (r < 0) quit(111, "iopause error");
     if (!r) {
       if (!tain_future(&session_end))
-        die_421("4.4.2", "session time limit reached, closing", "session time limit");
-      die_421("4.4.2", "idle timeout, closing", "timeout");
+        die_reply(421, "4.4.2", "session time limit reached, closing", "session time limit");
+      die_reply(421, "4.4.2", "idle timeout, closing", "timeout");
     }
     r = read(infd, inbuf, INBUF);
     if (r < 0) {
@@ -191,8 +181,8 @@ static size_t fill(void)
   }
 }
 
-/* Reads one command line into `line` (without CR LF). Returns 1, 0 on EOF, -1 if the line
- * was longer than linemax (it has been skipped up to its LF). */
+/* Reads one command line into `line` (without CR LF). Returns 1, 0 on EOF, -1 if it was
+ * longer than linemax (skipped up to its LF). */
 static int getline_cmd(void)
 {
   int toolong = 0;
@@ -202,8 +192,7 @@ static int getline_cmd(void)
     char *p;
     if (!n) return 0;
     p = inbuf + inpos;
-    i = 0;
-    while (i < n && p[i] != '\n') i++;
+    i = byte_chr(p, n, '\n');
     if (!toolong) {
       if (line.len + i > linemax) toolong = 1;
       else if (!stralloc_catb(&line, p, i)) quit(111, "out of memory");
@@ -220,7 +209,34 @@ static int getline_cmd(void)
   }
 }
 
-/* The transaction */
+/* Has the client sent anything we have not answered yet? (RFC 2920: after the greeting's
+ * wait, and after DATA, the client must wait for our reply.) */
+static int input_pending(unsigned long waitms)
+{
+  int n = 0;
+  if (inpos < inlen) return 1;
+  if (waitms) {
+    iopause_fd x = {infd, IOPAUSE_READ, 0};
+    tain d, w;
+    tain_from_millisecs(&w, (int)waitms);
+    tain_now_g();
+    tain_add_g(&d, &w);
+    while (iopause_g(&x, 1, &d) < 0)
+      if (errno != EINTR) return 0;
+  }
+  return ioctl(infd, FIONREAD, &n) == 0 && n > 0;
+}
+
+static void synch_error(char const *why) gccattr_noreturn;
+static void synch_error(char const *why)
+{
+  strerr_warni("pipelining violation ip=", remoteip, " ", why);
+  nerrors++;
+  die_reply(554, "5.5.0", "SMTP protocol synchronization error, closing", "pipelining");
+}
+
+/* ---- the transaction ---- */
+
 static void reset_transaction(void)
 {
   in_mail = 0;
@@ -233,256 +249,84 @@ static void reset_transaction(void)
 static void reset_session(void)
 {
   reset_transaction();
-  seen_helo = 0;
-  esmtp = 0;
+  seen_helo = esmtp = 0;
   helo.len = 0;
 }
 
-/* The injector */
-typedef struct injector_s injector;
-struct injector_s {
-  pid_t pid;
-  int msgfd;   /* its fd 0 */
-  int envfd;   /* its fd 1 */
-  int idfd;    /* its fd 3 (QUEUE_IDFD) */
-  int msgw, envw; /* read ends of the message and envelope pipes, kept to see what was unread */
-  int broken;  /* it stopped reading, or exited, before it had everything */
-  int pidfd;     /* becomes readable when it exits (-1: not available, see inj_readid) */
-  int idclosed;   /* EOF seen on idfd */
-  int reaped, wstat;
-  char id[ID_MAX];
-  size_t idlen;
-  unsigned long long size; /* bytes of message written (or that would have been) */
-  int toobig;
-  smtp_data dm;
-  smtp_hops hops; /* the client's Received: fields */
-};
+/* ---- what belongs to the authenticated user (submission) ---- */
 
-static void inj_close(injector *j)
+static int eq_fold(char const *a, size_t alen, char const *b, size_t blen)
 {
-  if (j->msgfd >= 0) fd_close(j->msgfd);
-  if (j->envfd >= 0) fd_close(j->envfd);
-  if (j->idfd >= 0) fd_close(j->idfd);
-  if (j->msgw >= 0) fd_close(j->msgw);
-  if (j->envw >= 0) fd_close(j->envw);
-  if (j->pidfd >= 0) fd_close(j->pidfd);
-  j->msgfd = j->envfd = j->idfd = j->msgw = j->envw = j->pidfd = -1;
+  return alen == blen && !strncasecmp(a, b, alen);
 }
 
-static int move_high(int fd)
+/* control/sender-allow: "ACCOUNT ADDRESS" or "ACCOUNT @DOMAIN" per line. */
+static int allowed_by_list(char const *f, size_t n)
 {
-  int r = fcntl(fd, F_DUPFD, 10);
-  return r;
-}
-
-static int inj_start(injector *j)
-{
-  int pm[2], pe[2], pi[2];
-  char const *cmd = getenv("QUEUE_INJECT");
-  stralloc *cmdsa = &tmp;
-  char const *argv[ARGV_MAX + 1];
-  unsigned int argc = 0;
+  stralloc l = STRALLOC_ZERO;
   size_t i;
-  memset(j, 0, sizeof *j);
-  j->msgfd = j->envfd = j->idfd = j->msgw = j->envw = j->pidfd = -1;
-  smtp_hops_init(&j->hops);
-  if (!cmd || !*cmd) cmd = "queue-inject";
-  cmdsa->len = 0;
-  if (!stralloc_cats(cmdsa, cmd) || !stralloc_0(cmdsa)) return 0;
-  for (i = 0; i < cmdsa->len && argc < ARGV_MAX;) {
-    while (i < cmdsa->len && (cmdsa->s[i] == ' ' || cmdsa->s[i] == '\t' || cmdsa->s[i] == '\n'))
-      cmdsa->s[i++] = 0;
-    if (i >= cmdsa->len - 1) break;
-    argv[argc++] = cmdsa->s + i;
-    while (i < cmdsa->len && cmdsa->s[i] && cmdsa->s[i] != ' ' && cmdsa->s[i] != '\t' &&
-           cmdsa->s[i] != '\n')
-      i++;
+  int ok = 0;
+  char const *at = memchr(f, '@', n);
+  if (control_readlines(&l, "sender-allow") < 0) strerr_warnwusys("read control/sender-allow");
+  for (i = 0; i < l.len && !ok; i += strlen(l.s + i) + 1) {
+    char const *s = l.s + i;
+    size_t a = str_chr(s, ' '), sl = strlen(s), b;
+    if (a >= sl || !eq_fold(s, a, authuser.s, authuser.len)) continue;
+    for (b = a; b < sl && (s[b] == ' ' || s[b] == '\t'); b++)
+      ;
+    if (s[b] == '@') ok = at && eq_fold(s + b, sl - b, at, n - (size_t)(at - f));
+    else ok = eq_fold(s + b, sl - b, f, n);
   }
-  argv[argc] = 0;
-  if (!argc) return 0;
-  if (pipecoe(pm) < 0) return 0;
-  if (pipecoe(pe) < 0) { fd_close(pm[0]); fd_close(pm[1]); return 0; }
-  if (pipecoe(pi) < 0) {
-    fd_close(pm[0]); fd_close(pm[1]); fd_close(pe[0]); fd_close(pe[1]);
-    return 0;
-  }
-  j->pid = fork();
-  if (j->pid < 0) {
-    fd_close(pm[0]); fd_close(pm[1]); fd_close(pe[0]); fd_close(pe[1]);
-    fd_close(pi[0]); fd_close(pi[1]);
-    return 0;
-  }
-  if (!j->pid) {
-    int a = move_high(pm[0]), b = move_high(pe[0]), c = move_high(pi[1]);
-    if (a < 0 || b < 0 || c < 0 || dup2(a, 0) < 0 || dup2(b, 1) < 0 || dup2(c, 3) < 0)
-      _exit(111);
-    if (setenv("QUEUE_IDFD", "3", 1) < 0) _exit(111);
-    sig_restore(SIGPIPE);
-    execvp(argv[0], (char *const *)argv);
-    strerr_warnwusys("exec ", argv[0]);
-    _exit(errno == ENOENT ? 100 : 111);
-  }
-  /* The read ends stay open here (close-on-exec): after the injector's exit, what is left
-   * in a pipe is what it never read. */
-  j->msgw = pm[0];
-  j->envw = pe[0];
-  j->pidfd = pidfd_open(j->pid, 0); /* close-on-exec; without it, EOF on fd 3 tells */
-  fd_close(pi[1]);
-  j->msgfd = pm[1];
-  j->envfd = pe[1];
-  j->idfd = pi[0];
-  if (ndelay_on(j->msgfd) < 0 || ndelay_on(j->envfd) < 0 || ndelay_on(j->idfd) < 0) return 0;
-  return 1;
+  stralloc_free(&l);
+  return ok;
 }
 
-/* Reads what the injector wrote on its fd 3 (the queue id, bounded). On EOF, every holder of
- * fd 3 is gone: if the injector has exited, it is reaped and marked broken (it cannot have
- * taken what was not yet written). */
-static void inj_readid(injector *j, int during_write)
+/* Is s[0..n) an address of the authenticated user: the account, an address (alias, +tag)
+ * that resolves to it, or one control/sender-allow gives it? */
+static int owned(char const *s, size_t n)
 {
-  for (;;) {
-    char buf[ID_MAX];
-    ssize_t r = read(j->idfd, buf, sizeof buf);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) return;
-      r = 0;
-    }
-    if (!r) {
-      j->idclosed = 1;
-      if (during_write && !j->reaped) {
-        pid_t p = waitpid(j->pid, &j->wstat, WNOHANG);
-        if (p == j->pid) { j->reaped = 1; j->broken = 1; }
-      }
-      return;
-    }
-    if (j->idlen + (size_t)r <= ID_MAX) {
-      memcpy(j->id + j->idlen, buf, (size_t)r);
-      j->idlen += (size_t)r;
-    }
+  stralloc f = STRALLOC_ZERO;
+  size_t i;
+  int r, ok = 0;
+  if (!addr_fold(s, n, &f)) quit(111, "out of memory");
+  if (eq_fold(f.s, f.len, authuser.s, authuser.len)) ok = 1;
+  else {
+    targets.len = 0;
+    r = lookup_resolve(f.s, f.len, &targets);
+    for (i = 0; r == LOOKUP_FOUND && i < targets.len; i += strlen(targets.s + i) + 1)
+      if (targets.s[i] == 'L' && eq_fold(targets.s + i + 1, strlen(targets.s + i + 1),
+                                         authuser.s, authuser.len))
+        ok = 1;
+    if (!ok) ok = allowed_by_list(f.s, f.len);
   }
+  stralloc_free(&f);
+  return ok;
 }
 
-/* Writes s[0..n) to the injector's fd with the session's deadlines; marks it broken if it
- * stopped reading. */
-static void inj_write(injector *j, int fd, char const *s, size_t n)
+static int owned_cb(void *ctx, char const *s, size_t n)
 {
-  size_t w = 0;
-  while (!j->broken && w < n) {
-    /* The injector's exit is watched too: the read ends kept here mean that writing to a
-     * pipe nobody else reads gives no EPIPE. */
-    iopause_fd x[3] = {{fd, IOPAUSE_WRITE, 0}, {j->idfd, IOPAUSE_READ, 0}, {j->pidfd, IOPAUSE_READ, 0}};
-    unsigned int nx = 1, ix = 0, ip = 0;
-    tain d;
-    ssize_t r;
-    if (!j->idclosed) x[ix = nx++] = (iopause_fd){j->idfd, IOPAUSE_READ, 0};
-    if (j->pidfd >= 0 && !j->reaped) x[ip = nx++] = (iopause_fd){j->pidfd, IOPAUSE_READ, 0};
-    io_deadline(&d);
-    r = iopause_g(x, nx, &d);
-    if (r < 0) quit(111, "iopause error");
-    if (!r) { j->broken = 1; break; }
-    if (ix && x[ix].revents) inj_readid(j, 1);
-    if (ip && x[ip].revents && waitpid(j->pid, &j->wstat, WNOHANG) == j->pid) {
-      j->reaped = 1;
-      j->broken = 1;
-    }
-    if (j->broken) break;
-    if (!x[0].revents) continue;
-    r = write(fd, s + w, n - w);
-    if (r < 0) {
-      if (errno == EAGAIN || errno == EINTR) continue;
-      j->broken = 1;
-      break;
-    }
-    w += (size_t)r;
-  }
+  (*(unsigned int *)ctx)++;
+  return owned(s, n);
 }
 
-static void inj_message(injector *j, char const *s, size_t n)
-{
-  j->size += n;
-  if (j->size > databytes) j->toobig = 1;
-  if (j->toobig) return;
-  inj_write(j, j->msgfd, s, n);
-}
+/* ---- the message: streamed into the queue as it arrives ---- */
 
-/* Abandons the message: closes the pipes without an envelope, kills and reaps. */
-static void inj_abort(injector *j)
-{
-  int w;
-  inj_close(j);
-  if (j->pid > 0 && !j->reaped) {
-    kill(j->pid, SIGTERM);
-    wait_pid(j->pid, &w);
-  }
-  j->pid = 0;
-}
+static injector inj;
+static int msg_started;   /* inj holds a started injection */
+static unsigned long long msgsize;
+static int msgtoobig;
+static smtp_hops hops;
+static hdr_grab fromhdr;
+static smtp_data dm;
 
-/* Bytes left unread in a pipe whose read end fd is (-1 if it cannot be told). */
-static long unread(int fd)
+/* Message bytes; those from the client (not our Received:) are scanned for hops and From:. */
+static void msg_write(char const *s, size_t n, int client)
 {
-  int n = 0;
-  if (fd < 0 || ioctl(fd, FIONREAD, &n) < 0) return -1;
-  return n;
-}
-
-/* Commits: writes the envelope, waits for the injector's exit. Returns its exit code (or
- * 111 on trouble) and fills id with the queue id if one came. Returns INJ_UNREAD when the
- * injector claimed success (exit 0) without having taken the whole message and the whole
- * envelope: it exited early, stopped reading, or left bytes in a pipe. A refusal (any other
- * code) is reported as it is, as qmail-smtpd does: a refusal needs no complete message. */
-#define INJ_UNREAD (-1)
-static int inj_commit(injector *j, stralloc *id)
-{
-  int w;
-  long left;
-  fd_close(j->msgfd);
-  j->msgfd = -1;
-  if (!j->broken) {
-    tmp.len = 0;
-    if (!stralloc_catb(&tmp, "F", 1) || !stralloc_catb(&tmp, sender.s, sender.len) ||
-        !stralloc_0(&tmp) || !stralloc_catb(&tmp, rcpts.s, rcpts.len) || !stralloc_0(&tmp))
-      quit(111, "out of memory");
-    inj_write(j, j->envfd, tmp.s, tmp.len);
-  }
-  fd_close(j->envfd);
-  j->envfd = -1;
-  /* Wait for EOF on the id pipe: every holder of it has exited. */
-  if (!j->idclosed) {
-    tain d;
-    tain_now_g();
-    tain_addsec_g(&d, (int)(timeout > 60 ? timeout : 60) * 4);
-    while (!j->idclosed) {
-      iopause_fd x = {j->idfd, IOPAUSE_READ, 0};
-      ssize_t r = iopause_g(&x, 1, &d);
-      if (r < 0) quit(111, "iopause error");
-      if (!r) {
-        inj_abort(j);
-        return 111;
-      }
-      inj_readid(j, 0);
-    }
-  }
-  if (!j->reaped) {
-    if (wait_pid(j->pid, &w) != j->pid) { inj_abort(j); return 111; }
-    j->reaped = 1;
-    j->wstat = w;
-  }
-  w = j->wstat;
-  /* what the injector left unread in the pipes (read ends still open here) */
-  left = unread(j->msgw);
-  if (!left) left = unread(j->envw);
-  inj_close(j);
-  j->pid = 0;
-  id->len = 0;
-  {
-    size_t i = 0;
-    while (i < j->idlen && j->id[i] > 32 && j->id[i] < 127) i++;
-    if (!stralloc_catb(id, j->id, i)) quit(111, "out of memory");
-  }
-  if (WIFSIGNALED(w)) return 111;
-  if (!WEXITSTATUS(w) && (j->broken || left)) return INJ_UNREAD;
-  return WEXITSTATUS(w);
+  msgsize += n;
+  if (msgsize > databytes) msgtoobig = 1;
+  if (client) smtp_hops_scan(&hops, s, n);
+  if (client && authuser.len) hdr_grab_scan(&fromhdr, s, n);
+  if (!msgtoobig) inject_write(&inj, s, n);
 }
 
 static void fmt_date(char *buf, size_t n)
@@ -492,107 +336,134 @@ static void fmt_date(char *buf, size_t n)
   if (!gmtime_r(&t, &tm) || !strftime(buf, n, "%a, %d %b %Y %H:%M:%S +0000", &tm)) buf[0] = 0;
 }
 
-/* Appends s[0..n) to sa, keeping only harmless bytes (for the Received: line). */
-static int cat_safe(stralloc *sa, char const *s, size_t n, size_t max)
+static void msg_abort(void)
 {
-  size_t i;
-  if (n > max) n = max;
-  for (i = 0; i < n; i++) {
-    char c = s[i];
-    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']';
-    if (!stralloc_catb(sa, ok ? &c : "?", 1)) return 0;
+  if (msg_started) inject_abort(&inj);
+  msg_started = 0;
+}
+
+/* Starts the injection and writes our Received: field. 1, or 0 (451 to give). */
+static int msg_start(int bdat)
+{
+  inject_facts f = INJECT_FACTS_ZERO;
+  smtp_trace t;
+  char date[64];
+  f.service = service;
+  f.ip = remoteip;
+  f.helo = helo.s;
+  f.user = authuser.len ? authuser.s : 0;
+  f.tls = tls ? tlsproto.s : 0;
+  f.relay = relayclient || authuser.len;
+  msgsize = 0;
+  msgtoobig = 0;
+  smtp_hops_init(&hops);
+  hdr_grab_init(&fromhdr, "From");
+  smtp_data_init(&dm, bdat);
+  if (!inject_start(&inj, &f, (unsigned int)timeout)) {
+    strerr_warnwusys("start the injection");
+    return 0;
   }
+  msg_started = 1;
+  fmt_date(date, sizeof date);
+  memset(&t, 0, sizeof t);
+  t.helo = helo.s;
+  t.host = remotehost;
+  t.ip = remoteip;
+  t.me = me;
+  t.proto = smtp_protocol(esmtp, mailp.smtputf8, tls, authuser.len > 0);
+  t.tlsproto = tls ? tlsproto.s : 0;
+  t.cipher = tls ? tlscipher.s : 0;
+  if (nrcpt == 1) { t.rcpt = rcpts.s + 1; t.rcptlen = rcpts.len - 2; }
+  t.date = date;
+  tmp.len = 0;
+  if (!smtp_received(&tmp, &t)) quit(111, "out of memory");
+  msg_write(tmp.s, tmp.len, 0);
   return 1;
 }
 
-static void write_received(injector *j)
-{
-  char date[64];
-  stralloc *r = &tmp;
-  /* RFC 3848 and RFC 6531 protocol names: [UTF8]SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA */
-  char const *proto = !esmtp ? "SMTP"
-                      : mailp.smtputf8 ? (authst.user.len ? (authst.tls ? "UTF8SMTPSA" : "UTF8SMTPA")
-                                                          : (authst.tls ? "UTF8SMTPS" : "UTF8SMTP"))
-                      : (authst.user.len ? (authst.tls ? "ESMTPSA" : "ESMTPA")
-                                         : (authst.tls ? "ESMTPS" : "ESMTP"));
-  fmt_date(date, sizeof date);
-  r->len = 0;
-  if (!stralloc_cats(r, "Received: from ") || !cat_safe(r, helo.s, helo.len, 64) ||
-      !stralloc_cats(r, " (") ||
-      (remotehost && !cat_safe(r, remotehost, strlen(remotehost), 64)) ||
-      (remotehost && !stralloc_cats(r, " ")) || !stralloc_cats(r, "[") ||
-      !cat_safe(r, remoteip, strlen(remoteip), 64) || !stralloc_cats(r, "])\n\tby ") ||
-      !stralloc_cats(r, me) || !stralloc_cats(r, " (pillarbox) with ") ||
-      !stralloc_cats(r, proto))
-    quit(111, "out of memory");
-  if (authst.tls && authst.cipher.len) {
-    if (!stralloc_cats(r, "\n\t(") || !cat_safe(r, authst.cipher.s, authst.cipher.len, 64) ||
-        !stralloc_cats(r, ")"))
-      quit(111, "out of memory");
-  }
-  if (nrcpt == 1) {
-    if (!stralloc_cats(r, "\n\tfor <") || !stralloc_catb(r, rcpts.s + 1, rcpts.len - 2) ||
-        !stralloc_cats(r, ">"))
-      quit(111, "out of memory");
-  }
-  if (!stralloc_cats(r, "; ") || !stralloc_cats(r, date) || !stralloc_cats(r, "\n"))
-    quit(111, "out of memory");
-  inj_message(j, r->s, r->len);
-}
-
-static void log_message(char const *result, unsigned long long size, char const *id)
+static void log_message(char const *result, char const *id)
 {
   char n1[ULONG_FMT], n2[UINT64_FMT];
+  stralloc *l = &tmp;
+  size_t i;
+  unsigned int k = 0;
   n1[ulong_fmt(n1, nrcpt)] = 0;
-  n2[uint64_fmt(n2, size)] = 0;
-  sender.s[sender.len] = 0;
-  strerr_warni("message ip=", remoteip, " from=<", sender.s, "> rcpts=", n1, " size=", n2,
+  n2[uint64_fmt(n2, msgsize)] = 0;
+  l->len = 0;
+  for (i = 0; i < rcpts.len && k < 10; i += strlen(rcpts.s + i) + 1, k++)
+    if (!stralloc_cats(l, k ? ",<" : "<") || !stralloc_cats(l, rcpts.s + i + 1) ||
+        !stralloc_cats(l, ">"))
+      quit(111, "out of memory");
+  if ((i < rcpts.len && !stralloc_cats(l, ",...")) || !stralloc_0(l)) quit(111, "out of memory");
+  if (!stralloc_0(&sender)) quit(111, "out of memory");
+  sender.len--;
+  strerr_warni("message ip=", remoteip, " from=<", sender.s, "> rcpts=", n1, " to=", l->s,
+               " size=", n2, " tls=", tls ? tlsproto.s : "-", tls ? "/" : "",
+               tls ? tlscipher.s : "", " user=", authuser.len ? authuser.s : "-",
                " result=", result, id && *id ? " id=" : "", id ? id : "");
 }
 
-/* Maps the end of a message to its reply and log line. */
-static void finish_message(injector *j, unsigned int dataflags)
+/* The From: of an authenticated user's message must be theirs; with MAIL FROM:<> it must
+ * be there. */
+static int from_ok(void)
+{
+  unsigned int n = 0;
+  if (!authuser.len) return 1;
+  if (!fromhdr.count) return sender.len > 0;
+  if (fromhdr.count > 1 || fromhdr.toolong) return 0;
+  if (!hdr_addrlist(fromhdr.value, fromhdr.len, &owned_cb, &n)) return 0;
+  return n > 0;
+}
+
+/* The end of a message: its reply and its log line. */
+static void finish_message(void)
 {
   stralloc id = STRALLOC_ZERO;
-  if (j->toobig) {
-    inj_abort(j);
-    log_message("552", j->size, 0);
+  if (msgtoobig) {
+    msg_abort();
+    log_message("552", 0);
     reply(552, "5.3.4", "message too big");
-  } else if (dataflags) {
-    inj_abort(j);
-    log_message("550-bare-cr-lf", j->size, 0);
-    reply(550, "5.6.0", "bare CR or LF in message (RFC 5321 2.3.8), message refused");
-  } else if (j->hops.count >= hoplimit) {
-    /* with the Received: line added here it would be over the limit */
-    inj_abort(j);
-    log_message("554-too-many-hops", j->size, 0);
+  } else if (dm.flags) {
+    msg_abort();
+    log_message(dm.flags & SMTP_DATA_NUL ? "550-nul" : "550-bare-cr-lf", 0);
+    reply(550, "5.6.0", dm.flags & SMTP_DATA_NUL
+                          ? "NUL byte in message, message refused"
+                          : "bare CR or LF in message (RFC 5321 2.3.8), message refused");
+  } else if (hops.count >= hoplimit) {
+    /* with our Received: line it would be over the limit */
+    msg_abort();
+    log_message("554-too-many-hops", 0);
     reply(554, "5.4.6", "too many hops, mail loop");
+  } else if (!from_ok()) {
+    msg_abort();
+    log_message("550-from-not-owned", 0);
+    reply(550, "5.7.1", "From: header not owned by the authenticated user");
   } else {
-    int e = inj_commit(j, &id);
+    char const *ecode, *text;
+    unsigned int code;
+    int e;
+    tmp.len = 0;
+    if (!stralloc_catb(&tmp, "F", 1) || !stralloc_catb(&tmp, sender.s, sender.len) ||
+        !stralloc_0(&tmp) || !stralloc_catb(&tmp, rcpts.s, rcpts.len) || !stralloc_0(&tmp))
+      quit(111, "out of memory");
+    e = inject_commit(&inj, tmp.s, tmp.len, &id);
+    msg_started = 0;
     if (!stralloc_0(&id)) quit(111, "out of memory");
+    code = inject_reply(e, &ecode, &text);
     if (!e) {
-      stralloc *t = &tmp;
       nmessages++;
-      log_message("250", j->size, id.s);
-      t->len = 0;
-      if (!stralloc_cats(t, id.len > 1 ? "Ok: queued as " : "Ok: queued") ||
-          !stralloc_cats(t, id.s) || !stralloc_0(t))
+      njunk = 0;
+      log_message("250", id.s);
+      tmp.len = 0;
+      if (!stralloc_cats(&tmp, text) || (id.len > 1 && (!stralloc_cats(&tmp, " as ") ||
+          !stralloc_cats(&tmp, id.s))) || !stralloc_0(&tmp))
         quit(111, "out of memory");
-      reply(250, "2.0.0", t->s);
-    } else if (e == INJ_UNREAD) {
-      log_message("451-injector-did-not-read", j->size, 0);
-      reply(451, "4.3.0", "temporary queue failure, try again later");
-    } else if ((e >= 11 && e <= 40) || e == 91) {
-      char n[UINT_FMT];
-      n[uint_fmt(n, (unsigned int)e)] = 0;
-      log_message(n, j->size, 0);
-      reply(554, "5.3.0", "message refused by the queue");
+      reply(250, ecode, tmp.s);
     } else {
       char n[UINT_FMT];
       n[uint_fmt(n, (unsigned int)e)] = 0;
-      log_message(n, j->size, 0);
-      reply(451, "4.3.0", "temporary queue failure, try again later");
+      log_message(e == INJECT_UNREAD ? "451-injector-did-not-read" : n, 0);
+      reply(code, ecode, text);
     }
   }
   stralloc_free(&id);
@@ -602,119 +473,113 @@ static void finish_message(injector *j, unsigned int dataflags)
 /* DATA */
 static void do_data(smtp_cmd const *c)
 {
-  injector j;
-  int started;
   if (c->arglen) { reply(501, "5.5.4", "DATA takes no argument"); return; }
   if (!in_mail) { reply(503, "5.5.1", "MAIL first"); return; }
   if (!nrcpt) { reply(503, "5.5.1", "no valid recipients"); return; }
-  started = inj_start(&j);
-  if (!started) {
-    inj_abort(&j);
+  if (!msg_start(0)) {
+    msg_abort();
     reply(451, "4.3.0", "unable to start the queue, try again later");
     return;
   }
   reply(354, 0, "End data with <CR><LF>.<CR><LF>");
-  write_received(&j);
-  smtp_data_init(&j.dm, 0);
   for (;;) {
     char obuf[INBUF + 2];
     size_t n = fill(), used, olen;
     int done;
     if (!n) {
-      inj_abort(&j);
-      log_message("disconnected", j.size, 0);
+      msg_abort();
+      log_message("disconnected", 0);
       quit(0, "disconnected in DATA");
     }
-    used = smtp_data_scan(&j.dm, inbuf + inpos, n, obuf, &olen, &done);
+    used = smtp_data_scan(&dm, inbuf + inpos, n, obuf, &olen, &done);
     inpos += used;
-    smtp_hops_scan(&j.hops, obuf, olen);
-    inj_message(&j, obuf, olen);
+    msg_write(obuf, olen, 1);
     if (done) break;
   }
-  finish_message(&j, j.dm.flags);
+  finish_message();
 }
 
-/* BDAT */
-static injector bj;
-static int bdat_active, bdat_failed;
+/* BDAT (RFC 3030): chunks of one message; a failure is told after the chunk is read. */
+static int bdat_active;
+static unsigned int bdat_failed;
+
+static void bdat_abandon(void)
+{
+  if (bdat_active) msg_abort();
+  bdat_active = 0;
+}
+
+static void bdat_fail_reply(void)
+{
+  if (bdat_failed == 503) reply(503, "5.5.1", "MAIL and RCPT first");
+  else if (bdat_failed == 451) reply(451, "4.3.0", "unable to start the queue");
+  else reply(552, "5.3.4", "message too big");
+}
 
 static void do_bdat(smtp_cmd const *c)
 {
   unsigned long long n, left;
   int last;
   if (!smtp_parse_bdat(c->arg, c->arglen, ~0ULL >> 1, &n, &last))
-    die_421("4.5.4", "BDAT syntax error, closing", "bad BDAT");
+    die_reply(421, "4.5.4", "BDAT syntax error, closing", "bad BDAT");
   if (!bdat_active) {
     bdat_failed = 0;
     if (!in_mail || !nrcpt) bdat_failed = 503;
-    else if (!inj_start(&bj)) { inj_abort(&bj); bdat_failed = 451; }
-    else write_received(&bj);
-    smtp_data_init(&bj.dm, 1);
+    else if (!msg_start(1)) { msg_abort(); bdat_failed = 451; }
     bdat_active = 1;
   }
-  left = n;
-  while (left) {
+  for (left = n; left;) {
     char obuf[INBUF + 2];
     size_t avail = fill(), take, olen;
     int done;
     if (!avail) {
-      if (!bdat_failed) inj_abort(&bj);
+      msg_abort();
       quit(0, "disconnected in BDAT");
     }
     take = avail < left ? avail : (size_t)left;
     if (!bdat_failed) {
-      smtp_data_scan(&bj.dm, inbuf + inpos, take, obuf, &olen, &done);
-      smtp_hops_scan(&bj.hops, obuf, olen);
-      inj_message(&bj, obuf, olen);
+      smtp_data_scan(&dm, inbuf + inpos, take, obuf, &olen, &done);
+      msg_write(obuf, olen, 1);
     }
     inpos += take;
     left -= take;
   }
-  if (!bdat_failed && bj.toobig) {
-    inj_abort(&bj);
+  if (!bdat_failed && msgtoobig) {
+    msg_abort();
     bdat_failed = 552;
-    log_message("552", bj.size, 0);
+    log_message("552", 0);
   }
-  if (last) {
-    bdat_active = 0;
-    if (bdat_failed == 503) { reply(503, "5.5.1", "MAIL and RCPT first"); return; }
-    if (bdat_failed == 451) { reply(451, "4.3.0", "unable to start the queue"); return; }
-    if (bdat_failed == 552) {
-      reply(552, "5.3.4", "message too big");
-      reset_transaction();
-      return;
-    }
-    {
-      char o[2];
-      size_t k = smtp_data_finish(&bj.dm, o);
-      smtp_hops_scan(&bj.hops, o, k);
-      inj_message(&bj, o, k);
-    }
-    finish_message(&bj, bj.dm.flags);
-    return;
-  }
-  switch (bdat_failed) {
-    case 503: reply(503, "5.5.1", "MAIL and RCPT first"); break;
-    case 451: reply(451, "4.3.0", "unable to start the queue"); break;
-    case 552: reply(552, "5.3.4", "message too big"); break;
-    default: {
+  if (!last) {
+    if (bdat_failed) bdat_fail_reply();
+    else {
       char num[UINT64_FMT + 32];
       size_t k = uint64_fmt(num, n);
       memcpy(num + k, " octets received", 17);
       reply(250, "2.0.0", num);
     }
+    return;
   }
+  bdat_active = 0;
+  if (bdat_failed) {
+    bdat_fail_reply();
+    if (bdat_failed == 552) reset_transaction();
+    return;
+  }
+  {
+    char o[2];
+    size_t k = smtp_data_finish(&dm, o);
+    msg_write(o, k, 1);
+  }
+  finish_message();
 }
 
-static void bdat_abandon(void)
+/* ---- EHLO, MAIL, RCPT ---- */
+
+static int auth_offered(void)
 {
-  if (bdat_active) {
-    if (!bdat_failed) inj_abort(&bj);
-    bdat_active = 0;
-  }
+  return !authuser.len && offer_auth && (tls || plainok);
 }
 
-/* EHLO / HELO */
 static void do_helo(smtp_cmd const *c, int ext)
 {
   char num[ULONG_FMT + 8];
@@ -727,16 +592,12 @@ static void do_helo(smtp_cmd const *c, int ext)
   helo.len--;
   seen_helo = 1;
   esmtp = ext;
-  if (!ext) {
-    tmp.len = 0;
-    if (!stralloc_cats(&tmp, me) || !stralloc_0(&tmp)) quit(111, "out of memory");
-    reply(250, 0, tmp.s);
-    return;
-  }
   tmp.len = 0;
-  if (!stralloc_cats(&tmp, me) || !stralloc_cats(&tmp, " greets ") ||
-      !cat_safe(&tmp, c->arg, c->arglen, 64) || !stralloc_0(&tmp))
+  if (!stralloc_cats(&tmp, me) ||
+      (ext && (!stralloc_cats(&tmp, " greets ") || !smtp_cat_safe(&tmp, c->arg, c->arglen, 64))) ||
+      !stralloc_0(&tmp))
     quit(111, "out of memory");
+  if (!ext) { reply(250, 0, tmp.s); return; }
   reply_more(250, 0, tmp.s);
   reply_more(250, 0, "PIPELINING");
   memcpy(num, "SIZE ", 5);
@@ -745,9 +606,19 @@ static void do_helo(smtp_cmd const *c, int ext)
   reply_more(250, 0, "8BITMIME");
   reply_more(250, 0, "SMTPUTF8");
   reply_more(250, 0, "CHUNKING");
-  if (smtpauth_starttls_offered(&authst)) reply_more(250, 0, "STARTTLS");
-  if (smtpauth_auth_offered(&authst)) reply_more(250, 0, "AUTH PLAIN LOGIN");
+  if (ctlfd >= 0 && !tls) reply_more(250, 0, "STARTTLS");
+  if (auth_offered()) reply_more(250, 0, "AUTH " SASLSERV_MECHS);
   reply(250, 0, "ENHANCEDSTATUSCODES");
+}
+
+/* Submission: 1 (and a reply) if MAIL / DATA must be refused now. */
+static int submission_refused(void)
+{
+  if (!authrequired) return 0;
+  if (!tls && !plainok) reply(530, "5.7.0", "must issue a STARTTLS command first");
+  else if (!authuser.len) reply(530, "5.7.0", "authentication required");
+  else return 0;
+  return 1;
 }
 
 static void do_mail(smtp_cmd const *c)
@@ -755,7 +626,7 @@ static void do_mail(smtp_cmd const *c)
   int r;
   if (!seen_helo) { reply(503, "5.5.1", "say EHLO first"); return; }
   if (in_mail) { reply(503, "5.5.1", "nested MAIL command"); return; }
-  if (smtpauth_mail_refused(&authst, &out)) { nerrors++; return; }
+  if (submission_refused()) return;
   r = smtp_parse_mail(c->arg, c->arglen, &sender, &mailp);
   switch (r) {
     case SMTP_OK: break;
@@ -775,7 +646,8 @@ static void do_mail(smtp_cmd const *c)
     sender.len = 0;
     return;
   }
-  if (!smtpauth_sender_ok(&authst, sender.s, sender.len)) {
+  /* the null sender is checked at the end of data: it needs a From: the user owns */
+  if (authuser.len && sender.len && !owned(sender.s, sender.len)) {
     reply(553, "5.7.1", "sender address not owned by the authenticated user");
     sender.len = 0;
     return;
@@ -786,9 +658,13 @@ static void do_mail(smtp_cmd const *c)
   reply(250, "2.1.0", "Ok");
 }
 
+/* 1 if the local recipient's mailbox can take the message (else a reply was given). */
+static int quota_ok(void);
+
 static void do_rcpt(smtp_cmd const *c)
 {
   smtp_mailparams p;
+  size_t i;
   int r;
   if (!in_mail) { reply(503, "5.5.1", "MAIL first"); return; }
   r = smtp_parse_rcpt(c->arg, c->arglen, mailp.smtputf8 ? ADDR_UTF8 : 0, &tmp, &p);
@@ -814,27 +690,23 @@ static void do_rcpt(smtp_cmd const *c)
     stralloc_free(&folded);
   }
   switch (r) {
-    case LOOKUP_FOUND: break;
+    case LOOKUP_FOUND: if (!quota_ok()) return; break;
     case LOOKUP_UNKNOWN: reply(550, "5.1.1", "no such user here"); return;
     case LOOKUP_REMOTE:
-      if (relayclient || authst.user.len) break;
+      if (relayclient || authuser.len) break;
       reply(554, "5.7.1", "relay access denied");
       return;
     case LOOKUP_ELOOP: reply(550, "5.4.6", "alias loop or expansion too large"); return;
     default: reply(451, "4.3.0", "temporary lookup failure, try again later"); return;
   }
-  {
-    /* The same recipient twice is one recipient (one delivery). A local domain's lookups fold
-     * case, so there Joe and joe are one mailbox; a remote local part is the remote host's to
-     * interpret (RFC 5321 2.4), so only the same bytes (domain in any case) are the same. */
-    size_t i;
-    for (i = 0; i < rcpts.len; i += strlen(rcpts.s + i) + 1)
-      if (smtp_rcpt_same(rcpts.s + i + 1, strlen(rcpts.s + i + 1), tmp.s, tmp.len,
-                         r == LOOKUP_FOUND)) {
-        reply(250, "2.1.5", "Ok (duplicate)");
-        return;
-      }
-  }
+  /* The same recipient twice is one (one delivery). A local domain's lookups fold case;
+   * a remote local part is the remote host's to interpret (RFC 5321 2.4). */
+  for (i = 0; i < rcpts.len; i += strlen(rcpts.s + i) + 1)
+    if (smtp_rcpt_same(rcpts.s + i + 1, strlen(rcpts.s + i + 1), tmp.s, tmp.len,
+                       r == LOOKUP_FOUND)) {
+      reply(250, "2.1.5", "Ok (duplicate)");
+      return;
+    }
   if (!stralloc_catb(&rcpts, "T", 1) || !stralloc_catb(&rcpts, tmp.s, tmp.len) ||
       !stralloc_0(&rcpts))
     quit(111, "out of memory");
@@ -842,13 +714,13 @@ static void do_rcpt(smtp_cmd const *c)
   reply(250, "2.1.5", "Ok");
 }
 
-static void do_help(void)
+static int quota_ok(void)
 {
-  reply_more(214, "2.0.0", "pillarbox SMTP: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY");
-  reply(214, "2.0.0", "see RFC 5321");
+  return 1;
 }
 
-/* STARTTLS and AUTH */
+/* ---- STARTTLS and AUTH ---- */
+
 static void coe_env(char const *name)
 {
   char const *x = getenv(name);
@@ -856,286 +728,294 @@ static void coe_env(char const *name)
   if (x && *x && uint0_scan(x, &fd)) coe((int)fd);
 }
 
-static int tls_facts(smtpauth_state *a)
+static int tls_facts(void)
 {
-  char const *x = getenv("SSL_PROTOCOL");
-  a->cipher.len = 0;
-  if (!x || !*x) return 1;
-  a->tls = 1;
-  if (!stralloc_cats(&a->cipher, x)) return 0;
-  x = getenv("SSL_CIPHER");
-  if (x && *x && (!stralloc_catb(&a->cipher, " ", 1) || !stralloc_cats(&a->cipher, x))) return 0;
-  return 1;
-}
-
-static int smtpauth_init(smtpauth_state *a)
-{
-  if (ucspitls_available()) {
-    char const *x = getenv("SSLCTLFD");
-    unsigned int fd;
-    if (uint0_scan(x, &fd)) a->ctlfd = (int)fd;
-    coe_env("SSLCTLFD");
-    coe_env("SSLREADFD");
-    coe_env("SSLWRITEFD");
-  }
-  if (!tls_facts(a)) return 0;
-  a->required = !!getenv("SMTPAUTH");
-  /* AUTH without TLS: only when explicitly allowed, and only for a loopback peer */
-  a->plainok = getenv("SMTPAUTH_PLAINTEXT") &&
-               (!strncmp(remoteip, "127.", 4) || !strcmp(remoteip, "::1") ||
-                !strncmp(remoteip, "::ffff:127.", 11));
-  return 1;
-}
-
-static int smtpauth_starttls_offered(smtpauth_state const *a)
-{
-  return a->ctlfd >= 0 && !a->tls;
-}
-
-static int smtpauth_auth_offered(smtpauth_state const *a)
-{
-  return !a->user.len && (a->tls || a->plainok);
-}
-
-/* Submission policy: 1 (and a reply) if MAIL/DATA must be refused now. */
-static int smtpauth_mail_refused(smtpauth_state *a, stralloc *o)
-{
-  (void)o;
-  if (!a->required) return 0;
-  if (!a->tls && !a->plainok) {
-    reply(530, "5.7.0", "must issue a STARTTLS command first");
-    nerrors--;
-    return 1;
-  }
-  if (!a->user.len) {
-    reply(530, "5.7.0", "authentication required");
-    nerrors--;
-    return 1;
-  }
-  return 0;
-}
-
-/* An authenticated user may only send as one of its own addresses: the account itself, or an
- * address (alias, +tag) that resolves to it. The null sender is allowed. */
-static int smtpauth_sender_ok(smtpauth_state *a, char const *s, size_t n)
-{
-  stralloc f = STRALLOC_ZERO;
-  size_t i;
-  int r, ok = 0;
-  if (!a->user.len || !n) return 1;
-  if (!addr_fold(s, n, &f)) quit(111, "out of memory");
-  if (f.len == a->user.len && !memcmp(f.s, a->user.s, f.len)) { stralloc_free(&f); return 1; }
-  targets.len = 0;
-  r = lookup_resolve(f.s, f.len, &targets);
-  stralloc_free(&f);
-  if (r != LOOKUP_FOUND) return 0;
-  for (i = 0; i < targets.len; i += strlen(targets.s + i) + 1) {
-    if (targets.s[i] == 'L' && strlen(targets.s + i + 1) == a->user.len &&
-        !strncasecmp(targets.s + i + 1, a->user.s, a->user.len))
-      ok = 1;
-  }
-  return ok;
+  char const *x = getenv("SSL_PROTOCOL"), *y = getenv("SSL_CIPHER");
+  tlsproto.len = tlscipher.len = 0;
+  if (!x || !*x) return stralloc_0(&tlsproto) && stralloc_0(&tlscipher);
+  tls = 1;
+  return stralloc_cats(&tlsproto, x) && stralloc_0(&tlsproto) &&
+         stralloc_cats(&tlscipher, y ? y : "") && stralloc_0(&tlscipher);
 }
 
 /* 1: TLS started (the caller resets the session), 0: refused with a reply, -1: broken. */
-static int smtpauth_starttls(smtpauth_state *a, stralloc *o, size_t arglen, int *in, int *outp)
+static int do_starttls(size_t arglen)
 {
   int rfd, wfd;
-  (void)o;
-  if (arglen) { reply(501, "5.5.4", "STARTTLS takes no argument"); nerrors--; return 0; }
-  if (a->tls) { reply(554, "5.5.1", "TLS already active"); nerrors--; return 0; }
-  if (a->ctlfd < 0) { reply(502, "5.5.1", "STARTTLS not available"); nerrors--; return 0; }
-  {
-    /* Is the sidecar still there? A closed control socket reads as EOF at once. */
-    iopause_fd x = {a->ctlfd, IOPAUSE_READ, 0};
-    tain d;
-    tain_now_g();
-    d = STAMP;
-    if (fcntl(a->ctlfd, F_GETFD) < 0 || iopause_g(&x, 1, &d) != 0) {
-      a->ctlfd = -1;
-      reply(454, "4.7.0", "TLS not available due to temporary reason");
-      nerrors--;
-      return 0;
-    }
+  iopause_fd x;
+  tain d;
+  if (arglen) { reply(501, "5.5.4", "STARTTLS takes no argument"); return 0; }
+  if (tls) { reply(554, "5.5.1", "TLS already active"); return 0; }
+  if (ctlfd < 0) { reply(502, "5.5.1", "STARTTLS not available"); return 0; }
+  /* Is the sidecar still there? A closed control socket reads as EOF at once. */
+  x = (iopause_fd){ctlfd, IOPAUSE_READ, 0};
+  tain_now_g();
+  d = STAMP;
+  if (fcntl(ctlfd, F_GETFD) < 0 || iopause_g(&x, 1, &d) != 0) {
+    ctlfd = -1;
+    reply(454, "4.7.0", "TLS not available due to temporary reason");
+    return 0;
   }
   reply(220, "2.0.0", "Ready to start TLS");
   if (out.len && !flush_out()) quit(111, "write error");
-  if (!ucspitls_start(&rfd, &wfd)) {
-    a->ctlfd = -1;
-    return -1;
-  }
-  a->ctlfd = -1;
+  if (!ucspitls_start(&rfd, &wfd)) { ctlfd = -1; return -1; }
+  ctlfd = -1;
   if (ndelay_on(rfd) < 0 || ndelay_on(wfd) < 0) quit(111, "set TLS fds non-blocking");
   coe(rfd);
   coe(wfd);
-  *in = rfd;
-  *outp = wfd;
-  if (!tls_facts(a)) quit(111, "out of memory");
-  a->tls = 1;
-  a->user.len = 0;
+  infd = rfd;
+  outfd = wfd;
+  if (!tls_facts()) quit(111, "out of memory");
+  tls = 1;
+  authuser.len = 0;
   return 1;
 }
 
-static unsigned long authdelay;
-
-static void auth_failed(smtpauth_state *a, unsigned int code, char const *ecode, char const *t)
+static void auth_failed(unsigned int code, char const *ecode, char const *t)
 {
-  if (authfail_record(remoteip) < 0) strerr_warnwusys("record a failed login");
-  a->failures++;
+  authfailures++;
   strerr_warni("auth failed ip=", remoteip);
   reply(code, ecode, t);
-  if (a->failures >= 3) die_421("4.7.0", "too many failed logins, closing", "auth failures");
+  if (authfailures >= 3) die_reply(421, "4.7.0", "too many failed logins, closing", "auth failures");
   if (out.len && !flush_out()) quit(111, "write error");
-  if (authdelay) sleep((unsigned int)(authdelay * a->failures));
+  if (authdelay) sleep((unsigned int)(authdelay * authfailures));
 }
 
-/* Reads one SASL client response line into a decoded buffer. Returns the decoded length, or
- * -1 after a reply was given. */
-static ssize_t auth_response(char *dec, size_t decmax, char const *ir, size_t irlen)
+/* Counts the attempt BEFORE the check (parallel guesses all count): 1 go on, 0 refused. */
+static int auth_attempt(void)
 {
-  size_t dl;
+  int r = authfail_attempt(remoteip);
+  if (r < 0) strerr_warnwusys("record a login attempt");
+  if (r) return 1;
+  reply(454, "4.7.0", "too many failed logins from your address, try later");
+  return 0;
+}
+
+static void auth_check(saslserv *s)
+{
   int r;
-  if (!ir) {
-    r = getline_cmd();
-    if (!r) quit(0, "disconnected in AUTH");
-    if (r < 0 || line.len > SASL_RESPONSE_MAX) {
-      reply(500, "5.5.6", "authentication exchange line too long");
-      return -1;
-    }
-    ir = line.s;
-    irlen = line.len;
-  }
-  if (sasl_is_cancel(ir, irlen)) { reply(501, "5.7.0", "authentication cancelled"); return -1; }
-  if (irlen == 1 && ir[0] == '=') return 0;
-  r = sasl_b64_decode(ir, irlen, dec, decmax, &dl);
-  if (r == SASL_ETOOLONG) { reply(500, "5.5.6", "authentication exchange too long"); return -1; }
-  if (r != SASL_OK) { reply(501, "5.5.2", "bad base64"); return -1; }
-  return (ssize_t)dl;
+  if (!auth_attempt()) return;
+  r = checkpw(s->user, s->userlen, s->pass, s->passlen);
+  if (r == CHECKPW_OK) {
+    account acc = ACCOUNT_ZERO;
+    if (authfail_forgive(remoteip) < 0) strerr_warnwusys("record a good login");
+    authuser.len = 0;
+    if (lookup_account_nohash(s->user, s->userlen, &acc) > 0 && acc.address.len > 1) {
+      if (!addr_fold(acc.address.s, acc.address.len - 1, &authuser)) quit(111, "out of memory");
+    } else if (!addr_fold(s->user, s->userlen, &authuser)) quit(111, "out of memory");
+    account_free(&acc);
+    if (!stralloc_0(&authuser)) quit(111, "out of memory");
+    authuser.len--;
+    strerr_warni("auth ok ip=", remoteip, " user=", authuser.s);
+    reply(235, "2.7.0", "authentication successful");
+  } else if (r == CHECKPW_BAD) auth_failed(535, "5.7.8", "authentication credentials invalid");
+  else reply(454, "4.7.0", "temporary authentication failure");
 }
 
-static void smtpauth_auth(smtpauth_state *a, stralloc *o, char const *arg, size_t arglen)
+static void do_auth(char const *arg, size_t arglen)
 {
-  char const *ir;
-  size_t irlen;
-  char dec[SASL_DECODED_MAX + 1], udec[SASL_FIELD_MAX + 1];
-  char const *user, *pass;
-  size_t ulen, plen;
-  ssize_t n;
-  int mech, r;
-  (void)o;
-  if (a->user.len) { reply(503, "5.5.1", "already authenticated"); return; }
-  if (!a->tls && !a->plainok) { reply(530, "5.7.0", "must issue a STARTTLS command first"); return; }
+  saslserv s;
+  char const *ch;
+  int r;
+  if (authuser.len) { reply(503, "5.5.1", "already authenticated"); return; }
+  if (!tls && !plainok) { reply(530, "5.7.0", "must issue a STARTTLS command first"); return; }
+  if (!offer_auth) { reply(503, "5.5.1", "AUTH not available on this service"); return; }
   r = authfail_blocked(remoteip);
   if (r < 0) strerr_warnwusys("read the failed login table");
   if (r > 0) { reply(454, "4.7.0", "too many failed logins from your address, try later"); return; }
-  mech = sasl_parse_auth(arg, arglen, &ir, &irlen);
-  if (mech < 0) { reply(501, "5.5.4", "syntax: AUTH mechanism [initial-response]"); return; }
-  if (mech == SASL_MECH_PLAIN) {
-    sasl_plain p;
-    if (!ir) reply(334, 0, "");
-    n = auth_response(dec, SASL_DECODED_MAX, ir, irlen);
-    if (n < 0) return;
-    r = sasl_plain_parse(dec, (size_t)n, &p);
-    if (r == SASL_EAUTHZ) { auth_failed(a, 535, "5.7.8", "authentication credentials invalid"); return; }
-    if (r == SASL_ETOOLONG) { reply(500, "5.5.6", "authentication exchange too long"); return; }
-    if (r != SASL_OK) { reply(501, "5.5.2", "malformed PLAIN response"); return; }
-    user = p.authcid; ulen = p.authcidlen; pass = p.passwd; plen = p.passwdlen;
-  } else if (mech == SASL_MECH_LOGIN) {
-    if (!ir) reply(334, 0, sasl_login_prompt(0));
-    n = auth_response(udec, SASL_FIELD_MAX, ir, irlen);
-    if (n < 0) return;
-    if (sasl_login_field(udec, (size_t)n) != SASL_OK) { reply(501, "5.5.2", "bad user name"); return; }
-    ulen = (size_t)n;
-    user = udec;
-    reply(334, 0, sasl_login_prompt(1));
-    n = auth_response(dec, SASL_FIELD_MAX, 0, 0);
-    if (n < 0) return;
-    if (sasl_login_field(dec, (size_t)n) != SASL_OK) { reply(501, "5.5.2", "bad password"); return; }
-    pass = dec; plen = (size_t)n;
-  } else {
-    reply(504, "5.5.4", "mechanism not supported");
-    return;
+  r = saslserv_start(&s, arg, arglen, &ch);
+  while (r == SASLSERV_CHALLENGE) {
+    int g;
+    reply(334, 0, ch);
+    g = getline_cmd();
+    if (!g) quit(0, "disconnected in AUTH");
+    if (g < 0) { r = SASLSERV_ETOOLONG; break; }
+    r = saslserv_step(&s, line.s, line.len, &ch);
+    byte_zzero(line.s, line.len);
   }
-  r = checkpw(user, ulen, pass, plen);
-  if (r == CHECKPW_OK) {
-    account acc = ACCOUNT_ZERO;
-    a->user.len = 0;
-    if (lookup_account_nohash(user, ulen, &acc) > 0 && acc.address.len > 1) {
-      if (!addr_fold(acc.address.s, acc.address.len - 1, &a->user)) quit(111, "out of memory");
-    } else if (!addr_fold(user, ulen, &a->user)) quit(111, "out of memory");
-    account_free(&acc);
-    if (!stralloc_0(&a->user)) quit(111, "out of memory");
-    a->user.len--;
-    strerr_warni("auth ok ip=", remoteip, " user=", a->user.s);
-    reply(235, "2.7.0", "authentication successful");
-  } else if (r == CHECKPW_BAD) {
-    auth_failed(a, 535, "5.7.8", "authentication credentials invalid");
-  } else {
-    reply(454, "4.7.0", "temporary authentication failure");
+  switch (r) {
+    case SASLSERV_DONE: auth_check(&s); break;
+    case SASLSERV_ESYNTAX: reply(501, "5.5.4", "syntax: AUTH mechanism [initial-response]"); break;
+    case SASLSERV_EMECH: reply(504, "5.5.4", "mechanism not supported"); break;
+    case SASLSERV_ECANCEL: reply(501, "5.7.0", "authentication cancelled"); break;
+    case SASLSERV_EBASE64: reply(501, "5.5.2", "bad base64"); break;
+    case SASLSERV_ETOOLONG: reply(500, "5.5.6", "authentication exchange too long"); break;
+    case SASLSERV_EAUTHZ:
+      if (auth_attempt()) auth_failed(535, "5.7.8", "authentication credentials invalid");
+      break;
+    default: reply(501, "5.5.2", "malformed authentication response"); break;
   }
-  byte_zzero(dec, sizeof dec);
+  saslserv_wipe(&s);
 }
 
-static unsigned long getcontrol(char const *name, unsigned long def)
+/* ---- set-up ---- */
+
+static int loopback(char const *ip)
 {
-  return control_uint(name, def);
+  return !strncmp(ip, "127.", 4) || !strcmp(ip, "::1") || !strncmp(ip, "::ffff:127.", 11);
 }
 
-int main(int argc, char const *const *argv)
+static void configure(void)
 {
   char const *x;
-  (void)argv;
-  if (argc > 1) strerr_dieusage(100, USAGE);
-  if (sig_altignore(SIGPIPE) < 0) strerr_diefusys(111, "ignore SIGPIPE");
-
-  {
-    int r = control_readline(&mesa, "me");
-    if (r < 0) strerr_diefusys(111, "read control/me");
-    if (r > 0) {
-      if (!stralloc_0(&mesa)) strerr_diefusys(111, "allocate");
-      me = mesa.s;
-    } else if ((x = getenv("TCPLOCALHOST")) && *x) me = x;
-    r = control_readline(&firstdomain, "domains");
-    if (r < 0) strerr_diefusys(111, "read control/domains");
-  }
-  linemax = getcontrol("smtp-linemax", 2048);
+  struct stat st;
+  int r = control_readline(&mesa, "me");
+  if (r < 0) strerr_diefusys(111, "read control/me");
+  if (r > 0) {
+    if (!stralloc_0(&mesa)) strerr_diefusys(111, "allocate");
+    me = mesa.s;
+  } else if ((x = getenv("TCPLOCALHOST")) && *x) me = x;
+  if (control_readline(&firstdomain, "domains") < 0) strerr_diefusys(111, "read control/domains");
+  linemax = control_uint("smtp-linemax", 2048);
   /* the same default as queue-inject's, and 0 means that default there too */
-  databytes = getcontrol("databytes", QUEUE_DATABYTES);
+  databytes = control_uint("databytes", QUEUE_DATABYTES);
   if (!databytes) databytes = QUEUE_DATABYTES;
-  hoplimit = getcontrol("hop-limit", 100);
+  hoplimit = control_uint("hop-limit", 100);
   if (!hoplimit) hoplimit = 100;
-  rcptmax = getcontrol("smtp-rcptmax", 100);
-  errmax = getcontrol("smtp-errmax", 20);
-  timeout = getcontrol("smtp-timeout", 300);
-  sessionmax = getcontrol("smtp-sessionmax", 3600);
-  authdelay = getcontrol("smtp-authdelay", 1);
+  rcptmax = control_uint("smtp-rcptmax", 100);
+  errmax = control_uint("smtp-errmax", 20);
+  junkmax = control_uint("smtp-junkmax", 100);
+  timeout = control_uint("smtp-timeout", 300);
+  sessionmax = control_uint("smtp-sessionmax", 3600);
+  authdelay = control_uint("smtp-authdelay", 1);
+  peermax = control_uint("smtp-peermax", 10);
+  greetdelay = control_uint("smtp-greetdelay", 0);
   if (linemax < 512) linemax = 512;
   if (linemax > 65536) linemax = 65536;
   if (!timeout) timeout = 1;
   if (timeout > 86400) timeout = 86400;
   if (!sessionmax || sessionmax > 86400 * 7) sessionmax = 86400 * 7;
   if (!rcptmax) rcptmax = 1;
+  if (greetdelay > 30000) greetdelay = 30000;
 
   x = getenv("TCPREMOTEIP");
   if (x && *x) remoteip = x;
   x = getenv("TCPREMOTEHOST");
   if (x && *x) remotehost = x;
   relayclient = !!getenv("RELAYCLIENT");
-  if (!smtpauth_init(&authst)) strerr_diefusys(111, "set up TLS/AUTH state");
+  authrequired = !!getenv("SMTPAUTH");
+  /* AUTH without TLS: only when explicitly allowed, and only for a loopback peer */
+  plainok = getenv("SMTPAUTH_PLAINTEXT") && loopback(remoteip);
+  /* Which service this is: port 25 (smtpd) offers AUTH only when configured */
+  service = getenv("SMTP_SERVICE");
+  if (service && !*service) service = 0;
+  x = getenv("TCPLOCALPORT");
+  if (!service && authrequired) service = "submission";
+  if (!service && x && !strcmp(x, "25")) service = "smtpd";
+  if (!service && (x = getenv("PROTO")) && !strcmp(x, "LOCAL")) service = "local";
+  offer_auth = authrequired || !service || strcmp(service, "smtpd") || getenv("SMTP_OFFER_AUTH");
+  /* Pipelining rules are enforced for a network peer: fd 0 a socket, or implicit TLS */
+  strict = (fstat(0, &st) == 0 && S_ISSOCK(st.st_mode)) || getenv("SSL_PROTOCOL");
+  if (ucspitls_available()) {
+    unsigned int fd;
+    if (uint0_scan(getenv("SSLCTLFD"), &fd)) ctlfd = (int)fd;
+    coe_env("SSLCTLFD");
+    coe_env("SSLREADFD");
+    coe_env("SSLWRITEFD");
+  }
+  if (!tls_facts()) strerr_diefusys(111, "allocate");
+  if (!stralloc_0(&helo)) strerr_diefusys(111, "allocate");
+  helo.len = 0;
+}
 
+/* The per-address connection cap (control/smtp-peermax; 0: none). */
+static void take_slot(void)
+{
+  int r;
+  if (!peermax || !getenv("TCPREMOTEIP") || (service && !strcmp(service, "local"))) return;
+  r = connlimit_take(&slot, "smtpd", remoteip, (unsigned int)peermax, ipkey_v6prefix(), 0);
+  if (r < 0) strerr_warnwusys("take a connection slot (running without the per-address cap)");
+  if (!r) {
+    strerr_warni("too many connections ip=", remoteip);
+    die_reply(421, "4.7.0", "too many connections from your address, try later", "peer limit");
+  }
+}
+
+static void greet(void)
+{
+  if (strict && input_pending(greetdelay)) synch_error("before the greeting");
+  tmp.len = 0;
+  if (!stralloc_cats(&tmp, me) || !stralloc_cats(&tmp, " ESMTP pillarbox") || !stralloc_0(&tmp))
+    quit(111, "out of memory");
+  reply(220, 0, tmp.s);
+}
+
+/* ---- the command loop ---- */
+
+static void junk(void)
+{
+  if (++njunk > junkmax) die_reply(421, "4.7.0", "too many commands without mail, closing", "junk");
+}
+
+static void command(smtp_cmd const *c)
+{
+  switch (c->verb) {
+    case SMTP_V_EHLO: do_helo(c, 1); break;
+    case SMTP_V_HELO: do_helo(c, 0); break;
+    case SMTP_V_MAIL: do_mail(c); break;
+    case SMTP_V_RCPT: do_rcpt(c); break;
+    case SMTP_V_DATA:
+      if (strict && input_pending(0)) synch_error("after DATA");
+      if (!submission_refused()) do_data(c);
+      break;
+    case SMTP_V_BDAT: do_bdat(c); break;
+    case SMTP_V_RSET:
+      junk();
+      if (c->arglen) { reply(501, "5.5.4", "RSET takes no argument"); break; }
+      reset_transaction();
+      reply(250, "2.0.0", "Ok");
+      break;
+    case SMTP_V_NOOP: junk(); reply(250, "2.0.0", "Ok"); break;
+    case SMTP_V_QUIT:
+      reply(221, "2.0.0", "Bye");
+      quit(0, "quit");
+    case SMTP_V_VRFY:
+      junk();
+      reply(252, "2.5.0", "cannot VRFY user, but will accept message and attempt delivery");
+      break;
+    case SMTP_V_EXPN: junk(); reply(502, "5.5.1", "EXPN not implemented"); break;
+    case SMTP_V_HELP:
+      junk();
+      reply_more(214, "2.0.0", "pillarbox SMTP: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY");
+      reply(214, "2.0.0", "see RFC 5321");
+      break;
+    case SMTP_V_STARTTLS: {
+      int r;
+      if (in_mail) { reply(503, "5.5.1", "STARTTLS inside a transaction"); break; }
+      r = do_starttls(c->arglen);
+      if (r < 0) quit(0, "TLS failed");
+      if (r > 0) {
+        /* RFC 3207 4.2: forget what was pipelined in clear and everything known */
+        inpos = inlen = 0;
+        reset_session();
+      }
+      if (out.len && !flush_out()) quit(111, "write error");
+      break;
+    }
+    case SMTP_V_AUTH:
+      if (in_mail) { reply(503, "5.5.1", "AUTH inside a transaction"); break; }
+      if (!seen_helo) { reply(503, "5.5.1", "say EHLO first"); break; }
+      do_auth(c->arg, c->arglen);
+      break;
+    default: reply(500, "5.5.1", "command unrecognized"); break;
+  }
+}
+
+int main(int argc, char const *const *argv)
+{
+  (void)argv;
+  if (argc > 1) strerr_dieusage(100, USAGE);
+  if (sig_altignore(SIGPIPE) < 0) strerr_diefusys(111, "ignore SIGPIPE");
+  configure();
   tain_now_set_stopwatch_g();
   tain_addsec_g(&session_end, (int)sessionmax);
   if (ndelay_on(infd) < 0 || ndelay_on(outfd) < 0) strerr_diefusys(111, "set fd 0/1 non-blocking");
-
-  tmp.len = 0;
-  if (!stralloc_cats(&tmp, me) || !stralloc_cats(&tmp, " ESMTP pillarbox") || !stralloc_0(&tmp))
-    strerr_diefusys(111, "allocate");
-  reply(220, 0, tmp.s);
-
+  take_slot();
+  greet();
   for (;;) {
     smtp_cmd c;
     int r;
-    if (nerrors > errmax) die_421("4.7.0", "too many errors, closing", "too many errors");
+    if (nerrors > errmax) die_reply(421, "4.7.0", "too many errors, closing", "too many errors");
     r = getline_cmd();
     if (!r) quit(0, "disconnected");
     if (r < 0) { reply(500, "5.5.2", "line too long"); continue; }
@@ -1152,49 +1032,6 @@ int main(int argc, char const *const *argv)
         continue;
       }
     }
-    switch (c.verb) {
-      case SMTP_V_EHLO: do_helo(&c, 1); break;
-      case SMTP_V_HELO: do_helo(&c, 0); break;
-      case SMTP_V_MAIL: do_mail(&c); break;
-      case SMTP_V_RCPT: do_rcpt(&c); break;
-      case SMTP_V_DATA:
-        if (smtpauth_mail_refused(&authst, &out)) { nerrors++; break; }
-        do_data(&c);
-        break;
-      case SMTP_V_BDAT: do_bdat(&c); break;
-      case SMTP_V_RSET:
-        if (c.arglen) { reply(501, "5.5.4", "RSET takes no argument"); break; }
-        reset_transaction();
-        reply(250, "2.0.0", "Ok");
-        break;
-      case SMTP_V_NOOP: reply(250, "2.0.0", "Ok"); break;
-      case SMTP_V_QUIT:
-        reply(221, "2.0.0", "Bye");
-        quit(0, "quit");
-      case SMTP_V_VRFY:
-        reply(252, "2.5.0", "cannot VRFY user, but will accept message and attempt delivery");
-        break;
-      case SMTP_V_EXPN: reply(502, "5.5.1", "EXPN not implemented"); break;
-      case SMTP_V_HELP: do_help(); break;
-      case SMTP_V_STARTTLS: {
-        int rr;
-        if (in_mail) { reply(503, "5.5.1", "STARTTLS inside a transaction"); break; }
-        rr = smtpauth_starttls(&authst, &out, c.arglen, &infd, &outfd);
-        if (rr == 1) {
-          /* RFC 3207 4.2: forget what was pipelined in clear and everything known */
-          inpos = inlen = 0;
-          reset_session();
-        } else if (rr < 0) quit(0, "TLS failed");
-        else nerrors++;
-        if (out.len && !flush_out()) quit(111, "write error");
-        break;
-      }
-      case SMTP_V_AUTH:
-        if (in_mail) { reply(503, "5.5.1", "AUTH inside a transaction"); break; }
-        if (!seen_helo) { reply(503, "5.5.1", "say EHLO first"); break; }
-        smtpauth_auth(&authst, &out, c.arg, c.arglen);
-        break;
-      default: reply(500, "5.5.1", "command unrecognized"); break;
-    }
+    command(&c);
   }
 }

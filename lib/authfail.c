@@ -11,6 +11,7 @@
 
 #include "authfail.h"
 #include "control.h"
+#include "ipkey.h"
 
 #define REC 32
 
@@ -18,9 +19,10 @@ static void key_of(char const *ip, unsigned char key[16])
 {
   br_sha256_context h;
   unsigned char d[32];
-  if (!ip) ip = "";
+  char k[IPKEY_MAX];
+  size_t kl = (!ip || !*ip) ? 0 : ipkey(ip, ipkey_v6prefix(), k);
   br_sha256_init(&h);
-  br_sha256_update(&h, ip, strlen(ip));
+  br_sha256_update(&h, k, kl);
   br_sha256_out(&h, d);
   memcpy(key, d, 16);
 }
@@ -117,6 +119,14 @@ int authfail_blocked_at(char const *ip, uint32_t now)
   return r;
 }
 
+static uint32_t limit(void)
+{
+  unsigned long u;
+  if (control_readuint("authfail-limit", AUTHFAIL_LIMIT, &u) != 1 || !u || u > 100000)
+    return AUTHFAIL_LIMIT;
+  return (uint32_t)u;
+}
+
 static uint32_t block_seconds(void)
 {
   unsigned long u;
@@ -125,7 +135,9 @@ static uint32_t block_seconds(void)
   return (uint32_t)u;
 }
 
-int authfail_record_at(char const *ip, uint32_t now)
+/* Adds delta (+1 or -1) to ip's count in the current window. Returns 1 if ip is blocked
+ * after the update, 0 if not, -1 on error; *countp gets the count. */
+static int update(char const *ip, uint32_t now, int delta, uint32_t *countp)
 {
   unsigned char key[16], win[AUTHFAIL_PROBE * REC];
   unsigned char *rec;
@@ -163,8 +175,10 @@ int authfail_record_at(char const *ip, uint32_t now)
     start = now;
     count = 0;
   }
-  if (count < 0xffffffffu) count++;
-  if (count > AUTHFAIL_LIMIT) until = now + block_seconds();
+  if (delta > 0 && count < 0xffffffffu) count++;
+  if (delta < 0 && count) count--;
+  if (delta > 0 && count > limit()) until = now + block_seconds();
+  *countp = count;
   put32(rec + 16, start);
   put32(rec + 20, count);
   put32(rec + 24, until);
@@ -190,6 +204,36 @@ err:
     errno = e;
   }
   return -1;
+}
+
+int authfail_record_at(char const *ip, uint32_t now)
+{
+  uint32_t n;
+  return update(ip, now, 1, &n);
+}
+
+int authfail_attempt_at(char const *ip, uint32_t now)
+{
+  uint32_t n;
+  int r = update(ip, now, 1, &n);
+  if (r < 0) return -1;
+  return !r && n <= limit();
+}
+
+int authfail_forgive_at(char const *ip, uint32_t now)
+{
+  uint32_t n;
+  return update(ip, now, -1, &n) < 0 ? -1 : 0;
+}
+
+int authfail_attempt(char const *ip)
+{
+  return authfail_attempt_at(ip, (uint32_t)time(0));
+}
+
+int authfail_forgive(char const *ip)
+{
+  return authfail_forgive_at(ip, (uint32_t)time(0));
 }
 
 int authfail_blocked(char const *ip)

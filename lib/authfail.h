@@ -8,8 +8,14 @@
  * Updates are done under an exclusive lock (fcntl) on the file; reads under a shared one.
  *
  * Policy: more than AUTHFAIL_LIMIT failures from one address within AUTHFAIL_WINDOW seconds
- * block AUTH from that address for AUTHFAIL_BLOCK seconds (control/authfail-block overrides,
- * in seconds). The directory and file are made on first use (mode 0770 / 0660).
+ * (control/authfail-limit overrides the count) block AUTH from that address for AUTHFAIL_BLOCK
+ * seconds (control/authfail-block overrides, in seconds). The address is counted by its
+ * lib/ipkey key: IPv6 by prefix (control/ipv6-prefix, default /64). The directory and file are
+ * made on first use (mode 0770 / 0660).
+ *
+ * Record BEFORE checking: a protocol program calls authfail_attempt() before it checks a
+ * password (so parallel guesses all count, none is checked past the limit) and
+ * authfail_forgive() after a good one. authfail_blocked/authfail_record are the old pair.
  */
 #ifndef PILLARBOX_AUTHFAIL_H
 #define PILLARBOX_AUTHFAIL_H
@@ -30,8 +36,17 @@ int authfail_blocked(char const *ip);
 /* Counts one failed login from ip. Returns 1 if ip is now blocked, 0 if not, -1 on error. */
 int authfail_record(char const *ip);
 
+/* Counts one attempt from ip, before its password is checked. Returns 1 if the check may go
+ * on, 0 if ip is over the limit (refuse without checking: 454 4.7.0 / -ERR), -1 on error. */
+int authfail_attempt(char const *ip);
+
+/* Takes one attempt back (the password was good). Returns 0, or -1 on error. */
+int authfail_forgive(char const *ip);
+
 /* The same with an explicit clock (seconds since the epoch), for tests. */
 int authfail_blocked_at(char const *ip, uint32_t now);
 int authfail_record_at(char const *ip, uint32_t now);
+int authfail_attempt_at(char const *ip, uint32_t now);
+int authfail_forgive_at(char const *ip, uint32_t now);
 
 #endif

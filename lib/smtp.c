@@ -257,6 +257,7 @@ size_t smtp_data_scan(smtp_data *d, char const *in, size_t inlen, char *out, siz
   *done = 0;
   for (i = 0; i < inlen; i++) {
     char c = in[i];
+    if (!c) d->flags |= SMTP_DATA_NUL;
     switch (st) {
       case S_DOTCR:
         if (c == '\n') {
@@ -359,4 +360,61 @@ int smtp_rcpt_same(char const *a, size_t alen, char const *b, size_t blen, int l
   if (at != bt) return 0;
   if (strncasecmp(a + at, b + bt, alen - at)) return 0;
   return local ? !strncasecmp(a, b, at) : !memcmp(a, b, at);
+}
+
+int smtp_cat_safe(stralloc *sa, char const *s, size_t n, size_t max)
+{
+  size_t i;
+  if (n > max) n = max;
+  for (i = 0; i < n; i++) {
+    char c = s[i];
+    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']';
+    if (!stralloc_catb(sa, ok ? &c : "?", 1)) return 0;
+  }
+  return 1;
+}
+
+char const *smtp_protocol(int esmtp, int utf8, int tls, int auth)
+{
+  static char const *const names[8] = {"ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA",
+                                       "UTF8SMTP", "UTF8SMTPA", "UTF8SMTPS", "UTF8SMTPSA"};
+  if (!esmtp) return "SMTP";
+  return names[(utf8 ? 4 : 0) + (tls ? 2 : 0) + (auth ? 1 : 0)];
+}
+
+static int cats0(stralloc *sa, char const *s)
+{
+  return s ? stralloc_cats(sa, s) : 1;
+}
+
+int smtp_received(stralloc *sa, smtp_trace const *t)
+{
+  size_t n = t->helo ? strlen(t->helo) : 0;
+  if (!stralloc_cats(sa, "Received: from ") || !smtp_cat_safe(sa, t->helo ? t->helo : "", n, 64) ||
+      !stralloc_cats(sa, " ("))
+    return 0;
+  if (t->host && *t->host &&
+      (!smtp_cat_safe(sa, t->host, strlen(t->host), 64) || !stralloc_cats(sa, " ")))
+    return 0;
+  if (!stralloc_cats(sa, "[") || !smtp_cat_safe(sa, t->ip, strlen(t->ip), 64) ||
+      !stralloc_cats(sa, "])\n\tby ") || !cats0(sa, t->me) ||
+      !stralloc_cats(sa, " (pillarbox) with ") || !cats0(sa, t->proto))
+    return 0;
+  if (t->id && *t->id &&
+      (!stralloc_cats(sa, " id ") || !smtp_cat_safe(sa, t->id, strlen(t->id), 64)))
+    return 0;
+  if (t->tlsproto && *t->tlsproto) {
+    if (!stralloc_cats(sa, "\n\t(using ") ||
+        !smtp_cat_safe(sa, t->tlsproto, strlen(t->tlsproto), 32))
+      return 0;
+    if (t->cipher && *t->cipher &&
+        (!stralloc_cats(sa, " with cipher ") || !smtp_cat_safe(sa, t->cipher, strlen(t->cipher), 64)))
+      return 0;
+    if (!stralloc_cats(sa, ")")) return 0;
+  }
+  if (t->rcpt && (!stralloc_cats(sa, "\n\tfor <") || !stralloc_catb(sa, t->rcpt, t->rcptlen) ||
+                  !stralloc_cats(sa, ">")))
+    return 0;
+  return stralloc_cats(sa, "; ") && cats0(sa, t->date) && stralloc_cats(sa, "\n");
 }

@@ -4,7 +4,7 @@
  * (the path through lib/addr, then the ESMTP parameters); writing replies with their enhanced
  * status codes (RFC 2034, RFC 3463); and the DATA / BDAT byte state machine that finds the end
  * of data (CRLF "." CRLF and nothing else), undoes dot-stuffing, turns CRLF into LF and notes
- * every bare CR or bare LF. Nothing here does I/O or reads past the lengths it is given.
+ * every bare CR, bare LF or NUL. Nothing here does I/O or reads past the lengths it is given.
  */
 #ifndef PILLARBOX_SMTP_H
 #define PILLARBOX_SMTP_H
@@ -89,6 +89,7 @@ int smtp_reply(stralloc *out, unsigned int code, char const *ecode, char const *
 /* The DATA / BDAT byte state machine. */
 #define SMTP_DATA_BARECR 1  /* a CR not followed by LF was seen */
 #define SMTP_DATA_BARELF 2  /* an LF not preceded by CR was seen */
+#define SMTP_DATA_NUL 4     /* a NUL byte was seen (refused like bare CR / LF: 550 5.6.0) */
 
 typedef struct smtp_data_s smtp_data;
 struct smtp_data_s {
@@ -132,5 +133,28 @@ void smtp_hops_scan(smtp_hops *h, char const *s, size_t n);
  * remote domain (RFC 5321 2.4: it is the remote host's to interpret); with local != 0 (a local
  * domain, where lookups fold case) it is compared without regard to case. */
 int smtp_rcpt_same(char const *a, size_t alen, char const *b, size_t blen, int local);
+
+/* Appends s[0..n) (at most max bytes) to sa, each byte outside [A-Za-z0-9.-_:[]] as '?'
+ * (text a peer chose, going into a header or a reply). Returns 1, or 0 on allocation failure. */
+int smtp_cat_safe(stralloc *sa, char const *s, size_t n, size_t max);
+
+/* The "with" protocol name of RFC 3848 / RFC 6531: SMTP, ESMTP[S][A], UTF8SMTP[S][A]. */
+char const *smtp_protocol(int esmtp, int utf8, int tls, int auth);
+
+/* The facts of our Received: field (RFC 5321 4.4). NULL / "" fields are left out. */
+typedef struct smtp_trace_s smtp_trace;
+struct smtp_trace_s {
+  char const *helo, *host, *ip, *me, *proto;
+  char const *id;        /* the queue id: "with ESMTP id ID" */
+  char const *tlsproto;  /* "(using TLSv1.2 with cipher ECDHE-...)" */
+  char const *cipher;
+  char const *rcpt;      /* the one recipient ("for <rcpt>"), or NULL */
+  size_t rcptlen;
+  char const *date;
+};
+
+/* Appends the Received: field (LF line ends, folded, ending in LF) to sa. Returns 1, or 0 on
+ * allocation failure. The HELO, host, IP, id and TLS texts go through smtp_cat_safe. */
+int smtp_received(stralloc *sa, smtp_trace const *t);
 
 #endif

@@ -574,9 +574,11 @@ def test_auth_offered_only_with_tls_or_explicit_setting(inst, fake_auth):
 
 def test_auth_plain_and_relay(inst, fake_auth, fake_injector):
     inj, out = fake_injector
+    # issue 10: an authenticated user's From: must be theirs too
     c, r = session(inst, "AUTH PLAIN " + b64("\0user@example.test\0secret"),
                    "MAIL FROM:<user@example.test>", "RCPT TO:<x@elsewhere.example>", "DATA",
-                   raw=MSG, env=auth_env(fake_auth, QUEUE_INJECT=inj, FAKE_OUT=out))
+                   raw=MSG.replace(b"a@b.example", b"user@example.test"),
+                   env=auth_env(fake_auth, QUEUE_INJECT=inj, FAKE_OUT=out))
     assert c[2:] == [235, 250, 250, 354, 250, 221]
     assert b"235 2.7.0" in r.stdout
     assert b"with ESMTPA" in open(out + ".msg", "rb").read()

@@ -1,0 +1,513 @@
+/* inject: see inject.h */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <skalibs/djbunix.h>
+#include <skalibs/iopause.h>
+#include <skalibs/tai.h>
+#include <skalibs/types.h>
+
+#include "control.h"
+#include "inject.h"
+
+extern char **environ;
+
+#define ARGV_MAX 32
+
+static void zero(injector *j)
+{
+  j->mode = 0;
+  j->pid = 0;
+  j->msgfd = j->envfd = j->idfd = j->msgw = j->envw = j->pidfd = j->sock = -1;
+  j->broken = j->idclosed = j->reaped = j->wstat = 0;
+  j->idlen = j->blen = 0;
+}
+
+static void closeall(injector *j)
+{
+  int *fds[7] = {&j->msgfd, &j->envfd, &j->idfd, &j->msgw, &j->envw, &j->pidfd, &j->sock};
+  unsigned int i;
+  for (i = 0; i < 7; i++)
+    if (*fds[i] >= 0) {
+      fd_close(*fds[i]);
+      *fds[i] = -1;
+    }
+}
+
+static void deadline(injector const *j, tain *d)
+{
+  tain_now_g();
+  tain_addsec_g(d, (int)j->timeout);
+}
+
+/* ---- choosing the way in ---- */
+
+static int owns_queue(void)
+{
+  stralloc q = STRALLOC_ZERO;
+  struct stat st;
+  int r;
+  if (!mailroot_path(&q, "queue")) return 0;
+  r = stat(q.s, &st) == 0 && st.st_uid == geteuid() && access(q.s, W_OK) == 0;
+  stralloc_free(&q);
+  return r;
+}
+
+static int sock_connect(char const *path)
+{
+  struct sockaddr_un sun;
+  int s;
+  if (strlen(path) >= sizeof sun.sun_path) return (errno = ENAMETOOLONG, -1);
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path, strlen(path));
+  s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  if (connect(s, (struct sockaddr *)&sun, sizeof sun) < 0) {
+    int e = errno;
+    fd_close(s);
+    errno = e;
+    return -1;
+  }
+  if (ndelay_on(s) < 0) {
+    int e = errno;
+    fd_close(s);
+    errno = e;
+    return -1;
+  }
+  return s;
+}
+
+/* ---- socket mode ---- */
+
+static void sock_send(injector *j, char const *s, size_t n)
+{
+  size_t w = 0;
+  while (!j->broken && w < n) {
+    iopause_fd x = {j->sock, IOPAUSE_WRITE, 0};
+    tain d;
+    ssize_t r;
+    deadline(j, &d);
+    r = iopause_g(&x, 1, &d);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      j->broken = 1;
+      break;
+    }
+    if (!r) { j->broken = 1; break; }
+    r = send(j->sock, s + w, n - w, MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      j->broken = 1;
+      break;
+    }
+    w += (size_t)r;
+  }
+}
+
+static void sock_netstring(injector *j, char const *s, size_t n)
+{
+  char hdr[SIZE_FMT + 1];
+  size_t h = size_fmt(hdr, n);
+  hdr[h++] = ':';
+  sock_send(j, hdr, h);
+  sock_send(j, s, n);
+  sock_send(j, ",", 1);
+}
+
+static void sock_flush(injector *j)
+{
+  if (j->blen) sock_netstring(j, j->buf, j->blen);
+  j->blen = 0;
+}
+
+static int cat_fact(stralloc *sa, char const *name, char const *value)
+{
+  size_t i, n;
+  if (!value || !*value) return 1;
+  n = strlen(value);
+  if (n > 255) n = 255;
+  if (!stralloc_cats(sa, name) || !stralloc_catb(sa, "=", 1)) return 0;
+  for (i = 0; i < n; i++) {
+    char c = value[i];
+    if ((unsigned char)c < 32 || c == 127) c = '?';
+    if (!stralloc_catb(sa, &c, 1)) return 0;
+  }
+  return stralloc_catb(sa, "\n", 1);
+}
+
+static int sock_start(injector *j, char const *path, inject_facts const *f)
+{
+  j->sock = sock_connect(path);
+  if (j->sock < 0) return 0;
+  j->mode = INJECT_SOCKET;
+  if (f) {
+    stralloc sa = STRALLOC_ZERO;
+    int ok = cat_fact(&sa, "service", f->service) && cat_fact(&sa, "ip", f->ip) &&
+             cat_fact(&sa, "helo", f->helo) && cat_fact(&sa, "user", f->user) &&
+             cat_fact(&sa, "tls", f->tls) && cat_fact(&sa, "relay", f->relay ? "1" : 0);
+    if (!ok || sa.len > INJECT_FACTS_MAX) {
+      stralloc_free(&sa);
+      closeall(j);
+      return (errno = ok ? EINVAL : ENOMEM, 0);
+    }
+    sock_send(j, "S", 1);
+    sock_netstring(j, sa.s, sa.len);
+    stralloc_free(&sa);
+  }
+  return 1;
+}
+
+/* Reads the server's answer "CODE ID\n". */
+static int sock_commit(injector *j, char const *env, size_t envlen, stralloc *id)
+{
+  char ans[64 + INJECT_ID_MAX];
+  size_t al = 0, n, i;
+  unsigned int code;
+  sock_flush(j);
+  sock_netstring(j, "", 0);
+  sock_netstring(j, env, envlen);
+  if (j->broken) { closeall(j); return 111; }
+  shutdown(j->sock, SHUT_WR);
+  /* queue-inject fsyncs: give the answer longer than one I/O wait */
+  {
+    tain d;
+    tain_now_g();
+    tain_addsec_g(&d, (int)(j->timeout > 60 ? j->timeout : 60) * 4);
+    for (;;) {
+      iopause_fd x = {j->sock, IOPAUSE_READ, 0};
+      ssize_t r = iopause_g(&x, 1, &d);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) { closeall(j); return 111; }
+      r = read(j->sock, ans + al, sizeof ans - al);
+      if (r < 0) {
+        if (errno == EINTR || errno == EAGAIN) continue;
+        closeall(j);
+        return 111;
+      }
+      if (!r) break;
+      al += (size_t)r;
+      if (memchr(ans, '\n', al) || al == sizeof ans) break;
+    }
+  }
+  closeall(j);
+  n = al ? uint_scan(ans, &code) : 0;
+  if (!n || n >= al || (ans[n] != ' ' && ans[n] != '\n')) return 111; /* no answer */
+  id->len = 0;
+  if (ans[n] == ' ') {
+    for (i = n + 1; i < al && ans[i] > 32 && ans[i] < 127; i++)
+      ;
+    if (!stralloc_catb(id, ans + n + 1, i - n - 1)) return 111;
+  }
+  return code > 255 ? 111 : (int)code;
+}
+
+/* ---- chain mode ---- */
+
+static int hi(int fd)
+{
+  /* move a pipe end above 3, so the child's dup2s onto 0, 1, 3 cannot clobber each other */
+  int r;
+  if (fd > 3) return fd;
+  r = fcntl(fd, F_DUPFD_CLOEXEC, 4);
+  fd_close(fd);
+  return r;
+}
+
+static int chain_start(injector *j, char const *cmd)
+{
+  stralloc c = STRALLOC_ZERO;
+  char const *argv[ARGV_MAX + 1];
+  unsigned int argc = 0;
+  size_t i;
+  int pm[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1}, e = 0;
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  sigset_t def;
+  if (!stralloc_cats(&c, cmd) || !stralloc_0(&c)) return 0;
+  for (i = 0; i + 1 < c.len && argc < ARGV_MAX;) {
+    while (c.s[i] == ' ' || c.s[i] == '\t' || c.s[i] == '\n') c.s[i++] = 0;
+    if (!c.s[i]) break;
+    argv[argc++] = c.s + i;
+    while (c.s[i] && c.s[i] != ' ' && c.s[i] != '\t' && c.s[i] != '\n') i++;
+  }
+  argv[argc] = 0;
+  if (!argc) { stralloc_free(&c); return (errno = EINVAL, 0); }
+  if (pipecoe(pm) < 0 || pipecoe(pe) < 0 || pipecoe(pi) < 0) goto fail;
+  pm[0] = hi(pm[0]); pe[0] = hi(pe[0]); pi[1] = hi(pi[1]);
+  if (pm[0] < 0 || pe[0] < 0 || pi[1] < 0) goto fail;
+  if (setenv("QUEUE_IDFD", "3", 1) < 0) goto fail;
+  if (posix_spawn_file_actions_init(&fa)) goto fail;
+  if (posix_spawnattr_init(&at)) { posix_spawn_file_actions_destroy(&fa); goto fail; }
+  sigemptyset(&def);
+  sigaddset(&def, SIGPIPE);
+  e = posix_spawn_file_actions_adddup2(&fa, pm[0], 0);
+  if (!e) e = posix_spawn_file_actions_adddup2(&fa, pe[0], 1);
+  if (!e) e = posix_spawn_file_actions_adddup2(&fa, pi[1], 3);
+  if (!e) e = posix_spawnattr_setsigdefault(&at, &def);
+  if (!e) e = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF);
+  if (!e) e = posix_spawnp(&j->pid, argv[0], &fa, &at, (char *const *)argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  if (e) { errno = e; goto fail; }
+  stralloc_free(&c);
+  j->mode = INJECT_CHAIN;
+  /* The read ends stay open here (close-on-exec): after the chain's exit, what is left in
+   * a pipe is what it never read. */
+  j->msgw = pm[0];
+  j->envw = pe[0];
+  fd_close(pi[1]);
+  j->msgfd = pm[1];
+  j->envfd = pe[1];
+  j->idfd = pi[0];
+  j->pidfd = pidfd_open(j->pid, 0); /* without it, EOF on fd 3 tells */
+  if (j->pidfd >= 0) coe(j->pidfd);
+  if (ndelay_on(j->msgfd) < 0 || ndelay_on(j->envfd) < 0 || ndelay_on(j->idfd) < 0) {
+    inject_abort(j);
+    return 0;
+  }
+  return 1;
+fail:
+  e = errno;
+  {
+    int *fds[6] = {&pm[0], &pm[1], &pe[0], &pe[1], &pi[0], &pi[1]};
+    unsigned int k;
+    for (k = 0; k < 6; k++)
+      if (*fds[k] >= 0) fd_close(*fds[k]);
+  }
+  stralloc_free(&c);
+  errno = e;
+  return 0;
+}
+
+/* Reads what the chain wrote on its fd 3 (the queue id, bounded). On EOF every holder of
+ * fd 3 is gone: if the chain has exited, it is reaped and marked broken when during_write
+ * (it cannot have taken what was not yet written). */
+static void chain_readid(injector *j, int during_write)
+{
+  for (;;) {
+    char b[INJECT_ID_MAX];
+    ssize_t r = read(j->idfd, b, sizeof b);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return;
+      r = 0;
+    }
+    if (!r) {
+      j->idclosed = 1;
+      if (during_write && !j->reaped && waitpid(j->pid, &j->wstat, WNOHANG) == j->pid) {
+        j->reaped = 1;
+        j->broken = 1;
+      }
+      return;
+    }
+    if (j->idlen + (size_t)r <= INJECT_ID_MAX) {
+      memcpy(j->id + j->idlen, b, (size_t)r);
+      j->idlen += (size_t)r;
+    }
+  }
+}
+
+static void chain_write(injector *j, int fd, char const *s, size_t n)
+{
+  size_t w = 0;
+  while (!j->broken && w < n) {
+    /* The chain's exit is watched too: with the read ends kept here, writing to a pipe
+     * nobody else reads gives no EPIPE. */
+    iopause_fd x[3];
+    unsigned int nx = 1, ix = 0, ip = 0;
+    tain d;
+    ssize_t r;
+    x[0] = (iopause_fd){fd, IOPAUSE_WRITE, 0};
+    if (!j->idclosed) x[ix = nx++] = (iopause_fd){j->idfd, IOPAUSE_READ, 0};
+    if (j->pidfd >= 0 && !j->reaped) x[ip = nx++] = (iopause_fd){j->pidfd, IOPAUSE_READ, 0};
+    deadline(j, &d);
+    r = iopause_g(x, nx, &d);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      j->broken = 1;
+      break;
+    }
+    if (!r) { j->broken = 1; break; }
+    if (ix && x[ix].revents) chain_readid(j, 1);
+    if (ip && x[ip].revents && waitpid(j->pid, &j->wstat, WNOHANG) == j->pid) {
+      j->reaped = 1;
+      j->broken = 1;
+    }
+    if (j->broken) break;
+    if (!x[0].revents) continue;
+    r = write(fd, s + w, n - w);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      j->broken = 1;
+      break;
+    }
+    w += (size_t)r;
+  }
+}
+
+static long unread(int fd)
+{
+  int n = 0;
+  if (fd < 0 || ioctl(fd, FIONREAD, &n) < 0) return -1;
+  return n;
+}
+
+static int chain_commit(injector *j, char const *env, size_t envlen, stralloc *id)
+{
+  long left;
+  int w;
+  size_t i;
+  fd_close(j->msgfd);
+  j->msgfd = -1;
+  if (!j->broken) chain_write(j, j->envfd, env, envlen);
+  fd_close(j->envfd);
+  j->envfd = -1;
+  if (!j->idclosed) {
+    tain d;
+    tain_now_g();
+    tain_addsec_g(&d, (int)(j->timeout > 60 ? j->timeout : 60) * 4);
+    while (!j->idclosed) {
+      iopause_fd x = {j->idfd, IOPAUSE_READ, 0};
+      ssize_t r = iopause_g(&x, 1, &d);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        inject_abort(j);
+        return 111;
+      }
+      chain_readid(j, 0);
+    }
+  }
+  if (!j->reaped) {
+    if (wait_pid(j->pid, &w) != j->pid) {
+      inject_abort(j);
+      return 111;
+    }
+    j->reaped = 1;
+    j->wstat = w;
+  }
+  w = j->wstat;
+  left = unread(j->msgw);
+  if (!left) left = unread(j->envw);
+  closeall(j);
+  j->pid = 0;
+  id->len = 0;
+  for (i = 0; i < j->idlen && j->id[i] > 32 && j->id[i] < 127; i++)
+    ;
+  if (!stralloc_catb(id, j->id, i)) return 111;
+  if (WIFSIGNALED(w)) return 111;
+  if (!WEXITSTATUS(w) && (j->broken || left)) return INJECT_UNREAD;
+  return WEXITSTATUS(w);
+}
+
+/* ---- the interface ---- */
+
+int inject_start(injector *j, inject_facts const *f, unsigned int timeout)
+{
+  char const *x = getenv("QUEUE_INJECT");
+  stralloc path = STRALLOC_ZERO;
+  int r;
+  zero(j);
+  j->timeout = timeout ? timeout : 1;
+  if (x && !*x) x = 0;
+  if (x && (strncmp(x, "socket", 6) || (x[6] && x[6] != ':'))) return chain_start(j, x);
+  if (x && x[6] == ':' && x[7]) r = stralloc_cats(&path, x + 7) && stralloc_0(&path);
+  else r = mailroot_path(&path, "queue/inject.sock");
+  if (!r) return 0;
+  if (x) r = sock_start(j, path.s, f);
+  else {
+    struct stat st;
+    if (lstat(path.s, &st) == 0 && S_ISSOCK(st.st_mode)) {
+      r = sock_start(j, path.s, f);
+      if (!r && (errno == ECONNREFUSED || errno == ENOENT) && owns_queue())
+        r = chain_start(j, "queue-inject");
+    } else if (owns_queue())
+      r = chain_start(j, "queue-inject");
+    else
+      r = sock_start(j, path.s, f);
+  }
+  {
+    int e = errno;
+    stralloc_free(&path);
+    errno = e;
+  }
+  return r;
+}
+
+int inject_start_socket(injector *j, char const *path, inject_facts const *f, unsigned int timeout)
+{
+  zero(j);
+  j->timeout = timeout ? timeout : 1;
+  return sock_start(j, path, f);
+}
+
+void inject_write(injector *j, char const *s, size_t n)
+{
+  if (j->broken || !n) return;
+  if (j->mode == INJECT_CHAIN) {
+    chain_write(j, j->msgfd, s, n);
+    return;
+  }
+  while (n && !j->broken) {
+    size_t k = INJECT_CHUNK - j->blen;
+    if (k > n) k = n;
+    memcpy(j->buf + j->blen, s, k);
+    j->blen += k;
+    s += k;
+    n -= k;
+    if (j->blen == INJECT_CHUNK) sock_flush(j);
+  }
+}
+
+int inject_commit(injector *j, char const *env, size_t envlen, stralloc *id)
+{
+  int r = j->mode == INJECT_CHAIN ? chain_commit(j, env, envlen, id)
+        : j->mode == INJECT_SOCKET ? sock_commit(j, env, envlen, id) : 111;
+  j->mode = 0;
+  return r;
+}
+
+void inject_abort(injector *j)
+{
+  closeall(j);
+  if (j->mode == INJECT_CHAIN && j->pid > 0 && !j->reaped) {
+    int w;
+    kill(j->pid, SIGTERM);
+    wait_pid(j->pid, &w);
+  }
+  j->pid = 0;
+  j->mode = 0;
+}
+
+int inject_permanent(int code)
+{
+  return (code >= 11 && code <= 40) || code == 91;
+}
+
+unsigned int inject_reply(int code, char const **ecode, char const **text)
+{
+  if (!code) {
+    *ecode = "2.0.0";
+    *text = "Ok: queued";
+    return 250;
+  }
+  if (inject_permanent(code)) {
+    *ecode = "5.3.0";
+    *text = "message refused by the queue";
+    return 554;
+  }
+  *ecode = "4.3.0";
+  *text = "temporary queue failure, try again later";
+  return 451;
+}
