@@ -37,6 +37,7 @@
 #include "inject.h"
 #include "ipkey.h"
 #include "lookup.h"
+#include "owner.h"
 #include "queue.h"
 #include "saslserv.h"
 #include "smtp.h"
@@ -253,60 +254,13 @@ static void reset_session(void)
   helo.len = 0;
 }
 
-/* ---- what belongs to the authenticated user (submission) ---- */
-
-static int eq_fold(char const *a, size_t alen, char const *b, size_t blen)
-{
-  return alen == blen && !strncasecmp(a, b, alen);
-}
-
-/* control/sender-allow: "ACCOUNT ADDRESS" or "ACCOUNT @DOMAIN" per line. */
-static int allowed_by_list(char const *f, size_t n)
-{
-  stralloc l = STRALLOC_ZERO;
-  size_t i;
-  int ok = 0;
-  char const *at = memchr(f, '@', n);
-  if (control_readlines(&l, "sender-allow") < 0) strerr_warnwusys("read control/sender-allow");
-  for (i = 0; i < l.len && !ok; i += strlen(l.s + i) + 1) {
-    char const *s = l.s + i;
-    size_t a = str_chr(s, ' '), sl = strlen(s), b;
-    if (a >= sl || !eq_fold(s, a, authuser.s, authuser.len)) continue;
-    for (b = a; b < sl && (s[b] == ' ' || s[b] == '\t'); b++)
-      ;
-    if (s[b] == '@') ok = at && eq_fold(s + b, sl - b, at, n - (size_t)(at - f));
-    else ok = eq_fold(s + b, sl - b, f, n);
-  }
-  stralloc_free(&l);
-  return ok;
-}
-
-/* Is s[0..n) an address of the authenticated user: the account, an address (alias, +tag)
- * that resolves to it, or one control/sender-allow gives it? */
+/* Is s[0..n) an address of the authenticated user? (lib/owner: the account, its aliases,
+ * control/sender-allow) A lookup failure counts as no. */
 static int owned(char const *s, size_t n)
 {
-  stralloc f = STRALLOC_ZERO;
-  size_t i;
-  int r, ok = 0;
-  if (!addr_fold(s, n, &f)) quit(111, "out of memory");
-  if (eq_fold(f.s, f.len, authuser.s, authuser.len)) ok = 1;
-  else {
-    targets.len = 0;
-    r = lookup_resolve(f.s, f.len, &targets);
-    for (i = 0; r == LOOKUP_FOUND && i < targets.len; i += strlen(targets.s + i) + 1)
-      if (targets.s[i] == 'L' && eq_fold(targets.s + i + 1, strlen(targets.s + i + 1),
-                                         authuser.s, authuser.len))
-        ok = 1;
-    if (!ok) ok = allowed_by_list(f.s, f.len);
-  }
-  stralloc_free(&f);
-  return ok;
-}
-
-static int owned_cb(void *ctx, char const *s, size_t n)
-{
-  (*(unsigned int *)ctx)++;
-  return owned(s, n);
+  int r = owner_owns(authuser.s, authuser.len, s, n);
+  if (r < 0) strerr_warnwusys("check the sender's owner");
+  return r > 0;
 }
 
 /* ---- the message: streamed into the queue as it arrives ---- */
@@ -407,12 +361,10 @@ static void log_message(char const *result, char const *id)
  * be there. */
 static int from_ok(void)
 {
-  unsigned int n = 0;
   if (!authuser.len) return 1;
   if (!fromhdr.count) return sender.len > 0;
   if (fromhdr.count > 1 || fromhdr.toolong) return 0;
-  if (!hdr_addrlist(fromhdr.value, fromhdr.len, &owned_cb, &n)) return 0;
-  return n > 0;
+  return owner_owns_list(authuser.s, authuser.len, fromhdr.value, fromhdr.len) > 0;
 }
 
 /* The end of a message: its reply and its log line. */

@@ -136,8 +136,9 @@ static uint32_t block_seconds(void)
 }
 
 /* Adds delta (+1 or -1) to ip's count in the current window. Returns 1 if ip is blocked
- * after the update, 0 if not, -1 on error; *countp gets the count. */
-static int update(char const *ip, uint32_t now, int delta, uint32_t *countp)
+ * after the update, 0 if not, -1 on error; *countp gets the count, *before whether ip was
+ * blocked before the update. */
+static int update(char const *ip, uint32_t now, int delta, uint32_t *countp, int *before)
 {
   unsigned char key[16], win[AUTHFAIL_PROBE * REC];
   unsigned char *rec;
@@ -171,6 +172,7 @@ static int update(char const *ip, uint32_t now, int delta, uint32_t *countp)
   start = get32(rec + 16);
   count = get32(rec + 20);
   until = get32(rec + 24);
+  *before = until > now;
   if (now < start || now - start >= AUTHFAIL_WINDOW) {
     start = now;
     count = 0;
@@ -209,21 +211,25 @@ err:
 int authfail_record_at(char const *ip, uint32_t now)
 {
   uint32_t n;
-  return update(ip, now, 1, &n);
+  int b;
+  return update(ip, now, 1, &n, &b);
 }
 
+/* "More than LIMIT failures block": attempts 1..LIMIT+1 of a window are checked (the last
+ * of them starts the block), any later one is not. */
 int authfail_attempt_at(char const *ip, uint32_t now)
 {
   uint32_t n;
-  int r = update(ip, now, 1, &n);
+  int b, r = update(ip, now, 1, &n, &b);
   if (r < 0) return -1;
-  return !r && n <= limit();
+  return !b && n <= limit() + 1;
 }
 
 int authfail_forgive_at(char const *ip, uint32_t now)
 {
   uint32_t n;
-  return update(ip, now, -1, &n) < 0 ? -1 : 0;
+  int b;
+  return update(ip, now, -1, &n, &b) < 0 ? -1 : 0;
 }
 
 int authfail_attempt(char const *ip)

@@ -37,7 +37,9 @@ int authfail_blocked(char const *ip);
 int authfail_record(char const *ip);
 
 /* Counts one attempt from ip, before its password is checked. Returns 1 if the check may go
- * on, 0 if ip is over the limit (refuse without checking: 454 4.7.0 / -ERR), -1 on error. */
+ * on, 0 if ip is over the limit (refuse without checking: 454 4.7.0 / -ERR), -1 on error.
+ * Within a window, attempts 1..LIMIT+1 are checked (more than LIMIT failures block), every
+ * later one is refused, however many run at once. */
 int authfail_attempt(char const *ip);
 
 /* Takes one attempt back (the password was good). Returns 0, or -1 on error. */

@@ -1,0 +1,510 @@
+"""smtp-receive's defences and submission policy (issue 10), each a session that pairs every
+command with the reply it must get: NUL bytes, unauthorised pipelining, per-address connection
+cap, junk commands, AUTH attempts counted before the check, AUTH on port 25, the From: of an
+authenticated user, the Received: and log lines, and injection through the socket."""
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import prog, stop_procs, wait_for, free_port
+from smtp_session import Live, data, expect, replies, script, send
+
+
+@pytest.fixture
+def inst(instance):
+    instance.add_user("user@example.test")
+    instance.add_user("other@example.test")
+    return instance
+
+
+def queue_files(inst):
+    found = set()
+    for d, _, files in os.walk(inst.path("queue")):
+        for f in files:
+            p = os.path.join(d, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                found.add(p)
+    return found
+
+
+@pytest.fixture
+def sink(tmp_path):
+    """A qmail-queue stand-in that keeps what it gets: (command, path of the kept message)."""
+    p = tmp_path / "sink"
+    out = tmp_path / "sunk"
+    p.write_text("""#!/bin/sh
+cat > %s.msg; cat <&1 > %s.env; echo SINK1 >&3
+""" % (out, out))
+    p.chmod(0o755)
+    return str(p), str(out)
+
+
+@pytest.fixture
+def fake_auth(tmp_path):
+    """auth-check stand-in: user@example.test / secret; slow enough for guesses to overlap."""
+    p = tmp_path / "fake-auth"
+    p.write_text("""#!/usr/bin/python3
+import os, sys, time
+d = b""
+while True:
+    c = os.read(3, 600)
+    if not c:
+        break
+    d += c
+f = d.split(b"\\0")
+time.sleep(float(os.environ.get("FAKE_AUTH_DELAY", "0")))
+with open(os.environ.get("FAKE_AUTH_LOG", "/dev/null"), "a") as l:
+    l.write("check\\n")
+sys.exit(0 if f[0].lower() == b"user@example.test" and f[1] == b"secret" else 1)
+""")
+    p.chmod(0o755)
+    return str(p)
+
+
+def b64(s):
+    import base64
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+GOOD = "AUTH PLAIN " + b64("\0user@example.test\0secret")
+BAD = "AUTH PLAIN " + b64("\0user@example.test\0wrong")
+
+
+def auth_env(fake_auth, **kw):
+    e = {"SMTPAUTH_PLAINTEXT": "1", "AUTH_CHECK": fake_auth, "TCPREMOTEIP": "127.0.0.1"}
+    e.update(kw)
+    return e
+
+
+# ---- NUL bytes: refused like bare CR and LF, nothing queued ----
+
+NUL_SMUGGLE = (b"Subject: first\r\n\r\nhello\r\n\0.\r\nMAIL FROM:<evil@b.example>\r\n"
+               b"RCPT TO:<other@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n")
+
+
+def test_nul_smuggling_payload_is_refused_and_queues_nothing(inst):
+    before = queue_files(inst)
+    r = script(inst, expect(None, 220), expect("EHLO c", 250),
+               expect("MAIL FROM:<a@b.example>", 250), expect("RCPT TO:<user@example.test>", 250),
+               expect("DATA", 354), data(NUL_SMUGGLE, 550, "5.6.0"),
+               expect("QUIT", 221))
+    assert queue_files(inst) == before
+    assert b"result=550-nul" in r.stderr
+
+
+def test_nul_smuggling_reaches_no_downstream_sink(inst, sink):
+    """Relayed mail (the downstream hop) with a NUL: the injector is never given an envelope."""
+    cmd, out = sink
+    script(inst, expect(None, 220), expect("EHLO c", 250),
+           expect("MAIL FROM:<a@b.example>", 250), expect("RCPT TO:<x@elsewhere.example>", 250),
+           expect("DATA", 354), data(NUL_SMUGGLE, 550, "5.6.0"), expect("QUIT", 221),
+           env={"QUEUE_INJECT": cmd, "RELAYCLIENT": ""})
+    assert not os.path.exists(out + ".env") or open(out + ".env", "rb").read() == b""
+
+
+def test_nul_in_bdat_is_refused(inst, sink):
+    cmd, out = sink
+    chunk = b"Subject: x\r\n\r\na\0b\r\n"
+    script(inst, expect(None, 220), expect("EHLO c", 250),
+           expect("MAIL FROM:<a@b.example>", 250), expect("RCPT TO:<user@example.test>", 250),
+           data(b"BDAT %d LAST\r\n" % len(chunk) + chunk, 550, "5.6.0"), expect("QUIT", 221),
+           env={"QUEUE_INJECT": cmd})
+    assert not os.path.exists(out + ".env") or open(out + ".env", "rb").read() == b""
+
+
+# ---- unauthorised pipelining (Postfix's smtpd_forbid_unauth_pipelining) ----
+
+def test_early_talker_is_refused_and_disconnected(inst):
+    before = queue_files(inst)
+    early = (b"EHLO evil\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.test>\r\nDATA\r\n"
+             b"Subject: early\r\n\r\nx\r\n.\r\n")
+    with Live(inst, early=early) as s:
+        s.expect(None, 554, "5.5.0")
+        assert s.closed()
+    assert queue_files(inst) == before
+    assert b"pipelining violation" in s.stderr
+
+
+def test_input_after_data_before_354_is_refused(inst):
+    before = queue_files(inst)
+    with Live(inst) as s:
+        s.expect(None, 220)
+        s.expect("EHLO c", 250)
+        s.expect("MAIL FROM:<a@b.example>", 250)
+        s.expect("RCPT TO:<user@example.test>", 250)
+        s.expect(b"DATA\r\nSubject: eager\r\n\r\nbody\r\n.", 554, "5.5.0")
+        assert s.closed()
+    assert queue_files(inst) == before
+
+
+def test_refused_data_never_runs_the_body_as_commands(inst):
+    """A refused DATA (no valid recipient) with the body pipelined behind it: the body would be
+    read as commands (a smuggled transaction); the session ends instead."""
+    before = queue_files(inst)
+    with Live(inst) as s:
+        s.expect(None, 220)
+        s.expect("EHLO c", 250)
+        s.expect("MAIL FROM:<a@b.example>", 250)
+        s.expect("RCPT TO:<nobody@example.test>", 550)
+        s.expect(b"DATA\r\nMAIL FROM:<evil@b.example>\r\nRCPT TO:<other@example.test>\r\nDATA",
+                 554, "5.5.0")
+        assert s.closed()
+    assert queue_files(inst) == before
+
+
+def test_a_client_that_waits_is_served(inst):
+    """The control case: the same transaction, waiting for each reply, is queued."""
+    before = queue_files(inst)
+    with Live(inst) as s:
+        s.expect(None, 220)
+        s.expect("EHLO c", 250)
+        # pipelining where RFC 2920 allows it (MAIL and RCPT in one group)
+        s.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.test>\r\n")
+        s.expect(None, 250)
+        s.expect(None, 250)
+        s.expect("DATA", 354)
+        s.expect(b"Subject: calm\r\n\r\nbody\r\n.", 250, "2.0.0 Ok: queued")
+        s.expect("QUIT", 221)
+    assert len(queue_files(inst) - before) >= 1
+
+
+# ---- junk commands ----
+
+def test_twenty_thousand_noops_do_not_all_get_250(inst):
+    r = inst.run("smtp-receive", input=b"EHLO c\r\n" + b"NOOP\r\n" * 20000,
+                 env={"TCPREMOTEIP": "192.0.2.7"})
+    c = [x for x, _ in replies(r.stdout)]
+    assert c[:2] == [220, 250]
+    assert c[2:] == [250] * 100 + [421]
+    assert replies(r.stdout)[-1][1][0].startswith(b"4.7.0")
+
+
+def test_junk_count_starts_again_after_a_message(inst, sink):
+    cmd, _ = sink
+    inst.control("smtp-junkmax", "3")
+    msg = [expect("MAIL FROM:<a@b.example>", 250), expect("RCPT TO:<user@example.test>", 250),
+           expect("DATA", 354), data(b"Subject: x\r\n\r\nx\r\n.\r\n", 250)]
+    script(inst, expect(None, 220), expect("EHLO c", 250),
+           expect("NOOP", 250), expect("RSET", 250), expect("NOOP", 250), *msg,
+           expect("NOOP", 250), expect("VRFY x", 252), expect("NOOP", 250), expect("NOOP", 421),
+           env={"QUEUE_INJECT": cmd})
+
+
+# ---- the per-address connection cap ----
+
+def greeting(sock):
+    buf = b""
+    sock.settimeout(20)
+    while not buf.endswith(b"\r\n"):
+        c = sock.recv(4096)
+        if not c:
+            break
+        buf += c
+    return int(buf[:3]) if buf[:3].isdigit() else None, buf
+
+
+def test_sixty_idle_connections_from_one_address_do_not_lock_out_another(inst):
+    """Through tcpserver (40 slots): one address holding connections gets 10 (control/smtp-peermax
+    default) and then 421 4.7.0; another address is still served."""
+    port = free_port()
+    srv = subprocess.Popen(["tcpserver", "-R", "-H", "-c", "40", "-b", "100", "0.0.0.0", str(port),
+                            prog("smtp-receive")], env=inst.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    socks = []
+    try:
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, timeout=10, what="tcpserver")
+        codes = []
+        for _ in range(60):
+            s = socket.create_connection(("127.0.0.1", port), timeout=20)
+            socks.append(s)
+            code, text = greeting(s)
+            codes.append(code)
+            if code == 421:
+                assert b"421 4.7.0" in text
+        assert codes.count(220) == 10 and codes.count(421) == 50, codes
+        other = socket.socket()
+        other.bind(("127.0.0.2", 0))
+        other.connect(("127.0.0.1", port))
+        socks.append(other)
+        code, _ = greeting(other)
+        assert code == 220
+    finally:
+        for s in socks:
+            s.close()
+        stop_procs([srv])
+        srv.stderr.close()
+
+
+def test_peer_cap_counts_ipv6_by_prefix(inst):
+    """Two addresses of one /64 share the cap; an address of another /64 does not."""
+    inst.control("smtp-peermax", "1")
+    env1 = {"TCPREMOTEIP": "2001:db8:1:2::1"}
+    with Live(inst, env=env1) as a:
+        a.expect(None, 220)
+        with Live(inst, env={"TCPREMOTEIP": "2001:db8:1:2:ffff::9"}) as b:
+            b.expect(None, 421, "4.7.0")
+        with Live(inst, env={"TCPREMOTEIP": "2001:db8:1:3::1"}) as c:
+            c.expect(None, 220)
+            c.expect("QUIT", 221)
+        a.expect("QUIT", 221)
+    # released at exit: the address is served again
+    with Live(inst, env={"TCPREMOTEIP": "2001:db8:1:2::5"}) as d:
+        d.expect(None, 220)
+        d.expect("QUIT", 221)
+
+
+# ---- AUTH: attempts counted before the check ----
+
+def test_thirty_parallel_guesses_count_as_thirty(inst, fake_auth, tmp_path):
+    """30 sessions from one address each try one bad password at the same time: more than
+    control/authfail-limit (10) failures block, so 11 of them reach the password check, the rest
+    get 454 4.7.0 unchecked, and the address is blocked afterwards even for the right password."""
+    inst.control("smtp-authdelay", "0")
+    inst.control("smtp-peermax", "100")  # the connection cap alone would stop 20 of them
+    log = tmp_path / "checks"
+    env = dict(inst.env, **auth_env(fake_auth, TCPREMOTEIP="127.0.0.9", FAKE_AUTH_DELAY="1",
+                                    FAKE_AUTH_LOG=str(log)))
+    procs = [subprocess.Popen([prog("smtp-receive")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+             for _ in range(30)]
+    outs = [None] * 30
+
+    def talk(i):
+        outs[i] = procs[i].communicate(("EHLO c\r\n%s\r\nQUIT\r\n" % BAD).encode(), timeout=60)[0]
+    ts = [threading.Thread(target=talk, args=(i,)) for i in range(30)]
+    try:
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(90)
+    finally:
+        stop_procs(procs)
+    assert all(o is not None for o in outs)
+    got = [replies(o)[2][0] if len(replies(o)) > 2 else replies(o) for o in outs]
+    assert got.count(535) == 11 and got.count(454) == 19, [x for x in got if x not in (454, 535)]
+    assert log.read_text().count("check") == 11
+    r = script(inst, expect(None, 220), expect("EHLO c", 250), expect(GOOD, 454, "4.7.0"),
+               expect("QUIT", 221), env=auth_env(fake_auth, TCPREMOTEIP="127.0.0.9"))
+    assert b"235" not in r.stdout
+
+
+def test_a_good_login_does_not_count_against_the_address(inst, fake_auth):
+    inst.control("smtp-authdelay", "0")
+    for _ in range(15):
+        script(inst, expect(None, 220), expect("EHLO c", 250), expect(GOOD, 235),
+               expect("QUIT", 221), env=auth_env(fake_auth, TCPREMOTEIP="127.0.0.10"))
+
+
+# ---- AUTH on port 25 ----
+
+@pytest.mark.parametrize("env", [{"SMTP_SERVICE": "smtpd"}, {"TCPLOCALPORT": "25"}],
+                         ids=["service", "port"])
+def test_no_auth_on_port_25_unless_configured(inst, fake_auth, env):
+    e = auth_env(fake_auth, **env)
+    r = script(inst, expect(None, 220), expect("EHLO c", 250), expect(GOOD, 503, "5.5.1"),
+               expect("QUIT", 221), env=e)
+    assert b"AUTH" not in r.stdout.split(b"\r\n503")[0]
+    e["SMTP_OFFER_AUTH"] = "1"
+    r = script(inst, expect(None, 220), expect("EHLO c", 250), expect(GOOD, 235),
+               expect("QUIT", 221), env=e)
+    assert b"250-AUTH PLAIN LOGIN" in r.stdout
+
+
+# ---- submission: the envelope and the From: must belong to the user ----
+
+def submit(inst, fake_auth, sink, sender, message, code, text=None, mailcode=250):
+    cmd, _ = sink
+    steps = [expect(None, 220), expect("EHLO c", 250), expect(GOOD, 235),
+             expect("MAIL FROM:<%s>" % sender, mailcode)]
+    if mailcode == 250:
+        steps += [expect("RCPT TO:<x@elsewhere.example>", 250), expect("DATA", 354),
+                  data(message + b"\r\nbody\r\n.\r\n", code, text)]
+    return script(inst, *steps, expect("QUIT", 221),
+                  env=auth_env(fake_auth, SMTPAUTH="1", QUEUE_INJECT=cmd))
+
+
+def test_forged_from_on_submission_is_refused(inst, fake_auth, sink):
+    before = queue_files(inst)
+    r = submit(inst, fake_auth, sink, "user@example.test",
+               b"From: The Boss <boss@elsewhere.example>\r\nSubject: pay\r\n", 550, "5.7.1")
+    assert b"result=550-from-not-owned" in r.stderr
+    assert queue_files(inst) == before
+
+
+@pytest.mark.parametrize("frm,code", [
+    (b"From: user@example.test", 250),
+    (b"From: \"Me\" <USER@Example.Test>", 250),
+    (b"From : user@example.test", 250),            # obsolete syntax, same field
+    (b"From: user+tag@example.test", 250),
+    (b"From: me@example.test", 250),                # an alias of the user
+    (b"From: other@example.test", 550),              # another account
+    (b"From: user@example.test, boss@elsewhere.example", 550),
+    (b"From: user@example.test\r\nFrom: boss@elsewhere.example", 550),
+    (b"From: boss@elsewhere.example", 550),
+], ids=["own", "display-name", "wsp-colon", "tag", "alias", "other", "list", "two-fields",
+        "forged"])
+def test_from_header_must_be_owned(inst, fake_auth, sink, frm, code):
+    inst.add_alias("me@example.test", "user@example.test")
+    submit(inst, fake_auth, sink, "user@example.test", frm + b"\r\nSubject: x\r\n", code)
+
+
+def test_allow_list_gives_extra_addresses(inst, fake_auth, sink):
+    inst.control("sender-allow", "user@example.test boss@elsewhere.example\n"
+                                 "user@example.test @shared.example\n"
+                                 "other@example.test ceo@elsewhere.example\n")
+    submit(inst, fake_auth, sink, "boss@elsewhere.example",
+           b"From: boss@elsewhere.example\r\n", 250)
+    submit(inst, fake_auth, sink, "any@shared.example", b"From: any@shared.example\r\n", 250)
+    submit(inst, fake_auth, sink, "ceo@elsewhere.example", b"", 0, mailcode=553)
+
+
+def test_null_sender_needs_an_owned_from(inst, fake_auth, sink):
+    submit(inst, fake_auth, sink, "", b"From: user@example.test\r\nSubject: receipt\r\n", 250)
+    submit(inst, fake_auth, sink, "", b"Subject: no from\r\n", 550, "5.7.1")
+    submit(inst, fake_auth, sink, "", b"From: boss@elsewhere.example\r\n", 550, "5.7.1")
+
+
+def test_forged_envelope_sender_is_refused(inst, fake_auth, sink):
+    submit(inst, fake_auth, sink, "boss@elsewhere.example", b"", 0, mailcode=553)
+
+
+# ---- the Received: line and the log line ----
+
+def test_log_line_names_recipients_and_user(inst, fake_auth, sink):
+    cmd, out = sink
+    r = script(inst, expect(None, 220), expect("EHLO c", 250), expect(GOOD, 235),
+               expect("MAIL FROM:<user@example.test>", 250),
+               expect("RCPT TO:<x@elsewhere.example>", 250),
+               expect("RCPT TO:<other@example.test>", 250), expect("DATA", 354),
+               data(b"From: user@example.test\r\n\r\nx\r\n.\r\n", 250, "2.0.0 Ok: queued as SINK1"),
+               expect("QUIT", 221), env=auth_env(fake_auth, QUEUE_INJECT=cmd))
+    assert (b"message ip=127.0.0.1 from=<user@example.test> rcpts=2 "
+            b"to=<x@elsewhere.example>,<other@example.test> ") in r.stderr
+    assert b" tls=- user=user@example.test result=250 id=SINK1" in r.stderr
+
+
+# ---- injection through the socket, with the session facts ----
+
+@pytest.fixture
+def inject_socket(inst):
+    sock = inst.path("queue", "inject.sock")
+    p = subprocess.Popen(["s6-ipcserver", "-a", "0777", sock, prog("queue-inject-ipc")],
+                         env=inst.env, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: os.path.exists(sock), timeout=10, what="the injection socket")
+        yield sock
+    finally:
+        stop_procs([p])
+        p.stderr.close()
+
+
+def queued_messages(inst, before):
+    return [open(p, "rb").read() for p in sorted(queue_files(inst) - before) if "/mess/" in p]
+
+
+def test_smtp_receive_injects_through_the_socket_with_its_facts(inst, inject_socket):
+    before = queue_files(inst)
+    r = script(inst, expect(None, 220), expect("EHLO client.example", 250),
+               expect("MAIL FROM:<a@b.example>", 250), expect("RCPT TO:<user@example.test>", 250),
+               expect("DATA", 354), data(b"Subject: via socket\r\n\r\nx\r\n.\r\n", 250,
+                                         "2.0.0 Ok: queued as "),
+               expect("QUIT", 221), env={"QUEUE_INJECT": "socket:" + inject_socket})
+    msgs = queued_messages(inst, before)
+    assert len(msgs) == 1, r.stderr
+    m = msgs[0]
+    assert b"Received: from client.example ([192.0.2.7])" in m
+    # a trusted peer (our own uid): no local-injection trace line
+    assert b"local injection" not in m
+
+
+def test_socket_is_the_default_when_it_answers(inst, inject_socket, tmp_path):
+    """No QUEUE_INJECT: the socket is used (queue-inject is not run by smtp-receive: a
+    QUEUE_INJECT-less PATH without queue-inject still queues)."""
+    before = queue_files(inst)
+    env = {"PATH": "/usr/bin:/bin"}
+    r = subprocess.run([prog("smtp-receive")], input=b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n"
+                       b"RCPT TO:<user@example.test>\r\nDATA\r\nSubject: d\r\n\r\nx\r\n.\r\n"
+                       b"QUIT\r\n", env=dict(inst.env, TCPREMOTEIP="192.0.2.7", **env),
+                       capture_output=True, timeout=60)
+    assert [c for c, _ in replies(r.stdout)] == [220, 250, 250, 250, 354, 250, 221], r.stderr
+    assert len(queued_messages(inst, before)) == 1
+
+
+def test_untrusted_facts_are_ignored(inst):
+    """queue-inject-ipc's server: facts from a uid it does not trust are dropped and the
+    local-injection trace line names the real uid."""
+    before = queue_files(inst)
+    facts = b"service=smtpd\nip=203.0.113.5\nuser=user@example.test\n"
+    env = b"Fa@b.example\0Tuser@example.test\0\0"
+    msg = b"Subject: x\n\nbody\n"
+    r = inst.run("queue-inject-ipc", input=b"S%d:%s," % (len(facts), facts) +
+                 b"%d:%s,0:,%d:%s," % (len(msg), msg, len(env), env),
+                 env={"IPCREMOTEEUID": "54321", "IPCREMOTEEGID": "54321"})
+    assert r.returncode == 0 and r.stdout.startswith(b"0 "), r.stderr
+    assert b"ignoring session facts" in r.stderr
+    m = queued_messages(inst, before)[0]
+    assert b"(pillarbox local injection, uid 54321, gid 54321)" in m
+
+
+def test_trusted_facts_reach_the_chain(inst, tmp_path):
+    """From a trusted uid the facts are exported to queue-inject's chain (INJECT_*)."""
+    hook = tmp_path / "bin"
+    hook.mkdir()
+    (hook / "queue-inject").write_text("#!/bin/sh\nenv | grep ^INJECT_ | grep -v ^INJECT_TRUSTED | sort > %s\ncat >/dev/null\n"
+                                       "cat <&1 >/dev/null\necho ID9 >&3\n" % (tmp_path / "facts"))
+    (hook / "queue-inject").chmod(0o755)
+    facts = b"service=submission\nip=203.0.113.5\nuser=user@example.test\ntls=TLSv1.2 X\nrelay=1\n"
+    env = b"Fa@b.example\0Tuser@example.test\0\0"
+    r = inst.run("queue-inject-ipc", input=b"S%d:%s," % (len(facts), facts) +
+                 b"1:x,0:,%d:%s," % (len(env), env),
+                 env={"IPCREMOTEEUID": "54321", "INJECT_TRUSTED_UIDS": "1,54321",
+                      "PATH": "%s:%s" % (hook, inst.env["PATH"])})
+    assert r.stdout == b"0 ID9\n", r.stderr
+    assert (tmp_path / "facts").read_text() == (
+        "INJECT_AUTHUSER=user@example.test\nINJECT_RELAY=1\nINJECT_REMOTEIP=203.0.113.5\n"
+        "INJECT_SERVICE=submission\nINJECT_TLS=TLSv1.2 X\n")
+
+
+# ---- sendmail -t: header names with white space before the colon ----
+
+def test_sendmail_t_reads_to_and_bcc_with_space_before_colon(inst, sink):
+    cmd, out = sink
+    r = inst.run("sendmail", "-t", input=b"To : user@example.test\nBcc\t: other@example.test\n"
+                 b"Subject: s\n\nbody\n", env={"QUEUE_INJECT": cmd})
+    assert r.returncode == 0, r.stderr
+    assert open(out + ".env", "rb").read() == \
+        b"F" + open(out + ".env", "rb").read()[1:].split(b"\0")[0] + \
+        b"\0Tuser@example.test\0Tother@example.test\0\0"
+    m = open(out + ".msg", "rb").read()
+    assert b"Bcc" not in m and b"other@example.test" not in m
+    assert b"To : user@example.test\n" in m
+
+
+def test_received_tls_clause_and_log(inst, sink):
+    """Implicit TLS (tls-serve sets SSL_PROTOCOL / SSL_CIPHER): Received: says
+    '(using TLSv1.2 with cipher ...)' as other servers write it, and the log line names both."""
+    cmd, out = sink
+    env = {"SSL_PROTOCOL": "TLSv1.2", "SSL_CIPHER": "ECDHE-RSA-AES128-GCM-SHA256",
+           "QUEUE_INJECT": cmd}
+    with Live(inst, env=env) as s:
+        s.expect(None, 220)
+        s.expect("EHLO c", 250)
+        s.expect("MAIL FROM:<a@b.example>", 250)
+        s.expect("RCPT TO:<user@example.test>", 250)
+        s.expect("DATA", 354)
+        s.expect(b"Subject: t\r\n\r\nx\r\n.", 250)
+        s.expect("QUIT", 221)
+    m = open(out + ".msg", "rb").read()
+    assert b"with ESMTPS\n\t(using TLSv1.2 with cipher ECDHE-RSA-AES128-GCM-SHA256)\n\tfor " in m
+    assert b"TLSv1.2?" not in m
+    assert b" tls=TLSv1.2/ECDHE-RSA-AES128-GCM-SHA256 user=- result=250 id=SINK1" in s.stderr
