@@ -294,13 +294,19 @@ int main(int argc, char const *const *argv)
   if (from) {
     size_t end;
     int r;
+    stralloc q = STRALLOC_ZERO;
+    size_t fl = strlen(from);
+    if (fl && !memchr(from, '@', fl) && !memchr(from, '<', fl)) {
+      /* -f root: root at the default domain */
+      if (!stralloc_catb(&q, from, fl) || !stralloc_catb(&q, "@", 1) ||
+          !stralloc_catb(&q, defdomain.s, defdomain.len) || !stralloc_0(&q))
+        strerr_diefusys(111, "allocate");
+      from = q.s;
+    }
     if (!*from || !strcmp(from, "<>")) sender.len = 0;
     else if ((r = addr_parse_path(from, strlen(from), ADDR_LOOSE | ADDR_ALLOW_NULL | ADDR_UTF8,
                                   &sender, &end)) != ADDR_OK)
       strerr_dief(100, "bad sender address: ", from, ": ", addr_strerror(r));
-    if (sender.len && addr_at(sender.s, sender.len) == sender.len &&
-        (!stralloc_catb(&sender, "@", 1) || !stralloc_catb(&sender, defdomain.s, defdomain.len)))
-      strerr_diefusys(111, "allocate"); /* -f root: root at the default domain */
   } else {
     char const *u = getenv("LOGNAME");
     struct passwd *pw = getpwuid(getuid());
