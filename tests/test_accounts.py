@@ -302,12 +302,17 @@ def test_user_passwd_quota_del(instance):
     assert instance.run("mail-user", "quota", "demo@example.test", "-1").returncode == 100
     assert instance.run("mail-user", "list").stdout == b"demo@example.test\nbob@example.test\n"
     assert instance.run("mail-user", "list", "other.test").stdout == b""
-    assert instance.run("mail-user", "del", "DEMO@example.test").returncode == 0
+    # demo, the first account, is postmaster@'s target: refused without --force (issue 10)
+    r = instance.run("mail-user", "del", "DEMO@example.test")
+    assert r.returncode == 100 and b"postmaster@example.test" in r.stderr
+    assert instance.run("mail-user", "del", "--force", "DEMO@example.test").returncode == 0
     assert instance.run("mail-user", "del", "demo@example.test").returncode == 100
     assert instance.run("mail-user", "list").stdout == b"bob@example.test\n"
     assert lookup(instance, "demo@example.test") == (100, ["unknown demo@example.test"])
-    # the Maildir is kept (mail is never thrown away by an admin command)
-    assert os.path.isdir(instance.maildir("demo@example.test"))
+    # the Maildir is kept (mail is never thrown away by an admin command), moved aside
+    [kept] = os.listdir(instance.path("mail", "example.test", ".deleted"))
+    assert kept.startswith("demo-")
+    assert os.path.isdir(instance.path("mail", "example.test", ".deleted", kept, "new"))
     # and the account can come back
     instance.add_user("demo@example.test", "again")
     assert lookup(instance, "demo@example.test")[0] == 0
