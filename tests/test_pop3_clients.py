@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, free_port, prog, stop_procs, wait_for
+from conftest import BIN, ROOT, free_port, prog, stop_procs, wait_for
 
 USER = "joe@example.test"
 PASSWORD = "correct horse"
@@ -227,8 +227,10 @@ def fetchmail(tmp_path, port, out, keep):
                                    "keep" if keep else "no keep", out))
     os.chmod(rc, 0o600)
     env = dict(os.environ, HOME=str(home), FETCHMAILHOME=str(home))
+    # its own pid (lock) file: as root fetchmail's default is one for the whole machine
     return subprocess.run(["fetchmail", "-f", str(rc), "-i", str(home / "fetchids"),
-                           "--nosyslog"], capture_output=True, env=env, timeout=60)
+                           "--pidfile", str(home / "fetchmail.pid"), "--nosyslog"],
+                          capture_output=True, env=env, timeout=60)
 
 
 @pytest.mark.skipif(not shutil.which("fetchmail"), reason="needs fetchmail")
@@ -292,7 +294,7 @@ def test_service_templates(mailbox, tmp_path):
     try:
         for name in ("pop3", "pop3s"):
             d = tmp_path / "service" / name
-            shutil.copytree(os.path.join(os.path.dirname(BIN), "services", name), d)
+            shutil.copytree(os.path.join(ROOT, "services", name), d)
             run = (d / "run").read_text().replace("@MAILROOT@", mailbox.root).replace(
                 "@BINDIR@", BIN)
             (d / "run").write_text(run)
