@@ -109,16 +109,21 @@ static int own_tree(stralloc *p, uid_t u, gid_t g, unsigned int depth)
   return stralloc_0(p) ? 1 : -1;
 }
 
-int instance_own_tree(char const *path, int role)
+int instance_chown_tree(char const *path, uid_t u, gid_t g)
 {
-  uid_t u;
-  gid_t g;
   stralloc p = STRALLOC_ZERO;
   int r;
-  if (geteuid()) return 1;
-  if (instance_owner(role, &u, &g) < 0) return -1;
   if (!stralloc_cats(&p, path) || !stralloc_0(&p)) return -1;
   r = own_tree(&p, u, g, 0);
   stralloc_free(&p);
   return r;
+}
+
+int instance_own_tree(char const *path, int role)
+{
+  uid_t u;
+  gid_t g;
+  if (geteuid()) return 1;
+  if (instance_owner(role, &u, &g) < 0) return -1;
+  return instance_chown_tree(path, u, g);
 }

@@ -43,4 +43,7 @@ int instance_fown(int fd, int role);
 /* instance_own on path and, if it is a directory, on everything below it. 1 ok, -1 error. */
 int instance_own_tree(char const *path, int role);
 
+/* lchown of path and everything below it to uid:gid (no link followed). 1 ok, -1 error. */
+int instance_chown_tree(char const *path, uid_t uid, gid_t gid);
+
 #endif
