@@ -646,6 +646,38 @@ int main(int argc, char const *const *argv)
     stralloc_free(&f);
   }
 
+  /* RFC 2142 and cron: root, abuse and MAILER-DAEMON of every domain reach its postmaster
+   * (postmaster@D is --postmaster, or the domain's first account: see mail-user) */
+  {
+    static char const *const roles[3] = {"root", "abuse", "mailer-daemon"};
+    stralloc f = STRALLOC_ZERO;
+    unsigned int j, k;
+    if (pmaddr && !addr_fold(pmaddr, strlen(pmaddr), &f)) strerr_diefu1sys(111, "allocate");
+    for (j = 0; j < ndoms; j++) {
+      size_t dl = strlen(doms[j]), x;
+      for (k = 0; k < 3; k++) {
+        size_t start = aliases.len, rl = strlen(roles[k]);
+        if (!stralloc_cats(&aliases, roles[k]) || !stralloc_catb(&aliases, "@", 1))
+          strerr_diefu1sys(111, "allocate");
+        for (x = 0; x < dl; x++) {
+          char c = doms[j][x];
+          if (c >= 'A' && c <= 'Z') c += 32;
+          if (!stralloc_catb(&aliases, &c, 1)) strerr_diefu1sys(111, "allocate");
+        }
+        /* --postmaster root@D: that one is the mailbox, not an alias of it */
+        if (pmaddr && f.len == aliases.len - start && !memcmp(f.s, aliases.s + start, f.len)) {
+          aliases.len = start;
+          continue;
+        }
+        if (!stralloc_cats(&aliases, ": postmaster@") ||
+            !stralloc_catb(&aliases, aliases.s + start + rl + 1, dl) ||
+            !stralloc_catb(&aliases, "\n", 1))
+          strerr_diefu1sys(111, "allocate");
+      }
+    }
+    stralloc_free(&f);
+  }
+
   /* ROOT, absolute */
   set_root(rootarg, &abs);
 
@@ -688,6 +720,13 @@ int main(int argc, char const *const *argv)
       if (!stralloc_cats(&me, host) || !stralloc_catb(&me, "\n", 1))
         strerr_diefu1sys(111, "allocate");
       writefile("control/me", me.s, me.len, 0644);
+      /* where bare names ("root", cron's MAILTO) live: the first domain */
+      me.len = 0;
+      if (!stralloc_cats(&me, doms[0]) || !stralloc_catb(&me, "\n", 1))
+        strerr_diefu1sys(111, "allocate");
+      for (i = 0; (size_t)i < me.len; i++)
+        if (me.s[i] >= 'A' && me.s[i] <= 'Z') me.s[i] += 32;
+      writefile("control/defaultdomain", me.s, me.len, 0644);
       stralloc_free(&me);
     }
     accounts_save(ACCT_DOMAINS, domains.s, domains.len);

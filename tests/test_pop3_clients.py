@@ -227,8 +227,10 @@ def fetchmail(tmp_path, port, out, keep):
                                    "keep" if keep else "no keep", out))
     os.chmod(rc, 0o600)
     env = dict(os.environ, HOME=str(home), FETCHMAILHOME=str(home))
+    # its own pid (lock) file: as root fetchmail's default is one for the whole machine
     return subprocess.run(["fetchmail", "-f", str(rc), "-i", str(home / "fetchids"),
-                           "--nosyslog"], capture_output=True, env=env, timeout=60)
+                           "--pidfile", str(home / "fetchmail.pid"), "--nosyslog"],
+                          capture_output=True, env=env, timeout=60)
 
 
 @pytest.mark.skipif(not shutil.which("fetchmail"), reason="needs fetchmail")
