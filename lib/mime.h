@@ -52,7 +52,12 @@ struct mime_part_s {
   unsigned int nchild;       /* number of children */
   unsigned char kind;        /* MIME_LEAF, MIME_MULTIPART, MIME_MESSAGE */
   unsigned char depth;       /* 0 for the root */
+  unsigned char flags;       /* MIME_F_* */
 };
+#define MIME_F_ISMIME 1  /* Content-* fields count (MIME-Version or Content-Type, or in a multipart) */
+#define MIME_F_TEXT 2    /* text/ (or the default text/plain) */
+#define MIME_F_DIGEST 4  /* multipart/digest: children default to message/rfc822 */
+#define MIME_F_EOH 8     /* the header ended with an empty line */
 
 typedef struct mime_msg_s mime_msg;
 struct mime_msg_s {
