@@ -79,8 +79,8 @@ static size_t count_lf(char const *s, size_t len)
   return n;
 }
 
-int mime_wire_cat(stralloc *sa, char const *s, size_t len, char prev, size_t origin,
-                  size_t count)
+static int wire_cat_x(stralloc *sa, char const *s, size_t len, char prev, size_t origin,
+                      size_t count, int nulmap)
 {
   size_t i = 0, w = 0, end = count > SIZE_MAX - origin ? SIZE_MAX : origin + count;
   if (!stralloc_readyplus(sa, len + len / 16 + 16)) return 0;
@@ -92,7 +92,11 @@ int mime_wire_cat(stralloc *sa, char const *s, size_t len, char prev, size_t ori
       size_t a = w, b = w + seg;
       if (b > origin && a < end) {
         size_t from = a < origin ? origin - a : 0, to = b > end ? end - a : seg;
+        size_t k0 = sa->len, k;
         if (!stralloc_catb(sa, s + i + from, to - from)) return 0;
+        if (nulmap)
+          for (k = k0; k < sa->len; k++)
+            if (!sa->s[k]) sa->s[k] = (char)0x80; /* NUL is sent as 0x80, as Dovecot does */
       }
       w += seg;
       i += seg;
@@ -110,6 +114,12 @@ int mime_wire_cat(stralloc *sa, char const *s, size_t len, char prev, size_t ori
     }
   }
   return 1;
+}
+
+int mime_wire_cat(stralloc *sa, char const *s, size_t len, char prev, size_t origin,
+                  size_t count)
+{
+  return wire_cat_x(sa, s, len, prev, origin, count, 1);
 }
 
 /* ---- the structure parser ---- */
@@ -283,14 +293,23 @@ static int rp_domain(rp *r, stralloc *sa)
 /* Content-Type "type/subtype" into sa (with the '/'); -1 broken (params not to be read) */
 static int rp_content_type(rp *r, stralloc *sa)
 {
+  size_t st = sa->len, sub;
   int ret;
   if (rp_lwsp(r) <= 0) return -1;
-  if ((ret = rp_token(r, sa)) <= 0) return ret == -2 ? -2 : -1;
-  if (*r->p != '/') return -1;
+  if ((ret = rp_token(r, sa)) == -2) return -2;
+  if (ret <= 0) return -1;           /* "text" alone is kept as the type */
+  if (sa->len == st || *r->p != '/') goto bad;
   r->p++;
-  if (rp_lwsp(r) <= 0) return -1;
+  if (rp_lwsp(r) <= 0) goto bad;
   if (!stralloc_catb(sa, "/", 1)) return -2;
-  return rp_token(r, sa);
+  sub = sa->len;
+  if ((ret = rp_token(r, sa)) == -2) return -2;
+  if (ret < 0 || sa->len == sub) goto bad;
+  if (r->p < r->e && *r->p != ';') goto bad; /* "text/plain/x", "a/b c" */
+  return ret;
+bad:
+  sa->len = st;
+  return -1;
 }
 
 /* Parameters (RFC 2045 + RFC 2231 merging as Dovecot does). Names and values go into sa,
@@ -340,7 +359,7 @@ static int params_parse(rp *r, params *ps)
     kstart = raw.len;
     ret = rp_token(r, &raw);
     if (ret == -2) goto nomem;
-    if (ret <= 0 || raw.len == kstart) { raw.len = kstart; goto broken; }
+    if (ret <= 0) { raw.len = kstart; goto broken; }
     if (!stralloc_0(&raw)) goto nomem;
     vstart = raw.len;
     if (*r->p != '=') { raw.len = kstart; goto broken; }
@@ -770,7 +789,7 @@ static int parse_header(pctx *c, size_t *pos, int *hit, int *hitclose)
     if (digest) p->flags |= MIME_F_DIGEST;
     if (multipart) {
       p->kind = MIME_MULTIPART;
-      if (eoh && b && blen && blen <= MIME_BOUNDARY_MAX && c->nb < MIME_DEPTH_MAX) {
+      if (eoh && b && blen <= MIME_BOUNDARY_MAX && c->nb < MIME_DEPTH_MAX) {
         memcpy(c->bbuf[c->nb], b, blen);
         c->stk[c->nb].b = c->bbuf[c->nb];
         c->stk[c->nb].len = blen;
@@ -1169,16 +1188,19 @@ static int ad_address(aw *a, rp *r)
   return ret;
 }
 
-/* Appends the IMAP address list of v[0..vlen) (NIL when it holds no address). */
-static int imap_addresses(stralloc *sa, char const *v, size_t vlen)
+/* Appends the IMAP address list of the values v[0..n) (every occurrence of the field, in
+ * order, as one list; NIL when there is no address). */
+static int imap_addresses(stralloc *sa, char const *const *v, size_t const *vlen, unsigned int n)
 {
   static aw const zero;
   aw a = zero;
-  rp r = { v, v + vlen, 0 };
+  unsigned int k;
   int ret;
   a.out = sa;
-  r.comment = &a.comment;
-  if (v && rp_lwsp(&r) > 0) {
+  for (k = 0; k < n && !a.nomem; k++) {
+    rp r = { v[k], v[k] + vlen[k], 0 };
+    r.comment = &a.comment;
+    if (rp_lwsp(&r) <= 0) continue;
     for (;;) {
       if ((ret = ad_address(&a, &r)) == 0) break;
       if (a.nomem) break;
@@ -1200,6 +1222,20 @@ static int imap_addresses(stralloc *sa, char const *v, size_t vlen)
   return a.count ? stralloc_catb(sa, ")", 1) : stralloc_cats(sa, "NIL");
 }
 
+/* A field value with its line breaks removed (Dovecot's full_value), into sa */
+static int unfold(stralloc *sa, char const *v, size_t len)
+{
+  size_t i = 0;
+  sa->len = 0;
+  if (!stralloc_ready(sa, len + 1)) return 0;
+  while (i < len) {
+    if (v[i] == '\n') { i++; continue; }
+    if (v[i] == '\r' && i + 1 < len && v[i + 1] == '\n') { i += 2; continue; }
+    sa->s[sa->len++] = v[i++];
+  }
+  return 1;
+}
+
 /* ---- ENVELOPE ---- */
 
 static int is_envfield(hfield const *f, char const *name)
@@ -1209,26 +1245,52 @@ static int is_envfield(hfield const *f, char const *name)
 
 /* The envelope of the header h[0..hlen), without the outer parentheses. Later fields
  * replace earlier ones, as in Dovecot. */
+#define ENV_OCC_MAX 32 /* occurrences of one address field that are listed */
 static int envelope_cat(stralloc *sa, char const *h, size_t hlen)
 {
   static char const *const names[10] = { "Date", "Subject", "From", "Sender", "Reply-To",
                                          "To", "Cc", "Bcc", "In-Reply-To", "Message-ID" };
-  char const *v[10] = { 0 };
-  size_t vl[10] = { 0 };
+  char const *v[10][ENV_OCC_MAX];
+  size_t vl[10][ENV_OCC_MAX];
+  unsigned int n[10] = { 0 };
+  stralloc t = STRALLOC_ZERO;
   hfield f;
   size_t pos = 0;
   unsigned int i;
+  int r = 0;
   while (hdr_next(h, hlen, &pos, &f))
     for (i = 0; i < 10; i++)
-      if (is_envfield(&f, names[i])) { v[i] = f.val; vl[i] = f.vallen; break; }
-  if (!v[3]) v[3] = v[2], vl[3] = vl[2];
-  if (!v[4]) v[4] = v[2], vl[4] = vl[2];
-  if (!imap_nstr(sa, v[0], vl[0]) || !stralloc_catb(sa, " ", 1)) return 0;
-  if (!(v[1] ? imap_humans(sa, v[1], vl[1]) : stralloc_cats(sa, "NIL"))) return 0;
+      if (is_envfield(&f, names[i])) {
+        /* strings: the last one counts; addresses: all of them, in order */
+        unsigned int k = (i >= 2 && i <= 7) ? n[i] : 0;
+        if (k < ENV_OCC_MAX) {
+          v[i][k] = f.val;
+          vl[i][k] = f.vallen;
+          n[i] = k + 1;
+        }
+        break;
+      }
+  for (i = 3; i <= 4; i++)
+    if (!n[i]) {
+      memcpy(v[i], v[2], sizeof v[2]);
+      memcpy(vl[i], vl[2], sizeof vl[2]);
+      n[i] = n[2];
+    }
+  if (!n[0]) { if (!stralloc_cats(sa, "NIL")) goto end; }
+  else if (!unfold(&t, v[0][0], vl[0][0]) || !imap_str(sa, t.s, t.len)) goto end;
+  if (!stralloc_catb(sa, " ", 1)) goto end;
+  if (!(n[1] ? imap_humans(sa, v[1][0], vl[1][0]) : stralloc_cats(sa, "NIL"))) goto end;
   for (i = 2; i < 8; i++)
-    if (!stralloc_catb(sa, " ", 1) || !imap_addresses(sa, v[i], vl[i])) return 0;
-  return stralloc_catb(sa, " ", 1) && imap_nstr(sa, v[8], vl[8]) && stralloc_catb(sa, " ", 1)
-         && imap_nstr(sa, v[9], vl[9]);
+    if (!stralloc_catb(sa, " ", 1) || !imap_addresses(sa, v[i], vl[i], n[i])) goto end;
+  for (i = 8; i < 10; i++) {
+    if (!stralloc_catb(sa, " ", 1)) goto end;
+    if (!n[i]) { if (!stralloc_cats(sa, "NIL")) goto end; }
+    else if (!unfold(&t, v[i][0], vl[i][0]) || !imap_str(sa, t.s, t.len)) goto end;
+  }
+  r = 1;
+end:
+  stralloc_free(&t);
+  return r;
 }
 
 int mime_envelope(stralloc *sa, mime_msg const *m, unsigned int i)
@@ -1236,7 +1298,7 @@ int mime_envelope(stralloc *sa, mime_msg const *m, unsigned int i)
   mime_part const *p;
   if (i >= m->n) return stralloc_cats(sa, "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)");
   p = &m->part[i];
-  if (p->kind == MIME_MESSAGE && p->child != MIME_NONE) p = &m->part[p->child];
+  if (i && p->kind == MIME_MESSAGE && p->child != MIME_NONE) p = &m->part[p->child];
   return stralloc_catb(sa, "(", 1) && envelope_cat(sa, m->s + p->hdr_off, p->hdr_len)
          && stralloc_catb(sa, ")", 1);
 }
@@ -1570,15 +1632,14 @@ unsigned int mime_section_part(mime_msg const *m, mime_section const *sec)
   for (k = 0; k < sec->nnum; k++) {
     mime_part const *p = &m->part[i];
     unsigned int n = sec->num[k];
-    int more = k + 1 < sec->nnum || sec->what != MIME_SEC_ALL;
     if (p->kind == MIME_MULTIPART) {
       unsigned int c = p->child;
       while (c != MIME_NONE && n > 1) c = m->part[c].next, n--;
       if (c == MIME_NONE) return MIME_NONE;
       i = c;
     } else {
-      if (n != 1) return MIME_NONE;
-      if (more && p->kind != MIME_MESSAGE) return MIME_NONE;
+      /* a leaf is its own part 1; only a message goes deeper (as Dovecot) */
+      if (n != 1 || (k + 1 < sec->nnum && p->kind != MIME_MESSAGE)) return MIME_NONE;
     }
     if (m->part[i].kind == MIME_MESSAGE && k + 1 < sec->nnum) {
       if (m->part[i].child == MIME_NONE) return MIME_NONE;
@@ -1629,11 +1690,18 @@ int mime_section_cat(stralloc *sa, mime_msg const *m, mime_section const *sec, s
   int r = mime_section_range(m, sec, &off, &len, &prev);
   stralloc t = STRALLOC_ZERO;
   char const *h;
+  int eoh;
   if (r < 0) return 1;
   if (r > 0) return mime_wire_cat(sa, m->s + off, len, prev, origin, count);
   /* HEADER.FIELDS [.NOT]: the matching fields as stored, then an empty line */
   h = m->s + off;
   pos = 0;
+  {
+    /* the empty line is sent only when the header had one */
+    unsigned int i = mime_section_part(m, sec);
+    if (sec->nnum) i = m->part[i].child;
+    eoh = sec->what == MIME_SEC_FIELDS || (m->part[i].flags & MIME_F_EOH);
+  }
   while (pos < len) {
     size_t st = pos, e = line_end(h, len, st);
     char const *c;
@@ -1643,20 +1711,24 @@ int mime_section_cat(stralloc *sa, mime_msg const *m, mime_section const *sec, s
     while (e < len && (h[e] == ' ' || h[e] == '\t')) e = line_end(h, len, e);
     pos = e;
     c = memchr(h + st, ':', e - st);
-    if (c) {
-      size_t nl = c - (h + st);
+    {
+      /* a line without a colon is a field named by the whole line */
+      size_t nl = c ? (size_t)(c - (h + st)) : e - st;
+      if (!c) {
+        if (nl && h[st + nl - 1] == '\n') nl--;
+        if (nl && h[st + nl - 1] == '\r') nl--;
+      }
       while (nl && (h[st + nl - 1] == ' ' || h[st + nl - 1] == '\t')) nl--;
       for (k = 0; k < sec->nfield; k++)
         if (sec->fieldlen[k] == nl && memeqci(h + st, sec->field[k], nl)) { match = 1; break; }
     }
-    if (!c) continue;
     if (match != (sec->what == MIME_SEC_FIELDS_NOT)) {
       if (!stralloc_catb(&t, h + st, e - st)) goto nomem;
       if (h[e - 1] != '\n' && !stralloc_catb(&t, "\n", 1)) goto nomem;
     }
   }
-  if (!stralloc_catb(&t, "\n", 1)) goto nomem;
-  r = mime_wire_cat(sa, t.s, t.len, 0, origin, count);
+  if (eoh && !stralloc_catb(&t, "\n", 1)) goto nomem;
+  r = mime_wire_cat(sa, t.s ? t.s : "", t.len, 0, origin, count);
   stralloc_free(&t);
   return r;
 nomem:
@@ -1684,8 +1756,9 @@ static int hexval(uchar c)
   return -1;
 }
 
-/* base64 decoding: other characters skipped, stops at '=' padding */
-static int b64_cat(stralloc *sa, char const *s, size_t len)
+/* base64 decoding. strict: white space only between the characters (else -1); lenient
+ * (encoded words, search): other characters skipped. Stops at '=' padding. */
+static int b64_cat_x(stralloc *sa, char const *s, size_t len, int strict)
 {
   unsigned int acc = 0, nb = 0;
   size_t i;
@@ -1693,7 +1766,10 @@ static int b64_cat(stralloc *sa, char const *s, size_t len)
   for (i = 0; i < len; i++) {
     int v = b64val(s[i]);
     if (s[i] == '=') break;
-    if (v < 0) continue;
+    if (v < 0) {
+      if (strict && s[i] != '\n' && s[i] != '\r' && s[i] != ' ' && s[i] != '\t') return -1;
+      continue;
+    }
     acc = (acc << 6) | (unsigned int)v;
     if (++nb == 4) {
       sa->s[sa->len++] = (char)(acc >> 16);
@@ -1703,6 +1779,11 @@ static int b64_cat(stralloc *sa, char const *s, size_t len)
       nb = 0;
     }
   }
+  if (strict) {
+    if (nb == 1) return -1;
+    for (; i < len; i++)
+      if (s[i] != '=' && s[i] != '\n' && s[i] != '\r' && s[i] != ' ' && s[i] != '\t') return -1;
+  }
   if (nb == 2) sa->s[sa->len++] = (char)(acc >> 4);
   else if (nb == 3) {
     sa->s[sa->len++] = (char)(acc >> 10);
@@ -1711,9 +1792,14 @@ static int b64_cat(stralloc *sa, char const *s, size_t len)
   return 1;
 }
 
+static int b64_cat(stralloc *sa, char const *s, size_t len)
+{
+  return b64_cat_x(sa, s, len, 0);
+}
+
 /* quoted-printable: "=XX", soft breaks, trailing white space removed; invalid '=' kept;
  * hard line breaks as crlf ("\r\n") or "\n" */
-static int qp_cat(stralloc *sa, char const *s, size_t len, int header, int crlf)
+static int qp_cat_x(stralloc *sa, char const *s, size_t len, int header, int crlf, int strict)
 {
   size_t i = 0;
   if (!stralloc_readyplus(sa, len + len / 8 + 2)) return 0;
@@ -1737,6 +1823,7 @@ static int qp_cat(stralloc *sa, char const *s, size_t len, int header, int crlf)
           i += 2;
           continue;
         }
+        if (strict) return -1;
       } else if (ch == '_' && header) ch = ' ';
       if (!stralloc_catb(sa, &ch, 1)) return 0;
     }
@@ -1747,13 +1834,21 @@ static int qp_cat(stralloc *sa, char const *s, size_t len, int header, int crlf)
   return 1;
 }
 
-/* 1 identity, 2 base64, 3 quoted-printable, 0 unknown */
+static int qp_cat(stralloc *sa, char const *s, size_t len, int header, int crlf)
+{
+  return qp_cat_x(sa, s, len, header, crlf, 0);
+}
+
+/* 1 identity, 2 base64, 3 quoted-printable, 0 unknown, -1 allocation failure. The field is
+ * read even without MIME-Version (as Dovecot's BINARY does). */
 static int cte_kind(mime_msg const *m, mime_part const *p)
 {
   static pdata const zero;
   pdata d = zero;
+  mime_part q = *p;
   int k = 1;
-  if (!pdata_get(&d, p, m->s)) k = -1;
+  q.flags |= MIME_F_ISMIME;
+  if (!pdata_get(&d, &q, m->s)) k = -1;
   else if (d.cte) {
     if (eqci(d.cte, d.ctel, "base64")) k = 2;
     else if (eqci(d.cte, d.ctel, "quoted-printable")) k = 3;
@@ -1769,24 +1864,38 @@ static int cte_kind(mime_msg const *m, mime_part const *p)
 int mime_binary_cat(stralloc *sa, mime_msg const *m, unsigned int i)
 {
   mime_part const *p;
-  int k;
-  if (i >= m->n) return -2;
+  int k, r;
+  size_t l0 = sa->len;
+  if (i >= m->n) return 1;
   p = &m->part[i];
-  if (p->kind != MIME_LEAF) return -2;
-  k = cte_kind(m, p);
+  k = p->kind == MIME_LEAF ? cte_kind(m, p) : 1;
   if (k < 0) return 0;
   if (!k) return -1;
-  if (k == 2) return b64_cat(sa, m->s + p->body_off, p->body_len);
-  if (k == 3) return qp_cat(sa, m->s + p->body_off, p->body_len, 0, 1);
-  return mime_wire_cat(sa, m->s + p->body_off, p->body_len,
-                       p->body_off ? m->s[p->body_off - 1] : 0, 0, SIZE_MAX);
+  if (k == 2) r = b64_cat_x(sa, m->s + p->body_off, p->body_len, 1);
+  else if (k == 3) r = qp_cat_x(sa, m->s + p->body_off, p->body_len, 0, 1, 1);
+  else {
+    /* as is (NUL kept: then it is binary, sent as literal8) */
+    if (!wire_cat_x(sa, m->s + p->body_off, p->body_len,
+                    p->body_off ? m->s[p->body_off - 1] : 0, 0, SIZE_MAX, 0))
+      return 0;
+    return memchr(sa->s + l0, 0, sa->len - l0) ? 2 : 1;
+  }
+  if (r < 0) {
+    sa->len = l0;
+    return -3;
+  }
+  return r ? 2 : 0;
 }
 
 int mime_binary_size(mime_msg const *m, unsigned int i, size_t *size)
 {
   stralloc t = STRALLOC_ZERO;
   int r;
-  if (i < m->n && m->part[i].kind == MIME_LEAF && cte_kind(m, &m->part[i]) == 1) {
+  if (i >= m->n) {
+    *size = 0;
+    return 1;
+  }
+  if (m->part[i].kind != MIME_LEAF || cte_kind(m, &m->part[i]) == 1) {
     *size = m->part[i].body_wsize;
     return 1;
   }

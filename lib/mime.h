@@ -145,14 +145,19 @@ int mime_section_range(mime_msg const *m, mime_section const *sec, size_t *off, 
 int mime_section_cat(stralloc *sa, mime_msg const *m, mime_section const *sec, size_t origin,
                      size_t count);
 
-/* BINARY[section] (RFC 3516): appends the content of leaf part i with its transfer encoding
- * undone (base64, quoted-printable; 7bit/8bit/binary/none as the wire form). Returns 1,
- * 0 on allocation failure, -1 for an unknown Content-Transfer-Encoding (NO [UNKNOWN-CTE]),
- * -2 when i is not a leaf. Broken base64/QP is decoded as far as it goes (invalid characters
- * skipped), as Dovecot does. */
+/* BINARY[section] (RFC 3516), as Dovecot answers it: appends the content of part i (from
+ * mime_section_part) with its transfer encoding undone. Returns
+ *    1  nothing to decode (7bit/8bit/binary/none, a multipart or message part, or a part that
+ *       does not exist: then nothing is appended): the wire form was appended; send {n};
+ *    2  base64 or quoted-printable decoded: send it as literal8 ~{n};
+ *   -1  unknown Content-Transfer-Encoding: NO [UNKNOWN-CTE];
+ *   -3  invalid base64/QP data: NO [PARSE] (nothing appended);
+ *    0  allocation failure.
+ * BINARY[] (no section) is the whole message as is: mime_section_cat, sent as ~{n}. */
 int mime_binary_cat(stralloc *sa, mime_msg const *m, unsigned int i);
 
-/* BINARY.SIZE: the length mime_binary_cat would append; same returns, size in *size. */
+/* BINARY.SIZE: the length mime_binary_cat would append (0 for no such part); same returns
+ * (1 or 2 when *size is set). */
 int mime_binary_size(mime_msg const *m, unsigned int i, size_t *size);
 
 /* ---- header fields ---- */

@@ -8,6 +8,7 @@ import pwd
 import grp
 import shutil
 import subprocess
+import tempfile
 
 from conftest import free_port, wait_for, stop_procs
 
@@ -68,7 +69,10 @@ class Dovecot:
     get sequence numbers 1..n."""
 
     def __init__(self, tmp):
-        self.tmp = str(tmp)
+        # As root Dovecot runs as nobody, which must reach the directory: pytest's temporary
+        # directories are 0700 root, so a directory of our own under /tmp is used (and removed).
+        self.own = os.geteuid() == 0
+        self.tmp = tempfile.mkdtemp(prefix="pb-dovecot-") if self.own else str(tmp)
         self.proc = None
         self.port = None
 
@@ -142,12 +146,19 @@ class Dovecot:
         if self.proc:
             stop_procs([self.proc])
             self.proc = None
+        if self.own:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def fetch_raw(client, seq, item):
     """FETCH seq (item) and returns the reply's bytes after "* seq FETCH (" with the literals
-    inlined as {n}\\r\\n<bytes> and without the final ")": exactly what the server sent."""
+    inlined as {n}\\r\\n<bytes> and without the final ")": exactly what the server sent; for a
+    tagged NO, "NO [CODE]"."""
+    client.untagged_responses.pop("FETCH", None)
     typ, data = client.fetch(str(seq), "(%s)" % item)
+    if typ == "NO":
+        # the response code only ("NO [UNKNOWN-CTE]"): the text is the server's own
+        return b"NO " + data[-1].split(b"]")[0] + b"]"
     assert typ == "OK", data
     out = b""
     for d in data:

@@ -59,29 +59,42 @@ int main(int argc, char **argv)
       if (!rb || !mime_section_parse(lb + 1, rb - lb - 1, &sec)) {
         stralloc_cats(&sa, "BAD");
       } else if (a[1] == 'O') {
+        size_t k0 = sa.len, k;
         if (!mime_section_cat(&body, &m, &sec, 0, SIZE_MAX)) return 111;
         stralloc_catb(&sa, a, rb + 1 - a);
+        /* the reply names the fields in upper case, as Dovecot does */
+        for (k = k0; k < sa.len; k++)
+          if (sa.s[k] >= 'a' && sa.s[k] <= 'z') sa.s[k] -= 32;
         snprintf(b, sizeof b, " {%zu}\r\n", body.len);
         stralloc_cats(&sa, b);
         stralloc_catb(&sa, body.s, body.len);
       } else {
         unsigned int p = mime_section_part(&m, &sec);
         int r;
-        if (!strncmp(a, "BINARY.SIZE", 11)) {
+        stralloc_catb(&sa, a, rb + 1 - a);
+        if (!sec.nnum && sec.what == MIME_SEC_ALL) {
+          /* BINARY[]: the whole message, as literal8 */
+          if (!mime_section_cat(&body, &m, &sec, 0, SIZE_MAX)) return 111;
+          r = 2;
+        } else if (!strncmp(a, "BINARY.SIZE", 11)) {
           size_t z = 0;
           r = mime_binary_size(&m, p, &z);
-          stralloc_catb(&sa, a, rb + 1 - a);
           snprintf(b, sizeof b, " %zu", z);
-          if (r == 1) stralloc_cats(&sa, b);
-          else stralloc_cats(&sa, r == -1 ? " UNKNOWN-CTE" : " NOTLEAF");
-        } else {
-          r = mime_binary_cat(&body, &m, p);
-          stralloc_catb(&sa, a, rb + 1 - a);
-          snprintf(b, sizeof b, " ~{%zu}\r\n", body.len);
-          if (r == 1) {
+          if (r > 0) {
             stralloc_cats(&sa, b);
-            stralloc_catb(&sa, body.s, body.len);
-          } else stralloc_cats(&sa, r == -1 ? " UNKNOWN-CTE" : " NOTLEAF");
+            r = 0;
+          }
+        } else r = mime_binary_cat(&body, &m, p);
+        if (r == 1 || r == 2) {
+          snprintf(b, sizeof b, " %s{%zu}\r\n", r == 2 ? "~" : "", body.len);
+          stralloc_cats(&sa, b);
+          stralloc_catb(&sa, body.s, body.len);
+        } else if (r == -1) {
+          sa.len = 0;
+          stralloc_cats(&sa, "NO [UNKNOWN-CTE]");
+        } else if (r == -3) {
+          sa.len = 0;
+          stralloc_cats(&sa, "NO [PARSE]");
         }
       }
       stralloc_free(&body);
