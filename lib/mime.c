@@ -2072,7 +2072,7 @@ int mime_header_decode(stralloc *sa, char const *v, size_t vlen)
     }
   }
   /* trim */
-  {
+  if (sa->s) {
     size_t a = start, b = sa->len;
     while (a < b && sa->s[a] == ' ') a++;
     while (b > a && sa->s[b - 1] == ' ') b--;
