@@ -4,13 +4,15 @@ same bytes Dovecot sends (our side through tests/tools/mime-dump, built here; Do
 on a loopback port with its own configuration, see dovecot_helpers.py). The deliberate
 differences are listed in DIFFERENCES with their reason; BINARY[] of the whole message is not
 compared for the same reason (Dovecot converts every part inside it)."""
+import imaplib
 import os
+import shutil
 import subprocess
 
 import pytest
 
-from conftest import ROOT, SANITIZE
-from dovecot_helpers import DOVECOT, Dovecot, fetch_raw
+from conftest import LIBPILLARBOX, ROOT, SANITIZE
+import dovecot_helpers
 from mime_corpus import BINARY_SECTIONS, MESSAGES, SECTIONS
 
 ITEMS = (["BODYSTRUCTURE", "BODY", "ENVELOPE", "RFC822.SIZE"] + ["BODY[%s]" % s for s in SECTIONS]
@@ -27,6 +29,12 @@ DIFFERENCES = {
 }
 
 
+# Items where Dovecot's own answer depends on its cache state (seen to change between runs):
+# not compared. A header without an empty line and without a final LF: HEADER.FIELDS ends with
+# an empty line when Dovecot parses the message, without one when it answers from its cache.
+UNSTABLE = {("no-header-end", "BODY[HEADER.FIELDS (From Subject)]")}
+
+
 def build_dump(tmp_path):
     exe = str(tmp_path / "mime-dump")
     cflags = ["-std=c99", "-D_POSIX_C_SOURCE=200809L", "-D_XOPEN_SOURCE=700", "-Wall", "-Wextra",
@@ -34,7 +42,7 @@ def build_dump(tmp_path):
     if SANITIZE:
         cflags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
     subprocess.run(["cc"] + cflags + ["-o", exe, os.path.join(ROOT, "tests", "tools", "mime-dump.c"),
-                    os.path.join(ROOT, "lib", "libpillarbox.a"), "-l:libskarnet.a"],
+                    LIBPILLARBOX, "-l:libskarnet.a"],
                    check=True, timeout=120)
     return exe
 
@@ -59,17 +67,47 @@ def peek(item):
     return item
 
 
+def fetch_raw(client, seq, item):
+    """FETCH seq (item): the reply's bytes after "* seq FETCH (" with the literals inlined as
+    {n}\\r\\n<bytes>, without the final ")": exactly what the server sent; for a tagged NO,
+    "NO [CODE]"."""
+    client.untagged_responses.pop("FETCH", None)
+    typ, data = client.fetch(str(seq), "(%s)" % item)
+    if typ == "NO":
+        return b"NO " + data[-1].split(b"]")[0] + b"]"
+    assert typ == "OK", data
+    out = b""
+    for d in data:
+        out += d[0] + b"\r\n" + d[1] if isinstance(d, tuple) else d
+    prefix = b"%d (" % seq
+    assert out.startswith(prefix) and out.endswith(b")"), out
+    return out[len(prefix):-1]
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """Dovecot's answers for every (message, item)."""
-    if not DOVECOT:
-        pytest.skip("dovecot not installed (Debian dovecot-imapd, package/deps-test)")
-    tmp = tmp_path_factory.mktemp("dovecot")
-    d = Dovecot(tmp)
-    d.put([m for _, m in MESSAGES])
-    d.start()
+def reference():
+    """Dovecot's answers for every (message, item): the corpus in its INBOX (cur/, in name
+    order, so message n is MESSAGES[n-1])."""
+    why = dovecot_helpers.usable()
+    if why:
+        pytest.skip(why)
+    d = dovecot_helpers.Dovecot()
     try:
-        c = d.login()
+        md = d.maildir()
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(md, sub))
+        for i, (_, m) in enumerate(MESSAGES):
+            with open(os.path.join(md, "cur", "%010d.M1P1.ref:2," % (i + 1)), "wb") as f:
+                f.write(m)
+        for dirpath, _, files in os.walk(os.path.join(d.dir, "home")):
+            shutil.chown(dirpath, "nobody", "nogroup")
+            for f in files:
+                shutil.chown(os.path.join(dirpath, f), "nobody", "nogroup")
+        d.start()
+        c = imaplib.IMAP4("127.0.0.1", d.port, timeout=30)
+        c.login(d.user, d.password)
+        typ, data = c.select("INBOX", readonly=True)
+        assert typ == "OK" and int(data[0]) == len(MESSAGES), data
         ref = {}
         for i, (name, _) in enumerate(MESSAGES):
             for item in ITEMS:
@@ -90,6 +128,8 @@ def test_same_as_dovecot(reference, tmp_path):
         ours = dump(exe, str(path), ITEMS)
         for item, got in zip(ITEMS, ours):
             want = reference[(name, item)]
+            if (name, item) in UNSTABLE:
+                continue
             if (name, item) in DIFFERENCES:
                 assert got != want, "%s %s now agrees with Dovecot: drop it from DIFFERENCES" % (
                     name, item)
