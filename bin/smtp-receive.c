@@ -33,7 +33,6 @@
 #include "checkpw.h"
 #include "connlimit.h"
 #include "control.h"
-#include "hdr.h"
 #include "inject.h"
 #include "ipkey.h"
 #include "lookup.h"
@@ -41,6 +40,7 @@
 #include "queue.h"
 #include "saslserv.h"
 #include "smtp.h"
+#include "smtpmsg.h"
 #include "ucspitls.h"
 
 char const *PROG = "smtp-receive";
@@ -263,62 +263,21 @@ static int owned(char const *s, size_t n)
   return r > 0;
 }
 
-/* ---- the message: streamed into the queue as it arrives ---- */
+/* ---- the message: streamed into the queue as it arrives (lib/smtpmsg) ---- */
 
-static injector inj;
-static int msg_started;   /* inj holds a started injection */
-static unsigned long long msgsize;
-static int msgtoobig;
-static smtp_hops hops;
-static hdr_grab fromhdr;
-static smtp_data dm;
+static smtpmsg msg;
 
-/* Message bytes; those from the client (not our Received:) are scanned for hops and From:. */
-static void msg_write(char const *s, size_t n, int client)
-{
-  msgsize += n;
-  if (msgsize > databytes) msgtoobig = 1;
-  if (client) smtp_hops_scan(&hops, s, n);
-  if (client && authuser.len) hdr_grab_scan(&fromhdr, s, n);
-  if (!msgtoobig) inject_write(&inj, s, n);
-}
-
-static void fmt_date(char *buf, size_t n)
-{
-  time_t t = time(0);
-  struct tm tm;
-  if (!gmtime_r(&t, &tm) || !strftime(buf, n, "%a, %d %b %Y %H:%M:%S +0000", &tm)) buf[0] = 0;
-}
-
-static void msg_abort(void)
-{
-  if (msg_started) inject_abort(&inj);
-  msg_started = 0;
-}
-
-/* Starts the injection and writes our Received: field. 1, or 0 (451 to give). */
+/* Starts the injection with the session facts, and our Received: field. 1, or 0 (451). */
 static int msg_start(int bdat)
 {
   inject_facts f = INJECT_FACTS_ZERO;
   smtp_trace t;
-  char date[64];
   f.service = service;
   f.ip = remoteip;
   f.helo = helo.s;
   f.user = authuser.len ? authuser.s : 0;
   f.tls = tls ? tlsproto.s : 0;
   f.relay = relayclient || authuser.len;
-  msgsize = 0;
-  msgtoobig = 0;
-  smtp_hops_init(&hops);
-  hdr_grab_init(&fromhdr, "From");
-  smtp_data_init(&dm, bdat);
-  if (!inject_start(&inj, &f, (unsigned int)timeout)) {
-    strerr_warnwusys("start the injection");
-    return 0;
-  }
-  msg_started = 1;
-  fmt_date(date, sizeof date);
   memset(&t, 0, sizeof t);
   t.helo = helo.s;
   t.host = remotehost;
@@ -328,11 +287,10 @@ static int msg_start(int bdat)
   t.tlsproto = tls ? tlsproto.s : 0;
   t.cipher = tls ? tlscipher.s : 0;
   if (nrcpt == 1) { t.rcpt = rcpts.s + 1; t.rcptlen = rcpts.len - 2; }
-  t.date = date;
-  tmp.len = 0;
-  if (!smtp_received(&tmp, &t)) quit(111, "out of memory");
-  msg_write(tmp.s, tmp.len, 0);
-  return 1;
+  if (smtpmsg_start(&msg, &f, (unsigned int)timeout, &t, databytes, bdat, authuser.len > 0))
+    return 1;
+  strerr_warnwusys("start the injection");
+  return 0;
 }
 
 static void log_message(char const *result, char const *id)
@@ -342,7 +300,7 @@ static void log_message(char const *result, char const *id)
   size_t i;
   unsigned int k = 0;
   n1[ulong_fmt(n1, nrcpt)] = 0;
-  n2[uint64_fmt(n2, msgsize)] = 0;
+  n2[uint64_fmt(n2, msg.size)] = 0;
   l->len = 0;
   for (i = 0; i < rcpts.len && k < 10; i += strlen(rcpts.s + i) + 1, k++)
     if (!stralloc_cats(l, k ? ",<" : "<") || !stralloc_cats(l, rcpts.s + i + 1) ||
@@ -362,62 +320,59 @@ static void log_message(char const *result, char const *id)
 static int from_ok(void)
 {
   if (!authuser.len) return 1;
-  if (!fromhdr.count) return sender.len > 0;
-  if (fromhdr.count > 1 || fromhdr.toolong) return 0;
-  return owner_owns_list(authuser.s, authuser.len, fromhdr.value, fromhdr.len) > 0;
+  if (!msg.from.count) return sender.len > 0;
+  if (msg.from.count > 1 || msg.from.toolong) return 0;
+  return owner_owns_list(authuser.s, authuser.len, msg.from.value, msg.from.len) > 0;
+}
+
+static int quota_toobig(void);
+
+static void refuse(char const *log, unsigned int code, char const *ecode, char const *text)
+{
+  smtpmsg_abort(&msg);
+  log_message(log, 0);
+  reply(code, ecode, text);
 }
 
 /* The end of a message: its reply and its log line. */
 static void finish_message(void)
 {
   stralloc id = STRALLOC_ZERO;
-  if (msgtoobig) {
-    msg_abort();
-    log_message("552", 0);
-    reply(552, "5.3.4", "message too big");
-  } else if (dm.flags) {
-    msg_abort();
-    log_message(dm.flags & SMTP_DATA_NUL ? "550-nul" : "550-bare-cr-lf", 0);
-    reply(550, "5.6.0", dm.flags & SMTP_DATA_NUL
-                          ? "NUL byte in message, message refused"
-                          : "bare CR or LF in message (RFC 5321 2.3.8), message refused");
-  } else if (hops.count >= hoplimit) {
-    /* with our Received: line it would be over the limit */
-    msg_abort();
-    log_message("554-too-many-hops", 0);
-    reply(554, "5.4.6", "too many hops, mail loop");
-  } else if (!from_ok()) {
-    msg_abort();
-    log_message("550-from-not-owned", 0);
-    reply(550, "5.7.1", "From: header not owned by the authenticated user");
-  } else {
-    char const *ecode, *text;
-    unsigned int code;
-    int e;
-    tmp.len = 0;
-    if (!stralloc_catb(&tmp, "F", 1) || !stralloc_catb(&tmp, sender.s, sender.len) ||
-        !stralloc_0(&tmp) || !stralloc_catb(&tmp, rcpts.s, rcpts.len) || !stralloc_0(&tmp))
-      quit(111, "out of memory");
-    e = inject_commit(&inj, tmp.s, tmp.len, &id);
-    msg_started = 0;
-    if (!stralloc_0(&id)) quit(111, "out of memory");
-    code = inject_reply(e, &ecode, &text);
-    if (!e) {
-      nmessages++;
-      njunk = 0;
-      log_message("250", id.s);
-      tmp.len = 0;
-      if (!stralloc_cats(&tmp, text) || (id.len > 1 && (!stralloc_cats(&tmp, " as ") ||
-          !stralloc_cats(&tmp, id.s))) || !stralloc_0(&tmp))
-        quit(111, "out of memory");
-      reply(250, ecode, tmp.s);
-    } else {
-      char n[UINT_FMT];
-      n[uint_fmt(n, (unsigned int)e)] = 0;
-      log_message(e == INJECT_UNREAD ? "451-injector-did-not-read" : n, 0);
-      reply(code, ecode, text);
-    }
+  char const *ecode, *text;
+  unsigned int code;
+  int e;
+  switch (smtpmsg_verdict(&msg, hoplimit)) {
+    case SMTPMSG_TOOBIG: refuse("552", 552, "5.3.4", "message too big"); goto end;
+    case SMTPMSG_NUL: refuse("550-nul", 550, "5.6.0", "NUL byte in message, message refused"); goto end;
+    case SMTPMSG_BARE:
+      refuse("550-bare-cr-lf", 550, "5.6.0", "bare CR or LF in message (RFC 5321 2.3.8), message refused");
+      goto end;
+    case SMTPMSG_HOPS: refuse("554-too-many-hops", 554, "5.4.6", "too many hops, mail loop"); goto end;
   }
+  if (quota_toobig()) { refuse("552-quota", 552, "5.2.2", "message exceeds the mailbox quota"); goto end; }
+  if (!from_ok()) {
+    refuse("550-from-not-owned", 550, "5.7.1", "From: header not owned by the authenticated user");
+    goto end;
+  }
+  e = smtpmsg_commit(&msg, sender.s, sender.len, rcpts.s, rcpts.len, &id);
+  if (!stralloc_0(&id)) quit(111, "out of memory");
+  code = inject_reply(e, &ecode, &text);
+  if (!e) {
+    nmessages++;
+    njunk = 0;
+    log_message("250", id.s);
+    tmp.len = 0;
+    if (!stralloc_cats(&tmp, text) || (id.len > 1 && (!stralloc_cats(&tmp, " as ") ||
+        !stralloc_cats(&tmp, id.s))) || !stralloc_0(&tmp))
+      quit(111, "out of memory");
+    reply(250, ecode, tmp.s);
+  } else {
+    char n[UINT_FMT];
+    n[uint_fmt(n, (unsigned int)e)] = 0;
+    log_message(e == INJECT_UNREAD ? "451-injector-did-not-read" : n, 0);
+    reply(code, ecode, text);
+  }
+end:
   stralloc_free(&id);
   reset_transaction();
 }
@@ -428,24 +383,17 @@ static void do_data(smtp_cmd const *c)
   if (c->arglen) { reply(501, "5.5.4", "DATA takes no argument"); return; }
   if (!in_mail) { reply(503, "5.5.1", "MAIL first"); return; }
   if (!nrcpt) { reply(503, "5.5.1", "no valid recipients"); return; }
-  if (!msg_start(0)) {
-    msg_abort();
-    reply(451, "4.3.0", "unable to start the queue, try again later");
-    return;
-  }
+  if (!msg_start(0)) { reply(451, "4.3.0", "unable to start the queue, try again later"); return; }
   reply(354, 0, "End data with <CR><LF>.<CR><LF>");
   for (;;) {
-    char obuf[INBUF + 2];
-    size_t n = fill(), used, olen;
+    size_t n = fill();
     int done;
     if (!n) {
-      msg_abort();
+      smtpmsg_abort(&msg);
       log_message("disconnected", 0);
       quit(0, "disconnected in DATA");
     }
-    used = smtp_data_scan(&dm, inbuf + inpos, n, obuf, &olen, &done);
-    inpos += used;
-    msg_write(obuf, olen, 1);
+    inpos += smtpmsg_data(&msg, inbuf + inpos, n, &done);
     if (done) break;
   }
   finish_message();
@@ -457,7 +405,7 @@ static unsigned int bdat_failed;
 
 static void bdat_abandon(void)
 {
-  if (bdat_active) msg_abort();
+  if (bdat_active) smtpmsg_abort(&msg);
   bdat_active = 0;
 }
 
@@ -471,33 +419,28 @@ static void bdat_fail_reply(void)
 static void do_bdat(smtp_cmd const *c)
 {
   unsigned long long n, left;
-  int last;
+  int last, done;
   if (!smtp_parse_bdat(c->arg, c->arglen, ~0ULL >> 1, &n, &last))
     die_reply(421, "4.5.4", "BDAT syntax error, closing", "bad BDAT");
   if (!bdat_active) {
     bdat_failed = 0;
     if (!in_mail || !nrcpt) bdat_failed = 503;
-    else if (!msg_start(1)) { msg_abort(); bdat_failed = 451; }
+    else if (!msg_start(1)) bdat_failed = 451;
     bdat_active = 1;
   }
   for (left = n; left;) {
-    char obuf[INBUF + 2];
-    size_t avail = fill(), take, olen;
-    int done;
+    size_t avail = fill(), take;
     if (!avail) {
-      msg_abort();
+      smtpmsg_abort(&msg);
       quit(0, "disconnected in BDAT");
     }
     take = avail < left ? avail : (size_t)left;
-    if (!bdat_failed) {
-      smtp_data_scan(&dm, inbuf + inpos, take, obuf, &olen, &done);
-      msg_write(obuf, olen, 1);
-    }
+    if (!bdat_failed) smtpmsg_data(&msg, inbuf + inpos, take, &done);
     inpos += take;
     left -= take;
   }
-  if (!bdat_failed && msgtoobig) {
-    msg_abort();
+  if (!bdat_failed && msg.toobig) {
+    smtpmsg_abort(&msg);
     bdat_failed = 552;
     log_message("552", 0);
   }
@@ -517,11 +460,7 @@ static void do_bdat(smtp_cmd const *c)
     if (bdat_failed == 552) reset_transaction();
     return;
   }
-  {
-    char o[2];
-    size_t k = smtp_data_finish(&dm, o);
-    msg_write(o, k, 1);
-  }
+  smtpmsg_bdat_end(&msg);
   finish_message();
 }
 
@@ -669,6 +608,11 @@ static void do_rcpt(smtp_cmd const *c)
 static int quota_ok(void)
 {
   return 1;
+}
+
+static int quota_toobig(void)
+{
+  return 0;
 }
 
 /* ---- STARTTLS and AUTH ---- */

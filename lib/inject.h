@@ -11,9 +11,11 @@
  * The way in, from $QUEUE_INJECT:
  *   "socket" or "socket:PATH"  the injection socket (default path MAILROOT/queue/inject.sock)
  *   any other non-empty value  a command line (split on white space): a qmail-queue chain
- *   unset or empty             the socket when it exists and answers; queue-inject when the
- *                              caller owns MAILROOT/queue (one uid for everything, tests);
- *                              otherwise the socket (which then fails as temporary)
+ *   unset or empty             the socket when it exists and answers; else queue-inject when
+ *                              the caller owns MAILROOT/queue (one uid for everything, tests)
+ *                              or is root (lib/queue gives the file to the queue's owner, so
+ *                              the queue holds only its owner's files either way); otherwise
+ *                              the socket (which then fails as temporary)
  *
  * Socket framing (doc/queue-inject-ipc.8): optional "S" + netstring of facts ("name=value\n"
  * lines), the message as netstrings of at most 65536 bytes, "0:,", the envelope as one

@@ -15,6 +15,7 @@
 #include <skalibs/stralloc.h>
 #include <skalibs/types.h>
 
+#include "instance.h"
 #include "queue.h"
 
 #ifndef RENAME_NOREPLACE
@@ -252,7 +253,18 @@ static int tmp_create(char const *qdir, stralloc *id, stralloc *tmp)
         !stralloc_catb(tmp, id->s, id->len))
       return -1;
     fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
-    if (fd >= 0) return fd;
+    if (fd >= 0) {
+      /* root injecting (sendmail without the injection service): the file still belongs to
+       * the queue's owner, as every file in the queue does */
+      if (instance_fown(fd, INSTANCE_QUEUE) < 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp->s);
+        errno = e;
+        return -1;
+      }
+      return fd;
+    }
     if (errno != EEXIST) return -1;
     inject_counter++;
   }

@@ -508,3 +508,14 @@ def test_received_tls_clause_and_log(inst, sink):
     assert b"with ESMTPS\n\t(using TLSv1.2 with cipher ECDHE-RSA-AES128-GCM-SHA256)\n\tfor " in m
     assert b"TLSv1.2?" not in m
     assert b" tls=TLSv1.2/ECDHE-RSA-AES128-GCM-SHA256 user=- result=250 id=SINK1" in s.stderr
+
+
+def test_sendmail_without_the_socket_leaves_the_queue_to_its_owner(inst):
+    """No injection service: a caller that may write the queue (its owner, or root) runs
+    queue-inject itself, and the new file belongs to the queue's owner whoever called."""
+    before = queue_files(inst)
+    r = inst.run("sendmail", "user@example.test", input=b"Subject: cron\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    new = [p for p in queue_files(inst) - before if "/mess/" in p]
+    assert len(new) == 1
+    assert os.stat(new[0]).st_uid == os.stat(inst.path("queue")).st_uid
