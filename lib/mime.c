@@ -67,17 +67,22 @@ size_t mime_wire_size(char const *s, size_t len, char prev)
   return n;
 }
 
-static size_t count_lf(char const *s, size_t len)
+/* LFs in s[0..len) and the wire size (bare LFs counted twice), in one pass */
+static size_t count_lf_wire(char const *s, size_t len, char prev, size_t *wsize)
 {
-  size_t n = 0, i = 0;
+  size_t n = 0, bare = 0, i = 0;
   while (i < len) {
     char const *p = memchr(s + i, '\n', len - i);
     if (!p) break;
+    i = p - s;
     n++;
-    i = p - s + 1;
+    if ((i ? s[i - 1] : prev) != '\r') bare++;
+    i++;
   }
+  *wsize = len + bare;
   return n;
 }
+
 
 static int wire_cat_x(stralloc *sa, char const *s, size_t len, char prev, size_t origin,
                       size_t count, int nulmap)
@@ -699,8 +704,10 @@ static size_t scan_body(pctx *c, size_t start, int *hdr)
   size_t q = start;
   *hdr = 0;
   if (!c->nb) return c->len;
+  /* only lines starting with "--" matter: jump from one "\n--" to the next */
   while (q < c->len) {
     int close, k = boundary_at(c, q, &close);
+    char const *nl;
     if (k >= 0) {
       size_t ce = q;
       if (q != start) {
@@ -709,7 +716,14 @@ static size_t scan_body(pctx *c, size_t start, int *hdr)
       }
       return finish(c, k, close, ce, q, hdr);
     }
-    q = line_end(c->s, c->len, q);
+    /* the next "--" at the start of a line: memchr on '-' skips base64 (which has none) and
+       most text in one call */
+    for (;;) {
+      nl = memchr(c->s + q + 1, '-', c->len - q - 1);
+      if (!nl) return c->len;
+      q = nl - c->s;
+      if (c->s[q - 1] == '\n' && q + 1 < c->len && c->s[q + 1] == '-') break;
+    }
   }
   return c->len;
 }
@@ -844,9 +858,8 @@ unsigned int mime_parse(mime_msg *m, char const *s, size_t len, mime_part *part,
     if (p->body_off > len) p->body_off = len;
     if (p->body_off + p->body_len > len) p->body_len = len - p->body_off;
     p->hdr_wsize = mime_wire_size(s + p->hdr_off, p->hdr_len, p->hdr_off ? s[p->hdr_off - 1] : 0);
-    p->body_wsize = mime_wire_size(s + p->body_off, p->body_len,
-                                   p->body_off ? s[p->body_off - 1] : 0);
-    p->body_lines = count_lf(s + p->body_off, p->body_len);
+    p->body_lines = count_lf_wire(s + p->body_off, p->body_len,
+                                  p->body_off ? s[p->body_off - 1] : 0, &p->body_wsize);
   }
   ctinfo_free(&c.ci);
   return m->n;
