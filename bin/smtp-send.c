@@ -16,7 +16,6 @@
 #include <skalibs/allreadwrite.h>
 #include <skalibs/buffer.h>
 #include <skalibs/djbunix.h>
-#include <skalibs/iopause.h>
 #include <skalibs/sgetopt.h>
 #include <skalibs/sig.h>
 #include <skalibs/socket.h>
@@ -27,6 +26,7 @@
 
 #include "control.h"
 #include "dns.h"
+#include "timedio.h"
 #include "tlsclient.h"
 
 #define USAGE "smtp-send DOMAIN SENDER RCPT..."
@@ -90,68 +90,21 @@ static void set_deadline(unsigned int secs)
   if (intls) tlsclient_deadline(&tls, &deadline);
 }
 
-static int waitfd(short events)
-{
-  iopause_fd x;
-  x.fd = fd;
-  x.events = events;
-  for (;;) {
-    int r;
-    tain_now_g();
-    r = iopause_g(&x, 1, &deadline);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (!r) {
-      errno = ETIMEDOUT;
-      return -1;
-    }
-    return 1;
-  }
-}
-
 static int conn_write(char const *s, size_t len)
 {
   if (intls) return tlsclient_write(&tls, s, len) ? 0 : -1;
-  while (len) {
-    ssize_t w = write(fd, s, len);
-    if (w > 0) {
-      s += w;
-      len -= (size_t)w;
-      continue;
-    }
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    if (waitfd(IOPAUSE_WRITE) < 0) return -1;
-  }
-  return 0;
+  return timedio_fdwrite(fd, s, len, &deadline) ? 0 : -1;
 }
 
 static int conn_fill(void)
 {
   ssize_t r;
   rpos = rlen = 0;
-  if (intls) {
-    r = tlsclient_read(&tls, rbuf, sizeof rbuf);
-    if (r <= 0) return -1;
-    rlen = (size_t)r;
-    return 0;
-  }
-  for (;;) {
-    r = read(fd, rbuf, sizeof rbuf);
-    if (r > 0) {
-      rlen = (size_t)r;
-      return 0;
-    }
-    if (!r) {
-      errno = EPIPE;
-      return -1;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    if (waitfd(IOPAUSE_READ) < 0) return -1;
-  }
+  r = intls ? tlsclient_read(&tls, rbuf, sizeof rbuf) : timedio_fdread(fd, rbuf, sizeof rbuf, &deadline);
+  if (!r) errno = EPIPE;
+  if (r <= 0) return -1;
+  rlen = (size_t)r;
+  return 0;
 }
 
 /* Reads one line (without CRLF) into line. 0 ok, -1 error/timeout, -2 line too long. */
