@@ -134,12 +134,215 @@ static void exec_prog(char const *name, char const *const *argv)
   strerr_diefusys(111, "exec ", name);
 }
 
+/* -bp and -bs run another program; -bm (the default) goes on. */
+static void other_modes(char const *mode)
+{
+  if (!strcmp(mode, "p")) {
+    char const *a[2] = {"queue-list", 0};
+    exec_prog(a[0], a);
+  }
+  if (!strcmp(mode, "s")) {
+    /* A local user's SMTP session: a relay client on loopback. */
+    char const *a[2] = {"smtp-receive", 0};
+    if (setenv("RELAYCLIENT", "", 1) < 0 || setenv("TCPREMOTEIP", "127.0.0.1", 1) < 0 ||
+        setenv("TCPLOCALIP", "127.0.0.1", 1) < 0 || setenv("PROTO", "LOCAL", 1) < 0 ||
+        setenv("SMTP_SERVICE", "local", 1) < 0)
+      strerr_diefusys(111, "setenv");
+    exec_prog(a[0], a);
+  }
+  if (strcmp(mode, "m")) strerr_dief(100, "unsupported mode: -b", mode);
+}
+
+static void read_config(void)
+{
+  static stralloc mesa = STRALLOC_ZERO;
+  int r = control_readline(&mesa, "me");
+  if (r < 0) strerr_diefusys(111, "read control/me");
+  if (r > 0) {
+    if (!stralloc_0(&mesa)) strerr_diefusys(111, "allocate");
+    me = mesa.s;
+  }
+  /* bare names, for recipients and the sender, live in the default domain (a local one, so
+   * that a bounce to the sender stays here instead of going out as root@HOSTNAME) */
+  r = control_defaultdomain(&defdomain);
+  if (r < 0) strerr_diefusys(111, "read control/defaultdomain, control/domains or control/me");
+  if (!r && !stralloc_cats(&defdomain, me)) strerr_diefusys(111, "allocate");
+}
+
+/* The envelope sender: -f (a bare name at the default domain), else the caller's name. */
+static void get_sender(char const *from, stralloc *sender)
+{
+  if (from) {
+    size_t end, fl = strlen(from);
+    int r;
+    stralloc q = STRALLOC_ZERO;
+    if (fl && !memchr(from, '@', fl) && !memchr(from, '<', fl)) {
+      /* -f root: root at the default domain */
+      if (!stralloc_catb(&q, from, fl) || !stralloc_catb(&q, "@", 1) ||
+          !stralloc_catb(&q, defdomain.s, defdomain.len) || !stralloc_0(&q))
+        strerr_diefusys(111, "allocate");
+      from = q.s;
+    }
+    if (!*from || !strcmp(from, "<>")) sender->len = 0;
+    else if ((r = addr_parse_path(from, strlen(from), ADDR_LOOSE | ADDR_ALLOW_NULL | ADDR_UTF8,
+                                  sender, &end)) != ADDR_OK)
+      strerr_dief(100, "bad sender address: ", from, ": ", addr_strerror(r));
+  } else {
+    char const *u = getenv("LOGNAME");
+    struct passwd *pw = getpwuid(getuid());
+    if (pw && pw->pw_name && *pw->pw_name) u = pw->pw_name;
+    if (!u || !*u) u = getenv("USER");
+    if (!u || !*u) u = "nobody";
+    if (!stralloc_cats(sender, u) || !stralloc_catb(sender, "@", 1) ||
+        !stralloc_catb(sender, defdomain.s, defdomain.len))
+      strerr_diefusys(111, "allocate");
+  }
+}
+
+/* The input: the header section kept in memory (for -t and to add what is missing), then
+ * the body streamed. */
+static char buf[8192];
+static buffer b = BUFFER_INIT(&buffer_read, 0, buf, sizeof buf);
+static stralloc hdr = STRALLOC_ZERO, ln = STRALLOC_ZERO;
+static int opt_i, ended, firstwhole = 1;
+
+/* Reads the header lines into hdr; ln then holds the blank line or the first body line. */
+static void read_header(void)
+{
+  int bol = 1;
+  for (;;) {
+    int r = next_piece(&b, &ln);
+    if (!r) break;
+    if (!opt_i && bol && r == 1 && ln.len == 2 && ln.s[0] == '.') { ended = 1; break; }
+    if (bol) {
+      int cont = ln.s[0] == ' ' || ln.s[0] == '\t';
+      if (ln.s[0] == '\n' || (!cont && !memchr(ln.s, ':', ln.len))) {
+        firstwhole = r == 1;
+        break; /* the end of the header */
+      }
+    }
+    if (hdr.len + ln.len > HEADER_MAX) strerr_dief(100, "header too long");
+    if (!stralloc_catb(&hdr, ln.s, ln.len)) strerr_diefusys(111, "allocate");
+    bol = r == 1;
+    ln.len = 0;
+  }
+  /* input ended inside a header line: end it */
+  if (!bol && !stralloc_catb(&hdr, "\n", 1)) strerr_diefusys(111, "allocate");
+}
+
+/* The length of the field at hdr[i..], continuation lines included. */
+static size_t field_len(size_t i)
+{
+  size_t j = i;
+  do {
+    j += byte_chr(hdr.s + j, hdr.len - j, '\n') + 1;
+  } while (j < hdr.len && (hdr.s[j] == ' ' || hdr.s[j] == '\t'));
+  return j - i;
+}
+
+#define HAS_FROM 1
+#define HAS_DATE 2
+#define HAS_MSGID 4
+
+/* Notes what the header has; with -t, adds the recipients of To, Cc and Bcc ("To :" is To:
+ * RFC 5322 4.5, obsolete syntax). */
+static unsigned int scan_header(int opt_t)
+{
+  unsigned int has = 0;
+  size_t i, k;
+  for (i = 0; i < hdr.len; i += k) {
+    char const *h = hdr.s + i;
+    size_t c;
+    k = field_len(i);
+    if (hdr_field(h, k, "From")) has |= HAS_FROM;
+    if (hdr_field(h, k, "Date")) has |= HAS_DATE;
+    if (hdr_field(h, k, "Message-ID")) has |= HAS_MSGID;
+    if (!opt_t) continue;
+    c = hdr_field(h, k, "To");
+    if (!c) c = hdr_field(h, k, "Cc");
+    if (!c) c = hdr_field(h, k, "Bcc");
+    if (c) {
+      stralloc v = STRALLOC_ZERO;
+      size_t x;
+      for (x = c; x < k; x++) {
+        char ch = h[x] == '\n' || h[x] == '\r' ? ' ' : h[x];
+        if (!stralloc_catb(&v, &ch, 1)) strerr_diefusys(111, "allocate");
+      }
+      hdr_addrlist(v.s, v.len, &add_rcpt_cb, 0);
+      stralloc_free(&v);
+    }
+  }
+  return has;
+}
+
+/* Writes the From:, Date: and Message-ID: fields the message lacks. */
+static void put_missing(unsigned int has, stralloc const *sender, char const *fullname)
+{
+  if (!(has & HAS_FROM)) {
+    stralloc f = STRALLOC_ZERO;
+    size_t i;
+    if (!stralloc_cats(&f, "From: ") ||
+        (fullname && (!stralloc_catb(&f, "\"", 1) || !stralloc_cats(&f, fullname) ||
+                      !stralloc_cats(&f, "\" <"))) ||
+        !stralloc_catb(&f, sender->s, sender->len) || (fullname && !stralloc_catb(&f, ">", 1)) ||
+        !stralloc_catb(&f, "\n", 1))
+      strerr_diefusys(111, "allocate");
+    for (i = 6; i < f.len - 1; i++) if (f.s[i] == '\n' || f.s[i] == '\r') f.s[i] = ' ';
+    put(f.s, f.len);
+    stralloc_free(&f);
+  }
+  if (!(has & HAS_DATE)) {
+    char d[80];
+    time_t t = time(0);
+    struct tm tm;
+    if (gmtime_r(&t, &tm) && strftime(d, sizeof d, "Date: %a, %d %b %Y %H:%M:%S +0000\n", &tm))
+      put(d, strlen(d));
+  }
+  if (!(has & HAS_MSGID)) {
+    char m[200 + UINT64_FMT * 2];
+    size_t n = 13, ml = strlen(me);
+    memcpy(m, "Message-ID: <", 13);
+    n += uint64_fmt(m + n, (uint64_t)time(0));
+    m[n++] = '.';
+    n += uint64_fmt(m + n, (uint64_t)getpid());
+    m[n++] = '@';
+    if (ml > 150) ml = 150;
+    memcpy(m + n, me, ml);
+    n += ml;
+    memcpy(m + n, ">\n", 2);
+    put(m, n + 2);
+  }
+}
+
+/* The header without Bcc ("Bcc :" too), then the body. */
+static void put_rest(void)
+{
+  size_t i, k;
+  int bol;
+  for (i = 0; i < hdr.len; i += k) {
+    k = field_len(i);
+    if (!hdr_field(hdr.s + i, k, "Bcc")) put(hdr.s + i, k);
+  }
+  if (ended || !ln.len) return;
+  if (ln.s[0] != '\n') put("\n", 1); /* the body started without a blank line */
+  put(ln.s, ln.len);
+  bol = firstwhole;
+  for (;;) {
+    int r = next_piece(&b, &ln);
+    if (!r) break;
+    if (!opt_i && bol && r == 1 && ln.len == 2 && ln.s[0] == '.') break;
+    put(ln.s, ln.len);
+    bol = r == 1;
+  }
+}
+
 int main(int argc, char const *const *argv)
 {
   subgetopt l = SUBGETOPT_ZERO;
-  int opt_t = 0, opt_i = 0;
+  int opt_t = 0;
   char const *from = 0, *fullname = 0, *mode = "m";
-  stralloc sender = STRALLOC_ZERO, mesa = STRALLOC_ZERO;
+  stralloc sender = STRALLOC_ZERO;
+  unsigned int has;
   for (;;) {
     int opt = subgetopt_r(argc, argv, "tif:r:F:o:b:vN:R:B:V:X:h:L:O:", &l);
     if (opt == -1) break;
@@ -158,183 +361,16 @@ int main(int argc, char const *const *argv)
   argc -= l.ind;
   argv += l.ind;
   if (sig_altignore(SIGPIPE) < 0) strerr_diefusys(111, "ignore SIGPIPE");
-
-  if (!strcmp(mode, "p")) {
-    char const *a[2] = {"queue-list", 0};
-    exec_prog(a[0], a);
-  }
-  if (!strcmp(mode, "s")) {
-    /* A local user's SMTP session: a relay client on loopback. */
-    char const *a[2] = {"smtp-receive", 0};
-    if (setenv("RELAYCLIENT", "", 1) < 0 || setenv("TCPREMOTEIP", "127.0.0.1", 1) < 0 ||
-        setenv("TCPLOCALIP", "127.0.0.1", 1) < 0 || setenv("PROTO", "LOCAL", 1) < 0 ||
-        setenv("SMTP_SERVICE", "local", 1) < 0)
-      strerr_diefusys(111, "setenv");
-    exec_prog(a[0], a);
-  }
-  if (strcmp(mode, "m")) strerr_dief(100, "unsupported mode: -b", mode);
-
-  {
-    int r = control_readline(&mesa, "me");
-    if (r < 0) strerr_diefusys(111, "read control/me");
-    if (r > 0) {
-      if (!stralloc_0(&mesa)) strerr_diefusys(111, "allocate");
-      me = mesa.s;
-    }
-  }
-  {
-    /* bare names, for recipients and the sender, live in the default domain (a local one, so
-     * that a bounce to the sender stays here instead of going out as root@HOSTNAME) */
-    int r = control_defaultdomain(&defdomain);
-    if (r < 0) strerr_diefusys(111, "read control/defaultdomain, control/domains or control/me");
-    if (!r && !stralloc_cats(&defdomain, me)) strerr_diefusys(111, "allocate");
-  }
-  if (from) {
-    size_t end;
-    int r;
-    stralloc q = STRALLOC_ZERO;
-    size_t fl = strlen(from);
-    if (fl && !memchr(from, '@', fl) && !memchr(from, '<', fl)) {
-      /* -f root: root at the default domain */
-      if (!stralloc_catb(&q, from, fl) || !stralloc_catb(&q, "@", 1) ||
-          !stralloc_catb(&q, defdomain.s, defdomain.len) || !stralloc_0(&q))
-        strerr_diefusys(111, "allocate");
-      from = q.s;
-    }
-    if (!*from || !strcmp(from, "<>")) sender.len = 0;
-    else if ((r = addr_parse_path(from, strlen(from), ADDR_LOOSE | ADDR_ALLOW_NULL | ADDR_UTF8,
-                                  &sender, &end)) != ADDR_OK)
-      strerr_dief(100, "bad sender address: ", from, ": ", addr_strerror(r));
-  } else {
-    char const *u = getenv("LOGNAME");
-    struct passwd *pw = getpwuid(getuid());
-    if (pw && pw->pw_name && *pw->pw_name) u = pw->pw_name;
-    if (!u || !*u) u = getenv("USER");
-    if (!u || !*u) u = "nobody";
-    if (!stralloc_cats(&sender, u) || !stralloc_catb(&sender, "@", 1) ||
-        !stralloc_catb(&sender, defdomain.s, defdomain.len))
-      strerr_diefusys(111, "allocate");
-  }
+  other_modes(mode);
+  read_config();
+  get_sender(from, &sender);
   for (; *argv; argv++) add_rcpt(*argv, strlen(*argv));
-
-  /* Read the header (kept for -t and to add what is missing), then stream the body. */
-  {
-    stralloc hdr = STRALLOC_ZERO, ln = STRALLOC_ZERO;
-    int has_from = 0, has_date = 0, has_msgid = 0, ended = 0, bol = 1, firstwhole = 1;
-    size_t i;
-    char buf[8192];
-    buffer b = BUFFER_INIT(&buffer_read, 0, buf, sizeof buf);
-    for (;;) {
-      int r = next_piece(&b, &ln);
-      if (!r) break;
-      if (!opt_i && bol && r == 1 && ln.len == 2 && ln.s[0] == '.') { ended = 1; break; }
-      if (bol) {
-        int cont = ln.s[0] == ' ' || ln.s[0] == '\t';
-        if (ln.s[0] == '\n' || (!cont && !memchr(ln.s, ':', ln.len))) {
-          firstwhole = r == 1;
-          break; /* the end of the header: ln is the blank line or the first body line */
-        }
-      }
-      if (hdr.len + ln.len > HEADER_MAX) strerr_dief(100, "header too long");
-      if (!stralloc_catb(&hdr, ln.s, ln.len)) strerr_diefusys(111, "allocate");
-      bol = r == 1;
-      ln.len = 0;
-    }
-    if (!bol) {
-      /* input ended inside a header line: end it */
-      if (!stralloc_catb(&hdr, "\n", 1)) strerr_diefusys(111, "allocate");
-    }
-    /* hdr holds the header lines; ln holds the first body line (or the blank line), if any */
-    for (i = 0; i < hdr.len;) {
-      size_t j = i, k;
-      /* a field with its continuation lines */
-      do {
-        j += byte_chr(hdr.s + j, hdr.len - j, '\n') + 1;
-      } while (j < hdr.len && (hdr.s[j] == ' ' || hdr.s[j] == '\t'));
-      k = j;
-      if (hdr_field(hdr.s + i, k - i, "From")) has_from = 1;
-      if (hdr_field(hdr.s + i, k - i, "Date")) has_date = 1;
-      if (hdr_field(hdr.s + i, k - i, "Message-ID")) has_msgid = 1;
-      if (opt_t) {
-        /* "To :" is To (RFC 5322 4.5, obsolete syntax) */
-        size_t c = hdr_field(hdr.s + i, k - i, "To");
-        if (!c) c = hdr_field(hdr.s + i, k - i, "Cc");
-        if (!c) c = hdr_field(hdr.s + i, k - i, "Bcc");
-        if (c) {
-          stralloc v = STRALLOC_ZERO;
-          size_t x;
-          for (x = i + c; x < k; x++) {
-            char ch = hdr.s[x] == '\n' || hdr.s[x] == '\r' ? ' ' : hdr.s[x];
-            if (!stralloc_catb(&v, &ch, 1)) strerr_diefusys(111, "allocate");
-          }
-          hdr_addrlist(v.s, v.len, &add_rcpt_cb, 0);
-          stralloc_free(&v);
-        }
-      }
-      i = k;
-    }
-    if (!nrcpt) strerr_dief(100, "no recipients");
-    /* no facts: the server knows who we are (the kernel's uid) and that this is local */
-    if (!inject_start(&inj, 0, 600)) strerr_diefusys(111, "start the injection");
-    if (!has_from) {
-      stralloc f = STRALLOC_ZERO;
-      if (!stralloc_cats(&f, "From: ") ||
-          (fullname && (!stralloc_catb(&f, "\"", 1) || !stralloc_cats(&f, fullname) ||
-                        !stralloc_cats(&f, "\" <"))) ||
-          !stralloc_catb(&f, sender.s, sender.len) || (fullname && !stralloc_catb(&f, ">", 1)) ||
-          !stralloc_catb(&f, "\n", 1))
-        strerr_diefusys(111, "allocate");
-      for (i = 6; i < f.len - 1; i++) if (f.s[i] == '\n' || f.s[i] == '\r') f.s[i] = ' ';
-      put(f.s, f.len);
-      stralloc_free(&f);
-    }
-    if (!has_date) {
-      char d[80];
-      time_t t = time(0);
-      struct tm tm;
-      if (gmtime_r(&t, &tm) && strftime(d, sizeof d, "Date: %a, %d %b %Y %H:%M:%S +0000\n", &tm))
-        put(d, strlen(d));
-    }
-    if (!has_msgid) {
-      char m[200 + UINT64_FMT * 2];
-      size_t n = 0;
-      memcpy(m, "Message-ID: <", 13); n = 13;
-      n += uint64_fmt(m + n, (uint64_t)time(0));
-      m[n++] = '.';
-      n += uint64_fmt(m + n, (uint64_t)getpid());
-      m[n++] = '@';
-      {
-        size_t ml = strlen(me);
-        if (ml > 150) ml = 150;
-        memcpy(m + n, me, ml);
-        n += ml;
-      }
-      memcpy(m + n, ">\n", 2); n += 2;
-      put(m, n);
-    }
-    /* the header, without Bcc */
-    for (i = 0; i < hdr.len;) {
-      size_t j = i;
-      do {
-        j += byte_chr(hdr.s + j, hdr.len - j, '\n') + 1;
-      } while (j < hdr.len && (hdr.s[j] == ' ' || hdr.s[j] == '\t'));
-      if (!hdr_field(hdr.s + i, j - i, "Bcc")) put(hdr.s + i, j - i); /* "Bcc :" too */
-      i = j;
-    }
-    stralloc_free(&hdr);
-    if (!ended && ln.len) {
-      if (ln.s[0] != '\n') put("\n", 1); /* the body started without a blank line */
-      put(ln.s, ln.len);
-      bol = firstwhole;
-      for (;;) {
-        int r = next_piece(&b, &ln);
-        if (!r) break;
-        if (!opt_i && bol && r == 1 && ln.len == 2 && ln.s[0] == '.') break;
-        put(ln.s, ln.len);
-        bol = r == 1;
-      }
-    }
-    stralloc_free(&ln);
-  }
+  read_header();
+  has = scan_header(opt_t);
+  if (!nrcpt) strerr_dief(100, "no recipients");
+  /* no facts: the server knows who we are (the kernel's uid) and that this is local */
+  if (!inject_start(&inj, 0, 600)) strerr_diefusys(111, "start the injection");
+  put_missing(has, &sender, fullname);
+  put_rest();
   return inj_finish(&sender);
 }

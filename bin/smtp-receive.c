@@ -8,18 +8,13 @@
  * interrupted message is never committed; the reply comes after the queue's answer.
  * See doc/smtp-receive.8, doc/smtp.md.
  */
-#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-#include <fcntl.h>
 
-#include <skalibs/bytestr.h>
 #include <skalibs/djbunix.h>
 #include <skalibs/iopause.h>
 #include <skalibs/sig.h>
@@ -33,20 +28,18 @@
 #include "checkpw.h"
 #include "connlimit.h"
 #include "control.h"
-#include "inject.h"
 #include "ipkey.h"
 #include "lookup.h"
 #include "owner.h"
 #include "queue.h"
 #include "saslserv.h"
 #include "smtp.h"
+#include "smtpd.h"
 #include "smtpmsg.h"
 #include "ucspitls.h"
 
 char const *PROG = "smtp-receive";
 #define USAGE "smtp-receive (no arguments; UCSPI session on fd 0/1)"
-
-#define INBUF 4096
 
 /* Configuration (control/ and the environment, read once) */
 static char const *me = "localhost";
@@ -56,20 +49,13 @@ static unsigned long linemax, databytes, rcptmax, errmax, junkmax, timeout, sess
 static char const *remoteip = "unknown", *remotehost = 0, *service = 0;
 static int relayclient, strict, offer_auth;
 
-/* I/O */
-static int infd = 0, outfd = 1;
-static char inbuf[INBUF];
-static size_t inpos, inlen;
-static stralloc out = STRALLOC_ZERO;
-static tain session_end;
-
 /* Session and transaction */
 static stralloc helo = STRALLOC_ZERO;
 static int seen_helo, esmtp, in_mail;
 static smtp_mailparams mailp;
 static stralloc sender = STRALLOC_ZERO;
 static stralloc rcpts = STRALLOC_ZERO; /* each "T" addr NUL */
-static unsigned long nrcpt, nerrors, njunk, nmessages;
+static unsigned long nrcpt, njunk, nmessages;
 static stralloc line = STRALLOC_ZERO, tmp = STRALLOC_ZERO, targets = STRALLOC_ZERO;
 
 /* TLS and AUTH */
@@ -83,157 +69,23 @@ static stralloc tlsproto = STRALLOC_ZERO, tlscipher = STRALLOC_ZERO;
 
 static connlimit slot = CONNLIMIT_ZERO;
 
-static void logsession(char const *why)
+static void logsession(int code, char const *why)
 {
   char n1[ULONG_FMT], n2[ULONG_FMT];
+  (void)code;
+  connlimit_release(&slot);
   n1[ulong_fmt(n1, nmessages)] = 0;
-  n2[ulong_fmt(n2, nerrors)] = 0;
+  n2[ulong_fmt(n2, smtpd_errors)] = 0;
   strerr_warni("session ip=", remoteip, " helo=", helo.len ? helo.s : "-", " messages=", n1,
                " errors=", n2, " end=", why);
-}
-
-/* ---- session I/O: bounded lines, timed waits, replies ---- */
-
-static void quit(int code, char const *why) gccattr_noreturn;
-
-/* The deadline of the next I/O wait: now + timeout, never past the session's end. */
-static void io_deadline(tain *d)
-{
-  tain_now_g();
-  tain_addsec_g(d, (int)timeout);
-  if (tain_less(&session_end, d)) *d = session_end;
-}
-
-static int flush_out(void)
-{
-  size_t w = 0;
-  while (w < out.len) {
-    iopause_fd x = {outfd, IOPAUSE_WRITE, 0};
-    tain d;
-    ssize_t r;
-    io_deadline(&d);
-    r = iopause_g(&x, 1, &d);
-    if (r < 0) return 0;
-    if (!r) { out.len = 0; quit(111, "write timeout"); }
-    r = write(outfd, out.s + w, out.len - w);
-    if (r < 0) {
-      if (errno == EAGAIN || errno == EINTR) continue;
-      out.len = 0;
-      return 0;
-    }
-    w += (size_t)r;
-  }
-  out.len = 0;
-  return 1;
-}
-
-static void quit(int code, char const *why)
-{
-  if (out.len) flush_out();
-  logsession(why);
-  connlimit_release(&slot);
-  _exit(code);
-}
-
-static void reply(unsigned int code, char const *ecode, char const *text)
-{
-  if (!smtp_reply(&out, code, ecode, text, 0)) quit(111, "out of memory");
-  if (code >= 400 && code != 452 && code != 354) nerrors++;
-  if (out.len >= INBUF && !flush_out()) quit(111, "write error");
-}
-
-static void reply_more(unsigned int code, char const *ecode, char const *text)
-{
-  if (!smtp_reply(&out, code, ecode, text, 1)) quit(111, "out of memory");
-}
-
-static void die_reply(unsigned int code, char const *ecode, char const *text, char const *why) gccattr_noreturn;
-static void die_reply(unsigned int code, char const *ecode, char const *text, char const *why)
-{
-  smtp_reply(&out, code, ecode, text, 0);
-  quit(0, why);
-}
-
-/* Refills inbuf. Returns the bytes now available, 0 on EOF. Replies are flushed first. */
-static size_t fill(void)
-{
-  if (inpos < inlen) return inlen - inpos;
-  inpos = inlen = 0;
-  if (out.len && !flush_out()) quit(111, "write error");
-  for (;;) {
-    iopause_fd x = {infd, IOPAUSE_READ, 0};
-    tain d;
-    ssize_t r;
-    io_deadline(&d);
-    r = iopause_g(&x, 1, &d);
-    if (r < 0) quit(111, "iopause error");
-    if (!r) {
-      if (!tain_future(&session_end))
-        die_reply(421, "4.4.2", "session time limit reached, closing", "session time limit");
-      die_reply(421, "4.4.2", "idle timeout, closing", "timeout");
-    }
-    r = read(infd, inbuf, INBUF);
-    if (r < 0) {
-      if (errno == EAGAIN || errno == EINTR) continue;
-      return 0;
-    }
-    inlen = (size_t)r;
-    return inlen;
-  }
-}
-
-/* Reads one command line into `line` (without CR LF). Returns 1, 0 on EOF, -1 if it was
- * longer than linemax (skipped up to its LF). */
-static int getline_cmd(void)
-{
-  int toolong = 0;
-  line.len = 0;
-  for (;;) {
-    size_t n = fill(), i;
-    char *p;
-    if (!n) return 0;
-    p = inbuf + inpos;
-    i = byte_chr(p, n, '\n');
-    if (!toolong) {
-      if (line.len + i > linemax) toolong = 1;
-      else if (!stralloc_catb(&line, p, i)) quit(111, "out of memory");
-    }
-    if (i < n) {
-      inpos += i + 1;
-      if (toolong) return -1;
-      if (line.len && line.s[line.len - 1] == '\r') line.len--;
-      if (!stralloc_0(&line)) quit(111, "out of memory");
-      line.len--;
-      return 1;
-    }
-    inpos += n;
-  }
-}
-
-/* Has the client sent anything we have not answered yet? (RFC 2920: after the greeting's
- * wait, and after DATA, the client must wait for our reply.) */
-static int input_pending(unsigned long waitms)
-{
-  int n = 0;
-  if (inpos < inlen) return 1;
-  if (waitms) {
-    iopause_fd x = {infd, IOPAUSE_READ, 0};
-    tain d, w;
-    tain_from_millisecs(&w, (int)waitms);
-    tain_now_g();
-    tain_add_g(&d, &w);
-    while (iopause_g(&x, 1, &d) < 0)
-      if (errno != EINTR) return 0;
-  }
-  return ioctl(infd, FIONREAD, &n) == 0 && n > 0;
 }
 
 static void synch_error(char const *why) gccattr_noreturn;
 static void synch_error(char const *why)
 {
   strerr_warni("pipelining violation ip=", remoteip, " ", why);
-  nerrors++;
-  die_reply(554, "5.5.0", "SMTP protocol synchronization error, closing", "pipelining");
+  smtpd_errors++;
+  smtpd_die(554, "5.5.0", "SMTP protocol synchronization error, closing", "pipelining");
 }
 
 /* ---- the transaction ---- */
@@ -305,9 +157,9 @@ static void log_message(char const *result, char const *id)
   for (i = 0; i < rcpts.len && k < 10; i += strlen(rcpts.s + i) + 1, k++)
     if (!stralloc_cats(l, k ? ",<" : "<") || !stralloc_cats(l, rcpts.s + i + 1) ||
         !stralloc_cats(l, ">"))
-      quit(111, "out of memory");
-  if ((i < rcpts.len && !stralloc_cats(l, ",...")) || !stralloc_0(l)) quit(111, "out of memory");
-  if (!stralloc_0(&sender)) quit(111, "out of memory");
+      smtpd_quit(111, "out of memory");
+  if ((i < rcpts.len && !stralloc_cats(l, ",...")) || !stralloc_0(l)) smtpd_quit(111, "out of memory");
+  if (!stralloc_0(&sender)) smtpd_quit(111, "out of memory");
   sender.len--;
   strerr_warni("message ip=", remoteip, " from=<", sender.s, "> rcpts=", n1, " to=", l->s,
                " size=", n2, " tls=", tls ? tlsproto.s : "-", tls ? "/" : "",
@@ -331,7 +183,7 @@ static void refuse(char const *log, unsigned int code, char const *ecode, char c
 {
   smtpmsg_abort(&msg);
   log_message(log, 0);
-  reply(code, ecode, text);
+  smtpd_reply(code, ecode, text);
 }
 
 /* The end of a message: its reply and its log line. */
@@ -355,7 +207,7 @@ static void finish_message(void)
     goto end;
   }
   e = smtpmsg_commit(&msg, sender.s, sender.len, rcpts.s, rcpts.len, &id);
-  if (!stralloc_0(&id)) quit(111, "out of memory");
+  if (!stralloc_0(&id)) smtpd_quit(111, "out of memory");
   code = inject_reply(e, &ecode, &text);
   if (!e) {
     nmessages++;
@@ -364,13 +216,13 @@ static void finish_message(void)
     tmp.len = 0;
     if (!stralloc_cats(&tmp, text) || (id.len > 1 && (!stralloc_cats(&tmp, " as ") ||
         !stralloc_cats(&tmp, id.s))) || !stralloc_0(&tmp))
-      quit(111, "out of memory");
-    reply(250, ecode, tmp.s);
+      smtpd_quit(111, "out of memory");
+    smtpd_reply(250, ecode, tmp.s);
   } else {
     char n[UINT_FMT];
     n[uint_fmt(n, (unsigned int)e)] = 0;
     log_message(e == INJECT_UNREAD ? "451-injector-did-not-read" : n, 0);
-    reply(code, ecode, text);
+    smtpd_reply(code, ecode, text);
   }
 end:
   stralloc_free(&id);
@@ -380,20 +232,20 @@ end:
 /* DATA */
 static void do_data(smtp_cmd const *c)
 {
-  if (c->arglen) { reply(501, "5.5.4", "DATA takes no argument"); return; }
-  if (!in_mail) { reply(503, "5.5.1", "MAIL first"); return; }
-  if (!nrcpt) { reply(503, "5.5.1", "no valid recipients"); return; }
-  if (!msg_start(0)) { reply(451, "4.3.0", "unable to start the queue, try again later"); return; }
-  reply(354, 0, "End data with <CR><LF>.<CR><LF>");
+  if (c->arglen) { smtpd_reply(501, "5.5.4", "DATA takes no argument"); return; }
+  if (!in_mail) { smtpd_reply(503, "5.5.1", "MAIL first"); return; }
+  if (!nrcpt) { smtpd_reply(503, "5.5.1", "no valid recipients"); return; }
+  if (!msg_start(0)) { smtpd_reply(451, "4.3.0", "unable to start the queue, try again later"); return; }
+  smtpd_reply(354, 0, "End data with <CR><LF>.<CR><LF>");
   for (;;) {
-    size_t n = fill();
+    size_t n = smtpd_fill();
     int done;
     if (!n) {
       smtpmsg_abort(&msg);
       log_message("disconnected", 0);
-      quit(0, "disconnected in DATA");
+      smtpd_quit(0, "disconnected in DATA");
     }
-    inpos += smtpmsg_data(&msg, inbuf + inpos, n, &done);
+    smtpd_consume(smtpmsg_data(&msg, smtpd_input(), n, &done));
     if (done) break;
   }
   finish_message();
@@ -411,9 +263,9 @@ static void bdat_abandon(void)
 
 static void bdat_fail_reply(void)
 {
-  if (bdat_failed == 503) reply(503, "5.5.1", "MAIL and RCPT first");
-  else if (bdat_failed == 451) reply(451, "4.3.0", "unable to start the queue");
-  else reply(552, "5.3.4", "message too big");
+  if (bdat_failed == 503) smtpd_reply(503, "5.5.1", "MAIL and RCPT first");
+  else if (bdat_failed == 451) smtpd_reply(451, "4.3.0", "unable to start the queue");
+  else smtpd_reply(552, "5.3.4", "message too big");
 }
 
 static void do_bdat(smtp_cmd const *c)
@@ -421,7 +273,7 @@ static void do_bdat(smtp_cmd const *c)
   unsigned long long n, left;
   int last, done;
   if (!smtp_parse_bdat(c->arg, c->arglen, ~0ULL >> 1, &n, &last))
-    die_reply(421, "4.5.4", "BDAT syntax error, closing", "bad BDAT");
+    smtpd_die(421, "4.5.4", "BDAT syntax error, closing", "bad BDAT");
   if (!bdat_active) {
     bdat_failed = 0;
     if (!in_mail || !nrcpt) bdat_failed = 503;
@@ -429,14 +281,14 @@ static void do_bdat(smtp_cmd const *c)
     bdat_active = 1;
   }
   for (left = n; left;) {
-    size_t avail = fill(), take;
+    size_t avail = smtpd_fill(), take;
     if (!avail) {
       smtpmsg_abort(&msg);
-      quit(0, "disconnected in BDAT");
+      smtpd_quit(0, "disconnected in BDAT");
     }
     take = avail < left ? avail : (size_t)left;
-    if (!bdat_failed) smtpmsg_data(&msg, inbuf + inpos, take, &done);
-    inpos += take;
+    if (!bdat_failed) smtpmsg_data(&msg, smtpd_input(), take, &done);
+    smtpd_consume(take);
     left -= take;
   }
   if (!bdat_failed && msg.toobig) {
@@ -450,7 +302,7 @@ static void do_bdat(smtp_cmd const *c)
       char num[UINT64_FMT + 32];
       size_t k = uint64_fmt(num, n);
       memcpy(num + k, " octets received", 17);
-      reply(250, "2.0.0", num);
+      smtpd_reply(250, "2.0.0", num);
     }
     return;
   }
@@ -474,12 +326,12 @@ static int auth_offered(void)
 static void do_helo(smtp_cmd const *c, int ext)
 {
   char num[ULONG_FMT + 8];
-  if (!c->arglen) { reply(501, "5.5.4", ext ? "EHLO needs a domain" : "HELO needs a domain"); return; }
+  if (!c->arglen) { smtpd_reply(501, "5.5.4", ext ? "EHLO needs a domain" : "HELO needs a domain"); return; }
   bdat_abandon();
   reset_transaction();
   helo.len = 0;
   if (!stralloc_catb(&helo, c->arg, c->arglen > 255 ? 255 : c->arglen) || !stralloc_0(&helo))
-    quit(111, "out of memory");
+    smtpd_quit(111, "out of memory");
   helo.len--;
   seen_helo = 1;
   esmtp = ext;
@@ -487,27 +339,27 @@ static void do_helo(smtp_cmd const *c, int ext)
   if (!stralloc_cats(&tmp, me) ||
       (ext && (!stralloc_cats(&tmp, " greets ") || !smtp_cat_safe(&tmp, c->arg, c->arglen, 64))) ||
       !stralloc_0(&tmp))
-    quit(111, "out of memory");
-  if (!ext) { reply(250, 0, tmp.s); return; }
-  reply_more(250, 0, tmp.s);
-  reply_more(250, 0, "PIPELINING");
+    smtpd_quit(111, "out of memory");
+  if (!ext) { smtpd_reply(250, 0, tmp.s); return; }
+  smtpd_reply_more(250, 0, tmp.s);
+  smtpd_reply_more(250, 0, "PIPELINING");
   memcpy(num, "SIZE ", 5);
   num[5 + ulong_fmt(num + 5, databytes)] = 0;
-  reply_more(250, 0, num);
-  reply_more(250, 0, "8BITMIME");
-  reply_more(250, 0, "SMTPUTF8");
-  reply_more(250, 0, "CHUNKING");
-  if (ctlfd >= 0 && !tls) reply_more(250, 0, "STARTTLS");
-  if (auth_offered()) reply_more(250, 0, "AUTH " SASLSERV_MECHS);
-  reply(250, 0, "ENHANCEDSTATUSCODES");
+  smtpd_reply_more(250, 0, num);
+  smtpd_reply_more(250, 0, "8BITMIME");
+  smtpd_reply_more(250, 0, "SMTPUTF8");
+  smtpd_reply_more(250, 0, "CHUNKING");
+  if (ctlfd >= 0 && !tls) smtpd_reply_more(250, 0, "STARTTLS");
+  if (auth_offered()) smtpd_reply_more(250, 0, "AUTH " SASLSERV_MECHS);
+  smtpd_reply(250, 0, "ENHANCEDSTATUSCODES");
 }
 
 /* Submission: 1 (and a reply) if MAIL / DATA must be refused now. */
 static int submission_refused(void)
 {
   if (!authrequired) return 0;
-  if (!tls && !plainok) reply(530, "5.7.0", "must issue a STARTTLS command first");
-  else if (!authuser.len) reply(530, "5.7.0", "authentication required");
+  if (!tls && !plainok) smtpd_reply(530, "5.7.0", "must issue a STARTTLS command first");
+  else if (!authuser.len) smtpd_reply(530, "5.7.0", "authentication required");
   else return 0;
   return 1;
 }
@@ -515,38 +367,38 @@ static int submission_refused(void)
 static void do_mail(smtp_cmd const *c)
 {
   int r;
-  if (!seen_helo) { reply(503, "5.5.1", "say EHLO first"); return; }
-  if (in_mail) { reply(503, "5.5.1", "nested MAIL command"); return; }
+  if (!seen_helo) { smtpd_reply(503, "5.5.1", "say EHLO first"); return; }
+  if (in_mail) { smtpd_reply(503, "5.5.1", "nested MAIL command"); return; }
   if (submission_refused()) return;
   r = smtp_parse_mail(c->arg, c->arglen, &sender, &mailp);
   switch (r) {
     case SMTP_OK: break;
-    case SMTP_EADDR: reply(501, "5.1.7", addr_strerror(mailp.addrerr)); return;
-    case SMTP_EPARAM: reply(555, "5.5.4", "unsupported parameter"); return;
-    case SMTP_EPARAMVAL: reply(501, "5.5.4", "bad parameter value"); return;
-    case SMTP_ENOMEM: quit(111, "out of memory");
-    default: reply(501, "5.5.4", "syntax: MAIL FROM:<address>"); return;
+    case SMTP_EADDR: smtpd_reply(501, "5.1.7", addr_strerror(mailp.addrerr)); return;
+    case SMTP_EPARAM: smtpd_reply(555, "5.5.4", "unsupported parameter"); return;
+    case SMTP_EPARAMVAL: smtpd_reply(501, "5.5.4", "bad parameter value"); return;
+    case SMTP_ENOMEM: smtpd_quit(111, "out of memory");
+    default: smtpd_reply(501, "5.5.4", "syntax: MAIL FROM:<address>"); return;
   }
   if (!esmtp && (mailp.has_size || mailp.body || mailp.smtputf8)) {
-    reply(555, "5.5.4", "parameters need EHLO");
+    smtpd_reply(555, "5.5.4", "parameters need EHLO");
     sender.len = 0;
     return;
   }
   if (mailp.has_size && mailp.size > databytes) {
-    reply(552, "5.3.4", "message size exceeds fixed maximum message size");
+    smtpd_reply(552, "5.3.4", "message size exceeds fixed maximum message size");
     sender.len = 0;
     return;
   }
   /* the null sender is checked at the end of data: it needs a From: the user owns */
   if (authuser.len && sender.len && !owned(sender.s, sender.len)) {
-    reply(553, "5.7.1", "sender address not owned by the authenticated user");
+    smtpd_reply(553, "5.7.1", "sender address not owned by the authenticated user");
     sender.len = 0;
     return;
   }
-  if (!stralloc_0(&sender)) quit(111, "out of memory");
+  if (!stralloc_0(&sender)) smtpd_quit(111, "out of memory");
   sender.len--;
   in_mail = 1;
-  reply(250, "2.1.0", "Ok");
+  smtpd_reply(250, "2.1.0", "Ok");
 }
 
 /* 1 if the local recipient's mailbox can take the message (else a reply was given). */
@@ -557,52 +409,52 @@ static void do_rcpt(smtp_cmd const *c)
   smtp_mailparams p;
   size_t i;
   int r;
-  if (!in_mail) { reply(503, "5.5.1", "MAIL first"); return; }
+  if (!in_mail) { smtpd_reply(503, "5.5.1", "MAIL first"); return; }
   r = smtp_parse_rcpt(c->arg, c->arglen, mailp.smtputf8 ? ADDR_UTF8 : 0, &tmp, &p);
   switch (r) {
     case SMTP_OK: break;
-    case SMTP_EADDR: reply(501, "5.1.3", addr_strerror(p.addrerr)); return;
-    case SMTP_EPARAM: reply(555, "5.5.4", "unsupported parameter"); return;
-    case SMTP_EPARAMVAL: reply(501, "5.5.4", "bad parameter value"); return;
-    case SMTP_ENOMEM: quit(111, "out of memory");
-    default: reply(501, "5.5.4", "syntax: RCPT TO:<address>"); return;
+    case SMTP_EADDR: smtpd_reply(501, "5.1.3", addr_strerror(p.addrerr)); return;
+    case SMTP_EPARAM: smtpd_reply(555, "5.5.4", "unsupported parameter"); return;
+    case SMTP_EPARAMVAL: smtpd_reply(501, "5.5.4", "bad parameter value"); return;
+    case SMTP_ENOMEM: smtpd_quit(111, "out of memory");
+    default: smtpd_reply(501, "5.5.4", "syntax: RCPT TO:<address>"); return;
   }
   if (p.postmaster) {
-    if (!firstdomain.len) { reply(550, "5.1.1", "no postmaster here"); return; }
+    if (!firstdomain.len) { smtpd_reply(550, "5.1.1", "no postmaster here"); return; }
     if (!stralloc_catb(&tmp, "@", 1) || !stralloc_catb(&tmp, firstdomain.s, firstdomain.len))
-      quit(111, "out of memory");
+      smtpd_quit(111, "out of memory");
   }
-  if (nrcpt >= rcptmax) { reply(452, "4.5.3", "too many recipients"); return; }
+  if (nrcpt >= rcptmax) { smtpd_reply(452, "4.5.3", "too many recipients"); return; }
   {
     stralloc folded = STRALLOC_ZERO;
-    if (!addr_fold(tmp.s, tmp.len, &folded)) quit(111, "out of memory");
+    if (!addr_fold(tmp.s, tmp.len, &folded)) smtpd_quit(111, "out of memory");
     targets.len = 0;
     r = lookup_resolve(folded.s, folded.len, &targets);
     stralloc_free(&folded);
   }
   switch (r) {
     case LOOKUP_FOUND: if (!quota_ok()) return; break;
-    case LOOKUP_UNKNOWN: reply(550, "5.1.1", "no such user here"); return;
+    case LOOKUP_UNKNOWN: smtpd_reply(550, "5.1.1", "no such user here"); return;
     case LOOKUP_REMOTE:
       if (relayclient || authuser.len) break;
-      reply(554, "5.7.1", "relay access denied");
+      smtpd_reply(554, "5.7.1", "relay access denied");
       return;
-    case LOOKUP_ELOOP: reply(550, "5.4.6", "alias loop or expansion too large"); return;
-    default: reply(451, "4.3.0", "temporary lookup failure, try again later"); return;
+    case LOOKUP_ELOOP: smtpd_reply(550, "5.4.6", "alias loop or expansion too large"); return;
+    default: smtpd_reply(451, "4.3.0", "temporary lookup failure, try again later"); return;
   }
   /* The same recipient twice is one (one delivery). A local domain's lookups fold case;
    * a remote local part is the remote host's to interpret (RFC 5321 2.4). */
   for (i = 0; i < rcpts.len; i += strlen(rcpts.s + i) + 1)
     if (smtp_rcpt_same(rcpts.s + i + 1, strlen(rcpts.s + i + 1), tmp.s, tmp.len,
                        r == LOOKUP_FOUND)) {
-      reply(250, "2.1.5", "Ok (duplicate)");
+      smtpd_reply(250, "2.1.5", "Ok (duplicate)");
       return;
     }
   if (!stralloc_catb(&rcpts, "T", 1) || !stralloc_catb(&rcpts, tmp.s, tmp.len) ||
       !stralloc_0(&rcpts))
-    quit(111, "out of memory");
+    smtpd_quit(111, "out of memory");
   nrcpt++;
-  reply(250, "2.1.5", "Ok");
+  smtpd_reply(250, "2.1.5", "Ok");
 }
 
 static int quota_ok(void)
@@ -637,31 +489,26 @@ static int tls_facts(void)
 /* 1: TLS started (the caller resets the session), 0: refused with a reply, -1: broken. */
 static int do_starttls(size_t arglen)
 {
-  int rfd, wfd;
   iopause_fd x;
   tain d;
-  if (arglen) { reply(501, "5.5.4", "STARTTLS takes no argument"); return 0; }
-  if (tls) { reply(554, "5.5.1", "TLS already active"); return 0; }
-  if (ctlfd < 0) { reply(502, "5.5.1", "STARTTLS not available"); return 0; }
+  int r;
+  if (arglen) { smtpd_reply(501, "5.5.4", "STARTTLS takes no argument"); return 0; }
+  if (tls) { smtpd_reply(554, "5.5.1", "TLS already active"); return 0; }
+  if (ctlfd < 0) { smtpd_reply(502, "5.5.1", "STARTTLS not available"); return 0; }
   /* Is the sidecar still there? A closed control socket reads as EOF at once. */
   x = (iopause_fd){ctlfd, IOPAUSE_READ, 0};
   tain_now_g();
   d = STAMP;
   if (fcntl(ctlfd, F_GETFD) < 0 || iopause_g(&x, 1, &d) != 0) {
     ctlfd = -1;
-    reply(454, "4.7.0", "TLS not available due to temporary reason");
+    smtpd_reply(454, "4.7.0", "TLS not available due to temporary reason");
     return 0;
   }
-  reply(220, "2.0.0", "Ready to start TLS");
-  if (out.len && !flush_out()) quit(111, "write error");
-  if (!ucspitls_start(&rfd, &wfd)) { ctlfd = -1; return -1; }
+  smtpd_reply(220, "2.0.0", "Ready to start TLS");
+  r = smtpd_starttls();
   ctlfd = -1;
-  if (ndelay_on(rfd) < 0 || ndelay_on(wfd) < 0) quit(111, "set TLS fds non-blocking");
-  coe(rfd);
-  coe(wfd);
-  infd = rfd;
-  outfd = wfd;
-  if (!tls_facts()) quit(111, "out of memory");
+  if (!r) return -1;
+  if (!tls_facts()) smtpd_quit(111, "out of memory");
   tls = 1;
   authuser.len = 0;
   return 1;
@@ -671,9 +518,9 @@ static void auth_failed(unsigned int code, char const *ecode, char const *t)
 {
   authfailures++;
   strerr_warni("auth failed ip=", remoteip);
-  reply(code, ecode, t);
-  if (authfailures >= 3) die_reply(421, "4.7.0", "too many failed logins, closing", "auth failures");
-  if (out.len && !flush_out()) quit(111, "write error");
+  smtpd_reply(code, ecode, t);
+  if (authfailures >= 3) smtpd_die(421, "4.7.0", "too many failed logins, closing", "auth failures");
+  smtpd_flush();
   if (authdelay) sleep((unsigned int)(authdelay * authfailures));
 }
 
@@ -683,7 +530,7 @@ static int auth_attempt(void)
   int r = authfail_attempt(remoteip);
   if (r < 0) strerr_warnwusys("record a login attempt");
   if (r) return 1;
-  reply(454, "4.7.0", "too many failed logins from your address, try later");
+  smtpd_reply(454, "4.7.0", "too many failed logins from your address, try later");
   return 0;
 }
 
@@ -697,50 +544,34 @@ static void auth_check(saslserv *s)
     if (authfail_forgive(remoteip) < 0) strerr_warnwusys("record a good login");
     authuser.len = 0;
     if (lookup_account_nohash(s->user, s->userlen, &acc) > 0 && acc.address.len > 1) {
-      if (!addr_fold(acc.address.s, acc.address.len - 1, &authuser)) quit(111, "out of memory");
-    } else if (!addr_fold(s->user, s->userlen, &authuser)) quit(111, "out of memory");
+      if (!addr_fold(acc.address.s, acc.address.len - 1, &authuser)) smtpd_quit(111, "out of memory");
+    } else if (!addr_fold(s->user, s->userlen, &authuser)) smtpd_quit(111, "out of memory");
     account_free(&acc);
-    if (!stralloc_0(&authuser)) quit(111, "out of memory");
+    if (!stralloc_0(&authuser)) smtpd_quit(111, "out of memory");
     authuser.len--;
     strerr_warni("auth ok ip=", remoteip, " user=", authuser.s);
-    reply(235, "2.7.0", "authentication successful");
+    smtpd_reply(235, "2.7.0", "authentication successful");
   } else if (r == CHECKPW_BAD) auth_failed(535, "5.7.8", "authentication credentials invalid");
-  else reply(454, "4.7.0", "temporary authentication failure");
+  else smtpd_reply(454, "4.7.0", "temporary authentication failure");
 }
 
 static void do_auth(char const *arg, size_t arglen)
 {
   saslserv s;
-  char const *ch;
+  char const *ecode, *text;
+  unsigned int code;
   int r;
-  if (authuser.len) { reply(503, "5.5.1", "already authenticated"); return; }
-  if (!tls && !plainok) { reply(530, "5.7.0", "must issue a STARTTLS command first"); return; }
-  if (!offer_auth) { reply(503, "5.5.1", "AUTH not available on this service"); return; }
+  if (authuser.len) { smtpd_reply(503, "5.5.1", "already authenticated"); return; }
+  if (!tls && !plainok) { smtpd_reply(530, "5.7.0", "must issue a STARTTLS command first"); return; }
+  if (!offer_auth) { smtpd_reply(503, "5.5.1", "AUTH not available on this service"); return; }
   r = authfail_blocked(remoteip);
   if (r < 0) strerr_warnwusys("read the failed login table");
-  if (r > 0) { reply(454, "4.7.0", "too many failed logins from your address, try later"); return; }
-  r = saslserv_start(&s, arg, arglen, &ch);
-  while (r == SASLSERV_CHALLENGE) {
-    int g;
-    reply(334, 0, ch);
-    g = getline_cmd();
-    if (!g) quit(0, "disconnected in AUTH");
-    if (g < 0) { r = SASLSERV_ETOOLONG; break; }
-    r = saslserv_step(&s, line.s, line.len, &ch);
-    byte_zzero(line.s, line.len);
-  }
-  switch (r) {
-    case SASLSERV_DONE: auth_check(&s); break;
-    case SASLSERV_ESYNTAX: reply(501, "5.5.4", "syntax: AUTH mechanism [initial-response]"); break;
-    case SASLSERV_EMECH: reply(504, "5.5.4", "mechanism not supported"); break;
-    case SASLSERV_ECANCEL: reply(501, "5.7.0", "authentication cancelled"); break;
-    case SASLSERV_EBASE64: reply(501, "5.5.2", "bad base64"); break;
-    case SASLSERV_ETOOLONG: reply(500, "5.5.6", "authentication exchange too long"); break;
-    case SASLSERV_EAUTHZ:
-      if (auth_attempt()) auth_failed(535, "5.7.8", "authentication credentials invalid");
-      break;
-    default: reply(501, "5.5.2", "malformed authentication response"); break;
-  }
+  if (r > 0) { smtpd_reply(454, "4.7.0", "too many failed logins from your address, try later"); return; }
+  r = smtpd_sasl(&s, arg, arglen);
+  if (r == SASLSERV_DONE) auth_check(&s);
+  else if (r == SASLSERV_EAUTHZ) {
+    if (auth_attempt()) auth_failed(535, "5.7.8", "authentication credentials invalid");
+  } else if ((code = smtpd_sasl_error(r, &ecode, &text))) smtpd_reply(code, ecode, text);
   saslserv_wipe(&s);
 }
 
@@ -823,24 +654,24 @@ static void take_slot(void)
   if (r < 0) strerr_warnwusys("take a connection slot (running without the per-address cap)");
   if (!r) {
     strerr_warni("too many connections ip=", remoteip);
-    die_reply(421, "4.7.0", "too many connections from your address, try later", "peer limit");
+    smtpd_die(421, "4.7.0", "too many connections from your address, try later", "peer limit");
   }
 }
 
 static void greet(void)
 {
-  if (strict && input_pending(greetdelay)) synch_error("before the greeting");
+  if (strict && smtpd_pending(greetdelay)) synch_error("before the greeting");
   tmp.len = 0;
   if (!stralloc_cats(&tmp, me) || !stralloc_cats(&tmp, " ESMTP pillarbox") || !stralloc_0(&tmp))
-    quit(111, "out of memory");
-  reply(220, 0, tmp.s);
+    smtpd_quit(111, "out of memory");
+  smtpd_reply(220, 0, tmp.s);
 }
 
 /* ---- the command loop ---- */
 
 static void junk(void)
 {
-  if (++njunk > junkmax) die_reply(421, "4.7.0", "too many commands without mail, closing", "junk");
+  if (++njunk > junkmax) smtpd_die(421, "4.7.0", "too many commands without mail, closing", "junk");
 }
 
 static void command(smtp_cmd const *c)
@@ -851,49 +682,45 @@ static void command(smtp_cmd const *c)
     case SMTP_V_MAIL: do_mail(c); break;
     case SMTP_V_RCPT: do_rcpt(c); break;
     case SMTP_V_DATA:
-      if (strict && input_pending(0)) synch_error("after DATA");
+      if (strict && smtpd_pending(0)) synch_error("after DATA");
       if (!submission_refused()) do_data(c);
       break;
     case SMTP_V_BDAT: do_bdat(c); break;
     case SMTP_V_RSET:
       junk();
-      if (c->arglen) { reply(501, "5.5.4", "RSET takes no argument"); break; }
+      if (c->arglen) { smtpd_reply(501, "5.5.4", "RSET takes no argument"); break; }
       reset_transaction();
-      reply(250, "2.0.0", "Ok");
+      smtpd_reply(250, "2.0.0", "Ok");
       break;
-    case SMTP_V_NOOP: junk(); reply(250, "2.0.0", "Ok"); break;
+    case SMTP_V_NOOP: junk(); smtpd_reply(250, "2.0.0", "Ok"); break;
     case SMTP_V_QUIT:
-      reply(221, "2.0.0", "Bye");
-      quit(0, "quit");
+      smtpd_reply(221, "2.0.0", "Bye");
+      smtpd_quit(0, "quit");
     case SMTP_V_VRFY:
       junk();
-      reply(252, "2.5.0", "cannot VRFY user, but will accept message and attempt delivery");
+      smtpd_reply(252, "2.5.0", "cannot VRFY user, but will accept message and attempt delivery");
       break;
-    case SMTP_V_EXPN: junk(); reply(502, "5.5.1", "EXPN not implemented"); break;
+    case SMTP_V_EXPN: junk(); smtpd_reply(502, "5.5.1", "EXPN not implemented"); break;
     case SMTP_V_HELP:
       junk();
-      reply_more(214, "2.0.0", "pillarbox SMTP: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY");
-      reply(214, "2.0.0", "see RFC 5321");
+      smtpd_reply_more(214, "2.0.0", "pillarbox SMTP: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY");
+      smtpd_reply(214, "2.0.0", "see RFC 5321");
       break;
     case SMTP_V_STARTTLS: {
       int r;
-      if (in_mail) { reply(503, "5.5.1", "STARTTLS inside a transaction"); break; }
+      if (in_mail) { smtpd_reply(503, "5.5.1", "STARTTLS inside a transaction"); break; }
       r = do_starttls(c->arglen);
-      if (r < 0) quit(0, "TLS failed");
-      if (r > 0) {
-        /* RFC 3207 4.2: forget what was pipelined in clear and everything known */
-        inpos = inlen = 0;
-        reset_session();
-      }
-      if (out.len && !flush_out()) quit(111, "write error");
+      if (r < 0) smtpd_quit(0, "TLS failed");
+      if (r > 0) reset_session(); /* RFC 3207 4.2: forget everything known */
+      smtpd_flush();
       break;
     }
     case SMTP_V_AUTH:
-      if (in_mail) { reply(503, "5.5.1", "AUTH inside a transaction"); break; }
-      if (!seen_helo) { reply(503, "5.5.1", "say EHLO first"); break; }
+      if (in_mail) { smtpd_reply(503, "5.5.1", "AUTH inside a transaction"); break; }
+      if (!seen_helo) { smtpd_reply(503, "5.5.1", "say EHLO first"); break; }
       do_auth(c->arg, c->arglen);
       break;
-    default: reply(500, "5.5.1", "command unrecognized"); break;
+    default: smtpd_reply(500, "5.5.1", "command unrecognized"); break;
   }
 }
 
@@ -903,20 +730,19 @@ int main(int argc, char const *const *argv)
   if (argc > 1) strerr_dieusage(100, USAGE);
   if (sig_altignore(SIGPIPE) < 0) strerr_diefusys(111, "ignore SIGPIPE");
   configure();
-  tain_now_set_stopwatch_g();
-  tain_addsec_g(&session_end, (int)sessionmax);
-  if (ndelay_on(infd) < 0 || ndelay_on(outfd) < 0) strerr_diefusys(111, "set fd 0/1 non-blocking");
+  if (!smtpd_init(0, 1, (unsigned int)timeout, (unsigned int)sessionmax, &logsession))
+    strerr_diefusys(111, "set fd 0/1 non-blocking");
   take_slot();
   greet();
   for (;;) {
     smtp_cmd c;
     int r;
-    if (nerrors > errmax) die_reply(421, "4.7.0", "too many errors, closing", "too many errors");
-    r = getline_cmd();
-    if (!r) quit(0, "disconnected");
-    if (r < 0) { reply(500, "5.5.2", "line too long"); continue; }
+    if (smtpd_errors > errmax) smtpd_die(421, "4.7.0", "too many errors, closing", "too many errors");
+    r = smtpd_getline(&line, linemax);
+    if (!r) smtpd_quit(0, "disconnected");
+    if (r < 0) { smtpd_reply(500, "5.5.2", "line too long"); continue; }
     if (!smtp_parse_cmd(line.s, line.len, &c)) {
-      reply(501, "5.5.2", "control characters in command");
+      smtpd_reply(501, "5.5.2", "control characters in command");
       continue;
     }
     if (bdat_active && c.verb != SMTP_V_BDAT && c.verb != SMTP_V_NOOP) {
@@ -924,7 +750,7 @@ int main(int argc, char const *const *argv)
       reset_transaction();
       if (c.verb != SMTP_V_RSET && c.verb != SMTP_V_QUIT && c.verb != SMTP_V_EHLO &&
           c.verb != SMTP_V_HELO) {
-        reply(503, "5.5.1", "BDAT transaction abandoned");
+        smtpd_reply(503, "5.5.1", "BDAT transaction abandoned");
         continue;
       }
     }

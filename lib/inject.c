@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -20,8 +19,7 @@
 
 #include "control.h"
 #include "inject.h"
-
-extern char **environ;
+#include "spawn.h"
 
 #define ARGV_MAX 32
 
@@ -30,7 +28,7 @@ static void zero(injector *j)
   j->mode = 0;
   j->pid = 0;
   j->msgfd = j->envfd = j->idfd = j->msgw = j->envw = j->pidfd = j->sock = -1;
-  j->broken = j->idclosed = j->reaped = j->wstat = 0;
+  j->broken = j->idclosed = j->reaped = j->wstat = j->early = 0;
   j->idlen = j->blen = 0;
 }
 
@@ -167,65 +165,70 @@ static int sock_start(injector *j, char const *path, inject_facts const *f)
     sock_send(j, "S", 1);
     sock_netstring(j, sa.s, sa.len);
     stralloc_free(&sa);
+    j->early = 2;
   }
   return 1;
 }
 
-/* Reads the server's answer "CODE ID\n". */
+/* Reads one line from the server into buf (at most max bytes), within the deadline.
+ * Returns its length without the LF, or -1 (nothing, EOF, timeout). */
+static long sock_line(injector *j, char *buf, size_t max, tain const *d)
+{
+  size_t l = 0;
+  while (l < max) {
+    iopause_fd x = {j->sock, IOPAUSE_READ, 0};
+    ssize_t r = iopause_g(&x, 1, d);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    r = read(j->sock, buf + l, 1); /* a byte at a time: the lines are short, and rare */
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return -1;
+    }
+    if (!r) return -1;
+    if (buf[l] == '\n') return (long)l;
+    l++;
+  }
+  return -1;
+}
+
+static void copy_id(stralloc *id, char const *s, size_t n)
+{
+  size_t i;
+  for (i = 0; i < n && s[i] > 32 && s[i] < 127; i++)
+    ;
+  id->len = 0;
+  stralloc_catb(id, s, i);
+}
+
+/* Reads the server's answer "CODE ID\n" (after an "I" line not read yet). */
 static int sock_commit(injector *j, char const *env, size_t envlen, stralloc *id)
 {
   char ans[64 + INJECT_ID_MAX];
-  size_t al = 0, n, i;
+  long al;
+  size_t n;
   unsigned int code;
+  tain d;
   sock_flush(j);
   sock_netstring(j, "", 0);
   sock_netstring(j, env, envlen);
   if (j->broken) { closeall(j); return 111; }
   shutdown(j->sock, SHUT_WR);
   /* queue-inject fsyncs: give the answer longer than one I/O wait */
-  {
-    tain d;
-    tain_now_g();
-    tain_addsec_g(&d, (int)(j->timeout > 60 ? j->timeout : 60) * 4);
-    for (;;) {
-      iopause_fd x = {j->sock, IOPAUSE_READ, 0};
-      ssize_t r = iopause_g(&x, 1, &d);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) { closeall(j); return 111; }
-      r = read(j->sock, ans + al, sizeof ans - al);
-      if (r < 0) {
-        if (errno == EINTR || errno == EAGAIN) continue;
-        closeall(j);
-        return 111;
-      }
-      if (!r) break;
-      al += (size_t)r;
-      if (memchr(ans, '\n', al) || al == sizeof ans) break;
-    }
-  }
+  tain_now_g();
+  tain_addsec_g(&d, (int)(j->timeout > 60 ? j->timeout : 60) * 4);
+  do al = sock_line(j, ans, sizeof ans, &d);
+  while (al >= 0 && ans[0] == 'I');
   closeall(j);
-  n = al ? uint_scan(ans, &code) : 0;
-  if (!n || n >= al || (ans[n] != ' ' && ans[n] != '\n')) return 111; /* no answer */
+  if (al <= 0) return 111;
+  n = uint_scan(ans, &code);
+  if (!n || (n < (size_t)al && ans[n] != ' ')) return 111; /* no answer */
   id->len = 0;
-  if (ans[n] == ' ') {
-    for (i = n + 1; i < al && ans[i] > 32 && ans[i] < 127; i++)
-      ;
-    if (!stralloc_catb(id, ans + n + 1, i - n - 1)) return 111;
-  }
+  if (n < (size_t)al) copy_id(id, ans + n + 1, (size_t)al - n - 1);
   return code > 255 ? 111 : (int)code;
 }
 
 /* ---- chain mode ---- */
-
-static int hi(int fd)
-{
-  /* move a pipe end above 3, so the child's dup2s onto 0, 1, 3 cannot clobber each other */
-  int r;
-  if (fd > 3) return fd;
-  r = fcntl(fd, F_DUPFD_CLOEXEC, 4);
-  fd_close(fd);
-  return r;
-}
 
 static int chain_start(injector *j, char const *cmd)
 {
@@ -234,9 +237,6 @@ static int chain_start(injector *j, char const *cmd)
   unsigned int argc = 0;
   size_t i;
   int pm[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1}, e = 0;
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t at;
-  sigset_t def;
   if (!stralloc_cats(&c, cmd) || !stralloc_0(&c)) return 0;
   for (i = 0; i + 1 < c.len && argc < ARGV_MAX;) {
     while (c.s[i] == ' ' || c.s[i] == '\t' || c.s[i] == '\n') c.s[i++] = 0;
@@ -247,22 +247,19 @@ static int chain_start(injector *j, char const *cmd)
   argv[argc] = 0;
   if (!argc) { stralloc_free(&c); return (errno = EINVAL, 0); }
   if (pipecoe(pm) < 0 || pipecoe(pe) < 0 || pipecoe(pi) < 0) goto fail;
-  pm[0] = hi(pm[0]); pe[0] = hi(pe[0]); pi[1] = hi(pi[1]);
-  if (pm[0] < 0 || pe[0] < 0 || pi[1] < 0) goto fail;
-  if (setenv("QUEUE_IDFD", "3", 1) < 0) goto fail;
-  if (posix_spawn_file_actions_init(&fa)) goto fail;
-  if (posix_spawnattr_init(&at)) { posix_spawn_file_actions_destroy(&fa); goto fail; }
-  sigemptyset(&def);
-  sigaddset(&def, SIGPIPE);
-  e = posix_spawn_file_actions_adddup2(&fa, pm[0], 0);
-  if (!e) e = posix_spawn_file_actions_adddup2(&fa, pe[0], 1);
-  if (!e) e = posix_spawn_file_actions_adddup2(&fa, pi[1], 3);
-  if (!e) e = posix_spawnattr_setsigdefault(&at, &def);
-  if (!e) e = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF);
-  if (!e) e = posix_spawnp(&j->pid, argv[0], &fa, &at, (char *const *)argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&at);
-  if (e) { errno = e; goto fail; }
+  {
+    /* lib/spawn: message on 0, envelope on 1, the id back on 3 = $QUEUE_IDFD */
+    spawn_fd map[3] = {{0, pm[0]}, {1, pe[0]}, {3, pi[1]}};
+    char const *mods[1] = {"QUEUE_IDFD=3"};
+    char const *envp[SPAWN_ENVMAX];
+    if (spawn_env(envp, SPAWN_ENVMAX, mods, 1) < 0) goto fail;
+    j->pid = spawn(argv, envp, map, 3);
+    if (j->pid < 0) goto fail;
+  }
+  {
+    char const *b = strrchr(argv[0], '/');
+    j->early = argc == 1 && !strcmp(b ? b + 1 : argv[0], "queue-inject");
+  }
   stralloc_free(&c);
   j->mode = INJECT_CHAIN;
   /* The read ends stay open here (close-on-exec): after the chain's exit, what is left in
@@ -452,6 +449,35 @@ int inject_start_socket(injector *j, char const *path, inject_facts const *f, un
   zero(j);
   j->timeout = timeout ? timeout : 1;
   return sock_start(j, path, f);
+}
+
+int inject_early_id(injector *j, stralloc *id)
+{
+  tain d;
+  id->len = 0;
+  if (!j->early || j->broken) return 0;
+  tain_now_g();
+  tain_addsec_g(&d, (int)j->timeout);
+  if (j->mode == INJECT_SOCKET) {
+    char line[INJECT_ID_MAX + 2];
+    long l = sock_line(j, line, sizeof line, &d);
+    j->early = 0;
+    if (l < 0) { j->broken = 1; return 0; }
+    if (l < 1 || line[0] != 'I') return 0;
+    copy_id(id, line + 1, (size_t)l - 1);
+    return id->len > 0;
+  }
+  while (!j->idclosed && !memchr(j->id, '\n', j->idlen) && j->idlen < INJECT_ID_MAX) {
+    iopause_fd x = {j->idfd, IOPAUSE_READ, 0};
+    ssize_t r = iopause_g(&x, 1, &d);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    chain_readid(j, 1);
+  }
+  j->early = 0;
+  if (!memchr(j->id, '\n', j->idlen)) return 0;
+  copy_id(id, j->id, j->idlen);
+  return id->len > 0;
 }
 
 void inject_write(injector *j, char const *s, size_t n)

@@ -18,8 +18,9 @@
  *                              the socket (which then fails as temporary)
  *
  * Socket framing (doc/queue-inject-ipc.8): optional "S" + netstring of facts ("name=value\n"
- * lines), the message as netstrings of at most 65536 bytes, "0:,", the envelope as one
- * netstring; the server answers one line "CODE ID\n" (CODE: queue-inject's exit code).
+ * lines; the server then answers "I" ID "\n" at once, ID the queue id or empty), the message as
+ * netstrings of at most 65536 bytes, "0:,", the envelope as one netstring; the server answers
+ * one line "CODE ID\n" (CODE: queue-inject's exit code).
  *
  * The caller must ignore SIGPIPE (writes to a chain's pipes may hit a dead reader).
  */
@@ -60,6 +61,8 @@ struct injector_s {
   int sock;            /* socket */
   int broken;          /* it stopped reading, exited or timed out before it had everything */
   int idclosed, reaped, wstat;
+  int early;           /* the queue tells the id before it reads: 1 a lone queue-inject,
+                        * 2 the socket (after facts) */
   char id[INJECT_ID_MAX];
   size_t idlen;
   size_t blen;         /* socket: bytes in buf */
@@ -75,6 +78,12 @@ int inject_start(injector *j, inject_facts const *f, unsigned int timeout);
 
 /* The same, always over the socket at path (queue-inject-ipc -c PATH). */
 int inject_start_socket(injector *j, char const *path, inject_facts const *f, unsigned int timeout);
+
+/* The queue id before the message is sent, when the queue tells it early (queue-inject run
+ * alone, or through the socket after the facts): waits one I/O timeout at most. Returns 1 with
+ * the id in id, 0 when none comes (a chain of hooks in front of queue-inject, no facts, an
+ * error: the message can still be sent). */
+int inject_early_id(injector *j, stralloc *id);
 
 /* Feeds message bytes (LF line ends). A broken injector swallows them (j->broken set). */
 void inject_write(injector *j, char const *s, size_t n);

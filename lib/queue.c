@@ -15,7 +15,6 @@
 #include <skalibs/stralloc.h>
 #include <skalibs/types.h>
 
-#include "instance.h"
 #include "queue.h"
 
 #ifndef RENAME_NOREPLACE
@@ -256,7 +255,8 @@ static int tmp_create(char const *qdir, stralloc *id, stralloc *tmp)
     if (fd >= 0) {
       /* root injecting (sendmail without the injection service): the file still belongs to
        * the queue's owner, as every file in the queue does */
-      if (instance_fown(fd, INSTANCE_QUEUE) < 0) {
+      struct stat st;
+      if (!geteuid() && (stat(qdir, &st) < 0 || (st.st_uid && fchown(fd, st.st_uid, st.st_gid) < 0))) {
         int e = errno;
         close(fd);
         unlink(tmp->s);

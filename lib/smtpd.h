@@ -1,0 +1,67 @@
+/* smtpd: the session layer of an SMTP server (smtp-receive): one session per process.
+ *
+ * It owns: the client's bytes in and the replies out, every wait bounded (lib/timedio's wait:
+ * an idle timeout per I/O and a session deadline, both ending the session with 421 4.4.2);
+ * command lines bounded by a maximum (longer ones skipped through their LF); the error count
+ * (replies 4xx/5xx but 452 and 354); the pipelining check (input the client sent before it
+ * should have waited, RFC 2920); STARTTLS's switch to the UCSPI-TLS fds, dropping what was
+ * pipelined in clear (RFC 3207 4.2); the AUTH dialogue's 334 exchange (lib/saslserv); and the
+ * end of the session (a hook logs it, then _exit). The state machine (which command when) is
+ * the program's: bin/smtp-receive.c.
+ */
+#ifndef PILLARBOX_SMTPD_H
+#define PILLARBOX_SMTPD_H
+
+#include <stddef.h>
+#include <skalibs/gccattributes.h>
+#include <skalibs/stralloc.h>
+
+#include "saslserv.h"
+
+#define SMTPD_IBUF 4096
+
+extern unsigned long smtpd_errors;  /* error replies so far */
+
+/* Sets up on infd/outfd (made non-blocking): timeout seconds per wait, sessionmax seconds in
+ * all; atexit(code, why) is called by smtpd_quit before the process exits. 1, or 0 (errno). */
+int smtpd_init(int infd, int outfd, unsigned int timeout, unsigned int sessionmax,
+               void (*atexit)(int code, char const *why));
+
+/* Flushes the replies, calls the hook, exits with code. */
+void smtpd_quit(int code, char const *why) gccattr_noreturn;
+
+/* Replies (lib/smtp's smtp_reply): a last line, a line of a multi-line reply, a last reply
+ * before closing the session (exit 0). */
+void smtpd_reply(unsigned int code, char const *ecode, char const *text);
+void smtpd_reply_more(unsigned int code, char const *ecode, char const *text);
+void smtpd_die(unsigned int code, char const *ecode, char const *text, char const *why) gccattr_noreturn;
+
+/* Sends the replies now. */
+void smtpd_flush(void);
+
+/* The unread input: at least one byte after smtpd_fill (0 at EOF), then smtpd_consume. */
+size_t smtpd_fill(void);
+char const *smtpd_input(void);
+void smtpd_consume(size_t n);
+
+/* Reads one command line into line (without CR LF, NUL-terminated). 1, 0 on EOF, -1 when it
+ * was longer than max (skipped through its LF). */
+int smtpd_getline(stralloc *line, size_t max);
+
+/* Has the client sent bytes we have not answered yet? Waits up to waitms for them first. */
+int smtpd_pending(unsigned long waitms);
+
+/* STARTTLS after "220 Ready": hands over to the UCSPI-TLS sidecar and switches to its fds,
+ * forgetting any input pipelined in clear. 1, or 0 (the handshake failed). */
+int smtpd_starttls(void);
+
+/* The AUTH dialogue: sends each challenge as "334 TEXT" and reads the answers (at most
+ * SASL_RESPONSE_MAX bytes a line). Returns saslserv's final result (SASLSERV_DONE with the
+ * credentials in s, or an error); the caller wipes s. */
+int smtpd_sasl(saslserv *s, char const *arg, size_t len);
+
+/* The SMTP reply for a saslserv error result: its code (0 for SASLSERV_DONE and
+ * SASLSERV_EAUTHZ, which are the caller's). */
+unsigned int smtpd_sasl_error(int result, char const **ecode, char const **text);
+
+#endif
