@@ -12,6 +12,7 @@
 #include <skalibs/types.h>
 
 #include "control.h"
+#include "maildir.h"
 #include "quotastate.h"
 
 #define ADDR_MAX 320
@@ -187,4 +188,20 @@ int quotastate_check(quotastate const *q, uint64_t limit, uint64_t size)
   if (limit && (q->used >= limit || size > limit - q->used)) return QUOTASTATE_FULL;
   if (limitcount && q->count >= limitcount) return QUOTASTATE_FULL;
   return QUOTASTATE_OK;
+}
+
+int quotastate_sync(char const *root, char const *addr, size_t len, char const *maildir)
+{
+  maildir_quota mq;
+  quotastate q;
+  int r = maildir_quota_read(maildir, &mq);
+  if (r < 0) return 0;
+  if (!r || (!mq.maxsize && !mq.maxcount)) return quotastate_remove(root, addr, len);
+  if (mq.stale && maildir_quota_recalc(maildir, mq.maxsize, mq.maxcount, &mq) < 0) return 0;
+  q.used = mq.cursize > 0 ? (uint64_t)mq.cursize : 0;
+  q.count = mq.curcount > 0 ? (uint64_t)mq.curcount : 0;
+  q.limit = mq.maxsize;
+  q.limitcount = mq.maxcount;
+  q.updated = 0;
+  return quotastate_write(root, addr, len, &q);
 }

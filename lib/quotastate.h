@@ -42,6 +42,11 @@ int quotastate_read(char const *root, char const *addr, size_t len, quotastate *
  * creating run/quota (mode 2750) if missing; q->updated 0 means now. 1, or 0 (errno). */
 int quotastate_write(char const *root, char const *addr, size_t len, quotastate const *q);
 
+/* Refreshes the record of addr from MAILDIR/maildirsize (after deletions: pop3-maildir,
+ * IMAP expunge). A Maildir without maildirsize, or one without limits, has no record (an
+ * old one is removed). 1 done, 0 error (errno). */
+int quotastate_sync(char const *root, char const *addr, size_t len, char const *maildir);
+
 /* Removes the record (account deleted). 1 removed or absent, 0 error (errno). */
 int quotastate_remove(char const *root, char const *addr, size_t len);
 

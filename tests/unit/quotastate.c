@@ -54,6 +54,19 @@ int main(void)
   CHECK(quotastate_read(".", "joe@example.test", 16, &r) == 0);
   CHECK(quotastate_remove(".", "joe@example.test", 16) == 1); /* absent is fine */
 
+  /* sync from a Maildir's maildirsize */
+  CHECK(mkdir("md", 0700) == 0 && mkdir("md/new", 0700) == 0 && mkdir("md/cur", 0700) == 0 &&
+        mkdir("md/tmp", 0700) == 0);
+  CHECK(quotastate_sync(".", "ann@example.test", 16, "md") == 1); /* no maildirsize: none */
+  CHECK(quotastate_read(".", "ann@example.test", 16, &r) == 0);
+  {
+    FILE *f = fopen("md/maildirsize", "w");
+    CHECK(f && fputs("10000S,5C\n300 2\n-100 -1\n", f) >= 0 && fclose(f) == 0);
+  }
+  CHECK(quotastate_sync(".", "ann@example.test", 16, "md") == 1);
+  CHECK(quotastate_read(".", "ann@example.test", 16, &r) == 1 && r.used == 200 && r.count == 1 &&
+        r.limit == 10000 && r.limitcount == 5);
+
   /* verdicts: 4999 of 5000 used */
   q.used = 4999, q.count = 3, q.limit = 5000, q.limitcount = 0;
   CHECK(quotastate_check(&q, (uint64_t)-1, 0) == QUOTASTATE_OK);      /* RCPT without SIZE */
