@@ -641,3 +641,73 @@ int queue_target_setdiag(queue_target *t, char const *s, size_t len)
   t->diag = d;
   return 1;
 }
+
+size_t queue_targets_return(queue_target *t, size_t n, unsigned char const *skip,
+                            char const *diag)
+{
+  size_t i, k = 0;
+  for (i = 0; i < n; i++) {
+    if (skip && skip[i]) continue;
+    if (t[i].state != QUEUE_T_NEW && t[i].state != QUEUE_T_LOCAL && t[i].state != QUEUE_T_REMOTE)
+      continue;
+    if (!queue_target_setdiag(&t[i], diag, strlen(diag))) return (size_t)-1;
+    t[i].state = QUEUE_T_FAILED;
+    k++;
+  }
+  return k;
+}
+
+int queue_targets_requeue(queue_target **tp, size_t *np, char const *env, size_t envlen)
+{
+  queue_target *t = *tp, *nt;
+  size_t n = *np, i, k = 0, pos, rl, nrcpt = 0, added = 0;
+  char const *r;
+  unsigned char *redo;
+  pos = strlen(env) + 1; /* past "F" sender "\0" */
+  while (queue_env_next(env, envlen, &pos, &r, &rl)) nrcpt++;
+  redo = calloc(nrcpt + 1, 1);
+  if (!redo) return -1;
+  for (i = 0; i < n; i++)
+    if (t[i].rcpt < nrcpt && t[i].state != QUEUE_T_DONE && t[i].state != QUEUE_T_BOUNCED)
+      redo[t[i].rcpt] = 1;
+  for (i = 0; i < nrcpt; i++) added += redo[i];
+  nt = malloc((n + added + 1) * sizeof *nt);
+  if (!nt) {
+    free(redo);
+    return -1;
+  }
+  /* the new N targets first (nothing is changed if that fails) */
+  k = n;
+  pos = strlen(env) + 1;
+  for (i = 0; queue_env_next(env, envlen, &pos, &r, &rl); i++) {
+    if (!redo[i]) continue;
+    memset(&nt[k], 0, sizeof nt[k]);
+    nt[k].state = QUEUE_T_NEW;
+    nt[k].rcpt = (unsigned int)i;
+    nt[k].addr = dupb(r, rl);
+    nt[k].diag = dupb("", 0);
+    k++;
+    if (!nt[k - 1].addr || !nt[k - 1].diag) {
+      queue_targets_free(nt + n, k - n);
+      free(nt);
+      free(redo);
+      return -1;
+    }
+  }
+  /* then keep what is finished and drop what will be resolved again */
+  for (i = 0, k = 0; i < n; i++) {
+    if (t[i].rcpt < nrcpt && redo[t[i].rcpt] && t[i].state != QUEUE_T_DONE &&
+        t[i].state != QUEUE_T_BOUNCED) {
+      queue_targets_free(&t[i], 1);
+      continue;
+    }
+    nt[k++] = t[i];
+  }
+  memmove(nt + k, nt + n, added * sizeof *nt);
+  k += added;
+  free(redo);
+  free(t);
+  *tp = nt;
+  *np = k;
+  return (int)added;
+}

@@ -175,4 +175,18 @@ int queue_remove(char const *qdir, char const *id);
  * 1, or 0 on allocation failure. */
 int queue_target_setdiag(queue_target *t, char const *s, size_t len);
 
+/* queue-ctl bounce: every target in state N, L or R (but those with skip[i] set, skip may be
+ * NULL) fails (F) with diagnostic diag. Returns how many, or (size_t)-1 on allocation
+ * failure. */
+size_t queue_targets_return(queue_target *t, size_t n, unsigned char const *skip,
+                            char const *diag);
+
+/* queue-ctl requeue (postsuper -r): every envelope recipient with a target not yet finished
+ * (not D or B) is resolved again: its unfinished targets are dropped and one N target with
+ * the envelope address takes their place (attempts 0). Finished targets are kept, so a
+ * mailbox already delivered is not delivered again (queue-run's duplicate check).
+ * env[0..envlen) is the message's envelope. *tp is replaced. Returns the number of
+ * recipients requeued, or -1 on allocation failure (nothing changed). */
+int queue_targets_requeue(queue_target **tp, size_t *np, char const *env, size_t envlen);
+
 #endif
