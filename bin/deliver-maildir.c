@@ -120,18 +120,11 @@ static void copy(char const *s, size_t n, int *cr)
   }
 }
 
-/* The usage record smtp-receive reads at RCPT (lib/quotastate): kept for accounts with a
- * quota when the instance is known. Advice only: a failure is a warning. */
-static void record_usage(maildir_quota const *q, uint64_t addsize, uint64_t addcount)
+/* The usage record smtp-receive reads at RCPT (lib/quotastate), refreshed from maildirsize
+ * for accounts with a quota when the instance is known. Advice only: a failure is a warning. */
+static void record_usage(void)
 {
-  quotastate qs;
-  if (!getenv("MAILROOT")) return;
-  qs.used = (q->cursize > 0 ? (uint64_t)q->cursize : 0) + addsize;
-  qs.count = (q->curcount > 0 ? (uint64_t)q->curcount : 0) + addcount;
-  qs.limit = q->maxsize;
-  qs.limitcount = q->maxcount;
-  qs.updated = 0;
-  if (!quotastate_write(0, recipient, recipientlen, &qs))
+  if (getenv("MAILROOT") && !quotastate_sync(0, recipient, recipientlen, dir))
     strerr_warnwu2sys("record the quota state of ", recipient);
 }
 
@@ -253,7 +246,7 @@ int main(int argc, char const *const *argv)
           die_abort(111, "recompute maildirsize in ", dir, 1);
       }
       if (!maildir_quota_fits(&q, total, 1)) {
-        record_usage(&q, 0, 0);
+        record_usage();
         errno = EDQUOT;
         die_abort(quotabounce ? 100 : 111, "over quota: Maildir ", dir, 0);
       }
@@ -265,6 +258,6 @@ int main(int argc, char const *const *argv)
   /* an existing maildirsize is kept up to date even when no limit applies now */
   if (maildir_quota_add(dir, (int64_t)total, 1) < 0)
     strerr_warnwu2sys("update maildirsize in ", dir);
-  if (haveq) record_usage(&q, total, 1);
+  if (haveq) record_usage();
   return 0;
 }

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <skalibs/allreadwrite.h>
@@ -103,4 +104,37 @@ end:
   stralloc_free(&out);
   stralloc_free(&env);
   return code;
+}
+
+int bounce_targets(bounce_msg *m, char const *sender, char const *postmaster, char const *env,
+                   size_t envlen, queue_target *t, size_t nt, stralloc *newid, size_t *count)
+{
+  size_t i, n = 0;
+  bounce_item *it;
+  int code;
+  for (i = 0; i < nt; i++) n += t[i].state == QUEUE_T_FAILED;
+  if (!n) return BOUNCE_NONE;
+  m->to = sender;
+  if (!*sender) { /* a failed bounce goes to the postmaster, unless it was for them */
+    m->to = 0;
+    for (i = 0; i < nt && postmaster && *postmaster; i++)
+      if (t[i].state == QUEUE_T_FAILED && strcasecmp(queue_env_rcpt(env, envlen, t[i].rcpt), postmaster))
+        m->to = postmaster;
+  }
+  if (m->to) {
+    it = calloc(n, sizeof *it);
+    if (!it) return QX_NOMEM;
+    for (i = 0, n = 0; i < nt; i++)
+      if (t[i].state == QUEUE_T_FAILED) {
+        it[n].rcpt = queue_env_rcpt(env, envlen, t[i].rcpt);
+        it[n++].diag = t[i].diag;
+      }
+    code = bounce_send(m, it, n, newid);
+    free(it);
+    if (code) return code;
+  }
+  for (i = 0; i < nt; i++)
+    if (t[i].state == QUEUE_T_FAILED) t[i].state = QUEUE_T_BOUNCED;
+  *count = n;
+  return m->to ? BOUNCE_SENT : BOUNCE_DROPPED;
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <skalibs/stralloc.h>
+#include "queue.h"
 
 #define BOUNCE_HEAD_MAX 131072 /* bytes of the original read for the returned header */
 
@@ -40,5 +41,18 @@ char const *bounce_status(char const *diag, char *buf, char dflt);
  * Returns QX_OK with the new id in newid (NUL-terminated), or a temporary qmail-queue code
  * (nothing queued). */
 int bounce_send(bounce_msg const *m, bounce_item const *items, size_t n, stralloc *newid);
+
+/* The bounce of the failed (F) targets of a message, then those targets are marked bounced
+ * (B). It goes to sender, or for a null sender to postmaster (NULL or "": nobody), and is
+ * dropped when what failed was addressed to the postmaster (no bounce of a double bounce).
+ * env[0..envlen) is the message's envelope (for the recipients as the sender wrote them).
+ * m->to is set here. Returns BOUNCE_NONE (nothing failed), BOUNCE_SENT (*newid, *count
+ * set), BOUNCE_DROPPED (targets marked B, nothing sent), or a qmail-queue code (> 0,
+ * nothing changed: retry later). */
+#define BOUNCE_NONE (-1)
+#define BOUNCE_SENT 0
+#define BOUNCE_DROPPED (-2)
+int bounce_targets(bounce_msg *m, char const *sender, char const *postmaster, char const *env,
+                   size_t envlen, queue_target *t, size_t nt, stralloc *newid, size_t *count);
 
 #endif

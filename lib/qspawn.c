@@ -176,6 +176,41 @@ int qspawn_start(qspawn *sp, char kind, char const *const *argv, char const *con
   return 1;
 }
 
+int qspawn_local(qspawn *sp, int msgfd, char const *maildir, char const *sender,
+                 char const *rcpt, int *rfd, uint32_t *h)
+{
+  char const *argv[3] = {QSPAWN_LOCAL_PROG, maildir, 0};
+  stralloc e = STRALLOC_ZERO;
+  char const *env[2];
+  int r;
+  if (!stralloc_cats(&e, "SENDER=") || !stralloc_cats(&e, sender) || !stralloc_0(&e) ||
+      !stralloc_cats(&e, "RECIPIENT=") || !stralloc_cats(&e, rcpt) || !stralloc_0(&e)) {
+    stralloc_free(&e);
+    return 0;
+  }
+  env[0] = e.s;
+  env[1] = e.s + strlen(e.s) + 1;
+  r = qspawn_start(sp, QSPAWN_LOCAL, argv, env, 2, msgfd, rfd, h);
+  stralloc_free(&e);
+  return r;
+}
+
+int qspawn_remote(qspawn *sp, int msgfd, char const *domain, char const *sender,
+                  char const *const *rcpts, size_t n, int *rfd, uint32_t *h)
+{
+  char const **argv = calloc(n + 4, sizeof *argv);
+  size_t i;
+  int r;
+  if (!argv) return 0;
+  argv[0] = QSPAWN_REMOTE_PROG;
+  argv[1] = domain;
+  argv[2] = *sender ? sender : "<>";
+  for (i = 0; i < n; i++) argv[3 + i] = rcpts[i];
+  r = qspawn_start(sp, QSPAWN_REMOTE, argv, 0, 0, msgfd, rfd, h);
+  free(argv);
+  return r;
+}
+
 int qspawn_kill(qspawn *sp, uint32_t h, int sig)
 {
   char buf[2 + UINT32_FMT + UINT_FMT];
@@ -215,6 +250,83 @@ int qspawn_reap(qspawn *sp, uint32_t *h, int *wstat)
   *h = id;
   *wstat = (int)w;
   return 1;
+}
+
+int qspawn_readout(int *fd, stralloc *out, size_t max)
+{
+  char buf[4096];
+  for (;;) {
+    ssize_t r = read(*fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EAGAIN) return 1;
+    if (r <= 0) {
+      close(*fd);
+      *fd = -1;
+      return 1;
+    }
+    if (out->len + (size_t)r <= max && !stralloc_catb(out, buf, (size_t)r)) return 0;
+  }
+}
+
+int qspawn_child_init(qspawn_child *c, uint32_t h, int rfd, char const *prog, uint64_t killat)
+{
+  char const *e = rfd < 0 ? strerror(errno) : 0;
+  c->h = h;
+  c->fd = rfd;
+  c->exited = rfd < 0;
+  c->wstat = rfd < 0 ? 111 << 8 : 0;
+  c->timedout = 0;
+  c->killat = killat;
+  c->out.len = 0;
+  return !e || (stralloc_cats(&c->out, "unable to run ") && stralloc_cats(&c->out, prog) &&
+                stralloc_cats(&c->out, ": ") && stralloc_cats(&c->out, e));
+}
+
+int qspawn_child_drain(qspawn_child *c, size_t max)
+{
+  if (c->fd >= 0 && !qspawn_readout(&c->fd, &c->out, max)) return 0;
+  if (c->fd >= 0) {
+    close(c->fd);
+    c->fd = -1;
+  }
+  return 1;
+}
+
+void qspawn_lastline(stralloc const *out, char const **s, size_t *len)
+{
+  size_t e = out->len, b;
+  char const *c;
+  while (e && (out->s[e - 1] == '\n' || out->s[e - 1] == '\r' || out->s[e - 1] == ' ')) e--;
+  for (b = e; b && out->s[b - 1] != '\n'; b--)
+    ;
+  *s = out->s ? out->s + b : "";
+  *len = e - b;
+  c = *len ? memchr(*s, ':', *len) : 0;
+  if (c && *len > (size_t)(c - *s) + 9 && !strncmp(c, ": fatal: ", 9)) {
+    *len -= (size_t)(c + 9 - *s);
+    *s = c + 9;
+  }
+}
+
+int qspawn_report_line(stralloc const *out, size_t *p, char const *rcpt, char const **f,
+                       size_t *fl)
+{
+  char const *line, *nl;
+  size_t e, q = 0, nf = 0;
+  if (*p >= out->len || !(nl = memchr(out->s + *p, '\n', out->len - *p))) return 0;
+  line = out->s + *p;
+  e = (size_t)(nl - line);
+  *p += e + 1;
+  while (nf < 4) {
+    char const *tab = nf < 3 ? memchr(line + q, '\t', e - q) : 0;
+    size_t end = tab ? (size_t)(tab - line) : e;
+    f[nf] = line + q;
+    fl[nf++] = end - q;
+    if (!tab) break;
+    q = end + 1;
+  }
+  return nf == 4 && fl[0] == 1 && (f[0][0] == 'D' || f[0][0] == 'T' || f[0][0] == 'P') &&
+         fl[1] == strlen(rcpt) && !memcmp(f[1], rcpt, fl[1]);
 }
 
 /* ---- queue-spawn's side ---- */

@@ -25,8 +25,10 @@
 #ifndef PILLARBOX_QSPAWN_H
 #define PILLARBOX_QSPAWN_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <skalibs/stralloc.h>
 
 #define QSPAWN_LOCAL 'L'
 #define QSPAWN_REMOTE 'R'
@@ -56,6 +58,14 @@ int qspawn_init(qspawn *sp);
 int qspawn_start(qspawn *sp, char kind, char const *const *argv, char const *const *env,
                  unsigned int nenv, int msgfd, int *rfd, uint32_t *h);
 
+/* The two deliveries: deliver-maildir MAILDIR with SENDER and RECIPIENT (the account
+ * address) in its environment; smtp-send DOMAIN SENDER RCPT... (SENDER "" becomes "<>").
+ * As qspawn_start. */
+int qspawn_local(qspawn *sp, int msgfd, char const *maildir, char const *sender,
+                 char const *rcpt, int *rfd, uint32_t *h);
+int qspawn_remote(qspawn *sp, int msgfd, char const *domain, char const *sender,
+                  char const *const *rcpts, size_t n, int *rfd, uint32_t *h);
+
 /* Sends sig to the child named h. 1, or 0 (errno). */
 int qspawn_kill(qspawn *sp, uint32_t h, int sig);
 
@@ -63,6 +73,42 @@ int qspawn_kill(qspawn *sp, uint32_t h, int sig);
  * a broken record: queue-run must stop). Call it after SIGCHLD (direct) or when sp->fd is
  * readable (spawner) until it returns 0. */
 int qspawn_reap(qspawn *sp, uint32_t *h, int *wstat);
+
+/* A child as its parent sees it */
+typedef struct qspawn_child_s qspawn_child;
+struct qspawn_child_s {
+  uint32_t h;      /* qspawn's handle */
+  int fd;          /* the read end of its report pipe; -1 at end of file */
+  int exited;      /* qspawn_reap said it ended */
+  int wstat;       /* ...with this wait status */
+  int timedout;    /* it was killed at killat */
+  uint64_t killat; /* when it is killed if still running (seconds since the epoch) */
+  stralloc out;    /* its report */
+};
+
+/* Fills c for a started child (handle h, report fd rfd). rfd -1: it could not be started
+ * (errno): c is an ended child, exit 111, report "unable to run PROG: REASON". 1, or 0 on
+ * allocation failure. */
+int qspawn_child_init(qspawn_child *c, uint32_t h, int rfd, char const *prog, uint64_t killat);
+
+/* An ended child: reads the rest of its report and closes the pipe (a grandchild that holds
+ * it open is not waited for). 1, or 0 on allocation failure. */
+int qspawn_child_drain(qspawn_child *c, size_t max);
+
+/* Reads what is available on the report pipe *fd into out (kept up to max bytes, the rest
+ * read and dropped); at end of file or error closes it and sets *fd to -1. 1, or 0 on
+ * allocation failure. */
+int qspawn_readout(int *fd, stralloc *out, size_t max);
+
+/* A local delivery's report: the last non-empty line of out, without "PROG: fatal: ". */
+void qspawn_lastline(stralloc const *out, char const **s, size_t *len);
+
+/* smtp-send's report (doc/hacking.md): one line per recipient, in argument order,
+ * K "\t" RCPT "\t" REMOTE-MTA "\t" DIAGNOSTIC "\n" with K one of D, T, P. Takes the next
+ * line at *p (moving *p past it): 1 if it is the one for rcpt (f[0..4), fl[0..4) the fields),
+ * else 0 (no line, or another recipient's, or malformed: no report for rcpt). */
+int qspawn_report_line(stralloc const *out, size_t *p, char const *rcpt, char const **f,
+                       size_t *fl);
 
 /* ---- queue-spawn's side ---- */
 

@@ -9,6 +9,7 @@
 #include <sys/time.h>
 #include <sys/types.h>
 #include <unistd.h>
+#include <dirent.h>
 
 #include <skalibs/allreadwrite.h>
 #include <skalibs/djbunix.h>
@@ -710,4 +711,210 @@ int queue_targets_requeue(queue_target **tp, size_t *np, char const *env, size_t
   *tp = nt;
   *np = k;
   return (int)added;
+}
+
+int queue_quarantine(char const *qdir, char const *id)
+{
+  stralloc p = STRALLOC_ZERO, q = STRALLOC_ZERO;
+  int ok = 0;
+  if (!stralloc_cats(&p, qdir) || !stralloc_cats(&p, "/mess/") || !stralloc_cats(&p, id) ||
+      !stralloc_0(&p) || !stralloc_cats(&q, qdir) || !stralloc_cats(&q, "/quarantine/") ||
+      !stralloc_cats(&q, id) || !stralloc_0(&q))
+    goto end;
+  if (rename(p.s, q.s) < 0 && errno != ENOENT) goto end;
+  p.len = 0;
+  if (!stralloc_cats(&p, qdir) || !stralloc_cats(&p, "/state/") || !stralloc_cats(&p, id) ||
+      !stralloc_0(&p))
+    goto end;
+  unlink(p.s);
+  ok = 1;
+end:
+  stralloc_free(&p);
+  stralloc_free(&q);
+  return ok;
+}
+
+int queue_each(char const *qdir, char const *sub, void (*f)(char const *, char const *, void *),
+               void *ctx)
+{
+  stralloc p = STRALLOC_ZERO;
+  DIR *d;
+  struct dirent *de;
+  int ok = 1;
+  if (!queue_path(&p, qdir, sub)) return 0;
+  d = opendir(p.s);
+  if (!d) {
+    ok = errno == ENOENT;
+    stralloc_free(&p);
+    return ok;
+  }
+  for (;;) {
+    errno = 0;
+    de = readdir(d);
+    if (!de) break;
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) f(p.s, de->d_name, ctx);
+  }
+  if (errno) ok = 0;
+  closedir(d);
+  stralloc_free(&p);
+  return ok;
+}
+
+int queue_targets_fromenv(queue_target **tp, size_t *np, char const *env, size_t envlen)
+{
+  size_t pos = strlen(env) + 1, rl, n = 0, k = 0;
+  char const *r;
+  queue_target *t;
+  while (queue_env_next(env, envlen, &pos, &r, &rl)) n++;
+  t = calloc(n + 1, sizeof *t);
+  if (!t) return 0;
+  pos = strlen(env) + 1;
+  while (queue_env_next(env, envlen, &pos, &r, &rl)) {
+    t[k].state = QUEUE_T_NEW;
+    t[k].rcpt = (unsigned int)k;
+    t[k].addr = dupb(r, rl);
+    t[k].diag = dupb("", 0);
+    k++;
+    if (!t[k - 1].addr || !t[k - 1].diag) {
+      queue_targets_free(t, k);
+      free(t);
+      return 0;
+    }
+  }
+  *tp = t;
+  *np = n;
+  return 1;
+}
+
+typedef struct cleanctx_s cleanctx;
+struct cleanctx_s {
+  char const *qdir;
+  uint64_t before;
+  void (*removed)(char const *);
+};
+
+static void clean_tmp(char const *dir, char const *name, void *ctx)
+{
+  cleanctx *c = ctx;
+  stralloc f = STRALLOC_ZERO;
+  struct stat st;
+  if (name[0] != '.' && stralloc_cats(&f, dir) && stralloc_catb(&f, "/", 1) &&
+      stralloc_cats(&f, name) && stralloc_0(&f) && lstat(f.s, &st) == 0 &&
+      (uint64_t)st.st_mtime < c->before && unlink(f.s) == 0 && c->removed)
+    c->removed(name);
+  stralloc_free(&f);
+}
+
+static void clean_state(char const *dir, char const *name, void *ctx)
+{
+  cleanctx *c = ctx;
+  stralloc f = STRALLOC_ZERO;
+  int orphan = 1;
+  if (name[0] != '.') { /* not a temp file: an orphan if its message is gone */
+    if (!stralloc_cats(&f, c->qdir) || !stralloc_cats(&f, "/mess/") ||
+        !stralloc_cats(&f, name) || !stralloc_0(&f))
+      goto end;
+    orphan = access(f.s, F_OK) < 0 && errno == ENOENT;
+    f.len = 0;
+  }
+  if (orphan && stralloc_cats(&f, dir) && stralloc_catb(&f, "/", 1) &&
+      stralloc_cats(&f, name) && stralloc_0(&f))
+    unlink(f.s);
+end:
+  stralloc_free(&f);
+}
+
+void queue_cleanup(char const *qdir, uint64_t before, void (*removed)(char const *))
+{
+  cleanctx c;
+  c.qdir = qdir;
+  c.before = before;
+  c.removed = removed;
+  queue_each(qdir, "tmp", &clean_tmp, &c);
+  queue_each(qdir, "state", &clean_state, &c);
+}
+
+char const *queue_env_rcpt(char const *env, size_t envlen, unsigned int i)
+{
+  size_t pos = strlen(env) + 1, rl;
+  char const *r = "";
+  unsigned int k = 0;
+  while (queue_env_next(env, envlen, &pos, &r, &rl))
+    if (k++ == i) return r;
+  return "";
+}
+
+int queue_held(char const *qdir, char const *id)
+{
+  stralloc p = STRALLOC_ZERO;
+  struct stat st;
+  int r = 0;
+  if (stralloc_cats(&p, qdir) && stralloc_cats(&p, "/hold/") && stralloc_cats(&p, id) &&
+      stralloc_0(&p))
+    r = stat(p.s, &st) == 0;
+  stralloc_free(&p);
+  return r;
+}
+
+int queue_trigger_open(char const *qdir)
+{
+  stralloc p = STRALLOC_ZERO;
+  int fd = -1;
+  if (queue_path(&p, qdir, "trigger")) fd = open(p.s, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  stralloc_free(&p);
+  return fd;
+}
+
+size_t queue_trigger_read(int fd, stralloc *line, void (*f)(char const *, size_t, void *),
+                          void *ctx)
+{
+  char buf[8192];
+  size_t total = 0;
+  for (;;) {
+    ssize_t k = read(fd, buf, sizeof buf);
+    size_t j;
+    if (k <= 0) return total;
+    total += (size_t)k;
+    for (j = 0; j < (size_t)k; j++) {
+      if (buf[j] != '\n') {
+        if (line->len < QUEUE_ID_MAX + 8 && !stralloc_catb(line, buf + j, 1)) return (size_t)-1;
+        continue;
+      }
+      f(line->s ? line->s : "", line->len, ctx);
+      line->len = 0;
+    }
+  }
+}
+
+char const *const queue_ctl_ops[] = {"flush", "delete", "bounce", "requeue", 0};
+
+int queue_ctl_parse(char const *name, char const **id)
+{
+  int i;
+  for (i = 0; queue_ctl_ops[i]; i++) {
+    size_t l = strlen(queue_ctl_ops[i]);
+    if (!strncmp(name, queue_ctl_ops[i], l) && name[l] == '.' &&
+        queue_id_ok(name + l + 1, strlen(name + l + 1))) {
+      *id = name + l + 1;
+      return i;
+    }
+  }
+  return -1;
+}
+
+int queue_open_at(char const *qdir, char const *id, uint64_t offset)
+{
+  stralloc p = STRALLOC_ZERO;
+  int fd = -1;
+  if (stralloc_cats(&p, qdir) && stralloc_cats(&p, "/mess/") && stralloc_cats(&p, id) &&
+      stralloc_0(&p))
+    fd = open(p.s, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  stralloc_free(&p);
+  if (fd >= 0 && lseek(fd, (off_t)offset, SEEK_SET) < 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    fd = -1;
+  }
+  return fd;
 }

@@ -72,6 +72,28 @@ int queue_id_ok(char const *s, size_t len);
  * "!flush" (retry everything now), "!ctl" (requests waiting in ctl/), "!scan" (rescan). */
 void queue_trigger(char const *qdir, char const *line);
 
+/* Opens QDIR/trigger for reading by queue-run (O_RDWR: never an EOF when the last writer
+ * goes; non-blocking, close-on-exec). The fd, or -1 (errno). */
+int queue_trigger_open(char const *qdir);
+
+/* Reads what is waiting on the trigger fd and calls f(LINE, LEN, ctx) for each complete
+ * line (without its '\n'); a partial line is kept in *line for the next call, a line longer
+ * than QUEUE_ID_MAX + 8 bytes is cut. Returns the bytes read (60,000 or more: the fifo may
+ * have overflowed, rescan), or (size_t)-1 on allocation failure. */
+size_t queue_trigger_read(int fd, stralloc *line, void (*f)(char const *, size_t, void *),
+                          void *ctx);
+
+/* queue-ctl's requests to queue-run are empty files QDIR/ctl/OP.ID. */
+#define QUEUE_CTL_FLUSH 0   /* retry now, even if the domain is backed off */
+#define QUEUE_CTL_DELETE 1  /* remove without delivering or bouncing */
+#define QUEUE_CTL_BOUNCE 2  /* every pending recipient fails and is bounced */
+#define QUEUE_CTL_REQUEUE 3 /* resolve the pending recipients again */
+extern char const *const queue_ctl_ops[]; /* "flush", "delete", "bounce", "requeue", 0 */
+
+/* The operation of a ctl/ file name (one of QUEUE_CTL_*), its id in *id; -1 if it is not
+ * one (bad operation or id). */
+int queue_ctl_parse(char const *name, char const **id);
+
 /* ---- envelope ---- */
 
 typedef struct queue_env_s queue_env;
@@ -91,6 +113,9 @@ int queue_env_parse(char const *s, size_t len, size_t addrmax, size_t rcptmax, q
 /* Iterates over the recipients of a parsed envelope: start with *pos = e->rcptoff; each call
  * sets *r (NUL-terminated in s) and *rlen and returns 1, then 0 after the last one. */
 int queue_env_next(char const *s, size_t len, size_t *pos, char const **r, size_t *rlen);
+
+/* The recipient number i (from 0) of the envelope env[0..envlen), or "" if there is none. */
+char const *queue_env_rcpt(char const *env, size_t envlen, unsigned int i);
 
 /* ---- message file header ---- */
 
@@ -131,6 +156,10 @@ int queue_inject_fd(char const *qdir, char const *env, size_t envlen, int spillf
  * -1 with errno set: ENOENT gone, EPROTO corrupt or truncated, anything else: temporary. */
 int queue_open(char const *qdir, char const *id, queue_hdr *h, stralloc *env, uint64_t *size);
 
+/* Opens QDIR/mess/ID (no symlink, close-on-exec) positioned at offset (the message:
+ * queue_hdr.offset): a delivery's fd 0. The fd, or -1 (errno). */
+int queue_open_at(char const *qdir, char const *id, uint64_t offset);
+
 /* ---- per-recipient state ---- */
 
 #define QUEUE_T_NEW 'N'     /* envelope recipient not yet resolved */
@@ -168,12 +197,33 @@ int queue_state_read(char const *qdir, char const *id, queue_target **t, size_t 
 int queue_state_write(char const *qdir, char const *id, queue_target const *t, size_t n,
                       int dosync);
 
+/* 1 if QDIR/hold/ID exists (queue-ctl hold), else 0. */
+int queue_held(char const *qdir, char const *id);
+
 /* Removes a finished message: mess/ID first, then state/ID. 1, or 0 (errno). */
 int queue_remove(char const *qdir, char const *id);
 
 /* Sets a target's diagnostic (copied, cut at QUEUE_DIAG_MAX, '\n' '\t' '\r' made ' ').
  * 1, or 0 on allocation failure. */
 int queue_target_setdiag(queue_target *t, char const *s, size_t len);
+
+/* One N target per envelope recipient of env[0..envlen) (a message never tried): a new
+ * malloc'ed array in *tp, its length in *np. 1, or 0 on allocation failure. */
+int queue_targets_fromenv(queue_target **tp, size_t *np, char const *env, size_t envlen);
+
+/* Moves QDIR/mess/ID to QDIR/quarantine/ID (a file that does not parse: never delivered) and
+ * removes its state. 1, or 0 (errno). */
+int queue_quarantine(char const *qdir, char const *id);
+
+/* Calls f(QDIR/SUB, NAME, ctx) for every entry of QDIR/SUB but "." and "..". 1 done (a
+ * missing directory is empty), 0 could not be read (errno). */
+int queue_each(char const *qdir, char const *sub, void (*f)(char const *, char const *, void *),
+               void *ctx);
+
+/* queue-run at start: removes files in tmp/ last changed before `before` (left by a
+ * killed injector; removed(NAME) is called for each), state files whose message is gone,
+ * and temporary state files. Errors are ignored (the next start tries again). */
+void queue_cleanup(char const *qdir, uint64_t before, void (*removed)(char const *));
 
 /* queue-ctl bounce: every target in state N, L or R (but those with skip[i] set, skip may be
  * NULL) fails (F) with diagnostic diag. Returns how many, or (size_t)-1 on allocation

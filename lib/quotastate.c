@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -137,7 +138,10 @@ int quotastate_write(char const *root, char const *addr, size_t len, quotastate 
     p.s[dl - 6] = 0; /* MAILROOT/run first */
     if (mkdir(p.s, 0755) < 0 && errno != EEXIST) goto end;
     p.s[dl - 6] = '/';
-    if (mkdir(p.s, 02750) < 0 && errno != EEXIST) goto end;
+    if (mkdir(p.s, 02750) < 0) {
+      if (errno != EEXIST) goto end;
+    } else if (chmod(p.s, 02750) < 0) /* mkdir leaves out the setgid bit */
+      goto end;
     p.s[dl] = '/';
     fd = open(t.s, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
   }
@@ -194,14 +198,35 @@ int quotastate_sync(char const *root, char const *addr, size_t len, char const *
 {
   maildir_quota mq;
   quotastate q;
-  int r = maildir_quota_read(maildir, &mq);
-  if (r < 0) return 0;
-  if (!r || (!mq.maxsize && !mq.maxcount)) return quotastate_remove(root, addr, len);
-  if (mq.stale && maildir_quota_recalc(maildir, mq.maxsize, mq.maxcount, &mq) < 0) return 0;
+  stralloc p = STRALLOC_ZERO;
+  int r, lk = -1, ok = 0;
+  /* under a lock on maildirsize, so that of two deliveries ending together the last to write
+   * the record has read the other's line too */
+  if (stralloc_cats(&p, maildir) && stralloc_cats(&p, "/maildirsize") && stralloc_0(&p))
+    lk = open(p.s, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  stralloc_free(&p);
+  if (lk >= 0 && flock(lk, LOCK_EX) < 0) {
+    close(lk);
+    lk = -1;
+  }
+  r = maildir_quota_read(maildir, &mq);
+  if (r < 0) goto end;
+  if (!r || (!mq.maxsize && !mq.maxcount)) {
+    ok = quotastate_remove(root, addr, len);
+    goto end;
+  }
+  if (mq.stale && maildir_quota_recalc(maildir, mq.maxsize, mq.maxcount, &mq) < 0) goto end;
   q.used = mq.cursize > 0 ? (uint64_t)mq.cursize : 0;
   q.count = mq.curcount > 0 ? (uint64_t)mq.curcount : 0;
   q.limit = mq.maxsize;
   q.limitcount = mq.maxcount;
   q.updated = 0;
-  return quotastate_write(root, addr, len, &q);
+  ok = quotastate_write(root, addr, len, &q);
+end:
+  if (lk >= 0) {
+    int e = errno;
+    close(lk);
+    errno = e;
+  }
+  return ok;
 }

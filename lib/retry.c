@@ -3,6 +3,7 @@
 
 #include <skalibs/random.h>
 
+#include "control.h"
 #include "retry.h"
 
 uint64_t retry_delay(retry_policy const *p, unsigned int attempts)
@@ -31,4 +32,13 @@ int retry_expired_diag(stralloc *sa, char const *diag, size_t len)
   sa->len = 0;
   return stralloc_catb(sa, diag, l) && stralloc_catb(sa, what, sizeof what - 1) &&
          stralloc_catb(sa, diag + l, len - l);
+}
+
+void retry_policy_read(retry_policy *p)
+{
+  p->base = control_uint("retry-base", 240);
+  p->max = control_uint("retry-max", 14400);
+  p->lifetime = control_uint("queue-lifetime", 432000);
+  if (!p->base) p->base = 1;
+  if (p->max < p->base) p->max = p->base;
 }

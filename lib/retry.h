@@ -21,6 +21,11 @@ struct retry_policy_s {
   unsigned long lifetime; /* control/queue-lifetime */
 };
 
+/* Reads control/retry-base (240), retry-max (14400), queue-lifetime (432000); dies 100
+ * naming the file on junk, 111 on a read error (control_uint). base is at least 1, max at
+ * least base. */
+void retry_policy_read(retry_policy *p);
+
 /* Seconds to wait before attempt number attempts+1, after attempts failures (>= 1), with
  * jitter. */
 uint64_t retry_delay(retry_policy const *p, unsigned int attempts);
