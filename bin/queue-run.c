@@ -61,7 +61,7 @@ static stralloc qdirsa = STRALLOC_ZERO;
 static unsigned long conc_local, conc_remote, conc_domain, rescan_every, term_wait,
   timeout_local, timeout_remote;
 static retry_policy policy;
-static stralloc me = STRALLOC_ZERO, postmaster = STRALLOC_ZERO;
+static stralloc me = STRALLOC_ZERO, postmaster = STRALLOC_ZERO, defdom = STRALLOC_ZERO;
 static unsigned int active_max;
 static qspawn spawner;
 
@@ -326,33 +326,27 @@ static void apply_flags(active *a)
 /* Sends one bounce for every F target of a; marks them B. 1 done, 0 trouble (retry later). */
 static int bounce(active *a)
 {
-  bounce_msg m;
-  stralloc nid = STRALLOC_ZERO;
+  bounce_msg m = {qdir, idof(a), a->h.arrival, now, me.s, 0};
+  stralloc nid = STRALLOC_ZERO, to = STRALLOC_ZERO;
   size_t n = 0;
   char nb[UINT64_FMT];
   int r;
-  m.qdir = qdir;
-  m.id = idof(a);
-  m.arrival = a->h.arrival;
-  m.now = now;
-  m.me = me.s;
-  r = bounce_targets(&m, a->sender, postmaster.s, a->env.s, a->env.len, a->t, a->nt, &nid, &n);
+  if (!bounce_sender(&to, a->sender, me.s, defdom.s)) dienomem();
+  r = bounce_targets(&m, to.s, postmaster.s, a->env.s, a->env.len, a->t, a->nt, &nid, &n);
   if (r > 0) {
     errno = r == QX_NOMEM ? ENOMEM : errno;
     strerr_warnwu2sys("queue a bounce for ", idof(a));
-    return 0;
-  }
-  if (r == BOUNCE_NONE) return 1;
-  a->dirty = 1;
-  if (r == BOUNCE_DROPPED)
+  } else if (r == BOUNCE_DROPPED)
     LOG("bounce ", idof(a), " dropped: null sender and the postmaster is unreachable");
-  else {
+  else if (r == BOUNCE_SENT) {
     fmtu(nb, n);
     LOG("bounce ", idof(a), " to=<", m.to, "> rcpts=", nb, " id=", nid.s);
     known(nid.s, nid.len - 1);
   }
+  if (r == BOUNCE_SENT || r == BOUNCE_DROPPED) a->dirty = 1;
   stralloc_free(&nid);
-  return 1;
+  stralloc_free(&to);
+  return r <= 0;
 }
 
 /* ---- settling a message: nothing running, nothing startable now ---- */
@@ -792,7 +786,6 @@ static void readconfig(void)
     {"queue-termwait", 60, 0, ULONG_MAX, &term_wait},
     {"timeout-local", 600, 1, ULONG_MAX, &timeout_local},
     {"timeout-remote", 3600, 1, ULONG_MAX, &timeout_remote}};
-  stralloc dom = STRALLOC_ZERO;
   unsigned int i;
   int r;
   for (i = 0; i < sizeof conf / sizeof *conf; i++) {
@@ -805,13 +798,13 @@ static void readconfig(void)
   r = control_readline(&me, "me");
   if (r < 0) strerr_diefu1sys(111, "read control/me");
   if ((!r && !stralloc_cats(&me, "localhost")) || !stralloc_0(&me)) dienomem();
-  r = control_readline(&dom, "domains");
-  if (r < 0) strerr_diefu1sys(111, "read control/domains");
-  if (!stralloc_cats(&postmaster, "postmaster@") ||
-      !stralloc_catb(&postmaster, r ? dom.s : me.s, r ? dom.len : me.len - 1) ||
+  defdom.len = 0;
+  r = control_defaultdomain(&defdom); /* bounces stay here: control/defaultdomain */
+  if (r < 0) strerr_diefu1sys(111, "read control/defaultdomain");
+  if ((!r && !stralloc_catb(&defdom, me.s, me.len - 1)) || !stralloc_0(&defdom) ||
+      !stralloc_cats(&postmaster, "postmaster@") || !stralloc_cats(&postmaster, defdom.s) ||
       !stralloc_0(&postmaster))
     dienomem();
-  stralloc_free(&dom);
 }
 
 /* ---- the event loop ---- */

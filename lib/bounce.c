@@ -10,6 +10,7 @@
 
 #include "bounce.h"
 #include "dsn.h"
+#include "lookup.h"
 #include "queue.h"
 
 char const *bounce_status(char const *diag, char *buf, char dflt)
@@ -137,4 +138,16 @@ int bounce_targets(bounce_msg *m, char const *sender, char const *postmaster, ch
     if (t[i].state == QUEUE_T_FAILED) t[i].state = QUEUE_T_BOUNCED;
   *count = n;
   return m->to ? BOUNCE_SENT : BOUNCE_DROPPED;
+}
+
+int bounce_sender(stralloc *out, char const *sender, char const *me, char const *defdom)
+{
+  char const *at = strrchr(sender, '@');
+  size_t l = at ? (size_t)(at - sender) : strlen(sender);
+  out->len = 0;
+  if (*sender && defdom && *defdom &&
+      (!at || (!strcasecmp(at + 1, me) && lookup_is_local_domain(me, strlen(me)) == 0)))
+    return stralloc_catb(out, sender, l) && stralloc_catb(out, "@", 1) &&
+           stralloc_cats(out, defdom) && stralloc_0(out);
+  return stralloc_cats(out, sender) && stralloc_0(out);
 }

@@ -42,6 +42,12 @@ char const *bounce_status(char const *diag, char *buf, char dflt);
  * (nothing queued). */
 int bounce_send(bounce_msg const *m, bounce_item const *items, size_t n, stralloc *newid);
 
+/* Where a bounce for sender goes, into out (NUL-terminated): sender itself; but a bare local
+ * name ("root"), or an address at this host's own name (me, control/me) when that is not a
+ * local domain (cron's root@HOSTNAME), goes to the same local part at the default domain
+ * defdom (control/defaultdomain), never out to the Internet. 1, or 0 on allocation failure. */
+int bounce_sender(stralloc *out, char const *sender, char const *me, char const *defdom);
+
 /* The bounce of the failed (F) targets of a message, then those targets are marked bounced
  * (B). It goes to sender, or for a null sender to postmaster (NULL or "": nobody), and is
  * dropped when what failed was addressed to the postmaster (no bounce of a double bounce).

@@ -261,8 +261,9 @@ static int tmp_create(char const *qdir, stralloc *id, stralloc *tmp)
   return -1;
 }
 
-/* Renames tmp into mess/ without replacing anything, fsyncs mess/. */
-static int commit(char const *qdir, stralloc *id, stralloc *tmp)
+/* Renames tmp into mess/ without replacing anything, fsyncs mess/. With fixed, the id may
+ * not change (it was announced): a clash is an error. */
+static int commit(char const *qdir, stralloc *id, stralloc *tmp, int fixed)
 {
   stralloc dst = STRALLOC_ZERO;
   int dfd = -1, r = 0, tries;
@@ -281,7 +282,7 @@ static int commit(char const *qdir, stralloc *id, stralloc *tmp)
         break;
       }
     }
-    if (errno != EEXIST) goto end;
+    if (errno != EEXIST || fixed) goto end;
     inject_counter++;
     if (!make_id(id)) goto end;
   }
@@ -307,16 +308,41 @@ end:
   return r;
 }
 
+int queue_tx_begin(char const *qdir, queue_tx *tx)
+{
+  (void)qdir;
+  return make_id(&tx->id) ? QX_OK : QX_NOMEM;
+}
+
+/* tmp/ID under the id already given: no other try */
+static int tmp_create_fixed(char const *qdir, stralloc const *id, stralloc *tmp)
+{
+  int fd;
+  tmp->len = 0;
+  if (!stralloc_cats(tmp, qdir) || !stralloc_cats(tmp, "/tmp/") ||
+      !stralloc_catb(tmp, id->s, id->len))
+    return -1;
+  fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+  if (fd < 0 && errno == ENOENT && queue_init(qdir))
+    fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+  return fd;
+}
+
 static int inject(char const *qdir, char const *env, size_t envlen, char const *msg,
-                  size_t msglen, int spillfd, uint64_t spilllen, stralloc *id)
+                  size_t msglen, int spillfd, uint64_t spilllen, stralloc *id, queue_tx *tx)
 {
   stralloc tmp = STRALLOC_ZERO, buf = STRALLOC_ZERO;
   int fd = -1, code = QX_OK;
   struct timeval tv;
   uint64_t total = spillfd >= 0 ? spilllen : msglen;
   if (gettimeofday(&tv, 0) < 0) return QX_BUG;
-  fd = tmp_create(qdir, id, &tmp);
-  if (fd < 0 && errno == ENOENT && queue_init(qdir)) fd = tmp_create(qdir, id, &tmp);
+  if (tx) { /* the id is given */
+    if (!stralloc_copy(id, &tx->id)) return QX_NOMEM;
+    fd = tmp_create_fixed(qdir, id, &tmp);
+  } else {
+    fd = tmp_create(qdir, id, &tmp);
+    if (fd < 0 && errno == ENOENT && queue_init(qdir)) fd = tmp_create(qdir, id, &tmp);
+  }
   if (fd < 0) {
     code = errcode(errno);
     goto end;
@@ -354,7 +380,7 @@ static int inject(char const *qdir, char const *env, size_t envlen, char const *
     goto fail;
   }
   fd = -1;
-  if (!commit(qdir, id, &tmp)) {
+  if (!commit(qdir, id, &tmp, !!tx)) {
     code = errcode(errno);
     goto fail;
   }
@@ -373,13 +399,22 @@ end:
 int queue_inject_mem(char const *qdir, char const *env, size_t envlen, char const *msg,
                      size_t msglen, stralloc *id)
 {
-  return inject(qdir, env, envlen, msg, msglen, -1, 0, id);
+  return inject(qdir, env, envlen, msg, msglen, -1, 0, id, 0);
 }
 
 int queue_inject_fd(char const *qdir, char const *env, size_t envlen, int spillfd,
                     uint64_t msglen, stralloc *id)
 {
-  return inject(qdir, env, envlen, 0, 0, spillfd, msglen, id);
+  return inject(qdir, env, envlen, 0, 0, spillfd, msglen, id, 0);
+}
+
+int queue_tx_commit(char const *qdir, queue_tx *tx, char const *env, size_t envlen,
+                    char const *msg, size_t msglen, int spillfd, uint64_t spilllen)
+{
+  stralloc id = STRALLOC_ZERO;
+  int code = inject(qdir, env, envlen, msg, msglen, spillfd, spilllen, &id, tx);
+  stralloc_free(&id);
+  return code;
 }
 
 /* ---- reading ---- */

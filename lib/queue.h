@@ -149,6 +149,21 @@ int queue_inject_mem(char const *qdir, char const *env, size_t envlen, char cons
 int queue_inject_fd(char const *qdir, char const *env, size_t envlen, int spillfd,
                     uint64_t msglen, stralloc *id);
 
+/* The same in two steps, for an injector that announces the id before it has the message
+ * (QUEUE_IDFD, so smtp-receive's Received: can carry it): begin makes the id (tx->id,
+ * NUL-terminated, with the usual uniqueness: time, pid, counter), commit writes the file as
+ * queue_inject_* do but under that id only: a clash in tmp/ or mess/ (possible only if the
+ * clock went back) is a temporary failure (QX_QUEUEDIR), never another id. Nothing is on
+ * disk between the two, so an injector that dies leaves nothing. */
+typedef struct queue_tx_s queue_tx;
+struct queue_tx_s {
+  stralloc id;
+};
+#define QUEUE_TX_ZERO {STRALLOC_ZERO}
+int queue_tx_begin(char const *qdir, queue_tx *tx);
+int queue_tx_commit(char const *qdir, queue_tx *tx, char const *env, size_t envlen,
+                    char const *msg, size_t msglen, int spillfd, uint64_t spilllen);
+
 /* ---- reading a message file ---- */
 
 /* Opens QDIR/mess/ID, reads and checks its header and envelope (env gets the envelope bytes,

@@ -458,3 +458,62 @@ def test_delivery_log_lines_name_the_original_recipient(inst, runs):
         m = re.fullmatch(r"delivery %s %s" % (re.escape(qid), p), line)
         assert m, (line, p)
         assert re.fullmatch(r"\d+\.\d\d", m.group(1)) and float(m.group(1)) < 30
+
+
+# ---- the queue id before the message (QUEUE_IDFD, for smtp-receive's Received:) ----
+
+def test_queue_idfd_tells_the_id_before_the_message_is_read(inst):
+    r_id, w_id = os.pipe()
+    r_env, w_env = os.pipe()
+    p = subprocess.Popen([prog("queue-inject")], stdin=subprocess.PIPE, stdout=r_env,
+                         stderr=subprocess.PIPE, pass_fds=(w_id,),
+                         env=dict(inst.env, QUEUE_IDFD=str(w_id)))
+    os.close(w_id)
+    os.close(r_env)
+    try:
+        first = b""
+        while not first.endswith(b"\n"):  # nothing sent yet: the id comes first
+            chunk = os.read(r_id, 100)
+            assert chunk, "no id before the message"
+            first += chunk
+        assert re.fullmatch(rb"\d+\.\d{6}\.\d+\n", first)
+        assert mess(inst) == [] and os.listdir(inst.path("queue", "tmp")) == []
+        p.stdin.write(MSG)
+        p.stdin.close()
+        os.write(w_env, envelope("alice@example.test", "bob@example.test"))
+        os.close(w_env)
+        w_env = -1
+        assert p.wait(timeout=30) == 0, p.stderr.read()
+        assert os.read(r_id, 100) == b""  # nothing more, and closed at exit
+    finally:
+        os.close(r_id)
+        if w_env >= 0:
+            os.close(w_env)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+    assert mess(inst) == [first[:-1].decode()]
+    # a refused message leaves nothing, though its id was told
+    r_id, w_id = os.pipe()
+    inst.control("databytes", "10")
+    r = subprocess.run([prog("queue-inject")], input=MSG, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, pass_fds=(w_id,), timeout=30,
+                       env=dict(inst.env, QUEUE_IDFD=str(w_id)))
+    os.close(w_id)
+    told = os.read(r_id, 100)
+    os.close(r_id)
+    assert r.returncode == 31 and re.fullmatch(rb"\d+\.\d{6}\.\d+\n", told)
+    assert mess(inst) == [first[:-1].decode()] and os.listdir(inst.path("queue", "tmp")) == []
+
+
+def test_bounce_for_root_at_the_host_name_stays_local(inst, runs):
+    # cron's mail from root@HOSTNAME (control/me, not a local domain), or a bare "root", bounces
+    # to root at the default domain, never out to the Internet
+    q = runs(inst)
+    for sender in ("root@mx.example.test", "root"):
+        rc, err = inst.inject(MSG, sender, "nobody@example.test")
+        assert rc == 0, err
+    q.wait_log(r"^bounce \S+ to=<root@example.test> rcpts=1 ", count=2)
+    q.wait_log(r"^done ", count=4)
+    assert not re.search(r"to=<root@mx.example.test>", q.text())
