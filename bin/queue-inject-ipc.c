@@ -33,6 +33,8 @@
 
 #include <skalibs/allreadwrite.h>
 #include <skalibs/djbunix.h>
+#include <skalibs/iopause.h>
+#include <skalibs/tai.h>
 #include <skalibs/sgetopt.h>
 #include <skalibs/sig.h>
 #include <skalibs/stralloc.h>
@@ -155,7 +157,9 @@ static void export_facts(char *s, size_t n)
 
 static int server(void)
 {
-  int pm[2], pe[2], pi[2], w, first = -1, facts = 0;
+  int pm[2], pe[2], pi[2], w, first = -1, facts = 0, v2 = 0;
+  char early[64];
+  size_t el = 0;
   pid_t pid;
   stralloc env = STRALLOC_ZERO;
   char line[64 + UINT_FMT];
@@ -165,6 +169,7 @@ static int server(void)
     char c;
     if (fd_read(0, &c, 1) != 1) strerr_dief(100, "client went away or broke the protocol; nothing queued");
     if (c == 'S') {
+      v2 = 1;
       long n = read_nslen(0, INJECT_FACTS_MAX, -1);
       char f[INJECT_FACTS_MAX + 1], z;
       if (n < 0 || !readall(0, f, (size_t)n) || fd_read(0, &z, 1) != 1 || z != ',')
@@ -193,6 +198,28 @@ static int server(void)
   fd_close(pm[0]);
   fd_close(pe[0]);
   fd_close(pi[1]);
+  if (v2) {
+    /* a client that sent facts gets the queue id at once ("I" ID "\n"): queue-inject tells it
+     * before it reads the message */
+    char line[sizeof early + 2];
+    size_t i;
+    tain d;
+    tain_now_set_stopwatch_g();
+    tain_addsec_g(&d, 5); /* a hook in front of queue-inject may tell it only at the end */
+    while (el < sizeof early - 1) {
+      iopause_fd x = {pi[0], IOPAUSE_READ, 0};
+      if (iopause_g(&x, 1, &d) <= 0 || fd_read(pi[0], early + el, 1) != 1 || early[el] == '\n')
+        break;
+      el++;
+    }
+    for (i = 0; i < el && early[i] > 32 && early[i] < 127; i++)
+      ;
+    el = i;
+    line[0] = 'I';
+    memcpy(line + 1, early, el);
+    line[el + 1] = '\n';
+    if (allwrite(1, line, el + 2) != el + 2) goto abort;
+  }
   if (allwrite(pm[1], env.s, env.len) != env.len && errno != EPIPE) goto abort;
   env.len = 0;
   for (;;) {
@@ -219,6 +246,7 @@ static int server(void)
   {
     char id[64];
     size_t il = allread(pi[0], id, sizeof id - 1), i = 0;
+    if (!il && el) memcpy(id, early, il = el); /* told early, not again */
     while (i < il && id[i] > 32 && id[i] < 127) i++;
     il = i;
     fd_close(pi[0]);

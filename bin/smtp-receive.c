@@ -32,6 +32,7 @@
 #include "lookup.h"
 #include "owner.h"
 #include "queue.h"
+#include "quotastate.h"
 #include "saslserv.h"
 #include "smtp.h"
 #include "smtpd.h"
@@ -457,14 +458,43 @@ static void do_rcpt(smtp_cmd const *c)
   smtpd_reply(250, "2.1.5", "Ok");
 }
 
+/* Quota at RCPT (lib/quotastate: the record deliver-maildir keeps outside the Maildir), for
+ * a recipient that is one mailbox: a list is not refused for one full member. The first
+ * recipient's account is kept for the check at the end of data. */
+static stralloc q1 = STRALLOC_ZERO;
+static uint64_t q1limit;
+
 static int quota_ok(void)
 {
-  return 1;
+  char const *t = targets.s;
+  account acc = ACCOUNT_ZERO;
+  quotastate q;
+  size_t n;
+  int r;
+  if (!nrcpt) q1.len = 0;
+  if (!targets.len || t[0] != 'L' || (n = strlen(t)) + 1 != targets.len) return 1;
+  r = quotastate_read(0, t + 1, n - 1, &q);
+  if (r < 0) strerr_warnwusys("read the quota state of ", t + 1);
+  if (r <= 0 || lookup_account_nohash(t + 1, n - 1, &acc) <= 0) {
+    account_free(&acc);
+    return 1;
+  }
+  r = quotastate_check(&q, acc.quota, mailp.has_size ? mailp.size : 0);
+  if (!nrcpt && r == QUOTASTATE_OK && acc.quota && !stralloc_copyb(&q1, t + 1, n - 1))
+    smtpd_quit(111, "out of memory");
+  q1limit = acc.quota;
+  account_free(&acc);
+  if (r == QUOTASTATE_FULL) smtpd_reply(452, "4.2.2", "mailbox full");
+  if (r == QUOTASTATE_TOOBIG) smtpd_reply(552, "5.2.2", "message exceeds the mailbox quota");
+  return r == QUOTASTATE_OK;
 }
 
+/* At the end of data, for a message to one mailbox: is it alone over the quota? */
 static int quota_toobig(void)
 {
-  return 0;
+  quotastate q;
+  if (nrcpt != 1 || !q1.len || quotastate_read(0, q1.s, q1.len, &q) <= 0) return 0;
+  return quotastate_check(&q, q1limit, msg.size) == QUOTASTATE_TOOBIG;
 }
 
 /* ---- STARTTLS and AUTH ---- */

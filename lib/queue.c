@@ -241,6 +241,22 @@ static int errcode(int e)
   }
 }
 
+/* Root injecting (sendmail without the injection service): the new file still belongs to the
+ * queue's owner, as every file in the queue does. Returns fd, or -1 (the file removed). */
+static int own(int fd, char const *qdir, stralloc const *tmp)
+{
+  struct stat st;
+  if (geteuid() || (stat(qdir, &st) == 0 && (!st.st_uid || fchown(fd, st.st_uid, st.st_gid) == 0)))
+    return fd;
+  {
+    int e = errno;
+    close(fd);
+    unlink(tmp->s);
+    errno = e;
+  }
+  return -1;
+}
+
 /* Creates tmp/ID under a fresh id. Returns fd or -1. */
 static int tmp_create(char const *qdir, stralloc *id, stralloc *tmp)
 {
@@ -253,19 +269,7 @@ static int tmp_create(char const *qdir, stralloc *id, stralloc *tmp)
         !stralloc_catb(tmp, id->s, id->len))
       return -1;
     fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
-    if (fd >= 0) {
-      /* root injecting (sendmail without the injection service): the file still belongs to
-       * the queue's owner, as every file in the queue does */
-      struct stat st;
-      if (!geteuid() && (stat(qdir, &st) < 0 || (st.st_uid && fchown(fd, st.st_uid, st.st_gid) < 0))) {
-        int e = errno;
-        close(fd);
-        unlink(tmp->s);
-        errno = e;
-        return -1;
-      }
-      return fd;
-    }
+    if (fd >= 0) return own(fd, qdir, tmp);
     if (errno != EEXIST) return -1;
     inject_counter++;
   }
@@ -337,7 +341,7 @@ static int tmp_create_fixed(char const *qdir, stralloc const *id, stralloc *tmp)
   fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
   if (fd < 0 && errno == ENOENT && queue_init(qdir))
     fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
-  return fd;
+  return fd < 0 ? fd : own(fd, qdir, tmp);
 }
 
 static int inject(char const *qdir, char const *env, size_t envlen, char const *msg,

@@ -20,8 +20,9 @@ static void put(smtpmsg *m, char const *s, size_t n, int client)
 int smtpmsg_start(smtpmsg *m, inject_facts const *f, unsigned int timeout, smtp_trace *t,
                   uint64_t databytes, int bdat, int grabfrom)
 {
-  stralloc r = STRALLOC_ZERO;
+  stralloc r = STRALLOC_ZERO, id = STRALLOC_ZERO;
   char date[64];
+  int ok;
   time_t now = time(0);
   struct tm tm;
   m->started = 0;
@@ -34,10 +35,15 @@ int smtpmsg_start(smtpmsg *m, inject_facts const *f, unsigned int timeout, smtp_
   hdr_grab_init(&m->from, "From");
   if (!inject_start(&m->inj, f, timeout)) return 0;
   m->started = 1;
+  /* the queue id, when the queue tells it before the message: "with ESMTP id ID" */
+  if (inject_early_id(&m->inj, &id) && stralloc_0(&id)) t->id = id.s;
   if (!gmtime_r(&now, &tm) || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm))
     date[0] = 0;
   t->date = date;
-  if (!smtp_received(&r, t)) {
+  ok = smtp_received(&r, t);
+  t->id = 0;
+  stralloc_free(&id);
+  if (!ok) {
     smtpmsg_abort(m);
     return 0;
   }

@@ -450,7 +450,9 @@ def test_untrusted_facts_are_ignored(inst):
     r = inst.run("queue-inject-ipc", input=b"S%d:%s," % (len(facts), facts) +
                  b"%d:%s,0:,%d:%s," % (len(msg), msg, len(env), env),
                  env={"IPCREMOTEEUID": "54321", "IPCREMOTEEGID": "54321"})
-    assert r.returncode == 0 and r.stdout.startswith(b"0 "), r.stderr
+    assert r.returncode == 0, r.stderr
+    early, final = r.stdout.split(b"\n", 1)
+    assert early.startswith(b"I") and final == b"0 " + early[1:] + b"\n"  # the id, told early
     assert b"ignoring session facts" in r.stderr
     m = queued_messages(inst, before)[0]
     assert b"(pillarbox local injection, uid 54321, gid 54321)" in m
@@ -460,8 +462,8 @@ def test_trusted_facts_reach_the_chain(inst, tmp_path):
     """From a trusted uid the facts are exported to queue-inject's chain (INJECT_*)."""
     hook = tmp_path / "bin"
     hook.mkdir()
-    (hook / "queue-inject").write_text("#!/bin/sh\nenv | grep ^INJECT_ | grep -v ^INJECT_TRUSTED | sort > %s\ncat >/dev/null\n"
-                                       "cat <&1 >/dev/null\necho ID9 >&3\n" % (tmp_path / "facts"))
+    (hook / "queue-inject").write_text("#!/bin/sh\necho ID9 >&3\nenv | grep ^INJECT_ | grep -v ^INJECT_TRUSTED | sort > %s\n"
+                                       "cat >/dev/null\ncat <&1 >/dev/null\n" % (tmp_path / "facts"))
     (hook / "queue-inject").chmod(0o755)
     facts = b"service=submission\nip=203.0.113.5\nuser=user@example.test\ntls=TLSv1.2 X\nrelay=1\n"
     env = b"Fa@b.example\0Tuser@example.test\0\0"
@@ -469,7 +471,7 @@ def test_trusted_facts_reach_the_chain(inst, tmp_path):
                  b"1:x,0:,%d:%s," % (len(env), env),
                  env={"IPCREMOTEEUID": "54321", "INJECT_TRUSTED_UIDS": "1,54321",
                       "PATH": "%s:%s" % (hook, inst.env["PATH"])})
-    assert r.stdout == b"0 ID9\n", r.stderr
+    assert r.stdout == b"IID9\n0 ID9\n", r.stderr
     assert (tmp_path / "facts").read_text() == (
         "INJECT_AUTHUSER=user@example.test\nINJECT_RELAY=1\nINJECT_REMOTEIP=203.0.113.5\n"
         "INJECT_SERVICE=submission\nINJECT_TLS=TLSv1.2 X\n")
@@ -519,3 +521,60 @@ def test_sendmail_without_the_socket_leaves_the_queue_to_its_owner(inst):
     new = [p for p in queue_files(inst) - before if "/mess/" in p]
     assert len(new) == 1
     assert os.stat(new[0]).st_uid == os.stat(inst.path("queue")).st_uid
+
+
+# ---- over-quota recipients (the quota-state record deliver-maildir keeps, lib/quotastate) ----
+
+def quota_record(inst, address, used, limit):
+    d = inst.path("run", "quota")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, address), "w") as f:
+        f.write("PBQS1 %d 1 %d 0 %d\n" % (used, limit, int(time.time())))
+
+
+@pytest.mark.parametrize("used,size,rcpt,end", [
+    (10500, None, (452, "4.2.2"), None),           # over now: 452 at RCPT, try later
+    (100, 20000, (552, "5.2.2"), None),            # SIZE= alone over the quota: 552 at RCPT
+    (100, 500, (250, None), (250, None)),          # fits
+    (100, None, (250, None), (552, "5.2.2")),      # no SIZE=: the real size at end of data
+], ids=["full", "size-too-big", "fits", "too-big-at-end"])
+def test_over_quota_recipient(inst, sink, used, size, rcpt, end):
+    cmd, out = sink
+    inst.add_user("full@example.test", "secret", "--quota", "10000")
+    quota_record(inst, "full@example.test", used, 10000)
+    body = b"Subject: q\r\n\r\n" + (b"x" * 12000 if end and end[0] == 552 else b"small") + b"\r\n.\r\n"
+    steps = [expect(None, 220), expect("EHLO c", 250),
+             expect("MAIL FROM:<a@b.example>" + (" SIZE=%d" % size if size else ""), 250),
+             expect("RCPT TO:<full@example.test>", *rcpt)]
+    if end:
+        steps += [expect("DATA", 354), data(body, *end)]
+    script(inst, *steps, expect("QUIT", 221), env={"QUEUE_INJECT": cmd})
+
+
+def test_quota_spares_a_list_and_other_recipients(inst, sink):
+    """A full mailbox refuses only itself: the other recipients of the message are accepted,
+    and a list with a full member is not refused."""
+    cmd, out = sink
+    inst.add_user("full@example.test", "secret", "--quota", "10000")
+    inst.add_alias("team@example.test", "full@example.test", "user@example.test")
+    quota_record(inst, "full@example.test", 10500, 10000)
+    script(inst, expect(None, 220), expect("EHLO c", 250), expect("MAIL FROM:<a@b.example>", 250),
+           expect("RCPT TO:<full@example.test>", 452, "4.2.2"),
+           expect("RCPT TO:<user@example.test>", 250), expect("RCPT TO:<team@example.test>", 250),
+           expect("DATA", 354), data(b"Subject: q\r\n\r\nx\r\n.\r\n", 250), expect("QUIT", 221),
+           env={"QUEUE_INJECT": cmd})
+
+
+def test_received_names_the_queue_id(inst, inject_socket):
+    """The queue tells the id before it reads the message, so our Received: carries it (the
+    id of the 250 reply), directly and through the injection socket."""
+    import re
+    for env in ({}, {"QUEUE_INJECT": "socket:" + inject_socket}):
+        before = queue_files(inst)
+        r = script(inst, expect(None, 220), expect("EHLO c", 250),
+                   expect("MAIL FROM:<a@b.example>", 250), expect("RCPT TO:<user@example.test>", 250),
+                   expect("DATA", 354), data(b"Subject: id\r\n\r\nx\r\n.\r\n", 250, "2.0.0 Ok: queued as "),
+                   expect("QUIT", 221), env=env)
+        qid = re.search(rb"queued as (\S+)", r.stdout).group(1)
+        [m] = queued_messages(inst, before)
+        assert b" (pillarbox) with ESMTP id %s\n\tfor <user@example.test>; " % qid in m, m[:300]
