@@ -1250,13 +1250,18 @@ static int ad_address(aw *a, rp *r)
 
 /* Appends the IMAP address list of the values v[0..n) (every occurrence of the field, in
  * order, as one list; NIL when there is no address). */
+/* keep: 6 strallocs the caller reuses across calls (0: allocated and freed here) */
 static int addresses_x(stralloc *sa, char const *const *v, size_t const *vlen, unsigned int n,
-                       int disp)
+                       int disp, stralloc *keep)
 {
   static aw const zero;
   aw a = zero;
   unsigned int k;
   int ret;
+  if (keep) {
+    a.str = keep[0], a.comment = keep[1], a.name = keep[2];
+    a.route = keep[3], a.mbox = keep[4], a.dom = keep[5];
+  }
   a.out = sa;
   a.disp = disp;
   a.first = 1;
@@ -1275,20 +1280,26 @@ static int addresses_x(stralloc *sa, char const *const *v, size_t const *vlen, u
       }
     }
   }
-  stralloc_free(&a.str);
-  stralloc_free(&a.comment);
-  stralloc_free(&a.name);
-  stralloc_free(&a.route);
-  stralloc_free(&a.mbox);
-  stralloc_free(&a.dom);
+  if (keep) {
+    keep[0] = a.str, keep[1] = a.comment, keep[2] = a.name;
+    keep[3] = a.route, keep[4] = a.mbox, keep[5] = a.dom;
+  } else {
+    stralloc_free(&a.str);
+    stralloc_free(&a.comment);
+    stralloc_free(&a.name);
+    stralloc_free(&a.route);
+    stralloc_free(&a.mbox);
+    stralloc_free(&a.dom);
+  }
   if (a.nomem) return 0;
   if (disp) return 1;
   return a.count ? stralloc_catb(sa, ")", 1) : stralloc_cats(sa, "NIL");
 }
 
-static int imap_addresses(stralloc *sa, char const *const *v, size_t const *vlen, unsigned int n)
+static int imap_addresses(stralloc *sa, char const *const *v, size_t const *vlen, unsigned int n,
+                          stralloc *keep)
 {
-  return addresses_x(sa, v, vlen, n, 0);
+  return addresses_x(sa, v, vlen, n, 0, keep);
 }
 
 /* 1 when the value holds something besides white space and comments (Dovecot parses an
@@ -1331,6 +1342,8 @@ static int envelope_cat(stralloc *sa, char const *h, size_t hlen)
   size_t vl[10][ENV_OCC_MAX];
   unsigned int n[10] = { 0 };
   stralloc t = STRALLOC_ZERO;
+  stralloc keep[6] = { STRALLOC_ZERO, STRALLOC_ZERO, STRALLOC_ZERO, STRALLOC_ZERO,
+                       STRALLOC_ZERO, STRALLOC_ZERO };
   hfield f;
   size_t pos = 0;
   unsigned int i;
@@ -1363,7 +1376,7 @@ static int envelope_cat(stralloc *sa, char const *h, size_t hlen)
   if (!stralloc_catb(sa, " ", 1)) goto end;
   if (!(n[1] ? imap_humans(sa, v[1][0], vl[1][0]) : stralloc_cats(sa, "NIL"))) goto end;
   for (i = 2; i < 8; i++)
-    if (!stralloc_catb(sa, " ", 1) || !imap_addresses(sa, v[i], vl[i], n[i])) goto end;
+    if (!stralloc_catb(sa, " ", 1) || !imap_addresses(sa, v[i], vl[i], n[i], keep)) goto end;
   for (i = 8; i < 10; i++) {
     if (!stralloc_catb(sa, " ", 1)) goto end;
     if (!n[i]) { if (!stralloc_cats(sa, "NIL")) goto end; }
@@ -1372,6 +1385,7 @@ static int envelope_cat(stralloc *sa, char const *h, size_t hlen)
   r = 1;
 end:
   stralloc_free(&t);
+  for (i = 0; i < 6; i++) stralloc_free(&keep[i]);
   return r;
 }
 
@@ -2216,7 +2230,7 @@ int mime_search_header(mime_msg const *m, unsigned int i, char const *name, size
     tmp->len = 0;
     if (is_address_field(name, namelen)) {
       /* addresses are matched in their normalized form, comments dropped (as Dovecot) */
-      if (!addresses_x(tmp, &v, &vl, 1, 1)) return -1;
+      if (!addresses_x(tmp, &v, &vl, 1, 1, 0)) return -1;
     } else if (!mime_header_decode(tmp, v, vl)) return -1;
     if (mime_find_ci(tmp->s, tmp->len, needle, nlen) >= 0) return 1;
   }
