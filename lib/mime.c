@@ -1,5 +1,7 @@
 /* mime: see mime.h. The structure rules follow Dovecot 2.3's message parser so that IMAP
  * replies agree with it; tests/test_mime_dovecot.py compares the two on a corpus. */
+#include <errno.h>
+#include <iconv.h>
 #include <string.h>
 #include <skalibs/stralloc.h>
 #include "mime.h"
@@ -2097,6 +2099,37 @@ static int to_utf8(stralloc *sa, char const *s, size_t len, int cs)
   return 1;
 }
 
+/* Appends s[0..len) in the charset named cs[0..csl) as UTF-8: the common charsets by the
+ * tables above, any other through iconv (glibc's); when iconv does not know the charset or
+ * the text is invalid in it, the bytes are taken as UTF-8 (Latin-1 where invalid). */
+static int charset_to_utf8(stralloc *sa, char const *s, size_t len, char const *cs, size_t csl)
+{
+  int k = charset_kind(cs, csl);
+  char name[64];
+  iconv_t cd;
+  size_t l0 = sa->len;
+  char *in = (char *)s, *out;
+  size_t inleft = len, outleft;
+  if (k != CS_OTHER || csl >= sizeof name) return to_utf8(sa, s, len, k);
+  memcpy(name, cs, csl);
+  name[csl] = 0;
+  cd = iconv_open("UTF-8", name);
+  if (cd == (iconv_t)-1) return to_utf8(sa, s, len, CS_OTHER);
+  while (inleft) {
+    if (!stralloc_readyplus(sa, inleft * 4 + 16)) { iconv_close(cd); return 0; }
+    out = sa->s + sa->len;
+    outleft = sa->a - sa->len;
+    if (iconv(cd, &in, &inleft, &out, &outleft) == (size_t)-1 && errno != E2BIG) {
+      sa->len = l0;
+      iconv_close(cd);
+      return to_utf8(sa, s, len, CS_OTHER);
+    }
+    sa->len = out - sa->s;
+  }
+  iconv_close(cd);
+  return 1;
+}
+
 /* An encoded word at v[i..): =?charset[*lang]?B|Q?text?= ; sets its end, the charset and
  * the encoded text. */
 static int ew_at(char const *v, size_t len, size_t i, size_t *end, char const **cs,
@@ -2145,7 +2178,7 @@ int mime_header_decode(stralloc *sa, char const *v, size_t vlen)
       if (lastew) sa->len = wsstart; /* white space between encoded words goes */
       raw.len = 0;
       if (!(b64 ? b64_cat(&raw, t, tl) : qp_cat(&raw, t, tl, 1, 0))) goto nomem;
-      if (!to_utf8(sa, raw.s ? raw.s : "", raw.len, charset_kind(cs, csl))) goto nomem;
+      if (!charset_to_utf8(sa, raw.s ? raw.s : "", raw.len, cs, csl)) goto nomem;
       i = end;
       lastew = 1;
       wsstart = sa->len;
@@ -2269,19 +2302,23 @@ int mime_search_text(mime_msg const *m, int text, char const *needle, size_t nle
     if (p->kind != MIME_LEAF || !(p->flags & MIME_F_TEXT)) continue;
     {
       pdata d = zero;
-      int k, cs = CS_UTF8;
-      size_t cl;
+      int k;
+      size_t cl, csl = 0;
       char const *c;
+      char csname[64];
       if (!pdata_get(&d, p, m->s)) { pdata_free(&d); r = -1; break; }
       c = param_get(&d.ctp, "charset", &cl);
-      if (c) cs = charset_kind(c, cl);
+      if (c && cl < sizeof csname) {
+        memcpy(csname, c, cl);
+        csl = cl;
+      }
       pdata_free(&d);
       k = cte_kind(m, p);
       raw.len = 0;
       if (k == 2) { if (!b64_cat(&raw, m->s + p->body_off, p->body_len)) { r = -1; break; } }
       else if (k == 3) { if (!qp_cat(&raw, m->s + p->body_off, p->body_len, 0, 0)) { r = -1; break; } }
       else if (!stralloc_catb(&raw, m->s + p->body_off, p->body_len)) { r = -1; break; }
-      if (!to_utf8(tmp, raw.s ? raw.s : "", raw.len, cs)) { r = -1; break; }
+      if (!charset_to_utf8(tmp, raw.s ? raw.s : "", raw.len, csname, csl)) { r = -1; break; }
       if (mime_find_ci(tmp->s, tmp->len, needle, nlen) >= 0) r = 1;
     }
   }
