@@ -19,6 +19,7 @@
 #include <skalibs/uint64.h>
 
 #include "accounts.h"
+#include "instance.h"
 #include "addr.h"
 #include "control.h"
 #include "passwd.h"
@@ -94,6 +95,13 @@ static void make_maildir(char const *rel)
   p.len = base;
   if (!stralloc_cats(&p, "/cur") || !stralloc_0(&p)) strerr_diefu1sys(111, "allocate");
   mkdir_0700(p.s);
+  /* run by root: the Maildir and its domain directory belong to the delivery uid */
+  p.len = base;
+  if (!stralloc_0(&p) || instance_own_tree(p.s, INSTANCE_MAIL) < 0)
+    strerr_diefu2sys(111, "give to the owner of mail/: ", p.s);
+  while (p.len && p.s[p.len - 1] != '/') p.len--;
+  if (p.len) p.s[--p.len] = 0;
+  if (instance_own(p.s, INSTANCE_MAIL) < 0) strerr_diefu2sys(111, "give to the owner of mail/: ", p.s);
   stralloc_free(&p);
 }
 

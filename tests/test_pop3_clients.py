@@ -302,6 +302,9 @@ def test_service_templates(mailbox, tmp_path):
             assert (d / "env" / "PORT").read_text().strip() == {"pop3": "110", "pop3s": "995"}[name]
             ports[name] = free_port()
             (d / "env" / "PORT").write_text("%d\n" % ports[name])
+            # the instance is in a 0700 tmp_path: drop nothing (one uid, as when not root)
+            (d / "env" / "SERVICE_USER").write_text("")
+            (d / "env" / "TLS_USER").write_text("")
             procs.append(subprocess.Popen(["./run"], cwd=str(d), stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, env=mailbox.env))
         wait_for(lambda: all(listening(p) for p in ports.values()), what="services")
