@@ -207,3 +207,35 @@ def test_mail_alias_refuses_loops_naming_them(instance):
     instance.add_alias("@example.test", "joe@example.test")
     instance.add_alias("c@example.test", "joe@example.test")
     assert lookup(instance, "a@example.test")[0] == 0
+
+
+# ---------------------------------------------------------------- control/README is complete
+
+def control_names_in_sources():
+    """Every control file a program reads, found in bin/*.c and lib/*.c by the ways they read
+    them: control_*("NAME" / control_*(&sa, "NAME"), the programs' getcontrol / getlimit /
+    keyed wrappers, and "control/NAME" literals."""
+    import glob
+    import re
+    from conftest import ROOT
+    pats = [r'\bcontrol_\w+\(\s*(?:&?\w+,\s*)?"([a-z0-9][a-z0-9.-]*)"',
+            r'\b(?:getcontrol|getlimit|keyed)\([^"()]*"([a-z0-9][a-z0-9.-]*)"',
+            r'"control/([a-z0-9][a-z0-9.-]*)"']
+    names = set()
+    for f in glob.glob(os.path.join(ROOT, "bin", "*.c")) + glob.glob(os.path.join(ROOT, "lib", "*.c")):
+        src = open(f, errors="replace").read()
+        for p in pats:
+            names.update(re.findall(p, src))
+    # compiled forms and temporaries are described with their source
+    return {n[:-4] if n.endswith(".cdb") else n for n in names if not n.endswith(".tmp")}
+
+
+def test_control_readme_names_every_setting(instance):
+    names = control_names_in_sources()
+    assert {"me", "databytes", "concurrency-local", "pop3-timeout", "routes",
+            "defaultdomain"} <= names  # the scan finds what it should
+    readme = open(instance.path("control", "README")).read()
+    listed = {l[2:].split()[0] for l in readme.splitlines()
+              if l.startswith("# ") and len(l) > 2 and l[2] not in " "}
+    missing = sorted(n for n in names if n not in listed and n != "passwd")
+    assert missing == [], "control/README (bin/mail-instance.c) does not list: %s" % missing
