@@ -140,6 +140,13 @@ def test_forced_delete_keeps_lists_valid_and_the_maildir(instance):
     assert os.listdir(instance.path("mail", "example.test", ".deleted", kept[0], "new")) == \
         ["1.M1P1.h"]
     assert kept[0] in r.stderr.decode()
+    # .deleted belongs to mail/'s owner (pb-deliv on an instance made by root), as the box
+    mail_st = os.stat(instance.path("mail"))
+    for d in (instance.path("mail", "example.test", ".deleted"),
+              instance.path("mail", "example.test", ".deleted", kept[0])):
+        st = os.stat(d)
+        assert (st.st_uid, st.st_gid) == (mail_st.st_uid, mail_st.st_gid), d
+        assert st.st_mode & 0o077 == 0, oct(st.st_mode)
     # SMTP says 550 5.1.1 for joe, and delivers the list to ann (not 550 5.4.6)
     s = Server(instance)
     try:
