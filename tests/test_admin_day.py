@@ -221,7 +221,8 @@ def test_mail_alias_refuses_loops_naming_them(instance):
 def control_names_in_sources():
     """Every control file a program reads, found in bin/*.c and lib/*.c by the ways they read
     them: control_*("NAME" / control_*(&sa, "NAME"), the programs' getcontrol / getlimit /
-    keyed wrappers, and "control/NAME" literals."""
+    keyed wrappers, tables of {"NAME", default, ...} read with control_*(table[i]...), and
+    "control/NAME" literals."""
     import glob
     import re
     from conftest import ROOT
@@ -233,6 +234,8 @@ def control_names_in_sources():
         src = open(f, errors="replace").read()
         for p in pats:
             names.update(re.findall(p, src))
+        if re.search(r'control_\w+\(\s*\w+\[', src):  # a table {"name", default, ...}
+            names.update(re.findall(r'\{\s*"([a-z][a-z0-9-]*)",\s*[0-9]+\s*,', src))
     # compiled forms and temporaries are described with their source
     return {n[:-4] if n.endswith(".cdb") else n for n in names if not n.endswith(".tmp")}
 
