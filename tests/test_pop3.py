@@ -892,3 +892,19 @@ def test_logins_and_logouts_logged_with_ip_and_user(box):
     assert b"pop3-serve: info: login joe from 127.0.0.9\n" in r.stderr
     assert b"pop3-serve: info: logout joe from 127.0.0.9 status 0\n" in r.stderr
     assert r.stderr.index(b"login joe") < r.stderr.index(b"logout joe")
+
+
+def test_quit_deletions_refresh_the_quota_record(box):
+    """What QUIT removes leaves the quota record smtp-receive reads at RCPT
+    (MAILROOT/run/quota/USER, lib/quotastate) as well as maildirsize."""
+    box.add(MSG1)
+    box.add(MSG2)
+    with open(os.path.join(box.dir, "maildirsize"), "w") as f:
+        f.write("1000000S\n%d 2\n" % (len(MSG1) + len(MSG2)))
+    rec = os.path.join(box.root, "run", "quota", "joe@example.test")
+    assert not os.path.exists(rec)
+    r = box.session([b"DELE 1", b"QUIT"])
+    assert r.stdout.endswith(b"+OK bye\r\n"), r.stderr
+    with open(rec) as f:
+        fields = f.read().split()
+    assert fields[:5] == ["PBQS1", str(len(MSG2)), "1", "1000000", "0"], fields
