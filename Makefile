@@ -26,6 +26,14 @@ ifeq ($(SANITIZE),1)
 STDFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDSAN     := -fsanitize=address,undefined
 endif
+# The programs run once per connection or per message are linked statically: an exec of a
+# dynamically linked program costs about 2 ms of CPU more here (ld.so, relocations), measured
+# with bench/smtp_model.py (doc/performance.md). Only programs that use no NSS (getpwnam, ...)
+# may be in this list. Not with SANITIZE=1.
+STATIC_PROGS := tls-serve smtp-receive queue-inject queue-inject-ipc
+ifneq ($(SANITIZE),1)
+$(patsubst %,$(B)/bin/%,$(STATIC_PROGS)): LDSTATIC := -static
+endif
 # tinycdb before skalibs: both export cdb_* symbols (see doc/hacking.md).
 LIBS      := $(B)/libpillarbox.a -l:libcdb.a -l:libbearssl.a -l:libskarnet.a -lcrypt -lresolv
 
@@ -55,7 +63,7 @@ $(B)/obj/%.o: bin/%.c lib/*.h $(B)/.flags
 	$(CC) $(CFLAGS) $(STDFLAGS) -c -o $@ $<
 
 $(B)/bin/%: $(B)/obj/%.o $(B)/libpillarbox.a
-	$(CC) $(LDFLAGS) $(LDSAN) -o $@ $< $(LIBS)
+	$(CC) $(LDFLAGS) $(LDSAN) $(LDSTATIC) -o $@ $< $(LIBS)
 
 deps:
 	@sh package/ensure-deps build run
