@@ -1,5 +1,11 @@
-# pillarbox: plain GNU make. Programs and objects are built in place (bin/, lib/).
-# Every bin/*.c is one program; every lib/*.c goes into lib/libpillarbox.a.
+# pillarbox: plain GNU make. Sources stay in bin/ and lib/; everything built goes into build/:
+#   build/lib/NAME.o       one object per lib/NAME.c
+#   build/libpillarbox.a   every lib object
+#   build/obj/PROG.o       one object per bin/PROG.c
+#   build/bin/PROG         one program per bin/PROG.c (tests put build/bin on PATH)
+#   build/tests/, build/fuzz/   unit-test and fuzz executables
+# `make WERROR=` builds without -Werror (packagers with newer compilers); `make check` always
+# builds with it. `make SANITIZE=1` builds with ASan and UBSan.
 
 PREFIX    ?= /usr/local
 DESTDIR   ?=
@@ -8,10 +14,12 @@ MANDIR    ?= $(PREFIX)/share/man
 SHAREDIR  ?= $(PREFIX)/share/pillarbox
 MAILROOT_DEFAULT ?= /var/lib/pillarbox
 PYTHON    ?= /usr/bin/python3
+B         := build
 
 CC        ?= cc
 CFLAGS    ?= -O2 -g
-STDFLAGS  := -std=c99 -D_POSIX_C_SOURCE=200809L -D_XOPEN_SOURCE=700 -Wall -Wextra -Werror \
+WERROR    ?= -Werror
+STDFLAGS  := -std=c99 -D_POSIX_C_SOURCE=200809L -D_XOPEN_SOURCE=700 -Wall -Wextra $(WERROR) \
              -Ilib -DMAILROOT_DEFAULT='"$(MAILROOT_DEFAULT)"' -DPILLARBOX_BINDIR='"$(BINDIR)"' \
              -DPILLARBOX_SHAREDIR='"$(SHAREDIR)"'
 ifeq ($(SANITIZE),1)
@@ -19,33 +27,34 @@ STDFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 LDSAN     := -fsanitize=address,undefined
 endif
 # tinycdb before skalibs: both export cdb_* symbols (see doc/hacking.md).
-LIBS      := lib/libpillarbox.a -l:libcdb.a -l:libbearssl.a -l:libskarnet.a -lcrypt -lresolv
+LIBS      := $(B)/libpillarbox.a -l:libcdb.a -l:libbearssl.a -l:libskarnet.a -lcrypt -lresolv
 
 LIB_SRC   := $(sort $(wildcard lib/*.c))
-LIB_OBJ   := $(LIB_SRC:.c=.o)
+LIB_OBJ   := $(patsubst lib/%.c,$(B)/lib/%.o,$(LIB_SRC))
 PROG_SRC  := $(sort $(wildcard bin/*.c))
-PROGS     := $(PROG_SRC:.c=)
+PROGS     := $(patsubst bin/%.c,$(B)/bin/%,$(PROG_SRC))
 MANPAGES  := $(sort $(wildcard doc/*.[18]))
 
 .PHONY: all check bench fuzz run install clean deps deps-test FORCE
 
 all: $(PROGS)
 
-# Rebuild everything when the flags change (SANITIZE=1 and back).
-.build-flags: FORCE
-	@echo '$(CC) $(CFLAGS) $(STDFLAGS) $(LDSAN)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(STDFLAGS) $(LDSAN)' > $@
+# Rebuild everything when the flags change (SANITIZE=1 and back, WERROR=).
+$(B)/.flags: FORCE
+	@mkdir -p $(B)/lib $(B)/obj $(B)/bin
+	@echo '$(CC) $(CFLAGS) $(STDFLAGS) $(LDFLAGS) $(LDSAN)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(STDFLAGS) $(LDFLAGS) $(LDSAN)' > $@
 FORCE:
 
-lib/%.o: lib/%.c lib/*.h .build-flags
+$(B)/lib/%.o: lib/%.c lib/*.h $(B)/.flags
 	$(CC) $(CFLAGS) $(STDFLAGS) -c -o $@ $<
 
-lib/libpillarbox.a: $(LIB_OBJ)
+$(B)/libpillarbox.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-bin/%.o: bin/%.c lib/*.h .build-flags
+$(B)/obj/%.o: bin/%.c lib/*.h $(B)/.flags
 	$(CC) $(CFLAGS) $(STDFLAGS) -c -o $@ $<
 
-bin/%: bin/%.o lib/libpillarbox.a
+$(B)/bin/%: $(B)/obj/%.o $(B)/libpillarbox.a
 	$(CC) $(LDFLAGS) $(LDSAN) -o $@ $< $(LIBS)
 
 deps:
@@ -55,7 +64,7 @@ deps-test:
 	@sh package/ensure-deps build run test
 
 check: deps-test
-	$(MAKE) all
+	$(MAKE) all WERROR=-Werror
 	cd tests && SANITIZE=$(SANITIZE) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) .
 
 bench: deps-test all
@@ -74,7 +83,7 @@ install: all
 	cp -R services $(DESTDIR)$(SHAREDIR)/
 
 clean:
-	rm -f bin/*.o lib/*.o lib/libpillarbox.a $(PROGS) .build-flags tests/unit/*.bin
+	rm -rf $(B)
 	-$(MAKE) -C fuzz clean
 
 .SECONDARY:

@@ -22,7 +22,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BIN = os.path.join(ROOT, "bin")
+BIN = os.path.join(ROOT, "build", "bin")  # where make puts the programs
 LOOKUPS = int(os.environ.get("BENCH_LOOKUPS", "300000"))
 USERS = 10000
 ALIASES = 1000
@@ -80,7 +80,7 @@ def main():
         exe = os.path.join(tmp, "accounts-lookup")
         run("cc", "-O2", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "lib"),
             "-o", exe, os.path.join(HERE, "accounts-lookup.c"),
-            os.path.join(ROOT, "lib", "libpillarbox.a"), "-l:libcdb.a", "-l:libskarnet.a",
+            os.path.join(ROOT, "build", "libpillarbox.a"), "-l:libcdb.a", "-l:libskarnet.a",
             "-lcrypt")
         t_dom = min(float(run(exe, str(LOOKUPS), "domain", env=env).stdout) for _ in range(3))
         t_res = min(float(run(exe, str(LOOKUPS), "resolve", env=env).stdout) for _ in range(3))

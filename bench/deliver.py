@@ -27,7 +27,7 @@ from _benchlib import BOXES, ceiling, message  # bench/_benchlib.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-PROG = os.path.join(ROOT, "bin", "deliver-maildir")
+PROG = os.path.join(ROOT, "build", "bin", "deliver-maildir")
 N = int(os.environ.get("BENCH_DELIVER_N", "2000"))
 PARALLEL = (1, 8, 20)
 

@@ -25,7 +25,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BIN = os.path.join(ROOT, "bin")
+BIN = os.path.join(ROOT, "build", "bin")  # where make puts the programs
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from outbound_helpers import Dnsmasq  # noqa: E402

@@ -28,7 +28,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "bin")
+BIN = os.path.join(ROOT, "build", "bin")  # where make puts the programs
 NMSG = int(os.environ.get("BENCH_POP3_MESSAGES", "2000"))
 USERS = ["bench%d@example.test" % i for i in range(1, 5)]
 PASSWORD = "bench password"

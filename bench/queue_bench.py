@@ -34,7 +34,7 @@ from _benchlib import BOXES, ceiling, message  # bench/_benchlib.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BIN = os.path.join(ROOT, "bin")
+BIN = os.path.join(ROOT, "build", "bin")  # where make puts the programs
 N = int(os.environ.get("BENCH_QUEUE_N", "10000"))
 SCALE = int(os.environ.get("BENCH_QUEUE_SCALE", "100000"))
 PARALLEL = (1, 8, 20)

@@ -24,7 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BIN = os.path.join(ROOT, "bin")
+BIN = os.path.join(ROOT, "build", "bin")  # where make puts the programs
 N = int(os.environ.get("BENCH_SMTP_N", "10000"))
 PAR = 20
 SOURCE = "/usr/sbin/smtp-source"

@@ -31,7 +31,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from tls_helpers import echo_roundtrip  # noqa: E402  (the tests' full-duplex TLS echo)
-BIN = os.path.join(ROOT, "bin")
+BIN = os.path.join(ROOT, "build", "bin")  # where make puts the programs
 SECONDS = int(os.environ.get("BENCH_TLS_SECONDS", "5"))
 MB = int(os.environ.get("BENCH_TLS_MB", "100"))
 HOST = "mx.example.test"

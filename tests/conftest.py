@@ -1,6 +1,6 @@
 """Shared fixtures for pillarbox's tests.
 
-Every test drives the real programs in bin/ with MAILROOT pointing at an instance made in a
+Every test drives the real programs built into build/bin/ (see the Makefile) with MAILROOT pointing at an instance made in a
 temporary directory by `mail-instance create`. Servers started by a test are stopped by it.
 """
 import os
@@ -11,7 +11,9 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "bin")
+BUILD = os.path.join(ROOT, "build")
+BIN = os.path.join(BUILD, "bin")  # the built programs; bin/ holds their sources
+LIBPILLARBOX = os.path.join(BUILD, "libpillarbox.a")
 SANITIZE = os.environ.get("SANITIZE") == "1"
 
 

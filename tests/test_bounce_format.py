@@ -1,6 +1,6 @@
 """Bounces as lib/dsn builds them, parsed with Python's email package, field by field.
 
-tests/unit/dsn.c doubles as the build tool: `dsn.bin build ME TO QUEUEID ARRIVAL NOW
+tests/unit/dsn.c doubles as the build tool: `build/tests/dsn build ME TO QUEUEID ARRIVAL NOW
 RCPT|STATUS|DIAG|REMOTE|DELAYED... < message` prints the bounce dsn_build makes.
 """
 import email

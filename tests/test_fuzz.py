@@ -1,6 +1,6 @@
 """The libFuzzer targets of fuzz/ (SMTP command and address parsers, Maildir/DSN, POP3, SASL),
 run for a fixed number of iterations. They must find nothing. Longer runs by hand:
-`make fuzz && fuzz/smtp_fuzz -max_total_time=600 fuzz/corpus/smtp`. (dns_fuzz runs in test_dns.py.)"""
+`make fuzz && build/fuzz/smtp_fuzz -max_total_time=600 fuzz/corpus/smtp`. (dns_fuzz runs in test_dns.py.)"""
 import os
 import shutil
 import subprocess
@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT
 
 FUZZ = os.path.join(ROOT, "fuzz")
+FUZZ_BIN = os.path.join(ROOT, "build", "fuzz")  # where fuzz/Makefile puts the targets
 
 
 @pytest.mark.skipif(not shutil.which("clang"), reason="clang not installed")
@@ -18,7 +19,7 @@ def test_smtp_fuzz(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     corpus = tmp_path / "corpus"
     shutil.copytree(os.path.join(FUZZ, "corpus", "smtp"), corpus)
-    r = subprocess.run([os.path.join(FUZZ, "smtp_fuzz"), "-runs=200000", "-seed=1",
+    r = subprocess.run([os.path.join(FUZZ_BIN, "smtp_fuzz"), "-runs=200000", "-seed=1",
                         "-max_len=4096", "-artifact_prefix=%s/" % tmp_path, str(corpus)],
                        capture_output=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
@@ -34,7 +35,7 @@ def test_other_fuzz_targets(target, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    r = subprocess.run([os.path.join(FUZZ, target), "-runs=100000", "-seed=1", "-max_len=4096",
+    r = subprocess.run([os.path.join(FUZZ_BIN, target), "-runs=100000", "-seed=1", "-max_len=4096",
                         "-artifact_prefix=%s/" % tmp_path, str(corpus)],
                        capture_output=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]

@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import time
 
-from conftest import ROOT, base_env, wait_for
+from conftest import ROOT, base_env, prog, wait_for
 
 
 def port_free(port):
@@ -97,7 +97,7 @@ def test_make_run_end_to_end(tmp_path):
         r = subprocess.run(["s6-svwait", "-U", "-t", "30000", os.path.join(var, "service", "inject")],
                            capture_output=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        r = subprocess.run([os.path.join(ROOT, "bin", "sendmail"), "demo@example.test"],
+        r = subprocess.run([prog("sendmail"), "demo@example.test"],
                            input=b"Subject: via the socket\n\nhello socket\n",
                            env=dict(env, MAILROOT=var, QUEUE_INJECT="queue-inject-ipc -c"),
                            capture_output=True, timeout=60)

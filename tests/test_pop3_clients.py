@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, free_port, prog, stop_procs, wait_for
+from conftest import BIN, ROOT, free_port, prog, stop_procs, wait_for
 
 USER = "joe@example.test"
 PASSWORD = "correct horse"
@@ -292,7 +292,7 @@ def test_service_templates(mailbox, tmp_path):
     try:
         for name in ("pop3", "pop3s"):
             d = tmp_path / "service" / name
-            shutil.copytree(os.path.join(os.path.dirname(BIN), "services", name), d)
+            shutil.copytree(os.path.join(ROOT, "services", name), d)
             run = (d / "run").read_text().replace("@MAILROOT@", mailbox.root).replace(
                 "@BINDIR@", BIN)
             (d / "run").write_text(run)

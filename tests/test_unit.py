@@ -1,24 +1,26 @@
 """C unit tests of lib/: each tests/unit/NAME.c is a program linked with libpillarbox.a that
-exits 0 when all its checks pass and prints what failed otherwise."""
+built into build/tests/NAME, that exits 0 when all its checks pass and prints what failed otherwise."""
 import glob
 import os
 import subprocess
 
 import pytest
 
-from conftest import ROOT, SANITIZE
+from conftest import BUILD, LIBPILLARBOX, ROOT, SANITIZE
 
 UNITS = sorted(glob.glob(os.path.join(ROOT, "tests", "unit", "*.c")))
 
 
 def build(src):
-    out = src[:-2] + ".bin"
+    outdir = os.path.join(BUILD, "tests")
+    os.makedirs(outdir, exist_ok=True)
+    out = os.path.join(outdir, os.path.basename(src)[:-2])
     cflags = ["-std=c99", "-D_POSIX_C_SOURCE=200809L", "-D_XOPEN_SOURCE=700", "-Wall", "-Wextra",
               "-Werror", "-g", "-I" + os.path.join(ROOT, "lib"),
               '-DMAILROOT_DEFAULT="/nonexistent"']
     if SANITIZE:
         cflags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
-    libs = [os.path.join(ROOT, "lib", "libpillarbox.a"), "-l:libcdb.a", "-l:libbearssl.a",
+    libs = [LIBPILLARBOX, "-l:libcdb.a", "-l:libbearssl.a",
             "-l:libskarnet.a", "-lcrypt", "-lresolv"]
     subprocess.run(["cc"] + cflags + ["-o", out, src] + libs, check=True, timeout=120)
     return out
