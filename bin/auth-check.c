@@ -7,14 +7,11 @@
  * Exit codes: 1 bad credentials, 2 misuse (bad input), 111 trouble.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <skalibs/djbunix.h>
-#include <skalibs/socket.h>
-#include <skalibs/tai.h>
 #include <skalibs/exec.h>
 #include <skalibs/sgetopt.h>
 #include <skalibs/stralloc.h>
@@ -25,32 +22,6 @@
 #define USAGE "auth-check prog..."
 #define INPUT_MAX 512
 char const *PROG = "auth-check";
-
-/* Direct mode: no service socket. Runs `auth-serve -i` on a socketpair and asks it; it reads
- * passwd.cdb with our own rights (none, when the privilege model is in place: then 111). */
-static int direct(char const *req, size_t reqlen, stralloc *reply)
-{
-  int sv[2], wstat, ok;
-  pid_t pid;
-  tain deadline;
-  if (ipc_pair_b(sv) < 0) return 0;
-  pid = fork();
-  if (pid < 0) return 0;
-  if (!pid) {
-    char const *av[3] = {"auth-serve", "-i", 0};
-    fd_close(sv[0]);
-    if (fd_move(0, sv[1]) < 0 || fd_copy(1, 0) < 0) _exit(111);
-    xexec(av);
-  }
-  fd_close(sv[1]);
-  tain_now_g();
-  tain_addsec_g(&deadline, AUTHCLIENT_TIMEOUT);
-  ok = authclient_exchange(sv[0], req, reqlen, reply, &deadline);
-  fd_close(sv[0]);
-  if (!ok) kill(pid, SIGKILL);
-  if (wait_pid(pid, &wstat) != pid) return 0;
-  return ok;
-}
 
 int main(int argc, char const *const *argv)
 {
@@ -98,23 +69,16 @@ int main(int argc, char const *const *argv)
 
   {
     char req[AUTHPROTO_REQ_MAX];
-    stralloc path = STRALLOC_ZERO, reply = STRALLOC_ZERO;
+    stralloc path = STRALLOC_ZERO;
     size_t n = authclient_request(req, user, strlen(user), pass, strlen(pass));
     memset(buf, 0, sizeof buf);
     if (!n) return 1; /* a user name the service cannot know */
     if (!authclient_path(&path)) strerr_diefu1sys(111, "make the auth socket path");
-    r = authclient_check(path.s, req + 1, strlen(req + 1), req + 2 + strlen(req + 1),
-                         n - 3 - strlen(req + 1), &address, &maildir);
-    if (r == AUTHCLIENT_NOSERVICE) {
-      if (!direct(req, n, &reply)) {
-        memset(req, 0, sizeof req);
-        strerr_diefu1sys(111, "run auth-serve -i");
-      }
-      r = authclient_parse(reply.s, reply.len, &address, &maildir);
-      if (r == AUTHCLIENT_TEMP) strerr_warnwu1x("check the password (auth-serve -i): see its message");
-    } else if (r == AUTHCLIENT_TEMP) {
-      if (errno) strerr_warnwu2sys("ask the auth service at ", path.s);
-      else strerr_warnwu2x("ask the auth service at ", path.s);
+    r = authclient_ask(path.s, req + 1, strlen(req + 1), req + 2 + strlen(req + 1),
+                       n - 3 - strlen(req + 1), &address, &maildir);
+    if (r == AUTHCLIENT_TEMP) {
+      if (errno) strerr_warnwu2sys("check the password with the auth service at ", path.s);
+      else strerr_warnwu2x("check the password with the auth service at ", path.s);
     }
     memset(req, 0, sizeof req);
   }

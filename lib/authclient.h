@@ -51,6 +51,15 @@ int authclient_exchange(int fd, char const *req, size_t reqlen, stralloc *reply,
 int authclient_check(char const *path, char const *user, size_t ulen, char const *pass,
                      size_t plen, stralloc *address, stralloc *maildir);
 
+/* Direct mode: runs `auth-serve -i` (found by PATH) on a socketpair and exchanges req with it.
+ * 1 ok (reply filled), 0 error (errno). */
+int authclient_direct(char const *req, size_t reqlen, stralloc *reply);
+
+/* authclient_check, then authclient_direct when there is no socket file. Returns
+ * AUTHCLIENT_OK, _BAD or _TEMP (errno set, or 0 when the service answered "trouble"). */
+int authclient_ask(char const *path, char const *user, size_t ulen, char const *pass,
+                   size_t plen, stralloc *address, stralloc *maildir);
+
 /* Parses a reply: AUTHCLIENT_OK (address, maildir filled), _BAD or _TEMP. */
 int authclient_parse(char const *s, size_t len, stralloc *address, stralloc *maildir);
 

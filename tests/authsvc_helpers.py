@@ -117,4 +117,67 @@ class AuthService:
 
     def stop(self):
         stop_procs([self.proc])
+        if getattr(self.proc, "stdout", None):
+            self.proc.stdout.close()
+        self.log.close()
+
+
+DELIV_UID, DELIV_GID = _uid_gid("pb-deliv", "nobody") if ROOT_MODE else (os.getuid(), os.getgid())
+if ROOT_MODE and DELIV_UID == SVC_UID:
+    DELIV_UID, DELIV_GID = 4250, 4250  # not the auth service's uid: it must not read passwd.cdb
+LOGIN_UID, LOGIN_GID = _uid_gid("pb-login", "nobody") if ROOT_MODE else (os.getuid(), os.getgid())
+if ROOT_MODE and LOGIN_UID in (SVC_UID, DELIV_UID):
+    LOGIN_UID, LOGIN_GID = 4251, 4251
+LOGINC_GID = _gid("pb-loginc", 4252) if ROOT_MODE else os.getgid()
+
+
+def as_uid_groups(uid, gid, groups, argv):
+    if not ROOT_MODE:
+        return argv
+    return ["s6-applyuidgid", "-u", str(uid), "-g", str(gid), "-G",
+            ",".join(str(g) for g in groups)] + argv
+
+
+def chown_tree(path, uid, gid):
+    for dp, dns, fns in os.walk(path):
+        os.chown(dp, uid, gid)
+        for n in fns:
+            os.lchown(os.path.join(dp, n), uid, gid)
+
+
+class LoginBroker:
+    """s6-ipcserver on MAILROOT/run/login/NAME running login-broker PROG... under the delivery
+    uid (a member of the auth clients' group), the shape of services/login-pop3."""
+
+    def __init__(self, inst, name, prog_argv, env=None):
+        self.inst = inst
+        self.sock = inst.path("run", "login", name)
+        d = inst.path("run", "login")
+        os.makedirs(d, exist_ok=True)
+        if ROOT_MODE:
+            open_path_to(d + "/x")
+            os.chmod(inst.path("run"), 0o755)
+            os.chown(d, DELIV_UID, LOGINC_GID)
+            os.chmod(d, 0o750)
+            chown_tree(inst.path("mail"), DELIV_UID, DELIV_GID)
+        e = dict(inst.env)
+        e.update(env or {})
+        self.logpath = inst.path("login-broker-%s.log" % name)
+        self.log = open(self.logpath, "w")
+        self.proc = subprocess.Popen(
+            as_uid_groups(DELIV_UID, DELIV_GID, [AUTHC_GID],
+                          ["s6-ipcserver", "-1", "-c", "200", self.sock, prog("login-broker")] +
+                          list(prog_argv)), env=e, stdout=subprocess.PIPE, stderr=self.log)
+        try:
+            # -1: s6-ipcserver writes a newline once it listens
+            line = self.proc.stdout.readline()
+            assert line == b"\n", (line, open(self.logpath).read())
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        stop_procs([self.proc])
+        if getattr(self.proc, "stdout", None):
+            self.proc.stdout.close()
         self.log.close()
