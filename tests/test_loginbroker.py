@@ -27,9 +27,9 @@ def put(inst, n):
 
 
 class Pop3Stack:
-    def __init__(self, inst, hashes=2, broker_argv=None):
+    def __init__(self, inst, hashes=2, broker_argv=None, queue_timeout=10):
         self.inst = inst
-        self.auth = AuthService(inst, "-n", str(hashes))
+        self.auth = AuthService(inst, "-n", str(hashes), "-q", str(queue_timeout))
         self.broker = None
         self.tcp = None
         try:
@@ -172,16 +172,14 @@ def test_pop3_pipelined_commands_cross_the_broker(stack):
         s.close()
 
 
-def test_parallel_pop3_logins_through_the_broker(stack, instance):
+def test_parallel_pop3_logins_through_the_broker(instance):
     """16 clients log in at once (different accounts): all sessions work, hashing stays within
-    the service's bound."""
+    the service's bound (the queue deadline is 25 s here, under pop3-serve's 30: a loaded test
+    machine must not turn a slow login into a refusal)."""
     users = ["p%d@example.test" % i for i in range(16)]
     for u in users:
         instance.add_user(u, "pw-" + u)
-    if ROOT_MODE:
-        from authsvc_helpers import DELIV_GID, chown_tree
-        chown_tree(instance.path("mail"), DELIV_UID, DELIV_GID)
-        os.chown(instance.path("control", "passwd.cdb"), stack_auth_uid(), -1)
+    stack = Pop3Stack(instance, queue_timeout=25)
     results = [None] * 16
 
     def one(i):
@@ -190,21 +188,21 @@ def test_parallel_pop3_logins_through_the_broker(stack, instance):
             p.user(users[i])
             results[i] = p.pass_("pw-" + users[i])[:3]
             p.quit()
+        except poplib.error_proto as e:
+            results[i] = e.args[0]
         finally:
             p.close()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert results == [b"+OK"] * 16
-    st = stack.auth.stats()
-    assert st["hashes"] == 16 and st["max_running"] <= 2, st
-
-
-def stack_auth_uid():
-    from authsvc_helpers import SVC_UID
-    return SVC_UID
+    try:
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        st = stack.auth.stats()
+        assert results == [b"+OK"] * 16, (results, st, stack.auth.loglines()[-5:])
+        assert st["hashes"] == 16 and st["max_running"] <= 2, st
+    finally:
+        stack.stop()
 
 
 def test_broker_believes_only_the_listed_variables(instance, tmp_path):
