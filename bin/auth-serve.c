@@ -436,7 +436,11 @@ static void on_write(conn *c)
     return;
   }
   c->outpos += (size_t)k;
-  if (c->outpos == c->out.len) conn_close(c);
+  if (c->outpos == c->out.len) {
+    /* EOF for the client now, even while a hash child forked earlier still holds a copy */
+    shutdown(c->fd, SHUT_WR);
+    conn_close(c);
+  }
 }
 
 static void expire(void)

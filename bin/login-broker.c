@@ -18,7 +18,6 @@
 
 #include <skalibs/allreadwrite.h>
 #include <skalibs/djbunix.h>
-#include <skalibs/exec.h>
 #include <skalibs/sgetopt.h>
 #include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
@@ -31,11 +30,23 @@
 #define RECV_TIMEOUT 10
 char const *PROG = "login-broker";
 
+static int conn = 1; /* the connection to login-handoff */
+
 static void answer(unsigned char code)
 {
   char c = (char)code;
-  if (fd_write(1, &c, 1) != 1) strerr_diefu1sys(111, "answer login-handoff");
+  if (fd_write(conn, &c, 1) != 1) strerr_diefu1sys(111, "answer login-handoff");
   _exit(0);
+}
+
+/* Trouble after the hand-over was received: login-handoff must hear 111, not EOF (which means
+ * "the session ran"). */
+static void fail(char const *what)
+{
+  char c = 111;
+  strerr_warnwu1sys(what);
+  fd_write(conn, &c, 1);
+  _exit(111);
 }
 
 int main(int argc, char const *const *argv)
@@ -59,7 +70,7 @@ int main(int argc, char const *const *argv)
   tain_now_g();
   tain_addsec_g(&deadline, RECV_TIMEOUT);
   if (!loginpass_recv(0, fds, &creds, &env, &deadline))
-    strerr_diefu1sys(111, "receive the login from login-handoff");
+    fail("receive the login from login-handoff");
   user = creds.s;
   z = creds.len ? memchr(creds.s, 0, creds.len) : 0;
   if (!z || z == creds.s || !memchr(z + 1, 0, creds.len - (size_t)(z + 1 - creds.s))) {
@@ -67,7 +78,7 @@ int main(int argc, char const *const *argv)
     answer(1); /* malformed: login-handoff checked it, so never a real client's */
   }
   pass = z + 1;
-  if (!authclient_path(&path)) strerr_diefu1sys(111, "make the auth socket path");
+  if (!authclient_path(&path)) fail("make the auth socket path");
   r = authclient_ask(path.s, user, strlen(user), pass, strlen(pass), &address, &maildir);
   memset(creds.s, 0, creds.len);
   if (r == AUTHCLIENT_BAD) answer(1);
@@ -91,24 +102,28 @@ int main(int argc, char const *const *argv)
       int isnotify = 0;
       for (j = 0; loginpass_notify_names[j]; j++)
         if (!strcmp(e, loginpass_notify_names[j])) isnotify = 1;
-      if (!isnotify && setenv(e, eq + 1, 1) < 0) strerr_diefu1sys(111, "setenv");
+      if (!isnotify && setenv(e, eq + 1, 1) < 0) fail("setenv");
     }
     *eq = '=';
   }
   if (setenv("USER", address.s, 1) < 0 || setenv("HOME", maildir.s, 1) < 0)
-    strerr_diefu1sys(111, "set USER and HOME");
+    fail("set USER and HOME");
 
   /* descriptors: the connection above 9 (kept open in the session), the client on 0/1, the
    * notification fd on 3 */
   sk = fcntl(0, F_DUPFD, 10);
-  if (sk < 0) strerr_diefu1sys(111, "dup the connection");
-  if (dup2(fds[0], 0) < 0 || dup2(fds[1], 1) < 0) strerr_diefu1sys(111, "move the client's fds");
+  if (sk < 0) fail("dup the connection");
+  conn = sk;
+  if (dup2(fds[0], 0) < 0 || dup2(fds[1], 1) < 0) fail("move the client's fds");
   if (notifyvar) {
     if (fds[2] == 3) {
-      if (uncoe(3) < 0) strerr_diefu1sys(111, "uncoe");
+      if (uncoe(3) < 0) fail("uncoe");
     } else if (dup2(fds[2], 3) < 0)
-      strerr_diefu1sys(111, "move the notification fd");
-    if (setenv(notifyvar, "3", 1) < 0) strerr_diefu1sys(111, "setenv");
+      fail("move the notification fd");
+    if (setenv(notifyvar, "3", 1) < 0) fail("setenv");
   }
-  xexec(argv); /* the received fds are close-on-exec: only their copies go on */
+  /* the received fds are close-on-exec: only their copies go on */
+  if (strchr(argv[0], '/')) execv(argv[0], (char *const *)argv);
+  else execvp(argv[0], (char *const *)argv);
+  fail("exec the session program");
 }

@@ -297,3 +297,19 @@ def test_only_the_login_group_may_reach_the_broker(stack):
                          capture_output=True, timeout=30)
     assert out.stdout == b"refused\n", out
     assert AUTHC_GID != LOGINC_GID
+
+
+def test_broker_trouble_after_the_hand_over_is_111_not_eof(instance):
+    """A session program that cannot be run is trouble (111) for login-handoff, never the
+    EOF that means "the session ran"."""
+    instance.add_user(USER, PW)
+    auth = AuthService(instance)
+    broker = None
+    try:
+        broker = LoginBroker(instance, "pop3", ["/nonexistent/session-program"])
+        assert handoff(instance, USER, PW) == 111
+        assert handoff(instance, USER, "wrong") == 1
+    finally:
+        if broker:
+            broker.stop()
+        auth.stop()

@@ -563,7 +563,7 @@ def test_pop3s_login_goes_through_the_broker_and_the_auth_service(model):
 
 
 def test_submission_auth_goes_through_the_auth_service(model):
-    """smtp-receive (pb-smtpd, in pb-authc) runs auth-check, which asks auth-serve (pb-auth)."""
+    """smtp-receive (pb-smtpd, in pb-authc) asks auth-serve (pb-auth) over run/auth/socket."""
     import smtplib
     r = subprocess.run(["s6-svwait", "-U", "-t", "30000", model.path("service", "auth")],
                        capture_output=True, timeout=60)
