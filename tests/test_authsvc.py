@@ -156,15 +156,15 @@ def test_login_storm_stays_within_the_hashing_bound(accounts):
         for t in threads:
             t.join(120)
         expected = [0] * 8 + [1] * 24
-        assert all(r in (e, 111) for r, e in zip(results, expected)), (results, errs)
         st = s.stats()
+        assert all(r in (e, 111) for r, e in zip(results, expected)), (results, errs, st)
         busy = results.count(111)
         assert st["busy"] == busy and busy < 16, (st, results)
         assert st["hashes"] == 32 - busy and st["max_hashes"] == 2, st
         assert st["max_running"] == 2, st  # the bound was reached, and never passed
         assert st["max_queued"] > 2, st     # the rest waited in the queue
         running = [int(l.rsplit("running=", 1)[1]) for l in s.hash_lines()]
-        assert len(running) == 32 - busy and max(running) == 2, running
+        assert len(running) == 32 - busy and max(running) == 2, (running, st, s.loglines()[-5:])
     finally:
         s.stop()
 

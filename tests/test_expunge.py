@@ -75,3 +75,43 @@ def test_bad_usage(instance):
     instance.control("expunge-days", "soon")
     r = instance.run("mail-expunge")
     assert r.returncode == 100 and b"control/expunge-days" in r.stderr
+
+
+def test_periodic_service_runs_the_jobs_and_stops_cleanly(instance):
+    """services/periodic as s6 would run it: with env/RUN_AT_START the jobs run at once, then
+    it sleeps until env/HOUR; SIGTERM stops it and its sleep at once."""
+    import signal
+    import subprocess
+    from conftest import wait_for
+    instance.add_user(USER, "pw")
+    trash = folder(instance, "Trash")
+    put(trash, 1)
+    os.utime(os.path.join(trash, "cur", os.listdir(os.path.join(trash, "cur"))[0]))
+    svc = instance.path("service", "periodic")
+    assert os.path.exists(os.path.join(svc, "run")), "mail-instance copies the template"
+    with open(os.path.join(svc, "env", "RUN_AT_START"), "w") as f:
+        f.write("1\n")
+    os.unlink(os.path.join(svc, "env", "DELIVERY_USER"))  # the test's own uid runs the job
+    instance.control("expunge-days", "1")
+    out = open(instance.path("periodic.out"), "wb+")
+    p = subprocess.Popen(["./run"], cwd=svc, stdout=out, stderr=subprocess.STDOUT,
+                         env=instance.env, start_new_session=True)
+    try:
+        def said():
+            out.seek(0)
+            return out.read()
+        wait_for(lambda: b"next run at" in said(), timeout=20, what="the periodic loop")
+        assert b"periodic: mail-expunge: removed 0 messages, 0 bytes" in said()
+        assert len(os.listdir(os.path.join(trash, "cur"))) == 1  # a fresh message stays
+        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True).stdout.split()
+        assert kids, "the loop sleeps in a child"
+        os.kill(p.pid, signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+        for k in kids:
+            wait_for(lambda: not os.path.exists("/proc/%s" % k.decode()), timeout=5,
+                     what="the sleep to end with the service")
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        out.close()
