@@ -11,8 +11,16 @@
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 BINDIR    ?= $(PREFIX)/bin
+LIBEXECDIR ?= $(PREFIX)/libexec/pillarbox
 MANDIR    ?= $(PREFIX)/share/man
 SHAREDIR  ?= $(PREFIX)/share/pillarbox
+DOCDIR    ?= $(PREFIX)/share/doc/pillarbox
+SYSTEMDDIR ?= $(PREFIX)/lib/systemd/system
+# The names other software calls (doc/operations.md, "Installing"):
+SENDMAIL_PATH   ?= /usr/sbin/sendmail
+MAILQ_PATH      ?= /usr/bin/mailq
+NEWALIASES_PATH ?= /usr/bin/newaliases
+S6_SVSCAN ?= /usr/bin/s6-svscan
 MAILROOT_DEFAULT ?= /var/lib/pillarbox
 PYTHON    ?= /usr/bin/python3
 B         := build
@@ -21,7 +29,7 @@ CC        ?= cc
 CFLAGS    ?= -O2 -g
 WERROR    ?= -Werror
 STDFLAGS  := -std=c99 -D_POSIX_C_SOURCE=200809L -D_XOPEN_SOURCE=700 -Wall -Wextra $(WERROR) \
-             -iquote lib -DMAILROOT_DEFAULT='"$(MAILROOT_DEFAULT)"' -DPILLARBOX_BINDIR='"$(BINDIR)"' \
+             -iquote lib -DMAILROOT_DEFAULT='"$(MAILROOT_DEFAULT)"' -DPILLARBOX_BINDIR='"$(LIBEXECDIR)"' \
              -DPILLARBOX_SHAREDIR='"$(SHAREDIR)"'
 ifeq ($(SANITIZE),1)
 STDFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -77,11 +85,30 @@ fuzz: all
 run: deps all
 	sh services/make-run
 
+# Every program goes to LIBEXECDIR (so the daemons and the service templates' @BINDIR@ are one
+# directory); the commands people type get relative symlinks in BINDIR, and sendmail, mailq
+# and newaliases get theirs where other software looks for them. Relative links work from a
+# DESTDIR staging tree as well as once installed. The unit boots s6-svscan on MAILROOT_DEFAULT.
+USER_CMDS := mail-instance mail-domain mail-user mail-alias mail-lookup mail-expunge \
+             queue-list queue-ctl mx-resolve sendmail
+LINK      := sh package/install-link "$(DESTDIR)"
+
 install: all
-	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SHAREDIR)
-	for p in $(PROGS); do install -m 755 $$p $(DESTDIR)$(BINDIR)/; done
+	mkdir -p $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+	  $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSTEMDDIR)
+	for p in $(PROGS); do install -m 755 $$p $(DESTDIR)$(LIBEXECDIR)/; done
+	for c in $(USER_CMDS); do if [ -e $(B)/bin/$$c ]; then \
+	  $(LINK) $(LIBEXECDIR)/$$c $(BINDIR)/$$c || exit 1; fi; done
+	$(LINK) $(LIBEXECDIR)/sendmail $(SENDMAIL_PATH)
+	$(LINK) $(LIBEXECDIR)/queue-list $(MAILQ_PATH)
+	$(LINK) $(LIBEXECDIR)/mail-alias $(NEWALIASES_PATH)
 	for m in $(MANPAGES); do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
-	cp -R services $(DESTDIR)$(SHAREDIR)/
+	rm -rf $(DESTDIR)$(SHAREDIR)/services && cp -R services $(DESTDIR)$(SHAREDIR)/
+	install -m 644 doc/*.md $(DESTDIR)$(DOCDIR)/
+	sed -e 's|@MAILROOT@|$(MAILROOT_DEFAULT)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' \
+	  -e 's|@S6_SVSCAN@|$(S6_SVSCAN)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+	  package/pillarbox.service.in > $(DESTDIR)$(SYSTEMDDIR)/pillarbox.service
+	chmod 644 $(DESTDIR)$(SYSTEMDDIR)/pillarbox.service
 
 clean:
 	rm -rf $(B)
