@@ -503,8 +503,8 @@ def main():
     try:
         t = time.perf_counter()
         env, hashes, total = setup(tmp)
-        print("Maildir: %d messages, %.1f MB, 4 accounts (hard links); made in %.1fs"
-              % (NMSG, total / 1e6, time.perf_counter() - t))
+        print("Maildir: %d messages, %.1f MB, %d accounts (hard links); made in %.1fs"
+              % (NMSG, total / 1e6, len(USERS), time.perf_counter() - t))
         pport, dport = free_port(), free_port()
         dv = start_dovecot(tmp, hashes, dport)  # first: it chowns the tree to RUN_AS
         procs.append(dv)

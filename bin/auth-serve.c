@@ -499,14 +499,16 @@ static void check_dir(char const *path)
   stralloc_free(&d);
 }
 
-static unsigned int ncpu(void)
+/* The default bound on hashes at once: half the CPUs (at least 1, at most 8), so that a login
+ * storm leaves CPUs to the rest of the server and costs one yescrypt's memory per two CPUs. */
+static unsigned int default_hashes(void)
 {
   long n = -1;
 #ifdef _SC_NPROCESSORS_ONLN
   n = sysconf(_SC_NPROCESSORS_ONLN);
 #endif
-  if (n < 1) return 2;
-  return n > 8 ? 8 : (unsigned int)n;
+  if (n < 2) return 1;
+  return n / 2 > 8 ? 8 : (unsigned int)(n / 2);
 }
 
 static void env_uint(char const *name, unsigned int *u, int zero_ok)
@@ -523,7 +525,7 @@ int main(int argc, char const *const *argv)
   stralloc path = STRALLOC_ZERO;
   iopause_fd *x;
   subgetopt l = SUBGETOPT_ZERO;
-  maxhash = ncpu();
+  maxhash = default_hashes();
   env_uint("AUTH_HASHES", &maxhash, 0);
   env_uint("AUTH_CACHE_TTL", &ttl, 1);
   env_uint("AUTH_CACHE_SIZE", &cachesize, 1);
