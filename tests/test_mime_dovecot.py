@@ -13,9 +13,10 @@ import pytest
 
 from conftest import LIBPILLARBOX, ROOT, SANITIZE
 import dovecot_helpers
-from mime_corpus import BINARY_SECTIONS, MESSAGES, SECTIONS
+from mime_corpus import BINARY_SECTIONS, MESSAGES, PARTIALS, SECTIONS
 
 ITEMS = (["BODYSTRUCTURE", "BODY", "ENVELOPE", "RFC822.SIZE"] + ["BODY[%s]" % s for s in SECTIONS]
+         + PARTIALS
          + ["BINARY[%s]" % s for s in BINARY_SECTIONS]
          + ["BINARY.SIZE[%s]" % s for s in BINARY_SECTIONS if s])
 
@@ -41,7 +42,8 @@ def build_dump(tmp_path):
               "-Werror", "-g", "-I" + os.path.join(ROOT, "lib")]
     if SANITIZE:
         cflags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
-    subprocess.run(["cc"] + cflags + ["-o", exe, os.path.join(ROOT, "tests", "tools", "mime-dump.c"),
+    src = os.path.join(ROOT, "tests", "tools", "mime-dump.c")
+    subprocess.run(["cc"] + cflags + ["-o", exe, src,
                     LIBPILLARBOX, "-l:libskarnet.a"],
                    check=True, timeout=120)
     return exe

@@ -290,6 +290,19 @@ def test_per_ip_failure_limit_shared(box):
     assert replies(r.stdout)[1].startswith(b"+OK 0 messages")
 
 
+def test_missing_auth_program_is_sys_temp(box):
+    """The checkpassword program cannot be started (lib/spawn reports it to pop3-serve): a
+    temporary trouble, said as such, and the session goes on."""
+    r = subprocess.run([prog("pop3-serve"), "/nonexistent/auth-check", prog("pop3-maildir")],
+                       input=b"USER joe\r\nPASS " + PASSWORD.encode() + b"\r\nNOOP\r\nQUIT\r\n",
+                       env=box.env, capture_output=True, timeout=30)
+    rs = replies(r.stdout)
+    assert rs[1].startswith(b"-ERR [SYS/TEMP]"), rs
+    assert rs[2].startswith(b"-ERR"), rs  # not logged in: NOOP is refused
+    assert rs[3].startswith(b"+OK"), rs  # QUIT
+    assert b"/nonexistent/auth-check" in r.stderr
+
+
 def test_auth_check_trouble_is_sys_temp(box):
     r = box.run(b"USER joe\r\nPASS other\r\nQUIT\r\n", env={"FAKE_FAILCODE": "111"})
     rs = replies(r.stdout)

@@ -47,7 +47,8 @@ static int cat_is(mime_msg const *m, char const *sec, size_t origin, size_t coun
   stralloc sa = STRALLOC_ZERO;
   int ok = mime_section_parse(sec, strlen(sec), &x) && mime_section_cat(&sa, m, &x, origin, count)
            && sa.len == strlen(want) && !memcmp(sa.s, want, sa.len);
-  if (!ok) fprintf(stderr, "section [%s]<%zu.%zu> gave [%.*s]\n", sec, origin, count, (int)sa.len, sa.s);
+  if (!ok)
+    fprintf(stderr, "section [%s]<%zu.%zu> gave [%.*s]\n", sec, origin, count, (int)sa.len, sa.s);
   stralloc_free(&sa);
   return ok;
 }
@@ -64,7 +65,8 @@ int main(void)
     "Date: Mon, 7 Dec 2026 23:30:00 -0500\n"
     "MIME-Version: 1.0\n"
     "Content-Type: multipart/mixed; boundary=b\n\n"
-    "--b\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: quoted-printable\n\n"
+    "--b\nContent-Type: text/plain; charset=iso-8859-1\n"
+    "Content-Transfer-Encoding: quoted-printable\n\n"
     "Der B=E4r ist M=FCde=\n und schl=E4ft.\n"
     "--b\nContent-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
     "PHA+U2Now7ZuZXMgV2V0dGVyPC9wPg==\n"
@@ -85,6 +87,10 @@ int main(void)
   CHECK(decoded_is("=?utf-8?q?broken", "=?utf-8?q?broken"));
   CHECK(decoded_is("raw \xe9t\xe9", "raw \xc3\xa9t\xc3\xa9")); /* invalid UTF-8 read as Latin-1 */
   CHECK(decoded_is("=?utf-8*en?q?x_y?=", "x y"));
+  /* other charsets through iconv; an unknown one is read as UTF-8 / Latin-1 */
+  CHECK(decoded_is("=?koi8-r?q?=F0=D2=C9=D7=C5=D4?=",
+                   "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82"));
+  CHECK(decoded_is("=?x-unknown?q?caf=E9?=", "caf\xc3\xa9"));
 
   /* case-insensitive search */
   CHECK(mime_find_ci("Hello World", 11, "WORLD", 5) == 6);
@@ -98,7 +104,8 @@ int main(void)
   CHECK(mime_search_header(&m, 0, "From", 4, "J\xc3\x96rg", 5, &tmp) == 0); /* not beyond ASCII */
   CHECK(mime_search_header(&m, 0, "subject", 7, "gR\xc3\xbc\xc3\x9f", 6, &tmp) == 1);
   CHECK(mime_search_header(&m, 0, "Subject", 7, "e aus k\xc3\xb6ln", 11, &tmp) == 1);
-  CHECK(mime_search_header(&m, 0, "X-Folded", 8, "first second", 12, &tmp) == 0); /* no collapsing */
+  /* white space is not collapsed */
+  CHECK(mime_search_header(&m, 0, "X-Folded", 8, "first second", 12, &tmp) == 0);
   CHECK(mime_search_header(&m, 0, "X-Folded", 8, "first  second", 13, &tmp) == 1);
   CHECK(mime_search_header(&m, 0, "To", 2, "", 0, &tmp) == 1);
   CHECK(mime_search_header(&m, 0, "Cc", 2, "", 0, &tmp) == 0);
@@ -117,6 +124,11 @@ int main(void)
   CHECK(mime_search_header(&m, 0, "To", 2, "J\xc3\xb6rg <j@example.de>", 20, &tmp) == 1);
   CHECK(mime_search_header(&m, 0, "To", 2, "list: a@b.c, d@e.f;", 19, &tmp) == 1);
   CHECK(mime_search_header(&m, 0, "Subject", 7, "(not a comment)", 15, &tmp) == 1);
+  parse(&m, msg);
+
+  /* a body in KOI8-R is searched in UTF-8 */
+  parse(&m, "Content-Type: text/plain; charset=KOI8-R\n\n\xf0\xd2\xc9\xd7\xc5\xd4 world\n");
+  CHECK(mime_search_text(&m, 0, "\xd0\xb2\xd0\xb5\xd1\x82 wor", 10, &tmp) == 1);
   parse(&m, msg);
 
   /* dates */
