@@ -31,9 +31,16 @@ WERROR    ?= -Werror
 STDFLAGS  := -std=c99 -D_POSIX_C_SOURCE=200809L -D_XOPEN_SOURCE=700 -Wall -Wextra $(WERROR) \
              -iquote lib -DMAILROOT_DEFAULT='"$(MAILROOT_DEFAULT)"' -DPILLARBOX_BINDIR='"$(LIBEXECDIR)"' \
              -DPILLARBOX_SHAREDIR='"$(SHAREDIR)"'
+# STATIC=1 (the default) links every program statically, except one that uses NSS (getpwnam,
+# getpwuid, ...: glibc loads NSS modules at run time even in a static program): its static link
+# draws glibc's warning and it is linked again dynamically. A static program starts faster and
+# its session costs less memory (bench/process_cost.py, doc/performance.md). STATIC=0 links
+# everything dynamically; SANITIZE=1 implies it (ASan needs the dynamic loader).
+STATIC    ?= 1
 ifeq ($(SANITIZE),1)
 STDFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDSAN     := -fsanitize=address,undefined
+STATIC    := 0
 endif
 # tinycdb before skalibs: both export cdb_* symbols (see doc/hacking.md).
 LIBS      := $(B)/libpillarbox.a -l:libcdb.a -l:libbearssl.a -l:libskarnet.a -lcrypt -lresolv
@@ -51,7 +58,7 @@ all: $(PROGS)
 # Rebuild everything when the flags change (SANITIZE=1 and back, WERROR=).
 $(B)/.flags: FORCE
 	@mkdir -p $(B)/lib $(B)/obj $(B)/bin
-	@echo '$(CC) $(CFLAGS) $(STDFLAGS) $(LDFLAGS) $(LDSAN)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(STDFLAGS) $(LDFLAGS) $(LDSAN)' > $@
+	@echo '$(CC) $(CFLAGS) $(STDFLAGS) $(LDFLAGS) $(LDSAN) STATIC=$(STATIC)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(STDFLAGS) $(LDFLAGS) $(LDSAN) STATIC=$(STATIC)' > $@
 FORCE:
 
 $(B)/lib/%.o: lib/%.c lib/*.h $(B)/.flags
@@ -63,8 +70,17 @@ $(B)/libpillarbox.a: $(LIB_OBJ)
 $(B)/obj/%.o: bin/%.c lib/*.h $(B)/.flags
 	$(CC) $(CFLAGS) $(STDFLAGS) -c -o $@ $<
 
+ifeq ($(STATIC),1)
+$(B)/bin/%: $(B)/obj/%.o $(B)/libpillarbox.a
+	$(CC) $(LDFLAGS) -static -o $@ $< $(LIBS) 2> $@.ld || { cat $@.ld; rm -f $@.ld; exit 1; }
+	@if grep -q 'statically linked applications requires' $@.ld; then \
+	  echo "$@ uses NSS: linked dynamically"; \
+	  echo '$(CC) $(LDFLAGS) -o $@ $< $(LIBS)'; $(CC) $(LDFLAGS) -o $@ $< $(LIBS) || exit 1; \
+	else cat $@.ld; fi; rm -f $@.ld
+else
 $(B)/bin/%: $(B)/obj/%.o $(B)/libpillarbox.a
 	$(CC) $(LDFLAGS) $(LDSAN) -o $@ $< $(LIBS)
+endif
 
 deps:
 	@sh package/ensure-deps build run
