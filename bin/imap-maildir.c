@@ -32,10 +32,11 @@
 #include "mailstore.h"
 
 char const *PROG = "imap-maildir";
-#define USAGE "imap-maildir [-t timeout] [-p idlepoll]"
+#define USAGE "imap-maildir [-t timeout] [-p idlepoll] [-P]"
 
 static unsigned int timeout = 1800;   /* autologout, seconds (RFC 3501: at least 30 min) */
 static unsigned int idlepoll = 5;     /* IDLE: look at the folder this often (seconds) */
+static int pollonly;                  /* -P: IDLE without inotify (as on NFS) */
 static stralloc cmdbuf = STRALLOC_ZERO;
 static imap_cmd cmd;
 static imapio_spool spool;
@@ -182,7 +183,7 @@ static void idle(void)
   int ifd = -1;
   time_t start = time(0);
   stralloc line = STRALLOC_ZERO;
-  if (sess.selected) {
+  if (sess.selected && !pollonly) {
     ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (ifd >= 0) {
       stralloc p = STRALLOC_ZERO;
@@ -196,8 +197,8 @@ static void idle(void)
       stralloc_free(&p);
     }
   }
-  imap_sess_update(1, 1);
   out("+ idling\r\n");
+  imap_sess_update(1, 1);
   flush();
   for (;;) {
     int r;
@@ -385,7 +386,7 @@ int main(int argc, char const *const *argv)
     x = getenv("IMAP_APPEND_MAX");
     if (x && (!uint640_scan(x, &appendmax) || !appendmax))
       strerr_dief1x(100, "IMAP_APPEND_MAX must be a positive number of bytes");
-    while ((opt = subgetopt_r(argc, argv, "t:p:", &l)) != -1) {
+    while ((opt = subgetopt_r(argc, argv, "t:p:P", &l)) != -1) {
       switch (opt) {
         case 't':
           if (!uint0_scan(l.arg, &timeout) || !timeout) strerr_dieusage(100, USAGE);
@@ -393,6 +394,7 @@ int main(int argc, char const *const *argv)
         case 'p':
           if (!uint0_scan(l.arg, &idlepoll) || !idlepoll) strerr_dieusage(100, USAGE);
           break;
+        case 'P': pollonly = 1; break;
         default: strerr_dieusage(100, USAGE);
       }
     }

@@ -400,7 +400,7 @@ static size_t date_part(char const *s, size_t len, long *days)
   dl = i;
   while (dl < len && dl < i + 2 && s[dl] >= '0' && s[dl] <= '9') dl++;
   if (dl == i || !digits(s + i, dl - i, &d) || !d || d > 31) return 0;
-  if (dl + 10 > len || s[dl] != '-' || s[dl + 4] != '-') return 0;
+  if (dl + 9 > len || s[dl] != '-' || s[dl + 4] != '-') return 0;
   for (m = 0; m < 12; m++)
     if (imap_ieq(s + dl + 1, 3, months[m])) break;
   if (m == 12) return 0;
@@ -563,7 +563,7 @@ long imap_mutf7_to_utf8(char const *s, size_t len, char *out, size_t max)
           } else if (u >= 0xdc00 && u <= 0xdfff) {
             return -1;
           } else {
-            if (u >= 0x20 && u <= 0x7e) return -1; /* must not be encoded */
+            if (u < 0x80) return -1; /* ASCII is never encoded; controls never allowed */
             if (!put_utf8(out, max, &o, u)) return -1;
           }
         }

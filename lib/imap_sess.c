@@ -205,11 +205,15 @@ void imap_sess_update(int sync, int expunge)
   for (i = 0; i < n; i++)
     if (sess.ms.msg[i].flags & MS_RECENT) recent++;
   if (n != sess.reported) {
+    /* RECENT goes with EXISTS (as Dovecot sends it), not after an expunge */
+    int grew = n > sess.reported;
     imap_out("* ");
     imap_outu(n);
     imap_out(" EXISTS\r\n");
     sess.reported = n;
-  }
+    if (!grew) sess.recent_told = recent;
+  } else
+    sess.recent_told = recent;
   if (recent != sess.recent_told) {
     imap_out("* ");
     imap_outu(recent);

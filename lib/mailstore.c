@@ -755,11 +755,38 @@ static int rec_courier(rec *r, char const *s, size_t len)
   return 1;
 }
 
-static uint32_t fresh_uidvalidity(uint32_t old)
+/* A UIDVALIDITY for a folder whose UIDs start afresh: the time, but always above the last
+ * one given out here, which the lock file remembers (so losing the record alone never brings
+ * an old UIDVALIDITY back with other UIDs). */
+static uint32_t fresh_uidvalidity(char const *dir, uint32_t old)
 {
-  uint32_t t = (uint32_t)time(0);
+  stralloc p = STRALLOC_ZERO;
+  char buf[32];
+  uint32_t t = (uint32_t)time(0), last = 0;
+  int fd;
+  if (pathcat(&p, dir, RECORD_LOCK, 0)) {
+    fd = open(p.s, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) {
+      ssize_t r = read(fd, buf, sizeof buf - 1);
+      if (r > 0) {
+        size_t k = 0;
+        while (k < (size_t)r && buf[k] >= '0' && buf[k] <= '9') k++;
+        if (!imap_number(buf, k, &last)) last = 0;
+      }
+    }
+  } else
+    fd = -1;
+  if (last > old) old = last;
   if (t <= old) t = old + 1;
   if (!t) t = 1;
+  if (fd >= 0) {
+    size_t n = uint_fmt(buf, t);
+    buf[n++] = '\n';
+    if (lseek(fd, 0, SEEK_SET) == 0 && ftruncate(fd, 0) == 0 && allwrite(fd, buf, n) == n)
+      fsync(fd);
+    fd_close(fd);
+  }
+  stralloc_free(&p);
   return t;
 }
 
@@ -786,7 +813,7 @@ static int rec_load(char const *dir, rec *r, int *ondisk)
       uint32_t old = r->uidvalidity;
       r->n = 0;
       r->names.len = 0;
-      r->uidvalidity = fresh_uidvalidity(old);
+      r->uidvalidity = fresh_uidvalidity(dir, old);
     }
     r->uidnext = 1;
     r->highestmodseq = 1;
@@ -809,7 +836,7 @@ static int rec_load(char const *dir, rec *r, int *ondisk)
     r->n = 0;
     r->names.len = 0;
   }
-  r->uidvalidity = fresh_uidvalidity(0);
+  r->uidvalidity = fresh_uidvalidity(dir, 0);
   r->uidnext = 1;
   r->highestmodseq = 1;
   r->firstrecent = 1;
@@ -1051,7 +1078,7 @@ static int sync_locked(mailstore *ms, size_t *news)
         } else if (a >= ms->n || ms->msg[a].uid > r.msg[b].uid) {
           x = r.msg[b];
           nm = r.names.s + x.name;
-          if (ms->rw && x.uid >= fr) x.flags |= MS_RECENT;
+          if (x.uid >= fr) x.flags |= MS_RECENT; /* read-only: counted, not claimed */
           added++;
           b++;
         } else {
