@@ -112,7 +112,7 @@ static void enable(void)
     }
     if (imap_arg_is(a, "CONDSTORE")) {
       if (!sess.condstore) name = "CONDSTORE";
-      sess.condstore = 1;
+      imap_sess_condstore();
     } else if (imap_arg_is(a, "UTF8=ACCEPT")) {
       if (!sess.utf8) name = "UTF8=ACCEPT";
       sess.utf8 = 1;

@@ -124,7 +124,7 @@ static int parse_item(imap_arg const *a)
   if (imap_ieq(s, len, "RFC822.HEADER")) return add_simple(F_RFC822_HEADER);
   if (imap_ieq(s, len, "RFC822.TEXT")) return add_simple(F_RFC822_TEXT);
   if (imap_ieq(s, len, "MODSEQ")) {
-    sess.condstore = 1;
+    imap_sess_condstore();
     return add_simple(F_MODSEQ);
   }
   return parse_section(s, len);
@@ -281,7 +281,14 @@ static int fetch_one(size_t i, int addflags)
         unsigned int p = mime_section_part(&mm, &f->section);
         int r;
         size_t bs = 0;
-        if (p == MIME_NONE) {
+        if (!f->section.nnum) {
+          /* BINARY[]: the whole message, as it is on the wire */
+          mime_section all;
+          memset(&all, 0, sizeof all);
+          all.what = MIME_SEC_ALL;
+          r = mime_section_cat(sa, &mm, &all, 0, SIZE_MAX) ? 1 : 0;
+          bs = sa->len;
+        } else if (p == MIME_NONE) {
           r = -3;
         } else if (f->kind == F_BINARY) {
           r = mime_binary_cat(sa, &mm, p);
@@ -376,7 +383,7 @@ void imap_cmd_fetch(imap_cmd *c, uint32_t first)
       if (imap_arg_is(&c->arg[j], "CHANGEDSINCE") && j + 1 < c->nargs &&
           c->arg[j + 1].type == IMAP_ATOM &&
           imap_number64(c->arg[j + 1].s, c->arg[j + 1].len, &changedsince)) {
-        sess.condstore = 1;
+        imap_sess_condstore();
         add_simple(F_MODSEQ);
       } else if (imap_arg_is(&c->arg[j], "VANISHED") && sess.qresync && sess.is_uid) {
         j--; /* no value */

@@ -294,7 +294,22 @@ void imap_cmd_list(imap_cmd *c, int lsub)
       continue;
     }
     if (sel_subscribed && !n->subscribed) {
+      /* RECURSIVEMATCH: shown for a subscribed descendant that no pattern matches itself */
+      size_t d;
       if (!(sel_recursive && n->subchild)) continue;
+      for (d = 0; d < nnodes; d++) {
+        node const *k = &nodes[d];
+        uint32_t q;
+        int matched = 0;
+        if (!k->subscribed || k->len <= n->len + 1 || memcmp(k->name, n->name, n->len) ||
+            k->name[n->len] != SEP)
+          continue;
+        for (q = pat; q < patend; q = imap_next(c, q))
+          if (imap_is_string(&c->arg[q]) && match_name(c->arg[q].s, c->arg[q].len, k->name, k->len))
+            matched = 1;
+        if (!matched) break;
+      }
+      if (d == nnodes) continue;
       via_child = 1;
     }
     {
@@ -432,7 +447,7 @@ void imap_cmd_select(imap_cmd *c, int readonly)
       return;
     }
     for (k = 2; k < c->nargs; k = imap_next(c, k)) {
-      if (imap_arg_is(&c->arg[k], "CONDSTORE")) sess.condstore = 1;
+      if (imap_arg_is(&c->arg[k], "CONDSTORE")) sess.condstore = 1; /* HIGHESTMODSEQ below */
       else {
         imap_bad("Error in IMAP command SELECT: Unknown parameter");
         return;

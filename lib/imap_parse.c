@@ -191,14 +191,20 @@ static int atom(pstate *p)
   while (i < p->len) {
     unsigned char ch = (unsigned char)p->b[i];
     if (ch == '[') {
+      /* to the matching ']' on this line; without one, '[' is an atom character */
       unsigned int depth = 0;
+      size_t k = i;
       for (;;) {
-        if (i >= p->len) return IMAP_ESYNTAX;
-        ch = (unsigned char)p->b[i];
-        if (ch == '\r' || ch == '\n' || !ch) return IMAP_ESYNTAX;
+        if (k >= p->len) break;
+        ch = (unsigned char)p->b[k];
+        if (ch == '\r' || ch == '\n' || !ch) break;
         if (ch == '[') depth++;
         else if (ch == ']' && !--depth) break;
-        i++;
+        k++;
+      }
+      if (k < p->len && p->b[k] == ']') {
+        i = k + 1;
+        continue;
       }
       i++;
       continue;
@@ -306,7 +312,7 @@ static int seqnum(char const *s, size_t len, uint32_t *u)
     return 1;
   }
   if (!len || s[0] == '0') return 0;
-  return imap_number(s, len, u) && *u != IMAP_STAR;
+  return imap_number(s, len, u) && *u;
 }
 
 int imap_seqset(char const *s, size_t len, imap_range *r, size_t max)
@@ -331,7 +337,7 @@ int imap_seqset(char const *s, size_t len, imap_range *r, size_t max)
       b = a;
     }
     if (n >= max) return -1;
-    if (a > b) {
+    if (a > b && a != IMAP_STAR && b != IMAP_STAR) {
       uint32_t t = a;
       a = b;
       b = t;

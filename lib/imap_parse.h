@@ -95,12 +95,12 @@ int imap_number64(char const *s, size_t len, uint64_t *u);
 
 /* ---- sequence sets ---- */
 
-#define IMAP_STAR UINT32_MAX  /* "*": the largest number in use, resolved by the caller */
+#define IMAP_STAR 0           /* "*": the largest number in use, resolved by the caller */
 #define IMAP_SEQSET_MAX 4096  /* ranges in one set */
 
 typedef struct imap_range_s imap_range;
 struct imap_range_s {
-  uint32_t lo, hi; /* lo <= hi after parsing, unless one of them is IMAP_STAR */
+  uint32_t lo, hi; /* lo <= hi after parsing, unless one of them is IMAP_STAR (0) */
 };
 
 /* Parses a sequence set ("1,3:5,7:*") into r (room for max ranges). Returns the number of

@@ -276,7 +276,7 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
       *j += 2;
     }
     if (!str_arg(c, j, end, &v) || !imap_number64(v->s, v->len, &n)) return 0;
-    sess.condstore = 1;
+    imap_sess_condstore();
     if (x->check) return 1;
     *match = m->modseq >= n;
     if (*match && m->modseq > x->maxmodseq) x->maxmodseq = m->modseq;
@@ -403,6 +403,13 @@ void imap_cmd_search(imap_cmd *c, uint32_t first)
       imap_outu(nmatch);
     }
     if (modseqkey && nmatch) {
+      /* the highest modseq of the messages returned: with MIN/MAX alone, just those */
+      if (!rall && !rcount) {
+        maxmodseq = 0;
+        if (rmin) maxmodseq = sess.ms.msg[hits[0]].modseq;
+        if (rmax && sess.ms.msg[hits[nmatch - 1]].modseq > maxmodseq)
+          maxmodseq = sess.ms.msg[hits[nmatch - 1]].modseq;
+      }
       imap_out(" MODSEQ ");
       imap_outu(maxmodseq);
     }

@@ -131,7 +131,18 @@ char const *imap_capabilities(void)
 {
   return "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
          "SPECIAL-USE CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH BINARY CONDSTORE QUOTA "
-         "UTF8=ACCEPT";
+         "UTF8=ACCEPT MULTIAPPEND";
+}
+
+void imap_sess_condstore(void)
+{
+  if (sess.condstore) return;
+  sess.condstore = 1;
+  if (sess.selected) {
+    imap_out("* OK [HIGHESTMODSEQ ");
+    imap_outu(sess.ms.highestmodseq);
+    imap_out("] Highest\r\n");
+  }
 }
 
 void imap_sess_flags(void)

@@ -62,6 +62,10 @@ char const *imap_capabilities(void);
  * expunge: EXPUNGE (or VANISHED) responses allowed now. */
 void imap_sess_update(int sync, int expunge);
 
+/* Turns CONDSTORE on (ENABLE, or a command that uses it); the first time, with a folder
+ * selected, says "* OK [HIGHESTMODSEQ n]" (RFC 7162 3.1). */
+void imap_sess_condstore(void);
+
 /* The permanent flags line and the keyword list: "* FLAGS (...)" and "* OK [PERMANENTFLAGS". */
 void imap_sess_flags(void);
 

@@ -47,7 +47,7 @@ void imap_cmd_store(imap_cmd *c, uint32_t first)
     for (m = j + 1; m + 1 < e; m += 2) {
       if (imap_arg_is(&c->arg[m], "UNCHANGEDSINCE") &&
           imap_number64(c->arg[m + 1].s, c->arg[m + 1].len, &unchangedsince)) {
-        sess.condstore = 1;
+        imap_sess_condstore();
         if (!unchangedsince) unchangedsince = 0; /* 0: nothing may change; handled below */
       } else {
         imap_bad("Error in IMAP command STORE: Invalid modifier");

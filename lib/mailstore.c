@@ -756,37 +756,36 @@ static int rec_courier(rec *r, char const *s, size_t len)
 }
 
 /* A UIDVALIDITY for a folder whose UIDs start afresh: the time, but always above the last
- * one given out here, which the lock file remembers (so losing the record alone never brings
- * an old UIDVALIDITY back with other UIDs). */
+ * one given out in this Maildir (any folder), which MAILDIR/pillarbox-uidvalidity remembers;
+ * so a folder deleted and made again, or a lost record, never brings an old UIDVALIDITY back
+ * with other UIDs. The file is one fixed-width line, rewritten in place under its lock. */
 static uint32_t fresh_uidvalidity(char const *dir, uint32_t old)
 {
-  stralloc p = STRALLOC_ZERO;
-  char buf[32];
+  char buf[16];
   uint32_t t = (uint32_t)time(0), last = 0;
-  int fd;
-  if (pathcat(&p, dir, RECORD_LOCK, 0)) {
-    fd = open(p.s, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (fd >= 0) {
-      ssize_t r = read(fd, buf, sizeof buf - 1);
-      if (r > 0) {
-        size_t k = 0;
-        while (k < (size_t)r && buf[k] >= '0' && buf[k] <= '9') k++;
-        if (!imap_number(buf, k, &last)) last = 0;
-      }
-    }
-  } else
-    fd = -1;
+  struct flock fl;
+  int fd = open("pillarbox-uidvalidity", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  (void)dir;
+  if (fd >= 0) {
+    ssize_t r;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    while (fcntl(fd, F_SETLKW, &fl) < 0 && errno == EINTR) {}
+    r = pread(fd, buf, 10, 0);
+    if (r == 10 && !imap_number(buf, 10, &last)) last = 0;
+  }
   if (last > old) old = last;
   if (t <= old) t = old + 1;
   if (!t) t = 1;
   if (fd >= 0) {
-    size_t n = uint_fmt(buf, t);
-    buf[n++] = '\n';
-    if (lseek(fd, 0, SEEK_SET) == 0 && ftruncate(fd, 0) == 0 && allwrite(fd, buf, n) == n)
-      fsync(fd);
+    size_t n = uint_fmt(0, t), k;
+    for (k = 0; k < 10 - n; k++) buf[k] = '0';
+    uint_fmt(buf + k, t);
+    buf[10] = '\n';
+    if (pwrite(fd, buf, 11, 0) == 11) fsync(fd);
     fd_close(fd);
   }
-  stralloc_free(&p);
   return t;
 }
 

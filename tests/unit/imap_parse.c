@@ -37,6 +37,8 @@ int main(void)
   CHECK(parse("a X ((a) (b (c)))\r\n") == IMAP_OK && c.nargs == 7 && c.arg[0].end == 7);
   CHECK(imap_next(&c, 1) == 3);
   CHECK(parse("a X ()\r\n") == IMAP_OK && c.nargs == 1 && c.arg[0].end == 1);
+  CHECK(parse("a SELECT !#$&'+,-.0123:;<=>?@^_`|[}\r\n") == IMAP_OK && c.nargs == 1 &&
+        c.arg[0].len == 28);
   CHECK(parse("a X (((((((((((((((((x)))))))))))))))))\r\n") == IMAP_EDEPTH);
   CHECK(parse("a X \"unterminated\r\n") == IMAP_ESYNTAX);
   CHECK(parse("a X  two-spaces\r\n") == IMAP_ESYNTAX);
@@ -70,6 +72,7 @@ int main(void)
   CHECK(imap_seqset("1,", 2, r, 8) == -1);
   CHECK(imap_seqset("1::2", 4, r, 8) == -1);
   CHECK(imap_seqset("4294967296", 10, r, 8) == -1);
+  CHECK(imap_seqset("1:4294967295", 12, r, 8) == 1 && r[0].hi == 4294967295u);
   CHECK(imap_seqset("1,2,3,4,5,6,7,8,9", 17, r, 8) == -1); /* more ranges than room */
   CHECK(imap_seqset_has(r, (size_t)imap_seqset("2:*", 3, r, 8), 5, 4) == 0);
   CHECK(imap_seqset_has(r, (size_t)imap_seqset("*:2", 3, r, 8), 3, 4) == 1);
