@@ -113,6 +113,14 @@ static void enable(void)
     if (imap_arg_is(a, "CONDSTORE")) {
       if (!sess.condstore) name = "CONDSTORE";
       imap_sess_condstore();
+    } else if (imap_arg_is(a, "QRESYNC")) {
+      if (!sess.condstore) {
+        out(any ? " CONDSTORE" : "* ENABLED CONDSTORE");
+        any = 1;
+      }
+      imap_sess_condstore();
+      if (!sess.qresync) name = "QRESYNC";
+      sess.qresync = 1;
     } else if (imap_arg_is(a, "UTF8=ACCEPT")) {
       if (!sess.utf8) name = "UTF8=ACCEPT";
       sess.utf8 = 1;

@@ -345,7 +345,7 @@ void imap_cmd_fetch(imap_cmd *c, uint32_t first)
   long n;
   uint32_t at, end;
   uint64_t changedsince = 0;
-  int gone = 0, unknown_cte = 0, wantseen = 0;
+  int gone = 0, unknown_cte = 0, wantseen = 0, vanished = 0;
   unsigned int i;
   nitems = 0;
   if (first + 1 >= c->nargs || c->arg[first].type != IMAP_ATOM) {
@@ -386,6 +386,7 @@ void imap_cmd_fetch(imap_cmd *c, uint32_t first)
         imap_sess_condstore();
         add_simple(F_MODSEQ);
       } else if (imap_arg_is(&c->arg[j], "VANISHED") && sess.qresync && sess.is_uid) {
+        vanished = 1;
         j--; /* no value */
       } else {
         imap_bad("Error in IMAP command FETCH: Invalid modifier");
@@ -393,9 +394,18 @@ void imap_cmd_fetch(imap_cmd *c, uint32_t first)
       }
     }
   }
+  if (vanished && !changedsince) {
+    imap_bad("Error in IMAP command FETCH: VANISHED needs CHANGEDSINCE");
+    return;
+  }
   imap_sess_update(1, 0);
   n = imap_sess_set(c->arg[first].s, c->arg[first].len, sess.is_uid, &idx);
   if (n < 0) return;
+  if (vanished) {
+    static imap_range r[IMAP_SEQSET_MAX];
+    int nr = imap_seqset(c->arg[first].s, c->arg[first].len, r, IMAP_SEQSET_MAX);
+    if (nr > 0) imap_sess_vanished(changedsince, r, (size_t)nr, 1);
+  }
   for (i = 0; i < nitems; i++)
     if (sets_seen(&items[i])) wantseen = 1;
   if (wantseen && !sess.readonly && n) {

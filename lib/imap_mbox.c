@@ -432,10 +432,44 @@ void imap_unselect(void)
   sess.recent_told = 0;
 }
 
+/* SELECT's (QRESYNC (uidvalidity modseq [known-uids [seq-match]])) (RFC 7162 3.2.5): what
+ * changed since modseq, as VANISHED (EARLIER) and FETCH responses. */
+static void qresync(imap_cmd *c, uint32_t list)
+{
+  uint32_t j = list + 1, uv;
+  uint64_t modseq;
+  static imap_range known[IMAP_SEQSET_MAX];
+  int nk = -1;
+  if (j + 1 >= c->arg[list].end || !imap_number(c->arg[j].s, c->arg[j].len, &uv) ||
+      !imap_number64(c->arg[j + 1].s, c->arg[j + 1].len, &modseq))
+    return;
+  if (j + 2 < c->arg[list].end && c->arg[j + 2].type == IMAP_ATOM)
+    nk = imap_seqset(c->arg[j + 2].s, c->arg[j + 2].len, known, IMAP_SEQSET_MAX);
+  if (uv != sess.ms.uidvalidity) return;
+  imap_sess_vanished(modseq, nk > 0 ? known : 0, nk > 0 ? (size_t)nk : 0, 1);
+  {
+    size_t i;
+    for (i = 0; i < sess.ms.n; i++) {
+      mailstore_msg const *m = &sess.ms.msg[i];
+      if (m->modseq <= modseq) continue;
+      imap_out("* ");
+      imap_outu(i + 1);
+      imap_out(" FETCH (UID ");
+      imap_outu(m->uid);
+      imap_out(" FLAGS ");
+      imap_outflags(i);
+      imap_out(" MODSEQ (");
+      imap_outu(m->modseq);
+      imap_out("))\r\n");
+    }
+  }
+}
+
 void imap_cmd_select(imap_cmd *c, int readonly)
 {
   char name[MAILSTORE_NAME_MAX + 1], dir[MAILSTORE_NAME_MAX + 8];
   size_t len, i, recent = 0, unseen = 0;
+  uint32_t qr = 0;
   if (c->nargs < 1 || !imap_sess_mboxname(&c->arg[0], name, &len)) {
     imap_bad("Error in IMAP command SELECT: Invalid arguments");
     return;
@@ -448,7 +482,11 @@ void imap_cmd_select(imap_cmd *c, int readonly)
     }
     for (k = 2; k < c->nargs; k = imap_next(c, k)) {
       if (imap_arg_is(&c->arg[k], "CONDSTORE")) sess.condstore = 1; /* HIGHESTMODSEQ below */
-      else {
+      else if (imap_arg_is(&c->arg[k], "QRESYNC") && sess.qresync && k + 1 < c->nargs &&
+               c->arg[k + 1].type == IMAP_LIST) {
+        qr = k + 1;
+        k++;
+      } else {
         imap_bad("Error in IMAP command SELECT: Unknown parameter");
         return;
       }
@@ -507,6 +545,7 @@ void imap_cmd_select(imap_cmd *c, int readonly)
     imap_outu(sess.ms.highestmodseq);
     imap_out("] Highest\r\n");
   }
+  if (qr) qresync(c, qr);
   imap_ok(readonly ? "[READ-ONLY] Examine completed." : "[READ-WRITE] Select completed.");
 }
 

@@ -131,7 +131,36 @@ char const *imap_capabilities(void)
 {
   return "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
          "SPECIAL-USE CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH BINARY CONDSTORE QUOTA "
-         "UTF8=ACCEPT MULTIAPPEND";
+         "UTF8=ACCEPT MULTIAPPEND QRESYNC";
+}
+
+void imap_sess_vanished(uint64_t modseq, imap_range const *set, size_t nset, int earlier)
+{
+  uint32_t *v = 0;
+  long n = mailstore_vanished(&sess.ms, modseq, &v), i;
+  int any = 0;
+  uint32_t star = sess.ms.uidnext ? sess.ms.uidnext - 1 : 0;
+  if (n < 0) return;
+  for (i = 0; i < n; i++) {
+    long j;
+    if (nset && !imap_seqset_has(set, nset, v[i], star)) continue;
+    if (!any) imap_out(earlier ? "* VANISHED (EARLIER) " : "* VANISHED ");
+    else imap_out(",");
+    any = 1;
+    imap_outu(v[i]);
+    /* a run of consecutive UIDs as a range */
+    j = i;
+    while (j + 1 < n && v[j + 1] == v[j] + 1 &&
+           (!nset || imap_seqset_has(set, nset, v[j + 1], star)))
+      j++;
+    if (j > i) {
+      imap_out(":");
+      imap_outu(v[j]);
+      i = j;
+    }
+  }
+  if (any) imap_out("\r\n");
+  free(v);
 }
 
 void imap_sess_condstore(void)

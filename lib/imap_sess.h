@@ -62,6 +62,10 @@ char const *imap_capabilities(void);
  * expunge: EXPUNGE (or VANISHED) responses allowed now. */
 void imap_sess_update(int sync, int expunge);
 
+/* "* VANISHED [(EARLIER)] uids" for the UIDs expunged after modseq (those in the UID set when
+ * nset is not 0); nothing when there are none. */
+void imap_sess_vanished(uint64_t modseq, imap_range const *set, size_t nset, int earlier);
+
 /* Turns CONDSTORE on (ENABLE, or a command that uses it); the first time, with a folder
  * selected, says "* OK [HIGHESTMODSEQ n]" (RFC 7162 3.1). */
 void imap_sess_condstore(void);

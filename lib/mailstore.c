@@ -566,6 +566,9 @@ struct rec_s {
   mailstore_msg *msg;
   size_t n, a;
   stralloc names;
+  mailstore_gone *gone;
+  size_t ngone, agone;
+  uint64_t gonefloor;
 };
 
 static void rec_free(rec *r)
@@ -574,6 +577,33 @@ static void rec_free(rec *r)
   r->msg = 0;
   r->n = r->a = 0;
   stralloc_free(&r->names);
+  free(r->gone);
+  r->gone = 0;
+  r->ngone = r->agone = 0;
+}
+
+static int rec_gone(rec *r, uint32_t uid, uint64_t modseq)
+{
+  if (r->ngone == r->agone) {
+    size_t na = r->agone ? r->agone * 2 : 64;
+    mailstore_gone *x;
+    if (r->ngone >= MAILSTORE_GONE_KEEP) {
+      /* forget the older half */
+      size_t h = r->ngone / 2;
+      r->gonefloor = r->gone[h - 1].modseq;
+      memmove(r->gone, r->gone + h, (r->ngone - h) * sizeof *r->gone);
+      r->ngone -= h;
+    } else {
+      x = realloc(r->gone, na * sizeof *x);
+      if (!x) return 0;
+      r->gone = x;
+      r->agone = na;
+    }
+  }
+  r->gone[r->ngone].uid = uid;
+  r->gone[r->ngone].modseq = modseq;
+  r->ngone++;
+  return 1;
 }
 
 static int rec_add(rec *r, uint32_t uid, uint64_t modseq, uint64_t wsize, int isnew,
@@ -634,6 +664,8 @@ static int rec_parse(rec *r, char const *s, size_t len)
   r->uidnext = (uint32_t)nn;
   r->highestmodseq = m;
   r->firstrecent = (uint32_t)rr;
+  r->gonefloor = 0;
+  if (p < nl && !field(&p, nl, 'E', &r->gonefloor)) return 0;
   s = nl + 1;
   while (s < end) {
     char const *e = memchr(s, '\n', (size_t)(end - s));
@@ -641,6 +673,14 @@ static int rec_parse(rec *r, char const *s, size_t len)
     uint64_t ms, ws;
     char const *q;
     if (!e) return 0; /* not possible with rename, but never trust a torn line */
+    if (e - s > 2 && s[0] == 'x' && s[1] == ' ') {
+      char const *sp = memchr(s + 2, ' ', (size_t)(e - s - 2));
+      if (!sp || !imap_number(s + 2, (size_t)(sp - s - 2), &uid) ||
+          !imap_number64(sp + 1, (size_t)(e - sp - 1), &ms) || !rec_gone(r, uid, ms))
+        return 0;
+      s = e + 1;
+      continue;
+    }
     q = s;
     while (q < e && *q != ' ') q++;
     if (!imap_number(s, (size_t)(q - s), &uid) || !uid || uid <= lastuid || uid >= r->uidnext)
@@ -850,7 +890,8 @@ err:
 }
 
 static int rec_write(char const *dir, mailstore_msg const *msg, size_t n, char const *names,
-                     uint32_t v, uint32_t nn, uint64_t m, uint32_t rr)
+                     uint32_t v, uint32_t nn, uint64_t m, uint32_t rr,
+                     mailstore_gone const *gone, size_t ngone, uint64_t gonefloor)
 {
   stralloc out = STRALLOC_ZERO, p = STRALLOC_ZERO, t = STRALLOC_ZERO;
   char fmt[UINT64_FMT];
@@ -860,8 +901,15 @@ static int rec_write(char const *dir, mailstore_msg const *msg, size_t n, char c
       !stralloc_cats(&out, " N") || !stralloc_catb(&out, fmt, uint_fmt(fmt, nn)) ||
       !stralloc_cats(&out, " M") || !stralloc_catb(&out, fmt, uint64_fmt(fmt, m)) ||
       !stralloc_cats(&out, " R") || !stralloc_catb(&out, fmt, uint_fmt(fmt, rr)) ||
+      !stralloc_cats(&out, " E") || !stralloc_catb(&out, fmt, uint64_fmt(fmt, gonefloor)) ||
       !stralloc_catb(&out, "\n", 1))
     goto done;
+  for (i = 0; i < ngone; i++)
+    if (!stralloc_catb(&out, "x ", 2) ||
+        !stralloc_catb(&out, fmt, uint_fmt(fmt, gone[i].uid)) || !stralloc_catb(&out, " ", 1) ||
+        !stralloc_catb(&out, fmt, uint64_fmt(fmt, gone[i].modseq)) ||
+        !stralloc_catb(&out, "\n", 1))
+      goto done;
   for (i = 0; i < n; i++) {
     mailstore_msg const *x = &msg[i];
     if (x->flags & MS_GONE) continue;
@@ -957,7 +1005,7 @@ done:
  * merges it into ms. */
 static int sync_locked(mailstore *ms, size_t *news)
 {
-  rec r = {0, 0, 0, 0, 0, 0, 0, STRALLOC_ZERO};
+  rec r = {0, 0, 0, 0, 0, 0, 0, STRALLOC_ZERO, 0, 0, 0, 0};
   stralloc lst = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO, nn = STRALLOC_ZERO;
   ent *e = 0;
   size_t ne = 0, i, j, split, added = 0;
@@ -992,7 +1040,10 @@ static int sync_locked(mailstore *ms, size_t *news)
     char const *nm = r.names.s + m->name;
     ent *x = find_ent(e, ne, nm);
     if (!x || x->used) {
-      if (!(m->flags & MS_GONE)) changed = 1;
+      if (!(m->flags & MS_GONE)) {
+        changed = 1;
+        if (!rec_gone(&r, m->uid, ++r.highestmodseq)) goto done;
+      }
       m->flags |= MS_GONE;
       continue;
     }
@@ -1051,7 +1102,7 @@ static int sync_locked(mailstore *ms, size_t *news)
     if (changed) {
       /* sort by uid (rec_add appends in increasing order already: r.msg is sorted) */
       if (rec_write(ms->dir, r.msg, r.n, r.names.s, r.uidvalidity, r.uidnext, r.highestmodseq,
-                    r.firstrecent) < 0)
+                    r.firstrecent, r.gone, r.ngone, r.gonefloor) < 0)
         goto done;
       if (stamps(ms, &t_new, &t_cur, &t_rec, &ino, &size) < 0) goto done;
     }
@@ -1106,6 +1157,12 @@ static int sync_locked(mailstore *ms, size_t *news)
     ms->n = ms->a = on;
     out = 0;
   }
+  free(ms->gone);
+  ms->gone = r.gone;
+  ms->ngone = r.ngone;
+  ms->gonefloor = r.gonefloor;
+  r.gone = 0;
+  r.ngone = r.agone = 0;
   ms->uidvalidity = r.uidvalidity;
   ms->uidnext = r.uidnext;
   ms->highestmodseq = r.highestmodseq;
@@ -1177,6 +1234,10 @@ int mailstore_open(mailstore *ms, char const *dir, int rw)
 
 void mailstore_close(mailstore *ms)
 {
+  free(ms->gone);
+  ms->gone = 0;
+  ms->ngone = 0;
+  ms->gonefloor = 0;
   free(ms->msg);
   ms->msg = 0;
   ms->n = ms->a = 0;
@@ -1297,7 +1358,7 @@ int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, u
   }
   if (changed) {
     if (rec_write(ms->dir, ms->msg, ms->n, ms->names.s, ms->uidvalidity, ms->uidnext,
-                  ms->highestmodseq, ms->firstrecent) < 0)
+                  ms->highestmodseq, ms->firstrecent, ms->gone, ms->ngone, ms->gonefloor) < 0)
       goto done;
     if (stamps(ms, &ms->new_mtime, &ms->cur_mtime, &ms->rec_mtime, &ms->rec_ino,
                &ms->rec_size) < 0)
@@ -1524,4 +1585,38 @@ int mailstore_status_get(char const *dir, mailstore_status *st)
   st->highestmodseq = ms.highestmodseq;
   mailstore_close(&ms);
   return 1;
+}
+
+static int u32cmp(void const *a, void const *b)
+{
+  uint32_t x = *(uint32_t const *)a, y = *(uint32_t const *)b;
+  return x < y ? -1 : x > y;
+}
+
+long mailstore_vanished(mailstore const *ms, uint64_t modseq, uint32_t **out)
+{
+  size_t n = 0, i, a;
+  uint32_t *v;
+  if (modseq < ms->gonefloor) {
+    /* not remembered that far back: every UID below UIDNEXT that is not here */
+    size_t k = 0;
+    uint32_t u;
+    a = ms->uidnext;
+    v = malloc((a ? a : 1) * sizeof *v);
+    if (!v) return -1;
+    for (u = 1; u < ms->uidnext; u++) {
+      while (k < ms->n && ms->msg[k].uid < u) k++;
+      if (k < ms->n && ms->msg[k].uid == u && !(ms->msg[k].flags & MS_GONE)) continue;
+      v[n++] = u;
+    }
+    *out = v;
+    return (long)n;
+  }
+  v = malloc((ms->ngone ? ms->ngone : 1) * sizeof *v);
+  if (!v) return -1;
+  for (i = 0; i < ms->ngone; i++)
+    if (ms->gone[i].modseq > modseq) v[n++] = ms->gone[i].uid;
+  qsort(v, n, sizeof *v, &u32cmp);
+  *out = v;
+  return (long)n;
 }

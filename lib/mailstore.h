@@ -7,7 +7,9 @@
  *       "PB1 V<uidvalidity> N<nextuid> M<highestmodseq> R<firstrecent>\n"
  *       then one line per message, in UID order: "<uid> <modseq> <wsize> <n|c> <file name>\n"
  *       (wsize: the size with CRLF line ends, 0 if not known yet; n/c: in new/ or cur/; the
- *       file name with its ":2," info, so a flag changed by another program is noticed).
+ *       file name with its ":2," info, so a flag changed by another program is noticed),
+ *       and "x <uid> <modseq>\n" for the last expunges (QRESYNC); the header's "E<modseq>"
+ *       says below which modseq expunges are no longer remembered.
  *   FOLDER/pillarbox-uidlist.lock   the lock file (fcntl write lock while the record changes).
  *   FOLDER/dovecot-keywords    keyword letters as Dovecot writes them ("0 $Forwarded\n": the
  *       letter 'a' + 0 in the ":2," info means $Forwarded), shared with Dovecot.
@@ -64,6 +66,13 @@ struct mailstore_msg_s {
   uint64_t wsize;     /* CRLF size, 0 = not known */
 };
 
+typedef struct mailstore_gone_s mailstore_gone;
+struct mailstore_gone_s {
+  uint32_t uid;
+  uint64_t modseq; /* when it was expunged */
+};
+#define MAILSTORE_GONE_KEEP 20000 /* expunges remembered for QRESYNC */
+
 typedef struct mailstore_s mailstore;
 struct mailstore_s {
   char dir[MAILSTORE_NAME_MAX + 8]; /* "." for INBOX, ".Name" for a folder (relative to ROOT) */
@@ -73,6 +82,9 @@ struct mailstore_s {
   mailstore_msg *msg; /* in UID order */
   size_t n, a;
   stralloc names;     /* file names, NUL-terminated */
+  mailstore_gone *gone; /* the last expunges, oldest first */
+  size_t ngone;
+  uint64_t gonefloor; /* expunges at or below this modseq are forgotten */
   char *kw[MAILSTORE_KEYWORDS]; /* keyword names, NULL where unused */
   unsigned int nkw;
   /* change detection */
@@ -177,6 +189,11 @@ struct mailstore_status_s {
   uint64_t highestmodseq, size;
 };
 int mailstore_status_get(char const *dir, mailstore_status *st);
+
+/* The UIDs expunged after modseq, ascending, into *out (malloc'ed; free it). When modseq is
+ * older than what the record remembers, every UID below UIDNEXT that is not in the folder.
+ * Returns the count or -1. */
+long mailstore_vanished(mailstore const *ms, uint64_t modseq, uint32_t **out);
 
 /* Parses the ":2," info of a file name into system flags and keyword bits. */
 void mailstore_parse_info(char const *name, uint32_t *flags, uint32_t *kw);

@@ -530,3 +530,46 @@ def test_crash_during_append_move_expunge_keeps_uids(box):
     for folder in (None, "Archive"):
         head, uids = box.record(folder)
         assert all(u < head["N"] for u in uids.values())
+
+
+def test_condstore_qresync_resync_reports_exactly_what_changed(box):
+    for _ in range(4):
+        box.add(MSG1)
+    a = box.session()
+    try:
+        assert a.ok("a1", "ENABLE QRESYNC") == [b"* ENABLED CONDSTORE QRESYNC"]
+        u = a.ok("a2", "SELECT INBOX")
+        uv = int(re.search(rb"UIDVALIDITY (\d+)", b" ".join(u)).group(1))
+        hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", b" ".join(u)).group(1))
+    finally:
+        a.close()
+    b = box.session()
+    try:
+        b.ok("b1", "SELECT INBOX")
+        b.ok("b2", "STORE 2 +FLAGS.SILENT (\\Flagged)")
+        b.ok("b3", "STORE 3 +FLAGS.SILENT (\\Deleted)")
+        b.ok("b4", "EXPUNGE")
+    finally:
+        b.close()
+    c = box.session()
+    try:
+        c.ok("c1", "ENABLE QRESYNC")
+        u = c.ok("c2", "SELECT INBOX (QRESYNC (%d %d))" % (uv, hms))
+        changes = [x for x in u if b"VANISHED" in x or b"FETCH" in x]
+        m = re.match(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Flagged\) MODSEQ \((\d+)\)\)", changes[1])
+        assert changes[0] == b"* VANISHED (EARLIER) 3" and m and len(changes) == 2, changes
+        assert int(m.group(1)) > hms
+        u = c.ok("c3", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)" % hms)
+        assert u[0] == b"* VANISHED (EARLIER) 3" and len(u) == 2 and b"UID 2 " in u[1], u
+        # nothing changed since the newest modseq: nothing reported
+        st = c.ok("c3b", "STATUS INBOX (HIGHESTMODSEQ)")
+        newest = int(re.search(rb"HIGHESTMODSEQ (\d+)", st[0]).group(1))
+        assert c.ok("c4", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)" % newest) == []
+        # an expunge in this session is told as VANISHED, not EXPUNGE
+        c.ok("c5", "STORE 1 +FLAGS.SILENT (\\Deleted)")
+        assert c.ok("c6", "EXPUNGE") == [b"* VANISHED 1"]
+        # a STORE that lost the race: UNCHANGEDSINCE older than the message's modseq
+        u, t = c.cmd("c7", "STORE 1 (UNCHANGEDSINCE %d) +FLAGS (\\Seen)" % hms)
+        assert t == b"c7 OK [MODIFIED 1] Conditional store failed", (u, t)
+    finally:
+        c.close()
