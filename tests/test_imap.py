@@ -48,6 +48,8 @@ class Box:
         head = dict((w[0], int(w[1:])) for w in lines[0].split()[1:])
         uids = {}
         for line in lines[1:]:
+            if line.startswith("x "):  # an expunge remembered for QRESYNC
+                continue
             uid, modseq, wsize, where, name = line.split(" ", 4)
             uids[name.split(":")[0]] = int(uid)
         return head, uids
