@@ -75,6 +75,33 @@ static void add_target(stralloc *line, size_t start, char const *t, size_t tn)
   if (!stralloc_catb(line, t, tn)) strerr_diefu1sys(111, "allocate");
 }
 
+/* Dies 100, printing the way, if the aliases text al would make key loop (or expand too deep
+ * or too wide) when it is looked up: mail to it would be refused "550 5.4.6 alias loop". */
+static void refuse_loops(stralloc const *al)
+{
+  stralloc users = STRALLOC_ZERO, domains = STRALLOC_ZERO, path = STRALLOC_ZERO;
+  acct_texts t;
+  int r;
+  accounts_load(ACCT_USERS, &users);
+  accounts_load(ACCT_DOMAINS, &domains);
+  t.aliases = al->s;
+  t.alen = al->len;
+  t.users = users.s;
+  t.ulen = users.len;
+  t.domains = domains.s;
+  t.dlen = domains.len;
+  r = accounts_alias_check(&t, key.s, key.len, &path);
+  if (r < 0) strerr_diefu1sys(111, "allocate");
+  if (r == ACCT_GRAPH_LOOP) strerr_dief2x(100, "refused, this makes an alias loop: ", path.s);
+  if (r == ACCT_GRAPH_DEEP)
+    strerr_dief2x(100, "refused, aliases would nest more than 10 deep: ", path.s);
+  if (r == ACCT_GRAPH_WIDE)
+    strerr_dief2x(100, "refused, the expansion would pass 1000 targets at: ", path.s);
+  stralloc_free(&users);
+  stralloc_free(&domains);
+  stralloc_free(&path);
+}
+
 static int print_line(char const *s, size_t n, unsigned long line, void *data)
 {
   acct_rec r;
@@ -142,7 +169,15 @@ int main(int argc, char const *const *argv)
       count++;
     }
     if (count > LOOKUP_TARGETS_MAX) strerr_dief1x(100, "too many targets for one alias");
-    accounts_replace_save(ACCT_ALIASES, text.s, text.len, key.s, key.len, line.s, line.len);
+    {
+      stralloc out = STRALLOC_ZERO;
+      if (!accounts_replace(ACCT_ALIASES, text.s, text.len, key.s, key.len, line.s, line.len,
+                            &out))
+        strerr_diefu1sys(111, "allocate");
+      refuse_loops(&out);
+      accounts_save(ACCT_ALIASES, out.s, out.len);
+      stralloc_free(&out);
+    }
     close(lock);
     return 0;
   }

@@ -1,9 +1,17 @@
-/* mail-instance: create an instance (doc/mail-instance.8).
- * mail-instance create ROOT --hostname H --domain D [--domain D...] [--postmaster ADDR] */
+/* mail-instance: create an instance, re-apply the service templates to one, rebuild its
+ * tcp rules (doc/mail-instance.8).
+ * mail-instance create ROOT --hostname H --domain D [--domain D...] [--postmaster ADDR]
+ * mail-instance update ROOT
+ * mail-instance tcprules [ROOT]
+ * Run by root, create (and update) make the system users of the privilege model and give
+ * each part of the instance to its user (doc/security.md). */
 #include <dirent.h>
+#include <grp.h>
+#include <pwd.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,9 +23,12 @@
 #include <skalibs/djbunix.h>
 #include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
+#include <skalibs/types.h>
 
 #include "accounts.h"
 #include "addr.h"
+#include "instance.h"
+#include "queue.h"
 
 #ifndef PILLARBOX_SHAREDIR
 #define PILLARBOX_SHAREDIR "/usr/local/share/pillarbox"
@@ -25,12 +36,15 @@
 
 char const *PROG = "mail-instance";
 #define USAGE \
-  "mail-instance create ROOT --hostname H --domain D [--domain D...] [--postmaster ADDR]"
+  "mail-instance create ROOT --hostname H --domain D [--domain D...] [--postmaster ADDR]\n" \
+  "       mail-instance update ROOT\n" \
+  "       mail-instance tcprules [ROOT]"
 #define DOMS_MAX 100
 #define dieusage() strerr_dieusage(100, USAGE)
 
 static char const *root;  /* absolute */
 static stralloc bindir = STRALLOC_ZERO;
+static int updating;      /* update: keep existing env/ files */
 
 static char const *path(char const *rel)
 {
@@ -162,6 +176,26 @@ static void substitute(char const *s, size_t n, stralloc *out)
   }
 }
 
+/* The directory part of p (static buffer). */
+static char const *dst_dir(char const *p)
+{
+  static char b[PATH_MAX];
+  size_t n = strlen(p);
+  if (n >= sizeof b) n = sizeof b - 1;
+  memcpy(b, p, n);
+  b[n] = 0;
+  while (n && b[n - 1] != '/') n--;
+  if (n) b[n - 1] = 0;
+  return b;
+}
+
+/* Is dir a settings directory (its last component "env")? */
+static int is_envdir(char const *dir)
+{
+  size_t n = strlen(dir);
+  return n >= 4 && !strcmp(dir + n - 4, "/env");
+}
+
 static void copy_tree(char const *src, char const *dst, int top)
 {
   DIR *d = opendir(src);
@@ -183,28 +217,45 @@ static void copy_tree(char const *src, char const *dst, int top)
       strerr_diefu1sys(111, "allocate");
     if (lstat(s.s, &st) < 0) strerr_diefu2sys(111, "stat ", s.s);
     if (S_ISDIR(st.st_mode)) {
-      mkdir_mode(t.s, 0700);
+      struct stat dst;
+      int existed = lstat(t.s, &dst) == 0;
+      if (!existed) mkdir_mode(t.s, 0700);
+      else if (!S_ISDIR(dst.st_mode)) strerr_dief3x(100, "refusing to replace ", t.s, ": not a directory");
       copy_tree(s.s, t.s, 0);
       if (chmod(t.s, st.st_mode & 07777) < 0) strerr_diefu2sys(111, "chmod ", t.s);
     } else if (top) {
       /* only service directories belong in the scan directory */
     } else if (S_ISREG(st.st_mode)) {
-      stralloc in = STRALLOC_ZERO, out = STRALLOC_ZERO;
+      stralloc in = STRALLOC_ZERO, out = STRALLOC_ZERO, tmp = STRALLOC_ZERO;
+      struct stat dst;
       int fd;
+      /* update: a setting (a file in an env/ directory) the administrator has is kept */
+      if (updating && lstat(t.s, &dst) == 0 && is_envdir(dst_dir(t.s))) {
+        stralloc_free(&s);
+        stralloc_free(&t);
+        continue;
+      }
       if (!openslurpclose(&in, s.s)) strerr_diefu2sys(111, "read ", s.s);
       substitute(in.s ? in.s : "", in.len, &out);
-      fd = open(t.s, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      if (fd < 0) strerr_diefu2sys(111, "create ", t.s);
+      if (!stralloc_copyb(&tmp, t.s, t.len - 1) || !stralloc_cats(&tmp, ".new") ||
+          !stralloc_0(&tmp))
+        strerr_diefu1sys(111, "allocate");
+      unlink(tmp.s);
+      fd = open(tmp.s, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0) strerr_diefu2sys(111, "create ", tmp.s);
       if (allwrite(fd, out.s ? out.s : "", out.len) < out.len || fsync(fd) < 0 ||
           fchmod(fd, st.st_mode & 07777) < 0 || close(fd) < 0)
-        strerr_diefu2sys(111, "write ", t.s);
+        strerr_diefu2sys(111, "write ", tmp.s);
+      if (rename(tmp.s, t.s) < 0) strerr_diefu4sys(111, "rename ", tmp.s, " to ", t.s);
       stralloc_free(&in);
       stralloc_free(&out);
+      stralloc_free(&tmp);
     } else if (S_ISLNK(st.st_mode)) {
       char buf[PATH_MAX];
       ssize_t r = readlink(s.s, buf, sizeof buf - 1);
       if (r < 0) strerr_diefu2sys(111, "readlink ", s.s);
       buf[r] = 0;
+      if (updating) unlink(t.s);
       if (symlink(buf, t.s) < 0) strerr_diefu2sys(111, "symlink ", t.s);
     }
     stralloc_free(&s);
@@ -230,6 +281,12 @@ static void make_services(void)
     if (!stralloc_catb(&t, bindir.s, bindir.len) || !stralloc_cats(&t, "/../services") ||
         !stralloc_0(&t))
       strerr_diefu1sys(111, "allocate");
+    if (!is_dir(t.s)) { /* the tree's build/bin */
+      t.len = 0;
+      if (!stralloc_catb(&t, bindir.s, bindir.len) || !stralloc_cats(&t, "/../../services") ||
+          !stralloc_0(&t))
+        strerr_diefu1sys(111, "allocate");
+    }
     if (!is_dir(t.s)) {
       t.len = 0;
       if (!stralloc_cats(&t, PILLARBOX_SHAREDIR "/services") || !stralloc_0(&t))
@@ -239,6 +296,250 @@ static void make_services(void)
   if (is_dir(t.s)) copy_tree(t.s, path("service"), 1);
   else strerr_warnw3x("no service templates in ", t.s, ": service/ left empty");
   stralloc_free(&t);
+}
+
+
+/* ---- the privilege model: system users, owners and modes (doc/security.md) ---- */
+
+/* Runs argv with stdout to stderr, so the tool's complaints are seen. Returns its exit code,
+ * 127 if it could not be run. */
+static int run_loud(char const *const *argv)
+{
+  int st;
+  pid_t pid = fork();
+  if (pid < 0) strerr_diefu1sys(111, "fork");
+  if (!pid) {
+    if (dup2(2, 1) < 0) _exit(127);
+    execvp(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) strerr_diefu1sys(111, "wait");
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 126;
+}
+
+/* The system users (each with a group of its name) and the extra groups, with members. */
+static char const *const sysusers[] = {"pb-tls", "pb-smtpd", "pb-login", "pb-auth", "pb-queue",
+                                       "pb-deliv", "pb-remote", "pb-log", 0};
+static char const *const sysgroups[][4] = {
+  {"pb-authc", "pb-smtpd", "pb-deliv", 0},     /* may connect to the auth service */
+  {"pb-loginc", "pb-login", 0, 0},             /* may connect to the login broker */
+  {"pb-authfail", "pb-smtpd", "pb-login", 0},  /* write authfail/ (failed logins per IP) */
+};
+
+static void ensure_group(char const *g)
+{
+  char const *argv[] = {"groupadd", "--system", g, 0};
+  if (getgrnam(g)) return;
+  if (run_loud(argv)) strerr_diefu2x(111, "create the group ", g);
+  if (!getgrnam(g)) strerr_diefu3x(111, "find the group ", g, " after groupadd");
+}
+
+static void ensure_user(char const *u)
+{
+  char const *argv[] = {"useradd", "--system", "--user-group", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                        "--comment", "pillarbox", u, 0};
+  if (getpwnam(u)) return;
+  if (run_loud(argv)) strerr_diefu2x(111, "create the system user ", u);
+  if (!getpwnam(u)) strerr_diefu3x(111, "find the user ", u, " after useradd");
+}
+
+static void ensure_member(char const *g, char const *u)
+{
+  struct group *gr = getgrnam(g);
+  char const *argv[] = {"usermod", "--append", "--groups", g, u, 0};
+  char **m;
+  if (!gr) strerr_diefu2x(111, "find the group ", g);
+  for (m = gr->gr_mem; *m; m++)
+    if (!strcmp(*m, u)) return;
+  if (run_loud(argv)) strerr_diefu4x(111, "add ", u, " to the group ", g);
+}
+
+static void make_users(void)
+{
+  unsigned int i, j;
+  for (i = 0; sysusers[i]; i++) ensure_user(sysusers[i]);
+  for (i = 0; i < sizeof sysgroups / sizeof sysgroups[0]; i++) {
+    ensure_group(sysgroups[i][0]);
+    for (j = 1; j < 4 && sysgroups[i][j]; j++) ensure_member(sysgroups[i][0], sysgroups[i][j]);
+  }
+}
+
+static uid_t uid_of(char const *u)
+{
+  struct passwd *pw = getpwnam(u);
+  if (!pw) strerr_dief3x(111, "no user ", u, ": run mail-instance update as root to create it");
+  return pw->pw_uid;
+}
+
+static gid_t gid_of(char const *g)
+{
+  struct group *gr = getgrnam(g);
+  if (!gr) strerr_dief3x(111, "no group ", g, ": run mail-instance update as root to create it");
+  return gr->gr_gid;
+}
+
+/* The layout: directory, owner and group (0 = root) and mode under root's model, mode when
+ * one unprivileged uid runs everything; tree: the owner is applied to everything below when
+ * the directory changes hands (update of an instance from before the model). */
+static struct {
+  char const *rel, *user, *group;
+  mode_t mode, single;
+  int tree;
+} const layout[] = {
+  {"control", 0, 0, 0755, 0755, 0},
+  {"tls", 0, 0, 0700, 0700, 0},
+  {"queue", "pb-queue", "pb-queue", 0711, 0711, 1},  /* o+x: everybody reaches inject.sock */
+  {"mail", "pb-deliv", "pb-deliv", 0750, 0750, 1},
+  {"service", 0, 0, 0755, 0755, 0},
+  {"log", "pb-log", "pb-log", 0750, 0755, 1},
+  {"authfail", 0, "pb-authfail", 02770, 0770, 1},
+  {"env", 0, 0, 0755, 0755, 0},
+  {"run", 0, 0, 0755, 0755, 0},
+  {"run/auth", "pb-auth", "pb-authc", 0750, 0700, 0},
+  {"run/login", "pb-deliv", "pb-loginc", 0750, 0700, 0},
+  {"run/quota", "pb-deliv", "pb-authc", 02750, 0700, 1},
+  {"run/slots", 0, 0, 0755, 0755, 0},
+  {"run/slots/smtpd", "pb-smtpd", "pb-smtpd", 0700, 0700, 0},
+  {"run/slots/login", "pb-login", "pb-login", 0700, 0700, 0},
+};
+
+static void chown_tree(char const *p, uid_t u, gid_t g)
+{
+  if (instance_chown_tree(p, u, g) < 0) strerr_diefu2sys(111, "give to its owner everything in ", p);
+}
+
+/* Is an entry right below directory p owned by someone else than u? */
+static int children_not(char const *p, uid_t u)
+{
+  DIR *d = opendir(p);
+  struct dirent *e;
+  int r = 0;
+  if (!d) strerr_diefu2sys(111, "open directory ", p);
+  while (!r && (e = readdir(d))) {
+    struct stat st;
+    if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+      continue;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_uid != u) r = 1;
+  }
+  closedir(d);
+  return r;
+}
+
+/* Makes the directories of the layout (missing ones) and, when privileged, gives each to its
+ * user with its mode. */
+static void make_layout(int privileged)
+{
+  unsigned int i;
+  for (i = 0; i < sizeof layout / sizeof layout[0]; i++) {
+    char const *p = path(layout[i].rel);
+    mode_t mode = privileged ? layout[i].mode : layout[i].single;
+    struct stat st;
+    if (mkdir(p, 0700) < 0 && errno != EEXIST) strerr_diefu2sys(111, "mkdir ", p);
+    if (lstat(p, &st) < 0) strerr_diefu2sys(111, "stat ", p);
+    if (!S_ISDIR(st.st_mode)) strerr_dief2x(100, p, " is not a directory");
+    if (privileged) {
+      uid_t u = layout[i].user ? uid_of(layout[i].user) : 0;
+      gid_t g = layout[i].group ? gid_of(layout[i].group) : 0;
+      if (layout[i].tree && (st.st_uid != u || children_not(p, u)))
+        chown_tree(p, u, g);
+      else if ((st.st_uid != u || st.st_gid != g) && lchown(p, u, g) < 0)
+        strerr_diefu2sys(111, "chown ", p);
+    }
+    if (chmod(p, mode) < 0) strerr_diefu2sys(111, "chmod ", p);
+  }
+  if (privileged) { /* the hashes: read by the auth service only */
+    char const *p = path("control/passwd.cdb");
+    if (lchown(p, uid_of("pb-auth"), gid_of("pb-auth")) < 0 && errno != ENOENT)
+      strerr_diefu2sys(111, "chown ", p);
+  }
+}
+
+/* MAILROOT/env/PATH: where the run scripts find the programs (kept if it exists). */
+static void make_envpath(void)
+{
+  stralloc s = STRALLOC_ZERO;
+  struct stat st;
+  if (lstat(path("env/PATH"), &st) == 0) return;
+  if (!stralloc_catb(&s, bindir.s, bindir.len) ||
+      !stralloc_cats(&s, ":/usr/local/bin:/usr/bin:/bin\n"))
+    strerr_diefu1sys(111, "allocate");
+  writefile("env/PATH", s.s, s.len, 0644);
+  stralloc_free(&s);
+}
+
+/* tcprules: control/tcp-rules into control/tcp-rules.cdb, atomically (tcprules writes the
+ * temporary file and renames it); tcpserver reads the cdb at each connection. */
+static int rebuild_tcprules(int loud)
+{
+  char const *argv[] = {"tcprules", "control/tcp-rules.cdb", "control/tcp-rules.tmp", 0};
+  int r = run(argv, path("control/tcp-rules"));
+  if (r == 127) strerr_warnw1x("tcprules not found: control/tcp-rules.cdb not made");
+  else if (r) strerr_warnw1x("tcprules failed: control/tcp-rules.cdb not made (syntax?)");
+  (void)loud;
+  return r;
+}
+
+static void find_bindir(void)
+{
+  if (sarealpath(&bindir, "/proc/self/exe") < 0) { /* skalibs: 0 ok, -1 error */
+    bindir.len = 0;
+    if (!stralloc_cats(&bindir, PILLARBOX_BINDIR)) strerr_diefu1sys(111, "allocate");
+  } else {
+    while (bindir.len && !bindir.s[bindir.len - 1]) bindir.len--;
+    while (bindir.len && bindir.s[bindir.len - 1] != '/') bindir.len--;
+    if (bindir.len > 1) bindir.len--;
+  }
+  if (!stralloc_0(&bindir)) strerr_diefu1sys(111, "allocate");
+  bindir.len--;
+}
+
+/* ROOT as an absolute path without trailing slashes, into abs; sets root. */
+static void set_root(char const *rootarg, stralloc *abs)
+{
+  size_t i;
+  if (!*rootarg) dieusage();
+  if (rootarg[0] != '/') {
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) strerr_diefu1sys(111, "get the current directory");
+    if (!stralloc_cats(abs, cwd) || !stralloc_catb(abs, "/", 1)) strerr_diefu1sys(111, "allocate");
+  }
+  if (!stralloc_cats(abs, rootarg)) strerr_diefu1sys(111, "allocate");
+  while (abs->len > 1 && abs->s[abs->len - 1] == '/') abs->len--;
+  if (!stralloc_0(abs)) strerr_diefu1sys(111, "allocate");
+  root = abs->s;
+  for (i = 0; root[i]; i++)
+    if ((unsigned char)root[i] < ' ' || root[i] == 127)
+      strerr_dief1x(100, "ROOT must not contain control characters");
+}
+
+/* mail-instance update ROOT / mail-instance tcprules [ROOT] */
+static int other_commands(int argc, char const *const *argv)
+{
+  stralloc abs = STRALLOC_ZERO;
+  struct stat st;
+  if (!strcmp(argv[1], "tcprules")) {
+    char const *r = argc > 2 ? argv[2] : getenv("MAILROOT");
+    if (argc > 3 || !r) dieusage();
+    set_root(r, &abs);
+    if (stat(path("control/tcp-rules"), &st) < 0) strerr_diefu2sys(111, "stat ", path("control/tcp-rules"));
+    return rebuild_tcprules(1) ? 111 : 0;
+  }
+  if (argc != 3) dieusage();
+  set_root(argv[2], &abs);
+  if (stat(path("control"), &st) < 0 || !S_ISDIR(st.st_mode))
+    strerr_dief3x(100, "not an instance: ", root, " (no control/ directory)");
+  find_bindir();
+  if (setenv("MAILROOT", root, 1) < 0) strerr_diefu1sys(111, "setenv MAILROOT");
+  /* the model applies when root runs an instance root made */
+  if (!geteuid() && !st.st_uid) make_users();
+  if (!queue_init(path("queue"))) strerr_diefu2sys(111, "make the queue in ", path("queue"));
+  make_layout(!geteuid() && !st.st_uid);
+  make_envpath();
+  updating = 1;
+  make_services();
+  return 0;
 }
 
 static char const readme[] =
@@ -273,6 +574,8 @@ int main(int argc, char const *const *argv)
   char const *doms[DOMS_MAX];
   unsigned int ndoms = 0;
 
+  if (argc >= 2 && (!strcmp(argv[1], "update") || !strcmp(argv[1], "tcprules")))
+    return other_commands(argc, argv);
   if (argc < 2 || strcmp(argv[1], "create")) dieusage();
   for (i = 2; i < argc; i++) {
     char const *a = argv[i];
@@ -343,19 +646,40 @@ int main(int argc, char const *const *argv)
     stralloc_free(&f);
   }
 
-  /* ROOT, absolute */
-  if (rootarg[0] != '/') {
-    char cwd[PATH_MAX];
-    if (!getcwd(cwd, sizeof cwd)) strerr_diefu1sys(111, "get the current directory");
-    if (!stralloc_cats(&abs, cwd) || !stralloc_catb(&abs, "/", 1)) strerr_diefu1sys(111, "allocate");
+  /* RFC 2142 and cron: root, abuse and MAILER-DAEMON of every domain reach its postmaster
+   * (postmaster@D is --postmaster, or the domain's first account: see mail-user) */
+  {
+    static char const *const roles[3] = {"root", "abuse", "mailer-daemon"};
+    stralloc f = STRALLOC_ZERO;
+    unsigned int j, k;
+    if (pmaddr && !addr_fold(pmaddr, strlen(pmaddr), &f)) strerr_diefu1sys(111, "allocate");
+    for (j = 0; j < ndoms; j++) {
+      size_t dl = strlen(doms[j]), x;
+      for (k = 0; k < 3; k++) {
+        size_t start = aliases.len, rl = strlen(roles[k]);
+        if (!stralloc_cats(&aliases, roles[k]) || !stralloc_catb(&aliases, "@", 1))
+          strerr_diefu1sys(111, "allocate");
+        for (x = 0; x < dl; x++) {
+          char c = doms[j][x];
+          if (c >= 'A' && c <= 'Z') c += 32;
+          if (!stralloc_catb(&aliases, &c, 1)) strerr_diefu1sys(111, "allocate");
+        }
+        /* --postmaster root@D: that one is the mailbox, not an alias of it */
+        if (pmaddr && f.len == aliases.len - start && !memcmp(f.s, aliases.s + start, f.len)) {
+          aliases.len = start;
+          continue;
+        }
+        if (!stralloc_cats(&aliases, ": postmaster@") ||
+            !stralloc_catb(&aliases, aliases.s + start + rl + 1, dl) ||
+            !stralloc_catb(&aliases, "\n", 1))
+          strerr_diefu1sys(111, "allocate");
+      }
+    }
+    stralloc_free(&f);
   }
-  if (!stralloc_cats(&abs, rootarg)) strerr_diefu1sys(111, "allocate");
-  while (abs.len > 1 && abs.s[abs.len - 1] == '/') abs.len--;
-  if (!stralloc_0(&abs)) strerr_diefu1sys(111, "allocate");
-  root = abs.s;
-  for (i = 0; root[i]; i++)
-    if ((unsigned char)root[i] < ' ' || root[i] == 127)
-      strerr_dief1x(100, "ROOT must not contain control characters");
+
+  /* ROOT, absolute */
+  set_root(rootarg, &abs);
 
   if (lstat(root, &st) == 0) {
     DIR *d;
@@ -382,25 +706,12 @@ int main(int argc, char const *const *argv)
   }
 
   /* the directory of the programs */
-  if (sarealpath(&bindir, "/proc/self/exe") < 0) { /* skalibs: 0 ok, -1 error */
-    bindir.len = 0;
-    if (!stralloc_cats(&bindir, PILLARBOX_BINDIR)) strerr_diefu1sys(111, "allocate");
-  } else {
-    while (bindir.len && !bindir.s[bindir.len - 1]) bindir.len--;
-    while (bindir.len && bindir.s[bindir.len - 1] != '/') bindir.len--;
-    if (bindir.len > 1) bindir.len--;
-  }
-  if (!stralloc_0(&bindir)) strerr_diefu1sys(111, "allocate");
-  bindir.len--;
+  find_bindir();
 
   if (setenv("MAILROOT", root, 1) < 0) strerr_diefu1sys(111, "setenv MAILROOT");
-  mkdir_mode(path("control"), 0755);
-  mkdir_mode(path("tls"), 0700);
-  mkdir_mode(path("queue"), 0750);
-  mkdir_mode(path("mail"), 0750);
-  mkdir_mode(path("service"), 0755);
-  mkdir_mode(path("log"), 0755);
-  mkdir_mode(path("authfail"), 0770); /* per-IP AUTH failure table (lib/authfail), written by the protocol programs */
+  if (!geteuid()) make_users();
+  make_layout(0); /* owners once the files are in: below */
+  make_envpath();
 
   {
     int lock = accounts_lock();
@@ -409,6 +720,13 @@ int main(int argc, char const *const *argv)
       if (!stralloc_cats(&me, host) || !stralloc_catb(&me, "\n", 1))
         strerr_diefu1sys(111, "allocate");
       writefile("control/me", me.s, me.len, 0644);
+      /* where bare names ("root", cron's MAILTO) live: the first domain */
+      me.len = 0;
+      if (!stralloc_cats(&me, doms[0]) || !stralloc_catb(&me, "\n", 1))
+        strerr_diefu1sys(111, "allocate");
+      for (i = 0; (size_t)i < me.len; i++)
+        if (me.s[i] >= 'A' && me.s[i] <= 'Z') me.s[i] += 32;
+      writefile("control/defaultdomain", me.s, me.len, 0644);
       stralloc_free(&me);
     }
     accounts_save(ACCT_DOMAINS, domains.s, domains.len);
@@ -420,5 +738,7 @@ int main(int argc, char const *const *argv)
   make_tcprules();
   make_tls(host);
   make_services();
+  if (!queue_init(path("queue"))) strerr_diefu2sys(111, "make the queue in ", path("queue"));
+  make_layout(!geteuid());
   return 0;
 }

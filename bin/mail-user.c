@@ -1,27 +1,32 @@
 /* mail-user: administer accounts (doc/mail-user.8).
- * mail-user add ADDRESS [--quota BYTES] | del ADDRESS | passwd ADDRESS | quota ADDRESS BYTES |
+ * mail-user add ADDRESS [--quota BYTES] | del [--force] [--purge] ADDRESS | passwd ADDRESS | quota ADDRESS BYTES |
  *           list [DOMAIN] | rebuild
  * Passwords are read from stdin (one line), never from the command line. */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <skalibs/buffer.h>
+#include <skalibs/djbunix.h>
 #include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
 #include <skalibs/types.h>
 #include <skalibs/uint64.h>
 
 #include "accounts.h"
+#include "instance.h"
 #include "addr.h"
 #include "control.h"
 #include "passwd.h"
 
 char const *PROG = "mail-user";
 #define USAGE \
-  "mail-user add ADDRESS [--quota BYTES] | del ADDRESS | passwd ADDRESS | " \
+  "mail-user add ADDRESS [--quota BYTES] | del [--force] [--purge] ADDRESS | passwd ADDRESS | " \
   "quota ADDRESS BYTES | list [DOMAIN] | rebuild   (passwords on stdin)"
 #define dieusage() strerr_dieusage(100, USAGE)
 
@@ -90,6 +95,13 @@ static void make_maildir(char const *rel)
   p.len = base;
   if (!stralloc_cats(&p, "/cur") || !stralloc_0(&p)) strerr_diefu1sys(111, "allocate");
   mkdir_0700(p.s);
+  /* run by root: the Maildir and its domain directory belong to the delivery uid */
+  p.len = base;
+  if (!stralloc_0(&p) || instance_own_tree(p.s, INSTANCE_MAIL) < 0)
+    strerr_diefu2sys(111, "give to the owner of mail/: ", p.s);
+  while (p.len && p.s[p.len - 1] != '/') p.len--;
+  if (p.len) p.s[--p.len] = 0;
+  if (instance_own(p.s, INSTANCE_MAIL) < 0) strerr_diefu2sys(111, "give to the owner of mail/: ", p.s);
   stralloc_free(&p);
 }
 
@@ -105,12 +117,26 @@ static void make_line(stralloc *line, char const *hash, char const *maildir, siz
     strerr_diefu1sys(111, "allocate");
 }
 
+/* 1 if key is root, abuse or mailer-daemon of its domain and t (tn) is postmaster@ the same
+ * domain: one of the aliases mail-instance makes, which an account of that name replaces. */
+static int role_alias(char const *t, size_t tn)
+{
+  static char const *const roles[3] = {"root", "abuse", "mailer-daemon"};
+  size_t dlen = key.len - at - 1, i;
+  int role = 0;
+  for (i = 0; i < 3; i++)
+    if (at == strlen(roles[i]) && !memcmp(key.s, roles[i], at)) role = 1;
+  if (!role || tn != 11 + dlen || strncasecmp(t, "postmaster@", 11)) return 0;
+  return !strncasecmp(t + 11, key.s + at + 1, dlen);
+}
+
 /* RFC 5321 4.5.1: every domain must accept postmaster. After key was added to control/users
  * (users is the text before the add):
  * - the first account of a domain with neither an alias nor an account postmaster@DOMAIN
  *   makes the alias postmaster@DOMAIN -> this account;
  * - an account postmaster@DOMAIN replaces an alias postmaster@DOMAIN that has one target
- *   (the one made above, or one like it), since aliases come before accounts;
+ *   (the one made above, or one like it), since aliases come before accounts; the same for
+ *   root, abuse and mailer-daemon@DOMAIN and their aliases to postmaster@DOMAIN (mail-instance's);
  * - any other alias of the new address hides the account: a warning says so. */
 static void postmaster_rule(stralloc const *users)
 {
@@ -126,7 +152,7 @@ static void postmaster_rule(stralloc const *users)
       if (!count) t = x, tn = xn;
       count++;
     }
-    if (at == 10 && !memcmp(key.s, "postmaster", 10) && count == 1) {
+    if (count == 1 && ((at == 10 && !memcmp(key.s, "postmaster", 10)) || role_alias(t, tn))) {
       if (!stralloc_catb(&line, t, tn) || !stralloc_0(&line)) strerr_diefu1sys(111, "allocate");
       if (!accounts_replace(ACCT_ALIASES, aliases.s, aliases.len, key.s, key.len, 0, 0, &out))
         strerr_diefu1sys(111, "allocate");
@@ -221,16 +247,159 @@ static void do_passwd_or_quota(char const *addr, char const *quota)
   close(lock);
 }
 
-static void do_del(char const *addr)
+/* The aliases whose targets name the account key (exactly, or as key's user+tag): their keys
+ * in names ("a, b"), and, in out, the aliases text with key taken out of them (an alias left
+ * without a target goes; its key is added to gone, NUL-separated). Returns how many. */
+struct refs_s {
+  char const *k; /* the address looked for (folded) */
+  size_t kn;
+  stralloc *names, *out, *gone;
+  stralloc f, b, line;
+  unsigned long n;
+};
+
+static int ref_line(char const *s, size_t n, unsigned long lineno, void *data)
 {
-  stralloc text = STRALLOC_ZERO;
+  struct refs_s *x = data;
+  acct_rec r;
+  char const *why, *t;
+  size_t pos = 0, tn, kept = 0;
+  int hit = 0;
+  (void)lineno;
+  if (!accounts_parse(ACCT_ALIASES, s, n, &r, &why)) return 1;
+  x->line.len = 0;
+  if (!addr_fold(r.key, r.keylen, &x->f) || !stralloc_catb(&x->line, x->f.s, x->f.len) ||
+      !stralloc_cats(&x->line, ": "))
+    return -1;
+  while (accounts_next_target(r.targets, r.targetslen, &pos, &t, &tn)) {
+    if (!accounts_fold_target(t, tn, &x->f, &x->b)) return -1;
+    if ((x->f.len == x->kn && !memcmp(x->f.s, x->k, x->kn)) ||
+        (x->b.len == x->kn && !memcmp(x->b.s, x->k, x->kn))) {
+      hit = 1;
+      continue;
+    }
+    if ((kept++ && !stralloc_cats(&x->line, ", ")) || !stralloc_catb(&x->line, t, tn)) return -1;
+  }
+  if (!hit) return 1;
+  x->n++;
+  if (!addr_fold(r.key, r.keylen, &x->f)) return -1;
+  if ((x->names->len && !stralloc_cats(x->names, ", ")) ||
+      !stralloc_catb(x->names, x->f.s, x->f.len))
+    return -1;
+  {
+    stralloc tmp = STRALLOC_ZERO;
+    if (!accounts_replace(ACCT_ALIASES, x->out->s, x->out->len, x->f.s, x->f.len,
+                          kept ? x->line.s : 0, kept ? x->line.len : 0, &tmp))
+      return -1;
+    stralloc_free(x->out);
+    *x->out = tmp;
+  }
+  if (!kept && (!stralloc_catb(x->gone, x->f.s, x->f.len) || !stralloc_0(x->gone))) return -1;
+  return 1;
+}
+
+/* The Maildir of a deleted account (path, absolute) is moved to DIR/.deleted/USER-DATE beside
+ * it, or removed with --purge. */
+static void retire_maildir(char const *path, int purge)
+{
+  stralloc to = STRALLOC_ZERO;
+  struct stat st, pst;
+  char const *slash = strrchr(path, '/');
+  char date[32];
+  time_t now = time(0);
+  struct tm tm;
+  unsigned int n;
+  if (lstat(path, &st) < 0) {
+    if (errno != ENOENT) strerr_diefu2sys(111, "stat ", path);
+    strerr_warnw2x("no Maildir to keep at ", path);
+    return;
+  }
+  if (purge) {
+    if (rm_rf(path) < 0) strerr_diefu2sys(111, "remove ", path);
+    strerr_warni2x("removed the Maildir ", path);
+    return;
+  }
+  if (!slash || !gmtime_r(&now, &tm) || !strftime(date, sizeof date, "%Y%m%dT%H%M%SZ", &tm))
+    strerr_diefu2sys(111, "name the kept Maildir of ", path);
+  if (!stralloc_catb(&to, path, (size_t)(slash - path)) || !stralloc_cats(&to, "/.deleted") ||
+      !stralloc_0(&to))
+    strerr_diefu1sys(111, "allocate");
+  if (mkdir(to.s, 0700) < 0) {
+    if (errno != EEXIST) strerr_diefu2sys(111, "mkdir ", to.s);
+  } else if (stat(path, &pst) == 0 && geteuid() == 0 &&
+             chown(to.s, pst.st_uid, pst.st_gid) < 0) /* the delivery uid keeps owning it */
+    strerr_diefu2sys(111, "chown ", to.s);
+  to.len--;
+  if (!stralloc_cats(&to, slash) || !stralloc_catb(&to, "-", 1) || !stralloc_cats(&to, date))
+    strerr_diefu1sys(111, "allocate");
+  for (n = 0;; n++) {
+    size_t base = to.len;
+    char fmt[UINT_FMT + 1];
+    if (n) {
+      fmt[0] = '.';
+      fmt[1 + uint_fmt(fmt + 1, n)] = 0;
+      if (!stralloc_cats(&to, fmt)) strerr_diefu1sys(111, "allocate");
+    }
+    if (!stralloc_0(&to)) strerr_diefu1sys(111, "allocate");
+    if (access(to.s, F_OK) < 0 && errno == ENOENT) break;
+    to.len = base;
+    if (n > 1000) strerr_dief2x(111, "no free name to keep the Maildir under ", to.s);
+  }
+  if (rename(path, to.s) < 0) strerr_diefu4sys(111, "move ", path, " to ", to.s);
+  strerr_warni4x("kept the Maildir as ", to.s, " (remove it when no longer needed; ",
+                 "mail-user del --purge removes at once)");
+  stralloc_free(&to);
+}
+
+static void do_del(char const *addr, int force, int purge)
+{
+  stralloc text = STRALLOC_ZERO, aliases = STRALLOC_ZERO, out = STRALLOC_ZERO,
+           names = STRALLOC_ZERO, gone = STRALLOC_ZERO, md = STRALLOC_ZERO;
+  struct refs_s x = {0, 0, &names, &out, &gone, STRALLOC_ZERO, STRALLOC_ZERO, STRALLOC_ZERO, 0};
+  acct_rec r;
   int lock;
+  size_t i;
   check_address(addr);
   lock = accounts_lock();
   accounts_load(ACCT_USERS, &text);
-  if (!accounts_find(ACCT_USERS, text.s, text.len, key.s, key.len, 0))
+  if (!accounts_find(ACCT_USERS, text.s, text.len, key.s, key.len, &r))
     strerr_dief2x(100, "no such account: ", key.s);
+  if (r.maildir[0] != '/' && !stralloc_cats(&md, mailroot())) strerr_diefu1sys(111, "allocate");
+  if ((r.maildir[0] != '/' && !stralloc_catb(&md, "/", 1)) ||
+      !stralloc_catb(&md, r.maildir, r.maildirlen) || !stralloc_0(&md))
+    strerr_diefu1sys(111, "allocate");
+  accounts_load(ACCT_ALIASES, &aliases);
+  if (!stralloc_copy(&out, &aliases)) strerr_diefu1sys(111, "allocate");
+  x.k = key.s;
+  x.kn = key.len;
+  if (accounts_each(aliases.s, aliases.len, ref_line, &x) < 0) strerr_diefu1sys(111, "allocate");
+  if (x.n) {
+    if (!stralloc_0(&names)) strerr_diefu1sys(111, "allocate");
+    if (!force)
+      strerr_dief6x(100, key.s, " is a target of the alias(es) ", names.s,
+                    ": point them elsewhere with mail-alias, or give --force to take ", key.s,
+                    " out of them (an alias left empty is removed)");
+    accounts_save(ACCT_ALIASES, out.s, out.len);
+    strerr_warnw4x(key.s, " taken out of the alias(es) ", names.s, "");
+    for (i = 0; i < gone.len; i += strlen(gone.s + i) + 1)
+      strerr_warnw3x("alias ", gone.s + i, " removed: it had no other target");
+    /* aliases that named a removed one now lead nowhere: say which */
+    for (i = 0; i < gone.len; i += strlen(gone.s + i) + 1) {
+      stralloc n2 = STRALLOC_ZERO, o2 = STRALLOC_ZERO, g2 = STRALLOC_ZERO;
+      struct refs_s y = {gone.s + i, strlen(gone.s + i), &n2, &o2, &g2,
+                         STRALLOC_ZERO, STRALLOC_ZERO, STRALLOC_ZERO, 0};
+      if (!stralloc_copy(&o2, &out) || accounts_each(out.s, out.len, ref_line, &y) < 0)
+        strerr_diefu1sys(111, "allocate");
+      if (y.n && stralloc_0(&n2))
+        strerr_warnw5x("the alias(es) ", n2.s, " still point to ", gone.s + i,
+                       ", which no longer exists: mail to them bounces; fix with mail-alias");
+      stralloc_free(&n2);
+      stralloc_free(&o2);
+      stralloc_free(&g2);
+    }
+  }
   accounts_replace_save(ACCT_USERS, text.s, text.len, key.s, key.len, 0, 0);
+  retire_maildir(md.s, purge);
   close(lock);
 }
 
@@ -279,8 +448,16 @@ int main(int argc, char const *const *argv)
     return 0;
   }
   if (!strcmp(cmd, "del")) {
-    if (argc != 3) dieusage();
-    do_del(argv[2]);
+    char const *addr = 0;
+    int i, force = 0, purge = 0;
+    for (i = 2; i < argc; i++) {
+      if (!strcmp(argv[i], "--force") || !strcmp(argv[i], "-f")) force = 1;
+      else if (!strcmp(argv[i], "--purge")) purge = 1;
+      else if (argv[i][0] == '-' || addr) dieusage();
+      else addr = argv[i];
+    }
+    if (!addr) dieusage();
+    do_del(addr, force, purge);
     return 0;
   }
   if (!strcmp(cmd, "passwd")) {

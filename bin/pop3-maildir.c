@@ -56,6 +56,7 @@ static unsigned long nmsgs;
 static unsigned long maxmsgs = 100000;
 static int sized;
 static char fbuf[16384];
+static int lockfd = -1; /* MAILDIR/.pop3.lock, held (flock) for the whole session */
 
 static void die_io(void) gccattr_noreturn;
 
@@ -594,6 +595,7 @@ static int update(void)
 static void quit(void)
 {
   unsigned long i, nr = 0, nd = 0;
+  int ok;
   char f1[ULONG_FMT], f2[ULONG_FMT], f3[ULONG_FMT];
   char const *u = getenv("USER");
   for (i = 0; i < nmsgs; i++) {
@@ -605,10 +607,12 @@ static void quit(void)
   f3[ulong_fmt(f3, nd)] = 0;
   strerr_warni8x(u ? u : "?", ": quit: ", f1, " messages, ", f2, " retrieved and kept, ", f3,
                  " deleted");
-  if (update())
-    put("+OK bye\r\n");
-  else
-    put("-ERR [SYS/TEMP] some deleted messages not removed\r\n");
+  ok = update();
+  /* The maildrop is released before the answer: a client that reconnects as soon as it reads
+   * +OK finds it free (RFC 1939 section 6: the lock goes at the end of the UPDATE state). */
+  fd_close(lockfd);
+  lockfd = -1;
+  put(ok ? "+OK bye\r\n" : "-ERR [SYS/TEMP] some deleted messages not removed\r\n");
   pop3io_flush();
 }
 
@@ -623,7 +627,6 @@ int main(int argc, char const *const *argv)
 {
   unsigned int timeout = 600;
   char const *home, *x;
-  int lockfd;
   unsigned long i;
   {
     subgetopt l = SUBGETOPT_ZERO;
@@ -655,7 +658,7 @@ int main(int argc, char const *const *argv)
   }
   if (!pop3io_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the session fds");
   x = getenv("POP3_INPUT");
-  if (x && !pop3io_preload(x, strlen(x))) strerr_dief1x(100, "POP3_INPUT too long");
+  if (x && !pop3io_preload_hex(x)) strerr_dief1x(100, "POP3_INPUT is not the hex of at most 1024 bytes");
 
   home = getenv("HOME");
   if (!home || home[0] != '/') {

@@ -35,6 +35,7 @@ char const *PROG = "pop3-serve";
 #define USAGE "pop3-serve [-t timeout] [-d faildelay] [prog...]"
 
 #define FAILS_PER_CONNECTION 3 /* failed logins before we hang up */
+#define BAD_COMMANDS_MAX 20    /* refused commands before login before we hang up (as SMTP) */
 #define AUTH_WAIT 30           /* seconds auth-check may take to decide */
 
 static unsigned int timeout = 600;
@@ -43,6 +44,7 @@ static int in_tls;
 static int allow_plain;   /* plaintext login explicitly allowed on loopback */
 static char const *ip;    /* $TCPREMOTEIP */
 static unsigned int fails;
+static unsigned int bad_commands;
 static char user[POP3_ARG_MAX + 1];
 static size_t userlen;
 static int haveuser;
@@ -133,6 +135,18 @@ static char const *logname(char const *u, size_t len)
   return buf;
 }
 
+/* A refused command before login: answered, and counted; too many end the connection (a
+ * client that is not speaking POP3, or probing). */
+static void bad(char const *reply)
+{
+  put(reply);
+  if (++bad_commands >= BAD_COMMANDS_MAX) {
+    put("-ERR too many bad commands, closing\r\n");
+    strerr_warni2x("too many bad commands before login from ", ip ? ip : "unknown");
+    bye(0);
+  }
+}
+
 static void failed(char const *reply, char const *u, size_t ulen)
 {
   int r;
@@ -181,10 +195,10 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
     fmt[uint_fmt(fmt, (unsigned int)n)] = 0;
     if (setenv("POP3_NOTIFYFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
     if (restlen) {
-      /* The pipelined rest of the input goes to the mailbox process (up to a NUL). */
-      char buf[POP3IO_IBUF + 1];
-      memcpy(buf, rest, restlen);
-      buf[restlen] = 0;
+      /* The pipelined rest of the input goes to the mailbox process, hex-encoded: every byte,
+       * a NUL too, crosses the exec. */
+      char buf[2 * POP3IO_IBUF + 1];
+      pop3io_pending_hex(buf);
       if (setenv("POP3_INPUT", buf, 1) < 0) strerr_diefu1sys(111, "setenv");
     } else
       unsetenv("POP3_INPUT");
@@ -198,15 +212,24 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   (void)r;
   r = wait_notify(np[0]);
   if (r < 0) kill(pid, SIGKILL);
+  if (r == 1) strerr_warni4x("login ", logname(u, ulen), " from ", ip ? ip : "unknown");
   code = reap(pid);
   fd_close(np[0]);
-  if (r == 1) _exit(code == 256 ? 111 : code); /* the session took place */
+  if (r == 1) { /* the session took place */
+    char fmt[UINT_FMT];
+    fmt[uint_fmt(fmt, (unsigned int)code)] = 0;
+    strerr_warni6x("logout ", logname(u, ulen), " from ", ip ? ip : "unknown", " status ",
+                   code == 256 ? "killed" : fmt);
+    _exit(code == 256 ? 111 : code);
+  }
   if (r < 0) {
     put("-ERR [SYS/TEMP] password check timed out, try later\r\n");
     return;
   }
   switch (code) {
-    case 0: _exit(0); /* a post-login program that does not notify: it had the session */
+    case 0: /* a post-login program that does not notify: it had the session */
+      strerr_warni4x("login and logout ", logname(u, ulen), " from ", ip ? ip : "unknown");
+      _exit(0);
     case 1: failed("-ERR [AUTH] invalid user name or password\r\n", u, ulen); return;
     case 2: put("-ERR [SYS/PERM] login misconfigured\r\n"); return;
     default: put("-ERR [SYS/TEMP] unable to check the password, try later\r\n"); return;
@@ -438,7 +461,7 @@ int main(int argc, char const *const *argv)
     if (r != 1) _exit(0);
     r = pop3_parse(line, len, &c);
     if (r < 0) {
-      put(pop3_parse_reply(r));
+      bad(pop3_parse_reply(r));
       continue;
     }
     switch (c.cmd) {
@@ -447,7 +470,7 @@ int main(int argc, char const *const *argv)
       case POP3_STLS: stls(); break;
       case POP3_USER:
         if (!login_allowed()) {
-          put("-ERR [AUTH] plaintext login disallowed without TLS: use STLS first\r\n");
+          bad("-ERR [AUTH] plaintext login disallowed without TLS: use STLS first\r\n");
           break;
         }
         memcpy(user, c.arg[0], c.arglen[0]);
@@ -457,18 +480,18 @@ int main(int argc, char const *const *argv)
         break;
       case POP3_PASS:
         if (!login_allowed()) {
-          put("-ERR [AUTH] plaintext login disallowed without TLS: use STLS first\r\n");
+          bad("-ERR [AUTH] plaintext login disallowed without TLS: use STLS first\r\n");
           break;
         }
         if (!haveuser) {
-          put("-ERR USER first\r\n");
+          bad("-ERR USER first\r\n");
           break;
         }
         login(user, userlen, c.arg[0], c.arglen[0]);
         break;
       case POP3_AUTH: auth(&c); break;
-      case POP3_APOP: put("-ERR APOP not supported\r\n"); break;
-      default: put("-ERR not logged in\r\n"); break;
+      case POP3_APOP: bad("-ERR APOP not supported\r\n"); break;
+      default: bad("-ERR not logged in\r\n"); break;
     }
   }
 }

@@ -41,7 +41,7 @@ static stralloc rcpts = STRALLOC_ZERO; /* "T" addr NUL ... */
 static unsigned int nrcpt;
 static char const *me = "localhost";
 
-static stralloc defdomain = STRALLOC_ZERO; /* for a bare "user": the first local domain */
+static stralloc defdomain = STRALLOC_ZERO; /* for a bare "user": control_defaultdomain() */
 
 static void add_rcpt(char const *s, size_t n)
 {
@@ -52,7 +52,7 @@ static void add_rcpt(char const *s, size_t n)
   while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
   if (!n) return;
   if (addr_at(s, n) == n && defdomain.len) {
-    /* "root" (cron's MAILTO) means root at the first local domain, as qmail-inject does */
+    /* "root" (cron's MAILTO) means root at the default domain, as qmail-inject does */
     if (!stralloc_catb(&q, s, n) || !stralloc_catb(&q, "@", 1) ||
         !stralloc_catb(&q, defdomain.s, defdomain.len))
       strerr_diefusys(111, "allocate");
@@ -284,9 +284,25 @@ int main(int argc, char const *const *argv)
       me = mesa.s;
     }
   }
+  {
+    /* bare names, for recipients and the sender, live in the default domain (a local one, so
+     * that a bounce to the sender stays here instead of going out as root@HOSTNAME) */
+    int r = control_defaultdomain(&defdomain);
+    if (r < 0) strerr_diefusys(111, "read control/defaultdomain, control/domains or control/me");
+    if (!r && !stralloc_cats(&defdomain, me)) strerr_diefusys(111, "allocate");
+  }
   if (from) {
     size_t end;
     int r;
+    stralloc q = STRALLOC_ZERO;
+    size_t fl = strlen(from);
+    if (fl && !memchr(from, '@', fl) && !memchr(from, '<', fl)) {
+      /* -f root: root at the default domain */
+      if (!stralloc_catb(&q, from, fl) || !stralloc_catb(&q, "@", 1) ||
+          !stralloc_catb(&q, defdomain.s, defdomain.len) || !stralloc_0(&q))
+        strerr_diefusys(111, "allocate");
+      from = q.s;
+    }
     if (!*from || !strcmp(from, "<>")) sender.len = 0;
     else if ((r = addr_parse_path(from, strlen(from), ADDR_LOOSE | ADDR_ALLOW_NULL | ADDR_UTF8,
                                   &sender, &end)) != ADDR_OK)
@@ -297,13 +313,9 @@ int main(int argc, char const *const *argv)
     if (pw && pw->pw_name && *pw->pw_name) u = pw->pw_name;
     if (!u || !*u) u = getenv("USER");
     if (!u || !*u) u = "nobody";
-    if (!stralloc_cats(&sender, u) || !stralloc_catb(&sender, "@", 1) || !stralloc_cats(&sender, me))
+    if (!stralloc_cats(&sender, u) || !stralloc_catb(&sender, "@", 1) ||
+        !stralloc_catb(&sender, defdomain.s, defdomain.len))
       strerr_diefusys(111, "allocate");
-  }
-  {
-    int r = control_readline(&defdomain, "domains");
-    if (r < 0) strerr_diefusys(111, "read control/domains");
-    if (!r && !stralloc_cats(&defdomain, me)) strerr_diefusys(111, "allocate");
   }
   for (; *argv; argv++) add_rcpt(*argv, strlen(*argv));
 

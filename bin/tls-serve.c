@@ -7,7 +7,10 @@
  * writes 'Y' (or 'y') on SSLCTLFD, do the handshake and relay.
  *
  * Two processes: the application (this process, which execs prog) and the TLS engine (a
- * child, the only one that ever reads the private key). See doc/tls-serve.8.
+ * child, the only one that keeps the private keys). Every keypair is loaded first (as root when
+ * started as root), then the engine is forked and at once drops to TLS_UID/TLS_GID, before it
+ * reads a byte from the client, and the application drops to -u/-g/-G before it runs prog.
+ * See doc/tls-serve.8.
  */
 #include <errno.h>
 #include <signal.h>
@@ -27,7 +30,8 @@
 
 #include "tlsserver.h"
 
-#define USAGE "tls-serve [ -S ] [ -K timeout_ms ] [ -Z ] [ -u uid -g gid ] prog..."
+#define USAGE "tls-serve [ -S ] [ -K timeout_ms ] [ -Z ] [ -u uid -g gid [ -G gid,gid... ] ] prog...\n       tls-serve -C"
+#define NGROUPS_MAX_PB 64
 char const *PROG = "tls-serve";
 
 extern char **environ;
@@ -67,14 +71,20 @@ static void clean_env(void)
   }
 }
 
-static void drop_to(char const *what, int hasgid, gid_t gid, int hasuid, uid_t uid)
+static void drop_to(char const *what, int hasgid, gid_t gid, size_t ngids, gid_t const *gids,
+                    int hasuid, uid_t uid)
 {
-  if (hasgid && (skalibs_setgroups(1, &gid) < 0 || setgid(gid) < 0))
-    strerr_diefu2sys(111, "set the group id of the ", what);
+  if (hasgid) {
+    gid_t one = gid;
+    if ((ngids ? skalibs_setgroups(ngids, gids) : skalibs_setgroups(1, &one)) < 0 ||
+        setgid(gid) < 0)
+      strerr_diefu2sys(111, "set the group ids of the ", what);
+  }
   if (hasuid && setuid(uid) < 0) strerr_diefu2sys(111, "set the user id of the ", what);
 }
 
-/* The engine drops root after the handshake if TLS_UID / TLS_GID say so (as s6-tlsd-io). */
+/* The engine drops root at once, before it reads anything, if TLS_UID / TLS_GID say so (as
+ * s6-tlsd-io's variables). */
 static void engine_drop(void)
 {
   char const *u = getenv("TLS_UID"), *g = getenv("TLS_GID");
@@ -82,7 +92,23 @@ static void engine_drop(void)
   int hu = u && *u, hg = g && *g;
   if ((hu && !uint0_scan(u, &uu)) || (hg && !uint0_scan(g, &gg)) || hu != hg)
     strerr_dief1x(100, "TLS_UID and TLS_GID must be numbers, and both set or both unset");
-  drop_to("TLS engine", hg, (gid_t)gg, hu, (uid_t)uu);
+  drop_to("TLS engine", hg, (gid_t)gg, 0, 0, hu, (uid_t)uu);
+}
+
+/* "G1,G2,..." into gids; returns the count, or -1 on junk. */
+static int scan_gids(char const *s, gid_t *gids, size_t max)
+{
+  size_t n = 0;
+  if (!*s) return 0;
+  for (;;) {
+    unsigned int g;
+    size_t k = uint_scan(s, &g);
+    if (!k || n >= max) return -1;
+    gids[n++] = (gid_t)g;
+    s += k;
+    if (!*s) return (int)n;
+    if (*s++ != ',') return -1;
+  }
 }
 
 static void put_facts(char const *s, size_t len)
@@ -110,7 +136,6 @@ struct hsarg {
 static int onhs(br_ssl_server_context *c, void *p)
 {
   struct hsarg *a = p;
-  engine_drop();
   if (a->notif >= 0) {
     char facts[TLSSERVER_FACTS_MAX];
     size_t n = tlsserver_facts(c, facts, sizeof facts), w = 0;
@@ -153,11 +178,12 @@ static void engine(int appr, int appw, int notif, unsigned int kimeout)
 
 int main(int argc, char const *const *argv)
 {
-  int starttls = 0, keepenv = 0, hasuid = 0, hasgid = 0;
+  int starttls = 0, keepenv = 0, hasuid = 0, hasgid = 0, check = 0, ng = 0;
   unsigned int kimeout = 30000, uid = 0, gid = 0;
+  gid_t gids[NGROUPS_MAX_PB];
   subgetopt l = SUBGETOPT_ZERO;
   for (;;) {
-    int opt = subgetopt_r(argc, argv, "SK:Zzu:g:", &l);
+    int opt = subgetopt_r(argc, argv, "SK:Zzu:g:G:C", &l);
     if (opt == -1) break;
     switch (opt) {
       case 'S': starttls = 1; break;
@@ -166,13 +192,25 @@ int main(int argc, char const *const *argv)
       case 'z': keepenv = 0; break;
       case 'u': if (!uint0_scan(l.arg, &uid)) strerr_dieusage(100, USAGE); hasuid = 1; break;
       case 'g': if (!uint0_scan(l.arg, &gid)) strerr_dieusage(100, USAGE); hasgid = 1; break;
+      case 'G': ng = scan_gids(l.arg, gids, NGROUPS_MAX_PB); if (ng < 0) strerr_dieusage(100, USAGE); break;
+      case 'C': check = 1; break;
       default: strerr_dieusage(100, USAGE);
     }
   }
   argc -= l.ind;
   argv += l.ind;
-  if (!argc || hasuid != hasgid) strerr_dieusage(100, USAGE);
+  if ((!argc && !check) || hasuid != hasgid || (ng && !hasgid)) strerr_dieusage(100, USAGE);
   if (sig_ignore(SIGPIPE) < 0) strerr_diefu1sys(111, "ignore SIGPIPE");
+
+  /* Every key and certificate, now, with the privileges we were started with (root). */
+  if (!tlsserver_load()) strerr_dief2x(100, "no usable certificate: ", tlsserver_error());
+  if (check) { /* -C: say what was loaded, then exit */
+    char const *name, *err;
+    unsigned int i;
+    for (i = 1; tlsserver_pairs(&name, &err, i); i++)
+      if (err) strerr_warnw4x("SNI keypair for ", name, " refused (its clients get the default): ", err);
+    return 0;
+  }
 
   if (!starttls) {
     int a2e[2], e2a[2], sync[2];
@@ -182,12 +220,15 @@ int main(int argc, char const *const *argv)
     switch (fork()) {
       case -1: strerr_diefu1sys(111, "fork");
       case 0:
+        engine_drop();
         fd_close(a2e[1]);
         fd_close(e2a[0]);
         fd_close(sync[0]);
         engine(a2e[0], e2a[1], sync[1], kimeout);
       default: break;
     }
+    tlsserver_wipe();
+    drop_to("application", hasgid, (gid_t)gid, (size_t)ng, gids, hasuid, (uid_t)uid);
     fd_close(a2e[0]);
     fd_close(e2a[1]);
     fd_close(sync[1]);
@@ -218,6 +259,7 @@ int main(int argc, char const *const *argv)
         char c;
         ssize_t k;
         int notif;
+        engine_drop();
         fd_close(a2e[1]);
         fd_close(e2a[0]);
         fd_close(ctl[0]);
@@ -237,6 +279,8 @@ int main(int argc, char const *const *argv)
       }
       default: break;
     }
+    tlsserver_wipe();
+    drop_to("application", hasgid, (gid_t)gid, (size_t)ng, gids, hasuid, (uid_t)uid);
     fd_close(a2e[0]);
     fd_close(e2a[1]);
     fd_close(ctl[1]);
@@ -248,6 +292,5 @@ int main(int argc, char const *const *argv)
     if (setenv("SSLWRITEFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
   }
   if (!keepenv) clean_env();
-  drop_to("application", hasgid, (gid_t)gid, hasuid, (uid_t)uid);
   xexec(argv);
 }

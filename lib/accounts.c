@@ -630,3 +630,138 @@ void accounts_read_password(stralloc *pw)
     memset(buf, 0, sizeof buf);
   }
 }
+
+/* ---- the alias graph (see accounts.h) ---- */
+
+struct graph_s {
+  acct_texts const *t;
+  stralloc chain; /* keys being expanded, NUL-separated */
+  unsigned int steps;
+  stralloc *path;
+};
+
+static int in_chain(struct graph_s *g, char const *k, size_t kn)
+{
+  size_t i = 0;
+  while (i < g->chain.len) {
+    size_t n = strlen(g->chain.s + i);
+    if (n == kn && !memcmp(g->chain.s + i, k, kn)) return 1;
+    i += n + 1;
+  }
+  return 0;
+}
+
+/* The chain, then k, as "a -> b -> k" into g->path. -1 no memory, else code. */
+static int report(struct graph_s *g, char const *k, size_t kn, int code)
+{
+  size_t i = 0;
+  g->path->len = 0;
+  while (i < g->chain.len) {
+    size_t n = strlen(g->chain.s + i);
+    if (!stralloc_catb(g->path, g->chain.s + i, n) || !stralloc_cats(g->path, " -> ")) return -1;
+    i += n + 1;
+  }
+  if (!stralloc_catb(g->path, k, kn) || !stralloc_0(g->path)) return -1;
+  return code;
+}
+
+static int is_account(struct graph_s *g, char const *k, size_t kn)
+{
+  return accounts_find(ACCT_USERS, g->t->users, g->t->ulen, k, kn, 0);
+}
+
+static int expand_key(struct graph_s *g, char const *k, size_t kn, acct_rec const *r,
+                      unsigned int depth);
+
+/* resolve_exact: 1 handled (*res set), 0 neither alias nor account nor in the chain. */
+static int exact(struct graph_s *g, char const *k, size_t kn, unsigned int depth, int *res)
+{
+  acct_rec r;
+  if (in_chain(g, k, kn)) {
+    *res = is_account(g, k, kn) ? ACCT_GRAPH_OK : report(g, k, kn, ACCT_GRAPH_LOOP);
+    return 1;
+  }
+  if (accounts_find(ACCT_ALIASES, g->t->aliases, g->t->alen, k, kn, &r)) {
+    *res = expand_key(g, k, kn, &r, depth);
+    return 1;
+  }
+  if (is_account(g, k, kn)) {
+    *res = ACCT_GRAPH_OK;
+    return 1;
+  }
+  return 0;
+}
+
+/* One target t (folded in f, its +tag base in b), as lookup's resolve. */
+static int target(struct graph_s *g, stralloc const *f, stralloc const *b, unsigned int depth)
+{
+  size_t at = addr_at(f->s, f->len);
+  acct_rec r;
+  int res;
+  if (at >= f->len || !at) return ACCT_GRAPH_OK; /* no domain: remote-ish, never ours */
+  if (!accounts_find(ACCT_DOMAINS, g->t->domains, g->t->dlen, f->s + at + 1, f->len - at - 1, 0))
+    return ACCT_GRAPH_OK; /* remote */
+  if (exact(g, f->s, f->len, depth, &res)) return res;
+  if (b->len && exact(g, b->s, b->len, depth, &res)) return res;
+  if (accounts_find(ACCT_ALIASES, g->t->aliases, g->t->alen, f->s + at, f->len - at, &r)) {
+    if (in_chain(g, f->s + at, f->len - at)) return report(g, f->s + at, f->len - at, ACCT_GRAPH_LOOP);
+    return expand_key(g, f->s + at, f->len - at, &r, depth);
+  }
+  return ACCT_GRAPH_OK; /* a local address that does not exist: a bounce, not a loop */
+}
+
+int accounts_fold_target(char const *t, size_t tn, stralloc *out, stralloc *base)
+{
+  size_t at, i;
+  base->len = 0;
+  if (!addr_fold(t, tn, out)) return 0;
+  at = addr_at(out->s, out->len);
+  if (at >= out->len || !at || out->s[0] == '"') return 1;
+  for (i = 1; i < at; i++)
+    if (out->s[i] == '+') {
+      if (!stralloc_catb(base, out->s, i) || !stralloc_catb(base, out->s + at, out->len - at))
+        return 0;
+      break;
+    }
+  return 1;
+}
+
+static int expand_key(struct graph_s *g, char const *k, size_t kn, acct_rec const *r,
+                      unsigned int depth)
+{
+  size_t mark = g->chain.len, pos = 0;
+  char const *t;
+  size_t tn;
+  int res = ACCT_GRAPH_OK;
+  stralloc f = STRALLOC_ZERO, b = STRALLOC_ZERO;
+  if (depth >= LOOKUP_DEPTH_MAX) return report(g, k, kn, ACCT_GRAPH_DEEP);
+  if (!stralloc_catb(&g->chain, k, kn) || !stralloc_0(&g->chain)) return -1;
+  while (accounts_next_target(r->targets, r->targetslen, &pos, &t, &tn)) {
+    if (++g->steps > LOOKUP_TARGETS_MAX) {
+      res = report(g, k, kn, ACCT_GRAPH_WIDE);
+      break;
+    }
+    if (!accounts_fold_target(t, tn, &f, &b)) {
+      res = -1;
+      break;
+    }
+    res = target(g, &f, &b, depth + 1);
+    if (res != ACCT_GRAPH_OK) break;
+  }
+  stralloc_free(&f);
+  stralloc_free(&b);
+  g->chain.len = mark;
+  return res;
+}
+
+int accounts_alias_check(acct_texts const *t, char const *key, size_t klen, stralloc *path)
+{
+  struct graph_s g = {t, STRALLOC_ZERO, 0, path};
+  acct_rec r;
+  int res = ACCT_GRAPH_OK;
+  path->len = 0;
+  if (accounts_find(ACCT_ALIASES, t->aliases, t->alen, key, klen, &r))
+    res = expand_key(&g, key, klen, &r, 0);
+  stralloc_free(&g.chain);
+  return res;
+}

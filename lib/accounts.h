@@ -89,6 +89,30 @@ unsigned long accounts_count_domain(int kind, char const *s, size_t len, char co
 int accounts_replace(int kind, char const *s, size_t len, char const *key, size_t klen,
                      char const *line, size_t linelen, stralloc *out);
 
+/* The alias graph, checked over the text sources (before they are saved), with lib/lookup's
+ * rules: exact alias or account, then user+tag's user, then the domain's catch-all; an address
+ * being expanded that is an account stops there ("a: a, b" keeps a copy). The texts of
+ * control/aliases, control/users and control/domains in t. */
+typedef struct acct_texts_s acct_texts;
+struct acct_texts_s {
+  char const *aliases;
+  size_t alen;
+  char const *users;
+  size_t ulen;
+  char const *domains;
+  size_t dlen;
+};
+#define ACCT_GRAPH_OK 0
+#define ACCT_GRAPH_LOOP 1  /* path: "a -> b -> a" */
+#define ACCT_GRAPH_DEEP 2  /* path: the chain that is over LOOKUP_DEPTH_MAX deep */
+#define ACCT_GRAPH_WIDE 3  /* more than LOOKUP_TARGETS_MAX targets examined */
+/* Expands the folded key (an address or "@domain") as lookup would. Returns ACCT_GRAPH_* with
+ * path (NUL-terminated) naming the problem, or -1 out of memory. */
+int accounts_alias_check(acct_texts const *t, char const *key, size_t klen, stralloc *path);
+
+/* Folds target t into out and, if it has a +tag, its user+domain into base (else base empty). */
+int accounts_fold_target(char const *t, size_t tn, stralloc *out, stralloc *base);
+
 /* Reads one password line from fd 0 (CR/LF stripped, not empty, no NUL, at most
  * ACCT_PASSWORD_MAX bytes) into a NUL-terminated pw; dies 100 on a bad one. */
 void accounts_read_password(stralloc *pw);

@@ -92,6 +92,23 @@ int control_readline(stralloc *sa, char const *name)
   return sa->len ? 1 : 0;
 }
 
+int control_defaultdomain(stralloc *sa)
+{
+  static char const *const names[3] = {"defaultdomain", "domains", "me"};
+  unsigned int i;
+  for (i = 0; i < 3; i++) {
+    int r = control_readline(sa, names[i]);
+    if (r < 0) return -1;
+    if (r) {
+      size_t k;
+      for (k = 0; k < sa->len; k++)
+        if (sa->s[k] >= 'A' && sa->s[k] <= 'Z') sa->s[k] += 32;
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int control_readlines(stralloc *sa, char const *name)
 {
   stralloc file = STRALLOC_ZERO;

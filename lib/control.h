@@ -30,6 +30,12 @@ int control_readuint(char const *name, unsigned long def, unsigned long *u);
 /* Same, but dies with exit 100 naming the file on junk and 111 on read error. */
 unsigned long control_uint(char const *name, unsigned long def);
 
+/* The default domain, where a bare local name ("root", "postmaster", cron's MAILTO) lives, as
+ * qmail's control/defaultdomain: the first line of control/defaultdomain, else the first of
+ * control/domains, else control/me. Lower-cased into sa (no NUL). Returns 1, 0 if none of the
+ * three gives one (sa empty), -1 on a read error (errno set). */
+int control_defaultdomain(stralloc *sa);
+
 /* Path of a file inside the instance: MAILROOT/REL into sa, NUL-terminated.
  * Returns 1, or 0 on allocation failure. */
 int mailroot_path(stralloc *sa, char const *rel);

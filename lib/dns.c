@@ -90,7 +90,9 @@ static int samename(char const *a, char const *b)
   return la == lb && !strncasecmp(a, b, la);
 }
 
-/* Checks that a name is a plausible host name: LDH labels, '_' tolerated, 1..63 per label. */
+/* Checks that a name is a plausible host name: LDH labels, '_' tolerated, 1..63 per label, no
+ * label beginning or ending with '-' (RFC 5321 4.1.2's sub-domain: Let-dig [Ldh-str]). A name
+ * that fails is refused before any query. */
 static int goodname(char const *s)
 {
   size_t n = strlen(s), lab = 0, i;
@@ -99,16 +101,17 @@ static int goodname(char const *s)
   for (i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c == '.') {
-      if (!lab) return 0;
+      if (!lab || s[i - 1] == '-') return 0;
       lab = 0;
       continue;
     }
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
           c == '-' || c == '_'))
       return 0;
+    if (!lab && c == '-') return 0;
     if (++lab > 63) return 0;
   }
-  return lab > 0;
+  return lab > 0 && s[n - 1] != '-';
 }
 
 #define Q_OK 0

@@ -53,6 +53,40 @@ size_t pop3io_pending(char const **s)
   return ilen - ipos;
 }
 
+size_t pop3io_pending_hex(char *out)
+{
+  static char const digits[] = "0123456789abcdef";
+  size_t i, n = ilen - ipos;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)ibuf[ipos + i];
+    out[2 * i] = digits[c >> 4];
+    out[2 * i + 1] = digits[c & 15];
+  }
+  out[2 * n] = 0;
+  return 2 * n;
+}
+
+static int hexval(char c)
+{
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+int pop3io_preload_hex(char const *hex)
+{
+  char tmp[POP3IO_IBUF];
+  size_t n = strlen(hex), i;
+  if (n & 1 || n / 2 > sizeof tmp) return 0;
+  for (i = 0; i < n / 2; i++) {
+    int h = hexval(hex[2 * i]), l = hexval(hex[2 * i + 1]);
+    if (h < 0 || l < 0) return 0;
+    tmp[i] = (char)(h << 4 | l);
+  }
+  return pop3io_preload(tmp, n / 2);
+}
+
 /* Waits until fd is ready for reading or writing. 1 ready, 0 deadline passed, -1 error. */
 static int waitfd(int fd, int forwrite)
 {

@@ -31,6 +31,14 @@ int pop3io_preload(char const *s, size_t len);
 /* The buffered, not yet consumed input. */
 size_t pop3io_pending(char const **s);
 
+/* The hand-over of that input to the post-login program through the environment ($POP3_INPUT):
+ * lower-case hex, two digits per byte, so that every byte (a NUL too) crosses an exec.
+ * pop3io_pending_hex writes the pending input as hex into out (room for 2 * POP3IO_IBUF + 1)
+ * with a final NUL and returns the hex length; pop3io_preload_hex puts the decoded bytes in
+ * front of the input: 1, or 0 if the text is not hex or does not fit. */
+size_t pop3io_pending_hex(char *out);
+int pop3io_preload_hex(char const *hex);
+
 /* Reads one line (up to and including LF) of at most max bytes. Flushes the output before
  * waiting. line and len get the line; a longer line is discarded up to its LF and reported with
  * *len = max + 1 (its bytes are not given). Returns 1, POP3IO_EOF, POP3IO_ERR or

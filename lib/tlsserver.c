@@ -1,4 +1,5 @@
 /* tlsserver: see tlsserver.h */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -28,13 +29,21 @@ static uint16_t const suites[] = {
   BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 };
 
-/* The keypair of this connection. */
+/* The keypairs, loaded once by tlsserver_load (as root, before anything is read from the
+ * client): pairs[0] is the default, the others are SNI names. */
+struct pair {
+  char name[256];             /* "" for the default pair */
+  stralloc chainbuf;
+  size_t chainoff[TLSSERVER_CHAIN_MAX + 1];
+  br_x509_certificate chain[TLSSERVER_CHAIN_MAX];
+  size_t chainlen;
+  br_skey_decoder_context skdc;
+  char err[300];              /* SNI pair that failed to load: why (told when it is asked for) */
+  int ok;
+};
+static struct pair pairs[TLSSERVER_PAIRS_MAX];
+static unsigned int npairs;
 static br_ssl_server_context *the_cc;
-static stralloc chainbuf = STRALLOC_ZERO;
-static size_t chainoff[TLSSERVER_CHAIN_MAX + 1];
-static br_x509_certificate chain[TLSSERVER_CHAIN_MAX];
-static size_t chainlen;
-static br_skey_decoder_context skdc;
 static char errbuf[512];
 static char sniname[256];
 
@@ -165,10 +174,10 @@ static int want_cert(char const *name)
 
 static int got_cert(stralloc *out, size_t start, void *arg)
 {
-  size_t *n = arg;
+  struct pair *pr = arg;
   (void)start;
-  chainoff[++*n] = out->len;
-  return *n < TLSSERVER_CHAIN_MAX;
+  pr->chainoff[++pr->chainlen] = out->len;
+  return pr->chainlen < TLSSERVER_CHAIN_MAX;
 }
 
 static int want_key(char const *name)
@@ -186,70 +195,136 @@ static int got_key(stralloc *out, size_t start, void *arg)
   return 0; /* the first key is the key */
 }
 
-void tlsserver_wipe(void)
+static void pair_wipe(struct pair *pr)
 {
-  if (chainbuf.s) memset(chainbuf.s, 0, chainbuf.a);
-  chainbuf.len = 0;
-  chainlen = 0;
-  memset(&skdc, 0, sizeof skdc);
+  if (pr->chainbuf.s) memset(pr->chainbuf.s, 0, pr->chainbuf.a);
+  pr->chainbuf.len = 0;
+  pr->chainlen = 0;
+  memset(&pr->skdc, 0, sizeof pr->skdc);
+  pr->ok = 0;
 }
 
-/* Loads a keypair into chain / skdc. 1 ok, 0 error (errbuf). */
-static int load_pair(char const *certfile, char const *keyfile)
+void tlsserver_wipe(void)
+{
+  unsigned int i;
+  for (i = 0; i < npairs; i++) pair_wipe(&pairs[i]);
+}
+
+/* Strips leading zero octets. */
+static void unpad(unsigned char const **s, size_t *n)
+{
+  while (*n && !**s) (*s)++, (*n)--;
+}
+
+/* Does the private key of pr belong to its first certificate? 1 yes, 0 no (errbuf). */
+static int pair_matches(struct pair *pr, char const *certfile, char const *keyfile)
+{
+  br_x509_decoder_context dc;
+  br_x509_pkey const *pk;
+  int same = 0;
+  br_x509_decoder_init(&dc, 0, 0);
+  br_x509_decoder_push(&dc, pr->chain[0].data, pr->chain[0].data_len);
+  pk = br_x509_decoder_get_pkey(&dc);
+  if (!pk || br_x509_decoder_last_error(&dc)) {
+    seterr(certfile, ": unreadable certificate", 0);
+    return 0;
+  }
+  switch (br_skey_decoder_key_type(&pr->skdc)) {
+    case BR_KEYTYPE_RSA: {
+      br_rsa_private_key const *sk = br_skey_decoder_get_rsa(&pr->skdc);
+      static unsigned char n[4096 / 8 + 1]; /* BearSSL keys are 4096 bits at most */
+      br_rsa_compute_modulus cm = br_rsa_compute_modulus_get_default();
+      size_t nl = 0, pl;
+      unsigned char const *pn, *np = n;
+      if (pk->key_type != BR_KEYTYPE_RSA) break;
+      /* the modulus n = p * q identifies the key (BearSSL 0.6's pubexp computation fails
+       * for common keys, so e is not compared) */
+      if (cm(0, sk) <= sizeof n) nl = cm(n, sk);
+      pn = pk->key.rsa.n;
+      pl = pk->key.rsa.nlen;
+      unpad(&pn, &pl);
+      unpad(&np, &nl);
+      same = nl && nl == pl && !memcmp(np, pn, nl);
+      memset(n, 0, sizeof n);
+      break;
+    }
+    case BR_KEYTYPE_EC: {
+      br_ec_private_key const *sk = br_skey_decoder_get_ec(&pr->skdc);
+      unsigned char q[BR_EC_KBUF_PUB_MAX_SIZE];
+      br_ec_public_key pub;
+      if (pk->key_type != BR_KEYTYPE_EC || pk->key.ec.curve != sk->curve) break;
+      if (!br_ec_compute_pub(br_ec_get_default(), &pub, q, sk)) break;
+      same = pub.qlen == pk->key.ec.qlen && !memcmp(pub.q, pk->key.ec.q, pub.qlen);
+      break;
+    }
+    default:
+      break;
+  }
+  if (!same) {
+    seterr(keyfile, " does not match the certificate in ", certfile);
+    return 0;
+  }
+  return 1;
+}
+
+/* Loads a keypair into pr and checks that key and certificate belong together.
+ * 1 ok, 0 error (errbuf). */
+static int load_pair(struct pair *pr, char const *certfile, char const *keyfile)
 {
   stralloc file = STRALLOC_ZERO, der = STRALLOC_ZERO;
-  size_t n = 0, i;
+  size_t i;
   int done = 0, ok = 0;
-  tlsserver_wipe();
+  pair_wipe(pr);
   if (!read_bounded(certfile, TLSSERVER_CERT_MAX, &file)) goto end;
-  chainoff[0] = 0;
-  if (!pem_each(file.s, file.len, &want_cert, &got_cert, &chainbuf, &n)) {
+  pr->chainoff[0] = 0;
+  if (!pem_each(file.s, file.len, &want_cert, &got_cert, &pr->chainbuf, pr)) {
     seterr(certfile, ": bad PEM", 0);
     goto end;
   }
-  if (!n) {
+  if (!pr->chainlen) {
     seterr(certfile, ": no certificate in it", 0);
     goto end;
   }
-  for (i = 0; i < n; i++) {
-    chain[i].data = (unsigned char *)chainbuf.s + chainoff[i];
-    chain[i].data_len = chainoff[i + 1] - chainoff[i];
+  for (i = 0; i < pr->chainlen; i++) {
+    pr->chain[i].data = (unsigned char *)pr->chainbuf.s + pr->chainoff[i];
+    pr->chain[i].data_len = pr->chainoff[i + 1] - pr->chainoff[i];
   }
-  chainlen = n;
   if (!read_bounded(keyfile, TLSSERVER_KEY_MAX, &file)) goto end;
   if (!pem_each(file.s, file.len, &want_key, &got_key, &der, &done) || !done) {
     seterr(keyfile, ": no PEM private key in it", 0);
     goto end;
   }
-  br_skey_decoder_init(&skdc);
-  br_skey_decoder_push(&skdc, der.s, der.len);
-  if (br_skey_decoder_last_error(&skdc) || !br_skey_decoder_key_type(&skdc)) {
+  br_skey_decoder_init(&pr->skdc);
+  br_skey_decoder_push(&pr->skdc, der.s, der.len);
+  if (br_skey_decoder_last_error(&pr->skdc) || !br_skey_decoder_key_type(&pr->skdc)) {
     seterr(keyfile, ": unreadable private key", 0);
     goto end;
   }
+  if (!pair_matches(pr, certfile, keyfile)) goto end;
   ok = 1;
 end:
   if (file.s) memset(file.s, 0, file.a);
   if (der.s) memset(der.s, 0, der.a);
   stralloc_free(&file);
   stralloc_free(&der);
-  if (!ok) tlsserver_wipe();
+  if (!ok) pair_wipe(pr);
+  pr->ok = ok;
   return ok;
 }
 
-static int default_pair(void)
+static int load_default(void)
 {
   char const *c = getenv("TLS_CERTFILE"), *k = getenv("TLS_KEYFILE");
   if (!c || !k || !*c || !*k) {
     c = getenv("CERTFILE");
     k = getenv("KEYFILE");
   }
-  if (c && k && *c && *k) return load_pair(c, k);
+  if (c && k && *c && *k) return load_pair(&pairs[0], c, k);
   {
     stralloc cp = STRALLOC_ZERO, kp = STRALLOC_ZERO;
     int r = 0;
     if (mailroot_path(&cp, "tls/cert.pem") && mailroot_path(&kp, "tls/key.pem"))
-      r = load_pair(cp.s, kp.s);
+      r = load_pair(&pairs[0], cp.s, kp.s);
     else seterr("out of memory", 0, 0);
     stralloc_free(&cp);
     stralloc_free(&kp);
@@ -257,45 +332,125 @@ static int default_pair(void)
   }
 }
 
-/* The keypair for a (valid) server name, if one is configured. 1 loaded, 0 none, -1 broken. */
-static int named_pair(char const *name)
+/* A plain host name in lower case (what tlsserver_sni gives)? */
+static int name_ok(char const *s, size_t n)
 {
-  stralloc a = STRALLOC_ZERO, b = STRALLOC_ZERO;
-  int r = -1;
-  if (!stralloc_cats(&a, "CERTFILE:") || !stralloc_cats(&a, name) || !stralloc_0(&a) ||
-      !stralloc_cats(&b, "KEYFILE:") || !stralloc_cats(&b, name) || !stralloc_0(&b))
-    goto end;
-  {
-    char const *c = getenv(a.s), *k = getenv(b.s);
-    if (c && k && *c && *k) {
-      r = load_pair(c, k) ? 1 : -1;
-      goto end;
+  size_t i;
+  if (!n || n > 253) return 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+      return 0;
+    if (c == '.' && (i == 0 || s[i - 1] == '.')) return 0;
+  }
+  return s[n - 1] != '.';
+}
+
+static struct pair *find_pair(char const *name)
+{
+  unsigned int i;
+  for (i = 1; i < npairs; i++)
+    if (!strcmp(pairs[i].name, name)) return &pairs[i];
+  return 0;
+}
+
+/* Adds the SNI pair name (certfile, keyfile); a failure is kept in the pair, not fatal. */
+static void add_named(char const *name, size_t n, char const *certfile, char const *keyfile)
+{
+  struct pair *pr;
+  char lname[256];
+  size_t i;
+  if (n >= sizeof lname) return;
+  for (i = 0; i < n; i++) {
+    char c = name[i];
+    lname[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+  }
+  lname[n] = 0;
+  if (!name_ok(lname, n) || find_pair(lname)) return;
+  if (npairs >= TLSSERVER_PAIRS_MAX) {
+    strerr_warnw3x("too many SNI keypairs, ", lname, " ignored");
+    return;
+  }
+  pr = &pairs[npairs++];
+  memcpy(pr->name, lname, n + 1);
+  if (!load_pair(pr, certfile, keyfile)) {
+    size_t l = strlen(errbuf);
+    if (l >= sizeof pr->err) l = sizeof pr->err - 1;
+    memcpy(pr->err, errbuf, l);
+    pr->err[l] = 0;
+  }
+}
+
+extern char **environ;
+
+int tlsserver_load(void)
+{
+  char **e;
+  npairs = 1;
+  pairs[0].name[0] = 0;
+  if (!load_default()) return 0;
+  /* 1. $CERTFILE:NAME with $KEYFILE:NAME (s6-networking) */
+  for (e = environ; *e; e++) {
+    if (!strncmp(*e, "CERTFILE:", 9)) {
+      char const *eq = strchr(*e, '=');
+      stralloc kn = STRALLOC_ZERO;
+      char const *k;
+      if (!eq || eq == *e + 9 || !eq[1]) continue;
+      if (!stralloc_cats(&kn, "KEYFILE:") || !stralloc_catb(&kn, *e + 9, eq - *e - 9) ||
+          !stralloc_0(&kn)) {
+        seterr("out of memory", 0, 0);
+        return 0;
+      }
+      k = getenv(kn.s);
+      if (k && *k) add_named(*e + 9, eq - *e - 9, eq + 1, k);
+      stralloc_free(&kn);
     }
   }
-  a.len = b.len = 0;
-  if (!stralloc_cats(&a, "tls/") || !stralloc_cats(&a, name) || !stralloc_0(&a)) goto end;
+  /* 2. MAILROOT/tls/NAME/{cert,key}.pem */
   {
-    stralloc dir = STRALLOC_ZERO;
-    struct stat st;
-    if (!mailroot_path(&dir, a.s)) goto end;
-    a.len = b.len = 0;
-    if (!stralloc_copyb(&a, dir.s, dir.len - 1) || !stralloc_cats(&a, "/cert.pem") ||
-        !stralloc_0(&a) || !stralloc_copyb(&b, dir.s, dir.len - 1) ||
-        !stralloc_cats(&b, "/key.pem") || !stralloc_0(&b)) {
-      stralloc_free(&dir);
-      goto end;
+    stralloc dir = STRALLOC_ZERO, c = STRALLOC_ZERO, k = STRALLOC_ZERO;
+    DIR *d;
+    if (!mailroot_path(&dir, "tls")) {
+      seterr("out of memory", 0, 0);
+      return 0;
+    }
+    d = opendir(dir.s);
+    if (d) {
+      for (;;) {
+        struct dirent *de = readdir(d);
+        struct stat st;
+        size_t n;
+        if (!de) break;
+        if (de->d_name[0] == '.') continue;
+        n = strlen(de->d_name);
+        if (!name_ok(de->d_name, n)) continue;
+        c.len = k.len = 0;
+        if (!stralloc_catb(&c, dir.s, dir.len - 1) || !stralloc_catb(&c, "/", 1) ||
+            !stralloc_catb(&c, de->d_name, n) || !stralloc_copyb(&k, c.s, c.len) ||
+            !stralloc_cats(&c, "/cert.pem") || !stralloc_0(&c) ||
+            !stralloc_cats(&k, "/key.pem") || !stralloc_0(&k)) {
+          closedir(d);
+          seterr("out of memory", 0, 0);
+          return 0;
+        }
+        if (stat(c.s, &st) < 0) continue;
+        add_named(de->d_name, n, c.s, k.s);
+      }
+      closedir(d);
     }
     stralloc_free(&dir);
-    if (stat(a.s, &st) < 0) {
-      r = 0;
-      goto end;
-    }
-    r = load_pair(a.s, b.s) ? 1 : -1;
+    stralloc_free(&c);
+    stralloc_free(&k);
   }
-end:
-  stralloc_free(&a);
-  stralloc_free(&b);
-  return r;
+  return 1;
+}
+
+unsigned int tlsserver_pairs(char const **name, char const **err, unsigned int i)
+{
+  if (i >= npairs) return 0;
+  *name = pairs[i].name;
+  *err = pairs[i].ok ? 0 : pairs[i].err;
+  return 1;
 }
 
 char const *tlsserver_sni(br_ssl_server_context const *cc)
@@ -321,25 +476,27 @@ static int sni_choose(br_ssl_server_policy_class const **pctx, br_ssl_server_con
                       br_ssl_server_choices *choices)
 {
   char const *name = tlsserver_sni(cc);
-  int r = 0;
+  struct pair *pr = &pairs[0];
   (void)pctx;
   if (name) {
-    r = named_pair(name);
-    if (r < 0) strerr_warnw4x("keypair for ", name, " unusable, using the default: ", errbuf);
+    struct pair *p = find_pair(name);
+    if (p && p->ok) pr = p;
+    else if (p) strerr_warnw4x("keypair for ", name, " unusable, using the default: ", p->err);
   }
-  if (r <= 0 && !default_pair()) {
-    strerr_warnw2x("no usable certificate: ", errbuf);
+  if (!pr->ok) {
+    strerr_warnw1x("no usable certificate (tlsserver_load not called?)");
     return 0;
   }
-  switch (br_skey_decoder_key_type(&skdc)) {
+  switch (br_skey_decoder_key_type(&pr->skdc)) {
     case BR_KEYTYPE_RSA:
-      br_ssl_server_set_single_rsa(the_cc, chain, chainlen, br_skey_decoder_get_rsa(&skdc),
-                                   BR_KEYTYPE_SIGN, br_rsa_private_get_default(),
-                                   br_rsa_pkcs1_sign_get_default());
+      br_ssl_server_set_single_rsa(the_cc, pr->chain, pr->chainlen,
+                                   br_skey_decoder_get_rsa(&pr->skdc), BR_KEYTYPE_SIGN,
+                                   br_rsa_private_get_default(), br_rsa_pkcs1_sign_get_default());
       break;
     case BR_KEYTYPE_EC:
-      br_ssl_server_set_single_ec(the_cc, chain, chainlen, br_skey_decoder_get_ec(&skdc),
-                                  BR_KEYTYPE_SIGN, BR_KEYTYPE_EC, br_ec_get_default(),
+      br_ssl_server_set_single_ec(the_cc, pr->chain, pr->chainlen,
+                                  br_skey_decoder_get_ec(&pr->skdc), BR_KEYTYPE_SIGN,
+                                  BR_KEYTYPE_EC, br_ec_get_default(),
                                   br_ecdsa_sign_asn1_get_default());
       break;
     default:

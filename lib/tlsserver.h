@@ -4,13 +4,18 @@
  * RSA key exchange, no static ECDH); the server's order of preference; no renegotiation.
  * RSA and EC (P-256, P-384, P-521) keys, PEM (PKCS#1, SEC 1 or PKCS#8 keys).
  *
- * Certificates are read when the client's hello has arrived, so a certificate replaced by an
- * atomic rename is used by the next connection. The keypair is chosen by the SNI name:
+ * Every keypair is read once, by tlsserver_load, when tls-serve starts (as root, before the
+ * TLS engine drops root and before a byte is read from the client); a certificate replaced by
+ * an atomic rename is used by the next connection. The keypair is chosen by the SNI name:
  *   1. $CERTFILE:NAME and $KEYFILE:NAME (s6-networking's convention), if both are set;
  *   2. DIR/NAME/cert.pem and DIR/NAME/key.pem, if DIR/NAME/cert.pem exists
- *      (DIR is MAILROOT/tls, NAME the server name in lower case);
+ *      (DIR is MAILROOT/tls, NAME a plain host name in lower case);
  *   3. the default pair: $TLS_CERTFILE / $TLS_KEYFILE, else $CERTFILE / $KEYFILE, else
  *      MAILROOT/tls/cert.pem and MAILROOT/tls/key.pem.
+ * A key that does not belong to its certificate (the public key computed from the private key
+ * differs from the certificate's) is refused at load: for the default pair tlsserver_load
+ * fails and says so; an SNI pair that fails is left out, and a client asking for that name
+ * gets the default pair (the reason is logged then). At most TLSSERVER_PAIRS_MAX pairs.
  * A name that is not a plain host name (bytes other than a-z 0-9 - . _, empty labels, over 253
  * octets) never touches the file system: it gets the default pair and is not exported.
  */
@@ -25,6 +30,15 @@
 #define TLSSERVER_KEY_MAX 16384   /* octets in a key file */
 #define TLSSERVER_CHAIN_MAX 8     /* certificates in a chain */
 #define TLSSERVER_FACTS_MAX 1024  /* octets of the SSL_* facts list */
+#define TLSSERVER_PAIRS_MAX 33    /* keypairs: the default and 32 SNI names */
+
+/* Loads every keypair (see above). Returns 1, or 0 if the default pair is unusable, with
+ * tlsserver_error() saying why ("KEY does not match the certificate in CERT", ...). */
+int tlsserver_load(void);
+
+/* The i-th loaded pair (0 is the default, name ""): 1 with *name and *err (0 if usable, else
+ * why not), 0 past the last one. */
+unsigned int tlsserver_pairs(char const **name, char const **err, unsigned int i);
 
 /* Sets up cc for one server connection with the policy above, using iobuf: full duplex when
  * iobuflen is over BR_SSL_BUFSIZE_MONO (the input part gets BR_SSL_BUFSIZE_INPUT first, the
@@ -32,7 +46,7 @@
  * tlsserver_error() telling why. */
 int tlsserver_init(br_ssl_server_context *cc, unsigned char *iobuf, size_t iobuflen);
 
-/* Zeroes the private key and certificates (call once the handshake is over). */
+/* Zeroes every private key and certificate (done by tlsserver_run once the handshake is over). */
 void tlsserver_wipe(void);
 
 /* A one-line reason for the last failure (loading files, or the engine's error code). */

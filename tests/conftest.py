@@ -149,3 +149,18 @@ def instance(tmp_path):
                        timeout=60)
     assert r.returncode == 0, r.stderr
     return Instance(root)
+
+
+@pytest.fixture
+def shared_tmp():
+    """A temporary directory the service users (pb-*) can reach: pytest's tmp_path sits in a
+    0700 directory under root, which they cannot traverse. Removed afterwards."""
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="pillarbox-test-", dir="/var/tmp")
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(d + ".bin", ignore_errors=True)

@@ -38,6 +38,17 @@ def users_lines(inst):
             if l and not l.startswith("#")]
 
 
+def roles(*domains):
+    """The aliases mail-instance makes for each domain (issue 10): root, abuse and
+    MAILER-DAEMON reach the domain's postmaster."""
+    return ["%s@%s: postmaster@%s" % (r, d, d) for d in domains
+            for r in ("root", "abuse", "mailer-daemon")]
+
+
+def roles_text(*domains):
+    return "".join(l + "\n" for l in roles(*domains))
+
+
 def lookup(inst, *addrs):
     r = inst.run("mail-lookup", *addrs)
     return r.returncode, r.stdout.decode().splitlines()
@@ -66,7 +77,8 @@ def test_instance_tree(tmp_path):
     assert read(root / "control" / "domains").split() == ["example.test", "other.test"]
     for name in ("domains", "users", "aliases"):
         assert os.path.getsize(root / "control" / (name + ".cdb")) >= 2048  # cdb header
-    assert read(root / "control" / "users") == "" and read(root / "control" / "aliases") == ""
+    assert read(root / "control" / "users") == ""
+    assert read(root / "control" / "aliases") == roles_text("example.test", "other.test")
     assert "databytes" in read(root / "control" / "README")
     # tcp-rules and its cdb
     assert read(root / "control" / "tcp-rules") == \
@@ -290,12 +302,17 @@ def test_user_passwd_quota_del(instance):
     assert instance.run("mail-user", "quota", "demo@example.test", "-1").returncode == 100
     assert instance.run("mail-user", "list").stdout == b"demo@example.test\nbob@example.test\n"
     assert instance.run("mail-user", "list", "other.test").stdout == b""
-    assert instance.run("mail-user", "del", "DEMO@example.test").returncode == 0
+    # demo, the first account, is postmaster@'s target: refused without --force (issue 10)
+    r = instance.run("mail-user", "del", "DEMO@example.test")
+    assert r.returncode == 100 and b"postmaster@example.test" in r.stderr
+    assert instance.run("mail-user", "del", "--force", "DEMO@example.test").returncode == 0
     assert instance.run("mail-user", "del", "demo@example.test").returncode == 100
     assert instance.run("mail-user", "list").stdout == b"bob@example.test\n"
     assert lookup(instance, "demo@example.test") == (100, ["unknown demo@example.test"])
-    # the Maildir is kept (mail is never thrown away by an admin command)
-    assert os.path.isdir(instance.maildir("demo@example.test"))
+    # the Maildir is kept (mail is never thrown away by an admin command), moved aside
+    [kept] = os.listdir(instance.path("mail", "example.test", ".deleted"))
+    assert kept.startswith("demo-")
+    assert os.path.isdir(instance.path("mail", "example.test", ".deleted", kept, "new"))
     # and the account can come back
     instance.add_user("demo@example.test", "again")
     assert lookup(instance, "demo@example.test")[0] == 0
@@ -332,7 +349,8 @@ def test_aliases(instance):
     instance.add_alias("list@example.test", "demo@example.test", "Ext@Remote.test")
     instance.add_alias("list@example.test", "DEMO@example.test", "other@remote.test")  # merged
     instance.add_alias("@example.test", "demo@example.test")
-    assert instance.run("mail-alias", "list").stdout.decode().splitlines() == [
+    assert instance.run("mail-alias", "list").stdout.decode().splitlines() == roles(
+        "example.test") + [
         "postmaster@example.test: demo@example.test",
         "list@example.test: demo@example.test, Ext@Remote.test, other@remote.test",
         "@example.test: demo@example.test",
@@ -350,7 +368,8 @@ def test_aliases(instance):
     # removing the last target removes the alias
     assert instance.run("mail-alias", "del", "postmaster@example.test",
                         "demo@example.test").returncode == 0
-    assert instance.run("mail-alias", "list").stdout == b"@example.test: demo@example.test\n"
+    assert instance.run("mail-alias", "list").stdout.decode() == roles_text("example.test") + \
+        "@example.test: demo@example.test\n"
 
 
 @pytest.mark.parametrize("args", [
@@ -372,7 +391,7 @@ def test_alias_refusals(instance, args):
     r = instance.run("mail-alias", *args)
     assert r.returncode == 100, r.stderr
     assert read(instance.path("control", "aliases.cdb"), binary=True) == before
-    assert read(instance.path("control", "aliases")) == ""
+    assert read(instance.path("control", "aliases")) == roles_text("example.test")
 
 
 def test_lookup_order(instance):
@@ -405,7 +424,15 @@ def test_alias_loops_and_copies(instance):
     instance.add_user("a@example.test")
     instance.add_alias("a@example.test", "a@example.test", "b@remote.test")  # keep a copy
     instance.add_alias("l1@example.test", "l2@example.test")
-    instance.add_alias("l2@example.test", "l1@example.test")
+    # mail-alias refuses to close the loop (issue 10), naming it ...
+    r = instance.run("mail-alias", "add", "l2@example.test", "l1@example.test")
+    assert r.returncode == 100
+    assert (b"alias loop: l2@example.test -> l1@example.test -> l2@example.test"
+            in r.stderr), r.stderr
+    # ... and a loop made by hand is still caught by the lookup
+    with open(instance.path("control", "aliases"), "a") as f:
+        f.write("l2@example.test: l1@example.test\n")
+    assert instance.run("mail-alias", "rebuild").returncode == 0
     rc, out = lookup(instance, "a@example.test")
     assert rc == 0 and out == ["local a@example.test " + instance.maildir("a@example.test"),
                                "remote b@remote.test"]
@@ -585,13 +612,15 @@ def test_first_account_becomes_postmaster(instance):
     md = instance.maildir
     r = instance.add_user("Joe@example.test")
     assert b"postmaster@example.test" in r.stderr
-    assert aliases_list(instance) == ["postmaster@example.test: joe@example.test"]
+    assert aliases_list(instance) == roles("example.test") + [
+        "postmaster@example.test: joe@example.test"]
     assert lookup(instance, "Postmaster@EXAMPLE.test") == \
         (0, ["local joe@example.test " + md("joe@example.test")])
     # later accounts change nothing
     r = instance.add_user("ann@example.test")
     assert b"postmaster" not in r.stderr
-    assert aliases_list(instance) == ["postmaster@example.test: joe@example.test"]
+    assert aliases_list(instance) == roles("example.test") + [
+        "postmaster@example.test: joe@example.test"]
     # a domain added later: its first account is its postmaster
     instance.add_domain("second.test")
     assert lookup(instance, "postmaster@second.test") == (100, ["unknown postmaster@second.test"])
@@ -620,7 +649,7 @@ def test_postmaster_account_first(instance):
     """The first account being postmaster itself needs no alias."""
     instance.add_user("postmaster@example.test")
     instance.add_user("joe@example.test")
-    assert aliases_list(instance) == []
+    assert aliases_list(instance) == roles("example.test")
 
 
 def test_postmaster_alias_junk_keeps_the_account(instance):
@@ -639,7 +668,8 @@ def test_instance_postmaster_option(tmp_path):
                "--postmaster", "Boss@Remote.test")
     assert r.returncode == 0, r.stderr
     assert read(root / "control" / "aliases") == \
-        "postmaster@a.test: Boss@Remote.test\npostmaster@b.test: Boss@Remote.test\n"
+        "postmaster@a.test: Boss@Remote.test\npostmaster@b.test: Boss@Remote.test\n" + \
+        roles_text("a.test", "b.test")
     inst = Instance(root)
     assert lookup(inst, "postmaster@a.test", "POSTMASTER@b.test") == \
         (0, ["remote Boss@Remote.test"] * 2)

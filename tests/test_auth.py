@@ -522,8 +522,12 @@ def start_template(inst, name, tmp_path, env_files=None):
     port = free_port()
     (d / "env" / "PORT").write_text("%d\n" % port)
     (d / "env" / "IP").write_text("127.0.0.1\n")
-    for k, v in (env_files or {}).items():
-        (d / "env" / k).write_text(v + "\n")
+    # the instance is in a 0700 tmp_path: no service user could reach it, so by default
+    # nothing is dropped (empty env/SERVICE_USER and env/TLS_USER, everything as root)
+    files = {"SERVICE_USER": "", "TLS_USER": ""}
+    files.update(env_files or {})
+    for k, v in files.items():
+        (d / "env" / k).write_text(v + "\n" if v else "")
     log = open(tmp_path / (name + ".log"), "wb")
     p = subprocess.Popen(["sh", "./run"], cwd=str(d), stdout=log, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True, env=inst.env)
@@ -612,10 +616,10 @@ def _tls_engines(pgid):
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another uid needs root")
 @pytest.mark.parametrize("tlsuser", [None, "nobody"])
 def test_smtps_template_tls_engine_drops_to_tlsuser(accounts, tmp_path, tlsuser):
-    """Run as root, the TLS engine keeps root unless env/TLSUSER names a user; with it, the
-    process parsing the peer's TLS records runs as that user once the handshake is done."""
+    """Run as root, the TLS engine keeps root when env/TLS_USER is empty; when it names a user,
+    the process parsing the peer's TLS records runs as that user."""
     p, port = start_template(accounts, "smtps", tmp_path,
-                             {"TLSUSER": tlsuser} if tlsuser else None)
+                             {"TLS_USER": tlsuser} if tlsuser else None)
     try:
         with SMTP_SSL_Named("127.0.0.1", port, timeout=30,
                             context=client_context(accounts.path("tls", "cert.pem"))) as s:

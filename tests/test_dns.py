@@ -251,3 +251,72 @@ def test_dns_reply_parser_fuzz(tmp_path):
     assert b"Done 300000 runs" in r.stderr
     assert not [f for f in os.listdir(tmp_path) if f.startswith(("crash-", "leak-", "oom-"))]
 
+
+
+class RecordingDns:
+    """A DNS server (python3-dnslib) that records every question it gets and answers any MX
+    question with "10 mx.<name>" (for badmx.*: "10 mx-.<name>") and any A question with 127.0.0.2."""
+
+    def __init__(self):
+        import dnslib
+        self.dnslib = dnslib
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.questions = []
+        self.stopping = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        d = self.dnslib
+        while not self.stopping:
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except OSError:
+                continue
+            req = d.DNSRecord.parse(q)
+            name = str(req.q.qname)
+            self.questions.append((name, d.QTYPE[req.q.qtype]))
+            reply = req.reply()
+            if req.q.qtype == d.QTYPE.MX:
+                host = ("mx-." if name.startswith("badmx.") else "mx.") + name
+                reply.add_answer(d.RR(name, d.QTYPE.MX, rdata=d.MX(host, 10)))
+            elif req.q.qtype == d.QTYPE.A:
+                reply.add_answer(d.RR(name, d.QTYPE.A, rdata=d.A("127.0.0.2")))
+            self.sock.sendto(reply.pack(), peer)
+
+    @property
+    def env(self):
+        return {"PILLARBOX_DNS": "127.0.0.1:%d" % self.port, "PILLARBOX_DNS_TIMEOUT": "1"}
+
+    def stop(self):
+        self.stopping = True
+        self.t.join(timeout=5)
+        self.sock.close()
+
+
+def test_hyphen_labels_refused_without_a_query():
+    """RFC 5321 4.1.2: a label is Let-dig [Ldh-str]; '-', '-foo', 'foo-' exit 100 and the DNS
+    server never hears of them."""
+    dns = RecordingDns()
+    try:
+        r = resolve(dns.env, "good-name.test")  # the server answers and records
+        assert r.returncode == 0, r.stderr
+        assert lines(r) == [["10", "mx.good-name.test", "127.0.0.2"]]
+        assert ("good-name.test.", "MX") in dns.questions
+        seen = len(dns.questions)
+        for bad in ("-", "-foo", "foo-", "-foo.test", "foo-.test", "a.-b.test", "a.b-.test",
+                    "a.b.test-", "x.-.test"):
+            r = subprocess.run([prog("mx-resolve"), "--", bad], env=base_env(**dns.env),
+                               capture_output=True, timeout=30)
+            assert r.returncode == 100, (bad, r.returncode, r.stderr)
+            assert b"invalid domain name" in r.stderr, (bad, r.stderr)
+        assert dns.questions[seen:] == []
+        # an MX host with such a name is skipped, never looked up: no host left, exit 100
+        r = resolve(dns.env, "badmx.test")
+        assert r.returncode == 100, r.stderr
+        assert dns.questions[seen:] == [("badmx.test.", "MX")]
+    finally:
+        dns.stop()

@@ -53,8 +53,8 @@ def pick_offset():
     raise AssertionError("no free port range")
 
 
-def test_make_run_end_to_end(tmp_path):
-    var = str(tmp_path / "var")
+def test_make_run_end_to_end(shared_tmp):
+    var = os.path.join(shared_tmp, "var")
     off = pick_offset()
     env = base_env(PILLARBOX_VAR=var, PILLARBOX_PORT_OFFSET=str(off))
     p = subprocess.Popen(["sh", os.path.join(ROOT, "services", "make-run")], cwd=ROOT, env=env,
@@ -131,9 +131,9 @@ def test_make_run_end_to_end(tmp_path):
         assert b"smtp-receive: info: session ip=127.0.0.1" in f.read()
 
 
-def test_make_run_keeps_an_existing_instance(tmp_path):
+def test_make_run_keeps_an_existing_instance(shared_tmp):
     """A second start reuses ./var: the same password, no new instance."""
-    var = str(tmp_path / "var")
+    var = os.path.join(shared_tmp, "var")
     off = pick_offset()
     env = base_env(PILLARBOX_VAR=var, PILLARBOX_PORT_OFFSET=str(off))
     pws = []

@@ -808,3 +808,87 @@ def test_quit_updates_maildirsize(box):
     box.session([b"RETR 1", b"QUIT"])
     with open(os.path.join(box.dir, "maildirsize")) as f:
         assert f.read().count("\n") == 3
+
+
+# ---------------------------------------------------------------- issue 10's POP3 defects
+
+def test_pipelined_input_with_a_nul_survives_the_login(box):
+    """The pipelined rest of the input crosses to pop3-maildir whole, a NUL byte included:
+    the line with the NUL is refused, the commands behind it are answered."""
+    box.add(MSG1)
+    r = box.session([b"NO\0OP", b"STAT", b"QUIT"])
+    rs = replies(r.stdout)
+    assert rs[0] == b"+OK send PASS" and rs[1].startswith(b"+OK 1 message")
+    assert rs[2].startswith(b"-ERR"), rs
+    assert rs[3] == b"+OK 1 %d" % (len(MSG1) + MSG1.count(b"\n"))
+    assert rs[4] == b"+OK bye" and len(rs) == 5
+    assert r.returncode == 0
+
+
+def test_quit_releases_the_lock_before_answering(box, tmp_path):
+    """The +OK to QUIT is written after the maildrop lock is released (seen in the order of
+    the system calls), so a client that reconnects at once is never told [IN-USE]."""
+    box.add(MSG1)
+    log = tmp_path / "strace.log"
+    e = dict(box.env)
+    r = subprocess.run(["strace", "-f", "-qq", "-o", str(log), "-e", "trace=openat,close,write",
+                        "-s", "64"] + box.argv(),
+                       input=b"USER joe\r\nPASS " + PASSWORD.encode() + b"\r\nSTAT\r\nQUIT\r\n",
+                       env=e, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert replies(r.stdout)[-1] == b"+OK bye"
+    calls = log.read_text().splitlines()
+    opened = [(i, l) for i, l in enumerate(calls) if '".pop3.lock"' in l and "openat(" in l]
+    assert len(opened) == 1, opened
+    i0, l0 = opened[0]
+    pid, fd = l0.split()[0], l0.rsplit("=", 1)[1].strip()
+    closed = [i for i, l in enumerate(calls[i0:], i0)
+              if l.split()[0] == pid and l.split(None, 1)[1].startswith("close(%s)" % fd)]
+    bye = [i for i, l in enumerate(calls) if "+OK bye" in l and "write(" in l]
+    assert closed and bye, (closed, bye)
+    assert closed[0] < bye[0]
+    # and functionally: reconnect as soon as +OK bye is read, many times
+    for _ in range(30):
+        c = Conversation(box)
+        try:
+            c.line()
+            c.send(b"USER joe\r\nPASS " + PASSWORD.encode() + b"\r\n")
+            assert c.line() == b"+OK send PASS"
+            assert c.line().startswith(b"+OK 1 message")
+            assert c.cmd(b"QUIT") == b"+OK bye"
+            fd = os.open(os.path.join(box.dir, ".pop3.lock"), os.O_RDWR)
+            try:
+                import fcntl
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
+            finally:
+                os.close(fd)
+        finally:
+            c.close()
+
+
+def test_bad_commands_before_login_end_the_connection(box):
+    """2,000 XYZZY before login: 20 refusals, then the connection is closed."""
+    r = box.run(b"XYZZY\r\n" * 2000, env={"POP3_ALLOW_PLAINTEXT_AUTH": "0"})
+    rs = replies(r.stdout)
+    assert rs[:20] == [b"-ERR unknown command"] * 20
+    assert rs[20:] == [b"-ERR too many bad commands, closing"]
+    assert r.returncode == 0
+    assert b"too many bad commands before login from 127.0.0.1" in r.stderr
+    # every kind of refusal counts: unknown words, syntax, APOP, PASS without USER
+    mix = [b"XYZZY", b"LIST 1", b"APOP a b", b"PASS x", b"USER " + b"x" * 50] * 4
+    r = box.run(b"".join(c + b"\r\n" for c in mix) + b"CAPA\r\n")
+    rs = replies(r.stdout)
+    assert len(rs) == 21 and rs[-1] == b"-ERR too many bad commands, closing", rs
+    # good commands do not count, and a client under the limit goes on
+    r = box.session([b"NOOP"] * 19 + [b"QUIT"], login=False)
+    assert replies(r.stdout)[-1] == b"+OK bye"
+    r = box.run(b"XYZZY\r\n" * 19 + b"CAPA\r\n" * 50 + b"QUIT\r\n")
+    assert replies(r.stdout)[-1] == b"+OK bye"
+
+
+def test_logins_and_logouts_logged_with_ip_and_user(box):
+    box.add(MSG1)
+    r = box.session([b"QUIT"], env={"TCPREMOTEIP": "127.0.0.9"})
+    assert b"pop3-serve: info: login joe from 127.0.0.9\n" in r.stderr
+    assert b"pop3-serve: info: logout joe from 127.0.0.9 status 0\n" in r.stderr
+    assert r.stderr.index(b"login joe") < r.stderr.index(b"logout joe")

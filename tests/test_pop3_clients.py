@@ -227,8 +227,10 @@ def fetchmail(tmp_path, port, out, keep):
                                    "keep" if keep else "no keep", out))
     os.chmod(rc, 0o600)
     env = dict(os.environ, HOME=str(home), FETCHMAILHOME=str(home))
+    # its own pid (lock) file: as root fetchmail's default is one for the whole machine
     return subprocess.run(["fetchmail", "-f", str(rc), "-i", str(home / "fetchids"),
-                           "--nosyslog"], capture_output=True, env=env, timeout=60)
+                           "--pidfile", str(home / "fetchmail.pid"), "--nosyslog"],
+                          capture_output=True, env=env, timeout=60)
 
 
 @pytest.mark.skipif(not shutil.which("fetchmail"), reason="needs fetchmail")
@@ -300,6 +302,9 @@ def test_service_templates(mailbox, tmp_path):
             assert (d / "env" / "PORT").read_text().strip() == {"pop3": "110", "pop3s": "995"}[name]
             ports[name] = free_port()
             (d / "env" / "PORT").write_text("%d\n" % ports[name])
+            # the instance is in a 0700 tmp_path: drop nothing (one uid, as when not root)
+            (d / "env" / "SERVICE_USER").write_text("")
+            (d / "env" / "TLS_USER").write_text("")
             procs.append(subprocess.Popen(["./run"], cwd=str(d), stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, env=mailbox.env))
         wait_for(lambda: all(listening(p) for p in ports.values()), what="services")

@@ -755,11 +755,13 @@ def test_queue_run_refuses_junk_control_files(users, name, value):
 
 def test_queue_run_survives_an_empty_alias_and_a_loop(users, qrun):
     users.add_alias("loop1@example.test", "loop2@example.test")
-    users.add_alias("loop2@example.test", "loop1@example.test")
+    # mail-alias refuses to close a loop (issue 10); one made by hand reaches the queue
+    with open(users.path("control", "aliases"), "a") as f:
+        f.write("loop2@example.test: loop1@example.test\n")
+    assert users.run("mail-alias", "rebuild").returncode == 0
     q = qrun(users)
     rc, err = users.inject(MSG, "alice@example.test", "loop1@example.test", "bob@example.test")
-    if rc != 0:
-        pytest.skip("mail-alias refused the loop at add time")
+    assert rc == 0, err
     q.wait_log(r"^done ", count=2)
     assert len(users.messages("bob@example.test")) == 1
     [b] = users.messages("alice@example.test")

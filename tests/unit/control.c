@@ -35,5 +35,15 @@ int main(void)
   sa.len = 0;
   put("list", "a\n#b\nc\n");
   CHECK(control_readlines(&sa, "list") == 1 && sa.len == 4 && !memcmp(sa.s, "a\0c\0", 4));
+  /* the default domain: defaultdomain, else the first local domain, else me */
+  CHECK(control_defaultdomain(&sa) == 1 && sa.len == 15 && !memcmp(sa.s, "mx.example.test", 15));
+  put("domains", "# local\nFirst.TEST\nsecond.test\n");
+  CHECK(control_defaultdomain(&sa) == 1 && sa.len == 10 && !memcmp(sa.s, "first.test", 10));
+  put("defaultdomain", "Mail.Example.TEST\n");
+  CHECK(control_defaultdomain(&sa) == 1 && sa.len == 17 && !memcmp(sa.s, "mail.example.test", 17));
+  put("defaultdomain", "");
+  put("domains", "");
+  put("me", "# nothing\n");
+  CHECK(control_defaultdomain(&sa) == 0 && sa.len == 0);
   return CHECK_DONE();
 }

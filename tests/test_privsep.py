@@ -1,0 +1,533 @@
+"""The privilege model (doc/security.md): an instance created by root with `mail-instance
+create`, its services started by s6-svscan as root, each running under its own uid.
+
+Per uid, `s6-setuidgid UID cat FILE` must be refused for what the model forbids; each
+service's processes are checked in /proc; the TLS engine must have dropped root while a client
+holds the connection before sending its ClientHello; a key that does not match its
+certificate is refused when tls-serve starts, with the reason."""
+import grp
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import ROOT, BIN, base_env, free_port, prog, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="the privilege model needs root (system users, setuid)")
+
+USERS = ["pb-tls", "pb-smtpd", "pb-login", "pb-auth", "pb-queue", "pb-deliv", "pb-remote",
+         "pb-log"]
+USER = "demo@example.test"
+TCP_SERVICES = {"smtpd": "pb-smtpd", "submission": "pb-smtpd", "smtps": "pb-smtpd",
+                "pop3": "pb-login", "pop3s": "pb-login"}
+
+
+def listening(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def proc_info(pid):
+    """(comm, uid, gid, ppid) of a process, or None if it is gone."""
+    try:
+        with open("/proc/%s/status" % pid) as f:
+            st = f.read()
+    except OSError:
+        return None
+    fields = dict(l.split(":", 1) for l in st.splitlines() if ":" in l)
+    return (fields["Name"].strip(), int(fields["Uid"].split()[1]),
+            int(fields["Gid"].split()[1]), int(fields["PPid"].strip()))
+
+
+def instance_procs(root):
+    """{pid: (comm, euid, egid, ppid)} of the processes of the instance at root: those with
+    MAILROOT=root in their environment or root in their command line."""
+    out = {}
+    key = ("MAILROOT=" + root).encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                env = f.read().split(b"\0")
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if key in env or root.encode() + b"/" in cmd:
+            info = proc_info(pid)
+            if info:
+                out[int(pid)] = info
+    return out
+
+
+def uid(name):
+    return pwd.getpwnam(name).pw_uid
+
+
+def as_user(user, *argv):
+    return subprocess.run(["s6-setuidgid", user] + list(argv), capture_output=True, timeout=30)
+
+
+class ModelInstance:
+    def __init__(self, root):
+        self.root = root
+        self.env = base_env(MAILROOT=root)
+        self.ports = {}
+
+    def path(self, *p):
+        return os.path.join(self.root, *p)
+
+    def run(self, name, *args, input=None, env=None):
+        return subprocess.run([prog(name)] + list(args), input=input, capture_output=True,
+                              env=env or self.env, timeout=60)
+
+    def svc(self, *args):
+        r = subprocess.run(["s6-svc"] + list(args), capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def model():
+    """An instance made by root in a directory the service users can reach, its services
+    under s6-svscan (as root) on free loopback ports; everything stopped and removed after."""
+    top = tempfile.mkdtemp(prefix="pillarbox-privsep-", dir="/var/tmp")
+    os.chmod(top, 0o755)
+    root = os.path.join(top, "inst")
+    inst = ModelInstance(root)
+    svscan = None
+    try:
+        r = subprocess.run([prog("mail-instance"), "create", root, "--hostname", "mx.example.test",
+                            "--domain", "example.test"], capture_output=True, env=inst.env,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        r = inst.run("mail-user", "add", USER, input=b"Sekr1t\n")
+        assert r.returncode == 0, r.stderr
+        for name in TCP_SERVICES:
+            inst.ports[name] = free_port()
+            with open(inst.path("service", name, "env", "PORT"), "w") as f:
+                f.write("%d\n" % inst.ports[name])
+            with open(inst.path("service", name, "env", "IP"), "w") as f:
+                f.write("127.0.0.1\n")
+        svscan = subprocess.Popen(["s6-svscan", inst.path("service")], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True,
+                                  env=base_env())
+        inst.svscan = svscan
+        for name, port in inst.ports.items():
+            wait_for(lambda: listening(port), timeout=30, what=name + " to listen")
+        r = subprocess.run(["s6-svwait", "-U", "-t", "30000", inst.path("service", "inject")],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        yield inst
+    finally:
+        if svscan is not None:
+            subprocess.run(["s6-svscanctl", "-t", inst.path("service")], capture_output=True,
+                           timeout=30)
+            try:
+                svscan.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(svscan.pid, signal.SIGKILL)
+                svscan.wait()
+            try:
+                wait_for(lambda: not instance_procs(root), timeout=20, what="services to stop")
+            finally:
+                for pid in instance_procs(root):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+        shutil.rmtree(top, ignore_errors=True)
+
+
+# ---- users and the layout ----
+
+def test_system_users_and_groups(model):
+    for u in USERS:
+        pw = pwd.getpwnam(u)
+        assert pw.pw_uid != 0 and pw.pw_shell.endswith("nologin"), u
+        assert grp.getgrgid(pw.pw_gid).gr_name == u
+    assert set(grp.getgrnam("pb-authc").gr_mem) == {"pb-smtpd", "pb-deliv"}
+    assert set(grp.getgrnam("pb-loginc").gr_mem) == {"pb-login"}
+
+
+@pytest.mark.parametrize("rel,owner,group,mode", [
+    ("queue", "pb-queue", "pb-queue", 0o711),
+    ("queue/mess", "pb-queue", "pb-queue", 0o750),
+    ("mail", "pb-deliv", "pb-deliv", 0o750),
+    ("mail/example.test/demo", "pb-deliv", "pb-deliv", 0o700),
+    ("mail/example.test/demo/new", "pb-deliv", "pb-deliv", 0o700),
+    ("log", "pb-log", "pb-log", 0o750),
+    ("control/passwd.cdb", "pb-auth", "pb-auth", 0o600),
+    ("control/users", "root", "root", 0o600),
+    ("tls", "root", "root", 0o700),
+    ("tls/key.pem", "root", "root", 0o600),
+    ("run/auth", "pb-auth", "pb-authc", 0o750),
+    ("run/login", "pb-deliv", "pb-loginc", 0o750),
+])
+def test_owners_and_modes(model, rel, owner, group, mode):
+    st = os.lstat(model.path(rel))
+    assert (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name,
+            stat.S_IMODE(st.st_mode)) == (owner, group, mode)
+
+
+def test_mail_user_add_as_root_gives_the_maildir_to_the_delivery_uid(model):
+    r = model.run("mail-user", "add", "second@example.test", input=b"pw2\n")
+    assert r.returncode == 0, r.stderr
+    md = model.path("mail", "example.test", "second")
+    for d in ("", "new", "cur", "tmp"):
+        assert os.stat(os.path.join(md, d)).st_uid == uid("pb-deliv"), d
+    # and the delivery uid can deliver into it at once
+    r = subprocess.run(["s6-setuidgid", "pb-deliv", prog("deliver-maildir"), md],
+                       input=b"Subject: hi\n\nhello\n", capture_output=True, timeout=30,
+                       env=dict(model.env, SENDER="a@b.example", RECIPIENT="second@example.test"))
+    assert r.returncode == 0, r.stderr
+    assert len(os.listdir(os.path.join(md, "new"))) == 1
+
+
+# ---- what each uid may not read ----
+
+@pytest.fixture(scope="module")
+def forbidden_files(model):
+    """A message in the demo Maildir (delivered as pb-deliv) and one in the queue (injected
+    through the socket while the scheduler is down, so it stays there)."""
+    md = model.path("mail", "example.test", "demo")
+    r = subprocess.run(["s6-setuidgid", "pb-deliv", prog("deliver-maildir"), md],
+                       input=b"Subject: secret\n\nmailbox secret\n", capture_output=True,
+                       timeout=30, env=dict(model.env, SENDER="a@b.example", RECIPIENT=USER))
+    assert r.returncode == 0, r.stderr
+    mailfile = os.path.join(md, "new", sorted(os.listdir(os.path.join(md, "new")))[0])
+    model.svc("-wD", "-d", model.path("service", "queue"))
+    try:
+        r = subprocess.run([prog("sendmail"), USER], input=b"Subject: queued\n\nqueue secret\n",
+                           capture_output=True, timeout=60,
+                           env=dict(model.env, QUEUE_INJECT="queue-inject-ipc -c"))
+        assert r.returncode == 0, r.stderr
+        mess = model.path("queue", "mess")
+        qfile = os.path.join(mess, wait_for(lambda: os.listdir(mess), what="queued")[0])
+        yield {"passwd": model.path("control", "passwd.cdb"), "key": model.path("tls", "key.pem"),
+               "users": model.path("control", "users"), "mailbox": mailfile, "queue": qfile}
+    finally:
+        model.svc("-u", model.path("service", "queue"))
+
+
+FORBIDDEN = [(u, "passwd") for u in USERS if u != "pb-auth"] + \
+            [(u, "users") for u in USERS] + \
+            [(u, "key") for u in USERS] + \
+            [(u, "mailbox") for u in USERS if u != "pb-deliv"] + \
+            [(u, "queue") for u in USERS if u != "pb-queue"]
+
+
+@pytest.mark.parametrize("user,what", FORBIDDEN)
+def test_uid_cannot_read(model, forbidden_files, user, what):
+    r = as_user(user, "cat", forbidden_files[what])
+    assert r.returncode != 0 and b"Permission denied" in r.stderr, (user, what, r)
+
+
+@pytest.mark.parametrize("user,what", [("pb-auth", "passwd"), ("pb-deliv", "mailbox"),
+                                       ("pb-queue", "queue")])
+def test_owner_can_read(model, forbidden_files, user, what):
+    """The control for the refusals: the one uid the model allows reads the file."""
+    r = as_user(user, "cat", forbidden_files[what])
+    assert r.returncode == 0, r.stderr
+
+
+def test_queue_holds_only_files_of_the_queue_uid(model, forbidden_files):
+    for d, _, files in os.walk(model.path("queue")):
+        for n in files:
+            st = os.lstat(os.path.join(d, n))
+            assert st.st_uid == uid("pb-queue"), os.path.join(d, n)
+
+
+def test_any_local_user_injects_through_the_socket(model, forbidden_files):
+    """nobody (any local user) reaches queue/inject.sock; the file is the queue uid's and the
+    trace line names the real sender uid."""
+    env = dict(model.env)
+    r = subprocess.run(["s6-setuidgid", "nobody", prog("sendmail"), "-f", "nobody@example.test",
+                        USER], input=b"Subject: from nobody\n\nhello from nobody\n",
+                       capture_output=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    mess = model.path("queue", "mess")
+
+    def got():
+        for n in os.listdir(mess):
+            p = os.path.join(mess, n)
+            try:
+                with open(p, "rb") as f:
+                    b = f.read()
+            except FileNotFoundError:   # delivered meanwhile
+                continue
+            if b"hello from nobody" in b:
+                return p, b
+    p, b = wait_for(got, timeout=30, what="the message in the queue")
+    assert b"uid %d" % uid("nobody") in b
+    assert os.stat(p).st_uid == uid("pb-queue")
+
+
+# ---- the services' uids ----
+
+def test_long_running_services_uids(model):
+    procs = instance_procs(model.root)
+    by = {}
+    for pid, (comm, u, g, pp) in procs.items():
+        by.setdefault(comm, set()).add(u)
+    assert by.get("tcpserver") == {0}, by          # binds the ports, forks per connection
+    assert by.get("s6-ipcserverd") == {uid("pb-queue")}, by
+    assert by.get("s6-log") == {uid("pb-log")}, by
+
+
+def test_tcpserver_flags(model):
+    """-H (no reverse lookup) and a listen backlog large enough for a burst, on every port."""
+    n = 0
+    for pid, (comm, *_rest) in instance_procs(model.root).items():
+        if comm != "tcpserver":
+            continue
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().split(b"\0")
+        assert b"-H" in argv and b"-b" in argv, argv
+        assert int(argv[argv.index(b"-b") + 1]) >= 80
+        n += 1
+    assert n == len(TCP_SERVICES)
+
+
+def session_procs(model, comm):
+    return [(pid, info) for pid, info in instance_procs(model.root).items() if info[0] == comm]
+
+
+def test_smtpd_session_runs_as_pb_smtpd(model):
+    with socket.create_connection(("127.0.0.1", model.ports["smtpd"]), timeout=10) as s:
+        assert s.recv(512).startswith(b"220")
+        ps = wait_for(lambda: session_procs(model, "smtp-receive"), what="smtp-receive")
+        assert {i[1] for _, i in ps} == {uid("pb-smtpd")}, ps
+        s.sendall(b"QUIT\r\n")
+
+
+def test_pop3_session_runs_as_pb_login(model):
+    with socket.create_connection(("127.0.0.1", model.ports["pop3"]), timeout=10) as s:
+        assert s.recv(512).startswith(b"+OK")
+        ps = wait_for(lambda: session_procs(model, "pop3-serve"), what="pop3-serve")
+        assert {i[1] for _, i in ps} == {uid("pb-login")}, ps
+        s.sendall(b"QUIT\r\n")
+
+
+def tls_serve_uids(model):
+    return sorted(i[1] for _, i in session_procs(model, "tls-serve"))
+
+
+@pytest.mark.parametrize("service,program", [("smtps", "pb-smtpd"), ("pop3s", "pb-login")])
+def test_tls_engine_dropped_before_client_hello(model, service, program):
+    """A client connects to an implicit-TLS port and sends nothing: both tls-serve processes
+    (the engine, and the side that becomes the program) have left root already, the engine
+    for pb-tls, the other for the service's uid."""
+    want = sorted([uid("pb-tls"), uid(program)])
+    with socket.create_connection(("127.0.0.1", model.ports[service]), timeout=10):
+        got = wait_for(lambda: tls_serve_uids(model) == want and tls_serve_uids(model),
+                       timeout=10, what="tls-serve processes of %s as %s" % (service, want))
+        assert 0 not in got
+
+
+def test_tls_engine_dropped_before_client_hello_starttls(model):
+    """STARTTLS on submission: after 220 to STARTTLS, before the ClientHello, the engine runs
+    as pb-tls; the program (smtp-receive) as pb-smtpd."""
+    with socket.create_connection(("127.0.0.1", model.ports["submission"]), timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220")
+        s.sendall(b"EHLO client.example\r\n")
+        while True:
+            line = f.readline()
+            assert line.startswith(b"250"), line
+            if line[3:4] == b" ":
+                break
+        s.sendall(b"STARTTLS\r\n")
+        assert f.readline().startswith(b"220")
+        assert wait_for(lambda: tls_serve_uids(model) == [uid("pb-tls")],
+                        what="the engine as pb-tls")
+        assert {i[1] for _, i in session_procs(model, "smtp-receive")} == {uid("pb-smtpd")}
+        # and the handshake then works with the engine under pb-tls
+        ctx = ssl._create_unverified_context()
+        t = ctx.wrap_socket(s, server_hostname="mx.example.test")
+        t.sendall(b"EHLO again\r\n")
+        assert t.recv(512).startswith(b"250")
+        t.close()
+
+
+def test_smtps_session_works_under_the_model(model):
+    ctx = ssl._create_unverified_context()
+    with socket.create_connection(("127.0.0.1", model.ports["smtps"]), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="mx.example.test") as s:
+            assert s.recv(512).startswith(b"220")
+            s.sendall(b"QUIT\r\n")
+
+
+# ---- tcp rules, backlog ----
+
+def test_tcp_rules_apply_without_restart(model):
+    rules = model.path("control", "tcp-rules")
+    old = open(rules).read()
+    pid_before = [p for p, i in instance_procs(model.root).items() if i[0] == "tcpserver"]
+    try:
+        with open(rules, "w") as f:
+            f.write("127.0.0.1:deny\n:allow\n")
+        r = model.run("mail-instance", "tcprules", model.root)
+        assert r.returncode == 0, r.stderr
+        with socket.create_connection(("127.0.0.1", model.ports["smtpd"]), timeout=10) as s:
+            assert s.recv(512) == b""   # closed by tcpserver, no greeting
+    finally:
+        with open(rules, "w") as f:
+            f.write(old)
+        r = model.run("mail-instance", "tcprules", model.root)
+        assert r.returncode == 0, r.stderr
+    with socket.create_connection(("127.0.0.1", model.ports["smtpd"]), timeout=10) as s:
+        assert s.recv(512).startswith(b"220")
+        s.sendall(b"QUIT\r\n")
+    assert [p for p, i in instance_procs(model.root).items() if i[0] == "tcpserver"] == pid_before
+
+
+def test_burst_of_80_connections_all_greeted(model):
+    """80 connections at once to a service with MAXCONN 40: the others wait in the listen
+    backlog (tcpserver -b) and every one gets its greeting."""
+    socks = []
+    try:
+        for _ in range(80):
+            s = socket.socket()
+            s.settimeout(60)
+            s.connect(("127.0.0.1", model.ports["smtpd"]))
+            socks.append(s)
+        for s in socks:
+            assert s.recv(512).startswith(b"220")
+            s.sendall(b"QUIT\r\n")
+            s.close()
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ---- keys ----
+
+def openssl_key(path):
+    r = subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-out", path], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_mismatched_key_refused_at_start(shared_tmp):
+    root = os.path.join(shared_tmp, "i")
+    env = base_env(MAILROOT=root)
+    r = subprocess.run([prog("mail-instance"), "create", root, "--hostname", "mx.example.test",
+                        "--domain", "example.test"], capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([prog("tls-serve"), "-C"], capture_output=True, env=env, timeout=30)
+    assert r.returncode == 0, r.stderr   # the control: the pair mail-instance made is good
+    openssl_key(os.path.join(root, "tls", "key.pem"))
+    r = subprocess.run([prog("tls-serve"), "-C"], capture_output=True, env=env, timeout=30)
+    assert r.returncode == 100
+    assert b"key.pem does not match the certificate in " in r.stderr, r.stderr
+    # per connection too: the program is never run
+    r = subprocess.run([prog("tls-serve"), "true"], capture_output=True, env=env, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 100 and b"does not match" in r.stderr
+    # the service refuses to start, and says why in its log
+    svc = os.path.join(root, "service", "smtps")
+    with open(os.path.join(svc, "env", "PORT"), "w") as f:
+        f.write("%d\n" % free_port())
+    r = subprocess.run(["./run"], cwd=svc, capture_output=True, timeout=60, env=base_env())
+    assert r.returncode == 100
+    assert b"does not match the certificate" in r.stdout, r.stdout
+
+
+def test_mismatched_sni_pair_falls_back_to_default(shared_tmp):
+    root = os.path.join(shared_tmp, "i")
+    env = base_env(MAILROOT=root)
+    r = subprocess.run([prog("mail-instance"), "create", root, "--hostname", "mx.example.test",
+                        "--domain", "example.test"], capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    sni = os.path.join(root, "tls", "other.example")
+    os.mkdir(sni)
+    shutil.copy(os.path.join(root, "tls", "cert.pem"), os.path.join(sni, "cert.pem"))
+    openssl_key(os.path.join(sni, "key.pem"))
+    r = subprocess.run([prog("tls-serve"), "-C"], capture_output=True, env=env, timeout=30)
+    assert r.returncode == 0
+    assert b"SNI keypair for other.example refused" in r.stderr
+    assert b"does not match" in r.stderr
+
+
+# ---- templates ----
+
+def test_run_scripts_carry_no_absolute_paths():
+    for d in sorted(os.listdir(os.path.join(ROOT, "services"))):
+        for f in ("run", "log/run", "finish"):
+            p = os.path.join(ROOT, "services", d, f)
+            if not os.path.isfile(p):
+                continue
+            for n, line in enumerate(open(p), 1):
+                if n == 1 or line.lstrip().startswith("#"):
+                    continue
+                assert not re.search(r'(^|[\s="\'])/[a-z]', line), "%s:%d: %s" % (p, n, line)
+                assert "@MAILROOT@" not in line and "@BINDIR@" not in line, p
+            assert not os.path.exists(os.path.join(ROOT, "services", d, "env", "USER")), d
+
+
+def test_update_replaces_scripts_and_keeps_env(shared_tmp):
+    root = os.path.join(shared_tmp, "i")
+    env = base_env(MAILROOT=root)
+    r = subprocess.run([prog("mail-instance"), "create", root, "--hostname", "mx.example.test",
+                        "--domain", "example.test"], capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    tpl = os.path.join(shared_tmp, "tpl")
+    shutil.copytree(os.path.join(ROOT, "services"), tpl)
+    with open(os.path.join(tpl, "smtpd", "run"), "a") as f:
+        f.write("# new version\n")
+    with open(os.path.join(tpl, "smtpd", "env", "NEWSETTING"), "w") as f:
+        f.write("x\n")
+    with open(os.path.join(root, "service", "smtpd", "env", "PORT"), "w") as f:
+        f.write("2500\n")
+    r = subprocess.run([prog("mail-instance"), "update", root], capture_output=True,
+                       env=dict(env, PILLARBOX_SERVICES=tpl), timeout=60)
+    assert r.returncode == 0, r.stderr
+    svc = os.path.join(root, "service", "smtpd")
+    assert open(os.path.join(svc, "run")).read().endswith("# new version\n")
+    assert os.access(os.path.join(svc, "run"), os.X_OK)
+    assert open(os.path.join(svc, "env", "PORT")).read() == "2500\n"
+    assert open(os.path.join(svc, "env", "NEWSETTING")).read() == "x\n"
+    assert open(os.path.join(svc, "env", "IP")).read() == "0.0.0.0\n"  # all addresses
+
+
+def test_instance_moved_still_finds_itself(shared_tmp):
+    """The run scripts derive MAILROOT from where they are: a moved instance starts as is."""
+    root = os.path.join(shared_tmp, "i")
+    env = base_env(MAILROOT=root)
+    r = subprocess.run([prog("mail-instance"), "create", root, "--hostname", "mx.example.test",
+                        "--domain", "example.test"], capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    moved = os.path.join(shared_tmp, "moved")
+    os.rename(root, moved)
+    svc = os.path.join(moved, "service", "smtps")
+    port = free_port()
+    with open(os.path.join(svc, "env", "PORT"), "w") as f:
+        f.write("%d\n" % port)
+    with open(os.path.join(svc, "env", "IP"), "w") as f:
+        f.write("127.0.0.1\n")
+    p = subprocess.Popen(["./run"], cwd=svc, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True, env=base_env())
+    try:
+        wait_for(lambda: listening(port) or p.poll() is not None, timeout=20, what="smtps")
+        assert p.poll() is None
+        ctx = ssl._create_unverified_context()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="mx.example.test") as s:
+                assert s.recv(512).startswith(b"220 mx.example.test")
+                s.sendall(b"QUIT\r\n")
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=20)
+        p.stdout.close()
