@@ -157,8 +157,14 @@ static int needs_content(fitem const *f)
 
 static void out_section_name(fitem const *f)
 {
+  size_t k;
   imap_out(f->kind == F_SECTION ? "BODY[" : f->kind == F_BINARY ? "BINARY[" : "BINARY.SIZE[");
-  imap_outn(f->sec, f->seclen);
+  /* the section as the client wrote it, upper-cased as Dovecot echoes it (outside quotes) */
+  for (k = 0; k < f->seclen; k++) {
+    char ch = f->sec[k];
+    if (ch >= 'a' && ch <= 'z') ch = (char)(ch - 32);
+    imap_outn(&ch, 1);
+  }
   imap_out("]");
   if (f->partial) {
     imap_out("<");
@@ -282,14 +288,14 @@ static int fetch_one(size_t i, int addflags)
         int r;
         size_t bs = 0;
         if (!f->section.nnum) {
-          /* BINARY[]: the whole message, as it is on the wire */
+          /* BINARY[]: the whole message as it is, sent as literal8 */
           mime_section all;
           memset(&all, 0, sizeof all);
           all.what = MIME_SEC_ALL;
-          r = mime_section_cat(sa, &mm, &all, 0, SIZE_MAX) ? 1 : 0;
+          r = mime_section_cat(sa, &mm, &all, 0, SIZE_MAX) ? 2 : 0;
           bs = sa->len;
         } else if (p == MIME_NONE) {
-          r = -3;
+          r = 1; /* no such part: an empty string, as Dovecot sends */
         } else if (f->kind == F_BINARY) {
           r = mime_binary_cat(sa, &mm, p);
         } else {
@@ -300,15 +306,15 @@ static int fetch_one(size_t i, int addflags)
         imap_out(" ");
         if (r < 0) {
           imap_out(f->kind == F_BINARY ? "NIL" : "0");
-          if (r == -1 && ok > 0) ok = -2;
+          if (ok > 0) ok = r == -1 ? -2 : -4;
         } else if (f->kind == F_BINARY_SIZE) {
           imap_outu(bs);
         } else {
-          size_t from = f->partial ? f->origin : 0, cnt = sa->len;
+          size_t from = f->partial ? f->origin : 0, cnt;
           if (from > sa->len) from = sa->len;
           cnt = sa->len - from;
           if (f->partial && cnt > f->count) cnt = f->count;
-          imap_outlit(sa->s + from, cnt, memchr(sa->s + from, 0, cnt) != 0);
+          imap_outlit(sa->s + from, cnt, r == 2);
         }
         break;
       }
@@ -345,7 +351,7 @@ void imap_cmd_fetch(imap_cmd *c, uint32_t first)
   long n;
   uint32_t at, end;
   uint64_t changedsince = 0;
-  int gone = 0, unknown_cte = 0, wantseen = 0, vanished = 0;
+  int gone = 0, unknown_cte = 0, parse_err = 0, wantseen = 0, vanished = 0;
   unsigned int i;
   nitems = 0;
   if (first + 1 >= c->nargs || c->arg[first].type != IMAP_ATOM) {
@@ -436,6 +442,7 @@ void imap_cmd_fetch(imap_cmd *c, uint32_t first)
     r = fetch_one(x, addflags);
     if (!r) gone = 1;
     if (r == -2) unknown_cte = 1;
+    if (r == -4) parse_err = 1;
     if (r == -1) strerr_warnwu1x("build a FETCH response: out of memory");
   }
   free(idx);
@@ -443,6 +450,7 @@ void imap_cmd_fetch(imap_cmd *c, uint32_t first)
   if (sess.scratch.a > 1 << 20) stralloc_free(&sess.scratch);
   imap_sess_update(0, 0);
   if (unknown_cte) imap_no("[UNKNOWN-CTE] Unknown Content-Transfer-Encoding");
+  else if (parse_err) imap_no("[PARSE] Invalid data in the encoded part");
   else if (gone) imap_no("[EXPUNGEISSUED] Some of the requested messages no longer exist");
   else imap_ok("Fetch completed.");
 }

@@ -201,7 +201,7 @@ def test_select_fetch_store_search_expunge(box, sess):
     u = sess.ok("s4", "FETCH 2 BODY.PEEK[TEXT]")
     assert u == [b"* 2 FETCH (BODY[TEXT] {16}\r\nbody two\r\nline\r\n)"]
     u = sess.ok("s5", "FETCH 2 BODY[HEADER.FIELDS (Subject)]")
-    assert u == [b"* 2 FETCH (BODY[HEADER.FIELDS (Subject)] {19}\r\nSubject: second\r\n\r\n "
+    assert u == [b"* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {19}\r\nSubject: second\r\n\r\n "
                  b"FLAGS (\\Seen \\Recent))"]
     u = sess.ok("s6", "FETCH 2 BODY.PEEK[]<6.4>")
     assert u == [b"* 2 FETCH (BODY[]<6> {4}\r\nbob@)"]
