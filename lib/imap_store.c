@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <skalibs/allreadwrite.h>
 #include <skalibs/strerr.h>
 #include <skalibs/types.h>
 #include "imap_sess.h"
@@ -387,7 +388,7 @@ void imap_cmd_append(imap_cmd *c, imapio_spool *sp)
 {
   char name[MAILSTORE_NAME_MAX + 1], dir[MAILSTORE_NAME_MAX + 8];
   size_t len;
-  uint32_t j = 1, uids[IMAP_SPOOL_MAX], uv = 0;
+  uint32_t j = 1, uids[IMAP_ARGS_MAX], uv = 0;
   unsigned int nmsg = 0, i;
   struct stat st;
   if (c->nargs < 2 || !imap_sess_mboxname(&c->arg[0], name, &len)) {
@@ -407,7 +408,7 @@ void imap_cmd_append(imap_cmd *c, imapio_spool *sp)
         }
         k++;
       }
-      if (k >= c->nargs || c->arg[k].type != IMAP_SPOOLED) {
+      if (k >= c->nargs || (c->arg[k].type != IMAP_SPOOLED && c->arg[k].type != IMAP_LITERAL)) {
         imap_bad("Error in IMAP command APPEND: Invalid arguments");
         return;
       }
@@ -464,6 +465,29 @@ void imap_cmd_append(imap_cmd *c, imapio_spool *sp)
       j++;
     }
     lit = &c->arg[j++];
+    if (lit->type == IMAP_LITERAL) {
+      /* a small message came in memory: it goes to a file like a spooled one */
+      int fd = imap_spool_open(0, lit->len);
+      if (fd < 0 || allwrite(fd, lit->s, lit->len) < lit->len || fsync(fd) < 0) {
+        if (fd >= 0) {
+          close(fd);
+          unlink(spoolpath[--nspooled].s);
+        }
+        imap_no("[SERVERBUG] Internal error writing the message");
+        return;
+      }
+      close(fd);
+      nspooled--; /* the slot is free again once the file is linked or removed */
+      if (mailstore_add(dir, spoolpath[nspooled].s, flags, kws, nkw, when, &uids[i], &uv) < 0) {
+        int e = errno;
+        unlink(spoolpath[nspooled].s);
+        strerr_warnwu2sys("append to ", dir);
+        if (e == ENOSPC || e == EDQUOT) imap_no("[OVERQUOTA] Not enough disk space");
+        else imap_no("[SERVERBUG] Internal error appending");
+        return;
+      }
+      continue;
+    }
     if (sp->fd[lit->spool] >= 0) {
       if (fsync(sp->fd[lit->spool]) < 0) {
         imap_no("[SERVERBUG] Internal error writing the message");

@@ -20,6 +20,7 @@
 #define IMAPIO_LINE_MAX 65536   /* octets of one command line */
 #define IMAPIO_CMD_MAX 262144   /* octets of a whole command kept in memory, literals included */
 #define IMAPIO_LITPLUS_MAX 4096 /* LITERAL-: non-synchronising literals accepted up to this */
+#define IMAPIO_SPOOL_MIN 4096   /* APPEND literals above this go to a file, not to memory */
 
 /* Results of imapio_readcmd besides 1 */
 #define IMAPIO_EOF 0
@@ -31,7 +32,7 @@
 #define IMAPIO_BADLIT (-6)   /* a malformed literal announcement ({n-}, huge number) */
 
 /* How a command's literals are kept: spool_open is called for each literal of a command whose
- * name is APPEND; it returns an fd to write the octets to (or -1: the octets are read and
+ * name is APPEND and that are over IMAPIO_SPOOL_MIN octets; it returns an fd to write the octets to (or -1: the octets are read and
  * dropped, and spool_failed is set). max_literal bounds an APPEND literal; other literals count
  * against IMAPIO_CMD_MAX. */
 typedef struct imapio_spool_s imapio_spool;

@@ -1010,12 +1010,13 @@ static int sync_locked(mailstore *ms, size_t *news)
   ent *e = 0;
   size_t ne = 0, i, j, split, added = 0;
   int ondisk, changed = 0, nnew, ncur, res = -1;
-  struct timespec t_new, t_cur, t_rec;
+  struct timespec t_new, t_cur, t_rec, listed_at;
   ino_t ino;
   off_t size;
   mailstore_msg *out = 0;
   size_t on = 0;
 
+  if (clock_gettime(CLOCK_REALTIME, &listed_at) < 0) return -1;
   if (stamps(ms, &t_new, &t_cur, &t_rec, &ino, &size) < 0) return -1;
   if (kw_load(ms) < 0) return -1;
   if (rec_load(ms->dir, &r, &ondisk) < 0) goto done;
@@ -1104,7 +1105,13 @@ static int sync_locked(mailstore *ms, size_t *news)
       if (rec_write(ms->dir, r.msg, r.n, r.names.s, r.uidvalidity, r.uidnext, r.highestmodseq,
                     r.firstrecent, r.gone, r.ngone, r.gonefloor) < 0)
         goto done;
-      if (stamps(ms, &t_new, &t_cur, &t_rec, &ino, &size) < 0) goto done;
+      /* only the record's stamp is taken again (we hold the lock: nobody else wrote it);
+       * new/ and cur/ keep the stamps from before the listing, so a delivery that came
+       * meanwhile is looked for next time */
+      {
+        struct timespec a, b;
+        if (stamps(ms, &a, &b, &t_rec, &ino, &size) < 0) goto done;
+      }
     }
     /* merge r into ms */
     if (ms->uidvalidity && ms->uidvalidity != r.uidvalidity) {
@@ -1167,6 +1174,7 @@ static int sync_locked(mailstore *ms, size_t *news)
   ms->uidnext = r.uidnext;
   ms->highestmodseq = r.highestmodseq;
   ms->firstrecent = r.firstrecent;
+  ms->listed_at = listed_at;
   ms->new_mtime = t_new;
   ms->cur_mtime = t_cur;
   ms->rec_mtime = t_rec;
@@ -1198,8 +1206,12 @@ int mailstore_sync(mailstore *ms, size_t *news)
   if (news) *news = 0;
   if (ms->uidvalidity) {
     if (stamps(ms, &nw, &cu, &rc, &ino, &size) < 0) return -1;
+    /* Unchanged stamps are trusted only when the directories had not been touched for a
+     * second when they were listed: file system clocks are coarse (a tick, or a second over
+     * NFS), so a change in the same tick as the listing would leave the same stamp. */
     if (ts_eq(&nw, &ms->new_mtime) && ts_eq(&cu, &ms->cur_mtime) && ts_eq(&rc, &ms->rec_mtime) &&
-        ino == ms->rec_ino && size == ms->rec_size)
+        ino == ms->rec_ino && size == ms->rec_size && nw.tv_sec + 1 < ms->listed_at.tv_sec &&
+        cu.tv_sec + 1 < ms->listed_at.tv_sec)
       return kw_load(ms);
   }
   lk = lock_folder(ms->dir);
@@ -1249,6 +1261,7 @@ void mailstore_close(mailstore *ms)
   memset(&ms->new_mtime, 0, sizeof ms->new_mtime);
   memset(&ms->cur_mtime, 0, sizeof ms->cur_mtime);
   memset(&ms->rec_mtime, 0, sizeof ms->rec_mtime);
+  memset(&ms->listed_at, 0, sizeof ms->listed_at);
   ms->rec_ino = 0;
   ms->rec_size = 0;
 }
@@ -1360,9 +1373,10 @@ int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, u
     if (rec_write(ms->dir, ms->msg, ms->n, ms->names.s, ms->uidvalidity, ms->uidnext,
                   ms->highestmodseq, ms->firstrecent, ms->gone, ms->ngone, ms->gonefloor) < 0)
       goto done;
-    if (stamps(ms, &ms->new_mtime, &ms->cur_mtime, &ms->rec_mtime, &ms->rec_ino,
-               &ms->rec_size) < 0)
-      goto done;
+    {
+      struct timespec a, b; /* our renames changed cur/: the next sync looks again */
+      if (stamps(ms, &a, &b, &ms->rec_mtime, &ms->rec_ino, &ms->rec_size) < 0) goto done;
+    }
   }
   res = 1;
 done:

@@ -89,6 +89,7 @@ struct mailstore_s {
   unsigned int nkw;
   /* change detection */
   struct timespec new_mtime, cur_mtime, rec_mtime;
+  struct timespec listed_at; /* when new/ and cur/ were last listed */
   ino_t rec_ino;
   off_t rec_size;
   time_t kw_mtime;

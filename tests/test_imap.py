@@ -575,3 +575,21 @@ def test_condstore_qresync_resync_reports_exactly_what_changed(box):
         assert t == b"c7 OK [MODIFIED 1] Conditional store failed", (u, t)
     finally:
         c.close()
+
+
+def test_append_literal_mailbox_name_and_multiappend(box, sess):
+    # the mailbox name as a literal, a small message kept in memory, a large one spooled
+    big = b"Subject: big\n\n" + b"y" * 10000 + b"\n"
+    sess.send(b"a APPEND {4+}\r\nSent (\\Seen) {6+}\r\nsmall\n {%d+}\r\n" % len(big) + big + b"\r\n")
+    u, t = sess.until("a")
+    assert re.match(rb"a OK \[APPENDUID \d+ 1:2\] Append completed.", t), t
+    names = box.files("Sent")
+    assert len(names) == 2
+    sizes = sorted(int(re.search(r",S=(\d+)", n).group(1)) for n in names)
+    assert sizes == [6, len(big)]
+    # twenty messages in one MULTIAPPEND
+    sess.send(b"b APPEND Trash" + b"".join(b" {3+}\r\nm%02d" % i for i in range(20)) + b"\r\n")
+    u, t = sess.until("b")
+    assert re.match(rb"b OK \[APPENDUID \d+ 1:20\] Append completed.", t), t
+    assert len(box.files("Trash")) == 20
+    assert os.listdir(os.path.join(box.dir, "tmp")) == []
