@@ -283,13 +283,14 @@ int imapio_readcmd(stralloc *cmd, imap_cmd *c, imapio_spool *sp)
     if (!r) return 1;
     if (r < 0) return IMAPIO_BADLIT;
     at += start;
+    if (sp && sp->spool_open && is_append(cmd->s, cmd->len) &&
+        (n > sp->max_literal || (n > IMAPIO_SPOOL_MIN && c->nspool >= IMAP_SPOOL_MAX))) {
+      if (nonsync) return IMAPIO_FATAL;
+      cmd->len = at;
+      return IMAPIO_TOOBIG;
+    }
     if (sp && sp->spool_open && n > IMAPIO_SPOOL_MIN && is_append(cmd->s, cmd->len)) {
       int fd = -1, werr = 0;
-      if (n > sp->max_literal || c->nspool >= IMAP_SPOOL_MAX) {
-        if (nonsync) return IMAPIO_FATAL;
-        cmd->len = at;
-        return IMAPIO_TOOBIG;
-      }
       if (!nonsync) {
         if (!imapio_puts("+ OK\r\n") || !imapio_flush()) return IMAPIO_ERR;
       }
