@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <skalibs/djbunix.h>
@@ -179,32 +178,18 @@ static int fetch_one(size_t i, int addflags)
   mailstore_msg *m = &sess.ms.msg[i];
   stralloc *sa = &sess.scratch;
   mime_msg mm;
-  char *map = 0;
-  size_t maplen = 0;
-  struct stat st;
-  int fd = -1, content = 0, first = 1, ok = 1;
+  time_t mtime = 0;
+  int content = 0, first = 1, ok = 1;
   unsigned int k;
   for (k = 0; k < nitems; k++)
     if (needs_content(&items[k])) content = 1;
   if (content) {
-    fd = mailstore_openmsg(&sess.ms, i);
+    char const *msg;
+    size_t len;
+    if (!imap_sess_read(i, &msg, &len, &mtime)) return 0;
     m = &sess.ms.msg[i];
-    if (fd < 0) return 0;
-    if (fstat(fd, &st) < 0) {
-      fd_close(fd);
-      return 0;
-    }
-    maplen = (size_t)st.st_size;
-    if (maplen) {
-      map = mmap(0, maplen, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (map == MAP_FAILED) {
-        fd_close(fd);
-        return 0;
-      }
-    }
-    fd_close(fd);
-    mime_parse(&mm, map ? map : "", maplen, parts, PARTS_MAX);
-    if (!m->wsize) m->wsize = mime_wire_size(map ? map : "", maplen, 0);
+    mime_parse(&mm, msg, len, parts, PARTS_MAX);
+    if (!m->wsize) m->wsize = mime_wire_size(msg, len, 0);
   }
   imap_out("* ");
   imap_outu(i + 1);
@@ -241,7 +226,7 @@ static int fetch_one(size_t i, int addflags)
       case F_INTERNALDATE: {
         char d[IMAP_DATETIME_LEN];
         imap_out("INTERNALDATE \"");
-        imap_outn(d, imap_datetime_fmt(d, st.st_mtime));
+        imap_outn(d, imap_datetime_fmt(d, mtime));
         imap_out("\"");
         break;
       }
@@ -340,7 +325,6 @@ static int fetch_one(size_t i, int addflags)
     }
   }
   imap_out(")\r\n");
-  if (map) munmap(map, maplen);
   m->flags &= ~MS_CHANGED;
   return ok;
 }

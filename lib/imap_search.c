@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <skalibs/djbunix.h>
@@ -33,36 +32,18 @@ static stralloc tmp = STRALLOC_ZERO;
 
 static int load(sctx *x)
 {
-  int fd;
-  struct stat st;
+  char const *msg;
   if (x->loaded) return x->loaded > 0;
   x->loaded = -1;
-  fd = mailstore_openmsg(&sess.ms, x->i);
-  if (fd < 0) return 0;
-  if (fstat(fd, &st) < 0) {
-    fd_close(fd);
-    return 0;
-  }
-  x->mtime = st.st_mtime;
-  x->len = (size_t)st.st_size;
-  x->map = 0;
-  if (x->len) {
-    x->map = mmap(0, x->len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (x->map == MAP_FAILED) {
-      x->map = 0;
-      fd_close(fd);
-      return 0;
-    }
-  }
-  fd_close(fd);
-  mime_parse(&x->mm, x->map ? x->map : "", x->len, parts, PARTS_MAX);
+  if (!imap_sess_read(x->i, &msg, &x->len, &x->mtime)) return 0;
+  mime_parse(&x->mm, msg, x->len, parts, PARTS_MAX);
+  x->map = (char *)msg;
   x->loaded = 1;
   return 1;
 }
 
 static void unload(sctx *x)
 {
-  if (x->loaded > 0 && x->map) munmap(x->map, x->len);
   x->loaded = 0;
   x->map = 0;
 }

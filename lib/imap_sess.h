@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <skalibs/stralloc.h>
 #include "imap_parse.h"
 #include "mailstore.h"
@@ -87,6 +88,10 @@ int imap_sess_flagbits(imap_cmd const *c, uint32_t i, int create, uint32_t *flag
 /* The mailbox name of argument a, converted to modified UTF-7 when UTF8=ACCEPT is on, into
  * out (room for MAILSTORE_NAME_MAX + 1, NUL-terminated). 1 ok, 0 bad. */
 int imap_sess_mboxname(imap_arg const *a, char *out, size_t *outlen);
+
+/* Reads message i of the selected folder into a buffer of the session (valid until the next
+ * call). Returns 1 with *s, *len and *mtime (may be NULL) set, 0 when it is gone. */
+int imap_sess_read(size_t i, char const **s, size_t *len, time_t *mtime);
 
 /* Commands in lib/imap_fetch.c, lib/imap_search.c and lib/imap_mbox.c */
 void imap_cmd_fetch(imap_cmd *c, uint32_t first);
