@@ -593,3 +593,54 @@ def test_append_literal_mailbox_name_and_multiappend(box, sess):
     assert re.match(rb"b OK \[APPENDUID \d+ 1:20\] Append completed.", t), t
     assert len(box.files("Trash")) == 20
     assert os.listdir(os.path.join(box.dir, "tmp")) == []
+
+
+def test_maildir_made_by_dovecot_keeps_uidvalidity_and_uids(tmp_path):
+    """Debian's Dovecot writes a Maildir (APPEND, flags, a keyword, a folder, an expunge);
+    pillarbox then serves a copy of it with the same UIDVALIDITY, UIDs and flags."""
+    import imaplib
+    import shutil
+    import dovecot_helpers
+    why = dovecot_helpers.usable()
+    if why:
+        pytest.skip(why)
+    d = dovecot_helpers.Dovecot().start()
+    try:
+        c = imaplib.IMAP4("127.0.0.1", d.port)
+        c.login(d.user, d.password)
+        for i in range(4):
+            c.append("INBOX", None, None, b"Subject: m%d\r\n\r\nbody %d\r\n" % (i, i))
+        c.create("Work")
+        c.append("Work", "(\\Flagged)", None, b"Subject: w\r\n\r\nwork\r\n")
+        c.select("INBOX")
+        c.store("1", "+FLAGS", "(\\Seen)")
+        c.store("2", "+FLAGS", "($Important)")
+        c.store("3", "+FLAGS", "(\\Deleted)")
+        c.expunge()
+        want = {}
+        for box in ("INBOX", "Work"):
+            typ, data = c.select(box)
+            uv = c.response("UIDVALIDITY")[1][0]
+            typ, data = c.uid("FETCH", "1:*", "(FLAGS)")
+            want[box] = (int(uv), sorted(
+                (int(re.search(rb"UID (\d+)", x).group(1)),
+                 sorted(re.search(rb"FLAGS \(([^)]*)\)", x).group(1).replace(b"\\Recent", b"").split()))
+                for x in data))
+        c.logout()
+        shutil.copytree(d.maildir(), str(tmp_path / "Maildir"), symlinks=True)
+    finally:
+        d.stop()
+    home = str(tmp_path / "Maildir")
+    assert os.path.exists(os.path.join(home, "dovecot-uidlist"))
+    for box in ("INBOX", "Work"):
+        s = Session(home)
+        try:
+            u = s.ok("a", "EXAMINE %s" % box)
+            uv = int(re.search(rb"UIDVALIDITY (\d+)", b" ".join(u)).group(1))
+            got = sorted((int(re.search(rb"UID (\d+)", x).group(1)),
+                          sorted(re.search(rb"FLAGS \(([^)]*)\)", x).group(1).replace(b"\\Recent", b"").split()))
+                         for x in s.ok("b", "UID FETCH 1:* FLAGS"))
+        finally:
+            s.close()
+        assert (uv, got) == want[box], box
+    assert want["INBOX"][1][0][0] == 1 and [u for u, f in want["INBOX"][1]] == [1, 2, 4]
