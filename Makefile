@@ -4,6 +4,7 @@
 #   build/obj/PROG.o       one object per bin/PROG.c
 #   build/bin/PROG         one program per bin/PROG.c (tests put build/bin on PATH)
 #   build/tests/, build/fuzz/   unit-test and fuzz executables
+# Headers of lib/ are included as "name.h" (-iquote lib), so lib/spawn.h does not hide <spawn.h>.
 # `make WERROR=` builds without -Werror (packagers with newer compilers); `make check` always
 # builds with it. `make SANITIZE=1` builds with ASan and UBSan.
 
@@ -20,7 +21,7 @@ CC        ?= cc
 CFLAGS    ?= -O2 -g
 WERROR    ?= -Werror
 STDFLAGS  := -std=c99 -D_POSIX_C_SOURCE=200809L -D_XOPEN_SOURCE=700 -Wall -Wextra $(WERROR) \
-             -Ilib -DMAILROOT_DEFAULT='"$(MAILROOT_DEFAULT)"' -DPILLARBOX_BINDIR='"$(BINDIR)"' \
+             -iquote lib -DMAILROOT_DEFAULT='"$(MAILROOT_DEFAULT)"' -DPILLARBOX_BINDIR='"$(BINDIR)"' \
              -DPILLARBOX_SHAREDIR='"$(SHAREDIR)"'
 ifeq ($(SANITIZE),1)
 STDFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

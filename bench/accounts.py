@@ -78,7 +78,7 @@ def main():
 
         # 1. lookups
         exe = os.path.join(tmp, "accounts-lookup")
-        run("cc", "-O2", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "lib"),
+        run("cc", "-O2", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-iquote", os.path.join(ROOT, "lib"),
             "-o", exe, os.path.join(HERE, "accounts-lookup.c"),
             os.path.join(ROOT, "build", "libpillarbox.a"), "-l:libcdb.a", "-l:libskarnet.a",
             "-lcrypt")

@@ -16,7 +16,6 @@
 #include <skalibs/allreadwrite.h>
 #include <skalibs/buffer.h>
 #include <skalibs/djbunix.h>
-#include <skalibs/iopause.h>
 #include <skalibs/sgetopt.h>
 #include <skalibs/sig.h>
 #include <skalibs/socket.h>
@@ -27,6 +26,7 @@
 
 #include "control.h"
 #include "dns.h"
+#include "timedio.h"
 #include "tlsclient.h"
 
 #define USAGE "smtp-send DOMAIN SENDER RCPT..."
@@ -90,68 +90,21 @@ static void set_deadline(unsigned int secs)
   if (intls) tlsclient_deadline(&tls, &deadline);
 }
 
-static int waitfd(short events)
-{
-  iopause_fd x;
-  x.fd = fd;
-  x.events = events;
-  for (;;) {
-    int r;
-    tain_now_g();
-    r = iopause_g(&x, 1, &deadline);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (!r) {
-      errno = ETIMEDOUT;
-      return -1;
-    }
-    return 1;
-  }
-}
-
 static int conn_write(char const *s, size_t len)
 {
   if (intls) return tlsclient_write(&tls, s, len) ? 0 : -1;
-  while (len) {
-    ssize_t w = write(fd, s, len);
-    if (w > 0) {
-      s += w;
-      len -= (size_t)w;
-      continue;
-    }
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    if (waitfd(IOPAUSE_WRITE) < 0) return -1;
-  }
-  return 0;
+  return timedio_fdwrite(fd, s, len, &deadline) ? 0 : -1;
 }
 
 static int conn_fill(void)
 {
   ssize_t r;
   rpos = rlen = 0;
-  if (intls) {
-    r = tlsclient_read(&tls, rbuf, sizeof rbuf);
-    if (r <= 0) return -1;
-    rlen = (size_t)r;
-    return 0;
-  }
-  for (;;) {
-    r = read(fd, rbuf, sizeof rbuf);
-    if (r > 0) {
-      rlen = (size_t)r;
-      return 0;
-    }
-    if (!r) {
-      errno = EPIPE;
-      return -1;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    if (waitfd(IOPAUSE_READ) < 0) return -1;
-  }
+  r = intls ? tlsclient_read(&tls, rbuf, sizeof rbuf) : timedio_fdread(fd, rbuf, sizeof rbuf, &deadline);
+  if (!r) errno = EPIPE;
+  if (r <= 0) return -1;
+  rlen = (size_t)r;
+  return 0;
 }
 
 /* Reads one line (without CRLF) into line. 0 ok, -1 error/timeout, -2 line too long. */
@@ -484,57 +437,33 @@ static int connect_to(dns_target const *t, unsigned int port)
   return 0;
 }
 
-static int session(dns_target const *t, unsigned int port, int usetls)
-{
-  static stralloc cmd = STRALLOC_ZERO;
-  unsigned int c, i, accepted = 0, first;
-  char fmt[SIZE_FMT];
-  curhost = t->host;
-  for (i = 0; i < nrcpts; i++) rcpts[i].accepted = 0;
-  if (connect_to(t, port) < 0) return S_NEXT;
+/* The steps of a session below return one of the S_ results above, or: */
+#define S_GO (-1)   /* this step is done: on to the next one */
+#define S_FAIL (-2) /* the exchange broke off (lasterr set): close or QUIT, then the next host */
 
+/* The greeting and EHLO/HELO. */
+static int greet(void)
+{
+  unsigned int c;
   set_deadline(to_greeting);
   c = get_reply("greeting");
-  if (!c) goto next;
+  if (!c) return S_FAIL;
   if (c < 200 || c >= 300) {
     fail_reply("greeting");
     if (c == 421) conn_close();
     else quit();
     return S_NEXT;
   }
-  if (hello() < 0) goto next;
+  return hello() < 0 ? S_FAIL : S_GO;
+}
 
-  if (ex.starttls && usetls && policy != POL_NONE) {
-    c = command("STARTTLS\r\n", to_ehlo, "STARTTLS");
-    if (!c) goto next;
-    if (c == 220) {
-      /* The name to check: the MX or route host name; for an address literal, the mail
-       * domain itself (the certificate must then name the domain). */
-      char const *sni = t->host[0] == '[' ? (domain[0] == '[' ? 0 : domain) : t->host;
-      rlen = rpos = 0; /* anything the server sent before the handshake is discarded */
-      set_deadline(to_ehlo);
-      tlsclient_deadline(&tls, &deadline);
-      if (!tlsclient_start(&tls, fd, sni, policy == POL_VERIFY ? TLSCLIENT_VERIFY : TLSCLIENT_ANY)) {
-        lasterr.len = 0;
-        err_cat(tls.err);
-        err_cat(" (");
-        err_cat(curdesc);
-        err_cat(")");
-        conn_close();
-        return policy == POL_MAY ? S_TLSFAIL : S_NEXT;
-      }
-      intls = 1;
-      if (hello() < 0) goto next;
-      {
-        char d[80];
-        strerr_warni(curdesc, ": TLS ", tlsclient_describe(&tls, d, sizeof d));
-      }
-    } else if (policy >= POL_ENCRYPT) {
-      fail_reply("STARTTLS (TLS required by policy)");
-      quit();
-      return S_NEXT;
-    }
-  } else if (policy >= POL_ENCRYPT) {
+/* STARTTLS and the second EHLO when the server offers it and the policy allows; refuses to go
+ * on in clear when the policy requires TLS. */
+static int starttls(dns_target const *t, int usetls)
+{
+  unsigned int c;
+  if (!(ex.starttls && usetls && policy != POL_NONE)) {
+    if (policy < POL_ENCRYPT) return S_GO;
     lasterr.len = 0;
     err_cat("TLS required by policy but ");
     err_cat(curdesc);
@@ -542,7 +471,43 @@ static int session(dns_target const *t, unsigned int port, int usetls)
     quit();
     return S_NEXT;
   }
+  c = command("STARTTLS\r\n", to_ehlo, "STARTTLS");
+  if (!c) return S_FAIL;
+  if (c != 220) {
+    if (policy < POL_ENCRYPT) return S_GO;
+    fail_reply("STARTTLS (TLS required by policy)");
+    quit();
+    return S_NEXT;
+  }
+  {
+    /* The name to check: the MX or route host name; for an address literal, the mail domain
+     * itself (the certificate must then name the domain). */
+    char const *sni = t->host[0] == '[' ? (domain[0] == '[' ? 0 : domain) : t->host;
+    rlen = rpos = 0; /* anything the server sent before the handshake is discarded */
+    set_deadline(to_ehlo);
+    tlsclient_deadline(&tls, &deadline);
+    if (!tlsclient_start(&tls, fd, sni, policy == POL_VERIFY ? TLSCLIENT_VERIFY : TLSCLIENT_ANY)) {
+      lasterr.len = 0;
+      err_cat(tls.err);
+      err_cat(" (");
+      err_cat(curdesc);
+      err_cat(")");
+      conn_close();
+      return policy == POL_MAY ? S_TLSFAIL : S_NEXT;
+    }
+  }
+  intls = 1;
+  if (hello() < 0) return S_FAIL;
+  {
+    char d[80];
+    strerr_warni(curdesc, ": TLS ", tlsclient_describe(&tls, d, sizeof d));
+  }
+  return S_GO;
+}
 
+/* What the server's EHLO says it cannot take: every recipient fails permanently now. */
+static int check_limits(void)
+{
   if (ex.size && ex.sizelimit && wiresize > ex.sizelimit) {
     char a[SIZE_FMT], b[ULONG_FMT];
     static stralloc d = STRALLOC_ZERO;
@@ -563,31 +528,43 @@ static int session(dns_target const *t, unsigned int port, int usetls)
     quit();
     return S_DONE;
   }
+  return S_GO;
+}
 
-  cmd.len = 0;
-  if (!stralloc_cats(&cmd, "MAIL FROM:<") || !stralloc_cats(&cmd, sender) ||
-      !stralloc_cats(&cmd, ">"))
+/* "MAIL FROM:<sender> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8]\r\n" into cmd. */
+static void mail_command(stralloc *cmd)
+{
+  char fmt[SIZE_FMT];
+  cmd->len = 0;
+  if (!stralloc_cats(cmd, "MAIL FROM:<") || !stralloc_cats(cmd, sender) ||
+      !stralloc_cats(cmd, ">"))
     strerr_diefu(111, "allocate");
   if (ex.size) {
     fmt[size_fmt(fmt, wiresize)] = 0;
-    if (!stralloc_cats(&cmd, " SIZE=") || !stralloc_cats(&cmd, fmt)) strerr_diefu(111, "allocate");
+    if (!stralloc_cats(cmd, " SIZE=") || !stralloc_cats(cmd, fmt)) strerr_diefu(111, "allocate");
   }
-  if (eightbit && ex.eightbitmime && !stralloc_cats(&cmd, " BODY=8BITMIME"))
+  if (eightbit && ex.eightbitmime && !stralloc_cats(cmd, " BODY=8BITMIME"))
     strerr_diefu(111, "allocate");
-  if (needutf8 && !stralloc_cats(&cmd, " SMTPUTF8")) strerr_diefu(111, "allocate");
-  if (!stralloc_cats(&cmd, "\r\n")) strerr_diefu(111, "allocate");
+  if (needutf8 && !stralloc_cats(cmd, " SMTPUTF8")) strerr_diefu(111, "allocate");
+  if (!stralloc_cats(cmd, "\r\n")) strerr_diefu(111, "allocate");
+}
 
-  /* MAIL and the RCPTs: with PIPELINING, MAIL and up to PIPELINE_BATCH RCPTs per write. */
+/* MAIL and the RCPTs: with PIPELINING, MAIL and up to PIPELINE_BATCH RCPTs per write. Marks
+ * the accepted recipients; those refused get their result. S_GO when at least one was
+ * accepted. */
+static int envelope(void)
+{
+  static stralloc cmd = STRALLOC_ZERO;
+  unsigned int c, i = 0, accepted = 0, first = 1;
+  mail_command(&cmd);
   set_deadline(to_mail);
   if (!ex.pipelining) {
     if (conn_write(cmd.s, cmd.len) < 0) {
       fail_errno("MAIL");
-      goto next;
+      return S_FAIL;
     }
     cmd.len = 0;
   }
-  first = 1;
-  i = 0;
   while (first || i < nrcpts) {
     unsigned int batch[PIPELINE_BATCH], nb = 0, k;
     unsigned int max = ex.pipelining ? PIPELINE_BATCH : 1;
@@ -605,13 +582,13 @@ static int session(dns_target const *t, unsigned int port, int usetls)
       set_deadline(to_rcpt);
       if (cmd.len && conn_write(cmd.s, cmd.len) < 0) {
         fail_errno("RCPT");
-        goto next;
+        return S_FAIL;
       }
     }
     if (first) {
       set_deadline(to_mail);
       c = get_reply("MAIL");
-      if (!c) goto next;
+      if (!c) return S_FAIL;
       if (c >= 400) {
         if (c >= 500) {
           set_all_pending('P', rep.text.s, rep.text.len);
@@ -619,7 +596,7 @@ static int session(dns_target const *t, unsigned int port, int usetls)
           return S_DONE;
         }
         fail_reply("MAIL");
-        if (c == 421) goto next;
+        if (c == 421) return S_FAIL;
         quit();
         return S_NEXT;
       }
@@ -630,10 +607,10 @@ static int session(dns_target const *t, unsigned int port, int usetls)
       rcpt *r = &rcpts[batch[k]];
       set_deadline(to_rcpt);
       c = get_reply("RCPT");
-      if (!c) goto next;
+      if (!c) return S_FAIL;
       if (c == 421) {
         fail_reply("RCPT");
-        goto next;
+        return S_FAIL;
       }
       if (c < 300) {
         r->accepted = 1;
@@ -647,24 +624,35 @@ static int session(dns_target const *t, unsigned int port, int usetls)
     quit();
     return S_DONE;
   }
+  return S_GO;
+}
 
-  c = command("DATA\r\n", to_datainit, "DATA");
-  if (!c) goto next;
+/* Gives every accepted recipient still without a result the result k. */
+static void set_accepted(char k, char const *diag, size_t len)
+{
+  unsigned int i;
+  for (i = 0; i < nrcpts; i++)
+    if (rcpts[i].accepted && !rcpts[i].state) set_result(&rcpts[i], k, diag, len);
+}
+
+/* DATA, the message, and the reply that decides for every accepted recipient. */
+static int data(void)
+{
+  unsigned int c = command("DATA\r\n", to_datainit, "DATA");
+  if (!c) return S_FAIL;
   if (c != 354) {
     if (c == 421) {
       fail_reply("DATA");
-      goto next;
+      return S_FAIL;
     }
-    for (i = 0; i < nrcpts; i++)
-      if (rcpts[i].accepted && !rcpts[i].state)
-        set_result(&rcpts[i], c >= 500 ? 'P' : 'T', rep.text.s, rep.text.len);
+    set_accepted(c >= 500 ? 'P' : 'T', rep.text.s, rep.text.len);
     quit();
     return S_DONE;
   }
   olen = 0;
   if (wire(&buf_out) < 0 || buf_out(".\r\n", 3) < 0 || flush_out() < 0) {
     fail_errno("message data");
-    goto next;
+    return S_FAIL;
   }
   set_deadline(to_dataend);
   c = get_reply("end of data");
@@ -675,18 +663,29 @@ static int session(dns_target const *t, unsigned int port, int usetls)
     x.len = 0;
     if (!stralloc_cats(&x, d) || !stralloc_catb(&x, lasterr.s, lasterr.len))
       strerr_diefu(111, "allocate");
-    for (i = 0; i < nrcpts; i++)
-      if (rcpts[i].accepted && !rcpts[i].state) set_result(&rcpts[i], 'T', x.s, x.len);
+    set_accepted('T', x.s, x.len);
     conn_close();
     return S_DONE;
   }
-  for (i = 0; i < nrcpts; i++)
-    if (rcpts[i].accepted && !rcpts[i].state)
-      set_result(&rcpts[i], c < 300 ? 'D' : c >= 500 ? 'P' : 'T', rep.text.s, rep.text.len);
+  set_accepted(c < 300 ? 'D' : c >= 500 ? 'P' : 'T', rep.text.s, rep.text.len);
   quit();
   return S_DONE;
+}
 
-next:
+/* One session: the steps in the order of RFC 5321, each ending it when it must. */
+static int session(dns_target const *t, unsigned int port, int usetls)
+{
+  unsigned int i;
+  int r;
+  curhost = t->host;
+  for (i = 0; i < nrcpts; i++) rcpts[i].accepted = 0;
+  if (connect_to(t, port) < 0) return S_NEXT;
+  r = greet();
+  if (r == S_GO) r = starttls(t, usetls);
+  if (r == S_GO) r = check_limits();
+  if (r == S_GO) r = envelope();
+  if (r == S_GO) r = data();
+  if (r != S_FAIL) return r;
   if (rep.code == 421 || !rep.code) conn_close();
   else quit();
   return S_NEXT;

@@ -8,7 +8,8 @@
  *   3. catch-all alias "@d".
  * Alias expansion is recursive, bounded in depth (LOOKUP_DEPTH_MAX) and in the number of
  * targets (LOOKUP_TARGETS_MAX); a loop is reported, never followed.
- * This is the only module that includes <cdb.h> (tinycdb); it never includes <skalibs/cdb.h>.
+ * tinycdb (<cdb.h>) is used here and in lib/cdbmake only (the list: NEVERS in
+ * tests/test_nevers.py, checked with nm); no file includes <skalibs/cdb.h>.
  */
 #ifndef PILLARBOX_LOOKUP_H
 #define PILLARBOX_LOOKUP_H

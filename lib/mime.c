@@ -67,17 +67,22 @@ size_t mime_wire_size(char const *s, size_t len, char prev)
   return n;
 }
 
-static size_t count_lf(char const *s, size_t len)
+/* LFs in s[0..len) and the wire size (bare LFs counted twice), in one pass */
+static size_t count_lf_wire(char const *s, size_t len, char prev, size_t *wsize)
 {
-  size_t n = 0, i = 0;
+  size_t n = 0, bare = 0, i = 0;
   while (i < len) {
     char const *p = memchr(s + i, '\n', len - i);
     if (!p) break;
+    i = p - s;
     n++;
-    i = p - s + 1;
+    if ((i ? s[i - 1] : prev) != '\r') bare++;
+    i++;
   }
+  *wsize = len + bare;
   return n;
 }
+
 
 static int wire_cat_x(stralloc *sa, char const *s, size_t len, char prev, size_t origin,
                       size_t count, int nulmap)
@@ -699,8 +704,10 @@ static size_t scan_body(pctx *c, size_t start, int *hdr)
   size_t q = start;
   *hdr = 0;
   if (!c->nb) return c->len;
+  /* only lines starting with "--" matter: jump from one "\n--" to the next */
   while (q < c->len) {
     int close, k = boundary_at(c, q, &close);
+    char const *nl;
     if (k >= 0) {
       size_t ce = q;
       if (q != start) {
@@ -709,7 +716,14 @@ static size_t scan_body(pctx *c, size_t start, int *hdr)
       }
       return finish(c, k, close, ce, q, hdr);
     }
-    q = line_end(c->s, c->len, q);
+    /* the next "--" at the start of a line: memchr on '-' skips base64 (which has none) and
+       most text in one call */
+    for (;;) {
+      nl = memchr(c->s + q + 1, '-', c->len - q - 1);
+      if (!nl) return c->len;
+      q = nl - c->s;
+      if (c->s[q - 1] == '\n' && q + 1 < c->len && c->s[q + 1] == '-') break;
+    }
   }
   return c->len;
 }
@@ -844,9 +858,8 @@ unsigned int mime_parse(mime_msg *m, char const *s, size_t len, mime_part *part,
     if (p->body_off > len) p->body_off = len;
     if (p->body_off + p->body_len > len) p->body_len = len - p->body_off;
     p->hdr_wsize = mime_wire_size(s + p->hdr_off, p->hdr_len, p->hdr_off ? s[p->hdr_off - 1] : 0);
-    p->body_wsize = mime_wire_size(s + p->body_off, p->body_len,
-                                   p->body_off ? s[p->body_off - 1] : 0);
-    p->body_lines = count_lf(s + p->body_off, p->body_len);
+    p->body_lines = count_lf_wire(s + p->body_off, p->body_len,
+                                  p->body_off ? s[p->body_off - 1] : 0, &p->body_wsize);
   }
   ctinfo_free(&c.ci);
   return m->n;
@@ -984,6 +997,9 @@ struct aw_s {
   int has_name, has_route, has_mbox, has_dom;
   int count;
   int nomem;
+  int disp;      /* 1: write "Name <box@dom>, group: a@b;" (SEARCH) instead of IMAP lists */
+  int in_group;
+  int first;
 };
 
 static void aw_reset(aw *a)
@@ -992,10 +1008,54 @@ static void aw_reset(aw *a)
   a->name.len = a->route.len = a->mbox.len = a->dom.len = 0;
 }
 
+static void aw_emit_disp(aw *a)
+{
+  /* Dovecot's message_address_write (what SEARCH FROM etc. match against) */
+  stralloc *o = a->out;
+  int ok = 1;
+  a->count++;
+  if (!a->has_dom && (!a->in_group ? 1 : !a->has_mbox)) {
+    if (!a->in_group) {
+      if (!a->first) ok = stralloc_catb(o, ", ", 2);
+      ok = ok && stralloc_catb(o, a->mbox.s ? a->mbox.s : "", a->has_mbox ? a->mbox.len : 0)
+           && stralloc_catb(o, ": ", 2);
+      a->first = 1;
+    } else {
+      ok = stralloc_catb(o, ";", 1);
+      a->first = 0;
+    }
+    a->in_group = !a->in_group;
+  } else {
+    if (!a->first) ok = stralloc_catb(o, ", ", 2);
+    a->first = 0;
+    if ((!a->has_name || !a->name.len) && !a->has_route) {
+      ok = ok && stralloc_catb(o, a->mbox.s ? a->mbox.s : "", a->mbox.len)
+           && stralloc_catb(o, "@", 1) && stralloc_catb(o, a->dom.s ? a->dom.s : "", a->dom.len);
+    } else {
+      if (a->has_name) /* the name decoded (RFC 2047), as the search compares it */
+        ok = ok && mime_header_decode(o, a->name.s ? a->name.s : "", a->name.len)
+             && stralloc_catb(o, " ", 1);
+      ok = ok && stralloc_catb(o, "<", 1);
+      if (a->has_route)
+        ok = ok && stralloc_catb(o, a->route.s ? a->route.s : "", a->route.len)
+             && stralloc_catb(o, ":", 1);
+      ok = ok && stralloc_catb(o, a->mbox.s ? a->mbox.s : "", a->mbox.len)
+           && stralloc_catb(o, "@", 1) && stralloc_catb(o, a->dom.s ? a->dom.s : "", a->dom.len)
+           && stralloc_catb(o, ">", 1);
+    }
+  }
+  if (!ok) a->nomem = 1;
+  aw_reset(a);
+}
+
 static void aw_emit(aw *a)
 {
   stralloc *o = a->out;
   if (a->nomem) return;
+  if (a->disp) {
+    aw_emit_disp(a);
+    return;
+  }
   if (!a->count++ && !stralloc_catb(o, "(", 1)) { a->nomem = 1; return; }
   if (!stralloc_catb(o, "(", 1)
       || !(a->has_name ? imap_humans(o, a->name.s ? a->name.s : "", a->name.len)
@@ -1121,12 +1181,12 @@ static void ad_fixed(aw *a)
 {
   if (!a->has_mbox) {
     a->mbox.len = 0;
-    if (!stralloc_cats(&a->mbox, "MISSING_MAILBOX")) a->nomem = 1;
+    if (!stralloc_cats(&a->mbox, a->disp ? "" : "MISSING_MAILBOX")) a->nomem = 1;
     a->has_mbox = 1;
   }
   if (!a->has_dom) {
     a->dom.len = 0;
-    if (!stralloc_cats(&a->dom, "MISSING_DOMAIN")) a->nomem = 1;
+    if (!stralloc_cats(&a->dom, a->disp ? "" : "MISSING_DOMAIN")) a->nomem = 1;
     a->has_dom = 1;
   }
   aw_emit(a);
@@ -1190,13 +1250,16 @@ static int ad_address(aw *a, rp *r)
 
 /* Appends the IMAP address list of the values v[0..n) (every occurrence of the field, in
  * order, as one list; NIL when there is no address). */
-static int imap_addresses(stralloc *sa, char const *const *v, size_t const *vlen, unsigned int n)
+static int addresses_x(stralloc *sa, char const *const *v, size_t const *vlen, unsigned int n,
+                       int disp)
 {
   static aw const zero;
   aw a = zero;
   unsigned int k;
   int ret;
   a.out = sa;
+  a.disp = disp;
+  a.first = 1;
   for (k = 0; k < n && !a.nomem; k++) {
     rp r = { v[k], v[k] + vlen[k], 0 };
     r.comment = &a.comment;
@@ -1219,7 +1282,21 @@ static int imap_addresses(stralloc *sa, char const *const *v, size_t const *vlen
   stralloc_free(&a.mbox);
   stralloc_free(&a.dom);
   if (a.nomem) return 0;
+  if (disp) return 1;
   return a.count ? stralloc_catb(sa, ")", 1) : stralloc_cats(sa, "NIL");
+}
+
+static int imap_addresses(stralloc *sa, char const *const *v, size_t const *vlen, unsigned int n)
+{
+  return addresses_x(sa, v, vlen, n, 0);
+}
+
+/* 1 when the value holds something besides white space and comments (Dovecot parses an
+ * address field only then; an empty Sender: counts as absent) */
+static int has_content(char const *v, size_t len)
+{
+  rp r = { v, v + len, 0 };
+  return rp_lwsp(&r) > 0;
 }
 
 /* A field value with its line breaks removed (Dovecot's full_value), into sa */
@@ -1270,6 +1347,11 @@ static int envelope_cat(stralloc *sa, char const *h, size_t hlen)
         }
         break;
       }
+  for (i = 3; i <= 4; i++) {
+    unsigned int k, any = 0;
+    for (k = 0; k < n[i]; k++) any |= has_content(v[i][k], vl[i][k]);
+    if (!any) n[i] = 0;
+  }
   for (i = 3; i <= 4; i++)
     if (!n[i]) {
       memcpy(v[i], v[2], sizeof v[2]);
@@ -2109,6 +2191,17 @@ long mime_find_ci(char const *hay, size_t hlen, char const *needle, size_t nlen)
   return -1;
 }
 
+static int is_address_field(char const *n, size_t l)
+{
+  static char const *const names[] = { "From", "Sender", "Reply-To", "To", "Cc", "Bcc",
+                                       "Resent-From", "Resent-Sender", "Resent-To",
+                                       "Resent-Cc", "Resent-Bcc" };
+  unsigned int i;
+  for (i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (eqci(n, l, names[i])) return 1;
+  return 0;
+}
+
 int mime_search_header(mime_msg const *m, unsigned int i, char const *name, size_t namelen,
                        char const *needle, size_t nlen, stralloc *tmp)
 {
@@ -2121,7 +2214,10 @@ int mime_search_header(mime_msg const *m, unsigned int i, char const *name, size
   while (mime_header_next(m->s + p->hdr_off, p->hdr_len, name, namelen, &pos, &v, &vl)) {
     if (!nlen) return 1;
     tmp->len = 0;
-    if (!mime_header_decode(tmp, v, vl)) return -1;
+    if (is_address_field(name, namelen)) {
+      /* addresses are matched in their normalized form, comments dropped (as Dovecot) */
+      if (!addresses_x(tmp, &v, &vl, 1, 1)) return -1;
+    } else if (!mime_header_decode(tmp, v, vl)) return -1;
     if (mime_find_ci(tmp->s, tmp->len, needle, nlen) >= 0) return 1;
   }
   return 0;

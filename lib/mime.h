@@ -175,7 +175,9 @@ int mime_header_next(char const *h, size_t hlen, char const *name, size_t namele
 int mime_header_decode(stralloc *sa, char const *v, size_t vlen);
 
 /* SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER: 1 when any field named name of part i's header (0:
- * the message) contains needle (UTF-8) once decoded, ignoring ASCII case. An empty needle
+ * the message) contains needle (UTF-8) once decoded, ignoring ASCII case. Address fields
+ * (From, Sender, Reply-To, To, Cc, Bcc, Resent-*) are compared in Dovecot's normalized form,
+ * "Name <box@domain>, group: a@b;" with comments dropped and names decoded. An empty needle
  * matches any message that has the field. Returns 1, 0, or -1 on allocation failure. tmp is
  * scratch space the caller keeps across calls (so no allocation per message). */
 int mime_search_header(mime_msg const *m, unsigned int i, char const *name, size_t namelen,

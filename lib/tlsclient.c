@@ -6,10 +6,10 @@
 #include <unistd.h>
 
 #include <skalibs/djbunix.h>
-#include <skalibs/iopause.h>
 #include <skalibs/stralloc.h>
 #include <skalibs/tai.h>
 
+#include "timedio.h"
 #include "tlsclient.h"
 
 #define CA_FILE_DEFAULT "/etc/ssl/certs/ca-certificates.crt"
@@ -203,53 +203,28 @@ int tlsclient_load_anchors(char *err, size_t errlen)
 
 /* ---- socket I/O bounded by the deadline ---- */
 
-static int waitfd(tlsclient *t, short events)
-{
-  iopause_fd x;
-  x.fd = t->fd;
-  x.events = events;
-  for (;;) {
-    int r;
-    tain_now_g();
-    r = iopause_g(&x, 1, &t->deadline);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (!r) {
-      t->timedout = 1;
-      errno = ETIMEDOUT;
-      return -1;
-    }
-    return 1;
-  }
-}
-
 static int low_read(void *ctx, unsigned char *buf, size_t len)
 {
   tlsclient *t = ctx;
-  for (;;) {
-    ssize_t r = read(t->fd, buf, len);
-    if (r > 0) return (int)r;
-    if (!r) {
-      errno = EPIPE;
-      return -1;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    if (waitfd(t, IOPAUSE_READ) < 0) return -1;
-  }
+  ssize_t r = timedio_fdread(t->fd, (char *)buf, len, &t->deadline);
+  if (r > 0) return (int)r;
+  if (!r) errno = EPIPE;
+  else if (errno == ETIMEDOUT) t->timedout = 1;
+  return -1;
 }
 
 static int low_write(void *ctx, unsigned char const *buf, size_t len)
 {
   tlsclient *t = ctx;
-  for (;;) {
+  for (;;) { /* BearSSL wants a partial count: one write, waiting only while none is possible */
     ssize_t r = write(t->fd, buf, len);
     if (r > 0) return (int)r;
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    if (waitfd(t, IOPAUSE_WRITE) < 0) return -1;
+    if (timedio_wait(t->fd, 1, &t->deadline) < 0) {
+      if (errno == ETIMEDOUT) t->timedout = 1;
+      return -1;
+    }
   }
 }
 

@@ -183,6 +183,10 @@ def _msgs():
               b"--o\r\nContent-Type: message/rfc822\r\n\r\nSubject: in\r\nContent-Type: "
               b"multipart/alternative; boundary=i\r\n\r\n--i\r\n\r\na\r\n--i\r\n\r\nb\r\n"
               b"--i--\r\n\r\n--o--\r\n"))
+    m.append(("empty-sender-reply-to", b"From: Real Name <user@domain>\nSender: \n"
+              b"Reply-To:  (only a comment)\nTo: \nSubject: empty fields\n\nx\n"))
+    m.append(("address-comments", b"From: <user-from (comment)@ (comment) domain.org>\n"
+              b"To: user (Real Name) @ example . org, (lead) x@y (trail)\n\nx\n"))
     return m
 
 

@@ -19,19 +19,6 @@ USER = "demo@example.test"
 PW = "s3cret-pw"
 
 
-def smtp_tls_capable():
-    try:
-        with open(prog("smtp-receive"), "rb") as f:
-            b = f.read()
-        return b"Ready to start TLS" in b and b"AUTH" in b
-    except OSError:
-        return False
-
-
-needs_smtp = pytest.mark.skipif(not smtp_tls_capable(),
-                                reason="smtp-receive without STARTTLS/AUTH support yet")
-
-
 def b64(s):
     return base64.b64encode(s if isinstance(s, bytes) else s.encode()).decode()
 
@@ -184,7 +171,6 @@ def queued(inst):
 MSG = "From: demo@example.test\r\nTo: x@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
-@needs_smtp
 def test_smtplib_smtps_verified_login_and_relay(sub):
     before = queued(sub.inst)
     with SMTP_SSL_Named("127.0.0.1", sub.smtps.port, context=client_context(sub.cafile),
@@ -197,7 +183,6 @@ def test_smtplib_smtps_verified_login_and_relay(sub):
     assert queued(sub.inst) > before
 
 
-@needs_smtp
 def test_smtplib_starttls_verified_login_and_relay(sub):
     s = smtplib.SMTP("127.0.0.1", sub.sub.port, timeout=30)
     try:
@@ -213,7 +198,6 @@ def test_smtplib_starttls_verified_login_and_relay(sub):
         s.close()
 
 
-@needs_smtp
 @pytest.mark.parametrize("mode,auth", [("--tls", "PLAIN"), ("--tls", "LOGIN"),
                                        ("--tlsc", "PLAIN")])
 def test_swaks(sub, mode, auth):
@@ -227,7 +211,6 @@ def test_swaks(sub, mode, auth):
     assert b"235 2.7.0" in out and b"250 2.0.0" in out
 
 
-@needs_smtp
 @pytest.mark.parametrize("scheme", ["smtp", "smtps"])
 def test_curl_ssl_reqd(sub, tmp_path, scheme):
     port = sub.sub.port if scheme == "smtp" else sub.smtps.port
@@ -241,7 +224,6 @@ def test_curl_ssl_reqd(sub, tmp_path, scheme):
     assert r.returncode == 0, r.stderr
 
 
-@needs_smtp
 def test_curl_wrong_password_fails(sub, tmp_path):
     msg = tmp_path / "msg"
     msg.write_text(MSG)
@@ -254,7 +236,6 @@ def test_curl_wrong_password_fails(sub, tmp_path):
     assert r.returncode != 0
 
 
-@needs_smtp
 def test_openssl_s_client_starttls_smtp(sub):
     rc, out = s_client(sub.sub.port, "-starttls", "smtp", "-crlf", "-ign_eof", "-CAfile",
                        sub.cafile, "-verify_return_error", "-verify_hostname", HOST,
@@ -300,7 +281,6 @@ def starttls_session(sub, pipelined=b""):
     return client_context(sub.cafile).wrap_socket(raw, server_hostname=HOST)
 
 
-@needs_smtp
 def test_starttls_injection_is_never_answered(sub):
     s = starttls_session(sub, pipelined=b"EHLO injected\r\n")
     s.settimeout(1.0)
@@ -315,7 +295,6 @@ def test_starttls_injection_is_never_answered(sub):
     s.close()
 
 
-@needs_smtp
 def test_submission_requires_tls_then_auth(sub):
     raw = sub.sub.connect(30)
     read_reply(raw)
@@ -334,7 +313,6 @@ def test_submission_requires_tls_then_auth(sub):
     s.close()
 
 
-@needs_smtp
 def test_auth_replies(sub):
     s = smtps_session(sub)
     assert cmd(s, "AUTH PLAIN !!notbase64")[0] == 501
@@ -359,7 +337,6 @@ def test_auth_replies(sub):
     s.close()
 
 
-@needs_smtp
 def test_auth_inside_transaction_is_503(accounts):
     # a plain MX-style chain (no SMTPAUTH): MAIL is allowed without AUTH
     with Server(accounts, [prog("tls-serve"), prog("smtp-receive")]) as srv:
@@ -375,7 +352,6 @@ def test_auth_inside_transaction_is_503(accounts):
         s.close()
 
 
-@needs_smtp
 def test_auth_temporary_failure_is_454(accounts, tmp_path):
     broken = tmp_path / "broken-auth-check"
     broken.write_text("#!/bin/sh\nexit 111\n")
@@ -390,7 +366,6 @@ def test_auth_temporary_failure_is_454(accounts, tmp_path):
         s.stop()
 
 
-@needs_smtp
 def test_relay_and_sender_policy_after_auth(sub):
     s = smtps_session(sub)
     assert cmd(s, "MAIL FROM:<%s>" % USER)[0] == 530  # no AUTH yet
@@ -408,7 +383,6 @@ def test_relay_and_sender_policy_after_auth(sub):
     s.close()
 
 
-@needs_smtp
 def test_three_failures_close_the_connection(sub):
     s = smtps_session(sub)
     for i in range(2):
@@ -430,7 +404,6 @@ def test_three_failures_close_the_connection(sub):
     s.close()
 
 
-@needs_smtp
 def test_brute_force_from_one_address_is_blocked(sub):
     failures = 0
     while failures < 11:  # more than 10 in a minute; 2 per connection (the 3rd closes it)
@@ -448,7 +421,6 @@ def test_brute_force_from_one_address_is_blocked(sub):
     assert os.path.getsize(sub.inst.path("authfail", "table")) <= 4096 * 32
 
 
-@needs_smtp
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as two users")
 def test_key_unreadable_from_smtp_receive(accounts):
     """The service layout: tls-serve (root, reads the key) forks its engine, then runs
@@ -553,7 +525,6 @@ def stop_template(p):
             p.wait(timeout=5)
 
 
-@needs_smtp
 def test_submission_template_starttls_auth(accounts, tmp_path):
     p, port = start_template(accounts, "submission", tmp_path)
     try:
@@ -575,7 +546,6 @@ def test_submission_template_starttls_auth(accounts, tmp_path):
         stop_template(p)
 
 
-@needs_smtp
 def test_smtps_template_implicit_tls_auth(accounts, tmp_path):
     p, port = start_template(accounts, "smtps", tmp_path)
     try:
@@ -612,7 +582,6 @@ def _tls_engines(pgid):
     return out
 
 
-@needs_smtp
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another uid needs root")
 @pytest.mark.parametrize("tlsuser", [None, "nobody"])
 def test_smtps_template_tls_engine_drops_to_tlsuser(accounts, tmp_path, tlsuser):

@@ -234,7 +234,7 @@ def test_dns_reply_parser_fuzz(tmp_path):
     """libFuzzer on lib/dns's reply parsing, seeded with well-formed replies: nothing found."""
     exe = str(tmp_path / "dns_fuzz")
     r = subprocess.run(["clang", "-g", "-O1", "-std=c99", "-D_POSIX_C_SOURCE=200809L",
-                        "-D_XOPEN_SOURCE=700", "-I" + os.path.join(ROOT, "lib"),
+                        "-D_XOPEN_SOURCE=700", "-iquote", os.path.join(ROOT, "lib"),
                         "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",
                         "-o", exe, os.path.join(ROOT, "fuzz", "dns_fuzz.c"),
                         os.path.join(ROOT, "lib", "dns.c"), "-l:libskarnet.a", "-lresolv"],

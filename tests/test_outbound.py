@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, Instance, base_env, prog, wait_for, free_port
+from conftest import Instance, base_env, prog, wait_for, free_port
 from outbound_helpers import Dnsmasq, SmtpServer
 
 
@@ -101,10 +101,6 @@ class QueueRun:
         self.logf.close()
 
 
-HAVE_QUEUE_RUN = os.path.exists(os.path.join(BIN, "queue-run"))
-needs_queue_run = pytest.mark.skipif(not HAVE_QUEUE_RUN, reason="queue-run is not built yet")
-
-
 def test_pillarbox_to_pillarbox_over_starttls(tmp_path):
     a = make_instance(tmp_path / "a", "mx.a.test", "a.test")
     b = make_instance(tmp_path / "b", "mx.b.test", "b.test")
@@ -125,14 +121,13 @@ def test_pillarbox_to_pillarbox_over_starttls(tmp_path):
         assert len(q) == 1
         assert b"ESMTPS" in q[0]  # B's Received: line says it came over TLS
         assert b"\nhello bob\n.\n" in q[0]  # dot-stuffing undone, LF line ends again
-        if HAVE_QUEUE_RUN:
-            qr = QueueRun(b)
-            try:
-                got = wait_for(lambda: b.messages("bob@b.test"), timeout=30,
-                               what="delivery into bob's Maildir")
-                assert b"P2P-MARK" in got[0] and b"hello bob" in got[0]
-            finally:
-                qr.stop()
+        qr = QueueRun(b)
+        try:
+            got = wait_for(lambda: b.messages("bob@b.test"), timeout=30,
+                           what="delivery into bob's Maildir")
+            assert b"P2P-MARK" in got[0] and b"hello bob" in got[0]
+        finally:
+            qr.stop()
     finally:
         rcv.stop()
 
@@ -187,7 +182,6 @@ def report_fields(msg):
     return [b for b in blocks if "final-recipient" in b or "original-recipient" in b], parts
 
 
-@needs_queue_run
 def test_queue_delivers_through_mx_and_bounces_5xx(instance, mx):
     port = free_port()
     srv = SmtpServer(host="127.0.0.2", port=port,
@@ -216,7 +210,6 @@ def test_queue_delivers_through_mx_and_bounces_5xx(instance, mx):
         srv.stop()
 
 
-@needs_queue_run
 def test_queue_null_mx_bounces_at_once(instance, mx):
     port = free_port()
     instance.add_user("alice@example.test")
@@ -234,7 +227,6 @@ def test_queue_null_mx_bounces_at_once(instance, mx):
         qr.stop()
 
 
-@needs_queue_run
 def test_queue_null_sender_never_bounces(instance, mx):
     """A failed message with the null sender is never returned to its (null) sender; at most
     a single report goes to the postmaster (a double bounce, as qmail does), and that report
@@ -263,7 +255,6 @@ def test_queue_null_sender_never_bounces(instance, mx):
         qr.stop()
 
 
-@needs_queue_run
 def test_queue_encrypt_policy_defers_and_sends_nothing(instance, mx):
     port = free_port()
     srv = SmtpServer(host="127.0.0.2", port=port)
@@ -281,7 +272,6 @@ def test_queue_encrypt_policy_defers_and_sends_nothing(instance, mx):
         srv.stop()
 
 
-@needs_queue_run
 def test_queue_4xx_retried_then_delivered(instance, mx):
     port = free_port()
     tries = []
@@ -309,7 +299,6 @@ def test_queue_4xx_retried_then_delivered(instance, mx):
         srv.stop()
 
 
-@needs_queue_run
 def test_queue_lifetime_reached_bounces_with_last_error(instance, mx):
     port = free_port()
     srv = SmtpServer(host="127.0.0.2", port=port, rcpt=lambda c: "452 4.2.2 mailbox full\r\n")
@@ -336,7 +325,6 @@ def test_queue_lifetime_reached_bounces_with_last_error(instance, mx):
         srv.stop()
 
 
-@needs_queue_run
 def test_queue_verify_policy_defers_on_untrusted_certificate(instance, mx, tmp_path):
     import ssl
     from outbound_helpers import make_ca
@@ -362,7 +350,6 @@ def test_queue_verify_policy_defers_on_untrusted_certificate(instance, mx, tmp_p
         srv.stop()
 
 
-@needs_queue_run
 def test_queue_second_mx_and_implicit_mx(instance, mx):
     port = free_port()
     srv = SmtpServer(host="127.0.0.2", port=port)  # nothing listens on 127.0.0.3
@@ -383,7 +370,6 @@ def test_queue_second_mx_and_implicit_mx(instance, mx):
         srv.stop()
 
 
-@needs_queue_run
 def test_queue_many_domains_at_once(instance, tmp_path):
     """30 messages to 30 domains, routed to one server: every one delivered, queue-run alive.
     (Many domains in flight at once is the normal case for outbound mail.)"""

@@ -10,14 +10,10 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, ROOT, free_port, prog, stop_procs, wait_for
+from conftest import BIN, ROOT, free_port, stop_procs, wait_for
 
 USER = "joe@example.test"
 PASSWORD = "correct horse"
-
-HAVE_TLS = os.path.exists(prog("tls-serve")) and os.path.exists(prog("auth-check"))
-pytestmark = pytest.mark.skipif(not HAVE_TLS or not shutil.which("tcpserver"),
-                                reason="needs tls-serve, auth-check and tcpserver")
 
 
 def tls_context():
@@ -266,7 +262,6 @@ def test_fetchmail_keep_twice_then_delete(servers, tmp_path):
     assert remaining(s.instance) == []
 
 
-@pytest.mark.skipif(not os.path.exists(prog("deliver-maildir")), reason="needs deliver-maildir")
 def test_delivered_message_retrieved_byte_correct(servers):
     s = servers
     msg = b"Subject: delivered\n\n.one\n..two\nthree\n"

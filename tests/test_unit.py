@@ -16,7 +16,7 @@ def build(src):
     os.makedirs(outdir, exist_ok=True)
     out = os.path.join(outdir, os.path.basename(src)[:-2])
     cflags = ["-std=c99", "-D_POSIX_C_SOURCE=200809L", "-D_XOPEN_SOURCE=700", "-Wall", "-Wextra",
-              "-Werror", "-g", "-I" + os.path.join(ROOT, "lib"),
+              "-Werror", "-g", "-iquote", os.path.join(ROOT, "lib"),
               '-DMAILROOT_DEFAULT="/nonexistent"']
     if SANITIZE:
         cflags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]

@@ -108,6 +108,17 @@ int main(void)
   CHECK(mime_search_text(&m, 0, "example.net", 11, &tmp) == 0); /* BODY: not the header */
   CHECK(mime_search_text(&m, 1, "example.net", 11, &tmp) == 1); /* TEXT: the header too */
 
+  /* address fields are searched in their normalized form, comments dropped */
+  parse(&m, "From: <user-from (comment)@ (comment) domain.org>\n"
+            "To: =?utf-8?q?J=C3=B6rg?= <j@example.de>, list: a@b.c, d@e.f;\n"
+            "Subject: (not a comment) x\n\nbody\n");
+  CHECK(mime_search_header(&m, 0, "From", 4, "user-from@domain.org", 20, &tmp) == 1);
+  CHECK(mime_search_header(&m, 0, "From", 4, "comment", 7, &tmp) == 0);
+  CHECK(mime_search_header(&m, 0, "To", 2, "J\xc3\xb6rg <j@example.de>", 20, &tmp) == 1);
+  CHECK(mime_search_header(&m, 0, "To", 2, "list: a@b.c, d@e.f;", 19, &tmp) == 1);
+  CHECK(mime_search_header(&m, 0, "Subject", 7, "(not a comment)", 15, &tmp) == 1);
+  parse(&m, msg);
+
   /* dates */
   CHECK(mime_date(&m, 0, &t, &z) == 1);
   CHECK(t == 1796704200 && z == -300);

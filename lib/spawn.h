@@ -1,0 +1,47 @@
+/* spawn: starting a child program, the one place where pillarbox creates processes.
+ *
+ * spawn() is posix_spawn(3) with an fd map: glibc implements it with clone(CLONE_VM|CLONE_VFORK),
+ * so the parent's page tables are never copied (a queue-run holding a large index starts a
+ * delivery as cheaply as a tiny program does), and an exec failure comes back to the parent as
+ * an errno instead of an exit code of a child that has to be reaped.
+ *
+ * The child gets:
+ *   - for each {child, parent} pair of the map, fd `child` = a copy of the parent's fd `parent`
+ *     (without close-on-exec), or /dev/null opened read-write when `parent` is SPAWN_DEVNULL;
+ *     pairs may cross (parent 0 -> child 1 and parent 1 -> child 0 work);
+ *   - every other fd of the parent that is not close-on-exec, as exec would (keep the parent's
+ *     own fds close-on-exec: pipecoe, open with O_CLOEXEC);
+ *   - every signal at its default disposition and an empty signal mask (a parent with a
+ *     selfpipe, or with SIGPIPE ignored, passes neither on);
+ *   - the environment envp (NULL: the parent's environ); spawn_env builds one with some
+ *     variables set or removed;
+ *   - argv[0] searched in PATH when it holds no '/', run as is otherwise.
+ * The parent's fds are left as they were: close the child's ends after spawn() yourself.
+ *
+ * Returns the pid, or -1 with errno set (ENOENT / EACCES when the program cannot be run; no
+ * child is left to reap then). Async-signal-unsafe like posix_spawn; not for use in a child.
+ */
+#ifndef PILLARBOX_SPAWN_H
+#define PILLARBOX_SPAWN_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define SPAWN_DEVNULL (-2) /* as a map's parent fd: /dev/null in the child */
+#define SPAWN_FDMAX 8      /* entries of a map */
+#define SPAWN_ENVMAX 512   /* variables spawn_env passes on (more: it fails with E2BIG) */
+
+typedef struct spawn_fd_s {
+  int child;  /* the fd number the child sees */
+  int parent; /* the parent's fd, or SPAWN_DEVNULL */
+} spawn_fd;
+
+pid_t spawn(char const *const *argv, char const *const *envp, spawn_fd const *map, unsigned int n);
+
+/* Builds into out[0..max) (NULL-terminated) the parent's environment modified by mods: each
+ * mods entry "NAME=VALUE" sets NAME, "NAME" alone removes it. The strings are not copied:
+ * out points into environ and mods, which must outlive the spawn() call. Returns 0, or -1
+ * with errno E2BIG when out is too small. */
+int spawn_env(char const **out, size_t max, char const *const *mods, size_t nmods);
+
+#endif
