@@ -121,6 +121,10 @@ static void enable(void)
       imap_sess_condstore();
       if (!sess.qresync) name = "QRESYNC";
       sess.qresync = 1;
+    } else if (imap_arg_is(a, "IMAP4rev2")) {
+      if (!sess.rev2) name = "IMAP4rev2";
+      sess.rev2 = 1;
+      sess.utf8 = 1; /* mailbox names are UTF-8 in IMAP4rev2 */
     } else if (imap_arg_is(a, "UTF8=ACCEPT")) {
       if (!sess.utf8) name = "UTF8=ACCEPT";
       sess.utf8 = 1;

@@ -513,6 +513,9 @@ void imap_cmd_select(imap_cmd *c, int readonly)
   }
   sess.selected = 1;
   sess.readonly = readonly;
+  free(sess.saved); /* SEARCHRES: "$" is empty in a newly selected mailbox */
+  sess.saved = 0;
+  sess.nsaved = 0;
   memcpy(sess.name, name, len + 1);
   mailstore_compact(&sess.ms);
   for (i = 0; i < sess.ms.n; i++) {
@@ -527,10 +530,18 @@ void imap_cmd_select(imap_cmd *c, int readonly)
   imap_sess_flags();
   imap_out("* ");
   imap_outu(sess.ms.n);
-  imap_out(" EXISTS\r\n* ");
-  imap_outu(recent);
-  imap_out(" RECENT\r\n");
-  if (unseen) {
+  imap_out(" EXISTS\r\n");
+  if (!sess.rev2) {
+    imap_out("* ");
+    imap_outu(recent);
+    imap_out(" RECENT\r\n");
+  } else {
+    /* RFC 9051 6.3.2: the mailbox's name as the server knows it */
+    imap_out("* LIST () \".\" ");
+    imap_outmbox(name, len);
+    imap_out("\r\n");
+  }
+  if (unseen && !sess.rev2) {
     imap_out("* OK [UNSEEN ");
     imap_outu(unseen);
     imap_out("] First unseen.\r\n");

@@ -278,7 +278,8 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
 void imap_cmd_search(imap_cmd *c, uint32_t first)
 {
   uint32_t j = first;
-  int esearch = 0, rmin = 0, rmax = 0, rcount = 0, rall = 0, modseqkey = 0;
+  int esearch = 0, rmin = 0, rmax = 0, rcount = 0, rall = 0, rsave = 0, modseqkey = 0;
+  int quiet = 0;
   sctx x;
   size_t k, n, nmatch = 0, *hits = 0;
   uint64_t maxmodseq = 0;
@@ -292,18 +293,20 @@ void imap_cmd_search(imap_cmd *c, uint32_t first)
       return;
     }
     e = c->arg[j].end;
-    esearch = 1;
     for (r = j + 1; r < e; r++) {
       if (imap_arg_is(&c->arg[r], "MIN")) rmin = 1;
       else if (imap_arg_is(&c->arg[r], "MAX")) rmax = 1;
       else if (imap_arg_is(&c->arg[r], "COUNT")) rcount = 1;
       else if (imap_arg_is(&c->arg[r], "ALL")) rall = 1;
+      else if (imap_arg_is(&c->arg[r], "SAVE")) rsave = 1;
       else {
         imap_bad("Error in IMAP command SEARCH: Unknown RETURN option");
         return;
       }
     }
-    if (!rmin && !rmax && !rcount) rall = 1;
+    if (!rmin && !rmax && !rcount && !rsave) rall = 1;
+    if (rsave && !rmin && !rmax && !rcount && !rall) esearch = 0; /* SAVE alone: no reply */
+    else esearch = 1;
     j = e;
   }
   if (j < c->nargs && imap_arg_is(&c->arg[j], "CHARSET")) {
@@ -348,7 +351,23 @@ void imap_cmd_search(imap_cmd *c, uint32_t first)
     }
   }
   if (tmp.a > 1 << 20) stralloc_free(&tmp);
-  if (esearch) {
+  if (rsave) {
+    /* SEARCHRES: keep the result as UIDs (they stay right across expunges) */
+    uint32_t *sv = malloc((nmatch ? nmatch : 1) * sizeof *sv);
+    if (sv) {
+      for (k = 0; k < nmatch; k++) sv[k] = sess.ms.msg[hits[k]].uid;
+      free(sess.saved);
+      sess.saved = sv;
+      sess.nsaved = nmatch;
+    }
+    if (!esearch) quiet = 1;
+  }
+  if (!quiet && !esearch && sess.rev2) {
+    esearch = 1; /* IMAP4rev2 has no SEARCH response */
+    rall = 1;
+  }
+  if (quiet) {
+  } else if (esearch) {
     imap_out("* ESEARCH (TAG ");
     imap_outstr(sess.tag, strlen(sess.tag));
     imap_out(")");

@@ -100,7 +100,7 @@ void imap_outflags(size_t i)
       imap_out(sess.ms.kw[k]);
       first = 0;
     }
-  if (m->flags & MS_RECENT) {
+  if ((m->flags & MS_RECENT) && !sess.rev2) {
     if (!first) imap_out(" ");
     imap_out("\\Recent");
   }
@@ -134,7 +134,7 @@ char const *imap_capabilities(void)
 {
   return "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
          "SPECIAL-USE CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH BINARY CONDSTORE QUOTA "
-         "UTF8=ACCEPT MULTIAPPEND QRESYNC";
+         "UTF8=ACCEPT MULTIAPPEND QRESYNC IMAP4rev2 SEARCHRES";
 }
 
 void imap_sess_vanished(uint64_t modseq, imap_range const *set, size_t nset, int earlier)
@@ -257,7 +257,7 @@ void imap_sess_update(int sync, int expunge)
     if (!grew) sess.recent_told = recent;
   } else
     sess.recent_told = recent;
-  if (recent != sess.recent_told) {
+  if (recent != sess.recent_told && !sess.rev2) {
     imap_out("* ");
     imap_outu(recent);
     imap_out(" RECENT\r\n");
@@ -296,6 +296,22 @@ long imap_sess_set(char const *s, size_t len, int is_uid, size_t **out)
   size_t *v;
   uint32_t star;
   if (n > sess.ms.n) n = sess.ms.n;
+  if (len == 1 && s[0] == '$') {
+    /* SEARCHRES: the saved result, as UIDs, whichever kind of command uses it */
+    size_t a = 0;
+    v = malloc((n ? n : 1) * sizeof *v);
+    if (!v) {
+      imap_no("[SERVERBUG] out of memory");
+      return -2;
+    }
+    for (i = 0; i < n; i++) {
+      if (sess.ms.msg[i].flags & MS_GONE) continue;
+      while (a < sess.nsaved && sess.saved[a] < sess.ms.msg[i].uid) a++;
+      if (a < sess.nsaved && sess.saved[a] == sess.ms.msg[i].uid) v[k++] = i;
+    }
+    *out = v;
+    return (long)k;
+  }
   nr = imap_seqset(s, len, r, IMAP_SEQSET_MAX);
   if (nr < 0) {
     imap_bad("Error in IMAP command: Invalid messageset");

@@ -27,7 +27,10 @@ struct imap_sess_s {
   size_t recent_told;  /* RECENT last told */
   int condstore;       /* CONDSTORE enabled (ENABLE or a CONDSTORE command) */
   int qresync;         /* QRESYNC enabled */
-  int utf8;            /* UTF8=ACCEPT enabled */
+  int utf8;            /* UTF8=ACCEPT enabled (also by IMAP4rev2) */
+  int rev2;            /* IMAP4rev2 enabled: no \Recent, SEARCH answers ESEARCH */
+  uint32_t *saved;     /* SEARCHRES: the UIDs of the last SEARCH RETURN (SAVE), for "$" */
+  size_t nsaved;
   int idling;
   char const *tag;     /* the current command's tag (NUL-terminated) */
   int is_uid;          /* the current command is a UID command */

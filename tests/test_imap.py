@@ -644,3 +644,28 @@ def test_maildir_made_by_dovecot_keeps_uidvalidity_and_uids(tmp_path):
             s.close()
         assert (uv, got) == want[box], box
     assert want["INBOX"][1][0][0] == 1 and [u for u, f in want["INBOX"][1]] == [1, 2, 4]
+
+
+def test_imap4rev2_after_enable(box, sess):
+    """RFC 9051 once ENABLE IMAP4rev2: no RECENT and no \\Recent, SEARCH answers ESEARCH,
+    the selected name comes back in a LIST response, names are UTF-8; SEARCHRES's "$"."""
+    caps = sess.greeting.split(b"]")[0].split()
+    assert b"IMAP4rev2" in caps and b"IMAP4rev1" in caps and b"SEARCHRES" in caps
+    for _ in range(3):
+        box.add(MSG1)
+    box.add(MSG2)
+    assert sess.ok("a", "ENABLE IMAP4rev2") == [b"* ENABLED IMAP4rev2"]
+    u = sess.ok("b", "SELECT INBOX")
+    assert b"* 4 EXISTS" in u and b'* LIST () "." "INBOX"' in u
+    assert not any(b"RECENT" in x or b"UNSEEN" in x for x in u), u
+    assert sess.ok("c", "FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS ())"]
+    assert sess.ok("d", "SEARCH SUBJECT second") == [b'* ESEARCH (TAG "d") ALL 4']
+    assert sess.ok("e", "UID SEARCH SUBJECT nothing-like-this") == [b'* ESEARCH (TAG "e") UID']
+    assert sess.ok("f", "SEARCH RETURN (SAVE) SUBJECT hello") == []
+    assert sess.ok("g", "FETCH $ UID") == [b"* 1 FETCH (UID 1)", b"* 2 FETCH (UID 2)",
+                                          b"* 3 FETCH (UID 3)"]
+    sess.ok("h", "STORE $ +FLAGS.SILENT (\\Deleted)")
+    assert sess.ok("i", "EXPUNGE") == [b"* 3 EXPUNGE", b"* 2 EXPUNGE", b"* 1 EXPUNGE"]
+    assert sess.ok("j", "UID FETCH $ UID") == []  # the saved UIDs are gone
+    sess.ok("k", 'CREATE "Entw\xc3\xbcrfe"'.encode("latin-1"))
+    assert os.path.isdir(os.path.join(box.dir, ".Entw&APw-rfe"))
