@@ -13,6 +13,7 @@
 #include "control.h"
 #include "lookup.h"
 #include "maildir.h"
+#include "quotastate.h"
 
 #define USAGE "deliver-maildir [ -q quota ] DIR"
 char const *PROG = "deliver-maildir";
@@ -117,6 +118,14 @@ static void copy(char const *s, size_t n, int *cr)
     }
     if (s[i] != '\n') out_put("\r", 1);
   }
+}
+
+/* The usage record smtp-receive reads at RCPT (lib/quotastate), refreshed from maildirsize
+ * for accounts with a quota when the instance is known. Advice only: a failure is a warning. */
+static void record_usage(void)
+{
+  if (getenv("MAILROOT") && !quotastate_sync(0, recipient, recipientlen, dir))
+    strerr_warnwu2sys("record the quota state of ", recipient);
 }
 
 static int badaddr(char const *s, size_t n)
@@ -237,6 +246,7 @@ int main(int argc, char const *const *argv)
           die_abort(111, "recompute maildirsize in ", dir, 1);
       }
       if (!maildir_quota_fits(&q, total, 1)) {
+        record_usage();
         errno = EDQUOT;
         die_abort(quotabounce ? 100 : 111, "over quota: Maildir ", dir, 0);
       }
@@ -248,5 +258,6 @@ int main(int argc, char const *const *argv)
   /* an existing maildirsize is kept up to date even when no limit applies now */
   if (maildir_quota_add(dir, (int64_t)total, 1) < 0)
     strerr_warnwu2sys("update maildirsize in ", dir);
+  if (haveq) record_usage();
   return 0;
 }

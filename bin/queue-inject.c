@@ -54,6 +54,8 @@ static unsigned long getlimit(char const *name, unsigned long def)
 int main(int argc, char const *const *argv)
 {
   stralloc qdir = STRALLOC_ZERO, msg = STRALLOC_ZERO, env = STRALLOC_ZERO, id = STRALLOC_ZERO;
+  queue_tx tx = QUEUE_TX_ZERO;
+  int announced = 0;
   unsigned long databytes, addrmax, rcptmax, timeout;
   uint64_t msglen = 0;
   int spill = -1, code;
@@ -75,6 +77,22 @@ int main(int argc, char const *const *argv)
 
   if (sig_catch(SIGALRM, &alarmed) < 0) strerr_diefu1sys(QX_BUG, "catch SIGALRM");
   alarm((unsigned int)timeout);
+
+  /* QUEUE_IDFD: the id is made and told before the message is read; it will not change */
+  {
+    char const *x = getenv("QUEUE_IDFD");
+    unsigned int fd;
+    if (x && *x && uint0_scan(x, &fd)) {
+      code = queue_tx_begin(qdir.s, &tx);
+      if (code == QX_NOMEM) die(code, "out of memory");
+      if (code) strerr_diefu2sys(code, "create a file in ", qdir.s);
+      tx.id.s[tx.id.len - 1] = '\n';
+      if (allwrite((int)fd, tx.id.s, tx.id.len) != tx.id.len)
+        strerr_warnwu1sys("write the queue id to QUEUE_IDFD");
+      tx.id.s[tx.id.len - 1] = 0; /* fd stays open: its end of file still means we exited */
+      announced = 1;
+    }
+  }
 
   /* the message */
   for (;;) {
@@ -163,21 +181,13 @@ int main(int argc, char const *const *argv)
   }
   alarm(0);
 
-  if (spill >= 0) code = queue_inject_fd(qdir.s, env.s, env.len, spill, msglen, &id);
+  if (announced) code = queue_tx_commit(qdir.s, &tx, env.s, env.len, msg.s, msg.len, spill, msglen);
+  else if (spill >= 0) code = queue_inject_fd(qdir.s, env.s, env.len, spill, msglen, &id);
   else code = queue_inject_mem(qdir.s, env.s, env.len, msg.s, msg.len, &id);
   if (code) {
     if (code == QX_WRITE) strerr_dief1sys(code, "unable to write the queue file");
     if (code == QX_NOMEM) die(code, "out of memory");
     strerr_diefu2sys(code, "create a file in ", qdir.s);
-  }
-  {
-    char const *x = getenv("QUEUE_IDFD");
-    unsigned int fd;
-    if (x && *x && uint0_scan(x, &fd)) {
-      id.s[id.len - 1] = '\n';
-      if (allwrite((int)fd, id.s, id.len) != id.len)
-        strerr_warnwu1sys("write the queue id to QUEUE_IDFD");
-    }
   }
   return 0;
 }

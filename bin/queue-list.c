@@ -1,12 +1,15 @@
 /* queue-list: one line per queued message (doc/queue-list.8).
  *
  * Reads queue/mess/ (header and envelope of each file, never the message), queue/state/ and
- * queue/hold/ once, and prints the messages sorted by id. -j: one JSON object per line.
+ * queue/hold/ once, and prints the messages sorted by id, each followed by the last
+ * diagnostic of its deferred or failed recipients. -j: one JSON object per line.
+ * -s: a summary like Postfix's qshape: recipients not yet delivered, by domain and age.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,12 +20,13 @@
 #include <skalibs/types.h>
 
 #include "control.h"
+#include "qlog.h"
 #include "queue.h"
 
 char const *PROG = "queue-list";
-#define USAGE "queue-list [ -j ] [ id ... ]"
+#define USAGE "queue-list [ -j | -s ] [ id ... ]"
 
-static int json = 0;
+static int json = 0, summary = 0;
 static stralloc qdir = STRALLOC_ZERO;
 static stralloc names = STRALLOC_ZERO;
 
@@ -149,6 +153,104 @@ static void outage(uint64_t secs)
   outb(b, n);
 }
 
+/* "  ADDR: DIAG (REMOTE-MTA)" */
+static void outdiag(char const *addr, char const *diag)
+{
+  out("  ");
+  out(addr);
+  out(": ");
+  out(qlog_shown(diag));
+  if (!strncmp(diag, "R=", 2) && strncmp(diag, "R=- ", 4)) {
+    char const *sp = strchr(diag, ' ');
+    out(" (");
+    outb(diag + 2, sp ? (size_t)(sp - diag - 2) : strlen(diag + 2));
+    out(")");
+  }
+  out("\n");
+}
+
+/* ---- the summary (qshape) ---- */
+
+#define NBUCKETS 10 /* ages under 5, 10, 20, ... 1280 minutes, and older */
+static unsigned long const bucket_max[NBUCKETS - 1] = {5, 10, 20, 40, 80, 160, 320, 640, 1280};
+
+typedef struct shape_s shape;
+struct shape_s {
+  char *domain;
+  unsigned long n[NBUCKETS + 1]; /* [0]: total */
+};
+static shape *shapes;
+static size_t nshapes;
+
+static void shape_add(char const *addr, uint64_t age)
+{
+  char const *at = strrchr(addr, '@');
+  char const *dom = at ? at + 1 : addr;
+  size_t i, b = 0;
+  uint64_t m = age / 60;
+  while (b < NBUCKETS - 1 && m >= bucket_max[b]) b++;
+  for (i = 0; i < nshapes; i++)
+    if (!strcasecmp(shapes[i].domain, dom)) break;
+  if (i == nshapes) {
+    shape *n = realloc(shapes, (nshapes + 1) * sizeof *n);
+    if (!n) strerr_diefu1sys(111, "allocate");
+    shapes = n;
+    memset(&shapes[i], 0, sizeof shapes[i]);
+    shapes[i].domain = strdup(dom);
+    if (!shapes[i].domain) strerr_diefu1sys(111, "allocate");
+    nshapes++;
+  }
+  shapes[i].n[0]++;
+  shapes[i].n[1 + b]++;
+}
+
+static int shapecmp(void const *a, void const *b)
+{
+  shape const *x = a, *y = b;
+  if (x->n[0] != y->n[0]) return x->n[0] > y->n[0] ? -1 : 1;
+  return strcasecmp(x->domain, y->domain);
+}
+
+static void outpad(char const *s, size_t width)
+{
+  size_t l = strlen(s);
+  while (l++ < width) out(" ");
+  out(s);
+}
+
+static void outcount(unsigned long u, size_t width)
+{
+  char b[ULONG_FMT];
+  b[ulong_fmt(b, u)] = 0;
+  outpad(b, width);
+}
+
+/* qshape's table: the TOTAL row, then one row per domain, most recipients first */
+static void shape_print(void)
+{
+  static char const *const heads[NBUCKETS + 1] = {"T", "5", "10", "20", "40", "80", "160",
+                                                 "320", "640", "1280", "1280+"};
+  size_t w = 5, i, j;
+  shape total;
+  memset(&total, 0, sizeof total);
+  for (i = 0; i < nshapes; i++) {
+    if (strlen(shapes[i].domain) > w) w = strlen(shapes[i].domain);
+    for (j = 0; j <= NBUCKETS; j++) total.n[j] += shapes[i].n[j];
+  }
+  if (nshapes > 1) qsort(shapes, nshapes, sizeof *shapes, &shapecmp);
+  outpad("", w);
+  for (j = 0; j <= NBUCKETS; j++) outpad(heads[j], 6);
+  out("\n");
+  outpad("TOTAL", w);
+  for (j = 0; j <= NBUCKETS; j++) outcount(total.n[j], 6);
+  out("\n");
+  for (i = 0; i < nshapes; i++) {
+    outpad(shapes[i].domain, w);
+    for (j = 0; j <= NBUCKETS; j++) outcount(shapes[i].n[j], 6);
+    out("\n");
+  }
+}
+
 static char const *statename(char c)
 {
   switch (c) {
@@ -174,6 +276,7 @@ static void show(char const *id, int hasstate, int held, uint64_t now)
   if (fd < 0) {
     if (errno == ENOENT) goto end; /* delivered meanwhile */
     if (errno == EPROTO) {
+      if (summary) goto end;
       if (json) {
         out("{\"id\":");
         outjs(id, strlen(id));
@@ -212,7 +315,11 @@ static void show(char const *id, int hasstate, int held, uint64_t now)
     }
     hasstate = 0;
   }
-  if (json) {
+  if (summary) {
+    for (i = 0; i < nt; i++)
+      if (t[i].state != QUEUE_T_DONE && t[i].state != QUEUE_T_BOUNCED)
+        shape_add(t[i].addr, now > h.arrival ? now - h.arrival : 0);
+  } else if (json) {
     out("{\"id\":");
     outjs(id, strlen(id));
     out(",\"arrival\":");
@@ -266,6 +373,9 @@ static void show(char const *id, int hasstate, int held, uint64_t now)
       }
     }
     out("\n");
+    for (i = 0; i < nt; i++) /* the last diagnostic of what is deferred or failed */
+      if (t[i].diag[0] && t[i].state != QUEUE_T_DONE && t[i].state != QUEUE_T_BOUNCED)
+        outdiag(t[i].addr, t[i].diag);
   }
   if (hasstate) queue_targets_free(t, nt);
   free(t);
@@ -280,10 +390,11 @@ int main(int argc, char const *const *argv)
   uint64_t now = (uint64_t)time(0);
   size_t i;
   for (;;) {
-    int opt = subgetopt_r(argc, argv, "j", &l);
+    int opt = subgetopt_r(argc, argv, "js", &l);
     if (opt == -1) break;
     switch (opt) {
     case 'j': json = 1; break;
+    case 's': summary = 1; break;
     default: strerr_dieusage(100, USAGE);
     }
   }
@@ -308,6 +419,7 @@ int main(int argc, char const *const *argv)
       show(id, inset(&state, id), inset(&hold, id), now);
     }
   }
+  if (summary) shape_print();
   if (!buffer_flush(buffer_1)) strerr_diefu1sys(111, "write to stdout");
   return 0;
 }

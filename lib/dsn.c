@@ -236,8 +236,11 @@ int dsn_build(stralloc *out, dsn_msg const *m, dsn_rcpt const *r, size_t n)
   if (!cat(out, "Arrival-Date: ") || !catdate(out, m->arrival) || !cat(out, "\r\n")) goto nomem;
   for (i = 0; i < n; i++) {
     char const *st = r[i].status;
+    /* the class follows the action (RFC 3464 2.3.3), except 4.4.7: the queue lifetime ran
+     * out on a persistent transient error (RFC 3463 X.4.7), reported as failed with its
+     * own 4.4.7 as Postfix and Exim do */
     if (!status_ok(st) || (r[i].action_delayed && st[0] != '4') ||
-        (!r[i].action_delayed && st[0] != '5'))
+        (!r[i].action_delayed && st[0] != '5' && strcmp(st, "4.4.7")))
       st = r[i].action_delayed ? "4.0.0" : "5.0.0";
     if (!cat(out, "\r\nFinal-Recipient: rfc822; ") ||
         !catclean(out, r[i].rcpt ? r[i].rcpt : "", DSN_FIELD_MAX) ||

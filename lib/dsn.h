@@ -15,7 +15,9 @@
 typedef struct dsn_rcpt_s dsn_rcpt;
 struct dsn_rcpt_s {
   char const *rcpt;       /* the recipient as given in the envelope */
-  char const *status;     /* enhanced status, e.g. "5.1.1" or "4.4.7" */
+  char const *status;     /* enhanced status, e.g. "5.1.1"; its class must follow the action
+                           * (5 failed, 4 delayed, else 5.0.0 / 4.0.0 is written), except
+                           * "4.4.7" (expired in the queue), kept with Action: failed */
   char const *diagnostic; /* "smtp; 550 5.1.1 no such user" or "x-pillarbox; ..." (may be NULL) */
   char const *remote_mta; /* host name of the remote MTA, or NULL */
   int action_delayed;     /* 0: Action: failed, 1: Action: delayed */

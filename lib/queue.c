@@ -9,6 +9,7 @@
 #include <sys/time.h>
 #include <sys/types.h>
 #include <unistd.h>
+#include <dirent.h>
 
 #include <skalibs/allreadwrite.h>
 #include <skalibs/djbunix.h>
@@ -260,8 +261,9 @@ static int tmp_create(char const *qdir, stralloc *id, stralloc *tmp)
   return -1;
 }
 
-/* Renames tmp into mess/ without replacing anything, fsyncs mess/. */
-static int commit(char const *qdir, stralloc *id, stralloc *tmp)
+/* Renames tmp into mess/ without replacing anything, fsyncs mess/. With fixed, the id may
+ * not change (it was announced): a clash is an error. */
+static int commit(char const *qdir, stralloc *id, stralloc *tmp, int fixed)
 {
   stralloc dst = STRALLOC_ZERO;
   int dfd = -1, r = 0, tries;
@@ -280,7 +282,7 @@ static int commit(char const *qdir, stralloc *id, stralloc *tmp)
         break;
       }
     }
-    if (errno != EEXIST) goto end;
+    if (errno != EEXIST || fixed) goto end;
     inject_counter++;
     if (!make_id(id)) goto end;
   }
@@ -306,16 +308,41 @@ end:
   return r;
 }
 
+int queue_tx_begin(char const *qdir, queue_tx *tx)
+{
+  (void)qdir;
+  return make_id(&tx->id) ? QX_OK : QX_NOMEM;
+}
+
+/* tmp/ID under the id already given: no other try */
+static int tmp_create_fixed(char const *qdir, stralloc const *id, stralloc *tmp)
+{
+  int fd;
+  tmp->len = 0;
+  if (!stralloc_cats(tmp, qdir) || !stralloc_cats(tmp, "/tmp/") ||
+      !stralloc_catb(tmp, id->s, id->len))
+    return -1;
+  fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+  if (fd < 0 && errno == ENOENT && queue_init(qdir))
+    fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+  return fd;
+}
+
 static int inject(char const *qdir, char const *env, size_t envlen, char const *msg,
-                  size_t msglen, int spillfd, uint64_t spilllen, stralloc *id)
+                  size_t msglen, int spillfd, uint64_t spilllen, stralloc *id, queue_tx *tx)
 {
   stralloc tmp = STRALLOC_ZERO, buf = STRALLOC_ZERO;
   int fd = -1, code = QX_OK;
   struct timeval tv;
   uint64_t total = spillfd >= 0 ? spilllen : msglen;
   if (gettimeofday(&tv, 0) < 0) return QX_BUG;
-  fd = tmp_create(qdir, id, &tmp);
-  if (fd < 0 && errno == ENOENT && queue_init(qdir)) fd = tmp_create(qdir, id, &tmp);
+  if (tx) { /* the id is given */
+    if (!stralloc_copy(id, &tx->id)) return QX_NOMEM;
+    fd = tmp_create_fixed(qdir, id, &tmp);
+  } else {
+    fd = tmp_create(qdir, id, &tmp);
+    if (fd < 0 && errno == ENOENT && queue_init(qdir)) fd = tmp_create(qdir, id, &tmp);
+  }
   if (fd < 0) {
     code = errcode(errno);
     goto end;
@@ -353,7 +380,7 @@ static int inject(char const *qdir, char const *env, size_t envlen, char const *
     goto fail;
   }
   fd = -1;
-  if (!commit(qdir, id, &tmp)) {
+  if (!commit(qdir, id, &tmp, !!tx)) {
     code = errcode(errno);
     goto fail;
   }
@@ -372,13 +399,22 @@ end:
 int queue_inject_mem(char const *qdir, char const *env, size_t envlen, char const *msg,
                      size_t msglen, stralloc *id)
 {
-  return inject(qdir, env, envlen, msg, msglen, -1, 0, id);
+  return inject(qdir, env, envlen, msg, msglen, -1, 0, id, 0);
 }
 
 int queue_inject_fd(char const *qdir, char const *env, size_t envlen, int spillfd,
                     uint64_t msglen, stralloc *id)
 {
-  return inject(qdir, env, envlen, 0, 0, spillfd, msglen, id);
+  return inject(qdir, env, envlen, 0, 0, spillfd, msglen, id, 0);
+}
+
+int queue_tx_commit(char const *qdir, queue_tx *tx, char const *env, size_t envlen,
+                    char const *msg, size_t msglen, int spillfd, uint64_t spilllen)
+{
+  stralloc id = STRALLOC_ZERO;
+  int code = inject(qdir, env, envlen, msg, msglen, spillfd, spilllen, &id, tx);
+  stralloc_free(&id);
+  return code;
 }
 
 /* ---- reading ---- */
@@ -640,4 +676,280 @@ int queue_target_setdiag(queue_target *t, char const *s, size_t len)
   free(t->diag);
   t->diag = d;
   return 1;
+}
+
+size_t queue_targets_return(queue_target *t, size_t n, unsigned char const *skip,
+                            char const *diag)
+{
+  size_t i, k = 0;
+  for (i = 0; i < n; i++) {
+    if (skip && skip[i]) continue;
+    if (t[i].state != QUEUE_T_NEW && t[i].state != QUEUE_T_LOCAL && t[i].state != QUEUE_T_REMOTE)
+      continue;
+    if (!queue_target_setdiag(&t[i], diag, strlen(diag))) return (size_t)-1;
+    t[i].state = QUEUE_T_FAILED;
+    k++;
+  }
+  return k;
+}
+
+int queue_targets_requeue(queue_target **tp, size_t *np, char const *env, size_t envlen)
+{
+  queue_target *t = *tp, *nt;
+  size_t n = *np, i, k = 0, pos, rl, nrcpt = 0, added = 0;
+  char const *r;
+  unsigned char *redo;
+  pos = strlen(env) + 1; /* past "F" sender "\0" */
+  while (queue_env_next(env, envlen, &pos, &r, &rl)) nrcpt++;
+  redo = calloc(nrcpt + 1, 1);
+  if (!redo) return -1;
+  for (i = 0; i < n; i++)
+    if (t[i].rcpt < nrcpt && t[i].state != QUEUE_T_DONE && t[i].state != QUEUE_T_BOUNCED)
+      redo[t[i].rcpt] = 1;
+  for (i = 0; i < nrcpt; i++) added += redo[i];
+  nt = malloc((n + added + 1) * sizeof *nt);
+  if (!nt) {
+    free(redo);
+    return -1;
+  }
+  /* the new N targets first (nothing is changed if that fails) */
+  k = n;
+  pos = strlen(env) + 1;
+  for (i = 0; queue_env_next(env, envlen, &pos, &r, &rl); i++) {
+    if (!redo[i]) continue;
+    memset(&nt[k], 0, sizeof nt[k]);
+    nt[k].state = QUEUE_T_NEW;
+    nt[k].rcpt = (unsigned int)i;
+    nt[k].addr = dupb(r, rl);
+    nt[k].diag = dupb("", 0);
+    k++;
+    if (!nt[k - 1].addr || !nt[k - 1].diag) {
+      queue_targets_free(nt + n, k - n);
+      free(nt);
+      free(redo);
+      return -1;
+    }
+  }
+  /* then keep what is finished and drop what will be resolved again */
+  for (i = 0, k = 0; i < n; i++) {
+    if (t[i].rcpt < nrcpt && redo[t[i].rcpt] && t[i].state != QUEUE_T_DONE &&
+        t[i].state != QUEUE_T_BOUNCED) {
+      queue_targets_free(&t[i], 1);
+      continue;
+    }
+    nt[k++] = t[i];
+  }
+  memmove(nt + k, nt + n, added * sizeof *nt);
+  k += added;
+  free(redo);
+  free(t);
+  *tp = nt;
+  *np = k;
+  return (int)added;
+}
+
+int queue_quarantine(char const *qdir, char const *id)
+{
+  stralloc p = STRALLOC_ZERO, q = STRALLOC_ZERO;
+  int ok = 0;
+  if (!stralloc_cats(&p, qdir) || !stralloc_cats(&p, "/mess/") || !stralloc_cats(&p, id) ||
+      !stralloc_0(&p) || !stralloc_cats(&q, qdir) || !stralloc_cats(&q, "/quarantine/") ||
+      !stralloc_cats(&q, id) || !stralloc_0(&q))
+    goto end;
+  if (rename(p.s, q.s) < 0 && errno != ENOENT) goto end;
+  p.len = 0;
+  if (!stralloc_cats(&p, qdir) || !stralloc_cats(&p, "/state/") || !stralloc_cats(&p, id) ||
+      !stralloc_0(&p))
+    goto end;
+  unlink(p.s);
+  ok = 1;
+end:
+  stralloc_free(&p);
+  stralloc_free(&q);
+  return ok;
+}
+
+int queue_each(char const *qdir, char const *sub, void (*f)(char const *, char const *, void *),
+               void *ctx)
+{
+  stralloc p = STRALLOC_ZERO;
+  DIR *d;
+  struct dirent *de;
+  int ok = 1;
+  if (!queue_path(&p, qdir, sub)) return 0;
+  d = opendir(p.s);
+  if (!d) {
+    ok = errno == ENOENT;
+    stralloc_free(&p);
+    return ok;
+  }
+  for (;;) {
+    errno = 0;
+    de = readdir(d);
+    if (!de) break;
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) f(p.s, de->d_name, ctx);
+  }
+  if (errno) ok = 0;
+  closedir(d);
+  stralloc_free(&p);
+  return ok;
+}
+
+int queue_targets_fromenv(queue_target **tp, size_t *np, char const *env, size_t envlen)
+{
+  size_t pos = strlen(env) + 1, rl, n = 0, k = 0;
+  char const *r;
+  queue_target *t;
+  while (queue_env_next(env, envlen, &pos, &r, &rl)) n++;
+  t = calloc(n + 1, sizeof *t);
+  if (!t) return 0;
+  pos = strlen(env) + 1;
+  while (queue_env_next(env, envlen, &pos, &r, &rl)) {
+    t[k].state = QUEUE_T_NEW;
+    t[k].rcpt = (unsigned int)k;
+    t[k].addr = dupb(r, rl);
+    t[k].diag = dupb("", 0);
+    k++;
+    if (!t[k - 1].addr || !t[k - 1].diag) {
+      queue_targets_free(t, k);
+      free(t);
+      return 0;
+    }
+  }
+  *tp = t;
+  *np = n;
+  return 1;
+}
+
+typedef struct cleanctx_s cleanctx;
+struct cleanctx_s {
+  char const *qdir;
+  uint64_t before;
+  void (*removed)(char const *);
+};
+
+static void clean_tmp(char const *dir, char const *name, void *ctx)
+{
+  cleanctx *c = ctx;
+  stralloc f = STRALLOC_ZERO;
+  struct stat st;
+  if (name[0] != '.' && stralloc_cats(&f, dir) && stralloc_catb(&f, "/", 1) &&
+      stralloc_cats(&f, name) && stralloc_0(&f) && lstat(f.s, &st) == 0 &&
+      (uint64_t)st.st_mtime < c->before && unlink(f.s) == 0 && c->removed)
+    c->removed(name);
+  stralloc_free(&f);
+}
+
+static void clean_state(char const *dir, char const *name, void *ctx)
+{
+  cleanctx *c = ctx;
+  stralloc f = STRALLOC_ZERO;
+  int orphan = 1;
+  if (name[0] != '.') { /* not a temp file: an orphan if its message is gone */
+    if (!stralloc_cats(&f, c->qdir) || !stralloc_cats(&f, "/mess/") ||
+        !stralloc_cats(&f, name) || !stralloc_0(&f))
+      goto end;
+    orphan = access(f.s, F_OK) < 0 && errno == ENOENT;
+    f.len = 0;
+  }
+  if (orphan && stralloc_cats(&f, dir) && stralloc_catb(&f, "/", 1) &&
+      stralloc_cats(&f, name) && stralloc_0(&f))
+    unlink(f.s);
+end:
+  stralloc_free(&f);
+}
+
+void queue_cleanup(char const *qdir, uint64_t before, void (*removed)(char const *))
+{
+  cleanctx c;
+  c.qdir = qdir;
+  c.before = before;
+  c.removed = removed;
+  queue_each(qdir, "tmp", &clean_tmp, &c);
+  queue_each(qdir, "state", &clean_state, &c);
+}
+
+char const *queue_env_rcpt(char const *env, size_t envlen, unsigned int i)
+{
+  size_t pos = strlen(env) + 1, rl;
+  char const *r = "";
+  unsigned int k = 0;
+  while (queue_env_next(env, envlen, &pos, &r, &rl))
+    if (k++ == i) return r;
+  return "";
+}
+
+int queue_held(char const *qdir, char const *id)
+{
+  stralloc p = STRALLOC_ZERO;
+  struct stat st;
+  int r = 0;
+  if (stralloc_cats(&p, qdir) && stralloc_cats(&p, "/hold/") && stralloc_cats(&p, id) &&
+      stralloc_0(&p))
+    r = stat(p.s, &st) == 0;
+  stralloc_free(&p);
+  return r;
+}
+
+int queue_trigger_open(char const *qdir)
+{
+  stralloc p = STRALLOC_ZERO;
+  int fd = -1;
+  if (queue_path(&p, qdir, "trigger")) fd = open(p.s, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  stralloc_free(&p);
+  return fd;
+}
+
+size_t queue_trigger_read(int fd, stralloc *line, void (*f)(char const *, size_t, void *),
+                          void *ctx)
+{
+  char buf[8192];
+  size_t total = 0;
+  for (;;) {
+    ssize_t k = read(fd, buf, sizeof buf);
+    size_t j;
+    if (k <= 0) return total;
+    total += (size_t)k;
+    for (j = 0; j < (size_t)k; j++) {
+      if (buf[j] != '\n') {
+        if (line->len < QUEUE_ID_MAX + 8 && !stralloc_catb(line, buf + j, 1)) return (size_t)-1;
+        continue;
+      }
+      f(line->s ? line->s : "", line->len, ctx);
+      line->len = 0;
+    }
+  }
+}
+
+char const *const queue_ctl_ops[] = {"flush", "delete", "bounce", "requeue", 0};
+
+int queue_ctl_parse(char const *name, char const **id)
+{
+  int i;
+  for (i = 0; queue_ctl_ops[i]; i++) {
+    size_t l = strlen(queue_ctl_ops[i]);
+    if (!strncmp(name, queue_ctl_ops[i], l) && name[l] == '.' &&
+        queue_id_ok(name + l + 1, strlen(name + l + 1))) {
+      *id = name + l + 1;
+      return i;
+    }
+  }
+  return -1;
+}
+
+int queue_open_at(char const *qdir, char const *id, uint64_t offset)
+{
+  stralloc p = STRALLOC_ZERO;
+  int fd = -1;
+  if (stralloc_cats(&p, qdir) && stralloc_cats(&p, "/mess/") && stralloc_cats(&p, id) &&
+      stralloc_0(&p))
+    fd = open(p.s, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  stralloc_free(&p);
+  if (fd >= 0 && lseek(fd, (off_t)offset, SEEK_SET) < 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    fd = -1;
+  }
+  return fd;
 }

@@ -72,6 +72,28 @@ int queue_id_ok(char const *s, size_t len);
  * "!flush" (retry everything now), "!ctl" (requests waiting in ctl/), "!scan" (rescan). */
 void queue_trigger(char const *qdir, char const *line);
 
+/* Opens QDIR/trigger for reading by queue-run (O_RDWR: never an EOF when the last writer
+ * goes; non-blocking, close-on-exec). The fd, or -1 (errno). */
+int queue_trigger_open(char const *qdir);
+
+/* Reads what is waiting on the trigger fd and calls f(LINE, LEN, ctx) for each complete
+ * line (without its '\n'); a partial line is kept in *line for the next call, a line longer
+ * than QUEUE_ID_MAX + 8 bytes is cut. Returns the bytes read (60,000 or more: the fifo may
+ * have overflowed, rescan), or (size_t)-1 on allocation failure. */
+size_t queue_trigger_read(int fd, stralloc *line, void (*f)(char const *, size_t, void *),
+                          void *ctx);
+
+/* queue-ctl's requests to queue-run are empty files QDIR/ctl/OP.ID. */
+#define QUEUE_CTL_FLUSH 0   /* retry now, even if the domain is backed off */
+#define QUEUE_CTL_DELETE 1  /* remove without delivering or bouncing */
+#define QUEUE_CTL_BOUNCE 2  /* every pending recipient fails and is bounced */
+#define QUEUE_CTL_REQUEUE 3 /* resolve the pending recipients again */
+extern char const *const queue_ctl_ops[]; /* "flush", "delete", "bounce", "requeue", 0 */
+
+/* The operation of a ctl/ file name (one of QUEUE_CTL_*), its id in *id; -1 if it is not
+ * one (bad operation or id). */
+int queue_ctl_parse(char const *name, char const **id);
+
 /* ---- envelope ---- */
 
 typedef struct queue_env_s queue_env;
@@ -91,6 +113,9 @@ int queue_env_parse(char const *s, size_t len, size_t addrmax, size_t rcptmax, q
 /* Iterates over the recipients of a parsed envelope: start with *pos = e->rcptoff; each call
  * sets *r (NUL-terminated in s) and *rlen and returns 1, then 0 after the last one. */
 int queue_env_next(char const *s, size_t len, size_t *pos, char const **r, size_t *rlen);
+
+/* The recipient number i (from 0) of the envelope env[0..envlen), or "" if there is none. */
+char const *queue_env_rcpt(char const *env, size_t envlen, unsigned int i);
 
 /* ---- message file header ---- */
 
@@ -124,12 +149,31 @@ int queue_inject_mem(char const *qdir, char const *env, size_t envlen, char cons
 int queue_inject_fd(char const *qdir, char const *env, size_t envlen, int spillfd,
                     uint64_t msglen, stralloc *id);
 
+/* The same in two steps, for an injector that announces the id before it has the message
+ * (QUEUE_IDFD, so smtp-receive's Received: can carry it): begin makes the id (tx->id,
+ * NUL-terminated, with the usual uniqueness: time, pid, counter), commit writes the file as
+ * queue_inject_* do but under that id only: a clash in tmp/ or mess/ (possible only if the
+ * clock went back) is a temporary failure (QX_QUEUEDIR), never another id. Nothing is on
+ * disk between the two, so an injector that dies leaves nothing. */
+typedef struct queue_tx_s queue_tx;
+struct queue_tx_s {
+  stralloc id;
+};
+#define QUEUE_TX_ZERO {STRALLOC_ZERO}
+int queue_tx_begin(char const *qdir, queue_tx *tx);
+int queue_tx_commit(char const *qdir, queue_tx *tx, char const *env, size_t envlen,
+                    char const *msg, size_t msglen, int spillfd, uint64_t spilllen);
+
 /* ---- reading a message file ---- */
 
 /* Opens QDIR/mess/ID, reads and checks its header and envelope (env gets the envelope bytes,
  * h the header). Returns the open fd (positioned at h->offset, i.e. at the message), or
  * -1 with errno set: ENOENT gone, EPROTO corrupt or truncated, anything else: temporary. */
 int queue_open(char const *qdir, char const *id, queue_hdr *h, stralloc *env, uint64_t *size);
+
+/* Opens QDIR/mess/ID (no symlink, close-on-exec) positioned at offset (the message:
+ * queue_hdr.offset): a delivery's fd 0. The fd, or -1 (errno). */
+int queue_open_at(char const *qdir, char const *id, uint64_t offset);
 
 /* ---- per-recipient state ---- */
 
@@ -168,11 +212,46 @@ int queue_state_read(char const *qdir, char const *id, queue_target **t, size_t 
 int queue_state_write(char const *qdir, char const *id, queue_target const *t, size_t n,
                       int dosync);
 
+/* 1 if QDIR/hold/ID exists (queue-ctl hold), else 0. */
+int queue_held(char const *qdir, char const *id);
+
 /* Removes a finished message: mess/ID first, then state/ID. 1, or 0 (errno). */
 int queue_remove(char const *qdir, char const *id);
 
 /* Sets a target's diagnostic (copied, cut at QUEUE_DIAG_MAX, '\n' '\t' '\r' made ' ').
  * 1, or 0 on allocation failure. */
 int queue_target_setdiag(queue_target *t, char const *s, size_t len);
+
+/* One N target per envelope recipient of env[0..envlen) (a message never tried): a new
+ * malloc'ed array in *tp, its length in *np. 1, or 0 on allocation failure. */
+int queue_targets_fromenv(queue_target **tp, size_t *np, char const *env, size_t envlen);
+
+/* Moves QDIR/mess/ID to QDIR/quarantine/ID (a file that does not parse: never delivered) and
+ * removes its state. 1, or 0 (errno). */
+int queue_quarantine(char const *qdir, char const *id);
+
+/* Calls f(QDIR/SUB, NAME, ctx) for every entry of QDIR/SUB but "." and "..". 1 done (a
+ * missing directory is empty), 0 could not be read (errno). */
+int queue_each(char const *qdir, char const *sub, void (*f)(char const *, char const *, void *),
+               void *ctx);
+
+/* queue-run at start: removes files in tmp/ last changed before `before` (left by a
+ * killed injector; removed(NAME) is called for each), state files whose message is gone,
+ * and temporary state files. Errors are ignored (the next start tries again). */
+void queue_cleanup(char const *qdir, uint64_t before, void (*removed)(char const *));
+
+/* queue-ctl bounce: every target in state N, L or R (but those with skip[i] set, skip may be
+ * NULL) fails (F) with diagnostic diag. Returns how many, or (size_t)-1 on allocation
+ * failure. */
+size_t queue_targets_return(queue_target *t, size_t n, unsigned char const *skip,
+                            char const *diag);
+
+/* queue-ctl requeue (postsuper -r): every envelope recipient with a target not yet finished
+ * (not D or B) is resolved again: its unfinished targets are dropped and one N target with
+ * the envelope address takes their place (attempts 0). Finished targets are kept, so a
+ * mailbox already delivered is not delivered again (queue-run's duplicate check).
+ * env[0..envlen) is the message's envelope. *tp is replaced. Returns the number of
+ * recipients requeued, or -1 on allocation failure (nothing changed). */
+int queue_targets_requeue(queue_target **tp, size_t *np, char const *env, size_t envlen);
 
 #endif

@@ -135,6 +135,18 @@ int main(int argc, char **argv)
   CHECK(has(&b, "Subject: Delayed Mail"));
   CHECK(has(&b, "Status: 4.0.0\r\n"));
 
+  /* failed: 4.4.7 (expired in the queue) is kept, any other 4.x.x becomes 5.0.0 */
+  r[1].action_delayed = 0;
+  r[1].status = "4.4.7";
+  b.len = 0;
+  CHECK(dsn_build(&b, &m, r + 1, 1) == 1);
+  CHECK(has(&b, "Action: failed\r\nStatus: 4.4.7\r\n"));
+  r[1].status = "4.2.1";
+  b.len = 0;
+  CHECK(dsn_build(&b, &m, r + 1, 1) == 1);
+  CHECK(has(&b, "Action: failed\r\nStatus: 5.0.0\r\n"));
+  r[1].action_delayed = 1;
+
   /* a message that is all header, with CRLF, and a message with none */
   b.len = 0;
   m.message = "Subject: x\r\nX-A: 1";

@@ -1,0 +1,267 @@
+/* queue-spawn: the root spawner of the queue service, in the shape of qmail-lspawn and
+ * qmail-rspawn (doc/queue-spawn.8).
+ *
+ * Started by s6 as root, it makes a socket pair, runs PROG (queue-run) under the queue uid
+ * with QUEUE_SPAWNFD naming its end, and then does nothing but serve its requests (lib/qspawn
+ * has the record format): fork, set the delivery uid (deliver-maildir) or the remote uid
+ * (smtp-send), exec with the message and the report pipe queue-run sent (SCM_RIGHTS), and
+ * report each child's wait status back. It reads no file of the queue, no mailbox, no
+ * control file. Signals TERM, INT, HUP, ALRM go to queue-run; when queue-run exits,
+ * queue-spawn exits with its code. Not root: no uid changes, everything runs as the caller.
+ */
+#define _DEFAULT_SOURCE /* setgroups, getgrouplist */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <skalibs/djbunix.h>
+#include <skalibs/iopause.h>
+#include <skalibs/selfpipe.h>
+#include <skalibs/sgetopt.h>
+#include <skalibs/sig.h>
+#include <skalibs/strerr.h>
+#include <skalibs/types.h>
+
+#include "qspawn.h"
+
+char const *PROG = "queue-spawn";
+#define USAGE "queue-spawn [ -q queueuser ] [ -l deliveryuser ] [ -r remoteuser ] prog..."
+#define GROUPS_MAX 64
+
+typedef struct ident_s ident;
+struct ident_s {
+  int set;
+  uid_t uid;
+  gid_t gid;
+  gid_t groups[GROUPS_MAX];
+  int ngroups;
+};
+
+static ident asqueue, aslocal, asremote;
+
+/* "NAME" (passwd lookup, once, here at start) or "UID:GID" */
+static void resolve(char const *spec, ident *id)
+{
+  unsigned int u, g;
+  size_t k = uint_scan(spec, &u);
+  if (k && spec[k] == ':' && uint0_scan(spec + k + 1, &g)) {
+    id->uid = (uid_t)u;
+    id->gid = (gid_t)g;
+    id->groups[0] = id->gid;
+    id->ngroups = 1;
+  } else {
+    struct passwd *pw;
+    errno = 0;
+    pw = getpwnam(spec);
+    if (!pw) {
+      if (errno) strerr_diefu2sys(111, "look up user ", spec);
+      strerr_dief2x(100, "unknown user: ", spec);
+    }
+    id->uid = pw->pw_uid;
+    id->gid = pw->pw_gid;
+    id->ngroups = GROUPS_MAX;
+    if (getgrouplist(pw->pw_name, pw->pw_gid, id->groups, &id->ngroups) < 0)
+      strerr_dief2x(100, "too many groups for user ", spec);
+  }
+  id->set = 1;
+}
+
+/* in a child: become id (nothing if not set, or not root) */
+static int become(ident const *id)
+{
+  if (!id->set || geteuid()) return 0;
+  if (setgroups((size_t)id->ngroups, id->groups) < 0 || setgid(id->gid) < 0 ||
+      setuid(id->uid) < 0)
+    return -1;
+  return 0;
+}
+
+typedef struct kid_s kid;
+struct kid_s {
+  pid_t pid;
+  uint32_t id;
+};
+static kid *kids;
+static unsigned int nkids, kidcap;
+
+static void fdwrite(int fd, char const *a, char const *b, char const *c)
+{
+  if (write(fd, a, strlen(a)) < 0 || write(fd, b, strlen(b)) < 0 || write(fd, c, strlen(c)) < 0)
+    return;
+}
+
+/* the child of a start request: never returns */
+static void child(qspawn_req const *r, char const *prog)
+{
+  int out = r->kind == QSPAWN_LOCAL ? 2 : 1;
+  unsigned int i;
+  selfpipe_finish();
+  if (fd_move(0, r->fd[0]) < 0 || fd_move(out, r->fd[1]) < 0) _exit(111);
+  if (out == 2) {
+    int nul = open("/dev/null", O_WRONLY);
+    if (nul < 0 || fd_move(1, nul) < 0) _exit(111);
+  }
+  for (i = 0; r->env[i]; i++) {
+    char const *e = r->env[i], *eq = strchr(e, '=');
+    if (!eq) continue;
+    if (!((eq - e == 6 && !memcmp(e, "SENDER", 6)) || (eq - e == 9 && !memcmp(e, "RECIPIENT", 9))))
+      continue; /* only the delivery's own variables */
+    if (setenv(eq - e == 6 ? "SENDER" : "RECIPIENT", eq + 1, 1) < 0) _exit(111);
+  }
+  if (become(r->kind == QSPAWN_LOCAL ? &aslocal : &asremote) < 0) {
+    fdwrite(out, "unable to set the uid for ", prog, ": ");
+    fdwrite(out, strerror(errno), "\n", "");
+    _exit(111);
+  }
+  execvp(prog, (char *const *)r->argv);
+  fdwrite(out, "unable to run ", prog, ": ");
+  fdwrite(out, strerror(errno), "\n", "");
+  _exit(111);
+}
+
+static void serve(int sock, qspawn_req *r)
+{
+  char const *prog;
+  pid_t pid;
+  unsigned int i;
+  if (r->kind == QSPAWN_KILL) {
+    for (i = 0; i < nkids; i++)
+      if (kids[i].id == r->id) kill(kids[i].pid, r->sig);
+    return;
+  }
+  prog = r->kind == QSPAWN_LOCAL ? QSPAWN_LOCAL_PROG : QSPAWN_REMOTE_PROG;
+  if (strcmp(r->argv[0], prog)) { /* the spawner runs these two programs and nothing else */
+    fdwrite(r->fd[1], "queue-spawn: refused to run ", r->argv[0], "\n");
+    close(r->fd[0]);
+    close(r->fd[1]);
+    if (!qspawn_send_exit(sock, r->id, 100 << 8)) strerr_diefu1sys(111, "write to queue-run");
+    return;
+  }
+  if (nkids == kidcap) {
+    unsigned int c = kidcap ? kidcap * 2 : 64;
+    kid *n = realloc(kids, c * sizeof *n);
+    if (!n) strerr_diefu1sys(111, "allocate");
+    kids = n;
+    kidcap = c;
+  }
+  pid = fork();
+  if (!pid) child(r, prog);
+  if (pid < 0) fdwrite(r->fd[1], "unable to fork ", prog, "\n");
+  close(r->fd[0]);
+  close(r->fd[1]);
+  if (pid < 0) {
+    if (!qspawn_send_exit(sock, r->id, 111 << 8)) strerr_diefu1sys(111, "write to queue-run");
+    return;
+  }
+  kids[nkids].pid = pid;
+  kids[nkids++].id = r->id;
+}
+
+/* reaps children: the deliveries' ends go to queue-run; 1 when queue-run itself ended */
+static int reap(int sock, pid_t qr, int *qrstat)
+{
+  int w, done = 0;
+  pid_t pid;
+  while ((pid = wait_nohang(&w)) > 0) {
+    unsigned int i;
+    if (pid == qr) {
+      *qrstat = w;
+      done = 1;
+      continue;
+    }
+    for (i = 0; i < nkids; i++)
+      if (kids[i].pid == pid) {
+        if (!qspawn_send_exit(sock, kids[i].id, w) && errno != EPIPE)
+          strerr_warnwu1sys("write to queue-run");
+        kids[i] = kids[--nkids];
+        break;
+      }
+  }
+  return done;
+}
+
+static pid_t start_queue_run(char const *const *argv, int theirs)
+{
+  char fmt[UINT_FMT];
+  pid_t pid = fork();
+  if (pid < 0) strerr_diefu2sys(111, "fork ", argv[0]);
+  if (pid) return pid;
+  selfpipe_finish();
+  fmt[uint_fmt(fmt, (unsigned int)theirs)] = 0;
+  if (setenv("QUEUE_SPAWNFD", fmt, 1) < 0) strerr_diefu1sys(111, "set QUEUE_SPAWNFD");
+  if (become(&asqueue) < 0) strerr_diefu1sys(111, "set the queue uid");
+  execvp(argv[0], (char *const *)argv);
+  strerr_diefu2sys(111, "run ", argv[0]);
+}
+
+int main(int argc, char const *const *argv)
+{
+  subgetopt l = SUBGETOPT_ZERO;
+  static qspawn_req req;
+  int sv[2], sfd, qrstat = 0, open_sock = 1;
+  pid_t qr;
+  for (;;) {
+    int opt = subgetopt_r(argc, argv, "q:l:r:", &l);
+    if (opt == -1) break;
+    switch (opt) {
+    case 'q': resolve(l.arg, &asqueue); break;
+    case 'l': resolve(l.arg, &aslocal); break;
+    case 'r': resolve(l.arg, &asremote); break;
+    default: strerr_dieusage(100, USAGE);
+    }
+  }
+  argc -= l.ind;
+  argv += l.ind;
+  if (!argc) strerr_dieusage(100, USAGE);
+  if (geteuid() && (asqueue.set || aslocal.set || asremote.set))
+    strerr_warnw1x("not root: the queue and every delivery run under this uid");
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0) strerr_diefu1sys(111, "make a socket pair");
+  if (coe(sv[0]) < 0) strerr_diefu1sys(111, "set close-on-exec");
+  sfd = selfpipe_init();
+  if (sfd < 0) strerr_diefu1sys(111, "init the self-pipe");
+  {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGALRM);
+    if (selfpipe_trapset(&set) < 0) strerr_diefu1sys(111, "trap signals");
+  }
+  if (sig_altignore(SIGPIPE) < 0) strerr_diefu1sys(111, "ignore SIGPIPE");
+  qr = start_queue_run(argv, sv[1]);
+  close(sv[1]);
+  for (;;) {
+    iopause_fd x[2] = {{sfd, IOPAUSE_READ, 0}, {sv[0], IOPAUSE_READ, 0}};
+    if (iopause(x, open_sock ? 2 : 1, 0, 0) < 0) {
+      if (errno == EINTR) continue;
+      strerr_diefu1sys(111, "iopause");
+    }
+    if (x[0].revents)
+      for (;;) {
+        int sig = selfpipe_read();
+        if (sig <= 0) break;
+        if (sig == SIGCHLD) {
+          if (reap(sv[0], qr, &qrstat))
+            return WIFEXITED(qrstat) ? WEXITSTATUS(qrstat) : 111;
+        } else
+          kill(qr, sig);
+      }
+    if (open_sock && x[1].revents) {
+      int r = qspawn_recv(sv[0], &req);
+      if (r > 0) serve(sv[0], &req);
+      else if (!r) open_sock = 0; /* queue-run is going: wait for its exit status */
+      else if (errno == EPROTO) strerr_warnw1x("malformed request from queue-run, ignored");
+      else if (errno != EAGAIN) strerr_diefu1sys(111, "read from queue-run");
+    }
+  }
+}

@@ -1,0 +1,36 @@
+/* qlog: delivery log line pieces. See qlog.h. */
+#include <string.h>
+#include <time.h>
+
+#include <skalibs/types.h>
+
+#include "qlog.h"
+
+size_t qlog_delay(char *buf, char const *id, uint64_t arrival)
+{
+  struct timespec ts;
+  uint64_t arr = arrival * 100, cs, sec, usec;
+  char const *dot = strchr(id, '.');
+  size_t n;
+  if (dot && uint64_scan(id, &sec) == (size_t)(dot - id) && uint64_scan(dot + 1, &usec) == 6)
+    arr = sec * 100 + usec / 10000;
+  if (clock_gettime(CLOCK_REALTIME, &ts) < 0) ts.tv_sec = time(0), ts.tv_nsec = 0;
+  cs = (uint64_t)ts.tv_sec * 100 + (uint64_t)ts.tv_nsec / 10000000;
+  cs = cs > arr ? cs - arr : 0;
+  n = uint64_fmt(buf, cs / 100);
+  buf[n++] = '.';
+  buf[n++] = (char)('0' + cs % 100 / 10);
+  buf[n++] = (char)('0' + cs % 10);
+  buf[n] = 0;
+  return n;
+}
+
+char const *qlog_shown(char const *d)
+{
+  if (!strncmp(d, "R=", 2)) {
+    char const *sp = strchr(d, ' ');
+    d = sp ? sp + 1 : "";
+  }
+  if (!strncmp(d, "x-pillarbox; ", 13)) d += 13;
+  return d;
+}
