@@ -613,6 +613,7 @@ void imap_cmd_delete(imap_cmd *c)
     imap_no("[SERVERBUG] Internal error deleting the mailbox");
     return;
   }
+  imap_sess_quota_changed();
   imap_ok("Delete completed.");
 }
 

@@ -9,6 +9,7 @@
 #include <skalibs/strerr.h>
 #include "imap_sess.h"
 #include "imapio.h"
+#include "quotastate.h"
 
 imap_sess sess = {.ms = MAILSTORE_ZERO, .scratch = STRALLOC_ZERO};
 
@@ -451,4 +452,11 @@ int imap_sess_read(size_t i, char const **s, size_t *len, time_t *mtime)
   *len = got;
   if (mtime) *mtime = st.st_mtime;
   return 1;
+}
+
+void imap_sess_quota_changed(void)
+{
+  char const *u = getenv("USER");
+  if (!getenv("MAILROOT") || !u || !*u) return; /* no instance: no record to keep */
+  if (!quotastate_sync(0, u, strlen(u), ".")) strerr_warnwu1sys("refresh the quota record");
 }

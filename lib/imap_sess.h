@@ -96,6 +96,10 @@ int imap_sess_mboxname(imap_arg const *a, char *out, size_t *outlen);
  * call). Returns 1 with *s, *len and *mtime (may be NULL) set, 0 when it is gone. */
 int imap_sess_read(size_t i, char const **s, size_t *len, time_t *mtime);
 
+/* After messages were added or removed: refreshes the account's quota record (lib/quotastate)
+ * from maildirsize, when $MAILROOT and $USER say which. */
+void imap_sess_quota_changed(void);
+
 /* Commands in lib/imap_fetch.c, lib/imap_search.c and lib/imap_mbox.c */
 void imap_cmd_fetch(imap_cmd *c, uint32_t first);
 void imap_cmd_search(imap_cmd *c, uint32_t first);

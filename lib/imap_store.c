@@ -249,6 +249,7 @@ void imap_cmd_copy(imap_cmd *c, uint32_t first, int move)
       imap_sess_update(1, 1);
       imap_ok("Move completed.");
     } else {
+      imap_sess_quota_changed();
       imap_out(sess.tag);
       imap_out(" OK [COPYUID ");
       imap_outu(uv);
@@ -270,7 +271,7 @@ fail:
     free(idx);
     free(uids);
     free(src);
-    if (e == ENOSPC || e == EDQUOT) imap_no("[OVERQUOTA] Not enough disk space");
+    if (e == ENOSPC || e == EDQUOT) imap_no("[OVERQUOTA] Quota exceeded (mailbox full)");
     else imap_no("[SERVERBUG] Internal error");
   }
 }
@@ -304,6 +305,7 @@ static int expunge(char const *uidset, size_t len)
     return 0;
   }
   free(idx);
+  if (nd) imap_sess_quota_changed();
   return 1;
 }
 
@@ -344,6 +346,8 @@ void imap_cmd_close(int expunge_too)
           idx[nd++] = k;
       if (nd && mailstore_expunge(&sess.ms, idx, nd) < 0)
         strerr_warnwu2sys("expunge in ", sess.ms.dir);
+      else if (nd)
+        imap_sess_quota_changed();
       free(idx);
     }
   }
@@ -482,7 +486,7 @@ void imap_cmd_append(imap_cmd *c, imapio_spool *sp)
         int e = errno;
         unlink(spoolpath[nspooled].s);
         strerr_warnwu2sys("append to ", dir);
-        if (e == ENOSPC || e == EDQUOT) imap_no("[OVERQUOTA] Not enough disk space");
+        if (e == ENOSPC || e == EDQUOT) imap_no("[OVERQUOTA] Quota exceeded (mailbox full)");
         else imap_no("[SERVERBUG] Internal error appending");
         return;
       }
@@ -499,11 +503,12 @@ void imap_cmd_append(imap_cmd *c, imapio_spool *sp)
     if (mailstore_add(dir, spoolpath[lit->spool].s, flags, kws, nkw, when, &uids[i], &uv) < 0) {
       int e = errno;
       strerr_warnwu2sys("append to ", dir);
-      if (e == ENOSPC || e == EDQUOT) imap_no("[OVERQUOTA] Not enough disk space");
+      if (e == ENOSPC || e == EDQUOT) imap_no("[OVERQUOTA] Quota exceeded (mailbox full)");
       else imap_no("[SERVERBUG] Internal error appending");
       return;
     }
   }
+  imap_sess_quota_changed();
   if (sess.selected) imap_sess_update(1, 1);
   imap_out(sess.tag);
   imap_out(" OK [APPENDUID ");

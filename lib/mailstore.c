@@ -135,6 +135,31 @@ static int rename_info(stralloc *out, char const *name, uint32_t flags, uint32_t
   return stralloc_0(out);
 }
 
+/* ---- Maildir++ quota (ROOT/maildirsize, kept right as deliver-maildir does) ---- */
+
+/* The size of a message file: its ",S=" tag, else what lstat says. */
+static uint64_t msg_size(char const *path, char const *name)
+{
+  uint64_t sz;
+  struct stat st;
+  if (maildir_namesize(name, strlen(name), &sz)) return sz;
+  return lstat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* Whether bytes in count messages still fit the quota (no maildirsize: yes). */
+static int quota_fits(uint64_t bytes, uint64_t count)
+{
+  maildir_quota q;
+  if (maildir_quota_read(".", &q) != 1) return 1;
+  if (q.stale) return 1; /* deliver-maildir recomputes it; do not refuse on a guess */
+  return maildir_quota_fits(&q, bytes, count);
+}
+
+static void quota_add(int64_t bytes, int64_t count)
+{
+  if (count) maildir_quota_add(".", bytes, count); /* best effort, as Maildir++ allows */
+}
+
 /* ---- folders ---- */
 
 int mailstore_folder_dir(char const *name, size_t len, char *dir)
@@ -203,7 +228,7 @@ int mailstore_default_folders(void)
 }
 
 /* Removes the entries of dir/sub (files only) and sub itself. */
-static int empty_sub(char const *dir, char const *sub)
+static int empty_sub(char const *dir, char const *sub, uint64_t *bytes, uint64_t *count)
 {
   stralloc p = STRALLOC_ZERO;
   DIR *d;
@@ -226,6 +251,18 @@ static int empty_sub(char const *dir, char const *sub)
     de = readdir(d);
     if (!de) break;
     if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+    if (bytes) {
+      struct stat st;
+      uint64_t sz;
+      if (!maildir_namesize(de->d_name, strlen(de->d_name), &sz))
+        sz = fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (uint64_t)st.st_size : 0;
+      if (unlinkat(dfd, de->d_name, 0) == 0) {
+        *bytes += sz;
+        (*count)++;
+      } else if (errno != ENOENT)
+        e = errno;
+      continue;
+    }
     if (unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT) e = errno;
   }
   if (errno) e = errno;
@@ -245,9 +282,13 @@ int mailstore_folder_delete(char const *dir)
     errno = EPERM;
     return -1;
   }
-  if (empty_sub(dir, "cur") < 0 || empty_sub(dir, "new") < 0 || empty_sub(dir, "tmp") < 0)
-    return -1;
-  if (empty_sub(dir, ".") < 0) return -1;
+  {
+    uint64_t bytes = 0, count = 0;
+    int r = empty_sub(dir, "cur", &bytes, &count) < 0 || empty_sub(dir, "new", &bytes, &count) < 0;
+    quota_add(-(int64_t)bytes, -(int64_t)count);
+    if (r || empty_sub(dir, "tmp", 0, 0) < 0) return -1;
+  }
+  if (empty_sub(dir, ".", 0, 0) < 0) return -1;
   if (rmdir(dir) < 0) return -1;
   fsync_dir(".");
   return 1;
@@ -1398,9 +1439,19 @@ int mailstore_expunge(mailstore *ms, size_t const *idx, size_t n)
   int lk, r;
   lk = lock_folder(ms->dir);
   if (lk < 0) return -1;
-  for (k = 0; k < n; k++) {
-    if (mailstore_path(ms, idx[k], &p) < 0) break;
-    if (unlink(p.s) < 0 && errno != ENOENT) break;
+  {
+    uint64_t bytes = 0, count = 0;
+    for (k = 0; k < n; k++) {
+      uint64_t sz;
+      if (mailstore_path(ms, idx[k], &p) < 0) break;
+      sz = msg_size(p.s, mailstore_name(ms, idx[k]));
+      if (unlink(p.s) == 0) {
+        bytes += sz;
+        count++;
+      } else if (errno != ENOENT)
+        break;
+    }
+    quota_add(-(int64_t)bytes, -(int64_t)count);
   }
   stralloc_free(&p);
   if (k < n) {
@@ -1466,8 +1517,13 @@ int mailstore_add(char const *dir, char const *tmppath, uint32_t flags, char con
     if (utimes(tmppath, tv) < 0) goto done;
   }
   if (!pathcat(&q, dir, "cur", nn.s) || !pathcat(&cur, dir, "cur", 0)) goto done;
+  if (!quota_fits((uint64_t)st.st_size, 1)) {
+    errno = EDQUOT;
+    goto done;
+  }
   if (link(tmppath, q.s) < 0) goto done;
   unlink(tmppath);
+  quota_add((int64_t)st.st_size, 1);
   if (fsync_dir(cur.s) < 0) goto done;
   lk = lock_folder(dir);
   if (lk < 0) goto done;
@@ -1530,7 +1586,21 @@ int mailstore_copy(mailstore *ms, size_t const *idx, size_t n, char const *dir, 
       if (!rename_info(&nn, base.s, m->flags & MS_SYSFLAGS, kw)) goto done;
     }
     if (mailstore_path(ms, idx[k], &p) < 0 || !pathcat(&q, dir, "cur", nn.s)) goto done;
-    if (move ? rename(p.s, q.s) < 0 : link(p.s, q.s) < 0) {
+    if (!move) {
+      uint64_t sz = msg_size(p.s, nm);
+      if (!quota_fits(sz, 1)) {
+        errno = EDQUOT;
+        goto done;
+      }
+      if (link(p.s, q.s) < 0) {
+        if (errno == ENOENT) {
+          where[k] = (size_t)-1;
+          continue;
+        }
+        goto done;
+      }
+      quota_add((int64_t)sz, 1);
+    } else if (rename(p.s, q.s) < 0) {
       if (errno == ENOENT) {
         where[k] = (size_t)-1;
         continue;

@@ -669,3 +669,28 @@ def test_imap4rev2_after_enable(box, sess):
     assert sess.ok("j", "UID FETCH $ UID") == []  # the saved UIDs are gone
     sess.ok("k", 'CREATE "Entw\xc3\xbcrfe"'.encode("latin-1"))
     assert os.path.isdir(os.path.join(box.dir, ".Entw&APw-rfe"))
+
+
+def test_maildir_quota_kept_and_enforced(box, sess):
+    """APPEND, COPY and EXPUNGE keep maildirsize right (as deliver-maildir does); APPEND over
+    the quota is refused with OVERQUOTA; GETQUOTAROOT reports it."""
+    with open(os.path.join(box.dir, "maildirsize"), "w") as f:
+        f.write("20480S,10C\n0 0\n")
+    big = b"Subject: big\n\n" + b"z" * 30000 + b"\n"
+    sess.send(b"a APPEND INBOX {%d+}\r\n" % len(big) + big + b"\r\n")
+    assert sess.until("a")[1] == b"a NO [OVERQUOTA] Quota exceeded (mailbox full)"
+    assert box.files() == []
+    sess.send(b"b APPEND INBOX {%d+}\r\n" % len(MSG1) + MSG1 + b"\r\n")
+    assert sess.until("b")[1].startswith(b"b OK [APPENDUID ")
+    sess.ok("c", "SELECT INBOX")
+    sess.ok("d", "COPY 1 Trash")
+    u = sess.ok("e", "GETQUOTAROOT INBOX")
+    assert u == [b'* QUOTAROOT INBOX ""', b'* QUOTA "" (STORAGE %d 20 MESSAGE 2 10)' % (2 * len(MSG1) // 1024)]
+    sess.ok("f", "STORE 1 +FLAGS.SILENT (\\Deleted)")
+    sess.ok("g", "EXPUNGE")
+    with open(os.path.join(box.dir, "maildirsize")) as f:
+        lines = f.read().splitlines()
+    assert lines[1:] == ["0 0", "%d 1" % len(MSG1), "%d 1" % len(MSG1), "-%d -1" % len(MSG1)]
+    sess.ok("h", "DELETE Trash")
+    with open(os.path.join(box.dir, "maildirsize")) as f:
+        assert f.read().splitlines()[-1] == "-%d -1" % len(MSG1)
