@@ -685,7 +685,7 @@ def test_maildir_quota_kept_and_enforced(box, sess):
     sess.ok("c", "SELECT INBOX")
     sess.ok("d", "COPY 1 Trash")
     u = sess.ok("e", "GETQUOTAROOT INBOX")
-    assert u == [b'* QUOTAROOT INBOX ""', b'* QUOTA "" (STORAGE %d 20 MESSAGE 2 10)' % (2 * len(MSG1) // 1024)]
+    assert u == [b'* QUOTAROOT "INBOX" ""', b'* QUOTA "" (STORAGE %d 20 MESSAGE 2 10)' % (2 * len(MSG1) // 1024)]
     sess.ok("f", "STORE 1 +FLAGS.SILENT (\\Deleted)")
     sess.ok("g", "EXPUNGE")
     with open(os.path.join(box.dir, "maildirsize")) as f:
