@@ -1,6 +1,7 @@
 /* mail-alias: administer aliases, forwarders, lists and catch-alls (doc/mail-alias.8).
  * mail-alias add ADDRESS TARGET... | del ADDRESS [TARGET...] | list | rebuild
- * ADDRESS is local (its domain in control/domains); "@domain" is the domain's catch-all. */
+ * ADDRESS is local (its domain in control/domains); "@domain" is the domain's catch-all.
+ * Run as "newaliases" (a link of that name), it is "mail-alias rebuild". */
 #include <string.h>
 #include <unistd.h>
 
@@ -129,6 +130,16 @@ int main(int argc, char const *const *argv)
   char const *cmd;
   acct_rec r;
   int lock, i, found;
+  {
+    /* called as newaliases (the name other software runs): rebuild aliases.cdb */
+    char const *base = strrchr(argv[0], '/');
+    base = base ? base + 1 : argv[0];
+    if (!strcmp(base, "newaliases")) {
+      if (argc != 1) strerr_dieusage(100, "newaliases");
+      accounts_rebuild(ACCT_ALIASES);
+      return 0;
+    }
+  }
   if (argc < 2) dieusage();
   cmd = argv[1];
   if (!strcmp(cmd, "list")) {

@@ -278,16 +278,21 @@ static void make_services(void)
     if (!stralloc_cats(&t, env) || !stralloc_0(&t)) strerr_diefu1sys(111, "allocate");
     if (!is_dir(t.s)) strerr_dief3x(100, "PILLARBOX_SERVICES: ", t.s, " is not a directory");
   } else {
-    if (!stralloc_catb(&t, bindir.s, bindir.len) || !stralloc_cats(&t, "/../services") ||
-        !stralloc_0(&t))
-      strerr_diefu1sys(111, "allocate");
-    if (!is_dir(t.s)) { /* the tree's build/bin */
+    /* beside the programs: the source tree (bin/.., build/bin/../..), then an install
+     * (PREFIX/libexec/pillarbox/../../share/pillarbox, PREFIX/bin/../share/pillarbox), found
+     * from where this program is, so that a DESTDIR-staged or moved install finds its own */
+    static char const *const rel[4] = {"/../services", "/../../services",
+                                       "/../../share/pillarbox/services",
+                                       "/../share/pillarbox/services"};
+    unsigned int k;
+    for (k = 0; k < 4; k++) {
       t.len = 0;
-      if (!stralloc_catb(&t, bindir.s, bindir.len) || !stralloc_cats(&t, "/../../services") ||
+      if (!stralloc_catb(&t, bindir.s, bindir.len) || !stralloc_cats(&t, rel[k]) ||
           !stralloc_0(&t))
         strerr_diefu1sys(111, "allocate");
+      if (is_dir(t.s)) break;
     }
-    if (!is_dir(t.s)) {
+    if (k == 4) {
       t.len = 0;
       if (!stralloc_cats(&t, PILLARBOX_SHAREDIR "/services") || !stralloc_0(&t))
         strerr_diefu1sys(111, "allocate");
@@ -543,24 +548,56 @@ static int other_commands(int argc, char const *const *argv)
 }
 
 static char const readme[] =
-  "# control/: one fact per file. Text sources (domains, users, aliases) are edited with\n"
-  "# mail-domain, mail-user and mail-alias, which rebuild the .cdb files atomically;\n"
-  "# after editing a text source by hand, run `mail-user rebuild` (or mail-alias /\n"
-  "# mail-domain rebuild). Formats: doc/formats.md.\n"
+  "# control/: one fact per file (blank lines and # comments ignored). Text sources (domains,\n"
+  "# users, aliases) are edited with mail-domain, mail-user and mail-alias, which rebuild the\n"
+  "# .cdb files atomically; after editing a text source by hand, run `mail-user rebuild` (or\n"
+  "# mail-alias / mail-domain rebuild; newaliases = mail-alias rebuild). Formats:\n"
+  "# doc/formats.md; limits: doc/operations.md. A missing file means the default shown.\n"
   "#\n"
-  "# me             this host's name (greeting, Received:, bounces)\n"
-  "# domains        local domains, one per line\n"
-  "# users          address:hash:maildir:quota (mode 0600), compiled into users.cdb\n"
-  "#                (no hashes, 0644) and passwd.cdb (the hashes, 0600: auth-check only)\n"
-  "# aliases        address: target, target, ...   (@domain = catch-all)\n"
-  "# tcp-rules      tcpserver access rules (tcprules), compiled to tcp-rules.cdb\n"
-  "# routes         static routes: domain host[:port]\n"
+  "# Names and databases\n"
+  "# me                 this host's name (greeting, Received:, Message-ID, bounces)\n"
+  "# defaultdomain      where a bare name lives (sendmail root): the first --domain\n"
+  "# domains            local domains, one per line, compiled to domains.cdb\n"
+  "# users              address:hash:maildir:quota (mode 0600), compiled into users.cdb\n"
+  "#                    (no hashes, 0644) and passwd.cdb (the hashes, 0600: the auth service)\n"
+  "# aliases            address: target, target, ...  (@domain = catch-all), aliases.cdb\n"
+  "# tcp-rules          tcpserver access rules (tcprules), compiled to tcp-rules.cdb by\n"
+  "#                    `mail-instance tcprules` (tcpserver rereads it at each connection)\n"
+  "# routes             static routes, \"domain host[:port]\" or \"* host[:port]\" (smarthost)\n"
+  "# tls-policy         outbound TLS per domain, \"domain policy\" or \"* policy\"\n"
+  "# .lock              taken by the admin commands while they edit (do not remove)\n"
   "#\n"
-  "# Limits (each optional, one number; the programs' defaults apply when missing):\n"
-  "# databytes            largest message accepted, bytes\n"
-  "# concurrency-local    parallel local deliveries (10)\n"
-  "# concurrency-remote   parallel remote deliveries\n"
-  "# queue-lifetime       seconds before a message bounces (432000 = 5 days)\n";
+  "# SMTP (smtp-receive)\n"
+  "# databytes          largest message, bytes (36700160; also queue-inject's limit)\n"
+  "# hop-limit          most Received: lines a message may carry (100)\n"
+  "# smtp-linemax       longest command line (2048)\n"
+  "# smtp-rcptmax       recipients per message (100)\n"
+  "# smtp-errmax        error replies before the session is closed (20)\n"
+  "# smtp-timeout       seconds of client silence (300)\n"
+  "# smtp-sessionmax    seconds per session (3600)\n"
+  "# smtp-authdelay     seconds of delay per failed AUTH (1)\n"
+  "# authfail-block     seconds an address is blocked after too many failed logins (900)\n"
+  "#\n"
+  "# Queue (queue-inject, queue-run)\n"
+  "# queue-addrmax      longest envelope address (256)\n"
+  "# queue-rcptmax      recipients per queued message (1000)\n"
+  "# queue-timeout      seconds an injection may take (86400)\n"
+  "# queue-lifetime     seconds before an undeliverable message bounces (432000 = 5 days)\n"
+  "# queue-rescan       seconds between full scans of the queue (60)\n"
+  "# queue-termwait     seconds queue-run waits for deliveries when stopped (60)\n"
+  "# concurrency-local  parallel local deliveries (10)\n"
+  "# concurrency-remote parallel remote deliveries (20)\n"
+  "# concurrency-domain parallel deliveries to one remote domain (5)\n"
+  "# retry-base         first retry delay, seconds (240)\n"
+  "# retry-max          longest retry delay, seconds (14400)\n"
+  "# timeout-local      seconds a local delivery may take (600)\n"
+  "# timeout-remote     seconds a remote delivery may take (3600)\n"
+  "# quota-bounce       not 0: a full mailbox bounces at once instead of a retry (0)\n"
+  "#\n"
+  "# POP3 and mailboxes\n"
+  "# pop3-timeout         idle seconds before autologout (600)\n"
+  "# pop3-allow-plaintext 1: USER/PASS without TLS from loopback (0)\n"
+  "# expunge-days         days before mail-expunge empties Trash and Junk (30)\n";
 
 int main(int argc, char const *const *argv)
 {

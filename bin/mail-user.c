@@ -303,7 +303,7 @@ static int ref_line(char const *s, size_t n, unsigned long lineno, void *data)
 static void retire_maildir(char const *path, int purge)
 {
   stralloc to = STRALLOC_ZERO;
-  struct stat st, pst;
+  struct stat st;
   char const *slash = strrchr(path, '/');
   char date[32];
   time_t now = time(0);
@@ -326,9 +326,8 @@ static void retire_maildir(char const *path, int purge)
     strerr_diefu1sys(111, "allocate");
   if (mkdir(to.s, 0700) < 0) {
     if (errno != EEXIST) strerr_diefu2sys(111, "mkdir ", to.s);
-  } else if (stat(path, &pst) == 0 && geteuid() == 0 &&
-             chown(to.s, pst.st_uid, pst.st_gid) < 0) /* the delivery uid keeps owning it */
-    strerr_diefu2sys(111, "chown ", to.s);
+  } else if (instance_own(to.s, INSTANCE_MAIL) < 0) /* the delivery uid keeps owning it */
+    strerr_diefu2sys(111, "give to the owner of mail/: ", to.s);
   to.len--;
   if (!stralloc_cats(&to, slash) || !stralloc_catb(&to, "-", 1) || !stralloc_cats(&to, date))
     strerr_diefu1sys(111, "allocate");

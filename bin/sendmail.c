@@ -29,6 +29,7 @@
 
 #include "addr.h"
 #include "control.h"
+#include "progdir.h"
 
 char const *PROG = "sendmail";
 #define USAGE "sendmail [ -t ] [ -i ] [ -f sender ] [ -F fullname ] [ -bm | -bs | -bp ] [ recipient... ]"
@@ -255,6 +256,8 @@ int main(int argc, char const *const *argv)
   argc -= l.ind;
   argv += l.ind;
   if (sig_altignore(SIGPIPE) < 0) strerr_diefusys(111, "ignore SIGPIPE");
+  /* run as /usr/sbin/sendmail with cron's PATH: the programs we run are our siblings */
+  if (!progdir_path_prepend()) strerr_diefusys(111, "set PATH");
 
   if (!strcmp(mode, "p")) {
     char const *a[2] = {"queue-list", 0};

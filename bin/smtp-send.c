@@ -817,12 +817,129 @@ static int has8bit(char const *s, size_t n)
   return 0;
 }
 
+/* Timeouts, port, control/me and the TLS policy. */
+static void read_config(unsigned int *port)
+{
+  unsigned int t = env_uint("PILLARBOX_SMTP_TIMEOUT", 0, 86400);
+  int r;
+  if (t) {
+    cap(&to_connect, t); cap(&to_greeting, t); cap(&to_ehlo, t); cap(&to_mail, t);
+    cap(&to_rcpt, t); cap(&to_datainit, t); cap(&to_block, t); cap(&to_dataend, t);
+    cap(&to_quit, t);
+  }
+  *port = env_uint("PILLARBOX_SMTP_PORT", 25, 65535);
+  r = control_readline(&me, "me");
+  if (r < 0) strerr_diefusys(111, "read control/me");
+  if (!r || !me.len) strerr_dief(111, "control/me is missing or empty");
+  read_policy();
+}
+
+/* The message from fd 0: its size on the wire, whether it needs 8BITMIME or SMTPUTF8; the
+ * recipients that are not addresses get their permanent result now. */
+static void read_message(void)
+{
+  unsigned int i;
+  size_t h = 0;
+  if (!slurp(&msg, 0)) strerr_diefusys(111, "read the message");
+  countsize = 0;
+  wire(&count_out);
+  wiresize = countsize + 3;
+  eightbit = has8bit(msg.s, msg.len);
+  needutf8 = has8bit(sender, strlen(sender));
+  while (h < msg.len) { /* the header section: up to the first empty line */
+    size_t e = h;
+    while (e < msg.len && msg.s[e] != '\n') e++;
+    if (e == h || (e == h + 1 && msg.s[h] == '\r')) break;
+    if (has8bit(msg.s + h, e - h)) needutf8 = 1;
+    h = e + 1;
+  }
+  for (i = 0; i < nrcpts; i++) {
+    if (!goodaddr(rcpts[i].addr)) {
+      curhost = 0;
+      set_result(&rcpts[i], 'P', "invalid recipient address", 25);
+    } else if (has8bit(rcpts[i].addr, strlen(rcpts[i].addr))) needutf8 = 1;
+  }
+}
+
+/* The hosts to try, into targets: the route's host, or the domain's MX. Returns 1, or 0 when
+ * there are none (every pending recipient then has its result). */
+static int resolve(unsigned int *port)
+{
+  char routehost[DNS_NAME_MAX + 8];
+  int r;
+  if (read_route(routehost, sizeof routehost)) {
+    r = dns_host(routehost, 0, &targets);
+    *port = routeport;
+    /* A route whose host does not resolve is a configuration problem: mail waits for the
+     * postmaster to fix it instead of bouncing. */
+    if (r == DNS_PERM) {
+      char w[sizeof targets.why];
+      memcpy(w, targets.why, sizeof w);
+      snprintf(targets.why, sizeof targets.why, "route host for %.200s: %.250s", domain, w);
+      r = DNS_TEMP;
+    }
+  } else {
+    r = dns_mx(domain, &targets);
+  }
+  if (r != DNS_OK) {
+    static stralloc d = STRALLOC_ZERO;
+    if (!stralloc_cats(&d, r == DNS_PERM ? "5.1.2 " : "4.4.3 ") || !stralloc_cats(&d, targets.why))
+      strerr_diefu(111, "allocate");
+    curhost = 0;
+    set_all_pending(r == DNS_PERM ? 'P' : 'T', d.s, d.len);
+    return 0;
+  }
+  return 1;
+}
+
+/* A session with each host in turn until every recipient has a result (a failed STARTTLS
+ * under policy "may" is retried in clear on the same host). */
+static void try_hosts(unsigned int port)
+{
+  unsigned int i;
+  for (i = 0; i < targets.n; i++) {
+    unsigned int k;
+    int s, pending = 0;
+    for (k = 0; k < nrcpts; k++)
+      if (!rcpts[k].state) pending = 1;
+    if (!pending) break;
+    s = session(&targets.t[i], port, 1);
+    if (s == S_TLSFAIL) {
+      if (!stralloc_0(&lasterr)) strerr_diefu(111, "allocate");
+      lasterr.len--;
+      strerr_warnw(lasterr.s, ": retrying without TLS");
+      s = session(&targets.t[i], port, 0);
+    }
+    if (s == S_NEXT) {
+      if (!stralloc_0(&lasterr)) strerr_diefu(111, "allocate");
+      lasterr.len--;
+      strerr_warnw(curdesc, ": ", lasterr.s);
+    }
+  }
+}
+
+/* One line per recipient on fd 1, in argument order (the interface queue-run reads). */
+static void report(void)
+{
+  unsigned int i;
+  for (i = 0; i < nrcpts; i++) {
+    rcpt *x = &rcpts[i];
+    char k = x->state;
+    if (buffer_put(buffer_1, &k, 1) < 0 || buffer_put(buffer_1, "\t", 1) < 0 ||
+        buffer_puts(buffer_1, x->addr) < 0 || buffer_put(buffer_1, "\t", 1) < 0 ||
+        buffer_puts(buffer_1, x->remote ? x->remote : "-") < 0 ||
+        buffer_put(buffer_1, "\t", 1) < 0 ||
+        buffer_put(buffer_1, x->diag.s ? x->diag.s : "", x->diag.len) < 0 ||
+        buffer_put(buffer_1, "\n", 1) < 0)
+      strerr_diefusys(111, "write results");
+  }
+  if (!buffer_flush(buffer_1)) strerr_diefusys(111, "write results");
+}
+
 int main(int argc, char const *const *argv)
 {
   subgetopt l = SUBGETOPT_ZERO;
   unsigned int i, port;
-  char routehost[DNS_NAME_MAX + 8];
-  int r, lastwasdns = 0;
   PROG = "smtp-send";
   for (;;) {
     int opt = subgetopt_r(argc, argv, "", &l);
@@ -845,102 +962,14 @@ int main(int argc, char const *const *argv)
   tain_now_set_stopwatch_g();
   tain_now_g();
   if (!sig_ignore(SIGPIPE)) strerr_diefusys(111, "ignore SIGPIPE");
-
-  {
-    unsigned int t = env_uint("PILLARBOX_SMTP_TIMEOUT", 0, 86400);
-    if (t) {
-      cap(&to_connect, t); cap(&to_greeting, t); cap(&to_ehlo, t); cap(&to_mail, t);
-      cap(&to_rcpt, t); cap(&to_datainit, t); cap(&to_block, t); cap(&to_dataend, t);
-      cap(&to_quit, t);
-    }
+  read_config(&port);
+  read_message();
+  if (resolve(&port)) {
+    try_hosts(port);
+    if (!lasterr.len && !targets.n) err_cat("no host to deliver to");
   }
-  port = env_uint("PILLARBOX_SMTP_PORT", 25, 65535);
-  r = control_readline(&me, "me");
-  if (r < 0) strerr_diefusys(111, "read control/me");
-  if (!r || !me.len) strerr_dief(111, "control/me is missing or empty");
-  read_policy();
-
-  if (!slurp(&msg, 0)) strerr_diefusys(111, "read the message");
-  countsize = 0;
-  wire(&count_out);
-  wiresize = countsize + 3;
-  eightbit = has8bit(msg.s, msg.len);
-  needutf8 = has8bit(sender, strlen(sender));
-  {
-    /* the header section: up to the first empty line */
-    size_t h = 0;
-    while (h < msg.len) {
-      size_t e = h;
-      while (e < msg.len && msg.s[e] != '\n') e++;
-      if (e == h || (e == h + 1 && msg.s[h] == '\r')) break;
-      if (has8bit(msg.s + h, e - h)) needutf8 = 1;
-      h = e + 1;
-    }
-  }
-  for (i = 0; i < nrcpts; i++) {
-    if (!goodaddr(rcpts[i].addr)) {
-      curhost = 0;
-      set_result(&rcpts[i], 'P', "invalid recipient address", 25);
-    } else if (has8bit(rcpts[i].addr, strlen(rcpts[i].addr))) needutf8 = 1;
-  }
-
-  if (read_route(routehost, sizeof routehost)) {
-    r = dns_host(routehost, 0, &targets);
-    port = routeport;
-    /* A route whose host does not resolve is a configuration problem: mail waits for the
-     * postmaster to fix it instead of bouncing. */
-    if (r == DNS_PERM) {
-      char w[sizeof targets.why];
-      memcpy(w, targets.why, sizeof w);
-      snprintf(targets.why, sizeof targets.why, "route host for %.200s: %.250s", domain, w);
-      r = DNS_TEMP;
-    }
-  } else {
-    r = dns_mx(domain, &targets);
-  }
-  if (r != DNS_OK) {
-    static stralloc d = STRALLOC_ZERO;
-    if (!stralloc_cats(&d, r == DNS_PERM ? "5.1.2 " : "4.4.3 ") || !stralloc_cats(&d, targets.why))
-      strerr_diefu(111, "allocate");
-    curhost = 0;
-    set_all_pending(r == DNS_PERM ? 'P' : 'T', d.s, d.len);
-    lastwasdns = 1;
-  }
-
-  for (i = 0; i < targets.n && !lastwasdns; i++) {
-    unsigned int k;
-    int s, pending = 0;
-    for (k = 0; k < nrcpts; k++)
-      if (!rcpts[k].state) pending = 1;
-    if (!pending) break;
-    s = session(&targets.t[i], port, 1);
-    if (s == S_TLSFAIL) {
-      if (!stralloc_0(&lasterr)) strerr_diefu(111, "allocate");
-      lasterr.len--;
-      strerr_warnw(lasterr.s, ": retrying without TLS");
-      s = session(&targets.t[i], port, 0);
-    }
-    if (s == S_NEXT) {
-      if (!stralloc_0(&lasterr)) strerr_diefu(111, "allocate");
-      lasterr.len--;
-      strerr_warnw(curdesc, ": ", lasterr.s);
-    }
-  }
-  if (!lasterr.len && !lastwasdns && !targets.n) err_cat("no host to deliver to");
   curhost = 0;
   set_all_pending('T', lasterr.s, lasterr.len);
-
-  for (i = 0; i < nrcpts; i++) {
-    rcpt *x = &rcpts[i];
-    char k = x->state;
-    if (buffer_put(buffer_1, &k, 1) < 0 || buffer_put(buffer_1, "\t", 1) < 0 ||
-        buffer_puts(buffer_1, x->addr) < 0 || buffer_put(buffer_1, "\t", 1) < 0 ||
-        buffer_puts(buffer_1, x->remote ? x->remote : "-") < 0 ||
-        buffer_put(buffer_1, "\t", 1) < 0 ||
-        buffer_put(buffer_1, x->diag.s ? x->diag.s : "", x->diag.len) < 0 ||
-        buffer_put(buffer_1, "\n", 1) < 0)
-      strerr_diefusys(111, "write results");
-  }
-  if (!buffer_flush(buffer_1)) strerr_diefusys(111, "write results");
+  report();
   return 0;
 }

@@ -1,5 +1,7 @@
 /* mime: see mime.h. The structure rules follow Dovecot 2.3's message parser so that IMAP
  * replies agree with it; tests/test_mime_dovecot.py compares the two on a corpus. */
+#include <errno.h>
+#include <iconv.h>
 #include <string.h>
 #include <skalibs/stralloc.h>
 #include "mime.h"
@@ -1250,13 +1252,18 @@ static int ad_address(aw *a, rp *r)
 
 /* Appends the IMAP address list of the values v[0..n) (every occurrence of the field, in
  * order, as one list; NIL when there is no address). */
+/* keep: 6 strallocs the caller reuses across calls (0: allocated and freed here) */
 static int addresses_x(stralloc *sa, char const *const *v, size_t const *vlen, unsigned int n,
-                       int disp)
+                       int disp, stralloc *keep)
 {
   static aw const zero;
   aw a = zero;
   unsigned int k;
   int ret;
+  if (keep) {
+    a.str = keep[0], a.comment = keep[1], a.name = keep[2];
+    a.route = keep[3], a.mbox = keep[4], a.dom = keep[5];
+  }
   a.out = sa;
   a.disp = disp;
   a.first = 1;
@@ -1275,20 +1282,26 @@ static int addresses_x(stralloc *sa, char const *const *v, size_t const *vlen, u
       }
     }
   }
-  stralloc_free(&a.str);
-  stralloc_free(&a.comment);
-  stralloc_free(&a.name);
-  stralloc_free(&a.route);
-  stralloc_free(&a.mbox);
-  stralloc_free(&a.dom);
+  if (keep) {
+    keep[0] = a.str, keep[1] = a.comment, keep[2] = a.name;
+    keep[3] = a.route, keep[4] = a.mbox, keep[5] = a.dom;
+  } else {
+    stralloc_free(&a.str);
+    stralloc_free(&a.comment);
+    stralloc_free(&a.name);
+    stralloc_free(&a.route);
+    stralloc_free(&a.mbox);
+    stralloc_free(&a.dom);
+  }
   if (a.nomem) return 0;
   if (disp) return 1;
   return a.count ? stralloc_catb(sa, ")", 1) : stralloc_cats(sa, "NIL");
 }
 
-static int imap_addresses(stralloc *sa, char const *const *v, size_t const *vlen, unsigned int n)
+static int imap_addresses(stralloc *sa, char const *const *v, size_t const *vlen, unsigned int n,
+                          stralloc *keep)
 {
-  return addresses_x(sa, v, vlen, n, 0);
+  return addresses_x(sa, v, vlen, n, 0, keep);
 }
 
 /* 1 when the value holds something besides white space and comments (Dovecot parses an
@@ -1331,6 +1344,8 @@ static int envelope_cat(stralloc *sa, char const *h, size_t hlen)
   size_t vl[10][ENV_OCC_MAX];
   unsigned int n[10] = { 0 };
   stralloc t = STRALLOC_ZERO;
+  stralloc keep[6] = { STRALLOC_ZERO, STRALLOC_ZERO, STRALLOC_ZERO, STRALLOC_ZERO,
+                       STRALLOC_ZERO, STRALLOC_ZERO };
   hfield f;
   size_t pos = 0;
   unsigned int i;
@@ -1363,7 +1378,7 @@ static int envelope_cat(stralloc *sa, char const *h, size_t hlen)
   if (!stralloc_catb(sa, " ", 1)) goto end;
   if (!(n[1] ? imap_humans(sa, v[1][0], vl[1][0]) : stralloc_cats(sa, "NIL"))) goto end;
   for (i = 2; i < 8; i++)
-    if (!stralloc_catb(sa, " ", 1) || !imap_addresses(sa, v[i], vl[i], n[i])) goto end;
+    if (!stralloc_catb(sa, " ", 1) || !imap_addresses(sa, v[i], vl[i], n[i], keep)) goto end;
   for (i = 8; i < 10; i++) {
     if (!stralloc_catb(sa, " ", 1)) goto end;
     if (!n[i]) { if (!stralloc_cats(sa, "NIL")) goto end; }
@@ -1372,6 +1387,7 @@ static int envelope_cat(stralloc *sa, char const *h, size_t hlen)
   r = 1;
 end:
   stralloc_free(&t);
+  for (i = 0; i < 6; i++) stralloc_free(&keep[i]);
   return r;
 }
 
@@ -2083,6 +2099,37 @@ static int to_utf8(stralloc *sa, char const *s, size_t len, int cs)
   return 1;
 }
 
+/* Appends s[0..len) in the charset named cs[0..csl) as UTF-8: the common charsets by the
+ * tables above, any other through iconv (glibc's); when iconv does not know the charset or
+ * the text is invalid in it, the bytes are taken as UTF-8 (Latin-1 where invalid). */
+static int charset_to_utf8(stralloc *sa, char const *s, size_t len, char const *cs, size_t csl)
+{
+  int k = charset_kind(cs, csl);
+  char name[64];
+  iconv_t cd;
+  size_t l0 = sa->len;
+  char *in = (char *)s, *out;
+  size_t inleft = len, outleft;
+  if (k != CS_OTHER || csl >= sizeof name) return to_utf8(sa, s, len, k);
+  memcpy(name, cs, csl);
+  name[csl] = 0;
+  cd = iconv_open("UTF-8", name);
+  if (cd == (iconv_t)-1) return to_utf8(sa, s, len, CS_OTHER);
+  while (inleft) {
+    if (!stralloc_readyplus(sa, inleft * 4 + 16)) { iconv_close(cd); return 0; }
+    out = sa->s + sa->len;
+    outleft = sa->a - sa->len;
+    if (iconv(cd, &in, &inleft, &out, &outleft) == (size_t)-1 && errno != E2BIG) {
+      sa->len = l0;
+      iconv_close(cd);
+      return to_utf8(sa, s, len, CS_OTHER);
+    }
+    sa->len = out - sa->s;
+  }
+  iconv_close(cd);
+  return 1;
+}
+
 /* An encoded word at v[i..): =?charset[*lang]?B|Q?text?= ; sets its end, the charset and
  * the encoded text. */
 static int ew_at(char const *v, size_t len, size_t i, size_t *end, char const **cs,
@@ -2131,7 +2178,7 @@ int mime_header_decode(stralloc *sa, char const *v, size_t vlen)
       if (lastew) sa->len = wsstart; /* white space between encoded words goes */
       raw.len = 0;
       if (!(b64 ? b64_cat(&raw, t, tl) : qp_cat(&raw, t, tl, 1, 0))) goto nomem;
-      if (!to_utf8(sa, raw.s ? raw.s : "", raw.len, charset_kind(cs, csl))) goto nomem;
+      if (!charset_to_utf8(sa, raw.s ? raw.s : "", raw.len, cs, csl)) goto nomem;
       i = end;
       lastew = 1;
       wsstart = sa->len;
@@ -2216,7 +2263,7 @@ int mime_search_header(mime_msg const *m, unsigned int i, char const *name, size
     tmp->len = 0;
     if (is_address_field(name, namelen)) {
       /* addresses are matched in their normalized form, comments dropped (as Dovecot) */
-      if (!addresses_x(tmp, &v, &vl, 1, 1)) return -1;
+      if (!addresses_x(tmp, &v, &vl, 1, 1, 0)) return -1;
     } else if (!mime_header_decode(tmp, v, vl)) return -1;
     if (mime_find_ci(tmp->s, tmp->len, needle, nlen) >= 0) return 1;
   }
@@ -2255,19 +2302,23 @@ int mime_search_text(mime_msg const *m, int text, char const *needle, size_t nle
     if (p->kind != MIME_LEAF || !(p->flags & MIME_F_TEXT)) continue;
     {
       pdata d = zero;
-      int k, cs = CS_UTF8;
-      size_t cl;
+      int k;
+      size_t cl, csl = 0;
       char const *c;
+      char csname[64];
       if (!pdata_get(&d, p, m->s)) { pdata_free(&d); r = -1; break; }
       c = param_get(&d.ctp, "charset", &cl);
-      if (c) cs = charset_kind(c, cl);
+      if (c && cl < sizeof csname) {
+        memcpy(csname, c, cl);
+        csl = cl;
+      }
       pdata_free(&d);
       k = cte_kind(m, p);
       raw.len = 0;
       if (k == 2) { if (!b64_cat(&raw, m->s + p->body_off, p->body_len)) { r = -1; break; } }
       else if (k == 3) { if (!qp_cat(&raw, m->s + p->body_off, p->body_len, 0, 0)) { r = -1; break; } }
       else if (!stralloc_catb(&raw, m->s + p->body_off, p->body_len)) { r = -1; break; }
-      if (!to_utf8(tmp, raw.s ? raw.s : "", raw.len, cs)) { r = -1; break; }
+      if (!charset_to_utf8(tmp, raw.s ? raw.s : "", raw.len, csname, csl)) { r = -1; break; }
       if (mime_find_ci(tmp->s, tmp->len, needle, nlen) >= 0) r = 1;
     }
   }

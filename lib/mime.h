@@ -169,9 +169,10 @@ int mime_header_next(char const *h, size_t hlen, char const *name, size_t namele
                      size_t *pos, char const **v, size_t *vlen);
 
 /* Appends the value v[0..vlen) unfolded (CR LF removed), leading and trailing white space
- * trimmed, RFC 2047 encoded words decoded to UTF-8 (charsets UTF-8, US-ASCII, ISO-8859-1,
- * ISO-8859-15 and Windows-1252; others are kept raw), white space between adjacent encoded
- * words dropped. Returns 1, or 0 on allocation failure. */
+ * trimmed, RFC 2047 encoded words decoded to UTF-8 (UTF-8, US-ASCII, ISO-8859-1, ISO-8859-15
+ * and Windows-1252 by table, any other charset through iconv; unknown charsets and raw
+ * 8-bit bytes are taken as UTF-8, Latin-1 where that is invalid), white space between
+ * adjacent encoded words dropped. Returns 1, or 0 on allocation failure. */
 int mime_header_decode(stralloc *sa, char const *v, size_t vlen);
 
 /* SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER: 1 when any field named name of part i's header (0:
@@ -185,7 +186,8 @@ int mime_search_header(mime_msg const *m, unsigned int i, char const *name, size
 
 /* SEARCH BODY (text = 0) and TEXT (text = 1; the headers too): 1 when needle occurs,
  * ignoring ASCII case, in the message's text (text and message bodies, transfer encoding
- * undone, ISO-8859-1/Windows-1252 turned into UTF-8; headers decoded as mime_header_decode).
+ * undone, the part's charset turned into UTF-8 as mime_header_decode does; headers decoded as
+ * mime_header_decode).
  * Returns 1, 0, or -1 on allocation failure. */
 int mime_search_text(mime_msg const *m, int text, char const *needle, size_t nlen,
                      stralloc *tmp);

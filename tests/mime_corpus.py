@@ -197,4 +197,7 @@ SECTIONS = ["", "HEADER", "TEXT", "1", "2", "3", "1.1", "1.2", "2.1", "2.2", "1.
             "1.MIME", "2.MIME", "1.1.MIME", "2.1.MIME", "2.HEADER", "2.TEXT", "1.HEADER",
             "2.1.HEADER", "HEADER.FIELDS (From Subject)", "HEADER.FIELDS.NOT (Subject To)",
             "2.HEADER.FIELDS (Subject)", "1.TEXT"]
+# Partial fetches (the origin and count count wire octets, CRLF).
+PARTIALS = ["BODY[]<0.10>", "BODY[TEXT]<3.7>", "BODY[1]<5.100000>", "BODY[2]<1.1>",
+            "BODY[HEADER.FIELDS (From Subject)]<2.9>", "BODY[TEXT]<100000.5>"]
 BINARY_SECTIONS = ["1", "2", "3", "1.1", "2.1", "2.2"]

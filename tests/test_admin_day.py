@@ -140,6 +140,13 @@ def test_forced_delete_keeps_lists_valid_and_the_maildir(instance):
     assert os.listdir(instance.path("mail", "example.test", ".deleted", kept[0], "new")) == \
         ["1.M1P1.h"]
     assert kept[0] in r.stderr.decode()
+    # .deleted belongs to mail/'s owner (pb-deliv on an instance made by root), as the box
+    mail_st = os.stat(instance.path("mail"))
+    for d in (instance.path("mail", "example.test", ".deleted"),
+              instance.path("mail", "example.test", ".deleted", kept[0])):
+        st = os.stat(d)
+        assert (st.st_uid, st.st_gid) == (mail_st.st_uid, mail_st.st_gid), d
+        assert st.st_mode & 0o077 == 0, oct(st.st_mode)
     # SMTP says 550 5.1.1 for joe, and delivers the list to ann (not 550 5.4.6)
     s = Server(instance)
     try:
@@ -207,3 +214,38 @@ def test_mail_alias_refuses_loops_naming_them(instance):
     instance.add_alias("@example.test", "joe@example.test")
     instance.add_alias("c@example.test", "joe@example.test")
     assert lookup(instance, "a@example.test")[0] == 0
+
+
+# ---------------------------------------------------------------- control/README is complete
+
+def control_names_in_sources():
+    """Every control file a program reads, found in bin/*.c and lib/*.c by the ways they read
+    them: control_*("NAME" / control_*(&sa, "NAME"), the programs' getcontrol / getlimit /
+    keyed wrappers, tables of {"NAME", default, ...} read with control_*(table[i]...), and
+    "control/NAME" literals."""
+    import glob
+    import re
+    from conftest import ROOT
+    pats = [r'\bcontrol_\w+\(\s*(?:&?\w+,\s*)?"([a-z0-9][a-z0-9.-]*)"',
+            r'\b(?:getcontrol|getlimit|keyed)\([^"()]*"([a-z0-9][a-z0-9.-]*)"',
+            r'"control/([a-z0-9][a-z0-9.-]*)"']
+    names = set()
+    for f in glob.glob(os.path.join(ROOT, "bin", "*.c")) + glob.glob(os.path.join(ROOT, "lib", "*.c")):
+        src = open(f, errors="replace").read()
+        for p in pats:
+            names.update(re.findall(p, src))
+        if re.search(r'control_\w+\(\s*\w+\[', src):  # a table {"name", default, ...}
+            names.update(re.findall(r'\{\s*"([a-z][a-z0-9-]*)",\s*[0-9]+\s*,', src))
+    # compiled forms and temporaries are described with their source
+    return {n[:-4] if n.endswith(".cdb") else n for n in names if not n.endswith(".tmp")}
+
+
+def test_control_readme_names_every_setting(instance):
+    names = control_names_in_sources()
+    assert {"me", "databytes", "concurrency-local", "pop3-timeout", "routes",
+            "defaultdomain"} <= names  # the scan finds what it should
+    readme = open(instance.path("control", "README")).read()
+    listed = {l[2:].split()[0] for l in readme.splitlines()
+              if l.startswith("# ") and len(l) > 2 and l[2] not in " "}
+    missing = sorted(n for n in names if n not in listed and n != "passwd")
+    assert missing == [], "control/README (bin/mail-instance.c) does not list: %s" % missing

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import base_env, prog, wait_for
+from conftest import BUILD, LIBPILLARBOX, SANITIZE, base_env, prog, wait_for
 
 NAME = re.compile(r"^(\d+)\.M(\d+)P(\d+)Q(\d+)\.([^/:]+),S=(\d+)$")
 
@@ -30,7 +30,7 @@ def md(tmp_path):
 
 
 def deliver(d, message, sender="alice@example.org", rcpt="bob@example.test", args=(), env=None,
-            stdin=None, unset=(), preexec=None):
+            stdin=None, unset=(), preexec=None, program=None):
     e = base_env()
     if sender is not None:
         e["SENDER"] = sender
@@ -43,7 +43,7 @@ def deliver(d, message, sender="alice@example.org", rcpt="bob@example.test", arg
     if isinstance(message, str):
         message = message.encode()
     kw = {"stdin": stdin} if stdin is not None else {"input": message}
-    return subprocess.run([prog("deliver-maildir")] + list(args) + ([d] if d is not None else []),
+    return subprocess.run([program or prog("deliver-maildir")] + list(args) + ([d] if d is not None else []),
                           env=e, capture_output=True, timeout=60, preexec_fn=preexec, **kw)
 
 
@@ -542,12 +542,19 @@ int linkat(int a, char const *b, int c, char const *d, int e)
 
 @pytest.fixture(scope="module")
 def shim(tmp_path_factory):
+    """(the fault-injection shim, deliver-maildir linked dynamically from the same object):
+    LD_PRELOAD needs the dynamic loader, and build/bin's programs are static (STATIC=1)."""
     d = tmp_path_factory.mktemp("shim")
     (d / "shim.c").write_text(SHIM)
     so = str(d / "shim.so")
     subprocess.run(["cc", "-shared", "-fPIC", "-o", so, str(d / "shim.c"), "-ldl"], check=True,
                    timeout=60)
-    return so
+    exe = str(d / "deliver-maildir")
+    san = ["-fsanitize=address,undefined"] if SANITIZE else []
+    subprocess.run(["cc"] + san + ["-o", exe, os.path.join(BUILD, "obj", "deliver-maildir.o"),
+                    LIBPILLARBOX, "-l:libcdb.a", "-l:libbearssl.a", "-l:libskarnet.a", "-lcrypt",
+                    "-lresolv"], check=True, timeout=120)
+    return so, exe
 
 
 @pytest.mark.parametrize("fault", [
@@ -556,12 +563,13 @@ def shim(tmp_path_factory):
     {"FAIL_FSYNC": "2"},   # fsync of new/ after the link: the message is taken back
 ])
 def test_io_errors_at_each_step_are_temporary_and_leave_nothing(md, shim, fault):
-    env = {"LD_PRELOAD": shim, "ASAN_OPTIONS": "detect_leaks=0:verify_asan_link_order=0"}
+    so, exe = shim
+    env = {"LD_PRELOAD": so, "ASAN_OPTIONS": "detect_leaks=0:verify_asan_link_order=0"}
     env.update(fault)
-    r = deliver(md, MSG, env=env)
+    r = deliver(md, MSG, env=env, program=exe)
     assert r.returncode == 111, r.stderr
     assert b"Input/output error" in r.stderr
     assert_nothing(md)
     # the same without the fault delivers: the shim was the only cause
     env.pop(next(iter(fault)))
-    assert deliver(md, MSG, env=env).returncode == 0
+    assert deliver(md, MSG, env=env, program=exe).returncode == 0

@@ -74,6 +74,10 @@ def test_make_run_end_to_end(shared_tmp):
         port = 2525 + off
         assert "port %d" % port in text and "swaks --server 127.0.0.1:%d" % port in text
         wait_for(lambda: listening(port), timeout=30, what="SMTP on %d" % port)
+        # smtp-receive injects through the inject service: under load it may come up later
+        # than smtpd (then a message gets 451)
+        wait_for(lambda: os.path.exists(os.path.join(var, "queue", "inject.sock")), timeout=30,
+                 what="the injection socket")
 
         with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
             s.ehlo("client.example")

@@ -13,9 +13,10 @@ import pytest
 
 from conftest import LIBPILLARBOX, ROOT, SANITIZE
 import dovecot_helpers
-from mime_corpus import BINARY_SECTIONS, MESSAGES, SECTIONS
+from mime_corpus import BINARY_SECTIONS, MESSAGES, PARTIALS, SECTIONS
 
 ITEMS = (["BODYSTRUCTURE", "BODY", "ENVELOPE", "RFC822.SIZE"] + ["BODY[%s]" % s for s in SECTIONS]
+         + PARTIALS
          + ["BINARY[%s]" % s for s in BINARY_SECTIONS]
          + ["BINARY.SIZE[%s]" % s for s in BINARY_SECTIONS if s])
 

@@ -417,6 +417,7 @@ with open(os.environ["OUT"], "w") as f: f.write("eof" if got == b"" else "data")
         raw.close()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the TLS engine is asked to switch to uid 0")
 def test_engine_variables_hidden_from_program(instance, cafile, starttls_app, tmp_path):
     env = {"TLS_CERTFILE": cafile, "TLS_KEYFILE": instance.path("tls", "key.pem"),
            "CERTFILE:x.test": "/nonexistent", "TLS_UID": "0", "TLS_GID": "0"}

@@ -53,15 +53,27 @@ int main(int argc, char **argv)
     } else if (!strncmp(a, "BODY[", 5) || !strncmp(a, "BINARY[", 7)
                || !strncmp(a, "BINARY.SIZE[", 12)) {
       char const *lb = strchr(a, '['), *rb = strrchr(a, ']');
+      size_t origin = 0, count = SIZE_MAX;
+      int partial = 0;
       mime_section sec;
       stralloc body = STRALLOC_ZERO;
       char b[40];
+      if (rb && rb[1] == '<') { /* BODY[...]<origin.count> */
+        char *e;
+        origin = strtoul(rb + 2, &e, 10);
+        count = *e == '.' ? strtoul(e + 1, 0, 10) : SIZE_MAX;
+        partial = 1;
+      }
       if (!rb || !mime_section_parse(lb + 1, rb - lb - 1, &sec)) {
         stralloc_cats(&sa, "BAD");
       } else if (a[1] == 'O') {
         size_t k0 = sa.len, k;
-        if (!mime_section_cat(&body, &m, &sec, 0, SIZE_MAX)) return 111;
+        if (!mime_section_cat(&body, &m, &sec, origin, count)) return 111;
         stralloc_catb(&sa, a, rb + 1 - a);
+        if (partial) {
+          snprintf(b, sizeof b, "<%zu>", origin); /* the reply names the origin only */
+          stralloc_cats(&sa, b);
+        }
         /* the reply names the fields in upper case, as Dovecot does */
         for (k = k0; k < sa.len; k++)
           if (sa.s[k] >= 'a' && sa.s[k] <= 'z') sa.s[k] -= 32;

@@ -85,6 +85,10 @@ int main(void)
   CHECK(decoded_is("=?utf-8?q?broken", "=?utf-8?q?broken"));
   CHECK(decoded_is("raw \xe9t\xe9", "raw \xc3\xa9t\xc3\xa9")); /* invalid UTF-8 read as Latin-1 */
   CHECK(decoded_is("=?utf-8*en?q?x_y?=", "x y"));
+  /* other charsets through iconv; an unknown one is read as UTF-8 / Latin-1 */
+  CHECK(decoded_is("=?koi8-r?q?=F0=D2=C9=D7=C5=D4?=",
+                   "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82"));
+  CHECK(decoded_is("=?x-unknown?q?caf=E9?=", "caf\xc3\xa9"));
 
   /* case-insensitive search */
   CHECK(mime_find_ci("Hello World", 11, "WORLD", 5) == 6);
@@ -117,6 +121,11 @@ int main(void)
   CHECK(mime_search_header(&m, 0, "To", 2, "J\xc3\xb6rg <j@example.de>", 20, &tmp) == 1);
   CHECK(mime_search_header(&m, 0, "To", 2, "list: a@b.c, d@e.f;", 19, &tmp) == 1);
   CHECK(mime_search_header(&m, 0, "Subject", 7, "(not a comment)", 15, &tmp) == 1);
+  parse(&m, msg);
+
+  /* a body in KOI8-R is searched in UTF-8 */
+  parse(&m, "Content-Type: text/plain; charset=KOI8-R\n\n\xf0\xd2\xc9\xd7\xc5\xd4 world\n");
+  CHECK(mime_search_text(&m, 0, "\xd0\xb2\xd0\xb5\xd1\x82 wor", 10, &tmp) == 1);
   parse(&m, msg);
 
   /* dates */
