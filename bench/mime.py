@@ -49,9 +49,11 @@ def message(rng, i):
     size = rng.randint(1024, 50 * 1024)
     hdr = ("Return-Path: <s%d@example.org>\nReceived: from mx.example.org (mx.example.org "
            "[192.0.2.%d])\n\tby mx.example.test with ESMTPS; Tue, 14 Nov 2023 22:13:20 +0000\n"
-           "From: =?UTF-8?Q?J=C3=B6rg_Sender_%d?= <s%d@example.org>\nTo: Bench <bench@example.test>,"
+           "From: =?UTF-8?Q?J=C3=B6rg_Sender_%d?= <s%d@example.org>\n"
+           "To: Bench <bench@example.test>,"
            " \"Other, Person\" <o@example.net>\nSubject: =?utf-8?b?R3LDvMOfZQ==?= message %d\n"
-           "Date: Tue, 14 Nov 2023 22:13:20 +0000\nMessage-ID: <%d@example.org>\nMIME-Version: 1.0\n"
+           "Date: Tue, 14 Nov 2023 22:13:20 +0000\nMessage-ID: <%d@example.org>\n"
+           "MIME-Version: 1.0\n"
            % (i % 50, i % 250 + 1, i % 50, i % 50, i, i))
     kind = i % 4
     room = max(300, size - len(hdr))
@@ -109,7 +111,8 @@ def dovecot_rate(md):
         best = None
         for _ in range(3):
             t0 = time.monotonic()
-            r = subprocess.run(["doveadm", "-c", d.conf, "fetch", "-u", d.user, "imap.bodystructure", "mailbox", "INBOX", "all"],
+            r = subprocess.run(["doveadm", "-c", d.conf, "fetch", "-u", d.user,
+                                "imap.bodystructure", "mailbox", "INBOX", "all"],
                                capture_output=True, timeout=600)
             t = time.monotonic() - t0
             if r.returncode != 0:

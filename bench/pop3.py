@@ -1,18 +1,22 @@
 """bench/pop3.py: pop3-serve against Dovecot's POP3 over the same Maildir, in the same run.
 
 A deterministic 2,000-message Maildir (1-50 KB, MIME: text, alternative text+HTML, base64
-attachments) is made for 4 accounts (hard links: the same files). Both servers run unprivileged
-(as nobody) on loopback high ports, plaintext (login allowed on loopback), with the same
-yescrypt password hashes:
-  pillarbox: tcpserver -> pop3-serve -> auth-check -> pop3-maildir
-  Dovecot:   dovecot -F with its own config file: passwd-file passdb, static userdb, indexes
-             and control files kept out of the Maildir, pop3-login in high-performance mode.
+attachments) is made for 16 accounts (hard links: the same files). Both servers run on
+loopback high ports, plaintext (login allowed on loopback), with the same yescrypt password
+hashes and a verified-credential cache with the same TTL (CACHE_TTL; Dovecot's auth_cache):
+  pillarbox: tcpserver -u LOGIN -> pop3-serve -> login-handoff => login-broker (delivery uid)
+             -> pop3-maildir, the password checked by auth-serve (its own uid): the privilege
+             model of services/pop3 + login-pop3 + auth, each part under its own uid
+  Dovecot:   dovecot -F (as nobody) with its own config file: passwd-file passdb, static
+             userdb, indexes and control files kept out of the Maildir, pop3-login in
+             high-performance mode.
 Measured:
-  1. one client: login, STAT, UIDL, RETR of every message, QUIT (best of 3, after a warm-up);
-  2. 4 parallel clients, each with its own account, doing short sessions (login, STAT, UIDL,
-     20 RETRs, QUIT) for a fixed time: sessions per second;
-  3. PSS of the processes serving one logged-in session (after STAT and UIDL).
-Prints the figures and the ratios pillarbox / Dovecot. Run: /usr/bin/python3 bench/pop3.py
+  1. peak PSS of all the server's processes while 16 clients log in at once (cold cache);
+  2. one client: login, STAT, UIDL, RETR of every message, QUIT (best of 5, after a warm-up);
+  3. 4 and 16 parallel clients, each with its own account, doing short sessions (login, STAT,
+     UIDL, 20 RETRs, QUIT) for a fixed time: sessions per second;
+  4. PSS of the processes serving one logged-in session (after STAT and UIDL).
+Prints the figures and the ratios pillarbox / Dovecot. Run as root: /usr/bin/python3 bench/pop3.py
 """
 import os
 import sys
@@ -30,10 +34,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")  # where make puts the programs
 NMSG = int(os.environ.get("BENCH_POP3_MESSAGES", "2000"))
-USERS = ["bench%d@example.test" % i for i in range(1, 5)]
+USERS = ["bench%d@example.test" % i for i in range(1, 17)]  # 16: one account per client
+CACHE_TTL = 300  # seconds, both sides: pillarbox's auth-serve -t, Dovecot's auth_cache_ttl
 PASSWORD = "bench password"
 SHORT_SECONDS = float(os.environ.get("BENCH_POP3_SECONDS", "6"))
-RUN_AS = "nobody"
+RUN_AS = "nobody"  # Dovecot, and pillarbox's delivery uid (owner of the Maildirs)
+# pillarbox's other uids (the privilege model): the auth service, the pre-login side, and the
+# groups that may reach the auth socket (delivery uid) and the broker socket (pre-login uid)
+AUTH_UID, LOGIN_UID, AUTHC_GID, LOGINC_GID = 4260, 4262, 4263, 4264
 
 
 def free_port():
@@ -231,10 +239,11 @@ def short_worker(args):
     return done
 
 
-def short_sessions(port):
-    with multiprocessing.Pool(4) as pool:
+def short_sessions(port, n=4):
+    with multiprocessing.Pool(n) as pool:
         t = time.perf_counter()
-        counts = pool.map(short_worker, [(port, u, SHORT_SECONDS, i) for i, u in enumerate(USERS)])
+        counts = pool.map(short_worker, [(port, u, SHORT_SECONDS, i)
+                                         for i, u in enumerate(USERS[:n])])
         took = time.perf_counter() - t
     return sum(counts) / took
 
@@ -295,12 +304,92 @@ def session_pss(port, user, pick):
 
 
 def start_pillarbox(tmp, env, port):
+    """The POP3 chain as the services run it, each part under its own uid:
+    auth-serve (AUTH_UID, the only reader of passwd.cdb, cache TTL = CACHE_TTL),
+    s6-ipcserver login-broker pop3-maildir (RUN_AS, in AUTHC_GID) on run/login/pop3,
+    tcpserver -u LOGIN_UID -g LOGINC_GID pop3-serve login-handoff pop3.
+    Returns the processes (tcpserver first)."""
+    import pwd
+    pw = pwd.getpwnam(RUN_AS)
+    inst = tmp + "/inst"
+    for d, uid, gid in (("run", 0, 0), ("run/auth", AUTH_UID, AUTHC_GID),
+                        ("run/login", pw.pw_uid, LOGINC_GID)):
+        os.makedirs(os.path.join(inst, d), exist_ok=True)
+        os.chown(os.path.join(inst, d), uid, gid)
+        os.chmod(os.path.join(inst, d), 0o755 if d == "run" else 0o750)
+    os.chown(inst + "/control/passwd.cdb", AUTH_UID, AUTH_UID)
+    os.chmod(inst + "/control/passwd.cdb", 0o600)
+    log = open(tmp + "/pillarbox.log", "w")
+    auth = subprocess.Popen(["s6-applyuidgid", "-u", str(AUTH_UID), "-g", str(AUTH_UID), "-G", "",
+                             BIN + "/auth-serve", "-t", str(CACHE_TTL)], env=env,
+                            stdout=log, stderr=log)
+    broker = subprocess.Popen(["s6-applyuidgid", "-u", str(pw.pw_uid), "-g", str(pw.pw_gid),
+                               "-G", str(AUTHC_GID), "s6-ipcserver", "-1", "-c", "200",
+                               inst + "/run/login/pop3", BIN + "/login-broker",
+                               BIN + "/pop3-maildir"], env=env, stdout=subprocess.PIPE,
+                              stderr=log)
+    if broker.stdout.readline() != b"\n":
+        raise SystemExit("the login broker did not start: see %s/pillarbox.log" % tmp)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(inst + "/run/auth/socket"):
+        if time.monotonic() > deadline or auth.poll() is not None:
+            raise SystemExit("auth-serve did not start")
+        time.sleep(0.02)
     e = dict(env, POP3_ALLOW_PLAINTEXT_AUTH="1", POP3_FAIL_DELAY="0")
-    p = subprocess.Popen(["s6-setuidgid", RUN_AS, "tcpserver", "-R", "-H", "-l", "localhost",
-                          "-c", "100", "127.0.0.1", str(port), BIN + "/pop3-serve",
-                          BIN + "/auth-check", BIN + "/pop3-maildir"], env=e,
-                         stdout=subprocess.DEVNULL, stderr=open(tmp + "/pillarbox.log", "w"))
-    return p
+    p = subprocess.Popen(["tcpserver", "-u", str(LOGIN_UID), "-g", str(LOGINC_GID), "-R", "-H",
+                          "-l", "localhost", "-c", "100", "127.0.0.1", str(port),
+                          BIN + "/pop3-serve", BIN + "/login-handoff", "pop3"], env=e,
+                         stdout=subprocess.DEVNULL, stderr=log)
+    return [p, auth, broker]
+
+
+def pillarbox_procs(procs):
+    """Every process of pillarbox's POP3 chain: the servers and all their descendants."""
+    out = []
+    for p in procs:
+        out.append((p.pid, "server"))
+        out.extend(descendants(p.pid))
+    return out
+
+
+def dovecot_procs(dv):
+    return [(dv.pid, "dovecot")] + descendants(dv.pid)
+
+
+def login_storm_peak_pss(port, pick, n=16):
+    """n clients log in at once (cold: nothing cached yet), STAT, then QUIT; a sampler sums the
+    PSS of every server process every 10 ms. Returns (peak kB, sessions that worked)."""
+    import threading
+    peak = [0]
+    stop_flag = threading.Event()
+
+    def sampler():
+        while not stop_flag.is_set():
+            peak[0] = max(peak[0], sum(pss(pid) for pid, _ in pick()))
+            stop_flag.wait(0.01)
+    ok = [0]
+    lock = threading.Lock()
+    barrier = threading.Barrier(n)
+
+    def client(u):
+        c = Client(port)
+        barrier.wait()
+        c.login(u)
+        c.cmd(b"STAT")
+        c.cmd(b"QUIT")
+        c.close()
+        with lock:
+            ok[0] += 1
+    t = threading.Thread(target=sampler)
+    t.start()
+    cs = [threading.Thread(target=client, args=(u,)) for u in USERS[:n]]
+    for c in cs:
+        c.start()
+    for c in cs:
+        c.join(120)
+    stop_flag.set()
+    t.join()
+    return peak[0], ok[0]
 
 
 DOVECOT_CONF = """
@@ -319,6 +408,9 @@ first_valid_uid = {uid}
 last_valid_uid = {uid}
 mail_location = maildir:{tmp}/inst/mail/example.test/%n:INDEX={tmp}/dovecot-index/%n:CONTROL={tmp}/dovecot-control/%n
 pop3_uidl_format = %f
+auth_cache_size = 1M
+auth_cache_ttl = {ttl} s
+auth_cache_negative_ttl = 0
 passdb {{
   driver = passwd-file
   args = scheme=CRYPT username_format=%u {tmp}/dovecot-passwd
@@ -366,7 +458,7 @@ def start_dovecot(tmp, hashes, port):
     conf = tmp + "/dovecot.conf"
     with open(conf, "w") as f:
         f.write(DOVECOT_CONF.format(tmp=tmp, user=RUN_AS, group=group, uid=pw.pw_uid,
-                                    gid=pw.pw_gid, port=port))
+                                    gid=pw.pw_gid, port=port, ttl=CACHE_TTL))
     chown_tree(tmp, pw.pw_uid, pw.pw_gid)
     p = subprocess.Popen(["s6-setuidgid", RUN_AS, "dovecot", "-F", "-c", conf],
                          stdout=subprocess.DEVNULL, stderr=open(tmp + "/dovecot.err", "w"))
@@ -411,18 +503,32 @@ def main():
     try:
         t = time.perf_counter()
         env, hashes, total = setup(tmp)
-        print("Maildir: %d messages, %.1f MB, 4 accounts (hard links); made in %.1fs"
-              % (NMSG, total / 1e6, time.perf_counter() - t))
+        print("Maildir: %d messages, %.1f MB, %d accounts (hard links); made in %.1fs"
+              % (NMSG, total / 1e6, len(USERS), time.perf_counter() - t))
         pport, dport = free_port(), free_port()
-        pb = start_pillarbox(tmp, env, pport)
-        procs.append(pb)
-        dv = start_dovecot(tmp, hashes, dport)
+        dv = start_dovecot(tmp, hashes, dport)  # first: it chowns the tree to RUN_AS
         procs.append(dv)
+        pbs = start_pillarbox(tmp, env, pport)
+        procs.extend(pbs)
+        pb = pbs[0]
         wait_port(pport, pb, "pillarbox", tmp)
         wait_port(dport, dv, "dovecot", tmp)
 
+        # Peak memory of a cold login storm: 16 clients at once, nothing cached yet.
+        peaks = {}
+        for name, port, pick in (("pillarbox", pport, lambda: pillarbox_procs(pbs)),
+                                 ("dovecot", dport, lambda: dovecot_procs(dv))):
+            peaks[name] = login_storm_peak_pss(port, pick)
+        print("16 clients logging in at once (cold cache, yescrypt on both sides), peak PSS of "
+              "all the server's processes:")
+        for name in ("pillarbox", "dovecot"):
+            print("  %-9s %6d kB  (%d of 16 sessions worked)" % (name, peaks[name][0],
+                                                                   peaks[name][1]))
+        print("  ratio pillarbox/dovecot peak PSS: %.2f (target <= 1.0)"
+              % (peaks["pillarbox"][0] / peaks["dovecot"][0]))
+
         # Warm-up: page cache for both, Dovecot's indexes, pillarbox's size cache.
-        for u in USERS:
+        for u in USERS[:4]:
             single_run(pport, u)
             single_run(dport, u)
 
@@ -440,18 +546,21 @@ def main():
         ratio = res["pillarbox"][0] / res["dovecot"][0]
         print("  ratio pillarbox/dovecot time: %.2f (target <= 0.8)" % ratio)
 
-        rates = {"pillarbox": 0.0, "dovecot": 0.0}
-        for _ in range(2):  # alternated, best of 2: the machine is shared and noisy
-            for name, port in (("pillarbox", pport), ("dovecot", dport)):
-                rates[name] = max(rates[name], short_sessions(port))
-        print("4 parallel clients, short sessions (login, STAT, UIDL, 20 RETR, QUIT), %.0fs, "
-              "best of 2:" % SHORT_SECONDS)
-        for name in ("pillarbox", "dovecot"):
-            print("  %-9s %.1f sessions/s" % (name, rates[name]))
-        print("  ratio pillarbox/dovecot rate: %.2f (target >= 1.0)"
-              % (rates["pillarbox"] / rates["dovecot"]))
+        for n in (4, 16):
+            rates = {"pillarbox": 0.0, "dovecot": 0.0}
+            for _ in range(2):  # alternated, best of 2: the machine is shared and noisy
+                for name, port in (("pillarbox", pport), ("dovecot", dport)):
+                    rates[name] = max(rates[name], short_sessions(port, n))
+            print("%d parallel clients, short sessions (login, STAT, UIDL, 20 RETR, QUIT), "
+                  "%.0fs, best of 2, auth cache TTL %d s on both sides:"
+                  % (n, SHORT_SECONDS, CACHE_TTL))
+            for name in ("pillarbox", "dovecot"):
+                print("  %-9s %.1f sessions/s" % (name, rates[name]))
+            print("  ratio pillarbox/dovecot rate: %.2f (target >= 1.5)"
+                  % (rates["pillarbox"] / rates["dovecot"]))
 
-        kb, detail = session_pss(pport, USERS[0], lambda: descendants(pb.pid))
+        kb, detail = session_pss(pport, USERS[0], lambda: descendants(pb.pid) + [
+            d for b in pbs[1:] for d in descendants(b.pid)])
         print("PSS of one logged-in session:")
         print("  pillarbox %d kB  %s" % (kb, " + ".join("%s %d" % d for d in detail)))
         dk, ddetail = session_pss(dport, USERS[0], lambda: [
@@ -461,7 +570,7 @@ def main():
         # Text pages are shared between sessions: 4 concurrent sessions (one per account).
         def concurrent(port, pick):
             cs = []
-            for u in USERS:
+            for u in USERS[:4]:
                 c = Client(port)
                 c.login(u)
                 c.cmd(b"STAT")
@@ -472,8 +581,9 @@ def main():
             for c in cs:
                 c.cmd(b"QUIT")
                 c.close()
-            return total / len(USERS)
-        pc = concurrent(pport, lambda: descendants(pb.pid))
+            return total / 4
+        pc = concurrent(pport, lambda: descendants(pb.pid) + [
+            d for b in pbs[1:] for d in descendants(b.pid)])
         dc = concurrent(dport, lambda: [(pid, comm) for pid, comm in descendants(dv.pid)
                                         if comm == "pop3"])
         print("  with 4 concurrent sessions, per session: pillarbox %d kB, dovecot %d kB "

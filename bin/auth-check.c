@@ -1,12 +1,11 @@
-/* auth-check: check a password, the checkpassword way.
+/* auth-check: check a password, the checkpassword way, by asking the auth service.
  *
- * Reads "user\0password\0[timestamp\0...]" (at most 512 octets) from fd 3, looks the user up in
- * users.cdb (lib/lookup) and checks the password with crypt_r (lib/passwd). On success, execs
- * prog... with USER (the account address) and HOME (its Maildir) set. An unknown user costs a
- * crypt_r of a dummy hash of the default kind, so it answers like a wrong password, in about
- * the same time. Exit codes: 1 bad credentials, 2 misuse (bad input), 111 trouble.
+ * Reads "user\0password\0[timestamp\0...]" (at most 512 octets) from fd 3 and asks auth-serve
+ * over MAILROOT/run/auth/socket (lib/authclient). On success, execs prog... with USER (the
+ * account address) and HOME (its Maildir) set. This program never reads passwd.cdb. When there
+ * is no socket file it runs `auth-serve -i` itself (direct mode, with this process's rights).
+ * Exit codes: 1 bad credentials, 2 misuse (bad input), 111 trouble.
  */
-#include <crypt.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,32 +17,19 @@
 #include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
 
-#include "control.h"
-#include "lookup.h"
-#include "passwd.h"
+#include "authclient.h"
 
 #define USAGE "auth-check prog..."
 #define INPUT_MAX 512
 char const *PROG = "auth-check";
-
-/* A hash of the kind passwd_hash makes, with a fixed salt: a setting crypt_r accepts, which
- * never matches anything a user can type in the same time as a real check. */
-static char const *dummy_hash(void)
-{
-  static char setting[CRYPT_GENSALT_OUTPUT_SIZE];
-  static char const rbytes[16] = "pillarbox-dummy";
-  if (crypt_gensalt_rn("$y$", 0, rbytes, sizeof rbytes, setting, sizeof setting)) return setting;
-  if (crypt_gensalt_rn("$6$", 0, rbytes, sizeof rbytes, setting, sizeof setting)) return setting;
-  return "$6$pillarboxdummy$";
-}
 
 int main(int argc, char const *const *argv)
 {
   char buf[INPUT_MAX + 1];
   size_t len = 0;
   char const *user, *pass, *z;
-  account a = ACCOUNT_ZERO;
-  int r, ok;
+  stralloc address = STRALLOC_ZERO, maildir = STRALLOC_ZERO;
+  int r;
   subgetopt l = SUBGETOPT_ZERO;
   for (;;) {
     int opt = subgetopt_r(argc, argv, "", &l);
@@ -81,26 +67,24 @@ int main(int argc, char const *const *argv)
     strerr_dief1x(2, "malformed input on fd 3");
   }
 
-  r = lookup_account(user, strlen(user), &a);
-  if (r < 0) {
+  {
+    char req[AUTHPROTO_REQ_MAX];
+    stralloc path = STRALLOC_ZERO;
+    size_t n = authclient_request(req, user, strlen(user), pass, strlen(pass));
     memset(buf, 0, sizeof buf);
-    strerr_diefu1sys(111, "read users.cdb");
-  }
-  if (r > 0 && a.hash.len > 1) ok = passwd_verify(pass, a.hash.s);
-  else {
-    passwd_verify(pass, dummy_hash()); /* same work, same answer */
-    ok = 0;
-    if (r > 0) {
-      /* a known account without a hash: disabled, or control/passwd.cdb not readable here */
-      stralloc p = STRALLOC_ZERO;
-      if (mailroot_path(&p, "control/passwd.cdb") && access(p.s, R_OK) < 0)
-        strerr_warnwu2sys("read ", p.s);
-      stralloc_free(&p);
+    if (!n) return 1; /* a user name the service cannot know */
+    if (!authclient_path(&path)) strerr_diefu1sys(111, "make the auth socket path");
+    r = authclient_ask(path.s, req + 1, strlen(req + 1), req + 2 + strlen(req + 1),
+                       n - 3 - strlen(req + 1), &address, &maildir);
+    if (r == AUTHCLIENT_TEMP) {
+      if (errno) strerr_warnwu2sys("check the password with the auth service at ", path.s);
+      else strerr_warnwu2x("check the password with the auth service at ", path.s);
     }
+    memset(req, 0, sizeof req);
   }
-  memset(buf, 0, sizeof buf);
-  if (!ok) return 1;
-  if (setenv("USER", a.address.s, 1) < 0 || setenv("HOME", a.maildir.s, 1) < 0)
+  if (r == AUTHCLIENT_BAD) return 1;
+  if (r != AUTHCLIENT_OK) return 111;
+  if (setenv("USER", address.s, 1) < 0 || setenv("HOME", maildir.s, 1) < 0)
     strerr_diefu1sys(111, "set USER and HOME");
   xexec(argv);
 }

@@ -137,6 +137,49 @@ static int badaddr(char const *s, size_t n)
   return 0;
 }
 
+/* The quota check, after the message is in tmp/ (total bytes): dies when it does not fit.
+ * qsource 0: the limits of maildirsize itself; else qsize/qcount (and maildirsize follows
+ * them). Returns 1 if a quota applies (q filled), else 0. */
+static int check_quota(int qsource, uint64_t qsize, uint64_t qcount, unsigned long quotabounce,
+                       maildir_quota *qp)
+{
+  int haveq;
+  haveq = qsize || qcount;
+  {
+    int r = maildir_quota_read(dir, qp);
+    if (r < 0) die_abort(111, "read maildirsize in ", dir, 1);
+    if (qsource) { /* the limits are given: maildirsize follows them */
+      if (!haveq) r = 0;
+      else if (!r || qp->maxsize != qsize || qp->maxcount != qcount || qp->stale ||
+               qp->filesize > MAILDIR_QUOTA_RECALC_SIZE) {
+        if (maildir_quota_recalc(dir, qsize, qcount, qp) < 0)
+          die_abort(111, "recompute maildirsize in ", dir, 1);
+        r = 2;
+      }
+    } else if (r) { /* the limits of maildirsize itself */
+      haveq = qp->maxsize || qp->maxcount;
+      if (haveq && (qp->stale || qp->filesize > MAILDIR_QUOTA_RECALC_SIZE)) {
+        if (maildir_quota_recalc(dir, qp->maxsize, qp->maxcount, qp) < 0)
+          die_abort(111, "recompute maildirsize in ", dir, 1);
+        r = 2;
+      }
+    }
+    if (haveq && !maildir_quota_fits(qp, total, 1)) {
+      /* Over: the file may miss deletions by a reader; recompute if it is old. */
+      if (r != 2 && qp->mtime + MAILDIR_QUOTA_RECALC_AGE < time(0)) {
+        if (maildir_quota_recalc(dir, qp->maxsize, qp->maxcount, qp) < 0)
+          die_abort(111, "recompute maildirsize in ", dir, 1);
+      }
+      if (!maildir_quota_fits(qp, total, 1)) {
+        record_usage();
+        errno = EDQUOT;
+        die_abort(quotabounce ? 100 : 111, "over quota: Maildir ", dir, 0);
+      }
+    }
+  }
+  return haveq;
+}
+
 int main(int argc, char const *const *argv)
 {
   subgetopt l = SUBGETOPT_ZERO;
@@ -219,39 +262,7 @@ int main(int argc, char const *const *argv)
   }
   out_flush();
 
-  haveq = qsize || qcount;
-  {
-    int r = maildir_quota_read(dir, &q);
-    if (r < 0) die_abort(111, "read maildirsize in ", dir, 1);
-    if (qsource) { /* the limits are given: maildirsize follows them */
-      if (!haveq) r = 0;
-      else if (!r || q.maxsize != qsize || q.maxcount != qcount || q.stale ||
-               q.filesize > MAILDIR_QUOTA_RECALC_SIZE) {
-        if (maildir_quota_recalc(dir, qsize, qcount, &q) < 0)
-          die_abort(111, "recompute maildirsize in ", dir, 1);
-        r = 2;
-      }
-    } else if (r) { /* the limits of maildirsize itself */
-      haveq = q.maxsize || q.maxcount;
-      if (haveq && (q.stale || q.filesize > MAILDIR_QUOTA_RECALC_SIZE)) {
-        if (maildir_quota_recalc(dir, q.maxsize, q.maxcount, &q) < 0)
-          die_abort(111, "recompute maildirsize in ", dir, 1);
-        r = 2;
-      }
-    }
-    if (haveq && !maildir_quota_fits(&q, total, 1)) {
-      /* Over: the file may miss deletions by a reader; recompute if it is old. */
-      if (r != 2 && q.mtime + MAILDIR_QUOTA_RECALC_AGE < time(0)) {
-        if (maildir_quota_recalc(dir, q.maxsize, q.maxcount, &q) < 0)
-          die_abort(111, "recompute maildirsize in ", dir, 1);
-      }
-      if (!maildir_quota_fits(&q, total, 1)) {
-        record_usage();
-        errno = EDQUOT;
-        die_abort(quotabounce ? 100 : 111, "over quota: Maildir ", dir, 0);
-      }
-    }
-  }
+  haveq = check_quota(qsource, qsize, qcount, quotabounce, &q);
 
   if (maildir_tmp_commit(&t, total, 1, &newname) < 0)
     strerr_diefu2sys(111, "deliver into Maildir ", dir);

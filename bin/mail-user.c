@@ -1,6 +1,6 @@
 /* mail-user: administer accounts (doc/mail-user.8).
- * mail-user add ADDRESS [--quota BYTES] | del [--force] [--purge] ADDRESS | passwd ADDRESS | quota ADDRESS BYTES |
- *           list [DOMAIN] | rebuild
+ * mail-user add ADDRESS [--quota BYTES] | del [--force] [--purge] ADDRESS | passwd ADDRESS |
+ *           quota ADDRESS BYTES | list [DOMAIN] | rebuild
  * Passwords are read from stdin (one line), never from the command line. */
 #include <errno.h>
 #include <stdint.h>
@@ -20,6 +20,7 @@
 
 #include "accounts.h"
 #include "instance.h"
+#include "quotastate.h"
 #include "addr.h"
 #include "control.h"
 #include "passwd.h"
@@ -398,6 +399,8 @@ static void do_del(char const *addr, int force, int purge)
     }
   }
   accounts_replace_save(ACCT_USERS, text.s, text.len, key.s, key.len, 0, 0);
+  if (!quotastate_remove(0, key.s, key.len))
+    strerr_warnwu2sys("remove the quota record of ", key.s);
   retire_maildir(md.s, purge);
   close(lock);
 }

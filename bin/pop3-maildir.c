@@ -30,6 +30,7 @@
 #include "maildir.h"
 #include "pop3.h"
 #include "pop3io.h"
+#include "quotastate.h"
 
 char const *PROG = "pop3-maildir";
 #define USAGE "pop3-maildir [-t timeout] [-m maxmessages]"
@@ -588,6 +589,12 @@ static int update(void)
   /* Maildir++ quota: what was removed leaves the maildirsize totals (if the file exists). */
   if (qcount && maildir_quota_add(".", -(int64_t)qsize, -(int64_t)qcount) < 0)
     strerr_warnwu1sys("update maildirsize");
+  /* and the quota record smtp-receive reads at RCPT (lib/quotastate), from those totals */
+  if (qcount) {
+    char const *u = getenv("USER");
+    if (u && *u && !quotastate_sync(0, u, strlen(u), "."))
+      strerr_warnwu2sys("update the quota record of ", u);
+  }
   return ok;
 }
 
@@ -658,7 +665,8 @@ int main(int argc, char const *const *argv)
   }
   if (!pop3io_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the session fds");
   x = getenv("POP3_INPUT");
-  if (x && !pop3io_preload_hex(x)) strerr_dief1x(100, "POP3_INPUT is not the hex of at most 1024 bytes");
+  if (x && !pop3io_preload_hex(x))
+    strerr_dief1x(100, "POP3_INPUT is not the hex of at most 1024 bytes");
 
   home = getenv("HOME");
   if (!home || home[0] != '/') {

@@ -16,9 +16,7 @@
 #include <unistd.h>
 #include <skalibs/allreadwrite.h>
 #include <skalibs/djbunix.h>
-#include <skalibs/exec.h>
 #include <skalibs/gccattributes.h>
-#include <skalibs/iopause.h>
 #include <skalibs/sgetopt.h>
 #include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
@@ -29,6 +27,8 @@
 #include "pop3.h"
 #include "pop3io.h"
 #include "sasl.h"
+#include "spawn.h"
+#include "timedio.h"
 #include "ucspitls.h"
 
 char const *PROG = "pop3-serve";
@@ -99,14 +99,8 @@ static int wait_notify(int fd)
   tain_now_g();
   tain_addsec_g(&deadline, AUTH_WAIT);
   for (;;) {
-    iopause_fd x = {.fd = fd, .events = IOPAUSE_READ, .revents = 0};
     ssize_t r;
-    int p = iopause_g(&x, 1, &deadline);
-    if (p < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (!p) return -1;
+    if (timedio_wait(fd, 0, &deadline) < 0) return -1;
     r = read(fd, &c, 1);
     if (r < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
@@ -183,29 +177,37 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   }
   if (!pop3io_flush()) die_io();
   if (pipecoe(cp) < 0 || pipecoe(np) < 0) strerr_diefu1sys(111, "create pipes");
-  pid = fork();
-  if (pid < 0) strerr_diefu1sys(111, "fork");
-  if (!pid) {
-    char fmt[UINT_FMT];
+  {
+    /* The post-login program: the credentials on fd 3, the notification pipe on fd 4
+     * (POP3_NOTIFYFD), the pipelined rest of the input in POP3_INPUT, hex-encoded so that
+     * every byte, a NUL too, crosses the exec. */
+    static char input[sizeof "POP3_INPUT=" + 2 * POP3IO_IBUF];
+    char const *mods[2] = {"POP3_NOTIFYFD=4", "POP3_INPUT"};
+    char const *envp[SPAWN_ENVMAX];
     char const *rest;
-    size_t restlen = pop3io_pending(&rest);
-    int n = fcntl(np[1], F_DUPFD, 4);
-    if (n < 0) strerr_diefu1sys(111, "dup");
-    if (fd_move(3, cp[0]) < 0 || uncoe(3) < 0) strerr_diefu1sys(111, "move fd 3");
-    fmt[uint_fmt(fmt, (unsigned int)n)] = 0;
-    if (setenv("POP3_NOTIFYFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
-    if (restlen) {
-      /* The pipelined rest of the input goes to the mailbox process, hex-encoded: every byte,
-       * a NUL too, crosses the exec. */
-      char buf[2 * POP3IO_IBUF + 1];
-      pop3io_pending_hex(buf);
-      if (setenv("POP3_INPUT", buf, 1) < 0) strerr_diefu1sys(111, "setenv");
-    } else
-      unsetenv("POP3_INPUT");
-    xexec(progargv);
+    spawn_fd map[2];
+    map[0].child = 3;
+    map[0].parent = cp[0];
+    map[1].child = 4;
+    map[1].parent = np[1];
+    if (pop3io_pending(&rest)) {
+      memcpy(input, "POP3_INPUT=", 11);
+      pop3io_pending_hex(input + 11);
+      mods[1] = input;
+    }
+    if (spawn_env(envp, SPAWN_ENVMAX, mods, 2) < 0) strerr_diefu1sys(111, "make the environment");
+    pid = spawn(progargv, envp, map, 2);
   }
   fd_close(cp[0]);
   fd_close(np[1]);
+  if (pid < 0) {
+    strerr_warnwu2sys("run ", progargv[0]);
+    memset(creds, 0, sizeof creds);
+    fd_close(cp[1]);
+    fd_close(np[0]);
+    put("-ERR [SYS/TEMP] unable to check the password, try later\r\n");
+    return;
+  }
   r = fd_write(cp[1], creds, credlen) == (ssize_t)credlen;
   memset(creds, 0, sizeof creds);
   fd_close(cp[1]);

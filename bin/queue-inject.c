@@ -51,6 +51,95 @@ static unsigned long getlimit(char const *name, unsigned long def)
   return u;
 }
 
+/* the message, in memory up to SPILL bytes, else in an anonymous file in queue/tmp (*spill) */
+static uint64_t read_message(char const *qdir, unsigned long databytes, stralloc *msg, int *spill)
+{
+  char buf[CHUNK];
+  uint64_t msglen = 0;
+  for (;;) {
+    ssize_t r = read(0, buf, sizeof buf);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      strerr_diefu1sys(QX_READ, "read the message");
+    }
+    if (!r) break;
+    msglen += (uint64_t)r;
+    if (msglen > databytes) {
+      char fmt[UINT64_FMT];
+      fmt[uint64_fmt(fmt, databytes)] = 0;
+      strerr_dief3x(QX_REFUSED, "message refused: larger than databytes (", fmt, " bytes)");
+    }
+    if (*spill < 0 && msg->len + (size_t)r > SPILL) {
+      /* too big for memory: move what we have into an anonymous file in queue/tmp */
+      unsigned int tries;
+      for (tries = 0; *spill < 0 && tries < 16; tries++) {
+        stralloc p = STRALLOC_ZERO;
+        char num[UINT64_FMT];
+        num[uint64_fmt(num, (uint64_t)getpid() * 100 + tries)] = 0;
+        if (!stralloc_cats(&p, qdir) || !stralloc_cats(&p, "/tmp/spill.") ||
+            !stralloc_cats(&p, num) || !stralloc_0(&p))
+          die(QX_NOMEM, "out of memory");
+        *spill = open(p.s, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (*spill < 0 && errno == ENOENT && queue_init(qdir))
+          *spill = open(p.s, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (*spill >= 0) unlink(p.s);
+        else if (errno != EEXIST) strerr_diefu2sys(QX_QUEUEDIR, "create ", p.s);
+        stralloc_free(&p);
+      }
+      if (*spill < 0) strerr_diefu1sys(QX_QUEUEDIR, "create a spill file");
+      if (allwrite(*spill, msg->s, msg->len) != msg->len) strerr_diefu1sys(QX_WRITE, "write a spill file");
+      stralloc_free(msg);
+    }
+    if (*spill >= 0) {
+      if (allwrite(*spill, buf, (size_t)r) != (size_t)r) strerr_diefu1sys(QX_WRITE, "write a spill file");
+    } else if (!stralloc_catb(msg, buf, (size_t)r))
+      die(QX_NOMEM, "out of memory");
+  }
+  return msglen;
+}
+
+/* the envelope: read up to its final NUL, checking records as they complete */
+static void read_envelope(stralloc *envsa, unsigned long addrmax, unsigned long rcptmax)
+{
+  char buf[CHUNK];
+  {
+    size_t pos = 0, nrcpt = 0;
+    size_t envmax = (rcptmax + 1) * (addrmax + 2) + 1;
+    int done = 0;
+    while (!done) {
+      ssize_t r = read(1, buf, sizeof buf);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        strerr_diefu1sys(QX_READ, "read the envelope");
+      }
+      if (!r) die(QX_ENVELOPE, "envelope format error: truncated envelope");
+      if (!stralloc_catb(envsa, buf, (size_t)r)) die(QX_NOMEM, "out of memory");
+      for (;;) {
+        char const *z;
+        if (pos >= envsa->len) break;
+        if (pos && envsa->s[pos] == 0) {
+          if (pos + 1 != envsa->len) die(QX_ENVELOPE, "envelope format error: junk after the end");
+          done = 1;
+          break;
+        }
+        if (envsa->s[pos] != (pos ? 'T' : 'F'))
+          die(QX_ENVELOPE, pos ? "envelope format error: expected a T record"
+                               : "envelope format error: no F record");
+        z = memchr(envsa->s + pos, 0, envsa->len - pos);
+        if (!z) {
+          if (envsa->len - pos > addrmax + 1) die(QX_ADDRLONG, "address too long");
+          break;
+        }
+        if ((size_t)(z - envsa->s) - pos - 1 > addrmax) die(QX_ADDRLONG, "address too long");
+        if (pos) nrcpt++;
+        if (nrcpt > rcptmax) die(QX_REFUSED, "message refused: too many recipients");
+        pos = (size_t)(z - envsa->s) + 1;
+      }
+      if (envsa->len > envmax && !done) die(QX_ENVELOPE, "envelope format error: too long");
+    }
+  }
+}
+
 int main(int argc, char const *const *argv)
 {
   stralloc qdir = STRALLOC_ZERO, msg = STRALLOC_ZERO, env = STRALLOC_ZERO, id = STRALLOC_ZERO;
@@ -59,7 +148,6 @@ int main(int argc, char const *const *argv)
   unsigned long databytes, addrmax, rcptmax, timeout;
   uint64_t msglen = 0;
   int spill = -1, code;
-  char buf[CHUNK];
   (void)argv;
   if (argc > 1) strerr_dieusage(100, USAGE);
   if (sig_altignore(SIGPIPE) < 0) strerr_diefu1sys(QX_BUG, "ignore SIGPIPE");
@@ -94,84 +182,8 @@ int main(int argc, char const *const *argv)
     }
   }
 
-  /* the message */
-  for (;;) {
-    ssize_t r = read(0, buf, sizeof buf);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      strerr_diefu1sys(QX_READ, "read the message");
-    }
-    if (!r) break;
-    msglen += (uint64_t)r;
-    if (msglen > databytes) {
-      char fmt[UINT64_FMT];
-      fmt[uint64_fmt(fmt, databytes)] = 0;
-      strerr_dief3x(QX_REFUSED, "message refused: larger than databytes (", fmt, " bytes)");
-    }
-    if (spill < 0 && msg.len + (size_t)r > SPILL) {
-      /* too big for memory: move what we have into an anonymous file in queue/tmp */
-      unsigned int tries;
-      for (tries = 0; spill < 0 && tries < 16; tries++) {
-        stralloc p = STRALLOC_ZERO;
-        char num[UINT64_FMT];
-        num[uint64_fmt(num, (uint64_t)getpid() * 100 + tries)] = 0;
-        if (!stralloc_cats(&p, qdir.s) || !stralloc_cats(&p, "/tmp/spill.") ||
-            !stralloc_cats(&p, num) || !stralloc_0(&p))
-          die(QX_NOMEM, "out of memory");
-        spill = open(p.s, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (spill < 0 && errno == ENOENT && queue_init(qdir.s))
-          spill = open(p.s, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (spill >= 0) unlink(p.s);
-        else if (errno != EEXIST) strerr_diefu2sys(QX_QUEUEDIR, "create ", p.s);
-        stralloc_free(&p);
-      }
-      if (spill < 0) strerr_diefu1sys(QX_QUEUEDIR, "create a spill file");
-      if (allwrite(spill, msg.s, msg.len) != msg.len) strerr_diefu1sys(QX_WRITE, "write a spill file");
-      stralloc_free(&msg);
-    }
-    if (spill >= 0) {
-      if (allwrite(spill, buf, (size_t)r) != (size_t)r) strerr_diefu1sys(QX_WRITE, "write a spill file");
-    } else if (!stralloc_catb(&msg, buf, (size_t)r))
-      die(QX_NOMEM, "out of memory");
-  }
-
-  /* the envelope: read up to its final NUL, checking records as they complete */
-  {
-    size_t pos = 0, nrcpt = 0;
-    size_t envmax = (rcptmax + 1) * (addrmax + 2) + 1;
-    int done = 0;
-    while (!done) {
-      ssize_t r = read(1, buf, sizeof buf);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        strerr_diefu1sys(QX_READ, "read the envelope");
-      }
-      if (!r) die(QX_ENVELOPE, "envelope format error: truncated envelope");
-      if (!stralloc_catb(&env, buf, (size_t)r)) die(QX_NOMEM, "out of memory");
-      for (;;) {
-        char const *z;
-        if (pos >= env.len) break;
-        if (pos && env.s[pos] == 0) {
-          if (pos + 1 != env.len) die(QX_ENVELOPE, "envelope format error: junk after the end");
-          done = 1;
-          break;
-        }
-        if (env.s[pos] != (pos ? 'T' : 'F'))
-          die(QX_ENVELOPE, pos ? "envelope format error: expected a T record"
-                               : "envelope format error: no F record");
-        z = memchr(env.s + pos, 0, env.len - pos);
-        if (!z) {
-          if (env.len - pos > addrmax + 1) die(QX_ADDRLONG, "address too long");
-          break;
-        }
-        if ((size_t)(z - env.s) - pos - 1 > addrmax) die(QX_ADDRLONG, "address too long");
-        if (pos) nrcpt++;
-        if (nrcpt > rcptmax) die(QX_REFUSED, "message refused: too many recipients");
-        pos = (size_t)(z - env.s) + 1;
-      }
-      if (env.len > envmax && !done) die(QX_ENVELOPE, "envelope format error: too long");
-    }
-  }
+  msglen = read_message(qdir.s, databytes, &msg, &spill);
+  read_envelope(&env, addrmax, rcptmax);
   {
     queue_env e;
     code = queue_env_parse(env.s, env.len, addrmax, rcptmax, &e);

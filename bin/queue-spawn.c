@@ -6,10 +6,12 @@
  * has the record format): fork, set the delivery uid (deliver-maildir) or the remote uid
  * (smtp-send), exec with the message and the report pipe queue-run sent (SCM_RIGHTS), and
  * report each child's wait status back. It reads no file of the queue, no mailbox, no
- * control file. Signals TERM, INT, HUP, ALRM go to queue-run; when queue-run exits,
+ * control file. A child is started with vfork (the spawner is small, but a fork still copies
+ * its page tables) and sets its uid before it execs. Signals TERM, INT, HUP, ALRM go to
+ * queue-run; when queue-run exits,
  * queue-spawn exits with its code. Not root: no uid changes, everything runs as the caller.
  */
-#define _DEFAULT_SOURCE /* setgroups, getgrouplist */
+#define _GNU_SOURCE /* setgroups, getgrouplist, execvpe */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -31,6 +33,7 @@
 #include <skalibs/types.h>
 
 #include "qspawn.h"
+#include "spawn.h"
 
 char const *PROG = "queue-spawn";
 #define USAGE "queue-spawn [ -q queueuser ] [ -l deliveryuser ] [ -r remoteuser ] prog..."
@@ -98,30 +101,25 @@ static void fdwrite(int fd, char const *a, char const *b, char const *c)
     return;
 }
 
-/* the child of a start request: never returns */
-static void child(qspawn_req const *r, char const *prog)
+/* the child of a start request (a vfork child: it shares our memory, so it only changes
+ * its own descriptors, signal mask and credentials, and execs or _exits): never returns */
+static void child(qspawn_req const *r, char const *prog, char const *const *envp)
 {
   int out = r->kind == QSPAWN_LOCAL ? 2 : 1;
-  unsigned int i;
-  selfpipe_finish();
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, 0);
   if (fd_move(0, r->fd[0]) < 0 || fd_move(out, r->fd[1]) < 0) _exit(111);
   if (out == 2) {
     int nul = open("/dev/null", O_WRONLY);
     if (nul < 0 || fd_move(1, nul) < 0) _exit(111);
-  }
-  for (i = 0; r->env[i]; i++) {
-    char const *e = r->env[i], *eq = strchr(e, '=');
-    if (!eq) continue;
-    if (!((eq - e == 6 && !memcmp(e, "SENDER", 6)) || (eq - e == 9 && !memcmp(e, "RECIPIENT", 9))))
-      continue; /* only the delivery's own variables */
-    if (setenv(eq - e == 6 ? "SENDER" : "RECIPIENT", eq + 1, 1) < 0) _exit(111);
   }
   if (become(r->kind == QSPAWN_LOCAL ? &aslocal : &asremote) < 0) {
     fdwrite(out, "unable to set the uid for ", prog, ": ");
     fdwrite(out, strerror(errno), "\n", "");
     _exit(111);
   }
-  execvp(prog, (char *const *)r->argv);
+  execvpe(prog, (char *const *)r->argv, (char *const *)envp);
   fdwrite(out, "unable to run ", prog, ": ");
   fdwrite(out, strerror(errno), "\n", "");
   _exit(111);
@@ -129,6 +127,7 @@ static void child(qspawn_req const *r, char const *prog)
 
 static void serve(int sock, qspawn_req *r)
 {
+  static char const *envp[SPAWN_ENVMAX + 1];
   char const *prog;
   pid_t pid;
   unsigned int i;
@@ -152,8 +151,16 @@ static void serve(int sock, qspawn_req *r)
     kids = n;
     kidcap = c;
   }
-  pid = fork();
-  if (!pid) child(r, prog);
+  { /* the environment: ours, with the delivery's own SENDER and RECIPIENT, nothing else */
+    char const *mods[2];
+    unsigned int n = 0, i;
+    for (i = 0; r->env[i]; i++)
+      if ((!strncmp(r->env[i], "SENDER=", 7) || !strncmp(r->env[i], "RECIPIENT=", 10)) && n < 2)
+        mods[n++] = r->env[i];
+    if (spawn_env(envp, SPAWN_ENVMAX + 1, mods, n) < 0) envp[0] = 0;
+  }
+  pid = vfork();
+  if (!pid) child(r, prog, envp);
   if (pid < 0) fdwrite(r->fd[1], "unable to fork ", prog, "\n");
   close(r->fd[0]);
   close(r->fd[1]);

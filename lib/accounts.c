@@ -704,7 +704,8 @@ static int target(struct graph_s *g, stralloc const *f, stralloc const *b, unsig
   if (exact(g, f->s, f->len, depth, &res)) return res;
   if (b->len && exact(g, b->s, b->len, depth, &res)) return res;
   if (accounts_find(ACCT_ALIASES, g->t->aliases, g->t->alen, f->s + at, f->len - at, &r)) {
-    if (in_chain(g, f->s + at, f->len - at)) return report(g, f->s + at, f->len - at, ACCT_GRAPH_LOOP);
+    if (in_chain(g, f->s + at, f->len - at))
+      return report(g, f->s + at, f->len - at, ACCT_GRAPH_LOOP);
     return expand_key(g, f->s + at, f->len - at, &r, depth);
   }
   return ACCT_GRAPH_OK; /* a local address that does not exist: a bounce, not a loop */

@@ -4,7 +4,8 @@
  * cdbw_add adds records, cdbw_finish writes the cdb, fsyncs it, renames it over path and fsyncs
  * the directory: a reader sees the old database or the new one, never half of one.
  * cdbw_abort removes the temporary file and leaves the old database in place.
- * This module and lib/lookup are the only ones that use tinycdb (NEVERS in tests/test_nevers.py).
+ * This module and lib/cdbfile (read by lib/lookup and lib/authdb) are the only ones that use
+ * tinycdb (NEVERS in tests/test_nevers.py).
  */
 #ifndef PILLARBOX_CDBMAKE_H
 #define PILLARBOX_CDBMAKE_H

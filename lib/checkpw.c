@@ -10,10 +10,31 @@
 
 #include <skalibs/djbunix.h>
 
+#include <skalibs/stralloc.h>
+
+#include "authclient.h"
 #include "checkpw.h"
 #include "sasl.h"
 
 extern char **environ;
+
+/* In-process: ask the auth service directly (no exec). */
+static int ask(char const *user, size_t userlen, char const *pass, size_t passlen)
+{
+  stralloc path = STRALLOC_ZERO, address = STRALLOC_ZERO, maildir = STRALLOC_ZERO;
+  int r;
+  if (!userlen || memchr(user, 0, userlen) || memchr(pass, 0, passlen)) return CHECKPW_BAD;
+  if (!authclient_path(&path)) return CHECKPW_TEMP;
+  r = authclient_ask(path.s, user, userlen, pass, passlen, &address, &maildir);
+  stralloc_free(&path);
+  stralloc_free(&address);
+  stralloc_free(&maildir);
+  switch (r) {
+    case AUTHCLIENT_OK: return CHECKPW_OK;
+    case AUTHCLIENT_BAD: return CHECKPW_BAD;
+    default: return CHECKPW_TEMP;
+  }
+}
 
 int checkpw(char const *user, size_t userlen, char const *pass, size_t passlen)
 {
@@ -25,7 +46,10 @@ int checkpw(char const *user, size_t userlen, char const *pass, size_t passlen)
   pid_t pid;
   time_t deadline;
   if (!n) return CHECKPW_BAD;
-  if (!prog || !*prog) prog = "auth-check";
+  if (!prog || !*prog) {
+    memset(buf, 0, sizeof buf);
+    return ask(user, userlen, pass, passlen);
+  }
   argv[0] = prog;
   argv[1] = "true";
   argv[2] = 0;

@@ -1,9 +1,11 @@
-/* checkpw: asking auth-check (the checkpassword interface) whether a login is good.
+/* checkpw: asking whether a login is good, for protocol programs (SMTP AUTH).
  *
- * Protocol programs never see password hashes: they run `auth-check true` with
- * "user\0password\0\0" on fd 3 and look at the exit code. auth-check is found by PATH, or
- * named by $AUTH_CHECK (a program path). The wait is bounded (CHECKPW_TIMEOUT seconds; the
- * child is then killed and the result is temporary).
+ * Protocol programs never see password hashes. By default checkpw asks the auth service
+ * in-process (lib/authclient: MAILROOT/run/auth/socket, or `auth-serve -i` when there is no
+ * socket file), the same question auth-check asks, without an exec. When $AUTH_CHECK names a
+ * checkpassword program, it runs `$AUTH_CHECK true` with "user\0password\0\0" on fd 3 and
+ * looks at the exit code instead. The wait is bounded (the auth client's 25 s; for a program,
+ * CHECKPW_TIMEOUT seconds, then the child is killed). Trouble of any kind is CHECKPW_TEMP.
  */
 #ifndef PILLARBOX_CHECKPW_H
 #define PILLARBOX_CHECKPW_H

@@ -2,148 +2,38 @@
  *   domains.cdb  key: folded domain            value: empty
  *   users.cdb    key: folded address           value: maildir \0 quota \0
  *                (before passwd.cdb existed: hash \0 maildir \0 quota \0, still read)
- *   passwd.cdb   key: folded address           value: hash (no NUL; mode 0600)
+ *   passwd.cdb   key: folded address           value: hash (no NUL; mode 0600): read by
+ *                lib/authdb.c only
  *   aliases.cdb  key: folded address or "@dom" value: target \0 target \0 ...
  * Uses tinycdb (<cdb.h>) and never includes <skalibs/cdb.h>. */
 #include <errno.h>
 #include <stdint.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cdb.h>
 
 #include <skalibs/stralloc.h>
 #include <skalibs/types.h>
 #include <skalibs/uint64.h>
 
 #include "addr.h"
+#include "cdbfile.h"
 #include "control.h"
 #include "lookup.h"
 
-struct db {
-  char const *rel;
-  int open; /* 1: c is valid; 2: the file is missing (empty database); 3: the file is there
-              * but this process may not read it (EACCES; treated as empty) */
-  int fd;
-  struct cdb c;
-  dev_t dev;
-  ino_t ino;
-  struct timespec mtime;
-  struct timespec ctime; /* a chmod or chgrp changes only this (matters for open == 3) */
-  off_t size;
-};
-
-#define NDBS 4
-static struct db dbs[NDBS] = {{"control/domains.cdb", 0, -1, {0}, 0, 0, {0, 0}, {0, 0}, 0},
-                              {"control/users.cdb", 0, -1, {0}, 0, 0, {0, 0}, {0, 0}, 0},
-                              {"control/aliases.cdb", 0, -1, {0}, 0, 0, {0, 0}, {0, 0}, 0},
-                              {"control/passwd.cdb", 0, -1, {0}, 0, 0, {0, 0}, {0, 0}, 0}};
+static cdbfile dbs[3] = {CDBFILE_INIT("control/domains.cdb"), CDBFILE_INIT("control/users.cdb"),
+                         CDBFILE_INIT("control/aliases.cdb")};
 #define DB_DOMAINS (&dbs[0])
 #define DB_USERS (&dbs[1])
 #define DB_ALIASES (&dbs[2])
-#define DB_PASSWD (&dbs[3])
-
-static void db_drop(struct db *d)
-{
-  if (d->open == 1) {
-    cdb_free(&d->c);
-    close(d->fd);
-  }
-  d->fd = -1;
-  d->open = 0;
-}
 
 void lookup_close(void)
 {
   unsigned int i;
-  for (i = 0; i < NDBS; i++) db_drop(&dbs[i]);
-}
-
-/* Makes sure d reflects the file on disk now (reopened when it was replaced). 1 ok, 0 error. */
-static int db_fresh(struct db *d)
-{
-  stralloc p = STRALLOC_ZERO;
-  struct stat st;
-  int fd;
-  if (!mailroot_path(&p, d->rel)) return 0;
-  if (stat(p.s, &st) < 0) {
-    int e = errno;
-    stralloc_free(&p);
-    if (e != ENOENT) {
-      errno = e;
-      return 0;
-    }
-    db_drop(d);
-    d->open = 2;
-    return 1;
-  }
-  if ((d->open == 1 || d->open == 3) && st.st_dev == d->dev && st.st_ino == d->ino && st.st_size == d->size &&
-      st.st_mtim.tv_sec == d->mtime.tv_sec && st.st_mtim.tv_nsec == d->mtime.tv_nsec &&
-      st.st_ctim.tv_sec == d->ctime.tv_sec && st.st_ctim.tv_nsec == d->ctime.tv_nsec) {
-    stralloc_free(&p);
-    return 1;
-  }
-  db_drop(d);
-  fd = open(p.s, O_RDONLY | O_CLOEXEC);
-  stralloc_free(&p);
-  if (fd < 0) {
-    if (errno == ENOENT) {
-      d->open = 2;
-      return 1;
-    }
-    if (errno == EACCES) { /* remembered until the file changes: no open() per lookup */
-      d->open = 3;
-      d->dev = st.st_dev;
-      d->ino = st.st_ino;
-      d->size = st.st_size;
-      d->mtime = st.st_mtim;
-      d->ctime = st.st_ctim;
-      return 1;
-    }
-    return 0;
-  }
-  if (fstat(fd, &st) < 0 || cdb_init(&d->c, fd) < 0) {
-    int e = errno;
-    close(fd);
-    errno = e ? e : EPROTO;
-    return 0;
-  }
-  d->fd = fd;
-  d->open = 1;
-  d->dev = st.st_dev;
-  d->ino = st.st_ino;
-  d->size = st.st_size;
-  d->mtime = st.st_mtim;
-  d->ctime = st.st_ctim;
-  return 1;
+  for (i = 0; i < 3; i++) cdbfile_drop(&dbs[i]);
 }
 
 static int fresh_all(void)
 {
-  return db_fresh(DB_DOMAINS) && db_fresh(DB_USERS) && db_fresh(DB_ALIASES);
-}
-
-/* 1 found (value in *v, *vn; points into the mapping), 0 not, -1 error. */
-static int db_get(struct db *d, char const *k, size_t kn, char const **v, size_t *vn)
-{
-  int r;
-  if (d->open != 1) return 0;
-  if (kn > 0xffffffffUL) return 0;
-  r = cdb_find(&d->c, k, (unsigned)kn);
-  if (r < 0) {
-    errno = EPROTO;
-    return -1;
-  }
-  if (!r) return 0;
-  *v = (char const *)cdb_get(&d->c, cdb_datalen(&d->c), cdb_datapos(&d->c));
-  if (!*v) {
-    errno = EPROTO;
-    return -1;
-  }
-  *vn = cdb_datalen(&d->c);
-  return 1;
+  return cdbfile_fresh(DB_DOMAINS) && cdbfile_fresh(DB_USERS) && cdbfile_fresh(DB_ALIASES);
 }
 
 static int fold_into(char const *s, size_t n, char *buf)
@@ -160,12 +50,12 @@ static int is_local(char const *dom, size_t n)
   size_t vn;
   if (!n || n > ADDR_DOMAIN_MAX) return 0;
   fold_into(dom, n, buf);
-  return db_get(DB_DOMAINS, buf, n, &v, &vn);
+  return cdbfile_get(DB_DOMAINS, buf, n, &v, &vn);
 }
 
 int lookup_is_local_domain(char const *dom, size_t len)
 {
-  if (!db_fresh(DB_DOMAINS)) return -1;
+  if (!cdbfile_fresh(DB_DOMAINS)) return -1;
   return is_local(dom, len);
 }
 
@@ -184,7 +74,7 @@ static int account_get(char const *key, size_t kn, account *a, char const **lega
 {
   char const *v;
   size_t vn, m, i, nuls = 0;
-  int r = db_get(DB_USERS, key, kn, &v, &vn);
+  int r = cdbfile_get(DB_USERS, key, kn, &v, &vn);
   if (r <= 0) return r;
   if (!a) return 1;
   for (i = 0; i < vn; i++)
@@ -239,61 +129,39 @@ static size_t plus(char const *k, size_t at)
   return at;
 }
 
-/* Fills a->hash for the account a->address from passwd.cdb, if this process may read it.
- * legacy: the hash of an old users.cdb record, used only while there is no passwd.cdb. */
-static int fill_hash(account *a, char const *legacy, size_t legacyn)
-{
-  char const *v;
-  size_t vn;
-  int r;
-  if (!db_fresh(DB_PASSWD)) return -1;
-  if (DB_PASSWD->open == 2 && legacy) {
-    v = legacy;
-    vn = legacyn;
-  } else {
-    r = db_get(DB_PASSWD, a->address.s, a->address.len - 1, &v, &vn);
-    if (r < 0) return -1;
-    if (!r) return 1; /* no hash: login disabled */
-    if (memchr(v, 0, vn)) {
-      errno = EPROTO;
-      return -1;
-    }
-  }
-  a->hash.len = 0;
-  if (!stralloc_catb(&a->hash, v, vn) || !stralloc_0(&a->hash)) return -1;
-  return 1;
-}
-
-static int account_find(char const *addr, size_t len, account *a, int wanthash)
+/* Finds the account; *legacy (if given) points to the hash of an old-format users.cdb record,
+ * or is 0. */
+static int account_find(char const *addr, size_t len, account *a, char const **legacy,
+                        size_t *legacyn)
 {
   char key[ADDR_PATH_MAX + 1] = {0};
-  char const *legacy = 0;
-  size_t legacyn = 0, at, p;
+  size_t at, p;
   int r;
   if (len > ADDR_PATH_MAX) return 0;
-  if (!db_fresh(DB_USERS)) return -1;
+  if (!cdbfile_fresh(DB_USERS)) return -1;
   fold_into(addr, len, key);
-  r = account_get(key, len, a, &legacy, &legacyn);
+  r = account_get(key, len, a, legacy, legacyn);
   if (!r) {
     if (!split(key, len, &at)) return 0;
     p = plus(key, at);
     if (p == at || p == 0) return 0;
     memmove(key + p, key + at, len - at);
-    r = account_get(key, p + len - at, a, &legacy, &legacyn);
+    r = account_get(key, p + len - at, a, legacy, legacyn);
   }
-  if (r <= 0 || !wanthash || !a) return r;
-  /* legacy points into the users.cdb mapping, which fill_hash does not touch */
-  return fill_hash(a, legacy, legacyn);
+  return r;
 }
 
-int lookup_account(char const *addr, size_t len, account *a)
+int lookup_account_legacy(char const *addr, size_t len, account *a, char const **legacy,
+                          size_t *legacyn)
 {
-  return account_find(addr, len, a, 1);
+  *legacy = 0;
+  *legacyn = 0;
+  return account_find(addr, len, a, legacy, legacyn);
 }
 
 int lookup_account_nohash(char const *addr, size_t len, account *a)
 {
-  return account_find(addr, len, a, 0);
+  return account_find(addr, len, a, 0, 0);
 }
 
 /* The expansion state of one lookup_resolve call. */
@@ -384,7 +252,7 @@ static int resolve_exact(struct rs *st, char const *k, size_t kn, unsigned int d
     if (r < 0) return LOOKUP_ETEMP;
     return r ? emit_local(st, k, kn) : LOOKUP_ELOOP;
   }
-  r = db_get(DB_ALIASES, k, kn, &v, &vn);
+  r = cdbfile_get(DB_ALIASES, k, kn, &v, &vn);
   if (r < 0) return LOOKUP_ETEMP;
   if (r) return expand(st, k, kn, v, vn, depth);
   r = account_get(k, kn, 0, 0, 0);
@@ -426,7 +294,7 @@ static int resolve(struct rs *st, char const *addr, size_t len, unsigned int dep
     if (r != LOOKUP_UNKNOWN) return r;
   }
   /* 3. catch-all "@domain" */
-  r = db_get(DB_ALIASES, key + at, len - at, &v, &vn);
+  r = cdbfile_get(DB_ALIASES, key + at, len - at, &v, &vn);
   if (r < 0) return LOOKUP_ETEMP;
   if (r) {
     if (in_chain(st, key + at, len - at)) return LOOKUP_ELOOP;

@@ -1,15 +1,16 @@
 /* lookup: who a recipient is. The one place where addresses meet accounts, aliases and domains.
  *
- * Reads MAILROOT/control/{domains,users,aliases}.cdb (tinycdb), and control/passwd.cdb (the
- * password hashes, mode 0600) only for lookup_account, only when this process may read it. Keys are lower-cased addresses
+ * Reads MAILROOT/control/{domains,users,aliases}.cdb (tinycdb, through lib/cdbfile); never
+ * control/passwd.cdb (the password hashes: lib/authdb, linked by auth-serve alone). Keys are
+ * lower-cased addresses
  * (domains and local parts are case-insensitive here). Order for an address a@d:
  *   1. exact alias or account for a@d,
  *   2. for "u+tag@d", alias or account for u@d,
  *   3. catch-all alias "@d".
  * Alias expansion is recursive, bounded in depth (LOOKUP_DEPTH_MAX) and in the number of
  * targets (LOOKUP_TARGETS_MAX); a loop is reported, never followed.
- * tinycdb (<cdb.h>) is used here and in lib/cdbmake only (the list: NEVERS in
- * tests/test_nevers.py, checked with nm); no file includes <skalibs/cdb.h>.
+ * tinycdb (<cdb.h>) is read through lib/cdbfile and written by lib/cdbmake only (the list:
+ * NEVERS in tests/test_nevers.py, checked with nm); no file includes <skalibs/cdb.h>.
  */
 #ifndef PILLARBOX_LOOKUP_H
 #define PILLARBOX_LOOKUP_H
@@ -23,8 +24,8 @@
 typedef struct account_s account;
 struct account_s {
   stralloc address;  /* canonical account address, NUL-terminated */
-  stralloc hash;     /* crypt(3) hash, NUL-terminated ("" or "!" = login disabled; "" also
-                      * when passwd.cdb is missing or unreadable here, or not asked for) */
+  stralloc hash;     /* crypt(3) hash, NUL-terminated, filled by lib/authdb only ("" or "!" =
+                      * login disabled; "" also when passwd.cdb is missing or unreadable) */
   stralloc maildir;  /* absolute Maildir path, NUL-terminated */
   unsigned long long quota; /* bytes, 0 = none */
 };
@@ -45,15 +46,16 @@ int lookup_is_local_domain(char const *dom, size_t len);
  * "L<account address>" for a local account, "R<address>" for an outside address. */
 int lookup_resolve(char const *addr, size_t len, stralloc *targets);
 
-/* Finds the account for an address (exact or via +tag, no aliases). 1 found, 0 not, -1 error.
- * The hash comes from passwd.cdb: when this process may not read it (EACCES) or it is
- * missing, a->hash is "" and the call still succeeds (delivery needs no hash); another error
- * reading it is -1. Only auth-check needs the hash. */
-int lookup_account(char const *addr, size_t len, account *a);
-
-/* The same without the hash (a->hash is ""): passwd.cdb is never opened. For every caller
- * that does not check a password (delivery, recipient checks, the canonical address). */
+/* Finds the account for an address (exact or via +tag, no aliases) without its hash (a->hash
+ * is ""): passwd.cdb is never opened. 1 found, 0 not, -1 error. For every caller that does not
+ * check a password (delivery, recipient checks, the canonical address). */
 int lookup_account_nohash(char const *addr, size_t len, account *a);
+
+/* The same, and *legacy / *legacyn point to the hash of an old users.cdb record (from before
+ * passwd.cdb; into the mapping, valid until the next lookup call), or *legacy is 0. For
+ * lib/authdb only. */
+int lookup_account_legacy(char const *addr, size_t len, account *a, char const **legacy,
+                          size_t *legacyn);
 
 /* Drops cached database handles, so the next call reopens the (maybe rebuilt) files. */
 void lookup_close(void);

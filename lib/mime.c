@@ -453,7 +453,11 @@ static int params_parse(rp *r, params *ps)
           size_t q;
           int same = 1;
           for (q = 0; q < rp2231[i].keylen; q++)
-            if (lower((uchar)raw.s[rp2231[i].key + q]) != lower((uchar)raw.s[rp2231[j].key + q])) { same = 0; break; }
+            if (lower((uchar)raw.s[rp2231[i].key + q])
+                != lower((uchar)raw.s[rp2231[j].key + q])) {
+              same = 0;
+              break;
+            }
           if (!same) break;
         }
         if (rp2231[j].idx != next_idx) good = 0;
@@ -1465,7 +1469,10 @@ static int pdata_get(pdata *d, mime_part const *p, char const *s)
             || !stralloc_0(&d->type)) { stralloc_free(&ts); return 0; }
         if (slash) {
           d->has_sub = 1;
-          if (!stralloc_catb(&d->sub, slash + 1, ts.len - (slash + 1 - ts.s))) { stralloc_free(&ts); return 0; }
+          if (!stralloc_catb(&d->sub, slash + 1, ts.len - (slash + 1 - ts.s))) {
+            stralloc_free(&ts);
+            return 0;
+          }
         }
         if (!stralloc_0(&d->sub)) { stralloc_free(&ts); return 0; }
         d->type.len--;
@@ -1590,7 +1597,8 @@ static int bs_write(stralloc *sa, mime_msg const *m, unsigned int i, int ext, pd
             || !stralloc_catb(sa, ")", 1))
           return 0;
     if (!pdata_get(d, p, m->s)) return 0;
-    if (!stralloc_catb(sa, " ", 1) || !imap_str(sa, d->sub.s ? d->sub.s : "", d->has_ct ? d->sub.len : 0))
+    if (!stralloc_catb(sa, " ", 1)
+        || !imap_str(sa, d->sub.s ? d->sub.s : "", d->has_ct ? d->sub.len : 0))
       return 0;
     if (!ext) return 1;
     return stralloc_catb(sa, " ", 1) && params_write(sa, &d->ctp, 0) && common_write(sa, d);
@@ -2315,9 +2323,12 @@ int mime_search_text(mime_msg const *m, int text, char const *needle, size_t nle
       pdata_free(&d);
       k = cte_kind(m, p);
       raw.len = 0;
-      if (k == 2) { if (!b64_cat(&raw, m->s + p->body_off, p->body_len)) { r = -1; break; } }
-      else if (k == 3) { if (!qp_cat(&raw, m->s + p->body_off, p->body_len, 0, 0)) { r = -1; break; } }
-      else if (!stralloc_catb(&raw, m->s + p->body_off, p->body_len)) { r = -1; break; }
+      if (!(k == 2 ? b64_cat(&raw, m->s + p->body_off, p->body_len)
+            : k == 3 ? qp_cat(&raw, m->s + p->body_off, p->body_len, 0, 0)
+                     : stralloc_catb(&raw, m->s + p->body_off, p->body_len))) {
+        r = -1;
+        break;
+      }
       if (!charset_to_utf8(tmp, raw.s ? raw.s : "", raw.len, csname, csl)) { r = -1; break; }
       if (mime_find_ci(tmp->s, tmp->len, needle, nlen) >= 0) r = 1;
     }
@@ -2363,7 +2374,8 @@ static int dnum(char const *s, size_t len, size_t *i, unsigned int maxdig, long 
 {
   size_t st = *i;
   long v = 0;
-  while (*i < len && s[*i] >= '0' && s[*i] <= '9' && *i - st < maxdig) v = v * 10 + (s[(*i)++] - '0');
+  while (*i < len && s[*i] >= '0' && s[*i] <= '9' && *i - st < maxdig)
+    v = v * 10 + (s[(*i)++] - '0');
   if (*i == st) return 0;
   *n = v;
   return (int)(*i - st);

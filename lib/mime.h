@@ -54,7 +54,7 @@ struct mime_part_s {
   unsigned char depth;       /* 0 for the root */
   unsigned char flags;       /* MIME_F_* */
 };
-#define MIME_F_ISMIME 1  /* Content-* fields count (MIME-Version or Content-Type, or in a multipart) */
+#define MIME_F_ISMIME 1  /* Content-* fields count (MIME-Version, Content-Type, in a multipart) */
 #define MIME_F_TEXT 2    /* text/ (or the default text/plain) */
 #define MIME_F_DIGEST 4  /* multipart/digest: children default to message/rfc822 */
 #define MIME_F_EOH 8     /* the header ended with an empty line */

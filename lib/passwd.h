@@ -22,4 +22,9 @@ int passwd_hash(char const *pw, stralloc *out);
  * or unknown. Takes about the same time whatever the mismatch. */
 int passwd_verify(char const *pw, char const *hash);
 
+/* A hash of the kind passwd_hash makes, with a fixed salt: a setting crypt_r accepts, which
+ * never matches anything a user can type, in the same time as a real check. For unknown
+ * users, so that they answer like a wrong password. */
+char const *passwd_dummy(void);
+
 #endif

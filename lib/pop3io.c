@@ -6,9 +6,9 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <skalibs/djbunix.h>
-#include <skalibs/iopause.h>
 #include <skalibs/tai.h>
 #include "pop3io.h"
+#include "timedio.h"
 
 static int rfd = 0, wfd = 1;
 static unsigned int timeout = 600;
@@ -87,26 +87,15 @@ int pop3io_preload_hex(char const *hex)
   return pop3io_preload(tmp, n / 2);
 }
 
-/* Waits until fd is ready for reading or writing. 1 ready, 0 deadline passed, -1 error. */
+/* Waits until fd is ready for reading or writing, at most the idle timeout (lib/timedio).
+ * 1 ready, 0 deadline passed, -1 error. */
 static int waitfd(int fd, int forwrite)
 {
   tain deadline;
-  iopause_fd x;
   if (!tain_now_g()) return -1;
   tain_addsec_g(&deadline, (int)timeout);
-  for (;;) {
-    int r;
-    x.fd = fd;
-    x.events = forwrite ? IOPAUSE_WRITE : IOPAUSE_READ;
-    x.revents = 0;
-    r = iopause_g(&x, 1, &deadline);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (!r) return 0;
-    if (x.revents) return 1;
-  }
+  if (timedio_wait(fd, forwrite, &deadline) == 1) return 1;
+  return errno == ETIMEDOUT ? 0 : -1;
 }
 
 int pop3io_flush(void)

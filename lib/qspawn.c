@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -16,8 +15,7 @@
 #include <skalibs/types.h>
 
 #include "qspawn.h"
-
-extern char **environ;
+#include "spawn.h"
 
 int qspawn_init(qspawn *sp)
 {
@@ -35,59 +33,17 @@ int qspawn_init(qspawn *sp)
   return 1;
 }
 
-/* environ without the names in env, then env; NULL on allocation failure */
-static char const **envfor(char const *const *env, unsigned int nenv)
-{
-  size_t n = 0, k = 0, i;
-  char const **v;
-  while (environ[n]) n++;
-  v = malloc((n + nenv + 1) * sizeof *v);
-  if (!v) return 0;
-  for (i = 0; i < n; i++) {
-    unsigned int j;
-    for (j = 0; j < nenv; j++) {
-      size_t l = strcspn(env[j], "=");
-      if (!strncmp(environ[i], env[j], l + 1)) break;
-    }
-    if (j == nenv) v[k++] = environ[i];
-  }
-  for (i = 0; i < nenv; i++) v[k++] = env[i];
-  v[k] = 0;
-  return v;
-}
-
 static int start_direct(char kind, char const *const *argv, char const *const *env,
                         unsigned int nenv, int msgfd, int wfd, uint32_t *h)
 {
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t at;
-  sigset_t none;
-  char const **envp = envfor(env, nenv);
+  char const *envp[SPAWN_ENVMAX + 1];
+  spawn_fd map[3] = {{0, msgfd}, {kind == QSPAWN_LOCAL ? 2 : 1, wfd}, {1, SPAWN_DEVNULL}};
   pid_t pid;
-  int e;
-  if (!envp) return 0;
-  sigemptyset(&none);
-  e = posix_spawn_file_actions_init(&fa);
-  if (e) goto nofa;
-  e = posix_spawnattr_init(&at);
-  if (e) goto noat;
-  if ((e = posix_spawnattr_setsigmask(&at, &none)) ||
-      (e = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK)) ||
-      (e = posix_spawn_file_actions_adddup2(&fa, msgfd, 0)) ||
-      (e = posix_spawn_file_actions_adddup2(&fa, wfd, kind == QSPAWN_LOCAL ? 2 : 1)) ||
-      (kind == QSPAWN_LOCAL &&
-       (e = posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0))))
-    goto end;
-  e = posix_spawnp(&pid, argv[0], &fa, &at, (char *const *)argv, (char *const *)envp);
-  if (!e) *h = (uint32_t)pid;
-end:
-  posix_spawnattr_destroy(&at);
-noat:
-  posix_spawn_file_actions_destroy(&fa);
-nofa:
-  free(envp);
-  errno = e;
-  return !e;
+  if (spawn_env(envp, SPAWN_ENVMAX + 1, env, nenv) < 0) return 0;
+  pid = spawn(argv, envp, map, kind == QSPAWN_LOCAL ? 3 : 2);
+  if (pid < 0) return 0;
+  *h = (uint32_t)pid;
+  return 1;
 }
 
 static int sendrec(int fd, char const *s, size_t len, int const *fds, unsigned int nfds)

@@ -1,7 +1,7 @@
 /* qspawn: how queue-run starts a delivery (deliver-maildir, smtp-send) and learns how it
  * ended. Two ways behind one interface:
  *
- *  - direct (QUEUE_SPAWNFD unset): posix_spawnp, under queue-run's own uid; an exit is
+ *  - direct (QUEUE_SPAWNFD unset): lib/spawn (posix_spawn), under queue-run's own uid; an exit is
  *    learned from SIGCHLD and waitpid. What runs when queue-run is started by hand, by the
  *    tests, or by a service that is not root.
  *  - through queue-spawn (QUEUE_SPAWNFD=N, a SOCK_SEQPACKET socket to the root spawner, in

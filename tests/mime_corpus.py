@@ -2,7 +2,8 @@
 line ends, a few with CRLF). Each entry: (name, bytes). Used by test_mime_dovecot.py (against
 Dovecot) and as the fuzz seed corpus (fuzz/corpus/mime is written from it)."""
 
-B64_PNG = b"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+B64_PNG = (b"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJ"
+           b"RU5ErkJggg==")
 
 
 def _msgs():
@@ -24,7 +25,8 @@ def _msgs():
               b"This is a multi-part message in MIME format.\n\n--=_alt_1\n"
               b"Content-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\n\n"
               b"Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln\n\n--=_alt_1\n"
-              b"Content-Type: text/html; charset=UTF-8\nContent-Transfer-Encoding: quoted-printable\n\n"
+              b"Content-Type: text/html; charset=UTF-8\n"
+              b"Content-Transfer-Encoding: quoted-printable\n\n"
               b"<html><body><p>Gr=C3=BC=C3=9Fe aus K=C3=B6ln</p></body></html>=\n\n"
               b"--=_alt_1--\n\nepilogue text\n"))
     m.append(("mixed-attachment", b"From: Carol <carol@example.com>\nTo: Dave <dave@example.com>, "
@@ -76,7 +78,8 @@ def _msgs():
     m.append(("outer-boundary-closes-inner", b"Content-Type: multipart/mixed; boundary=O\n\n--O\n"
               b"Content-Type: multipart/alternative; boundary=I\n\n--I\n\ninner, unclosed\n"
               b"--O\n\nsecond outer\n--O--\n"))
-    m.append(("preamble-epilogue", b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n"
+    m.append(("preamble-epilogue", b"MIME-Version: 1.0\n"
+              b"Content-Type: multipart/mixed; boundary=b\n\n"
               b"preamble line 1\npreamble line 2\n--b\n\npart\n--b--\nepilogue 1\nepilogue 2\n"))
     m.append(("boundary-trailing-junk", b"MIME-Version: 1.0\nContent-Type: multipart/mixed; "
               b"boundary=b\n\n--b   \n\npart one\n--b trailing\n\npart two\n--b--  junk\n"))
@@ -153,7 +156,8 @@ def _msgs():
               b" protocol=\"application/pgp-signature\"; boundary=\"sig\"\n\n"
               b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\n--sig\n"
               b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n"
-              b"signed text\n--sig\nContent-Type: application/pgp-signature; name=\"signature.asc\"\n"
+              b"signed text\n--sig\n"
+              b"Content-Type: application/pgp-signature; name=\"signature.asc\"\n"
               b"Content-Description: OpenPGP digital signature\n"
               b"Content-Disposition: attachment; filename=\"signature.asc\"\n\n"
               b"-----BEGIN PGP SIGNATURE-----\nabc\n-----END PGP SIGNATURE-----\n--sig--\n"))
@@ -178,7 +182,8 @@ def _msgs():
               b" boundary=q\n\n--q\n\ndeepest\n--q--\n"))
     m.append(("rfc822-without-mime-version", b"MIME-Version: 1.0\nContent-Type: multipart/mixed; "
               b"boundary=w\n\n--w\nContent-Type: message/rfc822\n\nSubject: inner\n"
-              b"Content-Transfer-Encoding: base64\nContent-Disposition: attachment\n\naGk=\n--w--\n"))
+              b"Content-Transfer-Encoding: base64\nContent-Disposition: attachment\n\n"
+              b"aGk=\n--w--\n"))
     m.append(("crlf-nested", b"From: a@b.c\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n"
               b"--o\r\nContent-Type: message/rfc822\r\n\r\nSubject: in\r\nContent-Type: "
               b"multipart/alternative; boundary=i\r\n\r\n--i\r\n\r\na\r\n--i\r\n\r\nb\r\n"

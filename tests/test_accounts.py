@@ -568,18 +568,23 @@ def test_unprivileged_reader_sees_accounts_but_no_hash(instance, tmp_path):
     md = instance.maildir("demo@example.test")
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode().splitlines() == ["local demo@example.test " + md] * 2
-    # ... but auth-check there has no hash: every password is refused
-    def auth(pw, who):
-        """auth-check with user and password on fd 3 (opened by the shell, as root)."""
+    # ... but auth-check there cannot read the hashes: every login is trouble (111), never "bad"
+    def auth(pw, who, direct=False):
+        """auth-check with user and password on fd 3 (opened by the shell, as root); direct:
+        without the auth service's socket (auth-check then runs auth-serve -i, with its own
+        rights)."""
         f = tmp_path / "fd3"
         f.write_bytes(b"demo@example.test\0" + pw + b"\0\0")
         argv = [prog("auth-check"), "sh", "-c", 'echo "$HOME"']
         if who == "nobody":
             argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"] + argv
+        e = dict(instance.env, FD3=str(f))
+        if direct:
+            e["AUTH_SOCKET"] = str(tmp_path / "no-such-socket")
         r = subprocess.run(["sh", "-c", 'exec "$@" 3<"$FD3"', "sh"] + argv,
-                           env=dict(instance.env, FD3=str(f)), capture_output=True, timeout=30)
+                           env=e, capture_output=True, timeout=30)
         return r.returncode, r.stdout
-    assert auth(b"Sekr1t", "nobody")[0] == 1
+    assert auth(b"Sekr1t", "nobody")[0] == 111  # issue 10: an unreadable passwd.cdb is trouble, not a bad password
     assert auth(b"Sekr1t", "root") == (0, (md + "\n").encode())
     assert auth(b"wrong", "root")[0] == 1
     # the group of the auth user, given once, survives rebuilds (and never more than g+r)
@@ -589,7 +594,7 @@ def test_unprivileged_reader_sees_accounts_but_no_hash(instance, tmp_path):
     assert r.returncode == 0, r.stderr
     st = os.stat(os.path.join(c, "passwd.cdb"))
     assert st.st_gid == 65534 and stat.S_IMODE(st.st_mode) == 0o640
-    assert auth(b"New1", "nobody") == (0, (md + "\n").encode())   # nogroup reads it now
+    assert auth(b"New1", "nobody", direct=True) == (0, (md + "\n").encode())  # nogroup reads it now
     assert mode(os.path.join(c, "users")) == 0o600
 
 

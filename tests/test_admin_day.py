@@ -171,8 +171,13 @@ def test_forced_delete_keeps_lists_valid_and_the_maildir(instance):
 def test_purge_removes_the_maildir(instance):
     instance.add_user("joe@example.test")
     instance.add_user("tmp@example.test")
+    rec = instance.path("run", "quota", "tmp@example.test")
+    os.makedirs(os.path.dirname(rec), exist_ok=True)
+    with open(rec, "w") as f:
+        f.write("PBQS1 10 1 1000 0 1700000000\n")
     r = instance.run("mail-user", "del", "--purge", "tmp@example.test")
     assert r.returncode == 0, r.stderr
+    assert not os.path.exists(rec)  # the quota record goes with the account
     assert not os.path.exists(instance.maildir("tmp@example.test"))
     assert not os.path.exists(instance.path("mail", "example.test", ".deleted"))
     assert instance.run("mail-user", "list").stdout == b"joe@example.test\n"

@@ -42,7 +42,8 @@ def build_dump(tmp_path):
               "-Werror", "-g", "-I" + os.path.join(ROOT, "lib")]
     if SANITIZE:
         cflags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
-    subprocess.run(["cc"] + cflags + ["-o", exe, os.path.join(ROOT, "tests", "tools", "mime-dump.c"),
+    src = os.path.join(ROOT, "tests", "tools", "mime-dump.c")
+    subprocess.run(["cc"] + cflags + ["-o", exe, src,
                     LIBPILLARBOX, "-l:libskarnet.a"],
                    check=True, timeout=120)
     return exe

@@ -22,9 +22,14 @@ NEVERS = {
     "tls-engine": ("BearSSL's TLS engine", r"^br_ssl_", "programs", {"tls-serve", "smtp-send"},
                    "a TLS engine in a program is code a network peer can reach; TLS is done by "
                    "tls-serve for the servers and in smtp-send for outbound mail"),
-    "tinycdb": ("tinycdb", r"^cdb_", "modules", {"lookup", "cdbmake"},
-                "every constant database is read through lib/lookup and written through "
-                "lib/cdbmake (their headers say so); see doc/hacking.md on the cdb_* clash"),
+    "tinycdb": ("tinycdb", r"^cdb_", "modules", {"cdbfile", "cdbmake"},
+                "every constant database is read through lib/cdbfile (for lib/lookup and "
+                "lib/authdb) and written through lib/cdbmake (their headers say so); see "
+                "doc/hacking.md on the cdb_* clash"),
+    "passwd-reader": ("the reader of passwd.cdb", r"^(lookup_account|authdb_\w+)$", "programs",
+                      {"auth-serve"},
+                      "the password hashes are read by the auth service alone (issue 9, issue "
+                      "11 item 3): every other program asks it (lib/authclient)"),
 }
 
 # Programs every build has: an empty or partial build/bin must not pass as "nothing found".

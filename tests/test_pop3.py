@@ -290,6 +290,19 @@ def test_per_ip_failure_limit_shared(box):
     assert replies(r.stdout)[1].startswith(b"+OK 0 messages")
 
 
+def test_missing_auth_program_is_sys_temp(box):
+    """The checkpassword program cannot be started (lib/spawn reports it to pop3-serve): a
+    temporary trouble, said as such, and the session goes on."""
+    r = subprocess.run([prog("pop3-serve"), "/nonexistent/auth-check", prog("pop3-maildir")],
+                       input=b"USER joe\r\nPASS " + PASSWORD.encode() + b"\r\nNOOP\r\nQUIT\r\n",
+                       env=box.env, capture_output=True, timeout=30)
+    rs = replies(r.stdout)
+    assert rs[1].startswith(b"-ERR [SYS/TEMP]"), rs
+    assert rs[2].startswith(b"-ERR"), rs  # not logged in: NOOP is refused
+    assert rs[3].startswith(b"+OK"), rs  # QUIT
+    assert b"/nonexistent/auth-check" in r.stderr
+
+
 def test_auth_check_trouble_is_sys_temp(box):
     r = box.run(b"USER joe\r\nPASS other\r\nQUIT\r\n", env={"FAKE_FAILCODE": "111"})
     rs = replies(r.stdout)
@@ -892,3 +905,19 @@ def test_logins_and_logouts_logged_with_ip_and_user(box):
     assert b"pop3-serve: info: login joe from 127.0.0.9\n" in r.stderr
     assert b"pop3-serve: info: logout joe from 127.0.0.9 status 0\n" in r.stderr
     assert r.stderr.index(b"login joe") < r.stderr.index(b"logout joe")
+
+
+def test_quit_deletions_refresh_the_quota_record(box):
+    """What QUIT removes leaves the quota record smtp-receive reads at RCPT
+    (MAILROOT/run/quota/USER, lib/quotastate) as well as maildirsize."""
+    box.add(MSG1)
+    box.add(MSG2)
+    with open(os.path.join(box.dir, "maildirsize"), "w") as f:
+        f.write("1000000S\n%d 2\n" % (len(MSG1) + len(MSG2)))
+    rec = os.path.join(box.root, "run", "quota", "joe@example.test")
+    assert not os.path.exists(rec)
+    r = box.session([b"DELE 1", b"QUIT"])
+    assert r.stdout.endswith(b"+OK bye\r\n"), r.stderr
+    with open(rec) as f:
+        fields = f.read().split()
+    assert fields[:5] == ["PBQS1", str(len(MSG2)), "1", "1000000", "0"], fields

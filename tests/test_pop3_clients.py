@@ -287,6 +287,19 @@ def test_service_templates(mailbox, tmp_path):
     put(mailbox, 1)
     ports, procs = {}, []
     try:
+        # the services they hand logins to: the auth service and the POP3 login broker (run as
+        # the caller here: their env/SERVICE_USER is for a root-made instance)
+        for name in ("auth", "login-pop3"):
+            d = tmp_path / "service" / name
+            shutil.copytree(os.path.join(ROOT, "services", name), d)
+            (d / "env" / "SERVICE_USER").write_text("")
+            r, w = os.pipe()  # notification-fd 3
+            procs.append(subprocess.Popen(["./run"], cwd=str(d), stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, env=mailbox.env,
+                                          pass_fds=(3, w), preexec_fn=lambda w=w: os.dup2(w, 3)))
+            os.close(w)
+            assert os.read(r, 1) == b"\n"  # ready: listening
+            os.close(r)
         for name in ("pop3", "pop3s"):
             d = tmp_path / "service" / name
             shutil.copytree(os.path.join(ROOT, "services", name), d)

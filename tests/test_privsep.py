@@ -282,7 +282,9 @@ def test_long_running_services_uids(model):
     for pid, (comm, u, g, pp) in procs.items():
         by.setdefault(comm, set()).add(u)
     assert by.get("tcpserver") == {0}, by          # binds the ports, forks per connection
-    assert by.get("s6-ipcserverd") == {uid("pb-queue")}, by
+    # the injection socket (pb-queue) and the POP3 login broker (pb-deliv)
+    assert by.get("s6-ipcserverd") == {uid("pb-queue"), uid("pb-deliv")}, by
+    assert by.get("auth-serve") == {uid("pb-auth")}, by
     assert by.get("s6-log") == {uid("pb-log")}, by
 
 
@@ -531,3 +533,52 @@ def test_instance_moved_still_finds_itself(shared_tmp):
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(timeout=20)
         p.stdout.close()
+
+
+# ---- the auth service and the login broker, in the model (authsvc) ----
+
+def test_pop3s_login_goes_through_the_broker_and_the_auth_service(model):
+    """pop3s: pop3-serve (pb-login) -> login-handoff => login-broker -> pop3-maildir (pb-deliv),
+    the password checked by auth-serve (pb-auth), the only reader of passwd.cdb."""
+    import poplib
+    for svc in ("auth", "login-pop3"):
+        r = subprocess.run(["s6-svwait", "-U", "-t", "30000", model.path("service", svc)],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    p = poplib.POP3_SSL("127.0.0.1", model.ports["pop3s"], timeout=30,
+                        context=ssl._create_unverified_context())
+    try:
+        p.user(USER)
+        with pytest.raises(poplib.error_proto):
+            p.pass_("wrong")
+        p.user(USER)
+        assert p.pass_("Sekr1t").startswith(b"+OK")
+        p.stat()
+        sess = wait_for(lambda: session_procs(model, "pop3-maildir"), what="pop3-maildir")
+        assert {i[1] for _, i in sess} == {uid("pb-deliv")}, sess
+        assert {i[1] for _, i in session_procs(model, "pop3-serve")} == {uid("pb-login")}
+        p.quit()
+    finally:
+        p.close()
+
+
+def test_submission_auth_goes_through_the_auth_service(model):
+    """smtp-receive (pb-smtpd, in pb-authc) asks auth-serve (pb-auth) over run/auth/socket."""
+    import smtplib
+    r = subprocess.run(["s6-svwait", "-U", "-t", "30000", model.path("service", "auth")],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    s = smtplib.SMTP("127.0.0.1", model.ports["submission"], timeout=30)
+    try:
+        s.ehlo("client.example")
+        s.starttls(context=ssl._create_unverified_context())
+        s.ehlo("client.example")
+        with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+            s.login(USER, "wrong")
+        assert e.value.smtp_code == 535
+        assert s.login(USER, "Sekr1t")[0] == 235
+    finally:
+        s.close()
+    with open(model.path("log", "auth", "current")) as f:
+        log = f.read()
+    assert "good %s" % USER in log and "bad %s" % USER in log

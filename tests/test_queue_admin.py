@@ -119,29 +119,43 @@ def children(pid):
 QUID, DUID, RUID = 61001, 61002, 61003
 
 
-def test_spawner_runs_queue_run_and_deliveries_under_their_uids(inst, runs):
+def pwd_gid(uid):
+    import pwd
+    return pwd.getpwuid(uid).pw_gid
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["uid:gid", "pb-users"])
+def test_spawner_runs_queue_run_and_deliveries_under_their_uids(inst, runs, named):
     if os.geteuid() != 0:
         pytest.skip("needs root: queue-spawn changes uids only when started as root")
+    if named:  # the service's users, made by mail-instance create run as root
+        import pwd
+        quid, duid, ruid = (pwd.getpwnam(n).pw_uid for n in ("pb-queue", "pb-deliv", "pb-remote"))
+        users = ["-q", "pb-queue", "-l", "pb-deliv", "-r", "pb-remote"]
+    else:
+        quid, duid, ruid = QUID, DUID, RUID
+        users = ["-q", "%d:%d" % (quid, quid), "-l", "%d:%d" % (duid, duid), "-r",
+                 "%d:%d" % (ruid, ruid)]
     inst.add_alias("fwd@example.test", "friend@far.test")
     env, log = fake_remote(inst)
     rc, err = inst.inject(MSG, "alice@example.test", "bob@example.test", "fwd@example.test")
     assert rc == 0, err
     # the queue belongs to the queue uid, the mailboxes to the delivery uid
-    for d, uid in (("queue", QUID), ("mail", DUID)):
+    for d, uid in (("queue", quid), ("mail", duid)):
+        gid = uid if not named else pwd_gid(uid)
         for top, dirs, files in os.walk(inst.path(d)):
             for n in dirs + files + [""]:
-                os.chown(os.path.join(top, n), uid, uid)
-    q = runs(inst, env, [prog("queue-spawn"), "-q", "%d:%d" % (QUID, QUID), "-l",
-                         "%d:%d" % (DUID, DUID), "-r", "%d:%d" % (RUID, RUID), prog("queue-run")])
+                os.chown(os.path.join(top, n), uid, gid)
+    q = runs(inst, env, [prog("queue-spawn")] + users + [prog("queue-run")])
     q.wait_log(r"^start queued=1 spawner=queue-spawn$")
     [qr] = [c for c in children(q.p.pid) if open("/proc/%d/comm" % c).read().strip() == "queue-run"]
-    assert proc_uid(q.p.pid) == 0 and proc_uid(qr) == QUID
+    assert proc_uid(q.p.pid) == 0 and proc_uid(qr) == quid
     q.wait_log(r"^done ")
     [m] = os.listdir(os.path.join(inst.maildir("bob@example.test"), "new"))
     st = os.stat(os.path.join(inst.maildir("bob@example.test"), "new", m))
-    assert (st.st_uid, st.st_gid) == (DUID, DUID)  # written by deliver-maildir as the delivery uid
+    assert (st.st_uid, st.st_gid) == (duid, pwd_gid(duid) if named else duid)  # as the delivery uid
     with open(log) as f:
-        assert f.read() == "%d far.test alice@example.test friend@far.test\n" % RUID
+        assert f.read() == "%d far.test alice@example.test friend@far.test\n" % ruid
     text = q.text()
     assert re.search(r"^delivery \S+ to=<bob@example.test> orig_to=<bob@example.test> "
                      r"relay=local delay=\d+\.\d\d status=sent \(delivered\)$", text, re.M), text

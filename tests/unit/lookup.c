@@ -17,6 +17,7 @@
 #include "accounts.h"
 #include "cdbmake.h"
 #include "lookup.h"
+#include "authdb.h"
 #include "check.h"
 char const *PROG = "unit-lookup";
 

@@ -47,7 +47,8 @@ static int cat_is(mime_msg const *m, char const *sec, size_t origin, size_t coun
   stralloc sa = STRALLOC_ZERO;
   int ok = mime_section_parse(sec, strlen(sec), &x) && mime_section_cat(&sa, m, &x, origin, count)
            && sa.len == strlen(want) && !memcmp(sa.s, want, sa.len);
-  if (!ok) fprintf(stderr, "section [%s]<%zu.%zu> gave [%.*s]\n", sec, origin, count, (int)sa.len, sa.s);
+  if (!ok)
+    fprintf(stderr, "section [%s]<%zu.%zu> gave [%.*s]\n", sec, origin, count, (int)sa.len, sa.s);
   stralloc_free(&sa);
   return ok;
 }
@@ -64,7 +65,8 @@ int main(void)
     "Date: Mon, 7 Dec 2026 23:30:00 -0500\n"
     "MIME-Version: 1.0\n"
     "Content-Type: multipart/mixed; boundary=b\n\n"
-    "--b\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: quoted-printable\n\n"
+    "--b\nContent-Type: text/plain; charset=iso-8859-1\n"
+    "Content-Transfer-Encoding: quoted-printable\n\n"
     "Der B=E4r ist M=FCde=\n und schl=E4ft.\n"
     "--b\nContent-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
     "PHA+U2Now7ZuZXMgV2V0dGVyPC9wPg==\n"
@@ -102,7 +104,8 @@ int main(void)
   CHECK(mime_search_header(&m, 0, "From", 4, "J\xc3\x96rg", 5, &tmp) == 0); /* not beyond ASCII */
   CHECK(mime_search_header(&m, 0, "subject", 7, "gR\xc3\xbc\xc3\x9f", 6, &tmp) == 1);
   CHECK(mime_search_header(&m, 0, "Subject", 7, "e aus k\xc3\xb6ln", 11, &tmp) == 1);
-  CHECK(mime_search_header(&m, 0, "X-Folded", 8, "first second", 12, &tmp) == 0); /* no collapsing */
+  /* white space is not collapsed */
+  CHECK(mime_search_header(&m, 0, "X-Folded", 8, "first second", 12, &tmp) == 0);
   CHECK(mime_search_header(&m, 0, "X-Folded", 8, "first  second", 13, &tmp) == 1);
   CHECK(mime_search_header(&m, 0, "To", 2, "", 0, &tmp) == 1);
   CHECK(mime_search_header(&m, 0, "Cc", 2, "", 0, &tmp) == 0);
