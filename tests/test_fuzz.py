@@ -28,9 +28,9 @@ def test_smtp_fuzz(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("clang"), reason="clang not installed")
-@pytest.mark.parametrize("target", ["maildir_fuzz", "pop3_fuzz", "sasl_fuzz"])
+@pytest.mark.parametrize("target", ["maildir_fuzz", "pop3_fuzz", "sasl_fuzz", "imap_fuzz"])
 def test_other_fuzz_targets(target, tmp_path):
-    """The maildir/dsn, POP3 and SASL parsers, from an empty corpus, for a fixed count."""
+    """The maildir/dsn, POP3, SASL and IMAP command parsers, from an empty corpus, for a fixed count."""
     r = subprocess.run(["make", "-C", FUZZ, target], capture_output=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     corpus = tmp_path / "corpus"

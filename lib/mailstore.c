@@ -1,0 +1,1706 @@
+/* mailstore: Maildir++ folders as IMAP sees them. See mailstore.h and doc/maildir.md. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include <skalibs/allreadwrite.h>
+#include <skalibs/direntry.h>
+#include <skalibs/djbunix.h>
+#include <skalibs/stralloc.h>
+#include <skalibs/types.h>
+#include "imap_parse.h"
+#include "maildir.h"
+#include "mailstore.h"
+
+#define RECORD_TMP MAILSTORE_RECORD ".tmp"
+#define RECORD_LOCK MAILSTORE_RECORD ".lock"
+#define RECORD_MAX (512UL << 20)
+
+/* ---- small helpers ---- */
+
+static int pathcat(stralloc *sa, char const *a, char const *b, char const *c)
+{
+  sa->len = 0;
+  if (!stralloc_cats(sa, a)) return 0;
+  if (b && (!stralloc_catb(sa, "/", 1) || !stralloc_cats(sa, b))) return 0;
+  if (c && (!stralloc_catb(sa, "/", 1) || !stralloc_cats(sa, c))) return 0;
+  return stralloc_0(sa);
+}
+
+static int fsync_dir(char const *dir)
+{
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int r;
+  if (fd < 0) return -1;
+  r = fsync(fd);
+  if (r < 0 && (errno == EINVAL || errno == EROFS)) r = 0;
+  fd_close(fd);
+  return r;
+}
+
+static int lock_folder(char const *dir)
+{
+  stralloc p = STRALLOC_ZERO;
+  int fd;
+  struct flock fl;
+  if (!pathcat(&p, dir, RECORD_LOCK, 0)) return -1;
+  fd = open(p.s, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  stralloc_free(&p);
+  if (fd < 0) return -1;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  while (fcntl(fd, F_SETLKW, &fl) < 0) {
+    if (errno != EINTR) {
+      fd_close(fd);
+      return -1;
+    }
+  }
+  return fd;
+}
+
+static void unlock_folder(int fd)
+{
+  if (fd >= 0) fd_close(fd); /* closing drops the lock */
+}
+
+static int uniqcmp(char const *a, char const *b)
+{
+  size_t la = maildir_uniqlen(a, strlen(a)), lb = maildir_uniqlen(b, strlen(b));
+  int r = memcmp(a, b, la < lb ? la : lb);
+  return r ? r : la < lb ? -1 : la > lb;
+}
+
+void mailstore_parse_info(char const *name, uint32_t *flags, uint32_t *kw)
+{
+  char const *f;
+  size_t fl, i;
+  *flags = 0;
+  *kw = 0;
+  if (!maildir_flags(name, strlen(name), &f, &fl)) return;
+  for (i = 0; i < fl; i++) {
+    char c = f[i];
+    switch (c) {
+      case 'S': *flags |= MS_SEEN; break;
+      case 'R': *flags |= MS_ANSWERED; break;
+      case 'F': *flags |= MS_FLAGGED; break;
+      case 'T': *flags |= MS_DELETED; break;
+      case 'D': *flags |= MS_DRAFT; break;
+      default:
+        if (c >= 'a' && c <= 'z') *kw |= 1u << (c - 'a');
+    }
+  }
+}
+
+/* The name of a file with new flags: its unique part, ":2,", the letters sorted (letters
+ * that are not ours, like P, kept). */
+static int rename_info(stralloc *out, char const *name, uint32_t flags, uint32_t kw)
+{
+  char letters[64];
+  size_t n = 0, len = strlen(name), u = maildir_uniqlen(name, len);
+  char const *f;
+  size_t fl, i;
+  int c;
+  if (maildir_flags(name, len, &f, &fl))
+    for (i = 0; i < fl && n < 26; i++)
+      if (f[i] >= 'A' && f[i] <= 'Z' && !strchr("SRFTD", f[i])) letters[n++] = f[i];
+  if (flags & MS_DRAFT) letters[n++] = 'D';
+  if (flags & MS_FLAGGED) letters[n++] = 'F';
+  if (flags & MS_ANSWERED) letters[n++] = 'R';
+  if (flags & MS_SEEN) letters[n++] = 'S';
+  if (flags & MS_DELETED) letters[n++] = 'T';
+  for (c = 0; c < 26; c++)
+    if (kw & (1u << c)) letters[n++] = (char)('a' + c);
+  /* sort (insertion; at most 57 letters) and drop duplicates */
+  for (i = 1; i < n; i++) {
+    char t = letters[i];
+    size_t j = i;
+    while (j && letters[j - 1] > t) {
+      letters[j] = letters[j - 1];
+      j--;
+    }
+    letters[j] = t;
+  }
+  out->len = 0;
+  if (!stralloc_catb(out, name, u) || !stralloc_catb(out, ":2,", 3)) return 0;
+  for (i = 0; i < n; i++)
+    if (!i || letters[i] != letters[i - 1])
+      if (!stralloc_catb(out, letters + i, 1)) return 0;
+  return stralloc_0(out);
+}
+
+/* ---- Maildir++ quota (ROOT/maildirsize, kept right as deliver-maildir does) ---- */
+
+/* The size of a message file: its ",S=" tag, else what lstat says. */
+static uint64_t msg_size(char const *path, char const *name)
+{
+  uint64_t sz;
+  struct stat st;
+  if (maildir_namesize(name, strlen(name), &sz)) return sz;
+  return lstat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* Whether bytes in count messages still fit the quota (no maildirsize: yes). */
+static int quota_fits(uint64_t bytes, uint64_t count)
+{
+  maildir_quota q;
+  if (maildir_quota_read(".", &q) != 1) return 1;
+  if (q.stale) return 1; /* deliver-maildir recomputes it; do not refuse on a guess */
+  return maildir_quota_fits(&q, bytes, count);
+}
+
+static void quota_add(int64_t bytes, int64_t count)
+{
+  if (count) maildir_quota_add(".", bytes, count); /* best effort, as Maildir++ allows */
+}
+
+/* ---- folders ---- */
+
+int mailstore_folder_dir(char const *name, size_t len, char *dir)
+{
+  size_t i;
+  if (!len || len > MAILSTORE_NAME_MAX) return 0;
+  if (imap_ieq(name, len, "INBOX")) {
+    memcpy(dir, ".", 2);
+    return 1;
+  }
+  for (i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)name[i];
+    if (c < 0x20 || c >= 0x7f || c == '/') return 0;
+    if (c == '.' && (i == 0 || i == len - 1 || name[i + 1] == '.')) return 0;
+  }
+  if (!imap_mutf7_valid(name, len)) return 0;
+  dir[0] = '.';
+  memcpy(dir + 1, name, len);
+  dir[len + 1] = 0;
+  /* "INBOX.x" is a folder of its own; names that end as a file of ours cannot occur (the
+   * leading '.' keeps them apart from cur, new, tmp and the record) */
+  return 1;
+}
+
+char const *mailstore_special_use(char const *name, size_t len)
+{
+  static char const *const map[][2] = {{"Sent", "\\Sent"},     {"Drafts", "\\Drafts"},
+                                       {"Trash", "\\Trash"},   {"Junk", "\\Junk"},
+                                       {"Archive", "\\Archive"}};
+  size_t i;
+  for (i = 0; i < sizeof map / sizeof map[0]; i++)
+    if (len == strlen(map[i][0]) && !memcmp(name, map[i][0], len)) return map[i][1];
+  return 0;
+}
+
+int mailstore_folder_create(char const *dir)
+{
+  stralloc p = STRALLOC_ZERO;
+  int fd;
+  if (mkdir(dir, 0700) < 0) return -1;
+  if (maildir_make(dir, 0700) < 0) goto err;
+  if (!pathcat(&p, dir, "maildirfolder", 0)) goto err;
+  fd = open(p.s, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) goto err;
+  fd_close(fd);
+  stralloc_free(&p);
+  fsync_dir(".");
+  return 1;
+err:
+  stralloc_free(&p);
+  return -1;
+}
+
+int mailstore_default_folders(void)
+{
+  static char const *const names[] = {"Sent", "Drafts", "Trash", "Junk", "Archive"};
+  size_t i;
+  for (i = 0; i < 5; i++) {
+    char dir[16];
+    dir[0] = '.';
+    strcpy(dir + 1, names[i]);
+    if (mailstore_folder_create(dir) < 0 && errno != EEXIST) return -1;
+    if (mailstore_subscribe(names[i], strlen(names[i]), 1) < 0) return -1;
+  }
+  return 1;
+}
+
+/* Removes the entries of dir/sub (files only) and sub itself. */
+static int empty_sub(char const *dir, char const *sub, uint64_t *bytes, uint64_t *count)
+{
+  stralloc p = STRALLOC_ZERO;
+  DIR *d;
+  int dfd, e = 0;
+  if (!pathcat(&p, dir, sub, 0)) return -1;
+  dfd = open(p.s, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) {
+    stralloc_free(&p);
+    return errno == ENOENT ? 1 : -1;
+  }
+  d = fdopendir(dfd);
+  if (!d) {
+    fd_close(dfd);
+    stralloc_free(&p);
+    return -1;
+  }
+  for (;;) {
+    struct dirent *de;
+    errno = 0;
+    de = readdir(d);
+    if (!de) break;
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+    if (bytes) {
+      struct stat st;
+      uint64_t sz;
+      if (!maildir_namesize(de->d_name, strlen(de->d_name), &sz))
+        sz = fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (uint64_t)st.st_size : 0;
+      if (unlinkat(dfd, de->d_name, 0) == 0) {
+        *bytes += sz;
+        (*count)++;
+      } else if (errno != ENOENT)
+        e = errno;
+      continue;
+    }
+    if (unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT) e = errno;
+  }
+  if (errno) e = errno;
+  closedir(d);
+  if (!e && strcmp(sub, ".") && rmdir(p.s) < 0) e = errno;
+  stralloc_free(&p);
+  if (e) {
+    errno = e;
+    return -1;
+  }
+  return 1;
+}
+
+int mailstore_folder_delete(char const *dir)
+{
+  if (!strcmp(dir, ".")) {
+    errno = EPERM;
+    return -1;
+  }
+  {
+    uint64_t bytes = 0, count = 0;
+    int r = empty_sub(dir, "cur", &bytes, &count) < 0 || empty_sub(dir, "new", &bytes, &count) < 0;
+    quota_add(-(int64_t)bytes, -(int64_t)count);
+    if (r || empty_sub(dir, "tmp", 0, 0) < 0) return -1;
+  }
+  if (empty_sub(dir, ".", 0, 0) < 0) return -1;
+  if (rmdir(dir) < 0) return -1;
+  fsync_dir(".");
+  return 1;
+}
+
+int mailstore_folder_rename(char const *from, char const *to)
+{
+  stralloc all = STRALLOC_ZERO, a = STRALLOC_ZERO, b = STRALLOC_ZERO;
+  size_t fl = strlen(from), i;
+  int r = -1;
+  struct stat st;
+  if (!strcmp(from, ".") || !strcmp(to, ".")) {
+    errno = EPERM;
+    return -1;
+  }
+  if (lstat(to, &st) == 0) {
+    errno = EEXIST;
+    return -1;
+  }
+  if (mailstore_folder_list(&all) < 0) goto out;
+  /* children first are not needed: each is its own directory */
+  for (i = 0; i < all.len; i += strlen(all.s + i) + 1) {
+    char const *n = all.s + i;
+    size_t nl = strlen(n);
+    if (nl + 1 > fl && !memcmp(n, from + 1, fl - 1) && n[fl - 1] == '.') {
+      a.len = b.len = 0;
+      if (!stralloc_catb(&a, ".", 1) || !stralloc_cats(&a, n) || !stralloc_0(&a)) goto out;
+      if (!stralloc_cats(&b, to) || !stralloc_cats(&b, n + fl - 1) || !stralloc_0(&b)) goto out;
+      if (lstat(b.s, &st) == 0) {
+        errno = EEXIST;
+        goto out;
+      }
+      if (rename(a.s, b.s) < 0) goto out;
+    }
+  }
+  if (rename(from, to) < 0 && errno != ENOENT) goto out;
+  fsync_dir(".");
+  r = 1;
+out:
+  stralloc_free(&all);
+  stralloc_free(&a);
+  stralloc_free(&b);
+  return r;
+}
+
+static int strcmp_q(void const *a, void const *b)
+{
+  return strcmp(*(char const *const *)a, *(char const *const *)b);
+}
+
+/* Sorts the NUL-terminated strings of sa[start..). */
+static int sort_names(stralloc *sa, size_t start, size_t count)
+{
+  char const **v;
+  stralloc out = STRALLOC_ZERO;
+  size_t i, k = 0;
+  if (count < 2) return 1;
+  v = malloc(count * sizeof *v);
+  if (!v) return 0;
+  for (i = start; i < sa->len && k < count; i += strlen(sa->s + i) + 1) v[k++] = sa->s + i;
+  qsort(v, k, sizeof *v, &strcmp_q);
+  for (i = 0; i < k; i++)
+    if (!stralloc_catb(&out, v[i], strlen(v[i]) + 1)) {
+      free(v);
+      stralloc_free(&out);
+      return 0;
+    }
+  free(v);
+  memcpy(sa->s + start, out.s, out.len);
+  stralloc_free(&out);
+  return 1;
+}
+
+int mailstore_folder_list(stralloc *names)
+{
+  DIR *d = opendir(".");
+  size_t start = names->len;
+  int n = 0;
+  if (!d) return -1;
+  for (;;) {
+    struct dirent *de;
+    struct stat st;
+    errno = 0;
+    de = readdir(d);
+    if (!de) break;
+    if (de->d_name[0] != '.' || !de->d_name[1] || !strcmp(de->d_name, "..")) continue;
+    if (de->d_name[1] == '.') continue;
+    if (lstat(de->d_name, &st) < 0 || !S_ISDIR(st.st_mode)) continue;
+    if (strlen(de->d_name + 1) > MAILSTORE_NAME_MAX) continue;
+    if (!stralloc_catb(names, de->d_name + 1, strlen(de->d_name))) {
+      dir_close(d);
+      return -1;
+    }
+    n++;
+  }
+  if (errno) {
+    int e = errno;
+    dir_close(d);
+    errno = e;
+    return -1;
+  }
+  dir_close(d);
+  if (!sort_names(names, start, (size_t)n)) return -1;
+  return n;
+}
+
+int mailstore_subscriptions(stralloc *names)
+{
+  stralloc f = STRALLOC_ZERO;
+  size_t i = 0;
+  int n = 0;
+  if (!openslurpclose(&f, "subscriptions")) {
+    stralloc_free(&f);
+    return errno == ENOENT ? 0 : -1;
+  }
+  while (i < f.len) {
+    char *nl = memchr(f.s + i, '\n', f.len - i);
+    size_t l = nl ? (size_t)(nl - (f.s + i)) : f.len - i;
+    if (l && l <= MAILSTORE_NAME_MAX) {
+      if (!stralloc_catb(names, f.s + i, l) || !stralloc_0(names)) {
+        stralloc_free(&f);
+        return -1;
+      }
+      n++;
+    }
+    i += l + 1;
+  }
+  stralloc_free(&f);
+  return n;
+}
+
+int mailstore_subscribe(char const *name, size_t len, int on)
+{
+  stralloc cur = STRALLOC_ZERO, out = STRALLOC_ZERO;
+  int n, fd, found = 0, r = -1;
+  size_t i;
+  n = mailstore_subscriptions(&cur);
+  if (n < 0) goto done;
+  for (i = 0; i < cur.len; i += strlen(cur.s + i) + 1) {
+    size_t l = strlen(cur.s + i);
+    if (l == len && !memcmp(cur.s + i, name, len)) {
+      found = 1;
+      if (!on) continue;
+    }
+    if (!stralloc_catb(&out, cur.s + i, l) || !stralloc_catb(&out, "\n", 1)) goto done;
+  }
+  if (on && found) {
+    r = 1;
+    goto done;
+  }
+  if (!on && !found) {
+    r = 1;
+    goto done;
+  }
+  if (on && (!stralloc_catb(&out, name, len) || !stralloc_catb(&out, "\n", 1))) goto done;
+  fd = open("subscriptions.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) goto done;
+  if (allwrite(fd, out.s, out.len) < out.len || fsync(fd) < 0) {
+    fd_close(fd);
+    goto done;
+  }
+  fd_close(fd);
+  if (rename("subscriptions.tmp", "subscriptions") < 0) goto done;
+  r = 1;
+done:
+  stralloc_free(&cur);
+  stralloc_free(&out);
+  return r;
+}
+
+/* ---- keywords (dovecot-keywords) ---- */
+
+static void kw_free(mailstore *ms)
+{
+  unsigned int i;
+  for (i = 0; i < MAILSTORE_KEYWORDS; i++) {
+    free(ms->kw[i]);
+    ms->kw[i] = 0;
+  }
+  ms->nkw = 0;
+}
+
+static int kw_load(mailstore *ms)
+{
+  stralloc p = STRALLOC_ZERO, f = STRALLOC_ZERO;
+  struct stat st;
+  size_t i = 0;
+  if (!pathcat(&p, ms->dir, "dovecot-keywords", 0)) return -1;
+  if (stat(p.s, &st) < 0) {
+    stralloc_free(&p);
+    if (errno != ENOENT) return -1;
+    kw_free(ms);
+    ms->kw_mtime = 0;
+    return 1;
+  }
+  if (st.st_mtime == ms->kw_mtime && ms->kw_mtime) {
+    stralloc_free(&p);
+    return 1;
+  }
+  if (!openslurpclose(&f, p.s)) {
+    stralloc_free(&p);
+    return -1;
+  }
+  stralloc_free(&p);
+  kw_free(ms);
+  while (i < f.len) {
+    char *nl = memchr(f.s + i, '\n', f.len - i);
+    size_t l = nl ? (size_t)(nl - (f.s + i)) : f.len - i;
+    char *line = f.s + i;
+    size_t sp = 0;
+    uint32_t idx;
+    while (sp < l && line[sp] != ' ') sp++;
+    if (sp < l && imap_number(line, sp, &idx) && idx < MAILSTORE_KEYWORDS && l - sp - 1 > 0 &&
+        l - sp - 1 <= MAILSTORE_KEYWORD_MAX && !ms->kw[idx]) {
+      ms->kw[idx] = malloc(l - sp);
+      if (ms->kw[idx]) {
+        memcpy(ms->kw[idx], line + sp + 1, l - sp - 1);
+        ms->kw[idx][l - sp - 1] = 0;
+        ms->nkw++;
+      }
+    } else if (sp < l && line[0] == '0' && sp == 1 && l == 1) {
+      /* nothing */
+    }
+    i += l + 1;
+  }
+  stralloc_free(&f);
+  ms->kw_mtime = st.st_mtime;
+  return 1;
+}
+
+static int kw_save(mailstore *ms)
+{
+  stralloc out = STRALLOC_ZERO, p = STRALLOC_ZERO, t = STRALLOC_ZERO;
+  unsigned int i;
+  int fd, r = -1;
+  struct stat st;
+  for (i = 0; i < MAILSTORE_KEYWORDS; i++) {
+    char fmt[UINT_FMT];
+    if (!ms->kw[i]) continue;
+    if (!stralloc_catb(&out, fmt, uint_fmt(fmt, i)) || !stralloc_catb(&out, " ", 1) ||
+        !stralloc_cats(&out, ms->kw[i]) || !stralloc_catb(&out, "\n", 1))
+      goto done;
+  }
+  if (!pathcat(&p, ms->dir, "dovecot-keywords", 0) ||
+      !pathcat(&t, ms->dir, "dovecot-keywords.tmp", 0))
+    goto done;
+  fd = open(t.s, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) goto done;
+  if (allwrite(fd, out.s, out.len) < out.len || fsync(fd) < 0) {
+    fd_close(fd);
+    goto done;
+  }
+  fd_close(fd);
+  if (rename(t.s, p.s) < 0) goto done;
+  if (stat(p.s, &st) == 0) ms->kw_mtime = st.st_mtime;
+  r = 1;
+done:
+  stralloc_free(&out);
+  stralloc_free(&p);
+  stralloc_free(&t);
+  return r;
+}
+
+int mailstore_keyword(mailstore *ms, char const *name, size_t len, int create)
+{
+  unsigned int i;
+  int lk;
+  for (i = 0; i < MAILSTORE_KEYWORDS; i++)
+    if (ms->kw[i] && strlen(ms->kw[i]) == len && imap_ieq(name, len, ms->kw[i])) return (int)i;
+  if (!create) {
+    errno = ENOENT;
+    return -1;
+  }
+  if (!len || len > MAILSTORE_KEYWORD_MAX) {
+    errno = EINVAL;
+    return -1;
+  }
+  lk = lock_folder(ms->dir);
+  if (lk < 0) return -1;
+  ms->kw_mtime = 0;
+  if (kw_load(ms) < 0) goto fail;
+  for (i = 0; i < MAILSTORE_KEYWORDS; i++)
+    if (ms->kw[i] && strlen(ms->kw[i]) == len && imap_ieq(name, len, ms->kw[i])) {
+      unlock_folder(lk);
+      return (int)i;
+    }
+  for (i = 0; i < MAILSTORE_KEYWORDS; i++)
+    if (!ms->kw[i]) break;
+  if (i == MAILSTORE_KEYWORDS) {
+    errno = ENOSPC;
+    goto fail;
+  }
+  ms->kw[i] = malloc(len + 1);
+  if (!ms->kw[i]) goto fail;
+  memcpy(ms->kw[i], name, len);
+  ms->kw[i][len] = 0;
+  ms->nkw++;
+  if (kw_save(ms) < 0) goto fail;
+  unlock_folder(lk);
+  return (int)i;
+fail:
+  {
+    int e = errno;
+    unlock_folder(lk);
+    errno = e;
+  }
+  return -1;
+}
+
+/* ---- the record ---- */
+
+typedef struct rec_s rec;
+struct rec_s {
+  uint32_t uidvalidity, uidnext, firstrecent;
+  uint64_t highestmodseq;
+  mailstore_msg *msg;
+  size_t n, a;
+  stralloc names;
+  mailstore_gone *gone;
+  size_t ngone, agone;
+  uint64_t gonefloor;
+};
+
+static void rec_free(rec *r)
+{
+  free(r->msg);
+  r->msg = 0;
+  r->n = r->a = 0;
+  stralloc_free(&r->names);
+  free(r->gone);
+  r->gone = 0;
+  r->ngone = r->agone = 0;
+}
+
+static int rec_gone(rec *r, uint32_t uid, uint64_t modseq)
+{
+  if (r->ngone == r->agone) {
+    size_t na = r->agone ? r->agone * 2 : 64;
+    mailstore_gone *x;
+    if (r->ngone >= MAILSTORE_GONE_KEEP) {
+      /* forget the older half */
+      size_t h = r->ngone / 2;
+      r->gonefloor = r->gone[h - 1].modseq;
+      memmove(r->gone, r->gone + h, (r->ngone - h) * sizeof *r->gone);
+      r->ngone -= h;
+    } else {
+      x = realloc(r->gone, na * sizeof *x);
+      if (!x) return 0;
+      r->gone = x;
+      r->agone = na;
+    }
+  }
+  r->gone[r->ngone].uid = uid;
+  r->gone[r->ngone].modseq = modseq;
+  r->ngone++;
+  return 1;
+}
+
+static int rec_add(rec *r, uint32_t uid, uint64_t modseq, uint64_t wsize, int isnew,
+                   char const *name, size_t len)
+{
+  mailstore_msg *m;
+  if (r->n == r->a) {
+    size_t na = r->a ? r->a * 2 : 64;
+    mailstore_msg *x;
+    if (na > MAILSTORE_MSGS_MAX) {
+      errno = EFBIG;
+      return 0;
+    }
+    x = realloc(r->msg, na * sizeof *x);
+    if (!x) return 0;
+    r->msg = x;
+    r->a = na;
+  }
+  m = &r->msg[r->n];
+  m->uid = uid;
+  m->modseq = modseq;
+  m->wsize = wsize;
+  m->name = (uint32_t)r->names.len;
+  if (!stralloc_catb(&r->names, name, len) || !stralloc_0(&r->names)) return 0;
+  mailstore_parse_info(r->names.s + m->name, &m->flags, &m->keywords);
+  if (isnew) m->flags |= MS_NEW;
+  r->n++;
+  return 1;
+}
+
+static int field(char const **p, char const *end, char key, uint64_t *v)
+{
+  char const *s = *p;
+  char const *e;
+  while (s < end && *s == ' ') s++;
+  if (s >= end || *s != key) return 0;
+  s++;
+  e = s;
+  while (e < end && *e >= '0' && *e <= '9') e++;
+  if (!imap_number64(s, (size_t)(e - s), v)) return 0;
+  *p = e;
+  return 1;
+}
+
+/* Parses our record. 1 ok, 0 malformed (r->uidvalidity holds the old V when it could be
+ * read), -1 error. */
+static int rec_parse(rec *r, char const *s, size_t len)
+{
+  char const *end = s + len, *nl = memchr(s, '\n', len), *p;
+  uint64_t v, nn, m, rr;
+  uint32_t lastuid = 0;
+  if (!nl || len < 4 || memcmp(s, "PB1 ", 4)) return 0;
+  p = s + 3;
+  if (!field(&p, nl, 'V', &v) || v == 0 || v > UINT32_MAX) return 0;
+  r->uidvalidity = (uint32_t)v;
+  if (!field(&p, nl, 'N', &nn) || !field(&p, nl, 'M', &m) || !field(&p, nl, 'R', &rr)) return 0;
+  if (nn == 0 || nn > UINT32_MAX || rr > UINT32_MAX) return 0;
+  r->uidnext = (uint32_t)nn;
+  r->highestmodseq = m;
+  r->firstrecent = (uint32_t)rr;
+  r->gonefloor = 0;
+  if (p < nl && !field(&p, nl, 'E', &r->gonefloor)) return 0;
+  s = nl + 1;
+  while (s < end) {
+    char const *e = memchr(s, '\n', (size_t)(end - s));
+    uint32_t uid;
+    uint64_t ms, ws;
+    char const *q;
+    if (!e) return 0; /* not possible with rename, but never trust a torn line */
+    if (e - s > 2 && s[0] == 'x' && s[1] == ' ') {
+      char const *sp = memchr(s + 2, ' ', (size_t)(e - s - 2));
+      if (!sp || !imap_number(s + 2, (size_t)(sp - s - 2), &uid) ||
+          !imap_number64(sp + 1, (size_t)(e - sp - 1), &ms) || !rec_gone(r, uid, ms))
+        return 0;
+      s = e + 1;
+      continue;
+    }
+    q = s;
+    while (q < e && *q != ' ') q++;
+    if (!imap_number(s, (size_t)(q - s), &uid) || !uid || uid <= lastuid || uid >= r->uidnext)
+      return 0;
+    s = q + 1;
+    q = s;
+    while (q < e && *q != ' ') q++;
+    if (q >= e || !imap_number64(s, (size_t)(q - s), &ms)) return 0;
+    s = q + 1;
+    q = s;
+    while (q < e && *q != ' ') q++;
+    if (q >= e || !imap_number64(s, (size_t)(q - s), &ws)) return 0;
+    s = q + 1;
+    if (e - s < 3 || (s[0] != 'n' && s[0] != 'c') || s[1] != ' ') return 0;
+    if (memchr(s + 2, '/', (size_t)(e - s - 2)) || memchr(s + 2, 0, (size_t)(e - s - 2)))
+      return 0;
+    if (!rec_add(r, uid, ms, ws, s[0] == 'n', s + 2, (size_t)(e - s - 2))) return -1;
+    lastuid = uid;
+    s = e + 1;
+  }
+  return 1;
+}
+
+/* Dovecot's dovecot-uidlist (versions 1 and 3): its UIDVALIDITY, next UID and UIDs. 1 taken
+ * over, 0 not usable. */
+static int rec_dovecot(rec *r, char const *s, size_t len)
+{
+  char const *end = s + len, *nl = memchr(s, '\n', len), *p;
+  uint32_t lastuid = 0;
+  uint64_t v = 0, nn = 0;
+  if (!nl) return 0;
+  if (len > 2 && s[0] == '3' && s[1] == ' ') {
+    p = s + 2;
+    while (p < nl) {
+      char const *q = p;
+      while (q < nl && *q != ' ') q++;
+      if (*p == 'V') imap_number64(p + 1, (size_t)(q - p - 1), &v);
+      else if (*p == 'N') imap_number64(p + 1, (size_t)(q - p - 1), &nn);
+      p = q < nl ? q + 1 : q;
+    }
+  } else if (len > 2 && s[0] == '1' && s[1] == ' ') {
+    char const *q = s + 2;
+    while (q < nl && *q != ' ') q++;
+    if (!imap_number64(s + 2, (size_t)(q - s - 2), &v) || q >= nl) return 0;
+    if (!imap_number64(q + 1, (size_t)(nl - q - 1), &nn)) return 0;
+  } else
+    return 0;
+  if (!v || v > UINT32_MAX || !nn || nn > UINT32_MAX) return 0;
+  r->uidvalidity = (uint32_t)v;
+  r->uidnext = (uint32_t)nn;
+  r->highestmodseq = 1;
+  r->firstrecent = r->uidnext;
+  s = nl + 1;
+  while (s < end) {
+    char const *e = memchr(s, '\n', (size_t)(end - s));
+    char const *q, *name;
+    uint32_t uid;
+    if (!e) e = end;
+    q = s;
+    while (q < e && *q != ' ') q++;
+    if (imap_number(s, (size_t)(q - s), &uid) && uid > lastuid && uid < r->uidnext && q < e) {
+      /* v3: "uid [ext fields] :name"; v1: "uid name" */
+      name = memchr(q, ':', (size_t)(e - q));
+      if (name && name[-1] == ' ') name++;
+      else {
+        name = q + 1;
+        while (name < e && *name == ' ') name++;
+      }
+      if (name < e && !memchr(name, '/', (size_t)(e - name))) {
+        if (!rec_add(r, uid, 1, 0, 0, name, (size_t)(e - name))) return -1;
+        r->msg[r->n - 1].flags |= MS_GONE; /* where it is: found when listing */
+        lastuid = uid;
+      }
+    }
+    s = e + 1;
+  }
+  return 1;
+}
+
+/* Courier's courierimapuiddb: "1 UIDVALIDITY NEXTUID" then "NAME UID" lines. */
+static int rec_courier(rec *r, char const *s, size_t len)
+{
+  char const *end = s + len, *nl = memchr(s, '\n', len), *q;
+  uint64_t v, nn;
+  uint32_t lastuid = 0;
+  if (!nl || len < 2 || s[0] != '1' || s[1] != ' ') return 0;
+  q = s + 2;
+  while (q < nl && *q != ' ') q++;
+  if (!imap_number64(s + 2, (size_t)(q - s - 2), &v) || q >= nl) return 0;
+  if (!imap_number64(q + 1, (size_t)(nl - q - 1), &nn)) return 0;
+  if (!v || v > UINT32_MAX || !nn || nn > UINT32_MAX) return 0;
+  r->uidvalidity = (uint32_t)v;
+  r->uidnext = (uint32_t)nn;
+  r->highestmodseq = 1;
+  r->firstrecent = r->uidnext;
+  s = nl + 1;
+  while (s < end) {
+    char const *e = memchr(s, '\n', (size_t)(end - s));
+    char const *sp;
+    uint32_t uid;
+    if (!e) e = end;
+    sp = e;
+    while (sp > s && sp[-1] != ' ') sp--;
+    if (sp > s + 1 && imap_number(sp, (size_t)(e - sp), &uid) && uid > lastuid &&
+        uid < r->uidnext && !memchr(s, '/', (size_t)(sp - 1 - s))) {
+      if (!rec_add(r, uid, 1, 0, 0, s, (size_t)(sp - 1 - s))) return -1;
+      r->msg[r->n - 1].flags |= MS_GONE;
+      lastuid = uid;
+    }
+    s = e + 1;
+  }
+  return 1;
+}
+
+/* A UIDVALIDITY for a folder whose UIDs start afresh: the time, but always above the last
+ * one given out in this Maildir (any folder), which MAILDIR/pillarbox-uidvalidity remembers;
+ * so a folder deleted and made again, or a lost record, never brings an old UIDVALIDITY back
+ * with other UIDs. The file is one fixed-width line, rewritten in place under its lock. */
+static uint32_t fresh_uidvalidity(char const *dir, uint32_t old)
+{
+  char buf[16];
+  uint32_t t = (uint32_t)time(0), last = 0;
+  struct flock fl;
+  int fd = open("pillarbox-uidvalidity", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  (void)dir;
+  if (fd >= 0) {
+    ssize_t r;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    while (fcntl(fd, F_SETLKW, &fl) < 0 && errno == EINTR) {}
+    r = pread(fd, buf, 10, 0);
+    if (r == 10 && !imap_number(buf, 10, &last)) last = 0;
+  }
+  if (last > old) old = last;
+  if (t <= old) t = old + 1;
+  if (!t) t = 1;
+  if (fd >= 0) {
+    size_t n = uint_fmt(0, t), k;
+    for (k = 0; k < 10 - n; k++) buf[k] = '0';
+    uint_fmt(buf + k, t);
+    buf[10] = '\n';
+    if (pwrite(fd, buf, 11, 0) == 11) fsync(fd);
+    fd_close(fd);
+  }
+  return t;
+}
+
+/* Reads the folder's record into r (migrating or starting afresh). 1 ok, -1 error.
+ * *written is set to 0 when what r holds is not on disk yet. */
+static int rec_load(char const *dir, rec *r, int *ondisk)
+{
+  stralloc p = STRALLOC_ZERO, f = STRALLOC_ZERO;
+  int x;
+  *ondisk = 0;
+  r->n = 0;
+  r->names.len = 0;
+  if (!pathcat(&p, dir, MAILSTORE_RECORD, 0)) return -1;
+  if (openslurpclose(&f, p.s)) {
+    r->uidvalidity = 0;
+    x = rec_parse(r, f.s, f.len);
+    if (x < 0) goto err;
+    if (x == 1) {
+      *ondisk = 1;
+      goto ok;
+    }
+    /* malformed: a new UIDVALIDITY, never a guess */
+    {
+      uint32_t old = r->uidvalidity;
+      r->n = 0;
+      r->names.len = 0;
+      r->uidvalidity = fresh_uidvalidity(dir, old);
+    }
+    r->uidnext = 1;
+    r->highestmodseq = 1;
+    r->firstrecent = 1;
+    goto ok;
+  }
+  if (errno != ENOENT) goto err;
+  if (pathcat(&p, dir, "dovecot-uidlist", 0) && openslurpclose(&f, p.s)) {
+    x = rec_dovecot(r, f.s, f.len);
+    if (x < 0) goto err;
+    if (x == 1) goto ok;
+    r->n = 0;
+    r->names.len = 0;
+  }
+  f.len = 0;
+  if (pathcat(&p, dir, "courierimapuiddb", 0) && openslurpclose(&f, p.s)) {
+    x = rec_courier(r, f.s, f.len);
+    if (x < 0) goto err;
+    if (x == 1) goto ok;
+    r->n = 0;
+    r->names.len = 0;
+  }
+  r->uidvalidity = fresh_uidvalidity(dir, 0);
+  r->uidnext = 1;
+  r->highestmodseq = 1;
+  r->firstrecent = 1;
+ok:
+  stralloc_free(&p);
+  stralloc_free(&f);
+  return 1;
+err:
+  stralloc_free(&p);
+  stralloc_free(&f);
+  return -1;
+}
+
+static int rec_write(char const *dir, mailstore_msg const *msg, size_t n, char const *names,
+                     uint32_t v, uint32_t nn, uint64_t m, uint32_t rr,
+                     mailstore_gone const *gone, size_t ngone, uint64_t gonefloor)
+{
+  stralloc out = STRALLOC_ZERO, p = STRALLOC_ZERO, t = STRALLOC_ZERO;
+  char fmt[UINT64_FMT];
+  size_t i;
+  int fd, r = -1;
+  if (!stralloc_cats(&out, "PB1 V") || !stralloc_catb(&out, fmt, uint_fmt(fmt, v)) ||
+      !stralloc_cats(&out, " N") || !stralloc_catb(&out, fmt, uint_fmt(fmt, nn)) ||
+      !stralloc_cats(&out, " M") || !stralloc_catb(&out, fmt, uint64_fmt(fmt, m)) ||
+      !stralloc_cats(&out, " R") || !stralloc_catb(&out, fmt, uint_fmt(fmt, rr)) ||
+      !stralloc_cats(&out, " E") || !stralloc_catb(&out, fmt, uint64_fmt(fmt, gonefloor)) ||
+      !stralloc_catb(&out, "\n", 1))
+    goto done;
+  for (i = 0; i < ngone; i++)
+    if (!stralloc_catb(&out, "x ", 2) ||
+        !stralloc_catb(&out, fmt, uint_fmt(fmt, gone[i].uid)) || !stralloc_catb(&out, " ", 1) ||
+        !stralloc_catb(&out, fmt, uint64_fmt(fmt, gone[i].modseq)) ||
+        !stralloc_catb(&out, "\n", 1))
+      goto done;
+  for (i = 0; i < n; i++) {
+    mailstore_msg const *x = &msg[i];
+    if (x->flags & MS_GONE) continue;
+    if (!stralloc_catb(&out, fmt, uint_fmt(fmt, x->uid)) || !stralloc_catb(&out, " ", 1) ||
+        !stralloc_catb(&out, fmt, uint64_fmt(fmt, x->modseq)) ||
+        !stralloc_catb(&out, " ", 1) || !stralloc_catb(&out, fmt, uint64_fmt(fmt, x->wsize)) ||
+        !stralloc_catb(&out, (x->flags & MS_NEW) ? " n " : " c ", 3) ||
+        !stralloc_cats(&out, names + x->name) || !stralloc_catb(&out, "\n", 1))
+      goto done;
+  }
+  if (!pathcat(&p, dir, MAILSTORE_RECORD, 0) || !pathcat(&t, dir, RECORD_TMP, 0)) goto done;
+  fd = open(t.s, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) goto done;
+  if (allwrite(fd, out.s, out.len) < out.len || fsync(fd) < 0) {
+    int e = errno;
+    fd_close(fd);
+    unlink(t.s);
+    errno = e;
+    goto done;
+  }
+  fd_close(fd);
+  if (rename(t.s, p.s) < 0) goto done;
+  if (fsync_dir(dir) < 0) goto done;
+  r = 1;
+done:
+  stralloc_free(&out);
+  stralloc_free(&p);
+  stralloc_free(&t);
+  return r;
+}
+
+/* ---- listing ---- */
+
+typedef struct ent_s ent;
+struct ent_s {
+  char const *name;
+  int isnew;
+  int used;
+};
+
+static int entcmp(void const *a, void const *b)
+{
+  return uniqcmp(((ent const *)a)->name, ((ent const *)b)->name);
+}
+
+static ent *find_ent(ent *e, size_t n, char const *name)
+{
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int c = uniqcmp(e[mid].name, name);
+    if (!c) return &e[mid];
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return 0;
+}
+
+static int ts_eq(struct timespec const *a, struct timespec const *b)
+{
+  return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* The stamps that tell whether anything may have changed. */
+static int stamps(mailstore const *ms, struct timespec *nw, struct timespec *cu,
+                  struct timespec *rc, ino_t *ino, off_t *size)
+{
+  stralloc p = STRALLOC_ZERO;
+  struct stat st;
+  int r = -1;
+  if (!pathcat(&p, ms->dir, "new", 0) || stat(p.s, &st) < 0) goto done;
+  *nw = st.st_mtim;
+  if (!pathcat(&p, ms->dir, "cur", 0) || stat(p.s, &st) < 0) goto done;
+  *cu = st.st_mtim;
+  if (!pathcat(&p, ms->dir, MAILSTORE_RECORD, 0)) goto done;
+  if (stat(p.s, &st) < 0) {
+    if (errno != ENOENT) goto done;
+    memset(rc, 0, sizeof *rc);
+    *ino = 0;
+    *size = 0;
+  } else {
+    *rc = st.st_mtim;
+    *ino = st.st_ino;
+    *size = st.st_size;
+  }
+  r = 1;
+done:
+  stralloc_free(&p);
+  return r;
+}
+
+/* The synchronisation under the lock: brings the record up to date with new/ and cur/ and
+ * merges it into ms. */
+static int sync_locked(mailstore *ms, size_t *news)
+{
+  rec r = {0, 0, 0, 0, 0, 0, 0, STRALLOC_ZERO, 0, 0, 0, 0};
+  stralloc lst = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO, nn = STRALLOC_ZERO;
+  ent *e = 0;
+  size_t ne = 0, i, j, split, added = 0;
+  int ondisk, changed = 0, nnew, ncur, res = -1;
+  struct timespec t_new, t_cur, t_rec, listed_at;
+  ino_t ino;
+  off_t size;
+  mailstore_msg *out = 0;
+  size_t on = 0;
+
+  if (clock_gettime(CLOCK_REALTIME, &listed_at) < 0) return -1;
+  if (stamps(ms, &t_new, &t_cur, &t_rec, &ino, &size) < 0) return -1;
+  if (kw_load(ms) < 0) return -1;
+  if (rec_load(ms->dir, &r, &ondisk) < 0) goto done;
+  if (!ondisk) changed = 1;
+  nnew = maildir_list(ms->dir, "new", &lst);
+  if (nnew < 0) goto done;
+  split = lst.len;
+  ncur = maildir_list(ms->dir, "cur", &lst);
+  if (ncur < 0) goto done;
+  ne = (size_t)nnew + (size_t)ncur;
+  e = malloc((ne ? ne : 1) * sizeof *e);
+  if (!e) goto done;
+  for (i = 0, j = 0; i < lst.len; i += strlen(lst.s + i) + 1, j++) {
+    e[j].name = lst.s + i;
+    e[j].isnew = i < split;
+    e[j].used = 0;
+  }
+  qsort(e, ne, sizeof *e, &entcmp);
+  /* the record's messages: still there? moved? flags changed? */
+  for (i = 0; i < r.n; i++) {
+    mailstore_msg *m = &r.msg[i];
+    char const *nm = r.names.s + m->name;
+    ent *x = find_ent(e, ne, nm);
+    if (!x || x->used) {
+      if (!(m->flags & MS_GONE)) {
+        changed = 1;
+        if (!rec_gone(&r, m->uid, ++r.highestmodseq)) goto done;
+      }
+      m->flags |= MS_GONE;
+      continue;
+    }
+    x->used = 1;
+    if (m->flags & MS_GONE) changed = 1; /* migrated entry found */
+    m->flags &= ~MS_GONE;
+    if (strcmp(nm, x->name) || !(m->flags & MS_NEW) != !x->isnew) {
+      m->name = (uint32_t)r.names.len;
+      if (!stralloc_cats(&r.names, x->name) || !stralloc_0(&r.names)) goto done;
+      mailstore_parse_info(x->name, &m->flags, &m->keywords);
+      if (x->isnew) m->flags |= MS_NEW;
+      m->modseq = ++r.highestmodseq;
+      changed = 1;
+    }
+  }
+  /* files without a UID get one, in delivery order (the names start with the time) */
+  for (i = 0; i < ne; i++) {
+    if (e[i].used) continue;
+    if (r.uidnext == UINT32_MAX) {
+      errno = EOVERFLOW;
+      goto done;
+    }
+    if (!rec_add(&r, r.uidnext++, ++r.highestmodseq, 0, e[i].isnew, e[i].name,
+                 strlen(e[i].name)))
+      goto done;
+    changed = 1;
+  }
+  /* drop the gone ones from the record */
+  for (i = 0, j = 0; i < r.n; i++)
+    if (!(r.msg[i].flags & MS_GONE)) r.msg[j++] = r.msg[i];
+  r.n = j;
+  /* a read-write session moves new/ to cur/ */
+  if (ms->rw) {
+    for (i = 0; i < r.n; i++) {
+      mailstore_msg *m = &r.msg[i];
+      char const *nm;
+      if (!(m->flags & MS_NEW)) continue;
+      nm = r.names.s + m->name;
+      if (!pathcat(&p, ms->dir, "new", nm)) goto done;
+      if (!rename_info(&nn, nm, m->flags & MS_SYSFLAGS, m->keywords)) goto done;
+      if (!pathcat(&q, ms->dir, "cur", nn.s)) goto done;
+      if (rename(p.s, q.s) < 0) continue; /* gone meanwhile: the next sync sees it */
+      m->name = (uint32_t)r.names.len;
+      if (!stralloc_catb(&r.names, nn.s, nn.len)) goto done;
+      m->flags &= ~MS_NEW;
+      changed = 1;
+    }
+  }
+  /* \Recent: claimed by the first read-write session */
+  {
+    uint32_t fr = r.firstrecent;
+    if (ms->rw && r.firstrecent != r.uidnext) {
+      r.firstrecent = r.uidnext;
+      changed = 1;
+    }
+    if (changed) {
+      /* sort by uid (rec_add appends in increasing order already: r.msg is sorted) */
+      if (rec_write(ms->dir, r.msg, r.n, r.names.s, r.uidvalidity, r.uidnext, r.highestmodseq,
+                    r.firstrecent, r.gone, r.ngone, r.gonefloor) < 0)
+        goto done;
+      /* only the record's stamp is taken again (we hold the lock: nobody else wrote it);
+       * new/ and cur/ keep the stamps from before the listing, so a delivery that came
+       * meanwhile is looked for next time */
+      {
+        struct timespec a, b;
+        if (stamps(ms, &a, &b, &t_rec, &ino, &size) < 0) goto done;
+      }
+    }
+    /* merge r into ms */
+    if (ms->uidvalidity && ms->uidvalidity != r.uidvalidity) {
+      /* the folder was recreated under us: everything we had is gone */
+      for (i = 0; i < ms->n; i++) ms->msg[i].flags |= MS_GONE;
+    }
+    out = malloc((ms->n + r.n + 1) * sizeof *out);
+    if (!out) goto done;
+    {
+      stralloc names = STRALLOC_ZERO;
+      size_t a = 0, b = 0;
+      int same = !ms->uidvalidity || ms->uidvalidity == r.uidvalidity;
+      while (a < ms->n || b < r.n) {
+        mailstore_msg x;
+        char const *nm;
+        if (b >= r.n || (a < ms->n && (!same || ms->msg[a].uid < r.msg[b].uid))) {
+          x = ms->msg[a];
+          nm = ms->names.s + x.name;
+          x.flags |= MS_GONE;
+          a++;
+        } else if (a >= ms->n || ms->msg[a].uid > r.msg[b].uid) {
+          x = r.msg[b];
+          nm = r.names.s + x.name;
+          if (x.uid >= fr) x.flags |= MS_RECENT; /* read-only: counted, not claimed */
+          added++;
+          b++;
+        } else {
+          mailstore_msg *o = &ms->msg[a];
+          x = r.msg[b];
+          nm = r.names.s + x.name;
+          x.flags |= o->flags & (MS_RECENT | MS_REPORTED | MS_CHANGED | MS_GONE);
+          if ((o->flags & MS_SYSFLAGS) != (x.flags & MS_SYSFLAGS) || o->keywords != x.keywords)
+            x.flags |= MS_CHANGED;
+          if (!x.wsize) x.wsize = o->wsize;
+          a++;
+          b++;
+        }
+        x.name = (uint32_t)names.len;
+        if (!stralloc_cats(&names, nm) || !stralloc_0(&names)) {
+          stralloc_free(&names);
+          goto done;
+        }
+        out[on++] = x;
+      }
+      stralloc_free(&ms->names);
+      ms->names = names;
+    }
+    free(ms->msg);
+    ms->msg = out;
+    ms->n = ms->a = on;
+    out = 0;
+  }
+  free(ms->gone);
+  ms->gone = r.gone;
+  ms->ngone = r.ngone;
+  ms->gonefloor = r.gonefloor;
+  r.gone = 0;
+  r.ngone = r.agone = 0;
+  ms->uidvalidity = r.uidvalidity;
+  ms->uidnext = r.uidnext;
+  ms->highestmodseq = r.highestmodseq;
+  ms->firstrecent = r.firstrecent;
+  ms->listed_at = listed_at;
+  ms->new_mtime = t_new;
+  ms->cur_mtime = t_cur;
+  ms->rec_mtime = t_rec;
+  ms->rec_ino = ino;
+  ms->rec_size = size;
+  if (news) *news = added;
+  res = 1;
+done:
+  {
+    int er = errno;
+    free(out);
+    free(e);
+    rec_free(&r);
+    stralloc_free(&lst);
+    stralloc_free(&p);
+    stralloc_free(&q);
+    stralloc_free(&nn);
+    errno = er;
+  }
+  return res;
+}
+
+int mailstore_sync(mailstore *ms, size_t *news)
+{
+  struct timespec nw, cu, rc;
+  ino_t ino;
+  off_t size;
+  int lk, r;
+  if (news) *news = 0;
+  if (ms->uidvalidity) {
+    if (stamps(ms, &nw, &cu, &rc, &ino, &size) < 0) return -1;
+    /* Unchanged stamps are trusted only when the directories had not been touched for a
+     * second when they were listed: file system clocks are coarse (a tick, or a second over
+     * NFS), so a change in the same tick as the listing would leave the same stamp. */
+    if (ts_eq(&nw, &ms->new_mtime) && ts_eq(&cu, &ms->cur_mtime) && ts_eq(&rc, &ms->rec_mtime) &&
+        ino == ms->rec_ino && size == ms->rec_size && nw.tv_sec + 1 < ms->listed_at.tv_sec &&
+        cu.tv_sec + 1 < ms->listed_at.tv_sec)
+      return kw_load(ms);
+  }
+  lk = lock_folder(ms->dir);
+  if (lk < 0) return -1;
+  r = sync_locked(ms, news);
+  {
+    int e = errno;
+    unlock_folder(lk);
+    errno = e;
+  }
+  return r;
+}
+
+int mailstore_open(mailstore *ms, char const *dir, int rw)
+{
+  struct stat st;
+  size_t l = strlen(dir);
+  if (l > MAILSTORE_NAME_MAX + 1) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  mailstore_close(ms);
+  memcpy(ms->dir, dir, l + 1);
+  ms->rw = rw;
+  if (lstat(dir, &st) < 0) return -1;
+  if (!S_ISDIR(st.st_mode)) {
+    errno = ENOTDIR;
+    return -1;
+  }
+  return mailstore_sync(ms, 0);
+}
+
+void mailstore_close(mailstore *ms)
+{
+  free(ms->gone);
+  ms->gone = 0;
+  ms->ngone = 0;
+  ms->gonefloor = 0;
+  free(ms->msg);
+  ms->msg = 0;
+  ms->n = ms->a = 0;
+  stralloc_free(&ms->names);
+  kw_free(ms);
+  ms->uidvalidity = ms->uidnext = ms->firstrecent = 0;
+  ms->highestmodseq = 0;
+  ms->kw_mtime = 0;
+  memset(&ms->new_mtime, 0, sizeof ms->new_mtime);
+  memset(&ms->cur_mtime, 0, sizeof ms->cur_mtime);
+  memset(&ms->rec_mtime, 0, sizeof ms->rec_mtime);
+  memset(&ms->listed_at, 0, sizeof ms->listed_at);
+  ms->rec_ino = 0;
+  ms->rec_size = 0;
+}
+
+void mailstore_compact(mailstore *ms)
+{
+  size_t i, j = 0;
+  for (i = 0; i < ms->n; i++)
+    if (!(ms->msg[i].flags & MS_GONE)) ms->msg[j++] = ms->msg[i];
+  ms->n = j;
+}
+
+char const *mailstore_name(mailstore const *ms, size_t i)
+{
+  return ms->names.s + ms->msg[i].name;
+}
+
+int mailstore_path(mailstore const *ms, size_t i, stralloc *sa)
+{
+  return pathcat(sa, ms->dir, (ms->msg[i].flags & MS_NEW) ? "new" : "cur", mailstore_name(ms, i))
+             ? 1
+             : -1;
+}
+
+static int open_reg(char const *p)
+{
+  struct stat st;
+  int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ELOOP) errno = ENOENT;
+    return -1;
+  }
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    fd_close(fd);
+    errno = ENOENT;
+    return -1;
+  }
+  return fd;
+}
+
+int mailstore_openmsg(mailstore *ms, size_t i)
+{
+  stralloc p = STRALLOC_ZERO;
+  int fd = -1, tries;
+  uint32_t uid = ms->msg[i].uid;
+  for (tries = 0; tries < 3; tries++) {
+    size_t k;
+    if (mailstore_path(ms, i, &p) < 0) break;
+    fd = open_reg(p.s);
+    if (fd >= 0 || errno != ENOENT) break;
+    /* moved (flags changed elsewhere) or gone: look again, under the lock */
+    {
+      int lk = lock_folder(ms->dir);
+      int r;
+      if (lk < 0) break;
+      r = sync_locked(ms, 0);
+      unlock_folder(lk);
+      if (r < 0) break;
+    }
+    /* the sync may have appended: i still indexes the same uid (merge keeps order) */
+    for (k = 0; k < ms->n && ms->msg[k].uid != uid; k++) {}
+    if (k == ms->n || (ms->msg[k].flags & MS_GONE)) {
+      errno = ENOENT;
+      break;
+    }
+    i = k;
+  }
+  stralloc_free(&p);
+  return fd;
+}
+
+int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, uint32_t clrf,
+                    uint32_t setk, uint32_t clrk, uint64_t unchangedsince, unsigned char *failed)
+{
+  stralloc nn = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO;
+  int lk, res = -1, changed = 0;
+  size_t k;
+  lk = lock_folder(ms->dir);
+  if (lk < 0) return -1;
+  if (sync_locked(ms, 0) < 0) goto done;
+  for (k = 0; k < n; k++) {
+    mailstore_msg *m = &ms->msg[idx[k]];
+    uint32_t nf = ((m->flags & MS_SYSFLAGS & ~clrf) | (setf & MS_SYSFLAGS));
+    uint32_t nk = (m->keywords & ~clrk) | setk;
+    char const *nm;
+    if (failed) failed[k] = 0;
+    if (m->flags & MS_GONE) continue;
+    if (unchangedsince && m->modseq > unchangedsince) {
+      if (failed) failed[k] = 1;
+      continue;
+    }
+    if (nf == (m->flags & MS_SYSFLAGS) && nk == m->keywords) continue;
+    nm = ms->names.s + m->name;
+    if (!rename_info(&nn, nm, nf, nk)) goto done;
+    if (!pathcat(&p, ms->dir, (m->flags & MS_NEW) ? "new" : "cur", nm)) goto done;
+    if (!pathcat(&q, ms->dir, "cur", nn.s)) goto done;
+    if (rename(p.s, q.s) < 0) {
+      if (errno == ENOENT) continue; /* moved under us: the next sync tells */
+      goto done;
+    }
+    m->name = (uint32_t)ms->names.len;
+    if (!stralloc_catb(&ms->names, nn.s, nn.len)) goto done;
+    m->flags = (m->flags & ~(MS_SYSFLAGS | MS_NEW)) | nf;
+    m->keywords = nk;
+    m->modseq = ++ms->highestmodseq;
+    changed = 1;
+  }
+  if (changed) {
+    if (rec_write(ms->dir, ms->msg, ms->n, ms->names.s, ms->uidvalidity, ms->uidnext,
+                  ms->highestmodseq, ms->firstrecent, ms->gone, ms->ngone, ms->gonefloor) < 0)
+      goto done;
+    {
+      struct timespec a, b; /* our renames changed cur/: the next sync looks again */
+      if (stamps(ms, &a, &b, &ms->rec_mtime, &ms->rec_ino, &ms->rec_size) < 0) goto done;
+    }
+  }
+  res = 1;
+done:
+  {
+    int e = errno;
+    unlock_folder(lk);
+    stralloc_free(&nn);
+    stralloc_free(&p);
+    stralloc_free(&q);
+    errno = e;
+  }
+  return res;
+}
+
+int mailstore_expunge(mailstore *ms, size_t const *idx, size_t n)
+{
+  stralloc p = STRALLOC_ZERO;
+  size_t k;
+  int lk, r;
+  lk = lock_folder(ms->dir);
+  if (lk < 0) return -1;
+  {
+    uint64_t bytes = 0, count = 0;
+    for (k = 0; k < n; k++) {
+      uint64_t sz;
+      if (mailstore_path(ms, idx[k], &p) < 0) break;
+      sz = msg_size(p.s, mailstore_name(ms, idx[k]));
+      if (unlink(p.s) == 0) {
+        bytes += sz;
+        count++;
+      } else if (errno != ENOENT)
+        break;
+    }
+    quota_add(-(int64_t)bytes, -(int64_t)count);
+  }
+  stralloc_free(&p);
+  if (k < n) {
+    int e = errno;
+    unlock_folder(lk);
+    errno = e;
+    return -1;
+  }
+  r = sync_locked(ms, 0);
+  {
+    int e = errno;
+    unlock_folder(lk);
+    errno = e;
+  }
+  return r;
+}
+
+/* Finds the UID the record gave the file whose unique part is that of name. */
+static int uid_of(mailstore const *ms, char const *name, uint32_t *uid)
+{
+  size_t i = ms->n;
+  while (i--)
+    if (!(ms->msg[i].flags & MS_GONE) && !uniqcmp(ms->names.s + ms->msg[i].name, name)) {
+      *uid = ms->msg[i].uid;
+      return 1;
+    }
+  return 0;
+}
+
+/* Keyword bits of the destination for the names given. */
+static uint32_t kwbits(mailstore *dst, char const *const *kws, unsigned int nkw)
+{
+  uint32_t b = 0;
+  unsigned int i;
+  for (i = 0; i < nkw; i++) {
+    int k = mailstore_keyword(dst, kws[i], strlen(kws[i]), 1);
+    if (k >= 0) b |= 1u << k;
+  }
+  return b;
+}
+
+int mailstore_add(char const *dir, char const *tmppath, uint32_t flags, char const *const *kws,
+                  unsigned int nkw, time_t when, uint32_t *uid, uint32_t *uidvalidity)
+{
+  mailstore dst = MAILSTORE_ZERO;
+  stralloc base = STRALLOC_ZERO, nn = STRALLOC_ZERO, q = STRALLOC_ZERO, cur = STRALLOC_ZERO;
+  struct stat st;
+  char const *slash;
+  char fmt[UINT64_FMT];
+  int res = -1, lk = -1;
+  if (mailstore_open(&dst, dir, 0) < 0) goto done;
+  if (stat(tmppath, &st) < 0) goto done;
+  slash = strrchr(tmppath, '/');
+  slash = slash ? slash + 1 : tmppath;
+  if (!stralloc_cats(&base, slash) || !stralloc_cats(&base, ",S=") ||
+      !stralloc_catb(&base, fmt, uint64_fmt(fmt, (uint64_t)st.st_size)) || !stralloc_0(&base))
+    goto done;
+  if (!rename_info(&nn, base.s, flags & MS_SYSFLAGS, kwbits(&dst, kws, nkw))) goto done;
+  if (when) {
+    struct timeval tv[2];
+    tv[0].tv_sec = tv[1].tv_sec = when;
+    tv[0].tv_usec = tv[1].tv_usec = 0;
+    if (utimes(tmppath, tv) < 0) goto done;
+  }
+  if (!pathcat(&q, dir, "cur", nn.s) || !pathcat(&cur, dir, "cur", 0)) goto done;
+  if (!quota_fits((uint64_t)st.st_size, 1)) {
+    errno = EDQUOT;
+    goto done;
+  }
+  if (link(tmppath, q.s) < 0) goto done;
+  unlink(tmppath);
+  quota_add((int64_t)st.st_size, 1);
+  if (fsync_dir(cur.s) < 0) goto done;
+  lk = lock_folder(dir);
+  if (lk < 0) goto done;
+  if (sync_locked(&dst, 0) < 0) goto done;
+  if (!uid_of(&dst, nn.s, uid)) {
+    errno = ENOENT; /* expunged at once by someone else */
+    goto done;
+  }
+  *uidvalidity = dst.uidvalidity;
+  res = 1;
+done:
+  {
+    int e = errno;
+    unlock_folder(lk);
+    mailstore_close(&dst);
+    stralloc_free(&base);
+    stralloc_free(&nn);
+    stralloc_free(&q);
+    stralloc_free(&cur);
+    errno = e;
+  }
+  return res;
+}
+
+int mailstore_copy(mailstore *ms, size_t const *idx, size_t n, char const *dir, int move,
+                   uint32_t *uids, uint32_t *uidvalidity)
+{
+  mailstore dst = MAILSTORE_ZERO;
+  stralloc names = STRALLOC_ZERO, nn = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO,
+           base = STRALLOC_ZERO;
+  size_t k, *where = 0;
+  int res = -1, lk = -1;
+  if (mailstore_open(&dst, dir, 0) < 0) goto done;
+  where = malloc((n ? n : 1) * sizeof *where);
+  if (!where) goto done;
+  for (k = 0; k < n; k++) {
+    mailstore_msg *m = &ms->msg[idx[k]];
+    char const *nm = ms->names.s + m->name;
+    uint32_t kw = 0;
+    int c;
+    /* keywords: by name, into the destination's letters */
+    for (c = 0; c < MAILSTORE_KEYWORDS; c++)
+      if ((m->keywords & (1u << c)) && ms->kw[c]) {
+        int d = mailstore_keyword(&dst, ms->kw[c], strlen(ms->kw[c]), 1);
+        if (d >= 0) kw |= 1u << d;
+      }
+    if (move) {
+      if (!rename_info(&nn, nm, m->flags & MS_SYSFLAGS, kw)) goto done;
+    } else {
+      uint64_t sz;
+      char fmt[UINT64_FMT];
+      size_t nl = strlen(nm);
+      base.len = 0;
+      if (maildir_uniqname(&base) < 0) goto done;
+      base.len--;
+      if (maildir_namesize(nm, nl, &sz) &&
+          (!stralloc_cats(&base, ",S=") || !stralloc_catb(&base, fmt, uint64_fmt(fmt, sz))))
+        goto done;
+      if (!stralloc_0(&base)) goto done;
+      if (!rename_info(&nn, base.s, m->flags & MS_SYSFLAGS, kw)) goto done;
+    }
+    if (mailstore_path(ms, idx[k], &p) < 0 || !pathcat(&q, dir, "cur", nn.s)) goto done;
+    if (!move) {
+      uint64_t sz = msg_size(p.s, nm);
+      if (!quota_fits(sz, 1)) {
+        errno = EDQUOT;
+        goto done;
+      }
+      if (link(p.s, q.s) < 0) {
+        if (errno == ENOENT) {
+          where[k] = (size_t)-1;
+          continue;
+        }
+        goto done;
+      }
+      quota_add((int64_t)sz, 1);
+    } else if (rename(p.s, q.s) < 0) {
+      if (errno == ENOENT) {
+        where[k] = (size_t)-1;
+        continue;
+      }
+      goto done;
+    }
+    where[k] = names.len;
+    if (!stralloc_catb(&names, nn.s, nn.len)) goto done;
+  }
+  if (!pathcat(&q, dir, "cur", 0) || fsync_dir(q.s) < 0) goto done;
+  lk = lock_folder(dir);
+  if (lk < 0) goto done;
+  if (sync_locked(&dst, 0) < 0) goto done;
+  for (k = 0; k < n; k++) {
+    uids[k] = 0;
+    if (where[k] != (size_t)-1) uid_of(&dst, names.s + where[k], &uids[k]);
+  }
+  *uidvalidity = dst.uidvalidity;
+  unlock_folder(lk);
+  lk = -1;
+  if (move) {
+    ms->cur_mtime.tv_sec = 0; /* force a look */
+    if (mailstore_sync(ms, 0) < 0) goto done;
+  }
+  res = 1;
+done:
+  {
+    int e = errno;
+    unlock_folder(lk);
+    mailstore_close(&dst);
+    free(where);
+    stralloc_free(&names);
+    stralloc_free(&nn);
+    stralloc_free(&p);
+    stralloc_free(&q);
+    stralloc_free(&base);
+    errno = e;
+  }
+  return res;
+}
+
+int mailstore_status_get(char const *dir, mailstore_status *st)
+{
+  mailstore ms = MAILSTORE_ZERO;
+  size_t i;
+  memset(st, 0, sizeof *st);
+  if (mailstore_open(&ms, dir, 0) < 0) {
+    int e = errno;
+    mailstore_close(&ms);
+    errno = e;
+    return -1;
+  }
+  for (i = 0; i < ms.n; i++) {
+    mailstore_msg const *m = &ms.msg[i];
+    uint64_t sz;
+    char const *nm = ms.names.s + m->name;
+    if (m->flags & MS_GONE) continue;
+    st->messages++;
+    if (!(m->flags & MS_SEEN)) st->unseen++;
+    if (m->flags & MS_DELETED) st->deleted++;
+    if (m->uid >= ms.firstrecent) st->recent++;
+    if (maildir_namesize(nm, strlen(nm), &sz)) st->size += sz;
+  }
+  st->uidnext = ms.uidnext;
+  st->uidvalidity = ms.uidvalidity;
+  st->highestmodseq = ms.highestmodseq;
+  mailstore_close(&ms);
+  return 1;
+}
+
+static int u32cmp(void const *a, void const *b)
+{
+  uint32_t x = *(uint32_t const *)a, y = *(uint32_t const *)b;
+  return x < y ? -1 : x > y;
+}
+
+long mailstore_vanished(mailstore const *ms, uint64_t modseq, uint32_t **out)
+{
+  size_t n = 0, i, a;
+  uint32_t *v;
+  if (modseq < ms->gonefloor) {
+    /* not remembered that far back: every UID below UIDNEXT that is not here */
+    size_t k = 0;
+    uint32_t u;
+    a = ms->uidnext;
+    v = malloc((a ? a : 1) * sizeof *v);
+    if (!v) return -1;
+    for (u = 1; u < ms->uidnext; u++) {
+      while (k < ms->n && ms->msg[k].uid < u) k++;
+      if (k < ms->n && ms->msg[k].uid == u && !(ms->msg[k].flags & MS_GONE)) continue;
+      v[n++] = u;
+    }
+    *out = v;
+    return (long)n;
+  }
+  v = malloc((ms->ngone ? ms->ngone : 1) * sizeof *v);
+  if (!v) return -1;
+  for (i = 0; i < ms->ngone; i++)
+    if (ms->gone[i].modseq > modseq) v[n++] = ms->gone[i].uid;
+  qsort(v, n, sizeof *v, &u32cmp);
+  *out = v;
+  return (long)n;
+}
