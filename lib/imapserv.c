@@ -14,8 +14,11 @@
 #include <skalibs/tai.h>
 #include <skalibs/types.h>
 #include "authfail.h"
+#include "connlimit.h"
+#include "control.h"
 #include "imapio.h"
 #include "imapserv.h"
+#include "ipkey.h"
 #include "sasl.h"
 #include "saslserv.h"
 #include "spawn.h"
@@ -101,18 +104,27 @@ static time_t deadline;         /* the end of the pre-login dialogue */
 static stralloc cmdbuf = STRALLOC_ZERO;
 static imap_cmd cmd;
 static char tagbuf[IMAP_TAG_MAX + 1];
+static connlimit slot = CONNLIMIT_ZERO;
 
+static void leave(int) gccattr_noreturn;
 static void bye(int) gccattr_noreturn;
+
+/* Every exit: the connection slot is given back (its file removed) first. */
+static void leave(int code)
+{
+  connlimit_release(&slot);
+  _exit(code);
+}
 
 static void bye(int code)
 {
   imapio_flush();
-  _exit(code);
+  leave(code);
 }
 
 static void put(char const *s)
 {
-  if (!imapio_puts(s)) _exit(errno == ETIMEDOUT ? 99 : 0);
+  if (!imapio_puts(s)) leave(errno == ETIMEDOUT ? 99 : 0);
 }
 
 static void tagged(char const *tag, char const *status, char const *text)
@@ -187,13 +199,17 @@ static char const *logname(char const *u, size_t len)
   return buf;
 }
 
+/* A failed login (already counted by attempt()). */
 static void failed(char const *tag, char const *u, size_t ulen)
 {
+  int r;
   strerr_warni4x("failed login for ", logname(u, ulen), " from ", ipname());
   fails++;
   if (cfg->faildelay) sleep(cfg->faildelay);
   tagged(tag, "NO", "[AUTHENTICATIONFAILED] Authentication failed.");
-  if (fails >= IMAPSERV_FAILS_MAX) {
+  r = authfail_blocked(cfg->ip);
+  if (r < 0) strerr_warnwu1sys("read the failed-login table");
+  if (r == 1 || fails >= IMAPSERV_FAILS_MAX) {
     put("* BYE Too many failed logins.\r\n");
     bye(0);
   }
@@ -208,6 +224,12 @@ static int attempt(char const *tag)
   tagged(tag, "NO", "[UNAVAILABLE] Too many failed logins from your address, try later.");
   put("* BYE Too many failed logins.\r\n");
   bye(0);
+}
+
+/* The attempt was not a wrong password (a good one, or no decision): take it back. */
+static void forgive(void)
+{
+  if (authfail_forgive(cfg->ip) < 0) strerr_warnwu1sys("record a login that did not fail");
 }
 
 /* Reads the session's notification or EOF, within IMAPSERV_AUTH_WAIT seconds.
@@ -299,6 +321,7 @@ static void login(char const *tag, char const *u, size_t ulen, char const *pw, s
   pid = start_login(tag, &credfd, &notifyfd);
   if (pid < 0) {
     byte_zzero(creds, sizeof creds);
+    forgive();
     tagged(tag, "NO", "[UNAVAILABLE] Unable to check the password, try later.");
     arm();
     return;
@@ -310,7 +333,7 @@ static void login(char const *tag, char const *u, size_t ulen, char const *pw, s
   r = wait_notify(notifyfd);
   if (r < 0) kill(pid, SIGKILL);
   if (r == 1) {
-    if (authfail_forgive(cfg->ip) < 0) strerr_warnwu1sys("record a good login");
+    forgive();
     strerr_warni4x("login ", logname(u, ulen), " from ", ipname());
   }
   code = reap(pid);
@@ -320,15 +343,15 @@ static void login(char const *tag, char const *u, size_t ulen, char const *pw, s
     fmt[uint_fmt(fmt, (unsigned int)code)] = 0;
     strerr_warni6x("logout ", logname(u, ulen), " from ", ipname(), " status ",
                    code == 256 ? "killed" : fmt);
-    _exit(code == 256 ? 111 : code);
+    leave(code == 256 ? 111 : code);
   }
+  if (code != 1) forgive();
   if (r < 0) tagged(tag, "NO", "[UNAVAILABLE] Password check timed out, try later.");
   else {
     switch (code) {
       case 0: /* a session program that does not notify: it had the session */
-        if (authfail_forgive(cfg->ip) < 0) strerr_warnwu1sys("record a good login");
         strerr_warni4x("login and logout ", logname(u, ulen), " from ", ipname());
-        _exit(0);
+        leave(0);
       case 1: failed(tag, u, ulen); break;
       case 2: tagged(tag, "NO", "[SERVERBUG] Login misconfigured."); break;
       default: tagged(tag, "NO", "[UNAVAILABLE] Unable to check the password, try later.");
@@ -385,7 +408,7 @@ static void do_authenticate(char const *tag)
       r = SASLSERV_ETOOLONG;
       break;
     }
-    if (g != 1) _exit(0);
+    if (g != 1) leave(0);
     r = saslserv_step(&s, line.s, line.len, &ch);
     byte_zzero(line.s, line.len);
   }
@@ -476,6 +499,24 @@ static void dispatch(char const *tag)
   else refuse(tag, "BAD", "Error in IMAP command received by server: Unknown command.");
 }
 
+/* The per-address connection cap (control/imap-peermax, default 20: a mail client opens
+ * several connections, and an office may be one address; 0: none), counted apart from SMTP's
+ * and POP3's in MAILROOT/run/slots/login. The slot is held until the session ends. */
+static void take_slot(void)
+{
+  unsigned long max = control_uint("imap-peermax", 20);
+  int r;
+  if (!max || !cfg->ip || !*cfg->ip) return;
+  if (max > 100000) max = 100000;
+  r = connlimit_take(&slot, "login", cfg->ip, (unsigned int)max, ipkey_v6prefix(), 0);
+  if (r < 0) strerr_warnwu1sys("take a connection slot (running without the per-address cap)");
+  if (!r) {
+    strerr_warni2x("too many connections from ", cfg->ip);
+    put("* BYE [UNAVAILABLE] Too many connections from your address, try later.\r\n");
+    bye(0);
+  }
+}
+
 /* The tag of a command that could not be read whole, for its reply ("*" when it has none). */
 static char const *tag_of(char const *s, size_t len)
 {
@@ -502,6 +543,7 @@ void imapserv_run(imapserv_cfg const *c)
   imapio_setlimits(IMAPSERV_CMD_MAX, IMAPSERV_LITERAL_MAX);
   deadline = time(0) + (time_t)cfg->timeout;
   arm();
+  take_slot();
   put("* OK [CAPABILITY ");
   put(imapserv_capabilities(capflags()));
   put("] ");
@@ -525,7 +567,7 @@ void imapserv_run(imapserv_cfg const *c)
         put("* BYE [TOOBIG] Literal too big before login.\r\n");
         bye(0);
       case IMAPIO_EOF: bye(0);
-      default: _exit(111);
+      default: leave(111);
     }
     cmd.nspool = 0;
     r = imap_parse(cmdbuf.s, cmdbuf.len, &cmd);

@@ -7,7 +7,8 @@
  * allowed on loopback; the bounds (a command with its literals at most IMAPSERV_CMD_MAX, a
  * literal at most IMAPSERV_LITERAL_MAX, refused before it is read), IMAPSERV_BAD_MAX refused
  * commands, IMAPSERV_FAILS_MAX failed logins per connection, failed logins per address counted
- * by lib/authfail before the check, and one deadline for the whole dialogue.
+ * by lib/authfail before the check, connections per address capped (control/imap-peermax,
+ * lib/connlimit), and one deadline for the whole dialogue.
  *
  * A login runs the checkpassword program cfg->progargv (e.g. `login-handoff imap` or
  * `auth-check imap-maildir`) with the credentials on fd 3, the client on fd 0/1, and

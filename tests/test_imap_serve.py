@@ -385,6 +385,28 @@ def test_good_login_is_forgiven(box):
         assert tagged(r.stdout, b"a").startswith(b"a OK"), r.stdout
 
 
+def test_connections_per_address_capped(box):
+    box.control("imap-peermax", "1")
+    c = Conversation(box)
+    try:
+        assert c.greeting.startswith(b"* OK")
+        r = box.run(b"a NOOP\r\n")
+        assert lines(r.stdout) == [b"* BYE [UNAVAILABLE] Too many connections from your "
+                                   b"address, try later."]
+        r = box.run(b"a NOOP\r\n", env={"TCPREMOTEIP": "127.0.0.8"})  # another address
+        assert tagged(r.stdout, b"a") == b"a OK NOOP completed."
+        # the slot is held through the logged-in session, and given back at its end
+        c.send(login_cmd(b"l"))
+        assert c.until(b"l")[-1].startswith(b"l OK")
+        assert lines(box.run(b"a NOOP\r\n").stdout)[0].startswith(b"* BYE [UNAVAILABLE]")
+        assert c.cmd(b"z", b"LOGOUT")[-1].startswith(b"z OK")
+        assert c.p.wait(timeout=10) == 0
+    finally:
+        c.close()
+    r = box.run(b"a NOOP\r\n")
+    assert tagged(r.stdout, b"a") == b"a OK NOOP completed."
+
+
 def test_login_program_trouble(box):
     r = box.run(login_cmd(), env={"FAKE_PASS": "other", "FAKE_FAILCODE": "111"})
     assert tagged(r.stdout, b"l").startswith(b"l NO [UNAVAILABLE]")
