@@ -605,6 +605,9 @@ static char const readme[] =
   "# pop3-timeout         idle seconds before autologout (600)\n"
   "# pop3-allow-plaintext 1: USER/PASS without TLS from loopback (0)\n"
   "# pop3-peermax         POP3 connections one address may hold at once (10; 0: no cap)\n"
+  "# imap-login-timeout   seconds for the whole IMAP dialogue before login (180)\n"
+  "# imap-allow-plaintext 1: IMAP LOGIN/AUTHENTICATE without TLS from loopback (0)\n"
+  "# imap-peermax         IMAP connections one address may hold at once (20; 0: no cap)\n"
   "# expunge-days         days before mail-expunge empties Trash and Junk (30)\n";
 
 int main(int argc, char const *const *argv)
