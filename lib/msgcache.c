@@ -14,7 +14,7 @@
 #include "msgcache.h"
 
 #define HEAD "PBC1 V"
-#define FILE_MAX 0xffffff00u /* offsets are 32 bits */
+#define FILE_MAX 0x7fffff00u /* offsets are 31 bits */
 
 uint32_t msgcache_sum(char const *s, size_t len, uint32_t h)
 {
@@ -58,6 +58,7 @@ void msgcache_close(msgcache *c)
   c->sorted = 1;
   stralloc_free(&c->pend);
   c->npend = 0;
+  c->looked = 0;
   c->broken = 1; /* until msgcache_init */
 }
 
@@ -89,9 +90,9 @@ static int num(char const **p, char const *end, uint64_t *v)
 }
 
 /* Parses the entry at off within [0, len) of s: 1 with its size in *elen and e filled (name
- * in *nm, *nml), 0 when it does not check out. */
+ * in *nm, *nml), 0 when it does not check out (its hash too, with verify). */
 static int parse_ent(char const *s, size_t len, size_t off, size_t *elen, uint32_t *uid,
-                     msgcache_ent *e, char const **nm, size_t *nml)
+                     msgcache_ent *e, char const **nm, size_t *nml, int verify)
 {
   char const *p = s + off, *end = s + len, *nl, *body;
   uint64_t v[9];
@@ -114,7 +115,7 @@ static int parse_ent(char const *s, size_t len, size_t off, size_t *elen, uint32
     if ((size_t)(end - body) < total + 1 || body[total] != '\n') return 0;
     while (from[skip] != ' ') skip++; /* past <sum> */
     skip++;
-    if (msgcache_sum(from + skip, (size_t)(body + total - from) - skip, 2166136261u) !=
+    if (verify && msgcache_sum(from + skip, (size_t)(body + total - from) - skip, 2166136261u) !=
         (uint32_t)v[0])
       return 0;
     *uid = (uint32_t)v[1];
@@ -179,7 +180,9 @@ static int scan(msgcache *c, size_t size)
     uint32_t uid;
     msgcache_ent e;
     char const *nm;
-    if (!parse_ent(c->map, size, off, &el, &uid, &e, &nm, &nml)) return 0;
+    /* the hash is checked when the entry is used (once): a session that reads the index
+     * does not hash the whole file */
+    if (!parse_ent(c->map, size, off, &el, &uid, &e, &nm, &nml, 0)) return 0;
     if (c->nix == c->aix) {
       size_t na = c->aix ? c->aix * 2 : 256;
       msgcache_ix *x = realloc(c->ix, na * sizeof *x);
@@ -190,6 +193,7 @@ static int scan(msgcache *c, size_t size)
     if (c->nix && c->ix[c->nix - 1].uid > uid) c->sorted = 0;
     c->ix[c->nix].uid = uid;
     c->ix[c->nix].off = (uint32_t)off;
+    c->ix[c->nix].ok = 0;
     c->nix++;
     off += el;
     c->valid = off;
@@ -208,6 +212,7 @@ static int open_file(msgcache *c, char *p, int flags)
 
 static void forget(msgcache *c)
 {
+  c->looked = 0;
   if (c->map) munmap(c->map, c->maplen);
   c->map = 0;
   c->maplen = 0;
@@ -225,7 +230,8 @@ static int ready(msgcache *c)
   struct stat st;
   char p[sizeof c->dir + sizeof MSGCACHE_FILE + 1];
   if (c->broken) return 0;
-  if (c->fd >= 0 && !c->map) {
+  if (c->looked) return 1; /* read at this command's first use */
+  if (c->fd >= 0) {
     struct stat now;
     size_t l = strlen(c->dir);
     memcpy(p, c->dir, l);
@@ -247,7 +253,7 @@ static int ready(msgcache *c)
     c->broken = 1;
     return 0;
   }
-  if ((size_t)st.st_size > c->valid || !c->map) {
+  {
     if (scan(c, (size_t)st.st_size) < 0) {
       c->broken = 1;
       return 0;
@@ -257,6 +263,7 @@ static int ready(msgcache *c)
     qsort(c->ix, c->nix, sizeof *c->ix, &ixcmp);
     c->sorted = 1;
   }
+  c->looked = 1;
   return 1;
 }
 
@@ -274,7 +281,13 @@ int msgcache_get(msgcache *c, uint32_t uid, char const *name, msgcache_ent *e)
     size_t el, nml;
     uint32_t u;
     char const *nm;
-    if (!parse_ent(c->map, c->valid, c->ix[lo].off, &el, &u, e, &nm, &nml)) continue;
+    int v = c->ix[lo].ok;
+    if (v < 0) continue;
+    if (!parse_ent(c->map, c->valid, c->ix[lo].off, &el, &u, e, &nm, &nml, !v)) {
+      c->ix[lo].ok = -1;
+      continue;
+    }
+    c->ix[lo].ok = 1;
     if (nml == ul && !memcmp(nm, name, ul)) return 1;
   }
   return 0;
@@ -404,5 +417,6 @@ int msgcache_done(msgcache *c, size_t live)
   if (c->map) munmap(c->map, c->maplen);
   c->map = 0;
   c->maplen = 0;
+  c->looked = 0;
   return r;
 }

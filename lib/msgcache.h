@@ -8,9 +8,9 @@
  *   then entries: "E <sum> <uid> <mtime> <wsize> <flags> <envlen> <bslen> <bodylen> <hdrlen>
  *   <uniq>\n" followed by the four strings and "\n". <sum> is an FNV-1a hash of everything
  *   after "E <sum> " up to the final "\n"; <uniq> the unique part of the file name.
- * It is only a cache: an entry is used when its UID and unique name match the message, and
- * the reading stops at the first entry that does not check out (a torn tail after a crash:
- * the next writer cuts it off under the lock). Appends are one write under an fcntl lock on
+ * It is only a cache: an entry is used when its hash checks out (looked at on first use) and
+ * its UID and unique name match the message; the reading stops at the first entry whose frame
+ * does not parse (a torn tail after a crash: the next writer cuts it off under the lock). Appends are one write under an fcntl lock on
  * the file; nothing is fsync'ed (a lost entry is computed again). A new UIDVALIDITY starts
  * the file afresh; so does a file grown to more than twice what its live entries need.
  *
@@ -40,7 +40,8 @@ struct msgcache_ent_s {
 typedef struct msgcache_ix_s msgcache_ix;
 struct msgcache_ix_s {
   uint32_t uid;
-  uint32_t off; /* of the entry's line in the file */
+  uint32_t off;  /* of the entry's line in the file */
+  int ok;        /* its hash: 0 not checked yet, 1 good, -1 bad */
 };
 
 typedef struct msgcache_s msgcache;
@@ -49,6 +50,7 @@ struct msgcache_s {
   uint32_t uidvalidity;
   int fd;             /* -1: not open */
   int broken;         /* unusable (could not open, too big): everything misses */
+  int looked;         /* the file was looked at during this command */
   char *map;          /* [0, maplen) of the file, while a command uses it */
   size_t maplen;
   size_t valid;       /* octets of the file read and found good */
