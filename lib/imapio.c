@@ -18,6 +18,14 @@ static char ibuf[IMAPIO_IBUF];
 static size_t ipos, ilen;
 static char obuf[IMAPIO_OBUF];
 static size_t olen;
+static size_t cmdmax = IMAPIO_CMD_MAX;
+static uint64_t litmax = IMAPIO_CMD_MAX;
+static imapio_layer const *layer;
+
+void imapio_setlayer(imapio_layer const *l)
+{
+  layer = l;
+}
 
 int imapio_init(int r, int w, unsigned int t)
 {
@@ -28,6 +36,12 @@ int imapio_init(int r, int w, unsigned int t)
   if (ndelay_on(rfd) < 0 || ndelay_on(wfd) < 0) return 0;
   setsockopt(wfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* a pipe: ENOTSOCK is fine */
   return 1;
+}
+
+void imapio_setlimits(size_t c, uint64_t l)
+{
+  cmdmax = c < IMAPIO_CMD_MAX ? c : IMAPIO_CMD_MAX;
+  litmax = l;
 }
 
 void imapio_settimeout(unsigned int t)
@@ -58,7 +72,7 @@ size_t imapio_pending(char const **s)
 
 int imapio_buffered(void)
 {
-  return ipos < ilen;
+  return ipos < ilen || (layer && layer->pending());
 }
 
 /* Waits for fd (read or write) or xfd (read), at most ms milliseconds. 1 fd ready, 2 xfd
@@ -96,9 +110,11 @@ static int waitfds(int fd, int forwrite, int xfd, unsigned long ms)
 
 int imapio_flush(void)
 {
-  size_t done = 0;
-  while (done < olen) {
-    ssize_t w = write(wfd, obuf + done, olen - done);
+  char const *p = obuf;
+  size_t n = olen, done = 0;
+  if (layer && olen && !layer->out(obuf, olen, &p, &n)) return 0;
+  while (done < n) {
+    ssize_t w = write(wfd, p + done, n - done);
     if (w < 0) {
       int r;
       if (errno == EINTR) continue;
@@ -156,7 +172,8 @@ static int fill(void)
   }
   if (olen && !imapio_flush()) return IMAPIO_ERR;
   for (;;) {
-    ssize_t r = read(rfd, ibuf + ilen, sizeof ibuf - ilen);
+    ssize_t r = layer ? layer->read(rfd, ibuf + ilen, sizeof ibuf - ilen)
+                      : read(rfd, ibuf + ilen, sizeof ibuf - ilen);
     if (r > 0) {
       ilen += (size_t)r;
       return 1;
@@ -173,7 +190,7 @@ static int fill(void)
 int imapio_wait(int fd, unsigned long ms)
 {
   int r;
-  if (ipos < ilen) return 1;
+  if (ipos < ilen || (layer && layer->pending())) return 1;
   if (olen && !imapio_flush()) return -1;
   r = waitfds(rfd, 0, fd, ms);
   return r;
@@ -273,7 +290,7 @@ int imapio_readcmd(stralloc *cmd, imap_cmd *c, imapio_spool *sp)
     uint64_t n;
     int nonsync, r;
     size_t at;
-    size_t room = IMAPIO_CMD_MAX > cmd->len ? IMAPIO_CMD_MAX - cmd->len : 0;
+    size_t room = cmdmax > cmd->len ? cmdmax - cmd->len : 0;
     r = getline_sa(cmd, room < IMAPIO_LINE_MAX ? room : IMAPIO_LINE_MAX);
     if (r != 1) return r;
     linelen = cmd->len - start;
@@ -303,7 +320,7 @@ int imapio_readcmd(stralloc *cmd, imap_cmd *c, imapio_spool *sp)
       if (r != 1) return r;
       continue;
     }
-    if (n > IMAPIO_CMD_MAX || cmd->len + n > IMAPIO_CMD_MAX) {
+    if (n > litmax || n > cmdmax || cmd->len + n > cmdmax) {
       if (nonsync) return IMAPIO_FATAL;
       cmd->len = at;
       return IMAPIO_TOOBIG;
