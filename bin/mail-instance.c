@@ -409,6 +409,7 @@ static struct {
   {"run/slots", 0, 0, 0755, 0755, 0},
   {"run/slots/smtpd", "pb-smtpd", "pb-smtpd", 0700, 0700, 0},
   {"run/slots/login", "pb-login", "pb-login", 0700, 0700, 0},
+  {"run/slots/pop3", "pb-login", "pb-login", 0700, 0700, 0},
 };
 
 static void chown_tree(char const *p, uid_t u, gid_t g)
@@ -606,6 +607,10 @@ static char const readme[] =
   "# POP3 and mailboxes\n"
   "# pop3-timeout         idle seconds before autologout (600)\n"
   "# pop3-allow-plaintext 1: USER/PASS without TLS from loopback (0)\n"
+  "# pop3-peermax         POP3 connections one address may hold at once (10; 0: no cap)\n"
+  "# imap-login-timeout   seconds for the whole IMAP dialogue before login (180)\n"
+  "# imap-allow-plaintext 1: IMAP LOGIN/AUTHENTICATE without TLS from loopback (0)\n"
+  "# imap-peermax         IMAP connections one address may hold at once (20; 0: no cap)\n"
   "# expunge-days         days before mail-expunge empties Trash and Junk (30)\n";
 
 /* The aliases file an instance starts with: postmaster@D for every domain D when --postmaster

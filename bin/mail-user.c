@@ -3,6 +3,7 @@
  *           quota ADDRESS BYTES | list [DOMAIN] | rebuild
  * Passwords are read from stdin (one line), never from the command line. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 #include "accounts.h"
 #include "instance.h"
+#include "mailstore.h"
 #include "quotastate.h"
 #include "addr.h"
 #include "control.h"
@@ -72,7 +74,19 @@ static void mkdir_0700(char const *p)
   if (mkdir(p, 0700) < 0 && errno != EEXIST) strerr_diefu2sys(111, "mkdir ", p);
 }
 
-/* Makes MAILROOT/rel (mail/DOMAIN/LOCAL) a Maildir. */
+/* The Maildir++ folders every account starts with (.Sent .Drafts .Trash .Junk .Archive,
+ * subscribed), made in md at account creation so that every client finds them (issue 12). */
+static void default_folders(char const *md)
+{
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (here < 0) strerr_diefu1sys(111, "open the current directory");
+  if (chdir(md) < 0) strerr_diefu2sys(111, "chdir to ", md);
+  if (mailstore_default_folders() < 0) strerr_diefu2sys(111, "make the folders of ", md);
+  if (fchdir(here) < 0) strerr_diefu1sys(111, "go back to the current directory");
+  close(here);
+}
+
+/* Makes MAILROOT/rel (mail/DOMAIN/LOCAL) a Maildir with its default folders. */
 static void make_maildir(char const *rel)
 {
   stralloc p = STRALLOC_ZERO;
@@ -96,9 +110,11 @@ static void make_maildir(char const *rel)
   p.len = base;
   if (!stralloc_cats(&p, "/cur") || !stralloc_0(&p)) strerr_diefu1sys(111, "allocate");
   mkdir_0700(p.s);
-  /* run by root: the Maildir and its domain directory belong to the delivery uid */
   p.len = base;
-  if (!stralloc_0(&p) || instance_own_tree(p.s, INSTANCE_MAIL) < 0)
+  if (!stralloc_0(&p)) strerr_diefu1sys(111, "allocate");
+  default_folders(p.s);
+  /* run by root: the Maildir, its folders and its domain directory belong to the delivery uid */
+  if (instance_own_tree(p.s, INSTANCE_MAIL) < 0)
     strerr_diefu2sys(111, "give to the owner of mail/: ", p.s);
   while (p.len && p.s[p.len - 1] != '/') p.len--;
   if (p.len) p.s[--p.len] = 0;

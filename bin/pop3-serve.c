@@ -23,10 +23,13 @@
 #include <skalibs/tai.h>
 #include <skalibs/types.h>
 #include "authfail.h"
+#include "connlimit.h"
 #include "control.h"
+#include "ipkey.h"
 #include "pop3.h"
 #include "pop3io.h"
 #include "sasl.h"
+#include "saslserv.h"
 #include "spawn.h"
 #include "timedio.h"
 #include "ucspitls.h"
@@ -49,13 +52,22 @@ static char user[POP3_ARG_MAX + 1];
 static size_t userlen;
 static int haveuser;
 static char const *const *progargv;
+static connlimit slot = CONNLIMIT_ZERO;
 
+static void leave(int) gccattr_noreturn;
 static void die_io(void) gccattr_noreturn;
 static void bye(int) gccattr_noreturn;
 
+/* Every exit: the connection slot is given back (its file removed) first. */
+static void leave(int code)
+{
+  connlimit_release(&slot);
+  _exit(code);
+}
+
 static void die_io(void)
 {
-  _exit(errno == ETIMEDOUT ? 99 : 0);
+  leave(errno == ETIMEDOUT ? 99 : 0);
 }
 
 static void put(char const *s)
@@ -66,7 +78,7 @@ static void put(char const *s)
 static void bye(int code)
 {
   pop3io_flush();
-  _exit(code);
+  leave(code);
 }
 
 static int loopback(char const *a)
@@ -86,7 +98,7 @@ static void capa(void)
   put("+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
       "PIPELINING\r\n");
   if (!in_tls && ucspitls_available()) put("STLS\r\n");
-  if (login_allowed()) put("USER\r\nSASL PLAIN LOGIN\r\n");
+  if (login_allowed()) put("USER\r\nSASL " SASLSERV_MECHS "\r\n");
   put("IMPLEMENTATION pillarbox\r\n.\r\n");
 }
 
@@ -141,15 +153,35 @@ static void bad(char const *reply)
   }
 }
 
+/* Counts a login attempt before its password is checked (lib/authfail), so that parallel
+ * guesses from one address all count and none is checked past the limit. Returns only when the
+ * check may go on. */
+static void attempt(void)
+{
+  int r = authfail_attempt(ip);
+  if (r < 0) strerr_warnwu1sys("record a login attempt");
+  if (!r) {
+    put("-ERR [AUTH] too many failed logins from your address, try later\r\n");
+    bye(0);
+  }
+}
+
+/* The attempt was not a wrong password (a good one, or no decision): take it back. */
+static void forgive(void)
+{
+  if (authfail_forgive(ip) < 0) strerr_warnwu1sys("record a login that did not fail");
+}
+
+/* A failed login (already counted by attempt()). */
 static void failed(char const *reply, char const *u, size_t ulen)
 {
   int r;
   strerr_warni4x("failed login for ", logname(u, ulen), " from ", ip ? ip : "unknown");
-  r = authfail_record(ip);
-  if (r < 0) strerr_warnwu1sys("record a failed login");
   fails++;
   if (faildelay) sleep(faildelay);
   put(reply);
+  r = authfail_blocked(ip);
+  if (r < 0) strerr_warnwu1sys("read the failed-login table");
   if (r == 1 || fails >= FAILS_PER_CONNECTION) {
     put("-ERR [AUTH] too many failed logins, closing\r\n");
     bye(0);
@@ -164,12 +196,7 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   int cp[2], np[2], code, r;
   pid_t pid;
   haveuser = 0;
-  r = authfail_blocked(ip);
-  if (r < 0) strerr_warnwu1sys("read the failed-login table");
-  if (r == 1) {
-    put("-ERR [AUTH] too many failed logins from your address, try later\r\n");
-    bye(0);
-  }
+  attempt();
   credlen = sasl_checkpassword_input(creds, sizeof creds, u, ulen, pw, pwlen);
   if (!credlen) {
     failed("-ERR [AUTH] invalid user name or password\r\n", u, ulen);
@@ -205,6 +232,7 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
     memset(creds, 0, sizeof creds);
     fd_close(cp[1]);
     fd_close(np[0]);
+    forgive();
     put("-ERR [SYS/TEMP] unable to check the password, try later\r\n");
     return;
   }
@@ -214,7 +242,10 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   (void)r;
   r = wait_notify(np[0]);
   if (r < 0) kill(pid, SIGKILL);
-  if (r == 1) strerr_warni4x("login ", logname(u, ulen), " from ", ip ? ip : "unknown");
+  if (r == 1) {
+    strerr_warni4x("login ", logname(u, ulen), " from ", ip ? ip : "unknown");
+    forgive();
+  }
   code = reap(pid);
   fd_close(np[0]);
   if (r == 1) { /* the session took place */
@@ -222,8 +253,9 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
     fmt[uint_fmt(fmt, (unsigned int)code)] = 0;
     strerr_warni6x("logout ", logname(u, ulen), " from ", ip ? ip : "unknown", " status ",
                    code == 256 ? "killed" : fmt);
-    _exit(code == 256 ? 111 : code);
+    leave(code == 256 ? 111 : code);
   }
+  if (code != 1) forgive();
   if (r < 0) {
     put("-ERR [SYS/TEMP] password check timed out, try later\r\n");
     return;
@@ -231,7 +263,7 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   switch (code) {
     case 0: /* a post-login program that does not notify: it had the session */
       strerr_warni4x("login and logout ", logname(u, ulen), " from ", ip ? ip : "unknown");
-      _exit(0);
+      leave(0);
     case 1: failed("-ERR [AUTH] invalid user name or password\r\n", u, ulen); return;
     case 2: put("-ERR [SYS/PERM] login misconfigured\r\n"); return;
     default: put("-ERR [SYS/TEMP] unable to check the password, try later\r\n"); return;
@@ -250,8 +282,8 @@ static int ieq(char const *s, size_t len, char const *word)
   return 1;
 }
 
-/* Sends a SASL challenge and reads the client's response line. Returns 1 with the line in
- * resp, or 0 after an -ERR (too long, or "*": cancelled). */
+/* Sends a SASL challenge and reads the client's response line into *resp. Returns 1, or a
+ * SASLSERV_E* error (the line too long). */
 static int sasl_step(char const *challenge, char const **resp, size_t *resplen)
 {
   char *line;
@@ -263,104 +295,76 @@ static int sasl_step(char const *challenge, char const **resp, size_t *resplen)
   r = pop3io_getline(&line, &len, POP3IO_IBUF);
   if (r == POP3IO_TIMEOUT) bye(99);
   if (r != 1) bye(0);
-  if (len > POP3IO_IBUF) {
-    put("-ERR line too long\r\n");
-    return 0;
-  }
+  if (len > POP3IO_IBUF) return SASLSERV_ETOOLONG;
   if (len && line[len - 1] == '\n') len--;
   if (len && line[len - 1] == '\r') len--;
-  if (sasl_is_cancel(line, len)) {
-    put("-ERR authentication cancelled\r\n");
-    return 0;
-  }
   *resp = line;
   *resplen = len;
   return 1;
 }
 
-/* Decodes one base64 response into out (room for max octets). 1, or 0 after an -ERR. */
-static int decode(char const *resp, size_t resplen, char *out, size_t max, size_t *outlen)
+static char const *sasl_reply(int r)
 {
-  if (sasl_is_cancel(resp, resplen)) {
-    put("-ERR authentication cancelled\r\n");
-    return 0;
+  switch (r) {
+    case SASLSERV_ECANCEL: return "-ERR authentication cancelled\r\n";
+    case SASLSERV_EBASE64: return "-ERR invalid base64 in the SASL response\r\n";
+    case SASLSERV_ETOOLONG: return "-ERR authentication exchange too long\r\n";
+    case SASLSERV_EMECH: return "-ERR unsupported authentication mechanism\r\n";
+    case SASLSERV_ESYNTAX: return "-ERR syntax error\r\n";
+    default: return "-ERR malformed SASL response\r\n";
   }
-  if (sasl_b64_decode(resp, resplen, out, max, outlen) != SASL_OK) {
-    put("-ERR invalid base64 in the SASL response\r\n");
-    return 0;
-  }
-  return 1;
 }
 
-static void auth_plain(pop3_cmd const *c)
-{
-  char dec[SASL_DECODED_MAX];
-  size_t declen;
-  char const *resp;
-  size_t resplen;
-  sasl_plain p;
-  int r;
-  if (c->argc == 2) {
-    resp = c->arg[1];
-    resplen = c->arglen[1];
-  } else if (!sasl_step("", &resp, &resplen))
-    return;
-  if (!decode(resp, resplen, dec, sizeof dec, &declen)) return;
-  r = sasl_plain_parse(dec, declen, &p);
-  if (r == SASL_EAUTHZ)
-    failed("-ERR [AUTH] not allowed to log in as someone else\r\n", p.authcid, p.authcidlen);
-  else if (r != SASL_OK)
-    put("-ERR malformed PLAIN response\r\n");
-  else
-    login(p.authcid, p.authcidlen, p.passwd, p.passwdlen);
-  memset(dec, 0, sizeof dec);
-}
-
-static void auth_login(pop3_cmd const *c)
-{
-  char u[SASL_FIELD_MAX + 1], pw[SASL_FIELD_MAX + 1];
-  size_t ulen, pwlen;
-  char const *resp;
-  size_t resplen;
-  if (c->argc == 2) {
-    resp = c->arg[1];
-    resplen = c->arglen[1];
-  } else if (!sasl_step(sasl_login_prompt(0), &resp, &resplen))
-    return;
-  if (!decode(resp, resplen, u, sizeof u, &ulen)) return;
-  if (sasl_login_field(u, ulen) != SASL_OK) {
-    put("-ERR malformed LOGIN response\r\n");
-    return;
-  }
-  if (!sasl_step(sasl_login_prompt(1), &resp, &resplen)) return;
-  if (!decode(resp, resplen, pw, sizeof pw, &pwlen)) return;
-  if (sasl_login_field(pw, pwlen) != SASL_OK)
-    put("-ERR malformed LOGIN response\r\n");
-  else
-    login(u, ulen, pw, pwlen);
-  memset(pw, 0, sizeof pw);
-}
-
+/* AUTH: the SASL dialogue is lib/saslserv's, as for SMTP and IMAP. */
 static void auth(pop3_cmd const *c)
 {
-  int plain;
+  saslserv s;
+  char const *ch, *resp;
+  size_t resplen;
+  int r;
   if (!c->argc) {
     put("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
     return;
   }
-  plain = ieq(c->arg[0], c->arglen[0], "PLAIN");
-  if (!plain && !ieq(c->arg[0], c->arglen[0], "LOGIN")) {
-    put("-ERR unsupported authentication mechanism\r\n");
+  if (!ieq(c->arg[0], c->arglen[0], "PLAIN") && !ieq(c->arg[0], c->arglen[0], "LOGIN")) {
+    put(sasl_reply(SASLSERV_EMECH));
     return;
   }
   if (!login_allowed()) {
     put("-ERR [AUTH] authentication requires TLS: use STLS first\r\n");
     return;
   }
-  if (plain)
-    auth_plain(c);
-  else
-    auth_login(c);
+  /* the arguments are consecutive in the command line: "MECH [initial-response]" */
+  r = saslserv_start(&s, c->arg[0],
+                     (size_t)(c->arg[c->argc - 1] + c->arglen[c->argc - 1] - c->arg[0]), &ch);
+  while (r == SASLSERV_CHALLENGE) {
+    r = sasl_step(ch, &resp, &resplen);
+    if (r == 1) r = saslserv_step(&s, resp, resplen, &ch);
+  }
+  if (r == SASLSERV_DONE) login(s.user, s.userlen, s.pass, s.passlen);
+  else if (r == SASLSERV_EAUTHZ) {
+    attempt();
+    failed("-ERR [AUTH] not allowed to log in as someone else\r\n", s.user, s.userlen);
+  } else
+    put(sasl_reply(r));
+  saslserv_wipe(&s);
+}
+
+/* The per-address connection cap (control/pop3-peermax, default 10; 0: none), counted apart
+ * from SMTP's in MAILROOT/run/slots/pop3. */
+static void take_slot(void)
+{
+  unsigned long max = control_uint("pop3-peermax", 10);
+  int r;
+  if (!max || !ip || !*ip) return;
+  if (max > 100000) max = 100000;
+  r = connlimit_take(&slot, "pop3", ip, (unsigned int)max, ipkey_v6prefix(), 0);
+  if (r < 0) strerr_warnwu1sys("take a connection slot (running without the per-address cap)");
+  if (!r) {
+    strerr_warni2x("too many connections from ", ip);
+    put("-ERR [SYS/TEMP] too many connections from your address, try later\r\n");
+    bye(0);
+  }
 }
 
 static void stls(void)
@@ -450,6 +454,7 @@ int main(int argc, char const *const *argv)
     if (!stralloc_cats(&me, "pillarbox") || !stralloc_0(&me)) strerr_diefu1sys(111, "allocate");
   }
   if (!pop3io_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the session fds");
+  take_slot();
   put("+OK ");
   put(me.s);
   put(" POP3 server ready\r\n");
@@ -459,8 +464,8 @@ int main(int argc, char const *const *argv)
     size_t len;
     pop3_cmd c;
     int r = pop3io_getcmd(&line, &len);
-    if (r == POP3IO_TIMEOUT) _exit(99);
-    if (r != 1) _exit(0);
+    if (r == POP3IO_TIMEOUT) leave(99);
+    if (r != 1) leave(0);
     r = pop3_parse(line, len, &c);
     if (r < 0) {
       bad(pop3_parse_reply(r));

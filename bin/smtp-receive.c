@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +46,8 @@ char const *PROG = "smtp-receive";
 /* Configuration (control/ and the environment, read once) */
 static char const *me = "localhost";
 static stralloc mesa = STRALLOC_ZERO, firstdomain = STRALLOC_ZERO;
+static stralloc defdomain = STRALLOC_ZERO; /* the local service (sendmail -bs): bare names */
+static stralloc qualified = STRALLOC_ZERO;
 static unsigned long linemax, databytes, rcptmax, errmax, junkmax, timeout, sessionmax, hoplimit,
   authdelay, peermax, greetdelay;
 static char const *remoteip = "unknown", *remotehost = 0, *service = 0;
@@ -683,6 +686,8 @@ static void configure(void)
   if (!service && authrequired) service = "submission";
   if (!service && x && !strcmp(x, "25")) service = "smtpd";
   if (!service && (x = getenv("PROTO")) && !strcmp(x, "LOCAL")) service = "local";
+  if (service && !strcmp(service, "local") && control_defaultdomain(&defdomain) < 0)
+    strerr_diefusys(111, "read control/defaultdomain, control/domains or control/me");
   offer_auth = authrequired || !service || strcmp(service, "smtpd") || getenv("SMTP_OFFER_AUTH");
   /* Pipelining rules are enforced for a network peer: fd 0 a socket, or implicit TLS */
   strict = (fstat(0, &st) == 0 && S_ISSOCK(st.st_mode)) || getenv("SSL_PROTOCOL");
@@ -727,8 +732,36 @@ static void junk(void)
   if (++njunk > junkmax) smtpd_die(421, "4.7.0", "too many commands without mail, closing", "junk");
 }
 
+/* sendmail -bs (the local service): a bare name in MAIL FROM:<root> or RCPT TO:<root> lives
+ * in the default domain (control/defaultdomain), as sendmail's command-line addresses do.
+ * Returns c, or a copy whose argument has the name qualified. */
+static smtp_cmd const *qualify(smtp_cmd const *c, smtp_cmd *copy)
+{
+  char const *lt, *gt;
+  size_t n;
+  if (!defdomain.len || (c->verb != SMTP_V_MAIL && c->verb != SMTP_V_RCPT)) return c;
+  lt = memchr(c->arg, '<', c->arglen);
+  if (!lt) return c;
+  gt = memchr(lt, '>', c->arglen - (size_t)(lt - c->arg));
+  n = gt ? (size_t)(gt - lt) - 1 : 0;
+  if (!n || memchr(lt + 1, '@', n) || (n == 10 && !strncasecmp(lt + 1, "postmaster", 10)))
+    return c;
+  qualified.len = 0;
+  if (!stralloc_catb(&qualified, c->arg, (size_t)(gt - c->arg)) ||
+      !stralloc_catb(&qualified, "@", 1) ||
+      !stralloc_catb(&qualified, defdomain.s, defdomain.len) ||
+      !stralloc_catb(&qualified, gt, c->arglen - (size_t)(gt - c->arg)))
+    smtpd_quit(111, "out of memory");
+  *copy = *c;
+  copy->arg = qualified.s;
+  copy->arglen = qualified.len;
+  return copy;
+}
+
 static void command(smtp_cmd const *c)
 {
+  smtp_cmd copy;
+  c = qualify(c, &copy);
   switch (c->verb) {
     case SMTP_V_EHLO: do_helo(c, 1); break;
     case SMTP_V_HELO: do_helo(c, 0); break;

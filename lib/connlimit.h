@@ -7,7 +7,7 @@
  * unlinked by its holder on release (connlimit_release) and a taker checks that the file it
  * locked is still the one named, so files do not pile up and no slot is ever held twice.
  *
- * DIR is MAILROOT/run/slots/SERVICE (smtpd for smtp-receive; login for pop3-serve and
+ * DIR is MAILROOT/run/slots/SERVICE (smtpd for smtp-receive, pop3 for pop3-serve, login for
  * imap-serve), made by mail-instance with the service user as owner; it is created here
  * (mode 0700) when missing and its parent is writable.
  */

@@ -18,6 +18,8 @@ static char ibuf[IMAPIO_IBUF];
 static size_t ipos, ilen;
 static char obuf[IMAPIO_OBUF];
 static size_t olen;
+static size_t cmdmax = IMAPIO_CMD_MAX;
+static uint64_t litmax = IMAPIO_CMD_MAX;
 
 int imapio_init(int r, int w, unsigned int t)
 {
@@ -28,6 +30,12 @@ int imapio_init(int r, int w, unsigned int t)
   if (ndelay_on(rfd) < 0 || ndelay_on(wfd) < 0) return 0;
   setsockopt(wfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* a pipe: ENOTSOCK is fine */
   return 1;
+}
+
+void imapio_setlimits(size_t c, uint64_t l)
+{
+  cmdmax = c < IMAPIO_CMD_MAX ? c : IMAPIO_CMD_MAX;
+  litmax = l;
 }
 
 void imapio_settimeout(unsigned int t)
@@ -273,7 +281,7 @@ int imapio_readcmd(stralloc *cmd, imap_cmd *c, imapio_spool *sp)
     uint64_t n;
     int nonsync, r;
     size_t at;
-    size_t room = IMAPIO_CMD_MAX > cmd->len ? IMAPIO_CMD_MAX - cmd->len : 0;
+    size_t room = cmdmax > cmd->len ? cmdmax - cmd->len : 0;
     r = getline_sa(cmd, room < IMAPIO_LINE_MAX ? room : IMAPIO_LINE_MAX);
     if (r != 1) return r;
     linelen = cmd->len - start;
@@ -303,7 +311,7 @@ int imapio_readcmd(stralloc *cmd, imap_cmd *c, imapio_spool *sp)
       if (r != 1) return r;
       continue;
     }
-    if (n > IMAPIO_CMD_MAX || cmd->len + n > IMAPIO_CMD_MAX) {
+    if (n > litmax || n > cmdmax || cmd->len + n > cmdmax) {
       if (nonsync) return IMAPIO_FATAL;
       cmd->len = at;
       return IMAPIO_TOOBIG;

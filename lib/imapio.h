@@ -45,6 +45,9 @@ struct imapio_spool_s {
 };
 
 int imapio_init(int rfd, int wfd, unsigned int timeout);
+/* Bounds imapio_readcmd tighter than IMAPIO_CMD_MAX (imap-serve before login): a command with
+ * its literals at most cmdmax octets, an unspooled literal at most litmax. */
+void imapio_setlimits(size_t cmdmax, uint64_t litmax);
 void imapio_settimeout(unsigned int timeout);
 void imapio_discard(void);
 int imapio_preload(char const *s, size_t len);

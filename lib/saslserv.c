@@ -26,9 +26,11 @@ static int plain(saslserv *s, char const *resp, size_t len)
   int r;
   if (n < 0) return (int)n;
   r = sasl_plain_parse(dec, (size_t)n, &p);
-  if (r == SASL_OK) {
+  if (r == SASL_OK || r == SASL_EAUTHZ) { /* the authcid names the failure in the log */
     memcpy(s->user, p.authcid, p.authcidlen);
     s->user[s->userlen = p.authcidlen] = 0;
+  }
+  if (r == SASL_OK) {
     memcpy(s->pass, p.passwd, p.passwdlen);
     s->pass[s->passlen = p.passwdlen] = 0;
   }

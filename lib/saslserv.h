@@ -34,7 +34,8 @@ struct saslserv_s {
 #define SASLSERV_EBASE64 (-4)  /* not strict base64: 501 5.5.2 */
 #define SASLSERV_ETOOLONG (-5) /* over a bound: 500 5.5.6 */
 #define SASLSERV_EMALFORMED (-6) /* PLAIN message or LOGIN field malformed: 501 5.5.2 */
-#define SASLSERV_EAUTHZ (-7)   /* PLAIN authzid not the authcid: counts as a failed login, 535 */
+#define SASLSERV_EAUTHZ (-7)   /* PLAIN authzid not the authcid: counts as a failed login, 535;
+                                  user is the authcid (for the log), pass is empty */
 
 /* Starts with the AUTH argument arg[0..len) ("MECH [initial-response]"). Returns a
  * SASLSERV_* result; with SASLSERV_CHALLENGE, *challenge is set. */

@@ -221,6 +221,30 @@ def test_user_add(instance):
     assert instance.run("mail-user", "list").stdout == b"demo@example.test\n"
 
 
+def test_user_add_makes_the_default_folders(instance):
+    """Issue 12: the account starts with its Maildir++ folders (.Sent .Drafts .Trash .Junk
+    .Archive, each a Maildir with its maildirfolder file, all subscribed), owned like the rest of
+    mail/ (the delivery uid when an instance made by root is administered by root)."""
+    instance.add_user("folders@example.test")
+    md = instance.maildir("folders@example.test")
+    owner = os.stat(instance.path("mail"))
+    names = ["Sent", "Drafts", "Trash", "Junk", "Archive"]
+    for n in names:
+        f = os.path.join(md, "." + n)
+        for sub in ("tmp", "new", "cur"):
+            assert os.path.isdir(os.path.join(f, sub)), (n, sub)
+        assert os.path.isfile(os.path.join(f, "maildirfolder")), n
+    assert sorted(read(os.path.join(md, "subscriptions")).split()) == sorted(names)
+    for d, dirs, files in os.walk(md):
+        for x in [d] + [os.path.join(d, y) for y in files]:
+            st = os.lstat(x)
+            assert (st.st_uid, st.st_gid) == (owner.st_uid, owner.st_gid), x
+    if os.geteuid() == 0:
+        assert owner.st_uid != 0  # mail/ is pb-deliv's, so the folders are too
+    # nothing else changed: the account is listed as before
+    assert instance.run("mail-user", "list").stdout == b"folders@example.test\n"
+
+
 def test_user_add_refusals(instance):
     def add(addr, pw=b"pw\n", *extra):
         return instance.run("mail-user", "add", addr, *extra, input=pw)

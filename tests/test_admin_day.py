@@ -93,6 +93,40 @@ def test_bare_names_use_control_defaultdomain(instance):
         s.stop()
 
 
+def bs_codes(out):
+    return [int(l[:3]) for l in out.split(b"\r\n") if l[:3].isdigit() and l[3:4] == b" "]
+
+
+def test_sendmail_bs_qualifies_bare_names(instance):
+    """`sendmail -bs`: RCPT TO:<root> and MAIL FROM:<backup> are at the default domain, as
+    sendmail's command-line addresses are; <postmaster> and full addresses are unchanged."""
+    instance.add_user("joe@example.test")
+    instance.add_domain("second.test")
+    instance.add_user("ops@second.test")
+    s = Server(instance)
+    try:
+        r = instance.run("sendmail", "-bs", input=b"HELO local\r\nMAIL FROM:<backup>\r\n"
+                         b"RCPT TO:<root>\r\nDATA\r\nSubject: bs one\r\n\r\nx\r\n.\r\n"
+                         b"QUIT\r\n")
+        assert bs_codes(r.stdout) == [220, 250, 250, 250, 354, 250, 221], r.stdout
+        [m] = [x for x in delivered(instance, "joe@example.test") if b"Subject: bs one" in x]
+        assert m.startswith(b"Return-Path: <backup@example.test>\n"), m[:200]
+        assert b"root@example.test" in m.split(b"\n\n")[0]  # the original recipient
+        instance.control("defaultdomain", "second.test")
+        r = instance.run("sendmail", "-bs", input=b"HELO local\r\nMAIL FROM:<>\r\n"
+                         b"RCPT TO:<ops>\r\nRCPT TO:<nobody-here>\r\nDATA\r\n"
+                         b"Subject: bs two\r\n\r\nx\r\n.\r\nQUIT\r\n")
+        assert bs_codes(r.stdout) == [220, 250, 250, 250, 550, 354, 250, 221], r.stdout
+        assert b"Subject: bs two" in delivered(instance, "ops@second.test")[0]
+    finally:
+        s.stop()
+    # a network client's bare name stays refused (RFC 5321 4.1.2 wants a domain)
+    r = subprocess.run([prog("smtp-receive")], input=b"HELO c\r\nMAIL FROM:<a@b.example>\r\n"
+                       b"RCPT TO:<root>\r\nQUIT\r\n", env=dict(instance.env,
+                       TCPREMOTEIP="192.0.2.1"), capture_output=True, timeout=30)
+    assert bs_codes(r.stdout)[:4] == [220, 250, 250, 501], r.stdout
+
+
 # ---------------------------------------------------------------- deleting an aliased account
 
 def setup_lists(inst):

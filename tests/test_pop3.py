@@ -8,6 +8,7 @@ import os
 import select
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -921,3 +922,143 @@ def test_quit_deletions_refresh_the_quota_record(box):
     with open(rec) as f:
         fields = f.read().split()
     assert fields[:5] == ["PBQS1", str(len(MSG2)), "1", "1000000", "0"], fields
+
+
+# ---- issue 10: login attempts counted before the check; the per-address connection cap ----
+
+SLOWCHECK = r'''#!/usr/bin/python3
+import os, sys, time
+d = b""
+while True:
+    b = os.read(3, 1024)
+    if not b:
+        break
+    d += b
+time.sleep(float(os.environ.get("SLOW_DELAY", "0")))
+with open(os.environ["SLOW_LOG"], "a") as f:
+    f.write("check\n")
+f = d.split(b"\0")
+if len(f) >= 2 and f[0] == b"joe" and f[1] == os.environb[b"FAKE_PASS"]:
+    os.environ["HOME"] = os.environ["FAKE_HOME"]
+    os.environ["USER"] = "joe@example.test"
+    os.execvp(sys.argv[1], sys.argv[1:])
+sys.exit(1)
+'''
+
+
+def control(box, name, value):
+    os.makedirs(os.path.join(box.root, "control"), exist_ok=True)
+    with open(os.path.join(box.root, "control", name), "w") as f:
+        f.write(value + "\n")
+
+
+@pytest.fixture
+def slowbox(box, tmp_path):
+    """The box with a checkpassword stand-in that takes SLOW_DELAY seconds and logs each
+    check in SLOW_LOG, so that parallel guesses overlap."""
+    with open(box.check, "w") as f:
+        f.write(SLOWCHECK)
+    box.log = str(tmp_path / "checks")
+    box.env["SLOW_LOG"] = box.log
+    return box
+
+
+def test_thirty_parallel_guesses_count_as_thirty(slowbox):
+    """30 connections from one address each send one wrong password at once: the attempts are
+    counted before the check, so only 11 (more than authfail-limit, 10, failures block) reach
+    the password check; the other 19 are refused unchecked, and then so is the right
+    password."""
+    box = slowbox
+    control(box, "pop3-peermax", "100")  # the connection cap alone would stop 20 of them
+    env = dict(box.env, TCPREMOTEIP="127.0.0.9", SLOW_DELAY="1")
+    procs = [subprocess.Popen(box.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, env=env) for _ in range(30)]
+    outs = [None] * 30
+
+    def talk(i):
+        outs[i] = procs[i].communicate(b"USER joe\r\nPASS wrong\r\nQUIT\r\n", timeout=60)[0]
+    ts = [threading.Thread(target=talk, args=(i,)) for i in range(30)]
+    try:
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(90)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    assert all(o is not None for o in outs)
+    got = [replies(o)[1] if len(replies(o)) > 1 else replies(o) for o in outs]
+    bad = [g for g in got if g == b"-ERR [AUTH] invalid user name or password"]
+    refused = [g for g in got
+               if g == b"-ERR [AUTH] too many failed logins from your address, try later"]
+    assert len(bad) == 11 and len(refused) == 19, got
+    with open(box.log) as f:
+        assert f.read().count("check") == 11
+    r = box.session([b"STAT", b"QUIT"], env={"TCPREMOTEIP": "127.0.0.9"})
+    rs = replies(r.stdout)
+    assert rs[1] == b"-ERR [AUTH] too many failed logins from your address, try later", rs
+    assert not any(x.startswith(b"+OK 0 messages") for x in rs)
+    # the limit is the address's: another one logs in
+    r = box.session([b"QUIT"], env={"TCPREMOTEIP": "127.0.0.10"})
+    assert replies(r.stdout)[1].startswith(b"+OK 0 messages"), r.stdout
+
+
+def test_good_logins_do_not_count_against_the_address(slowbox):
+    """A good login takes its attempt back: 15 in a row (over the limit of 10) all go in,
+    by USER/PASS and by AUTH PLAIN."""
+    good = base64.b64encode(b"\0joe\0" + PASSWORD.encode())
+    for i in range(15):
+        if i % 2:
+            r = slowbox.run(b"AUTH PLAIN " + good + b"\r\nQUIT\r\n",
+                            env={"TCPREMOTEIP": "127.0.0.11"})
+            rs = replies(r.stdout)
+            assert rs[0].startswith(b"+OK 0 messages"), rs
+        else:
+            r = slowbox.session([b"QUIT"], env={"TCPREMOTEIP": "127.0.0.11"})
+            rs = replies(r.stdout)
+            assert rs[1].startswith(b"+OK 0 messages"), rs
+
+
+def test_someone_elses_authzid_counts_as_an_attempt(box):
+    """AUTH PLAIN with another authzid is a failed login, counted like a wrong password: 11
+    of them block the address (lib/saslserv names the authcid in the log)."""
+    other = base64.b64encode(b"boss\0joe\0" + PASSWORD.encode())
+    for _ in range(4):
+        r = box.run((b"AUTH PLAIN " + other + b"\r\n") * 3, env={"TCPREMOTEIP": "127.0.0.12"})
+        assert b"failed login for joe from 127.0.0.12" in r.stderr
+    r = box.session([b"QUIT"], env={"TCPREMOTEIP": "127.0.0.12"})
+    assert replies(r.stdout)[1].startswith(b"-ERR [AUTH] too many failed logins from your"), r
+
+
+def test_per_address_connection_cap(box):
+    """control/pop3-peermax connections from one address at once; the next gets -ERR before
+    any command and is closed; another address, or the same after one left, is served."""
+    control(box, "pop3-peermax", "2")
+    held = [Conversation(box, env={"TCPREMOTEIP": "127.0.0.13"}) for _ in range(2)]
+    try:
+        for c in held:
+            assert c.line().startswith(b"+OK")
+        r = box.run(b"CAPA\r\nQUIT\r\n", env={"TCPREMOTEIP": "127.0.0.13"})
+        assert r.stdout == (b"-ERR [SYS/TEMP] too many connections from your address, "
+                            b"try later\r\n"), r.stdout
+        assert b"too many connections from 127.0.0.13" in r.stderr
+        r = box.session([b"QUIT"], env={"TCPREMOTEIP": "127.0.0.14"})
+        assert replies(r.stdout)[1].startswith(b"+OK 0 messages")
+        assert held[0].cmd(b"QUIT") == b"+OK bye"
+        held[0].close()
+        r = box.session([b"QUIT"], env={"TCPREMOTEIP": "127.0.0.13"})
+        assert replies(r.stdout)[1].startswith(b"+OK 0 messages"), r.stdout
+    finally:
+        for c in held:
+            c.close()
+    # 0: no cap
+    control(box, "pop3-peermax", "0")
+    more = [Conversation(box, env={"TCPREMOTEIP": "127.0.0.13"}) for _ in range(4)]
+    try:
+        for c in more:
+            assert c.line().startswith(b"+OK")
+    finally:
+        for c in more:
+            c.close()

@@ -34,6 +34,8 @@ int main(void)
   CHECK(start(&s, "PLAIN dXNlckBleGFtcGxlLnRlc3QAdXNlckBleGFtcGxlLnRlc3QAc2VjcmV0", &ch) ==
         SASLSERV_DONE);
   CHECK(start(&s, "PLAIN b3RoZXIAdXNlckBleGFtcGxlLnRlc3QAc2VjcmV0", &ch) == SASLSERV_EAUTHZ);
+  /* ... whose log line names the authcid; no password kept */
+  CHECK(!strcmp(s.user, "user@example.test") && s.userlen == 17 && !s.passlen && !s.pass[0]);
   /* "=" is the empty initial response: not a valid PLAIN message */
   CHECK(start(&s, "PLAIN =", &ch) == SASLSERV_EMALFORMED);
   /* cancel, bad base64, unknown mechanism, syntax */
