@@ -43,7 +43,8 @@ LDSAN     := -fsanitize=address,undefined
 STATIC    := 0
 endif
 # tinycdb before skalibs: both export cdb_* symbols (see doc/hacking.md).
-LIBS      := $(B)/libpillarbox.a -l:libcdb.a -l:libbearssl.a -l:libskarnet.a -lcrypt -lresolv
+# zlib (COMPRESS=DEFLATE in imap-maildir) as its archive, like the others: no run-time libz.
+LIBS      := $(B)/libpillarbox.a -l:libcdb.a -l:libbearssl.a -l:libskarnet.a -l:libz.a -lcrypt -lresolv
 
 LIB_SRC   := $(sort $(wildcard lib/*.c))
 LIB_OBJ   := $(patsubst lib/%.c,$(B)/lib/%.o,$(LIB_SRC))

@@ -27,6 +27,7 @@
 #include "imap_parse.h"
 #include "imap_sess.h"
 #include "imap_store.h"
+#include "deflateio.h"
 #include "imapio.h"
 #include "maildir.h"
 #include "mailstore.h"
@@ -87,12 +88,35 @@ static void preload(char const *x)
 
 /* ---- commands handled here ---- */
 
+/* The capabilities after login: lib/imap_sess's, and COMPRESS (lib/deflateio). */
+static void caps(void)
+{
+  out(imap_capabilities());
+  out(" COMPRESS=DEFLATE");
+}
+
 static void capability(void)
 {
   out("* CAPABILITY ");
-  out(imap_capabilities());
+  caps();
   out("\r\n");
   imap_ok("Capability completed.");
+}
+
+/* COMPRESS DEFLATE (RFC 4978): the OK goes out plain, everything after it compressed. */
+static void compress(void)
+{
+  if (deflateio_active()) {
+    imap_no("[COMPRESSIONACTIVE] DEFLATE active via COMPRESS");
+    return;
+  }
+  if (cmd.nargs != 1 || !imap_arg_is(&cmd.arg[0], "DEFLATE") || cmd.arg[0].type != IMAP_ATOM) {
+    imap_bad("Error in IMAP command COMPRESS: Unknown compression mechanism");
+    return;
+  }
+  imap_ok("DEFLATE active");
+  flush();
+  if (!deflateio_start()) strerr_diefu1sys(111, "start compression");
 }
 
 static void enable(void)
@@ -318,6 +342,10 @@ static void dispatch(void)
     enable();
     return;
   }
+  if (is("COMPRESS")) {
+    compress();
+    return;
+  }
   if (is("NAMESPACE")) {
     out("* NAMESPACE ((\"\" \".\")) NIL NIL\r\n");
     imap_ok("Namespace completed.");
@@ -452,11 +480,11 @@ int main(int argc, char const *const *argv)
   if (sess.tag) {
     out(sess.tag);
     out(" OK [CAPABILITY ");
-    out(imap_capabilities());
+    caps();
     out("] Logged in\r\n");
   } else {
     out("* PREAUTH [CAPABILITY ");
-    out(imap_capabilities());
+    caps();
     out("] Logged in\r\n");
   }
   spool.spool_open = &imap_spool_open;
@@ -486,7 +514,7 @@ int main(int argc, char const *const *argv)
       case IMAPIO_FATAL:
         imap_spool_reset(&spool, &cmd);
         bye("[TOOBIG] Literal too big", 0);
-      default: _exit(111);
+      default: strerr_diefu1sys(111, "read a command"); /* a corrupt COMPRESS stream too */
     }
     r = imap_parse(cmdbuf.s, cmdbuf.len, &cmd);
     if (r == IMAP_ENOTAG) {

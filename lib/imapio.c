@@ -20,6 +20,12 @@ static char obuf[IMAPIO_OBUF];
 static size_t olen;
 static size_t cmdmax = IMAPIO_CMD_MAX;
 static uint64_t litmax = IMAPIO_CMD_MAX;
+static imapio_layer const *layer;
+
+void imapio_setlayer(imapio_layer const *l)
+{
+  layer = l;
+}
 
 int imapio_init(int r, int w, unsigned int t)
 {
@@ -66,7 +72,7 @@ size_t imapio_pending(char const **s)
 
 int imapio_buffered(void)
 {
-  return ipos < ilen;
+  return ipos < ilen || (layer && layer->pending());
 }
 
 /* Waits for fd (read or write) or xfd (read), at most ms milliseconds. 1 fd ready, 2 xfd
@@ -104,9 +110,11 @@ static int waitfds(int fd, int forwrite, int xfd, unsigned long ms)
 
 int imapio_flush(void)
 {
-  size_t done = 0;
-  while (done < olen) {
-    ssize_t w = write(wfd, obuf + done, olen - done);
+  char const *p = obuf;
+  size_t n = olen, done = 0;
+  if (layer && olen && !layer->out(obuf, olen, &p, &n)) return 0;
+  while (done < n) {
+    ssize_t w = write(wfd, p + done, n - done);
     if (w < 0) {
       int r;
       if (errno == EINTR) continue;
@@ -164,7 +172,8 @@ static int fill(void)
   }
   if (olen && !imapio_flush()) return IMAPIO_ERR;
   for (;;) {
-    ssize_t r = read(rfd, ibuf + ilen, sizeof ibuf - ilen);
+    ssize_t r = layer ? layer->read(rfd, ibuf + ilen, sizeof ibuf - ilen)
+                      : read(rfd, ibuf + ilen, sizeof ibuf - ilen);
     if (r > 0) {
       ilen += (size_t)r;
       return 1;
@@ -181,7 +190,7 @@ static int fill(void)
 int imapio_wait(int fd, unsigned long ms)
 {
   int r;
-  if (ipos < ilen) return 1;
+  if (ipos < ilen || (layer && layer->pending())) return 1;
   if (olen && !imapio_flush()) return -1;
   r = waitfds(rfd, 0, fd, ms);
   return r;

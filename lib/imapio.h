@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <skalibs/stralloc.h>
 #include "imap_parse.h"
 
@@ -43,6 +44,18 @@ struct imapio_spool_s {
   int fd[IMAP_SPOOL_MAX];  /* out: the fds of this command's spooled literals */
   int spool_failed;        /* out */
 };
+
+/* A layer between the buffers and the descriptors (lib/deflateio: COMPRESS=DEFLATE). read is
+ * read(2) of the input descriptor through the layer (EAGAIN when nothing is there); pending
+ * says the layer holds input that read returns without the descriptor being readable; out
+ * turns the output about to be written into what is written. 0: plain I/O. */
+typedef struct imapio_layer_s imapio_layer;
+struct imapio_layer_s {
+  ssize_t (*read)(int fd, char *buf, size_t len);
+  int (*pending)(void);
+  int (*out)(char const *s, size_t len, char const **z, size_t *zlen);
+};
+void imapio_setlayer(imapio_layer const *l);
 
 int imapio_init(int rfd, int wfd, unsigned int timeout);
 /* Bounds imapio_readcmd tighter than IMAPIO_CMD_MAX (imap-serve before login): a command with

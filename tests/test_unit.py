@@ -21,7 +21,7 @@ def build(src):
     if SANITIZE:
         cflags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
     libs = [LIBPILLARBOX, "-l:libcdb.a", "-l:libbearssl.a",
-            "-l:libskarnet.a", "-lcrypt", "-lresolv"]
+            "-l:libskarnet.a", "-l:libz.a", "-lcrypt", "-lresolv"]
     subprocess.run(["cc"] + cflags + ["-o", out, src] + libs, check=True, timeout=120)
     return out
 
