@@ -87,11 +87,13 @@ static uint64_t read_message(char const *qdir, unsigned long databytes, stralloc
         stralloc_free(&p);
       }
       if (*spill < 0) strerr_diefu1sys(QX_QUEUEDIR, "create a spill file");
-      if (allwrite(*spill, msg->s, msg->len) != msg->len) strerr_diefu1sys(QX_WRITE, "write a spill file");
+      if (allwrite(*spill, msg->s, msg->len) != msg->len)
+        strerr_diefu1sys(QX_WRITE, "write a spill file");
       stralloc_free(msg);
     }
     if (*spill >= 0) {
-      if (allwrite(*spill, buf, (size_t)r) != (size_t)r) strerr_diefu1sys(QX_WRITE, "write a spill file");
+      if (allwrite(*spill, buf, (size_t)r) != (size_t)r)
+        strerr_diefu1sys(QX_WRITE, "write a spill file");
     } else if (!stralloc_catb(msg, buf, (size_t)r))
       die(QX_NOMEM, "out of memory");
   }

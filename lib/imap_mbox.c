@@ -40,8 +40,8 @@ static int match(char const *p, size_t pl, char const *s, size_t sl)
 static int match_name(char const *p, size_t pl, char const *s, size_t sl)
 {
   char buf[MAILSTORE_NAME_MAX * 2 + 8];
-  if (pl >= 5 && imap_ieq(p, 5, "INBOX") && (pl == 5 || p[5] == SEP || p[5] == '*' || p[5] == '%') &&
-      pl < sizeof buf) {
+  if (pl >= 5 && imap_ieq(p, 5, "INBOX") &&
+      (pl == 5 || p[5] == SEP || p[5] == '*' || p[5] == '%') && pl < sizeof buf) {
     memcpy(buf, "INBOX", 5);
     memcpy(buf + 5, p + 5, pl - 5);
     return match(buf, pl, s, sl);
