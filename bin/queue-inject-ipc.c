@@ -175,7 +175,8 @@ static int chain_server(char const *const *argv)
   alarm(TIMEOUT);
   {
     char c;
-    if (fd_read(0, &c, 1) != 1) strerr_dief(100, "client went away or broke the protocol; nothing queued");
+    if (fd_read(0, &c, 1) != 1)
+      strerr_dief(100, "client went away or broke the protocol; nothing queued");
     if (c == 'S') {
       v2 = 1;
       long n = read_nslen(0, INJECT_FACTS_MAX, -1);
@@ -186,7 +187,8 @@ static int chain_server(char const *const *argv)
         export_facts(f, (size_t)n);
         facts = 1;
       } else
-        strerr_warnw("ignoring session facts from an untrusted uid ", getenv("IPCREMOTEEUID") ? getenv("IPCREMOTEEUID") : "unknown");
+        strerr_warnw("ignoring session facts from an untrusted uid ",
+                     getenv("IPCREMOTEEUID") ? getenv("IPCREMOTEEUID") : "unknown");
     } else first = (unsigned char)c;
   }
   if (facts) env.len = 0;

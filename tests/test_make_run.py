@@ -111,6 +111,17 @@ def test_make_run_end_to_end(shared_tmp):
         got = b"".join(open(os.path.join(new, n), "rb").read() for n in names)
         assert b"hello demo" in got and b"hello again" in got and b"hello socket" in got
         assert b"with ESMTPS" in got
+        # the printed way to read it over IMAPS (services imaps + login-imap + auth) works
+        r = subprocess.run(["s6-svwait", "-U", "-t", "30000",
+                            os.path.join(var, "service", "login-imap")],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        cmds = [l.strip() for l in text.splitlines() if l.strip().startswith("curl -k 'imaps://")]
+        assert len(cmds) == 2 and ":%d/INBOX" % (1993 + off) in cmds[0], text
+        r = subprocess.run(["sh", "-c", cmds[0]], capture_output=True, timeout=60)
+        assert r.returncode == 0 and b"Subject: " in r.stdout and b"hello" in r.stdout, r
+        r = subprocess.run(["sh", "-c", cmds[1]], capture_output=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.count(b"ENVELOPE") == 3, r
         assert os.path.exists(os.path.join(var, "log", "smtpd", "current"))
     finally:
         # Ctrl-C: SIGINT to the foreground process group

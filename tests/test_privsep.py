@@ -29,7 +29,7 @@ USERS = ["pb-tls", "pb-smtpd", "pb-login", "pb-auth", "pb-queue", "pb-deliv", "p
          "pb-log"]
 USER = "demo@example.test"
 TCP_SERVICES = {"smtpd": "pb-smtpd", "submission": "pb-smtpd", "smtps": "pb-smtpd",
-                "pop3": "pb-login", "pop3s": "pb-login"}
+                "pop3": "pb-login", "pop3s": "pb-login", "imap": "pb-login", "imaps": "pb-login"}
 
 
 def listening(port):
@@ -282,7 +282,7 @@ def test_long_running_services_uids(model):
     for pid, (comm, u, g, pp) in procs.items():
         by.setdefault(comm, set()).add(u)
     assert by.get("tcpserver") == {0}, by          # binds the ports, forks per connection
-    # the injection socket (pb-queue) and the POP3 login broker (pb-deliv)
+    # the injection socket (pb-queue) and the POP3 and IMAP login brokers (pb-deliv)
     assert by.get("s6-ipcserverd") == {uid("pb-queue"), uid("pb-deliv")}, by
     assert by.get("auth-serve") == {uid("pb-auth")}, by
     assert by.get("s6-log") == {uid("pb-log")}, by
@@ -326,7 +326,8 @@ def tls_serve_uids(model):
     return sorted(i[1] for _, i in session_procs(model, "tls-serve"))
 
 
-@pytest.mark.parametrize("service,program", [("smtps", "pb-smtpd"), ("pop3s", "pb-login")])
+@pytest.mark.parametrize("service,program", [("smtps", "pb-smtpd"), ("pop3s", "pb-login"),
+                                             ("imaps", "pb-login")])
 def test_tls_engine_dropped_before_client_hello(model, service, program):
     """A client connects to an implicit-TLS port and sends nothing: both tls-serve processes
     (the engine, and the side that becomes the program) have left root already, the engine
@@ -565,6 +566,32 @@ def test_pop3s_login_goes_through_the_broker_and_the_auth_service(model):
         p.quit()
     finally:
         p.close()
+
+
+def test_imaps_login_goes_through_the_broker_and_the_auth_service(model):
+    """imaps: imap-serve (pb-login) -> login-handoff => login-broker -> imap-maildir (pb-deliv),
+    the password checked by auth-serve (pb-auth)."""
+    import imaplib
+    for svc in ("auth", "login-imap"):
+        r = subprocess.run(["s6-svwait", "-U", "-t", "30000", model.path("service", svc)],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    m = imaplib.IMAP4_SSL("127.0.0.1", model.ports["imaps"], timeout=30,
+                          ssl_context=ssl._create_unverified_context())
+    try:
+        with pytest.raises(imaplib.IMAP4.error):
+            m.login(USER, "wrong")
+        assert m.login(USER, "Sekr1t")[0] == "OK"
+        assert m.select("INBOX")[0] == "OK"
+        sess = wait_for(lambda: session_procs(model, "imap-maildir"), what="imap-maildir")
+        assert {i[1] for _, i in sess} == {uid("pb-deliv")}, sess
+        assert {i[1] for _, i in session_procs(model, "imap-serve")} == {uid("pb-login")}
+        m.logout()
+    finally:
+        try:
+            m.shutdown()
+        except OSError:
+            pass
 
 
 def test_submission_auth_goes_through_the_auth_service(model):
