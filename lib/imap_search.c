@@ -43,7 +43,8 @@ static int load(sctx *x)
   x->map = (char *)msg;
   x->loaded = 1;
   if (!sess.ms.msg[x->i].wsize) sess.ms.msg[x->i].wsize = mime_wire_size(msg, x->len, 0);
-  if (!x->hdr_tried && !imap_cache_get(x->i, &ce) && imap_cache_build(x->i, &x->mm, x->mtime, &ce) < 0)
+  if (!x->hdr_tried && !imap_cache_get(x->i, &ce) &&
+      imap_cache_build(x->i, &x->mm, x->mtime, &ce) < 0)
     x->err = -1;
   return 1;
 }

@@ -10,9 +10,10 @@
  *   after "E <sum> " up to the final "\n"; <uniq> the unique part of the file name.
  * It is only a cache: an entry is used when its hash checks out (looked at on first use) and
  * its UID and unique name match the message; the reading stops at the first entry whose frame
- * does not parse (a torn tail after a crash: the next writer cuts it off under the lock). Appends are one write under an fcntl lock on
- * the file; nothing is fsync'ed (a lost entry is computed again). A new UIDVALIDITY starts
- * the file afresh; so does a file grown to more than twice what its live entries need.
+ * does not parse (a torn tail after a crash: the next writer cuts it off under the lock).
+ * Appends are one write under an fcntl lock on the file; nothing is fsync'ed (a lost entry is
+ * computed again). A new UIDVALIDITY starts the file afresh; so does a file grown to more
+ * than twice what its live entries need.
  *
  * The file is mapped while a command uses it and unmapped by msgcache_done, so an idle
  * session holds none of it. Functions return 1 ok, 0 not found / not usable, -1 error.
