@@ -1,10 +1,13 @@
 /* queue-inject-ipc: the local injection socket, both ends.
  *
- * Server (no option; run by s6-ipcserver on MAILROOT/queue/inject.sock, as the queue user):
- * reads one message from the client on fd 0 and commits it to the queue itself (lib/queue,
+ * Server, -l SOCKET (the inject service, as the queue user): listens itself with a pool of
+ * long-lived workers, each serving one client after the other (no process per message).
+ * Server, no option (under s6-ipcserver or any UCSPI server): serves the one client on fd 0/1.
+ * Either way the server reads one message and commits it to the queue itself (lib/queue,
  * the same intake and limits as queue-inject: no program is started per message), after a
- * trace line naming the client's uid and gid as s6-ipcserver found them (IPCREMOTEEUID,
- * IPCREMOTEEGID): "Received: by ME (pillarbox local injection, uid N, gid G); DATE".
+ * trace line naming the client's uid and gid as the kernel gave them (SO_PEERCRED, or
+ * IPCREMOTEEUID and IPCREMOTEEGID from s6-ipcserver):
+ * "Received: by ME (pillarbox local injection, uid N, gid G); DATE".
  * With arguments (queue-inject-ipc PROG...), PROG is run instead with the qmail-queue
  * interface: a chain of hooks in front of queue-inject, which gets the session facts.
  * Client (-c [SOCKET]): the qmail-queue interface (message on fd 0, envelope on fd 1, queue
@@ -17,7 +20,7 @@
  * "CODE ID\n", CODE being a qmail-queue exit code and ID the queue id (maybe empty). A
  * connection closed before the envelope commits nothing. The client side lives in lib/inject.
  *
- * The facts are believed only from a trusted peer: IPCREMOTEEUID equal to our own euid, or
+ * The facts are believed only from a trusted peer: its uid equal to our own euid, or
  * listed in $INJECT_TRUSTED_UIDS (comma-separated). Then a chain gets them as
  * INJECT_SERVICE, INJECT_REMOTEIP, INJECT_HELO, INJECT_AUTHUSER, INJECT_TLS, INJECT_RELAY, and
  * no trace line is added (the network service wrote its own Received:). From anybody else
