@@ -38,7 +38,9 @@
 #include "lookup.h"
 #include "passwd.h"
 
-#define USAGE "auth-serve [-i] [-n hashes] [-t ttl] [-C cachesize] [-c maxconn] [-q queuetimeout] [-d notif] [socket]"
+#define USAGE \
+  "auth-serve [-i] [-n hashes] [-t ttl] [-C cachesize] [-c maxconn] [-q queuetimeout]" \
+  " [-d notif] [socket]"
 char const *PROG = "auth-serve";
 
 #define READ_TIMEOUT 10  /* seconds a client has to send its request */
@@ -307,7 +309,8 @@ static int inetd(void)
     verdict(&c, ok, ms_since(&t));
   }
   if (!c.out.len) strerr_dief1x(111, "out of memory");
-  if (fd_write(1, c.out.s, c.out.len) != (ssize_t)c.out.len) strerr_diefu1sys(111, "write the reply");
+  if (fd_write(1, c.out.s, c.out.len) != (ssize_t)c.out.len)
+    strerr_diefu1sys(111, "write the reply");
   return 0;
 }
 
@@ -374,8 +377,9 @@ static void reap(void)
     for (i = 0; i < maxconn; i++) {
       conn *c = &conns[i];
       if (c->state != S_HASHING || c->pid != pid) continue;
-      verdict(c, WIFEXITED(wstat) ? (WEXITSTATUS(wstat) == 0 ? 1 : WEXITSTATUS(wstat) == 1 ? 0 : -1) : -1,
-              ms_since(&c->started));
+      int ok = !WIFEXITED(wstat) ? -1 : WEXITSTATUS(wstat) == 0 ? 1
+             : WEXITSTATUS(wstat) == 1 ? 0 : -1;
+      verdict(c, ok, ms_since(&c->started));
       running--;
       c->pid = 0;
       to_write(c);
@@ -518,6 +522,110 @@ static void env_uint(char const *name, unsigned int *u, int zero_ok)
   if (!uint0_scan(x, u) || (!zero_ok && !*u)) strerr_dief2x(100, "bad value for ", name);
 }
 
+/* The self-pipe for SIGCHLD (a hashing child ended) and the signals that stop the service. */
+static int trap_signals(void)
+{
+  int sfd = selfpipe_init();
+  if (sfd < 0) strerr_diefu1sys(111, "init the self-pipe");
+  {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (selfpipe_trapset(&set) < 0) strerr_diefu1sys(111, "trap signals");
+  }
+  signal(SIGPIPE, SIG_IGN);
+  return sfd;
+}
+
+/* The listening socket at path (a stale one removed). */
+static int listen_on(char const *path)
+{
+  int lfd = ipc_stream_nbcoe();
+  if (lfd < 0) strerr_diefu1sys(111, "create a socket");
+  if (unlink(path) < 0 && errno != ENOENT) strerr_diefu2sys(111, "remove ", path);
+  if (ipc_bind(lfd, path) < 0) strerr_diefu2sys(111, "bind to ", path);
+  /* who may connect is decided by the directory (check_dir); the socket itself is open */
+  if (chmod(path, 0666) < 0) strerr_diefu2sys(111, "chmod ", path);
+  if (ipc_listen(lfd, 128) < 0) strerr_diefu2sys(111, "listen on ", path);
+  return lfd;
+}
+
+/* The event loop: the self-pipe, the listening socket, every connection; until a signal
+ * other than SIGCHLD. */
+static int serve(int sfd, int lfd, iopause_fd *x, char const *path)
+{
+  unsigned int i;
+  tain_now_set_stopwatch_g();
+  for (;;) {
+    unsigned int n = 0, nconn = 0, idx[1002];
+    tain deadline = TAIN_INFINITE;
+    int r;
+    x[n].fd = sfd;
+    x[n].events = IOPAUSE_READ;
+    idx[n++] = (unsigned int)-1;
+    for (i = 0; i < maxconn; i++) {
+      conn *c = &conns[i];
+      if (c->state == S_FREE) continue;
+      nconn++;
+      if (tain_less(&c->deadline, &deadline)) deadline = c->deadline;
+      if (c->state == S_READ || c->state == S_WRITE) {
+        x[n].fd = c->fd;
+        x[n].events = c->state == S_READ ? IOPAUSE_READ : IOPAUSE_WRITE;
+        idx[n++] = i;
+      }
+    }
+    if (nconn < maxconn) {
+      x[n].fd = lfd;
+      x[n].events = IOPAUSE_READ;
+      idx[n++] = (unsigned int)-2;
+    }
+    r = iopause_g(x, n, &deadline);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      strerr_diefu1sys(111, "iopause");
+    }
+    for (i = 0; i < n; i++) {
+      if (!x[i].revents) continue;
+      if (idx[i] == (unsigned int)-1) {
+        int sig;
+        while ((sig = selfpipe_read()) > 0) {
+          if (sig == SIGCHLD) reap();
+          else {
+            char const *v[1] = {"exiting"};
+            logline(v, 1);
+            unlink(path);
+            return 0;
+          }
+        }
+      } else if (idx[i] == (unsigned int)-2) {
+        unsigned int j;
+        for (j = 0; j < maxconn; j++)
+          if (conns[j].state == S_FREE) break;
+        if (j < maxconn) {
+          int fd = ipc_accept_nbcoe(lfd, 0, 0, 0);
+          if (fd >= 0) {
+            conn *c = &conns[j];
+            memset(c, 0, sizeof *c);
+            c->fd = fd;
+            c->state = S_READ;
+            tain_addsec_g(&c->deadline, READ_TIMEOUT);
+          } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            strerr_warnwu1sys("accept");
+        }
+      } else {
+        conn *c = &conns[idx[i]];
+        if (c->state == S_READ) on_read(c);
+        else if (c->state == S_WRITE) on_write(c);
+      }
+    }
+    expire();
+    start_hashes();
+  }
+}
+
 int main(int argc, char const *const *argv)
 {
   int one = 0, sfd, lfd;
@@ -561,26 +669,9 @@ int main(int argc, char const *const *argv)
   if (!conns || !queue || !x) strerr_diefu1sys(111, "allocate");
   for (i = 0; i < maxconn; i++) conns[i].fd = -1;
 
-  sfd = selfpipe_init();
-  if (sfd < 0) strerr_diefu1sys(111, "init the self-pipe");
-  {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    if (selfpipe_trapset(&set) < 0) strerr_diefu1sys(111, "trap signals");
-  }
-  signal(SIGPIPE, SIG_IGN);
+  sfd = trap_signals();
 
-  lfd = ipc_stream_nbcoe();
-  if (lfd < 0) strerr_diefu1sys(111, "create a socket");
-  if (unlink(path.s) < 0 && errno != ENOENT) strerr_diefu2sys(111, "remove ", path.s);
-  if (ipc_bind(lfd, path.s) < 0) strerr_diefu2sys(111, "bind to ", path.s);
-  /* who may connect is decided by the directory (check_dir); the socket itself is open */
-  if (chmod(path.s, 0666) < 0) strerr_diefu2sys(111, "chmod ", path.s);
-  if (ipc_listen(lfd, 128) < 0) strerr_diefu2sys(111, "listen on ", path.s);
+  lfd = listen_on(path.s);
   passwd_dummy();
   {
     char f1[UINT_FMT], f2[UINT_FMT], f3[UINT_FMT];
@@ -595,70 +686,5 @@ int main(int argc, char const *const *argv)
     fd_close((int)notif);
   }
 
-  tain_now_set_stopwatch_g();
-  for (;;) {
-    unsigned int n = 0, nconn = 0, idx[1002];
-    tain deadline = TAIN_INFINITE;
-    int r;
-    x[n].fd = sfd;
-    x[n].events = IOPAUSE_READ;
-    idx[n++] = (unsigned int)-1;
-    for (i = 0; i < maxconn; i++) {
-      conn *c = &conns[i];
-      if (c->state == S_FREE) continue;
-      nconn++;
-      if (tain_less(&c->deadline, &deadline)) deadline = c->deadline;
-      if (c->state == S_READ || c->state == S_WRITE) {
-        x[n].fd = c->fd;
-        x[n].events = c->state == S_READ ? IOPAUSE_READ : IOPAUSE_WRITE;
-        idx[n++] = i;
-      }
-    }
-    if (nconn < maxconn) {
-      x[n].fd = lfd;
-      x[n].events = IOPAUSE_READ;
-      idx[n++] = (unsigned int)-2;
-    }
-    r = iopause_g(x, n, &deadline);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      strerr_diefu1sys(111, "iopause");
-    }
-    for (i = 0; i < n; i++) {
-      if (!x[i].revents) continue;
-      if (idx[i] == (unsigned int)-1) {
-        int sig;
-        while ((sig = selfpipe_read()) > 0) {
-          if (sig == SIGCHLD) reap();
-          else {
-            char const *v[1] = {"exiting"};
-            logline(v, 1);
-            unlink(path.s);
-            return 0;
-          }
-        }
-      } else if (idx[i] == (unsigned int)-2) {
-        unsigned int j;
-        for (j = 0; j < maxconn; j++)
-          if (conns[j].state == S_FREE) break;
-        if (j < maxconn) {
-          int fd = ipc_accept_nbcoe(lfd, 0, 0, 0);
-          if (fd >= 0) {
-            conn *c = &conns[j];
-            memset(c, 0, sizeof *c);
-            c->fd = fd;
-            c->state = S_READ;
-            tain_addsec_g(&c->deadline, READ_TIMEOUT);
-          } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-            strerr_warnwu1sys("accept");
-        }
-      } else {
-        conn *c = &conns[idx[i]];
-        if (c->state == S_READ) on_read(c);
-        else if (c->state == S_WRITE) on_write(c);
-      }
-    }
-    expire();
-    start_hashes();
-  }
+  return serve(sfd, lfd, x, path.s);
 }

@@ -410,6 +410,17 @@ static char const *tag_of(char const *s, size_t len)
   return tagbuf;
 }
 
+/* Tells imap-serve (IMAP_NOTIFYFD) that the login worked: from now on, we answer the client. */
+static void notify_login(void)
+{
+  char const *x = getenv("IMAP_NOTIFYFD");
+  int fd;
+  if (x && int0_scan(x, &fd) && fd > 2) {
+    if (fd_write(fd, "y", 1) < 0) strerr_warnwu1sys("notify imap-serve");
+    fd_close(fd);
+  }
+}
+
 int main(int argc, char const *const *argv)
 {
   char const *x;
@@ -440,14 +451,7 @@ int main(int argc, char const *const *argv)
     }
   }
   if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");
-  x = getenv("IMAP_NOTIFYFD");
-  if (x) {
-    int fd;
-    if (int0_scan(x, &fd) && fd > 2) {
-      if (fd_write(fd, "y", 1) < 0) strerr_warnwu1sys("notify imap-serve");
-      fd_close(fd);
-    }
-  }
+  notify_login();
   if (!imapio_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the session fds");
   x = getenv("IMAP_INPUT");
   if (x && *x) preload(x);

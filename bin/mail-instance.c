@@ -220,7 +220,8 @@ static void copy_tree(char const *src, char const *dst, int top)
       struct stat dst;
       int existed = lstat(t.s, &dst) == 0;
       if (!existed) mkdir_mode(t.s, 0700);
-      else if (!S_ISDIR(dst.st_mode)) strerr_dief3x(100, "refusing to replace ", t.s, ": not a directory");
+      else if (!S_ISDIR(dst.st_mode))
+        strerr_dief3x(100, "refusing to replace ", t.s, ": not a directory");
       copy_tree(s.s, t.s, 0);
       if (chmod(t.s, st.st_mode & 07777) < 0) strerr_diefu2sys(111, "chmod ", t.s);
     } else if (top) {
@@ -413,7 +414,8 @@ static struct {
 
 static void chown_tree(char const *p, uid_t u, gid_t g)
 {
-  if (instance_chown_tree(p, u, g) < 0) strerr_diefu2sys(111, "give to its owner everything in ", p);
+  if (instance_chown_tree(p, u, g) < 0)
+    strerr_diefu2sys(111, "give to its owner everything in ", p);
 }
 
 /* Is an entry right below directory p owned by someone else than u? */
@@ -529,7 +531,8 @@ static int other_commands(int argc, char const *const *argv)
     char const *r = argc > 2 ? argv[2] : getenv("MAILROOT");
     if (argc > 3 || !r) dieusage();
     set_root(r, &abs);
-    if (stat(path("control/tcp-rules"), &st) < 0) strerr_diefu2sys(111, "stat ", path("control/tcp-rules"));
+    if (stat(path("control/tcp-rules"), &st) < 0)
+      strerr_diefu2sys(111, "stat ", path("control/tcp-rules"));
     return rebuild_tcprules(1) ? 111 : 0;
   }
   if (argc != 3) dieusage();
@@ -610,6 +613,99 @@ static char const readme[] =
   "# imap-peermax         IMAP connections one address may hold at once (20; 0: no cap)\n"
   "# expunge-days         days before mail-expunge empties Trash and Junk (30)\n";
 
+/* The aliases file an instance starts with: postmaster@D for every domain D when --postmaster
+ * is given, and root, abuse and MAILER-DAEMON of every domain to its postmaster. */
+static void initial_aliases(stralloc *out, char const *const *doms, unsigned int ndoms,
+                            char const *pmaddr)
+{
+  if (pmaddr) { /* RFC 5321 4.5.1: postmaster@D for every domain, to one mailbox */
+    stralloc f = STRALLOC_ZERO;
+    unsigned int j;
+    size_t pat, k;
+    if (!addr_fold(pmaddr, strlen(pmaddr), &f)) strerr_diefu1sys(111, "allocate");
+    pat = addr_at(f.s, f.len);
+    for (j = 0; j < ndoms; j++) {
+      size_t dl = strlen(doms[j]);
+      if (pat == 10 && !memcmp(f.s, "postmaster", 10) && f.len - pat - 1 == dl &&
+          !strncasecmp(f.s + pat + 1, doms[j], dl))
+        strerr_dief2x(100, "--postmaster would be an alias of itself: ", pmaddr);
+      if (!stralloc_cats(out, "postmaster@")) strerr_diefu1sys(111, "allocate");
+      for (k = 0; k < dl; k++) {
+        char c = doms[j][k];
+        if (c >= 'A' && c <= 'Z') c += 32;
+        if (!stralloc_catb(out, &c, 1)) strerr_diefu1sys(111, "allocate");
+      }
+      if (!stralloc_cats(out, ": ") ||
+          !stralloc_cats(out, pmaddr) || !stralloc_catb(out, "\n", 1))
+        strerr_diefu1sys(111, "allocate");
+    }
+    stralloc_free(&f);
+  }
+
+  /* RFC 2142 and cron: root, abuse and MAILER-DAEMON of every domain reach its postmaster
+   * (postmaster@D is --postmaster, or the domain's first account: see mail-user) */
+  {
+    static char const *const roles[3] = {"root", "abuse", "mailer-daemon"};
+    stralloc f = STRALLOC_ZERO;
+    unsigned int j, k;
+    if (pmaddr && !addr_fold(pmaddr, strlen(pmaddr), &f)) strerr_diefu1sys(111, "allocate");
+    for (j = 0; j < ndoms; j++) {
+      size_t dl = strlen(doms[j]), x;
+      for (k = 0; k < 3; k++) {
+        size_t start = out->len, rl = strlen(roles[k]);
+        if (!stralloc_cats(out, roles[k]) || !stralloc_catb(out, "@", 1))
+          strerr_diefu1sys(111, "allocate");
+        for (x = 0; x < dl; x++) {
+          char c = doms[j][x];
+          if (c >= 'A' && c <= 'Z') c += 32;
+          if (!stralloc_catb(out, &c, 1)) strerr_diefu1sys(111, "allocate");
+        }
+        /* --postmaster root@D: that one is the mailbox, not an alias of it */
+        if (pmaddr && f.len == out->len - start && !memcmp(f.s, out->s + start, f.len)) {
+          out->len = start;
+          continue;
+        }
+        if (!stralloc_cats(out, ": postmaster@") ||
+            !stralloc_catb(out, out->s + start + rl + 1, dl) ||
+            !stralloc_catb(out, "\n", 1))
+          strerr_diefu1sys(111, "allocate");
+      }
+    }
+    stralloc_free(&f);
+  }
+}
+
+/* ROOT must be an empty directory, or not exist yet (then it is made). */
+static void root_empty_or_new(void)
+{
+  struct stat st;
+  if (lstat(root, &st) == 0) {
+    DIR *d;
+    struct dirent *e;
+    if (!S_ISDIR(st.st_mode))
+      strerr_dief3x(100, "refusing to create an instance: ", root,
+                    " exists and is not a directory");
+    d = opendir(root);
+    if (!d) strerr_diefu2sys(111, "open directory ", root);
+    for (;;) {
+      errno = 0;
+      e = readdir(d);
+      if (!e) {
+        if (errno) strerr_diefu2sys(111, "read directory ", root);
+        break;
+      }
+      if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+        strerr_dief3x(100, "refusing to overwrite: ", root, " exists and is not empty");
+    }
+    closedir(d);
+  } else if (errno != ENOENT)
+    strerr_diefu2sys(111, "stat ", root);
+  else {
+    mkparents(root);
+    if (mkdir(root, 0755) < 0) strerr_diefu2sys(111, "mkdir ", root);
+  }
+}
+
 int main(int argc, char const *const *argv)
 {
   char const *host = 0;
@@ -618,7 +714,6 @@ int main(int argc, char const *const *argv)
   stralloc aliases = STRALLOC_ZERO;
   stralloc domains = STRALLOC_ZERO, abs = STRALLOC_ZERO;
   int i;
-  struct stat st;
   char const *doms[DOMS_MAX];
   unsigned int ndoms = 0;
 
@@ -649,7 +744,8 @@ int main(int argc, char const *const *argv)
     else if (kind == 3) {
       int r = addr_check_mailbox(v, strlen(v), ADDR_UTF8);
       if (pmaddr) strerr_dief1x(100, "--postmaster given twice");
-      if (r != ADDR_OK) strerr_dief4x(100, "invalid --postmaster address ", v, ": ", addr_strerror(r));
+      if (r != ADDR_OK)
+        strerr_dief4x(100, "invalid --postmaster address ", v, ": ", addr_strerror(r));
       pmaddr = v;
     } else {
       unsigned int j;
@@ -670,88 +766,12 @@ int main(int argc, char const *const *argv)
     for (k = 0; k < domains.len; k++)
       if (domains.s[k] >= 'A' && domains.s[k] <= 'Z') domains.s[k] += 32;
   }
-  if (pmaddr) { /* RFC 5321 4.5.1: postmaster@D for every domain, to one mailbox */
-    stralloc f = STRALLOC_ZERO;
-    unsigned int j;
-    size_t pat, k;
-    if (!addr_fold(pmaddr, strlen(pmaddr), &f)) strerr_diefu1sys(111, "allocate");
-    pat = addr_at(f.s, f.len);
-    for (j = 0; j < ndoms; j++) {
-      size_t dl = strlen(doms[j]);
-      if (pat == 10 && !memcmp(f.s, "postmaster", 10) && f.len - pat - 1 == dl &&
-          !strncasecmp(f.s + pat + 1, doms[j], dl))
-        strerr_dief2x(100, "--postmaster would be an alias of itself: ", pmaddr);
-      if (!stralloc_cats(&aliases, "postmaster@")) strerr_diefu1sys(111, "allocate");
-      for (k = 0; k < dl; k++) {
-        char c = doms[j][k];
-        if (c >= 'A' && c <= 'Z') c += 32;
-        if (!stralloc_catb(&aliases, &c, 1)) strerr_diefu1sys(111, "allocate");
-      }
-      if (!stralloc_cats(&aliases, ": ") ||
-          !stralloc_cats(&aliases, pmaddr) || !stralloc_catb(&aliases, "\n", 1))
-        strerr_diefu1sys(111, "allocate");
-    }
-    stralloc_free(&f);
-  }
-
-  /* RFC 2142 and cron: root, abuse and MAILER-DAEMON of every domain reach its postmaster
-   * (postmaster@D is --postmaster, or the domain's first account: see mail-user) */
-  {
-    static char const *const roles[3] = {"root", "abuse", "mailer-daemon"};
-    stralloc f = STRALLOC_ZERO;
-    unsigned int j, k;
-    if (pmaddr && !addr_fold(pmaddr, strlen(pmaddr), &f)) strerr_diefu1sys(111, "allocate");
-    for (j = 0; j < ndoms; j++) {
-      size_t dl = strlen(doms[j]), x;
-      for (k = 0; k < 3; k++) {
-        size_t start = aliases.len, rl = strlen(roles[k]);
-        if (!stralloc_cats(&aliases, roles[k]) || !stralloc_catb(&aliases, "@", 1))
-          strerr_diefu1sys(111, "allocate");
-        for (x = 0; x < dl; x++) {
-          char c = doms[j][x];
-          if (c >= 'A' && c <= 'Z') c += 32;
-          if (!stralloc_catb(&aliases, &c, 1)) strerr_diefu1sys(111, "allocate");
-        }
-        /* --postmaster root@D: that one is the mailbox, not an alias of it */
-        if (pmaddr && f.len == aliases.len - start && !memcmp(f.s, aliases.s + start, f.len)) {
-          aliases.len = start;
-          continue;
-        }
-        if (!stralloc_cats(&aliases, ": postmaster@") ||
-            !stralloc_catb(&aliases, aliases.s + start + rl + 1, dl) ||
-            !stralloc_catb(&aliases, "\n", 1))
-          strerr_diefu1sys(111, "allocate");
-      }
-    }
-    stralloc_free(&f);
-  }
+  initial_aliases(&aliases, doms, ndoms, pmaddr);
 
   /* ROOT, absolute */
   set_root(rootarg, &abs);
 
-  if (lstat(root, &st) == 0) {
-    DIR *d;
-    struct dirent *e;
-    if (!S_ISDIR(st.st_mode)) strerr_dief3x(100, "refusing to create an instance: ", root, " exists and is not a directory");
-    d = opendir(root);
-    if (!d) strerr_diefu2sys(111, "open directory ", root);
-    for (;;) {
-      errno = 0;
-      e = readdir(d);
-      if (!e) {
-        if (errno) strerr_diefu2sys(111, "read directory ", root);
-        break;
-      }
-      if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-        strerr_dief3x(100, "refusing to overwrite: ", root, " exists and is not empty");
-    }
-    closedir(d);
-  } else if (errno != ENOENT)
-    strerr_diefu2sys(111, "stat ", root);
-  else {
-    mkparents(root);
-    if (mkdir(root, 0755) < 0) strerr_diefu2sys(111, "mkdir ", root);
-  }
+  root_empty_or_new();
 
   /* the directory of the programs */
   find_bindir();

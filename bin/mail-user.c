@@ -118,7 +118,8 @@ static void make_maildir(char const *rel)
     strerr_diefu2sys(111, "give to the owner of mail/: ", p.s);
   while (p.len && p.s[p.len - 1] != '/') p.len--;
   if (p.len) p.s[--p.len] = 0;
-  if (instance_own(p.s, INSTANCE_MAIL) < 0) strerr_diefu2sys(111, "give to the owner of mail/: ", p.s);
+  if (instance_own(p.s, INSTANCE_MAIL) < 0)
+    strerr_diefu2sys(111, "give to the owner of mail/: ", p.s);
   stralloc_free(&p);
 }
 
@@ -177,7 +178,8 @@ static void postmaster_rule(stralloc const *users)
         strerr_warni5x("alias ", key.s, " -> ", line.s,
                        " removed: the new account receives the postmaster's mail");
       else
-        strerr_warnw3x("the alias ", key.s, " still takes this account's mail (aliases come first)");
+        strerr_warnw3x("the alias ", key.s,
+                       " still takes this account's mail (aliases come first)");
     } else
       strerr_warnw4x("the alias ", key.s, " takes this account's mail (aliases come first);"
                      " remove it with: mail-alias del ", key.s);

@@ -301,9 +301,9 @@ static int mopen_here(msg *m)
 
 /* The size cache: MAILDIR/.pop3.sizes holds "UNIQUE SIZE\n" lines in listing order (UNIQUE is
  * the part of the name before ':'), the wire sizes of messages whose names do not carry
- * ",W=". A message's content never changes, so an entry stays true for as long as the message exists. The file
- * is read and rewritten (tmp + rename, so it is always whole) under the session lock; it is a
- * cache: when missing or unwritable, the sizes are counted from the files. */
+ * ",W=". A message's content never changes, so an entry stays true for as long as the message
+ * exists. The file is read and rewritten (tmp + rename, so it is always whole) under the session
+ * lock; it is a cache: when missing or unwritable, the sizes are counted from the files. */
 #define SIZECACHE ".pop3.sizes"
 #define SIZECACHE_TMP ".pop3.sizes.tmp"
 
@@ -630,45 +630,10 @@ static void capa(void)
       "IMPLEMENTATION pillarbox\r\n.\r\n");
 }
 
-int main(int argc, char const *const *argv)
+/* Into the Maildir at home, locked for this session, its listing loaded. Returns 1, or 0 when
+ * another session holds the lock (the client has been told); other failures exit. */
+static int open_maildrop(char const *home)
 {
-  unsigned int timeout = 600;
-  char const *home, *x;
-  unsigned long i;
-  {
-    subgetopt l = SUBGETOPT_ZERO;
-    int opt;
-    x = getenv("POP3_TIMEOUT");
-    if (x && (!uint0_scan(x, &timeout) || !timeout))
-      strerr_dief1x(100, "POP3_TIMEOUT must be a positive number of seconds");
-    while ((opt = subgetopt_r(argc, argv, "t:m:", &l)) != -1) {
-      switch (opt) {
-        case 't':
-          if (!uint0_scan(l.arg, &timeout) || !timeout) strerr_dieusage(100, USAGE);
-          break;
-        case 'm':
-          if (!ulong0_scan(l.arg, &maxmsgs) || !maxmsgs) strerr_dieusage(100, USAGE);
-          break;
-        default: strerr_dieusage(100, USAGE);
-      }
-    }
-  }
-  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");
-  x = getenv("POP3_NOTIFYFD");
-  if (x) {
-    /* Tell pop3-serve that the login worked: from now on, we answer the client. */
-    int fd;
-    if (int0_scan(x, &fd) && fd > 2) {
-      if (fd_write(fd, "y", 1) < 0) strerr_warnwu1sys("notify pop3-serve");
-      fd_close(fd);
-    }
-  }
-  if (!pop3io_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the session fds");
-  x = getenv("POP3_INPUT");
-  if (x && !pop3io_preload_hex(x))
-    strerr_dief1x(100, "POP3_INPUT is not the hex of at most 1024 bytes");
-
-  home = getenv("HOME");
   if (!home || home[0] != '/') {
     put("-ERR [SYS/PERM] no maildrop\r\n");
     pop3io_flush();
@@ -694,7 +659,7 @@ int main(int argc, char const *const *argv)
     if (errno == EWOULDBLOCK) {
       put("-ERR [IN-USE] maildrop is in use by another session\r\n");
       pop3io_flush();
-      return 111;
+      return 0;
     }
     {
       int e = errno;
@@ -711,10 +676,14 @@ int main(int argc, char const *const *argv)
     errno = e;
     strerr_diefu2sys(111, "list the Maildir ", home);
   }
-  put("+OK ");
-  putu(nmsgs);
-  put(" messages\r\n");
+  return 1;
+}
 
+/* The TRANSACTION state (RFC 1939 5): commands until QUIT (then UPDATE), a dropped connection
+ * or the idle timeout. Returns the exit code. */
+static int transaction(void)
+{
+  unsigned long i;
   for (;;) {
     char *line;
     size_t len;
@@ -796,4 +765,50 @@ int main(int argc, char const *const *argv)
       default: put("-ERR already logged in\r\n"); break;
     }
   }
+}
+
+int main(int argc, char const *const *argv)
+{
+  unsigned int timeout = 600;
+  char const *home, *x;
+  {
+    subgetopt l = SUBGETOPT_ZERO;
+    int opt;
+    x = getenv("POP3_TIMEOUT");
+    if (x && (!uint0_scan(x, &timeout) || !timeout))
+      strerr_dief1x(100, "POP3_TIMEOUT must be a positive number of seconds");
+    while ((opt = subgetopt_r(argc, argv, "t:m:", &l)) != -1) {
+      switch (opt) {
+        case 't':
+          if (!uint0_scan(l.arg, &timeout) || !timeout) strerr_dieusage(100, USAGE);
+          break;
+        case 'm':
+          if (!ulong0_scan(l.arg, &maxmsgs) || !maxmsgs) strerr_dieusage(100, USAGE);
+          break;
+        default: strerr_dieusage(100, USAGE);
+      }
+    }
+  }
+  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");
+  x = getenv("POP3_NOTIFYFD");
+  if (x) {
+    /* Tell pop3-serve that the login worked: from now on, we answer the client. */
+    int fd;
+    if (int0_scan(x, &fd) && fd > 2) {
+      if (fd_write(fd, "y", 1) < 0) strerr_warnwu1sys("notify pop3-serve");
+      fd_close(fd);
+    }
+  }
+  if (!pop3io_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the session fds");
+  x = getenv("POP3_INPUT");
+  if (x && !pop3io_preload_hex(x))
+    strerr_dief1x(100, "POP3_INPUT is not the hex of at most 1024 bytes");
+
+  home = getenv("HOME");
+  if (!open_maildrop(home)) return 111;
+  put("+OK ");
+  putu(nmsgs);
+  put(" messages\r\n");
+
+  return transaction();
 }

@@ -79,7 +79,8 @@ static void readnames(char const *sub, nameset *ns)
       ns->off = o;
     }
     ns->off[ns->n++] = names.len;
-    if (!stralloc_cats(&names, de->d_name) || !stralloc_0(&names)) strerr_diefu1sys(111, "allocate");
+    if (!stralloc_cats(&names, de->d_name) || !stralloc_0(&names))
+      strerr_diefu1sys(111, "allocate");
   }
   if (errno) strerr_diefu2sys(111, "read ", p.s);
   closedir(d);
@@ -408,7 +409,8 @@ int main(int argc, char const *const *argv)
   if (argc) {
     int i2;
     for (i2 = 0; i2 < argc; i2++) {
-      if (!queue_id_ok(argv[i2], strlen(argv[i2]))) strerr_dief2x(100, "not a queue id: ", argv[i2]);
+      if (!queue_id_ok(argv[i2], strlen(argv[i2])))
+        strerr_dief2x(100, "not a queue id: ", argv[i2]);
       if (!inset(&mess, argv[i2])) strerr_dief2x(100, "no such message: ", argv[i2]);
       show(argv[i2], inset(&state, argv[i2]), inset(&hold, argv[i2]), now);
     }

@@ -203,7 +203,8 @@ static int resolve(active *a)
       continue;
     }
     a->dirty = 1;
-    if (k == QRESOLVE_FAILED) log_delivery(a, &a->t[i], "none", "bounced", qlog_shown(a->t[i].diag));
+    if (k == QRESOLVE_FAILED)
+      log_delivery(a, &a->t[i], "none", "bounced", qlog_shown(a->t[i].diag));
   }
   if (a->nt > n) { /* targets were added: the running flags must cover them */
     unsigned char *nr = realloc(a->running, a->nt + 1);
@@ -518,7 +519,8 @@ static void finish_local(child *k)
   qspawn_lastline(&k->c.out, &why, &wl);
   if (!stralloc_cats(&d, "x-pillarbox; ") || !stralloc_catb(&d, why, wl) ||
       (!wl && !stralloc_cats(&d, k->c.timedout ? "4.4.1 deliver-maildir timed out"
-                                 : code < 0 ? "deliver-maildir killed" : "deliver-maildir failed")) ||
+                                 : code < 0    ? "deliver-maildir killed"
+                                               : "deliver-maildir failed")) ||
       !stralloc_0(&d))
     dienomem();
   if (code == 100) fail_target(a, t, "local", d.s);
@@ -912,7 +914,8 @@ static void deadline_at(tain *deadline)
   unsigned int i;
   if (top != QINDEX_NONE && SLOT(top).next < wake && nact < active_max) wake = SLOT(top).next;
   for (i = 0; i < nkids; i++)
-    if (!kids[i].c.exited && !kids[i].c.timedout && kids[i].c.killat < wake) wake = kids[i].c.killat;
+    if (!kids[i].c.exited && !kids[i].c.timedout && kids[i].c.killat < wake)
+      wake = kids[i].c.killat;
   tain_now_g();
   if (wake > now) tain_addsec_g(deadline, (int)(wake - now > 86400 ? 86400 : wake - now));
   else if (top != QINDEX_NONE && SLOT(top).next <= now && nact < active_max && !room())

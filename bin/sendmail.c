@@ -35,7 +35,8 @@
 #include "progdir.h"
 
 char const *PROG = "sendmail";
-#define USAGE "sendmail [ -t ] [ -i ] [ -f sender ] [ -F fullname ] [ -bm | -bs | -bp ] [ recipient... ]"
+#define USAGE \
+  "sendmail [ -t ] [ -i ] [ -f sender ] [ -F fullname ] [ -bm | -bs | -bp ] [ recipient... ]"
 
 #define HEADER_MAX (1024 * 1024) /* bytes of header kept in memory for -t */
 #define RCPT_MAX 10000
@@ -67,7 +68,8 @@ static void add_rcpt(char const *s, size_t n)
   if (r != ADDR_OK || !a.len) {
     stralloc b = STRALLOC_ZERO;
     if (!stralloc_catb(&b, s, n) || !stralloc_0(&b)) strerr_diefusys(111, "allocate");
-    strerr_dief(100, "bad recipient address: ", b.s, ": ", r != ADDR_OK ? addr_strerror(r) : "empty");
+    strerr_dief(100, "bad recipient address: ", b.s, ": ",
+                r != ADDR_OK ? addr_strerror(r) : "empty");
   }
   if (++nrcpt > RCPT_MAX) strerr_dief(100, "too many recipients");
   if (!stralloc_catb(&rcpts, "T", 1) || !stralloc_catb(&rcpts, a.s, a.len) || !stralloc_0(&rcpts))

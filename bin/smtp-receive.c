@@ -162,7 +162,8 @@ static void log_message(char const *result, char const *id)
     if (!stralloc_cats(l, k ? ",<" : "<") || !stralloc_cats(l, rcpts.s + i + 1) ||
         !stralloc_cats(l, ">"))
       smtpd_quit(111, "out of memory");
-  if ((i < rcpts.len && !stralloc_cats(l, ",...")) || !stralloc_0(l)) smtpd_quit(111, "out of memory");
+  if ((i < rcpts.len && !stralloc_cats(l, ",...")) || !stralloc_0(l))
+    smtpd_quit(111, "out of memory");
   if (!stralloc_0(&sender)) smtpd_quit(111, "out of memory");
   sender.len--;
   strerr_warni("message ip=", remoteip, " from=<", sender.s, "> rcpts=", n1, " to=", l->s,
@@ -199,13 +200,21 @@ static void finish_message(void)
   int e;
   switch (smtpmsg_verdict(&msg, hoplimit)) {
     case SMTPMSG_TOOBIG: refuse("552", 552, "5.3.4", "message too big"); goto end;
-    case SMTPMSG_NUL: refuse("550-nul", 550, "5.6.0", "NUL byte in message, message refused"); goto end;
-    case SMTPMSG_BARE:
-      refuse("550-bare-cr-lf", 550, "5.6.0", "bare CR or LF in message (RFC 5321 2.3.8), message refused");
+    case SMTPMSG_NUL:
+      refuse("550-nul", 550, "5.6.0", "NUL byte in message, message refused");
       goto end;
-    case SMTPMSG_HOPS: refuse("554-too-many-hops", 554, "5.4.6", "too many hops, mail loop"); goto end;
+    case SMTPMSG_BARE:
+      refuse("550-bare-cr-lf", 550, "5.6.0",
+             "bare CR or LF in message (RFC 5321 2.3.8), message refused");
+      goto end;
+    case SMTPMSG_HOPS:
+      refuse("554-too-many-hops", 554, "5.4.6", "too many hops, mail loop");
+      goto end;
   }
-  if (quota_toobig()) { refuse("552-quota", 552, "5.2.2", "message exceeds the mailbox quota"); goto end; }
+  if (quota_toobig()) {
+    refuse("552-quota", 552, "5.2.2", "message exceeds the mailbox quota");
+    goto end;
+  }
   if (!from_ok()) {
     refuse("550-from-not-owned", 550, "5.7.1", "From: header not owned by the authenticated user");
     goto end;
@@ -239,7 +248,10 @@ static void do_data(smtp_cmd const *c)
   if (c->arglen) { smtpd_reply(501, "5.5.4", "DATA takes no argument"); return; }
   if (!in_mail) { smtpd_reply(503, "5.5.1", "MAIL first"); return; }
   if (!nrcpt) { smtpd_reply(503, "5.5.1", "no valid recipients"); return; }
-  if (!msg_start(0)) { smtpd_reply(451, "4.3.0", "unable to start the queue, try again later"); return; }
+  if (!msg_start(0)) {
+    smtpd_reply(451, "4.3.0", "unable to start the queue, try again later");
+    return;
+  }
   smtpd_reply(354, 0, "End data with <CR><LF>.<CR><LF>");
   for (;;) {
     size_t n = smtpd_fill();
@@ -330,7 +342,10 @@ static int auth_offered(void)
 static void do_helo(smtp_cmd const *c, int ext)
 {
   char num[ULONG_FMT + 8];
-  if (!c->arglen) { smtpd_reply(501, "5.5.4", ext ? "EHLO needs a domain" : "HELO needs a domain"); return; }
+  if (!c->arglen) {
+    smtpd_reply(501, "5.5.4", ext ? "EHLO needs a domain" : "HELO needs a domain");
+    return;
+  }
   bdat_abandon();
   reset_transaction();
   helo.len = 0;
@@ -552,7 +567,8 @@ static void auth_failed(unsigned int code, char const *ecode, char const *t)
   authfailures++;
   strerr_warni("auth failed ip=", remoteip);
   smtpd_reply(code, ecode, t);
-  if (authfailures >= 3) smtpd_die(421, "4.7.0", "too many failed logins, closing", "auth failures");
+  if (authfailures >= 3)
+    smtpd_die(421, "4.7.0", "too many failed logins, closing", "auth failures");
   smtpd_flush();
   if (authdelay) sleep((unsigned int)(authdelay * authfailures));
 }
@@ -577,7 +593,8 @@ static void auth_check(saslserv *s)
     if (authfail_forgive(remoteip) < 0) strerr_warnwusys("record a good login");
     authuser.len = 0;
     if (lookup_account_nohash(s->user, s->userlen, &acc) > 0 && acc.address.len > 1) {
-      if (!addr_fold(acc.address.s, acc.address.len - 1, &authuser)) smtpd_quit(111, "out of memory");
+      if (!addr_fold(acc.address.s, acc.address.len - 1, &authuser))
+        smtpd_quit(111, "out of memory");
     } else if (!addr_fold(s->user, s->userlen, &authuser)) smtpd_quit(111, "out of memory");
     account_free(&acc);
     if (!stralloc_0(&authuser)) smtpd_quit(111, "out of memory");
@@ -595,11 +612,17 @@ static void do_auth(char const *arg, size_t arglen)
   unsigned int code;
   int r;
   if (authuser.len) { smtpd_reply(503, "5.5.1", "already authenticated"); return; }
-  if (!tls && !plainok) { smtpd_reply(530, "5.7.0", "must issue a STARTTLS command first"); return; }
+  if (!tls && !plainok) {
+    smtpd_reply(530, "5.7.0", "must issue a STARTTLS command first");
+    return;
+  }
   if (!offer_auth) { smtpd_reply(503, "5.5.1", "AUTH not available on this service"); return; }
   r = authfail_blocked(remoteip);
   if (r < 0) strerr_warnwusys("read the failed login table");
-  if (r > 0) { smtpd_reply(454, "4.7.0", "too many failed logins from your address, try later"); return; }
+  if (r > 0) {
+    smtpd_reply(454, "4.7.0", "too many failed logins from your address, try later");
+    return;
+  }
   r = smtpd_sasl(&s, arg, arglen);
   if (r == SASLSERV_DONE) auth_check(&s);
   else if (r == SASLSERV_EAUTHZ) {
@@ -766,7 +789,8 @@ static void command(smtp_cmd const *c)
     case SMTP_V_EXPN: junk(); smtpd_reply(502, "5.5.1", "EXPN not implemented"); break;
     case SMTP_V_HELP:
       junk();
-      smtpd_reply_more(214, "2.0.0", "pillarbox SMTP: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY");
+      smtpd_reply_more(214, "2.0.0",
+                       "pillarbox SMTP: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY");
       smtpd_reply(214, "2.0.0", "see RFC 5321");
       break;
     case SMTP_V_STARTTLS: {
@@ -800,7 +824,8 @@ int main(int argc, char const *const *argv)
   for (;;) {
     smtp_cmd c;
     int r;
-    if (smtpd_errors > errmax) smtpd_die(421, "4.7.0", "too many errors, closing", "too many errors");
+    if (smtpd_errors > errmax)
+      smtpd_die(421, "4.7.0", "too many errors, closing", "too many errors");
     r = smtpd_getline(&line, linemax);
     if (!r) smtpd_quit(0, "disconnected");
     if (r < 0) { smtpd_reply(500, "5.5.2", "line too long"); continue; }

@@ -100,7 +100,8 @@ static int conn_fill(void)
 {
   ssize_t r;
   rpos = rlen = 0;
-  r = intls ? tlsclient_read(&tls, rbuf, sizeof rbuf) : timedio_fdread(fd, rbuf, sizeof rbuf, &deadline);
+  r = intls ? tlsclient_read(&tls, rbuf, sizeof rbuf)
+            : timedio_fdread(fd, rbuf, sizeof rbuf, &deadline);
   if (!r) errno = EPIPE;
   if (r <= 0) return -1;
   rlen = (size_t)r;
@@ -193,7 +194,8 @@ static unsigned int get_reply(char const *what)
     if (n && c != code) goto bad;
     code = c;
     if (++n > REPLY_LINES_MAX) goto bad;
-    if (!stralloc_catb(&rep.lines, line.len > 4 ? line.s + 4 : "", line.len > 4 ? line.len - 4 : 0) ||
+    if (!stralloc_catb(&rep.lines, line.len > 4 ? line.s + 4 : "",
+                       line.len > 4 ? line.len - 4 : 0) ||
         !stralloc_0(&rep.lines))
       strerr_diefu(111, "allocate");
     if (n == 1) {

@@ -28,9 +28,12 @@
 #include <skalibs/tai.h>
 #include <skalibs/types.h>
 
+#include "spawn.h"
 #include "tlsserver.h"
 
-#define USAGE "tls-serve [ -S ] [ -K timeout_ms ] [ -Z ] [ -u uid -g gid [ -G gid,gid... ] ] prog...\n       tls-serve -C"
+#define USAGE \
+  "tls-serve [ -S ] [ -K timeout_ms ] [ -Z ] [ -u uid -g gid [ -G gid,gid... ] ] prog...\n" \
+  "       tls-serve -C"
 #define NGROUPS_MAX_PB 64
 char const *PROG = "tls-serve";
 
@@ -42,6 +45,7 @@ static br_ssl_server_context cc;
  * simultaneous traffic, so neither is offered). */
 static unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
 static size_t iobuflen = sizeof iobuf;
+static unsigned int kimeout = 30000; /* -K: milliseconds for the handshake */
 
 /* Removes the engine's variables from the environment (the application must not know where
  * the key is). */
@@ -153,8 +157,8 @@ static int onhs(br_ssl_server_context *c, void *p)
   return 1;
 }
 
-static void engine(int appr, int appw, int notif, unsigned int kimeout) gccattr_noreturn;
-static void engine(int appr, int appw, int notif, unsigned int kimeout)
+static void engine(int appr, int appw, int notif) gccattr_noreturn;
+static void engine(int appr, int appw, int notif)
 {
   tain deadline;
   struct hsarg a = {notif};
@@ -176,10 +180,86 @@ static void engine(int appr, int appw, int notif, unsigned int kimeout)
   _exit(0);
 }
 
+/* The engine's side of a connection: the pipes to the application, and the control channel
+ * (implicit TLS: the pipe that takes the handshake's facts; STARTTLS: the UCSPI-TLS socket). */
+struct engine_fds {
+  int fromapp, toapp, ctl;
+  int theirs[3]; /* the application's ends, closed in the engine */
+  int starttls;
+};
+
+/* UCSPI-TLS: waits for the application's 'Y' (TLS, and the facts on the control socket) or 'y'
+ * (TLS, no facts); returns where the facts go, or -1. Exits when the application ends first. */
+static int wait_for_starttls(int ctl)
+{
+  char c;
+  ssize_t k;
+  do k = read(ctl, &c, 1);
+  while (k < 0 && errno == EINTR);
+  if (k < 0) strerr_diefu1sys(111, "read from the control socket");
+  if (!k) _exit(0); /* the application ended without asking for TLS */
+  if (c == 'y') {
+    fd_close(ctl);
+    return -1;
+  }
+  if (c != 'Y') strerr_dief1x(100, "unknown command on the control socket");
+  if (shutdown(ctl, SHUT_RD) < 0) strerr_diefu1sys(111, "shut down the control socket");
+  return ctl;
+}
+
+/* The TLS engine's process (a lib/spawn spawn_call child: it keeps the keys the application
+ * wipes, so it cannot exec). */
+static int engine_main(void *p)
+{
+  struct engine_fds const *e = p;
+  unsigned int i;
+  int notif = e->ctl;
+  engine_drop();
+  for (i = 0; i < 3; i++) fd_close(e->theirs[i]);
+  PROG = "tls-serve (engine)";
+  if (e->starttls) notif = wait_for_starttls(e->ctl);
+  engine(e->fromapp, e->toapp, notif);
+}
+
+/* Implicit TLS: waits for the handshake (its deadline is the engine's), puts its facts in the
+ * environment and the engine's pipes on fds 0 and 1. */
+static void after_handshake(int sync, int fromeng, int toeng)
+{
+  char facts[TLSSERVER_FACTS_MAX];
+  size_t len = 0;
+  for (;;) {
+    ssize_t k;
+    if (len >= sizeof facts) strerr_dief1x(111, "too much data from the TLS engine");
+    k = read(sync, facts + len, sizeof facts - len);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      strerr_diefu1sys(111, "read from the TLS engine");
+    }
+    if (!k) break;
+    len += (size_t)k;
+  }
+  fd_close(sync);
+  if (len < 2 || facts[len - 1] || facts[len - 2]) _exit(1); /* handshake failed: logged */
+  put_facts(facts, len);
+  if (fd_move(0, fromeng) < 0 || fd_move(1, toeng) < 0) strerr_diefu1sys(111, "move fds");
+}
+
+/* STARTTLS: the UCSPI-TLS variables naming the application's ends. */
+static void ucspi_env(int ctl, int fromeng, int toeng)
+{
+  char fmt[UINT_FMT];
+  fmt[uint_fmt(fmt, (unsigned int)ctl)] = 0;
+  if (setenv("SSLCTLFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
+  fmt[uint_fmt(fmt, (unsigned int)fromeng)] = 0;
+  if (setenv("SSLREADFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
+  fmt[uint_fmt(fmt, (unsigned int)toeng)] = 0;
+  if (setenv("SSLWRITEFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
+}
+
 int main(int argc, char const *const *argv)
 {
   int starttls = 0, keepenv = 0, hasuid = 0, hasgid = 0, check = 0, ng = 0;
-  unsigned int kimeout = 30000, uid = 0, gid = 0;
+  unsigned int uid = 0, gid = 0;
   gid_t gids[NGROUPS_MAX_PB];
   subgetopt l = SUBGETOPT_ZERO;
   for (;;) {
@@ -187,12 +267,17 @@ int main(int argc, char const *const *argv)
     if (opt == -1) break;
     switch (opt) {
       case 'S': starttls = 1; break;
-      case 'K': if (!uint0_scan(l.arg, &kimeout) || kimeout > 3600000) strerr_dieusage(100, USAGE); break;
+      case 'K':
+        if (!uint0_scan(l.arg, &kimeout) || kimeout > 3600000) strerr_dieusage(100, USAGE);
+        break;
       case 'Z': keepenv = 1; break;
       case 'z': keepenv = 0; break;
       case 'u': if (!uint0_scan(l.arg, &uid)) strerr_dieusage(100, USAGE); hasuid = 1; break;
       case 'g': if (!uint0_scan(l.arg, &gid)) strerr_dieusage(100, USAGE); hasgid = 1; break;
-      case 'G': ng = scan_gids(l.arg, gids, NGROUPS_MAX_PB); if (ng < 0) strerr_dieusage(100, USAGE); break;
+      case 'G':
+        ng = scan_gids(l.arg, gids, NGROUPS_MAX_PB);
+        if (ng < 0) strerr_dieusage(100, USAGE);
+        break;
       case 'C': check = 1; break;
       default: strerr_dieusage(100, USAGE);
     }
@@ -208,88 +293,32 @@ int main(int argc, char const *const *argv)
     char const *name, *err;
     unsigned int i;
     for (i = 1; tlsserver_pairs(&name, &err, i); i++)
-      if (err) strerr_warnw4x("SNI keypair for ", name, " refused (its clients get the default): ", err);
+      if (err)
+        strerr_warnw4x("SNI keypair for ", name, " refused (its clients get the default): ", err);
     return 0;
   }
 
-  if (!starttls) {
-    int a2e[2], e2a[2], sync[2];
-    char facts[TLSSERVER_FACTS_MAX];
-    size_t len = 0;
-    if (pipe(a2e) < 0 || pipe(e2a) < 0 || pipe(sync) < 0) strerr_diefu1sys(111, "pipe");
-    switch (fork()) {
-      case -1: strerr_diefu1sys(111, "fork");
-      case 0:
-        engine_drop();
-        fd_close(a2e[1]);
-        fd_close(e2a[0]);
-        fd_close(sync[0]);
-        engine(a2e[0], e2a[1], sync[1], kimeout);
-      default: break;
-    }
-    tlsserver_wipe();
-    drop_to("application", hasgid, (gid_t)gid, (size_t)ng, gids, hasuid, (uid_t)uid);
-    fd_close(a2e[0]);
-    fd_close(e2a[1]);
-    fd_close(sync[1]);
-    /* wait for the handshake; its deadline is the engine's */
-    for (;;) {
-      ssize_t k;
-      if (len >= sizeof facts) strerr_dief1x(111, "too much data from the TLS engine");
-      k = read(sync[0], facts + len, sizeof facts - len);
-      if (k < 0) {
-        if (errno == EINTR) continue;
-        strerr_diefu1sys(111, "read from the TLS engine");
-      }
-      if (!k) break;
-      len += (size_t)k;
-    }
-    fd_close(sync[0]);
-    if (len < 2 || facts[len - 1] || facts[len - 2]) _exit(1); /* handshake failed: logged */
-    put_facts(facts, len);
-    if (fd_move(0, e2a[0]) < 0 || fd_move(1, a2e[1]) < 0) strerr_diefu1sys(111, "move fds");
-  } else {
+  {
     int a2e[2], e2a[2], ctl[2];
-    char fmt[UINT_FMT];
+    struct engine_fds e;
     if (pipe(a2e) < 0 || pipe(e2a) < 0) strerr_diefu1sys(111, "pipe");
-    if (socketpair(AF_UNIX, SOCK_STREAM, 0, ctl) < 0) strerr_diefu1sys(111, "socketpair");
-    switch (fork()) {
-      case -1: strerr_diefu1sys(111, "fork");
-      case 0: {
-        char c;
-        ssize_t k;
-        int notif;
-        engine_drop();
-        fd_close(a2e[1]);
-        fd_close(e2a[0]);
-        fd_close(ctl[0]);
-        PROG = "tls-serve (engine)";
-        do k = read(ctl[1], &c, 1);
-        while (k < 0 && errno == EINTR);
-        if (k < 0) strerr_diefu1sys(111, "read from the control socket");
-        if (!k) _exit(0); /* the application ended without asking for TLS */
-        if (c == 'y') {
-          fd_close(ctl[1]);
-          notif = -1;
-        } else if (c == 'Y') {
-          if (shutdown(ctl[1], SHUT_RD) < 0) strerr_diefu1sys(111, "shut down the control socket");
-          notif = ctl[1];
-        } else strerr_dief1x(100, "unknown command on the control socket");
-        engine(a2e[0], e2a[1], notif, kimeout);
-      }
-      default: break;
-    }
+    if (starttls ? socketpair(AF_UNIX, SOCK_STREAM, 0, ctl) < 0 : pipe(ctl) < 0)
+      strerr_diefu1sys(111, starttls ? "socketpair" : "pipe");
+    e.fromapp = a2e[0];
+    e.toapp = e2a[1];
+    e.ctl = ctl[1];
+    e.theirs[0] = a2e[1];
+    e.theirs[1] = e2a[0];
+    e.theirs[2] = ctl[0];
+    e.starttls = starttls;
+    if (spawn_call(&engine_main, &e) < 0) strerr_diefu1sys(111, "fork");
     tlsserver_wipe();
     drop_to("application", hasgid, (gid_t)gid, (size_t)ng, gids, hasuid, (uid_t)uid);
     fd_close(a2e[0]);
     fd_close(e2a[1]);
     fd_close(ctl[1]);
-    fmt[uint_fmt(fmt, (unsigned int)ctl[0])] = 0;
-    if (setenv("SSLCTLFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
-    fmt[uint_fmt(fmt, (unsigned int)e2a[0])] = 0;
-    if (setenv("SSLREADFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
-    fmt[uint_fmt(fmt, (unsigned int)a2e[1])] = 0;
-    if (setenv("SSLWRITEFD", fmt, 1) < 0) strerr_diefu1sys(111, "setenv");
+    if (starttls) ucspi_env(ctl[0], e2a[0], a2e[1]);
+    else after_handshake(ctl[0], e2a[0], a2e[1]);
   }
   if (!keepenv) clean_env();
   xexec(argv);

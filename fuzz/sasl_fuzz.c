@@ -36,7 +36,8 @@ int LLVMFuzzerTestOneInput(uint8_t const *data, size_t size)
   {
     char cp[520];
     size_t half = size / 2;
-    sasl_checkpassword_input(cp, sizeof cp, (char const *)data, half, (char const *)data + half, size - half);
+    sasl_checkpassword_input(cp, sizeof cp, (char const *)data, half, (char const *)data + half,
+                             size - half);
   }
   return 0;
 }

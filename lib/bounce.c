@@ -119,7 +119,8 @@ int bounce_targets(bounce_msg *m, char const *sender, char const *postmaster, ch
   if (!*sender) { /* a failed bounce goes to the postmaster, unless it was for them */
     m->to = 0;
     for (i = 0; i < nt && postmaster && *postmaster; i++)
-      if (t[i].state == QUEUE_T_FAILED && strcasecmp(queue_env_rcpt(env, envlen, t[i].rcpt), postmaster))
+      if (t[i].state == QUEUE_T_FAILED &&
+          strcasecmp(queue_env_rcpt(env, envlen, t[i].rcpt), postmaster))
         m->to = postmaster;
   }
   if (m->to) {

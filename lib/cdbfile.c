@@ -38,9 +38,10 @@ int cdbfile_fresh(cdbfile *d)
     d->open = 2;
     return 1;
   }
-  if ((d->open == 1 || d->open == 3) && st.st_dev == d->dev && st.st_ino == d->ino && st.st_size == d->size &&
-      st.st_mtim.tv_sec == d->mtime.tv_sec && st.st_mtim.tv_nsec == d->mtime.tv_nsec &&
-      st.st_ctim.tv_sec == d->ctime.tv_sec && st.st_ctim.tv_nsec == d->ctime.tv_nsec) {
+  if ((d->open == 1 || d->open == 3) && st.st_dev == d->dev && st.st_ino == d->ino &&
+      st.st_size == d->size && st.st_mtim.tv_sec == d->mtime.tv_sec &&
+      st.st_mtim.tv_nsec == d->mtime.tv_nsec && st.st_ctim.tv_sec == d->ctime.tv_sec &&
+      st.st_ctim.tv_nsec == d->ctime.tv_nsec) {
     stralloc_free(&p);
     return 1;
   }

@@ -29,9 +29,9 @@ cdbw *cdbw_start_mode(char const *path, unsigned int mode);
  * path later, with exactly the permission bits mode whatever the umask (the file is created
  * with them; it is never more open than mode, not even for an instant). For a private mode:
  * when path exists, the new file keeps its owner and group and, if path was group-readable
- * but not world-readable, the group-read bit (never more): an administrator who gave the file to a service's group
- * once (chgrp G f; chmod 0640 f) keeps that through rebuilds. Setting the owner or group
- * may need root: when it fails the file is not made (errno EPERM), rather than locking the
+ * but not world-readable, the group-read bit (never more): an administrator who gave the file to a
+ * service's group once (chgrp G f; chmod 0640 f) keeps that through rebuilds. Setting the owner or
+ * group may need root: when it fails the file is not made (errno EPERM), rather than locking the
  * service out silently. Returns an fd open for reading and writing, or -1 (errno). */
 int cdbw_tmpfile(char const *tmp, char const *path, unsigned int mode);
 

@@ -19,7 +19,8 @@ static int makedir(char const *service)
   int r = 0;
   if (mailroot_path(&d, "run") && (mkdir(d.s, 0755) == 0 || errno == EEXIST)) {
     d.len--;
-    if (stralloc_cats(&d, "/slots") && stralloc_0(&d) && (mkdir(d.s, 0755) == 0 || errno == EEXIST)) {
+    if (stralloc_cats(&d, "/slots") && stralloc_0(&d) &&
+        (mkdir(d.s, 0755) == 0 || errno == EEXIST)) {
       d.len--;
       if (stralloc_catb(&d, "/", 1) && stralloc_cats(&d, service) && stralloc_0(&d) &&
           (mkdir(d.s, 0700) == 0 || errno == EEXIST))

@@ -40,8 +40,8 @@ static int match(char const *p, size_t pl, char const *s, size_t sl)
 static int match_name(char const *p, size_t pl, char const *s, size_t sl)
 {
   char buf[MAILSTORE_NAME_MAX * 2 + 8];
-  if (pl >= 5 && imap_ieq(p, 5, "INBOX") && (pl == 5 || p[5] == SEP || p[5] == '*' || p[5] == '%') &&
-      pl < sizeof buf) {
+  if (pl >= 5 && imap_ieq(p, 5, "INBOX") &&
+      (pl == 5 || p[5] == SEP || p[5] == '*' || p[5] == '%') && pl < sizeof buf) {
     memcpy(buf, "INBOX", 5);
     memcpy(buf + 5, p + 5, pl - 5);
     return match(buf, pl, s, sl);
@@ -426,6 +426,7 @@ void imap_cmd_status(imap_cmd *c)
 void imap_unselect(void)
 {
   mailstore_close(&sess.ms);
+  msgcache_close(&sess.cache);
   sess.selected = 0;
   sess.readonly = 0;
   sess.reported = 0;
@@ -513,6 +514,7 @@ void imap_cmd_select(imap_cmd *c, int readonly)
   }
   sess.selected = 1;
   sess.readonly = readonly;
+  msgcache_init(&sess.cache, dir, sess.ms.uidvalidity);
   free(sess.saved); /* SEARCHRES: "$" is empty in a newly selected mailbox */
   sess.saved = 0;
   sess.nsaved = 0;

@@ -33,9 +33,9 @@
 #define IMAPIO_BADLIT (-6)   /* a malformed literal announcement ({n-}, huge number) */
 
 /* How a command's literals are kept: spool_open is called for each literal of a command whose
- * name is APPEND and that are over IMAPIO_SPOOL_MIN octets; it returns an fd to write the octets to (or -1: the octets are read and
- * dropped, and spool_failed is set). max_literal bounds an APPEND literal; other literals count
- * against IMAPIO_CMD_MAX. */
+ * name is APPEND and that are over IMAPIO_SPOOL_MIN octets; it returns an fd to write the octets to
+ * (or -1: the octets are read and dropped, and spool_failed is set). max_literal bounds an APPEND
+ * literal; other literals count against IMAPIO_CMD_MAX. */
 typedef struct imapio_spool_s imapio_spool;
 struct imapio_spool_s {
   int (*spool_open)(void *ctx, uint64_t size);

@@ -38,7 +38,8 @@ int sasl_b64_decode(char const *in, size_t inlen, char *out, size_t outmax, size
       } else if (pad) return SASL_EBASE64;
     }
     w = ((unsigned long)(v[0] & 63) << 18) | ((unsigned long)(v[1] & 63) << 12) |
-        ((unsigned long)(pad >= 2 ? 0 : v[2] & 63) << 6) | (unsigned long)(pad >= 1 ? 0 : v[3] & 63);
+        ((unsigned long)(pad >= 2 ? 0 : v[2] & 63) << 6) |
+        (unsigned long)(pad >= 1 ? 0 : v[3] & 63);
     /* the bits under the padding must be zero (canonical encoding) */
     if (pad == 2 && (v[1] & 15)) return SASL_EBASE64;
     if (pad == 1 && (v[2] & 3)) return SASL_EBASE64;

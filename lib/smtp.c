@@ -409,7 +409,8 @@ int smtp_received(stralloc *sa, smtp_trace const *t)
         !smtp_cat_safe(sa, t->tlsproto, strlen(t->tlsproto), 32))
       return 0;
     if (t->cipher && *t->cipher &&
-        (!stralloc_cats(sa, " with cipher ") || !smtp_cat_safe(sa, t->cipher, strlen(t->cipher), 64)))
+        (!stralloc_cats(sa, " with cipher ") ||
+         !smtp_cat_safe(sa, t->cipher, strlen(t->cipher), 64)))
       return 0;
     if (!stralloc_cats(sa, ")")) return 0;
   }

@@ -197,11 +197,17 @@ unsigned int smtpd_sasl_error(int r, char const **ecode, char const **text)
 {
   switch (r) {
     case SASLSERV_DONE: case SASLSERV_EAUTHZ: return 0;
-    case SASLSERV_ESYNTAX: *ecode = "5.5.4"; *text = "syntax: AUTH mechanism [initial-response]"; return 501;
+    case SASLSERV_ESYNTAX:
+      *ecode = "5.5.4";
+      *text = "syntax: AUTH mechanism [initial-response]";
+      return 501;
     case SASLSERV_EMECH: *ecode = "5.5.4"; *text = "mechanism not supported"; return 504;
     case SASLSERV_ECANCEL: *ecode = "5.7.0"; *text = "authentication cancelled"; return 501;
     case SASLSERV_EBASE64: *ecode = "5.5.2"; *text = "bad base64"; return 501;
-    case SASLSERV_ETOOLONG: *ecode = "5.5.6"; *text = "authentication exchange too long"; return 500;
+    case SASLSERV_ETOOLONG:
+      *ecode = "5.5.6";
+      *text = "authentication exchange too long";
+      return 500;
     default: *ecode = "5.5.2"; *text = "malformed authentication response"; return 501;
   }
 }

@@ -34,7 +34,8 @@ void smtpd_quit(int code, char const *why) gccattr_noreturn;
  * before closing the session (exit 0). */
 void smtpd_reply(unsigned int code, char const *ecode, char const *text);
 void smtpd_reply_more(unsigned int code, char const *ecode, char const *text);
-void smtpd_die(unsigned int code, char const *ecode, char const *text, char const *why) gccattr_noreturn;
+void smtpd_die(unsigned int code, char const *ecode, char const *text,
+               char const *why) gccattr_noreturn;
 
 /* Sends the replies now. */
 void smtpd_flush(void);

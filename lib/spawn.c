@@ -1,4 +1,5 @@
-/* spawn: posix_spawn with an fd map, default signals and an edited environment (spawn.h). */
+/* spawn: posix_spawn with an fd map, default signals and an edited environment; the uid-changing
+ * vfork variant and the fork of a child that runs a function (spawn.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -106,5 +107,12 @@ closemoved:
     errno = e;
     return -1;
   }
+  return pid;
+}
+
+pid_t spawn_call(int (*fn)(void *), void *arg)
+{
+  pid_t pid = fork();
+  if (!pid) _exit(fn(arg));
   return pid;
 }

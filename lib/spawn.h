@@ -1,4 +1,6 @@
-/* spawn: starting a child program, the one place where pillarbox creates processes.
+/* spawn: starting a child program, the one place where pillarbox creates processes: spawn()
+ * for a program (posix_spawn), spawn_as() for a program under other uids (a root spawner),
+ * spawn_call() for the rare child that runs our own code and never execs.
  *
  * spawn() is posix_spawn(3) with an fd map: glibc implements it with clone(CLONE_VM|CLONE_VFORK),
  * so the parent's page tables are never copied (a queue-run holding a large index starts a
@@ -43,5 +45,13 @@ pid_t spawn(char const *const *argv, char const *const *envp, spawn_fd const *ma
  * out points into environ and mods, which must outlive the spawn() call. Returns 0, or -1
  * with errno E2BIG when out is too small. */
 int spawn_env(char const **out, size_t max, char const *const *mods, size_t nmods);
+
+/* Runs fn(arg) in a child, a copy of this process made by fork(2), which then exits with fn's
+ * return value (or sooner, by fn's own _exit): the child never returns into the caller's code.
+ * For the children that must not exec: tls-serve's TLS engine keeps the keys the application
+ * wipes, auth-serve's hashing children work on the request in memory. The child keeps the
+ * parent's fds, signal dispositions and mask (a selfpipe's handlers included: fn sets what it
+ * needs). Returns the child's pid, or -1 with errno set. */
+pid_t spawn_call(int (*fn)(void *), void *arg);
 
 #endif

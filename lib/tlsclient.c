@@ -305,7 +305,10 @@ char const *tlsclient_describe(tlsclient *t, char *buf, size_t len)
   br_ssl_engine_get_session_parameters(&t->cc.eng, &sp);
   v = sp.version;
   snprintf(buf, len, "%s cipher 0x%04x",
-           v == BR_TLS12 ? "TLSv1.2" : v == BR_TLS11 ? "TLSv1.1" : v == BR_TLS10 ? "TLSv1.0" : "TLS",
+           v == BR_TLS12   ? "TLSv1.2"
+           : v == BR_TLS11 ? "TLSv1.1"
+           : v == BR_TLS10 ? "TLSv1.0"
+                           : "TLS",
            (unsigned)sp.cipher_suite);
   return buf;
 }

@@ -74,7 +74,8 @@ static int read_bounded(char const *path, size_t max, stralloc *sa)
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   sa->len = 0;
   if (fd < 0) {
-    seterr("unable to open ", path, errno == ENOENT ? ": no such file" : ": permission denied or I/O error");
+    seterr("unable to open ", path,
+           errno == ENOENT ? ": no such file" : ": permission denied or I/O error");
     return 0;
   }
   if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max) {

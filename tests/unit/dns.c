@@ -12,7 +12,8 @@ int main(void)
   unsigned char ip[16];
   char buf[64];
   CHECK(dns_literal("[192.0.2.1]", 11, &is6, ip) == 1 && !is6 && ip[0] == 192 && ip[3] == 1);
-  CHECK(dns_literal("[IPv6:2001:db8::1]", 18, &is6, ip) == 1 && is6 && ip[0] == 0x20 && ip[15] == 1);
+  CHECK(dns_literal("[IPv6:2001:db8::1]", 18, &is6, ip) == 1 && is6 && ip[0] == 0x20 &&
+        ip[15] == 1);
   CHECK(dns_literal("[ipv6:::1]", 10, &is6, ip) == 1 && is6 && ip[15] == 1);
   CHECK(dns_literal("[::1]", 5, &is6, ip) == 1 && is6);
   CHECK(dns_literal("[192.0.2.256]", 13, &is6, ip) == 0);
@@ -78,16 +79,17 @@ int main(void)
   }
   {
     /* a.test CNAME b.test, b.test A 127.0.0.2 and AAAA ::1; c.test A (not in the chain) */
-    static unsigned char const cn[] = "\x00\x01\x81\x80\x00\x01\x00\x04\x00\x00\x00\x00"
-                                      "\x01" "a" "\x04" "test" "\x00" "\x00\x01\x00\x01"
-                                      "\xc0\x0c\x00\x05\x00\x01\x00\x00\x00\x3c\x00\x04"
-                                      "\x01" "b" "\xc0\x0e"
-                                      "\x01" "b" "\xc0\x0e" "\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04"
-                                      "\x7f\x00\x00\x02"
-                                      "\x01" "b" "\xc0\x0e" "\x00\x1c\x00\x01\x00\x00\x00\x3c\x00\x10"
-                                      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01"
-                                      "\x01" "c" "\xc0\x0e" "\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04"
-                                      "\x7f\x00\x00\x03";
+    static unsigned char const cn[] =
+      "\x00\x01\x81\x80\x00\x01\x00\x04\x00\x00\x00\x00"
+      "\x01" "a" "\x04" "test" "\x00" "\x00\x01\x00\x01"
+      "\xc0\x0c\x00\x05\x00\x01\x00\x00\x00\x3c\x00\x04"
+      "\x01" "b" "\xc0\x0e"
+      "\x01" "b" "\xc0\x0e" "\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04"
+      "\x7f\x00\x00\x02"
+      "\x01" "b" "\xc0\x0e" "\x00\x1c\x00\x01\x00\x00\x00\x3c\x00\x10"
+      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01"
+      "\x01" "c" "\xc0\x0e" "\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04"
+      "\x7f\x00\x00\x03";
     char ipb[64];
     CHECK(dns_parse_reply(cn, sizeof cn - 1, "a.test", 0, &r) == 2 && r.n == 2);
     CHECK(r.n == 2 && r.t[0].is6 && !strcmp(dns_fmt_ip(&r.t[0], ipb), "::1"));

@@ -41,7 +41,8 @@ int main(void)
   CHECK(hdr_field("Bcc", 3, "Bcc") == 0);
   CHECK(!strcmp(list("a@b.example"), "a@b.example|"));
   CHECK(!strcmp(list("\"Doe, J\" <j@d.example>, x@y.example (X, Y)"), "j@d.example|x@y.example|"));
-  CHECK(!strcmp(list("team: a@b.example, c@d.example;, e@f.example"), "a@b.example|c@d.example|e@f.example|"));
+  CHECK(!strcmp(list("team: a@b.example, c@d.example;, e@f.example"),
+                "a@b.example|c@d.example|e@f.example|"));
   CHECK(!strcmp(list(" , ,"), ""));
   for (p = 1; p < 40; p += 7) {
     grab(&g, "Subject: x\nFROM : Me\n <me@example.test>\nTo: y\n\nFrom: body@x\n", p);

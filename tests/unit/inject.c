@@ -83,7 +83,8 @@ int main(void)
   f.helo = "";
   f.relay = 1;
   CHECK(inject_start(&j, &f, 10) == 1 && j.mode == INJECT_SOCKET);
-  for (i = 0; i < MSGLEN; i += 7000) inject_write(&j, buf + i, MSGLEN - i < 7000 ? MSGLEN - i : 7000);
+  for (i = 0; i < MSGLEN; i += 7000)
+    inject_write(&j, buf + i, MSGLEN - i < 7000 ? MSGLEN - i : 7000);
   CHECK(inject_commit(&j, "Fa@b\0Tc@d\0", 11, &id) == 0);
   CHECK(id.len == 3 && !memcmp(id.s, "ID1", 3));
   CHECK(waitpid(pid, &w, 0) == pid && WIFEXITED(w) && WEXITSTATUS(w) == 0);

@@ -102,7 +102,8 @@ int main(void)
         "c@other.test:h:mail/other.test/c:0\n");
   build(ACCT_ALIASES,
         "postmaster@example.test: demo@example.test\n"
-        "list@example.test: demo@example.test, Bob@example.test, ext@remote.test, demo+x@example.test\n"
+        "list@example.test: demo@example.test, Bob@example.test, ext@remote.test,"
+        " demo+x@example.test\n"
         "fwd@example.test: Someone@Remote.Test\n"
         "copy@example.test: copy@example.test, ext@remote.test\n"
         "bob@example.test: bob@example.test, bob@remote.test\n"
@@ -292,13 +293,17 @@ int main(void)
     junk = "ok@example.test:h:mail/x\n";
     CHECK(accounts_compile(ACCT_USERS, junk, strlen(junk), "control/users.cdb", &line, &why) == 0);
     junk = "a@example.test: ;rm -rf /\n";
-    CHECK(accounts_compile(ACCT_ALIASES, junk, strlen(junk), "control/aliases.cdb", &line, &why) == 0);
+    CHECK(accounts_compile(ACCT_ALIASES, junk, strlen(junk), "control/aliases.cdb", &line, &why) ==
+          0);
     junk = "a@example.test:\n";
-    CHECK(accounts_compile(ACCT_ALIASES, junk, strlen(junk), "control/aliases.cdb", &line, &why) == 0);
+    CHECK(accounts_compile(ACCT_ALIASES, junk, strlen(junk), "control/aliases.cdb", &line, &why) ==
+          0);
     junk = "a@example.test: @example.test\n";
-    CHECK(accounts_compile(ACCT_ALIASES, junk, strlen(junk), "control/aliases.cdb", &line, &why) == 0);
+    CHECK(accounts_compile(ACCT_ALIASES, junk, strlen(junk), "control/aliases.cdb", &line, &why) ==
+          0);
     junk = "example..test\n";
-    CHECK(accounts_compile(ACCT_DOMAINS, junk, strlen(junk), "control/domains.cdb", &line, &why) == 0);
+    CHECK(accounts_compile(ACCT_DOMAINS, junk, strlen(junk), "control/domains.cdb", &line, &why) ==
+          0);
     CHECK(lookup_is_local_domain("other.test", 10) == 1);
     CHECK(R("d12@example.test") == LOOKUP_FOUND);
   }
@@ -312,14 +317,16 @@ int main(void)
       CHECK(cdbw_exists(w, "zzz.test", 8) == 1 && cdbw_exists(w, "yyy.test", 8) == 0);
       cdbw_abort(w);
     }
-    CHECK(lookup_is_local_domain("zzz.test", 8) == 0 && lookup_is_local_domain("other.test", 10) == 1);
+    CHECK(lookup_is_local_domain("zzz.test", 8) == 0 &&
+          lookup_is_local_domain("other.test", 10) == 1);
     w = cdbw_start("control/domains.cdb");
     CHECK(w != 0);
     if (w) {
       CHECK(cdbw_add(w, "zzz.test", 8, "", 0) == 1);
       CHECK(cdbw_finish(w) == 1);
     }
-    CHECK(lookup_is_local_domain("ZZZ.test", 8) == 1 && lookup_is_local_domain("other.test", 10) == 0);
+    CHECK(lookup_is_local_domain("ZZZ.test", 8) == 1 &&
+          lookup_is_local_domain("other.test", 10) == 0);
   }
 
   account_free(&a);

@@ -58,7 +58,8 @@ int main(void)
 
   /* header lines */
   CHECK(queue_hdr_fmt(&sa, 1700000000, 17, 12345));
-  CHECK(sa.len == strlen("PBQ1 1700000000 17 12345\n") && !memcmp(sa.s, "PBQ1 1700000000 17 12345\n", sa.len));
+  CHECK(sa.len == strlen("PBQ1 1700000000 17 12345\n") &&
+        !memcmp(sa.s, "PBQ1 1700000000 17 12345\n", sa.len));
   CHECK(queue_hdr_parse(sa.s, sa.len, &h) == 1);
   CHECK(h.arrival == 1700000000 && h.envlen == 17 && h.msglen == 12345 && h.linelen == sa.len);
   CHECK(h.offset == sa.len + 17);

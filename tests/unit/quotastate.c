@@ -36,7 +36,8 @@ int main(void)
   q.used = 4999;
   q.updated = 0; /* now */
   CHECK(quotastate_write(".", "joe@example.test", 16, &q) == 1);
-  CHECK(quotastate_read(".", "JOE@example.test", 16, &r) == 1 && r.used == 4999 && r.updated > 1700000000);
+  CHECK(quotastate_read(".", "JOE@example.test", 16, &r) == 1 && r.used == 4999 &&
+        r.updated > 1700000000);
   CHECK(access("run/quota/.joe@example.test.tmp", F_OK) < 0); /* no temp file left */
   /* names that have no record */
   CHECK(quotastate_write(".", "../x", 4, &q) == 0 && errno == EINVAL);
@@ -78,7 +79,7 @@ int main(void)
   CHECK(quotastate_check(&q, (uint64_t)-1, 0) == QUOTASTATE_FULL);
   q.used = 7000; /* over (a quota lowered since) */
   CHECK(quotastate_check(&q, (uint64_t)-1, 0) == QUOTASTATE_FULL);
-  CHECK(quotastate_check(&q, 0, 100) == QUOTASTATE_OK);                /* the account has none now */
+  CHECK(quotastate_check(&q, 0, 100) == QUOTASTATE_OK);                /* the account has none */
   CHECK(quotastate_check(&q, 10000, 100) == QUOTASTATE_OK);            /* raised since */
   q.used = 0, q.limit = 0, q.limitcount = 3;
   CHECK(quotastate_check(&q, (uint64_t)-1, 10) == QUOTASTATE_FULL);    /* 3 of 3 messages */

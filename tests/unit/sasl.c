@@ -24,7 +24,8 @@ int main(void)
   /* base64: RFC 4648 test vectors both ways */
   {
     static char const *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static char const *const b64[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    static char const *const b64[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                      "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     unsigned int i;
     for (i = 0; i < 7; i++) {
       size_t k = sasl_b64_encode(plain[i], strlen(plain[i]), enc);
@@ -50,7 +51,8 @@ int main(void)
     for (i = 0; i < 256; i++) bin[i] = (char)i;
     k = sasl_b64_encode(bin, 256, e);
     CHECK(k == SASL_B64_LEN(256));
-    CHECK(sasl_b64_decode(e, k, out, sizeof out, &n) == SASL_OK && n == 256 && !memcmp(out, bin, 256));
+    CHECK(sasl_b64_decode(e, k, out, sizeof out, &n) == SASL_OK && n == 256 &&
+          !memcmp(out, bin, 256));
   }
 
   /* AUTH argument */
@@ -92,7 +94,8 @@ int main(void)
   /* checkpassword input */
   {
     char b[16];
-    CHECK(sasl_checkpassword_input(b, sizeof b, "u", 1, "pw", 2) == 6 && !memcmp(b, "u\0pw\0\0", 6));
+    CHECK(sasl_checkpassword_input(b, sizeof b, "u", 1, "pw", 2) == 6 &&
+          !memcmp(b, "u\0pw\0\0", 6));
     CHECK(sasl_checkpassword_input(b, 5, "u", 1, "pw", 2) == 0);
     CHECK(sasl_checkpassword_input(b, sizeof b, "u\0", 2, "pw", 2) == 0);
   }

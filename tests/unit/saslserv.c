@@ -31,7 +31,8 @@ int main(void)
   CHECK(start(&s, "plain", &ch) == SASLSERV_CHALLENGE && !strcmp(ch, ""));
   CHECK(step(&s, "AHVzZXJAZXhhbXBsZS50ZXN0AHNlY3JldA==", &ch) == SASLSERV_DONE);
   /* authzid equal to the authcid is fine, another one is a failed login */
-  CHECK(start(&s, "PLAIN dXNlckBleGFtcGxlLnRlc3QAdXNlckBleGFtcGxlLnRlc3QAc2VjcmV0", &ch) == SASLSERV_DONE);
+  CHECK(start(&s, "PLAIN dXNlckBleGFtcGxlLnRlc3QAdXNlckBleGFtcGxlLnRlc3QAc2VjcmV0", &ch) ==
+        SASLSERV_DONE);
   CHECK(start(&s, "PLAIN b3RoZXIAdXNlckBleGFtcGxlLnRlc3QAc2VjcmV0", &ch) == SASLSERV_EAUTHZ);
   /* ... whose log line names the authcid; no password kept */
   CHECK(!strcmp(s.user, "user@example.test") && s.userlen == 17 && !s.passlen && !s.pass[0]);
@@ -46,7 +47,8 @@ int main(void)
   CHECK(start(&s, "PLAIN a b", &ch) == SASLSERV_ESYNTAX);
   /* LOGIN: two prompts */
   CHECK(start(&s, "LOGIN", &ch) == SASLSERV_CHALLENGE && !strcmp(ch, "VXNlcm5hbWU6"));
-  CHECK(step(&s, "dXNlckBleGFtcGxlLnRlc3Q=", &ch) == SASLSERV_CHALLENGE && !strcmp(ch, "UGFzc3dvcmQ6"));
+  CHECK(step(&s, "dXNlckBleGFtcGxlLnRlc3Q=", &ch) == SASLSERV_CHALLENGE &&
+        !strcmp(ch, "UGFzc3dvcmQ6"));
   CHECK(step(&s, "c2VjcmV0", &ch) == SASLSERV_DONE);
   CHECK(!strcmp(s.user, "user@example.test") && !strcmp(s.pass, "secret"));
   /* LOGIN with the user name as initial response: straight to the password prompt */
@@ -55,7 +57,8 @@ int main(void)
   CHECK(step(&s, "*", &ch) == SASLSERV_ECANCEL);
   /* LOGIN: an empty field or a NUL in it is malformed */
   CHECK(start(&s, "LOGIN", &ch) == SASLSERV_CHALLENGE && step(&s, "=", &ch) == SASLSERV_EMALFORMED);
-  CHECK(start(&s, "LOGIN", &ch) == SASLSERV_CHALLENGE && step(&s, "YQBi", &ch) == SASLSERV_EMALFORMED);
+  CHECK(start(&s, "LOGIN", &ch) == SASLSERV_CHALLENGE &&
+        step(&s, "YQBi", &ch) == SASLSERV_EMALFORMED);
   /* bounds: a line over SASL_RESPONSE_MAX, a field over SASL_FIELD_MAX */
   memset(big, 'Q', sizeof big - 1);
   big[sizeof big - 1] = 0;
