@@ -434,3 +434,49 @@ def test_service_templates(mailbox, tmp_path):
             except subprocess.TimeoutExpired:
                 pr.kill()
                 pr.wait()
+
+
+# ---- neomutt, driven in tmux ----
+
+@pytest.mark.skipif(not (shutil.which("neomutt") and shutil.which("tmux")),
+                    reason="needs neomutt and tmux")
+def test_neomutt_reads_and_sees_new_mail(servers, tmp_path):
+    s = servers
+    put(s.instance, 1)
+    rc = tmp_path / "muttrc"
+    rc.write_text(
+        'set folder="imaps://%s@127.0.0.1:%d/"\n'
+        'set spoolfile="+INBOX"\nset imap_pass="%s"\n'
+        'set certificate_file="%s"\nset ssl_verify_host=no\n'  # the instance's self-signed one
+        'set imap_idle=yes\nset mail_check=1\nset timeout=1\n'
+        'set header_cache=""\nset message_cachedir=""\nset sort=date\n'
+        % (USER.replace("@", "%40"), s.sport, PASSWORD, s.instance.path("tls", "cert.pem")))
+    sock = "pb-%d" % os.getpid()
+    env = dict(os.environ, HOME=str(tmp_path), TERM="xterm")
+
+    def tmux(*args):
+        return subprocess.run(["tmux", "-L", sock] + list(args), capture_output=True,
+                              timeout=30, env=env)
+
+    def screen():
+        return tmux("capture-pane", "-p", "-t", "pb").stdout.decode(errors="replace")
+    r = tmux("new-session", "-d", "-s", "pb", "-x", "160", "-y", "40",
+             "neomutt -n -F %s" % rc)
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_for(lambda: "message 1" in screen(), timeout=30, what="the index")
+        # a delivery shows up without a keystroke (IDLE / mail_check)
+        put(s.instance, 2)
+        wait_for(lambda: "message 2" in screen(), timeout=30, what="the new message")
+        # open the older one and read its body
+        tmux("send-keys", "-t", "pb", "End", "")
+        tmux("send-keys", "-t", "pb", "Enter", "")
+        wait_for(lambda: "Hello 1." in screen() or "Hello 2." in screen(), timeout=30,
+                 what="a message body")
+        tmux("send-keys", "-t", "pb", "q", "")
+        tmux("send-keys", "-t", "pb", "q", "")
+        # the message read is \Seen on the server once neomutt has quit
+        wait_for(lambda: any(re.search(r":2,[A-Z]*S", n) for n in files(s.instance)),
+                 timeout=30, what="the \\Seen flag in the Maildir")
+    finally:
+        tmux("kill-server")
