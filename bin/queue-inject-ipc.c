@@ -1,9 +1,12 @@
 /* queue-inject-ipc: the local injection socket, both ends.
  *
  * Server (no option; run by s6-ipcserver on MAILROOT/queue/inject.sock, as the queue user):
- * reads one message from the client on fd 0 and runs queue-inject with it, after a trace line
- * naming the client's uid and gid as s6-ipcserver found them (IPCREMOTEEUID, IPCREMOTEEGID):
- * "Received: by ME (pillarbox local injection, uid N, gid G); DATE".
+ * reads one message from the client on fd 0 and commits it to the queue itself (lib/queue,
+ * the same intake and limits as queue-inject: no program is started per message), after a
+ * trace line naming the client's uid and gid as s6-ipcserver found them (IPCREMOTEEUID,
+ * IPCREMOTEEGID): "Received: by ME (pillarbox local injection, uid N, gid G); DATE".
+ * With arguments (queue-inject-ipc PROG...), PROG is run instead with the qmail-queue
+ * interface: a chain of hooks in front of queue-inject, which gets the session facts.
  * Client (-c [SOCKET]): the qmail-queue interface (message on fd 0, envelope on fd 1, queue
  * id on $QUEUE_IDFD) for callers that cannot write the queue; forwards over the socket.
  *
@@ -11,11 +14,11 @@
  * 4096 bytes) of session facts, lines "name=value\n" (service, ip, helo, user, tls, relay);
  * the message as netstrings "LEN:bytes," of at most 65536 bytes each, an empty netstring "0:,"
  * to end it, then the envelope in one netstring (at most 1 MiB). Server to client: one line
- * "CODE ID\n", CODE being queue-inject's exit code and ID its queue id (maybe empty). A
+ * "CODE ID\n", CODE being a qmail-queue exit code and ID the queue id (maybe empty). A
  * connection closed before the envelope commits nothing. The client side lives in lib/inject.
  *
  * The facts are believed only from a trusted peer: IPCREMOTEEUID equal to our own euid, or
- * listed in $INJECT_TRUSTED_UIDS (comma-separated). Then queue-inject gets them as
+ * listed in $INJECT_TRUSTED_UIDS (comma-separated). Then a chain gets them as
  * INJECT_SERVICE, INJECT_REMOTEIP, INJECT_HELO, INJECT_AUTHUSER, INJECT_TLS, INJECT_RELAY, and
  * no trace line is added (the network service wrote its own Received:). From anybody else
  * they are ignored (and logged) and the local injection trace line is written.
@@ -32,6 +35,7 @@
 #include <unistd.h>
 
 #include <skalibs/allreadwrite.h>
+#include <skalibs/buffer.h>
 #include <skalibs/djbunix.h>
 #include <skalibs/iopause.h>
 #include <skalibs/tai.h>
@@ -43,9 +47,11 @@
 
 #include "control.h"
 #include "inject.h"
+#include "queue.h"
+#include "spawn.h"
 
 char const *PROG = "queue-inject-ipc";
-#define USAGE "queue-inject-ipc [ -c [ socket ] ]"
+#define USAGE "queue-inject-ipc [ -c [ socket ] | prog... ]"
 
 #define CHUNK 65536
 #define ENV_MAX (1024 * 1024)
@@ -155,7 +161,9 @@ static void export_facts(char *s, size_t n)
   }
 }
 
-static int server(void)
+/* With a chain: run argv with the message (qmail-queue interface), as before lib/queue
+ * could commit here. */
+static int chain_server(char const *const *argv)
 {
   int pm[2], pe[2], pi[2], w, first = -1, facts = 0, v2 = 0;
   char early[64];
@@ -186,16 +194,13 @@ static int server(void)
   if (facts) env.len = 0;
   else if (!trace_line(&env)) strerr_diefusys(111, "make the Received: line");
   if (pipecoe(pm) < 0 || pipecoe(pe) < 0 || pipecoe(pi) < 0) strerr_diefusys(111, "pipe");
-  pid = fork();
-  if (pid < 0) strerr_diefusys(111, "fork");
-  if (!pid) {
-    char const *argv[2] = {"queue-inject", 0};
-    int a = fcntl(pm[0], F_DUPFD, 10), b = fcntl(pe[0], F_DUPFD, 10), c = fcntl(pi[1], F_DUPFD, 10);
-    if (a < 0 || b < 0 || c < 0 || dup2(a, 0) < 0 || dup2(b, 1) < 0 || dup2(c, 3) < 0) _exit(111);
-    if (setenv("QUEUE_IDFD", "3", 1) < 0) _exit(111);
-    sig_restore(SIGPIPE);
-    execvp(argv[0], (char *const *)argv);
-    strerr_diefusys(111, "exec queue-inject");
+  {
+    spawn_fd map[3] = {{0, pm[0]}, {1, pe[0]}, {3, pi[1]}};
+    char const *mods[1] = {"QUEUE_IDFD=3"};
+    char const *envp[SPAWN_ENVMAX];
+    if (spawn_env(envp, SPAWN_ENVMAX, mods, 1) < 0) strerr_diefusys(111, "build the environment");
+    pid = spawn(argv, envp, map, 3);
+    if (pid < 0) strerr_diefu2sys(111, "spawn ", argv[0]);
   }
   fd_close(pm[0]);
   fd_close(pe[0]);
@@ -252,7 +257,7 @@ static int server(void)
     while (i < il && id[i] > 32 && id[i] < 127) i++;
     il = i;
     fd_close(pi[0]);
-    if (wait_pid(pid, &w) != pid) strerr_diefusys(111, "wait for queue-inject");
+    if (wait_pid(pid, &w) != pid) strerr_diefu2sys(111, "wait for ", argv[0]);
     ll = uint_fmt(line, WIFEXITED(w) ? (unsigned int)WEXITSTATUS(w) : 81u);
     line[ll++] = ' ';
     memcpy(line + ll, id, il);
@@ -267,6 +272,130 @@ abort:
   kill(pid, SIGTERM);
   wait_pid(pid, &w);
   strerr_dief(100, "client went away or broke the protocol; nothing queued");
+}
+
+
+/* ---- in-process: lib/queue commits the message here ---- */
+
+static char inbuf[CHUNK + 64];
+static buffer in = BUFFER_INIT(&buffer_read, 0, inbuf, sizeof inbuf);
+
+static void broken(void) gccattr_noreturn;
+static void broken(void)
+{
+  strerr_dief(100, "client went away or broke the protocol; nothing queued");
+}
+
+static void get(char *s, size_t n)
+{
+  if (buffer_get(&in, s, n) != (ssize_t)n) broken();
+}
+
+/* "LEN:" from the buffered input; first: a byte already read, or -1. LEN, or dies. */
+static size_t get_nslen(size_t max, int first)
+{
+  size_t n = 0;
+  unsigned int digits = 0;
+  for (;;) {
+    char c;
+    if (first >= 0) { c = (char)first; first = -1; }
+    else get(&c, 1);
+    if (c == ':') break;
+    if (c < '0' || c > '9' || ++digits > 9) broken();
+    n = n * 10 + (size_t)(c - '0');
+  }
+  if (!digits || n > max) broken();
+  return n;
+}
+
+static void get_comma(void)
+{
+  char c;
+  get(&c, 1);
+  if (c != ',') broken();
+}
+
+/* Logs why the message was not queued (the client gets the code). */
+static void say(int code, char const *qdir)
+{
+  char fmt[UINT_FMT];
+  fmt[uint_fmt(fmt, (unsigned int)code)] = 0;
+  switch (code) {
+    case QX_REFUSED: strerr_warnw2x("message refused (databytes or recipients), code ", fmt); break;
+    case QX_ADDRLONG: strerr_warnw1x("address too long"); break;
+    case QX_ENVELOPE: strerr_warnw1x("envelope format error"); break;
+    case QX_NOMEM: strerr_warnw1x("out of memory"); break;
+    default: strerr_warnwu4sys("queue the message in ", qdir, ", code ", fmt);
+  }
+}
+
+static int server(void)
+{
+  stralloc qdir = STRALLOC_ZERO, env = STRALLOC_ZERO, id = STRALLOC_ZERO;
+  queue_tx tx = QUEUE_TX_ZERO;
+  queue_in q = QUEUE_IN_ZERO;
+  char const *bad = 0;
+  int first = -1, facts = 0, v2 = 0, code;
+  char c;
+  alarm(TIMEOUT);
+  get(&c, 1);
+  if (c == 'S') {
+    char f[INJECT_FACTS_MAX];
+    size_t n = get_nslen(INJECT_FACTS_MAX, -1);
+    v2 = 1;
+    get(f, n);
+    get_comma();
+    /* nothing here reads the facts: believed, they only spare the trace line */
+    if (trusted()) facts = 1;
+    else
+      strerr_warnw2x("ignoring session facts from an untrusted uid ",
+                     getenv("IPCREMOTEEUID") ? getenv("IPCREMOTEEUID") : "unknown");
+  } else first = (unsigned char)c;
+  if (!facts && !trace_line(&env)) strerr_diefusys(111, "make the Received: line");
+  if (!stralloc_cats(&qdir, mailroot()) || !stralloc_cats(&qdir, "/queue") || !stralloc_0(&qdir))
+    strerr_diefusys(111, "allocate");
+  code = queue_in_init(&q, qdir.s, &bad);
+  if (code) {
+    if (errno) strerr_warnwu3sys("read ", "control/", bad);
+    else strerr_warnw3x("control/", bad, ": not a number");
+  } else code = queue_tx_begin(qdir.s, &tx);
+  if (v2) {
+    /* the client that sent facts is told the id at once, as queue-inject tells QUEUE_IDFD */
+    stralloc line = STRALLOC_ZERO;
+    if (!stralloc_catb(&line, "I", 1) || (!code && !stralloc_catb(&line, tx.id.s, tx.id.len - 1)) ||
+        !stralloc_catb(&line, "\n", 1))
+      strerr_diefusys(111, "allocate");
+    if (allwrite(1, line.s, line.len) != line.len) broken();
+    stralloc_free(&line);
+  }
+  if (!code && env.len) code = queue_in_add(&q, env.s, env.len);
+  for (;;) {
+    size_t n = get_nslen(CHUNK, first);
+    first = -1;
+    get(buf, n);
+    get_comma();
+    if (!n) break;
+    if (!code) code = queue_in_add(&q, buf, n); /* after an error: read on, keep nothing */
+  }
+  {
+    size_t n = get_nslen(ENV_MAX, -1);
+    if (!stralloc_ready(&env, n)) strerr_diefusys(111, "allocate");
+    get(env.s, n);
+    env.len = n;
+    get_comma();
+  }
+  if (!code) code = queue_in_commit(&q, &tx, env.s, env.len, 0);
+  if (code) say(code, qdir.s);
+  queue_in_free(&q);
+  {
+    char fmt[UINT_FMT];
+    if (!stralloc_catb(&id, fmt, uint_fmt(fmt, (unsigned int)code)) ||
+        !stralloc_catb(&id, " ", 1) || (tx.id.len && !stralloc_catb(&id, tx.id.s, tx.id.len - 1)) ||
+        !stralloc_catb(&id, "\n", 1))
+      strerr_diefusys(111, "allocate");
+    if (allwrite(1, id.s, id.len) != id.len) strerr_diefusys(111, "write to client");
+  }
+  return 0;
 }
 
 static int client(char const *path)
@@ -326,6 +455,5 @@ int main(int argc, char const *const *argv)
     if (!mailroot_path(&p, "queue/inject.sock")) strerr_diefusys(111, "allocate");
     return client(p.s);
   }
-  if (argc) strerr_dieusage(100, USAGE);
-  return server();
+  return argc ? chain_server(argv) : server();
 }
