@@ -437,6 +437,9 @@ def test_mismatched_key_refused_at_start(shared_tmp):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([prog("tls-serve"), "-C"], capture_output=True, env=env, timeout=30)
     assert r.returncode == 0, r.stderr   # the control: the pair mail-instance made is good
+    # a good pair is remembered (the check costs a private-key operation per connection)...
+    assert os.path.getsize(os.path.join(root, "tls", ".pair-checked")) == 65
+    # ...for those very files only: a new key is checked again, and refused
     openssl_key(os.path.join(root, "tls", "key.pem"))
     r = subprocess.run([prog("tls-serve"), "-C"], capture_output=True, env=env, timeout=30)
     assert r.returncode == 100
