@@ -154,6 +154,13 @@ static int needs_content(fitem const *f)
   return f->kind != F_UID && f->kind != F_FLAGS && f->kind != F_MODSEQ;
 }
 
+/* BODY[], BODY.PEEK[] and RFC822: the whole message, as stored */
+static int whole(fitem const *f)
+{
+  return f->kind == F_RFC822 ||
+         (f->kind == F_SECTION && f->section.what == MIME_SEC_ALL && !f->section.nnum);
+}
+
 /* what the cache holds: a FETCH of only these reads no message file once it is cached */
 static int cacheable(fitem const *f)
 {
@@ -222,7 +229,9 @@ static int fetch_one(size_t i, int addflags)
   mime_msg mm;
   msgcache_ent ce;
   time_t mtime = 0;
-  int content = 0, first = 1, ok = 1, all_cacheable = 1, cached = 0, want_ent = 0;
+  int content = 0, first = 1, ok = 1, all_cacheable = 1, cached = 0, want_ent = 0, parsed = 0;
+  char const *wmsg = 0;
+  size_t wlen = 0;
   unsigned int k;
   for (k = 0; k < nitems; k++) {
     fitem const *f = &items[k];
@@ -241,7 +250,15 @@ static int fetch_one(size_t i, int addflags)
     size_t len;
     if (!imap_sess_read(i, &msg, &len, &mtime)) return 0;
     m = &sess.ms.msg[i];
-    mime_parse(&mm, msg, len, parts, PARTS_MAX);
+    wmsg = msg;
+    wlen = len;
+    /* the whole message (BODY[], RFC822) needs no structure: not parsed */
+    for (k = 0; k < nitems; k++)
+      if (needs_content(&items[k]) && !whole(&items[k]) && items[k].kind != F_SIZE &&
+          items[k].kind != F_INTERNALDATE)
+        parsed = 1;
+    if (parsed || want_ent) mime_parse(&mm, msg, len, parts, PARTS_MAX);
+    parsed = parsed || want_ent;
     if (!m->wsize) m->wsize = mime_wire_size(msg, len, 0);
     if (want_ent && !imap_cache_get(i, &ce)) {
       int r = imap_cache_build(i, &mm, mtime, &ce);
@@ -319,15 +336,22 @@ static int fetch_one(size_t i, int addflags)
         sec.what = f->kind == F_RFC822 ? MIME_SEC_ALL
                    : f->kind == F_RFC822_HEADER ? MIME_SEC_HEADER
                                                 : MIME_SEC_TEXT;
-        if (!mime_section_cat(sa, &mm, &sec, 0, SIZE_MAX)) ok = -1;
+        if (!parsed && f->kind == F_RFC822) {
+          if (!mime_wire_cat(sa, wmsg, wlen, 0, 0, SIZE_MAX)) ok = -1;
+        } else if (!mime_section_cat(sa, &mm, &sec, 0, SIZE_MAX))
+          ok = -1;
         imap_out(f->kind == F_RFC822 ? "RFC822 " : f->kind == F_RFC822_HEADER ? "RFC822.HEADER "
                                                                               : "RFC822.TEXT ");
         imap_outlit(sa->s, sa->len, 0);
         break;
       }
       case F_SECTION:
-        if (!mime_section_cat(sa, &mm, &f->section, f->partial ? f->origin : 0,
-                              f->partial ? f->count : SIZE_MAX))
+        if (!parsed) {
+          if (!mime_wire_cat(sa, wmsg, wlen, 0, f->partial ? f->origin : 0,
+                             f->partial ? f->count : SIZE_MAX))
+            ok = -1;
+        } else if (!mime_section_cat(sa, &mm, &f->section, f->partial ? f->origin : 0,
+                                     f->partial ? f->count : SIZE_MAX))
           ok = -1;
         out_section_name(f);
         imap_out(" ");

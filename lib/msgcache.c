@@ -18,12 +18,17 @@
 
 uint32_t msgcache_sum(char const *s, size_t len, uint32_t h)
 {
-  size_t i;
-  for (i = 0; i < len; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 16777619u;
+  /* FNV-1a's idea, 8 octets a step (a SEARCH checks megabytes of entries) */
+  uint64_t x = h ^ ((uint64_t)len << 32);
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    x = (x ^ w) * 0x100000001b3ull;
+    x ^= x >> 29;
   }
-  return h;
+  for (; i < len; i++) x = (x ^ (unsigned char)s[i]) * 0x100000001b3ull;
+  return (uint32_t)(x ^ (x >> 32));
 }
 
 static size_t uniqlen(char const *name)

@@ -6,8 +6,9 @@
  * The file is an append-only log (doc/maildir.md, "The cache"):
  *   "PBC1 V<uidvalidity>\n"
  *   then entries: "E <sum> <uid> <mtime> <wsize> <flags> <envlen> <bslen> <bodylen> <hdrlen>
- *   <uniq>\n" followed by the four strings and "\n". <sum> is an FNV-1a hash of everything
- *   after "E <sum> " up to the final "\n"; <uniq> the unique part of the file name.
+ *   <uniq>\n" followed by the four strings and "\n". <sum> is a hash (FNV-1a, 8 octets a
+ *   step) of everything after "E <sum> " up to the final "\n"; <uniq> the unique part of
+ *   the file name.
  * It is only a cache: an entry is used when its hash checks out (looked at on first use) and
  * its UID and unique name match the message; the reading stops at the first entry whose frame
  * does not parse (a torn tail after a crash: the next writer cuts it off under the lock).
@@ -79,7 +80,7 @@ int msgcache_done(msgcache *c, size_t live);
 
 void msgcache_close(msgcache *c);
 
-/* The FNV-1a hash used for the entries (exposed for the unit test). */
+/* The hash of the entries (exposed for the unit test). */
 uint32_t msgcache_sum(char const *s, size_t len, uint32_t h);
 
 #endif

@@ -282,8 +282,9 @@ def test_long_running_services_uids(model):
     for pid, (comm, u, g, pp) in procs.items():
         by.setdefault(comm, set()).add(u)
     assert by.get("tcpserver") == {0}, by          # binds the ports, forks per connection
-    # the injection socket (pb-queue) and the POP3 and IMAP login brokers (pb-deliv)
-    assert by.get("s6-ipcserverd") == {uid("pb-queue"), uid("pb-deliv")}, by
+    # the injection socket's workers (pb-queue) and the POP3 and IMAP login brokers (pb-deliv)
+    assert by.get("queue-inject-ip") == {uid("pb-queue")}, by
+    assert by.get("s6-ipcserverd") == {uid("pb-deliv")}, by
     assert by.get("auth-serve") == {uid("pb-auth")}, by
     assert by.get("s6-log") == {uid("pb-log")}, by
 
