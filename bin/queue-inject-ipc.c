@@ -1,10 +1,13 @@
 /* queue-inject-ipc: the local injection socket, both ends.
  *
- * Server (no option; run by s6-ipcserver on MAILROOT/queue/inject.sock, as the queue user):
- * reads one message from the client on fd 0 and commits it to the queue itself (lib/queue,
+ * Server, -l SOCKET (the inject service, as the queue user): listens itself with a pool of
+ * long-lived workers, each serving one client after the other (no process per message).
+ * Server, no option (under s6-ipcserver or any UCSPI server): serves the one client on fd 0/1.
+ * Either way the server reads one message and commits it to the queue itself (lib/queue,
  * the same intake and limits as queue-inject: no program is started per message), after a
- * trace line naming the client's uid and gid as s6-ipcserver found them (IPCREMOTEEUID,
- * IPCREMOTEEGID): "Received: by ME (pillarbox local injection, uid N, gid G); DATE".
+ * trace line naming the client's uid and gid as the kernel gave them (SO_PEERCRED, or
+ * IPCREMOTEEUID and IPCREMOTEEGID from s6-ipcserver):
+ * "Received: by ME (pillarbox local injection, uid N, gid G); DATE".
  * With arguments (queue-inject-ipc PROG...), PROG is run instead with the qmail-queue
  * interface: a chain of hooks in front of queue-inject, which gets the session facts.
  * Client (-c [SOCKET]): the qmail-queue interface (message on fd 0, envelope on fd 1, queue
@@ -17,18 +20,20 @@
  * "CODE ID\n", CODE being a qmail-queue exit code and ID the queue id (maybe empty). A
  * connection closed before the envelope commits nothing. The client side lives in lib/inject.
  *
- * The facts are believed only from a trusted peer: IPCREMOTEEUID equal to our own euid, or
+ * The facts are believed only from a trusted peer: its uid equal to our own euid, or
  * listed in $INJECT_TRUSTED_UIDS (comma-separated). Then a chain gets them as
  * INJECT_SERVICE, INJECT_REMOTEIP, INJECT_HELO, INJECT_AUTHUSER, INJECT_TLS, INJECT_RELAY, and
  * no trace line is added (the network service wrote its own Received:). From anybody else
  * they are ignored (and logged) and the local injection trace line is written.
  */
+#define _GNU_SOURCE /* struct ucred, SO_PEERCRED, accept4 */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -51,11 +56,13 @@
 #include "spawn.h"
 
 char const *PROG = "queue-inject-ipc";
-#define USAGE "queue-inject-ipc [ -c [ socket ] | prog... ]"
+#define USAGE \
+  "queue-inject-ipc [ -c [ socket ] | -l socket [ -1 ] [ -m mode ] [ -n workers ] | prog... ]"
 
 #define CHUNK 65536
 #define ENV_MAX (1024 * 1024)
 #define TIMEOUT 600
+#define POOL_MAX 1000
 
 static char buf[CHUNK];
 
@@ -81,18 +88,27 @@ static long read_nslen(int fd, long max, int first)
   return (long)n;
 }
 
-/* Appends the value of the environment variable name if it is a decimal number, else
- * "unknown" (the server was not started by s6-ipcserver). */
-static int cat_id(stralloc *sa, char const *name)
+/* The client's uid and gid as decimal strings, "" when unknown: from s6-ipcserver
+ * (IPCREMOTEEUID, IPCREMOTEEGID) or, with -l, from the kernel (SO_PEERCRED). */
+static char peer_uid[UINT_FMT], peer_gid[UINT_FMT];
+
+static void peer_set(char *to, unsigned int u, int known)
+{
+  to[known ? uint_fmt(to, u) : 0] = 0;
+}
+
+static void peer_from_env(char *to, char const *name)
 {
   char const *x = getenv(name);
   unsigned int u;
   size_t n;
-  if (x && *x && (n = uint_scan(x, &u)) && !x[n]) {
-    char fmt[UINT_FMT];
-    return stralloc_catb(sa, fmt, uint_fmt(fmt, u));
-  }
-  return stralloc_cats(sa, "unknown");
+  to[0] = 0;
+  if (x && *x && (n = uint_scan(x, &u)) && !x[n]) peer_set(to, u, 1);
+}
+
+static int cat_id(stralloc *sa, char const *id)
+{
+  return stralloc_cats(sa, *id ? id : "unknown");
 }
 
 /* The trace line: who injected (the peer's credentials, from the kernel through s6-ipcserver,
@@ -111,8 +127,8 @@ static int trace_line(stralloc *sa)
   ok = stralloc_cats(sa, "Received: ") &&
        (!r || (stralloc_cats(sa, "by ") && stralloc_catb(sa, me.s, me.len) &&
                stralloc_cats(sa, " "))) &&
-       stralloc_cats(sa, "(pillarbox local injection, uid ") && cat_id(sa, "IPCREMOTEEUID") &&
-       stralloc_cats(sa, ", gid ") && cat_id(sa, "IPCREMOTEEGID") &&
+       stralloc_cats(sa, "(pillarbox local injection, uid ") && cat_id(sa, peer_uid) &&
+       stralloc_cats(sa, ", gid ") && cat_id(sa, peer_gid) &&
        stralloc_cats(sa, ");\n\t") && stralloc_cats(sa, date) && stralloc_cats(sa, "\n");
   stralloc_free(&me);
   if (ok) {
@@ -125,7 +141,7 @@ static int trace_line(stralloc *sa)
 
 static int trusted(void)
 {
-  char const *x = getenv("IPCREMOTEEUID"), *t = getenv("INJECT_TRUSTED_UIDS");
+  char const *x = peer_uid, *t = getenv("INJECT_TRUSTED_UIDS");
   unsigned int u, v;
   size_t n;
   if (!x || !(n = uint_scan(x, &u)) || x[n]) return 0;
@@ -188,7 +204,7 @@ static int chain_server(char const *const *argv)
         facts = 1;
       } else
         strerr_warnw("ignoring session facts from an untrusted uid ",
-                     getenv("IPCREMOTEEUID") ? getenv("IPCREMOTEEUID") : "unknown");
+                     *peer_uid ? peer_uid : "unknown");
     } else first = (unsigned char)c;
   }
   if (facts) env.len = 0;
@@ -278,7 +294,7 @@ abort:
 /* ---- in-process: lib/queue commits the message here ---- */
 
 static char inbuf[CHUNK + 64];
-static buffer in = BUFFER_INIT(&buffer_read, 0, inbuf, sizeof inbuf);
+static buffer in;
 
 static void broken(void) gccattr_noreturn;
 static void broken(void)
@@ -329,7 +345,9 @@ static void say(int code, char const *qdir)
   }
 }
 
-static int server(void)
+/* One client: its message from fd into the queue, the answer on ofd. Dies on a broken
+ * client (nothing queued; with -l its worker is replaced). */
+static void server(int fd, int ofd)
 {
   stralloc qdir = STRALLOC_ZERO, env = STRALLOC_ZERO, id = STRALLOC_ZERO;
   queue_tx tx = QUEUE_TX_ZERO;
@@ -337,6 +355,7 @@ static int server(void)
   char const *bad = 0;
   int first = -1, facts = 0, v2 = 0, code;
   char c;
+  buffer_init(&in, &buffer_read, fd, inbuf, sizeof inbuf);
   alarm(TIMEOUT);
   get(&c, 1);
   if (c == 'S') {
@@ -349,7 +368,7 @@ static int server(void)
     if (trusted()) facts = 1;
     else
       strerr_warnw2x("ignoring session facts from an untrusted uid ",
-                     getenv("IPCREMOTEEUID") ? getenv("IPCREMOTEEUID") : "unknown");
+                     *peer_uid ? peer_uid : "unknown");
   } else first = (unsigned char)c;
   if (!facts && !trace_line(&env)) strerr_diefusys(111, "make the Received: line");
   if (!stralloc_cats(&qdir, mailroot()) || !stralloc_cats(&qdir, "/queue") || !stralloc_0(&qdir))
@@ -365,7 +384,7 @@ static int server(void)
     if (!stralloc_catb(&line, "I", 1) || (!code && !stralloc_catb(&line, tx.id.s, tx.id.len - 1)) ||
         !stralloc_catb(&line, "\n", 1))
       strerr_diefusys(111, "allocate");
-    if (allwrite(1, line.s, line.len) != line.len) broken();
+    if (allwrite(ofd, line.s, line.len) != line.len) broken();
     stralloc_free(&line);
   }
   if (!code && env.len) code = queue_in_add(&q, env.s, env.len);
@@ -393,9 +412,99 @@ static int server(void)
         !stralloc_catb(&id, " ", 1) || (tx.id.len && !stralloc_catb(&id, tx.id.s, tx.id.len - 1)) ||
         !stralloc_catb(&id, "\n", 1))
       strerr_diefusys(111, "allocate");
-    if (allwrite(1, id.s, id.len) != id.len) strerr_diefusys(111, "write to client");
+    if (allwrite(ofd, id.s, id.len) != id.len) strerr_diefusys(111, "write to client");
   }
-  return 0;
+  alarm(0);
+  stralloc_free(&qdir);
+  stralloc_free(&env);
+  stralloc_free(&id);
+  stralloc_free(&tx.id);
+}
+
+/* ---- -l: a pool of long-lived workers on our own socket ---- */
+
+static pid_t workers[POOL_MAX];
+static unsigned int nworkers;
+
+static void term(int sig)
+{
+  unsigned int i;
+  (void)sig;
+  for (i = 0; i < nworkers; i++)
+    if (workers[i] > 0) kill(workers[i], SIGTERM);
+  _exit(0);
+}
+
+/* A worker takes one client after the other: no process is started per message. */
+static void worker(int ls) gccattr_noreturn;
+static void worker(int ls)
+{
+  if (sig_restore(SIGTERM) < 0) strerr_diefusys(111, "restore SIGTERM");
+  for (;;) {
+    struct ucred cr;
+    socklen_t crl = sizeof cr;
+    int fd = accept4(ls, 0, 0, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      strerr_diefusys(111, "accept");
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0) {
+      strerr_warnwusys("read the client's credentials");
+      fd_close(fd);
+      continue;
+    }
+    peer_set(peer_uid, (unsigned int)cr.uid, 1);
+    peer_set(peer_gid, (unsigned int)cr.gid, 1);
+    server(fd, fd);
+    fd_close(fd);
+  }
+}
+
+/* fork, not lib/spawn: a worker is this program, already set up, not a new one */
+static pid_t start_worker(int ls)
+{
+  pid_t pid = fork();
+  if (!pid) worker(ls);
+  if (pid < 0) strerr_warnwusys("fork a worker");
+  return pid;
+}
+
+static int pool(char const *path, unsigned int mode, unsigned int n, int notify)
+{
+  struct sockaddr_un sun;
+  int ls;
+  unsigned int i;
+  if (strlen(path) >= sizeof sun.sun_path) strerr_dief2x(100, "socket path too long: ", path);
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path, strlen(path));
+  ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (ls < 0) strerr_diefusys(111, "make a socket");
+  if (bind(ls, (struct sockaddr *)&sun, sizeof sun) < 0) strerr_diefu2sys(111, "bind ", path);
+  if (chmod(path, mode) < 0) strerr_diefu2sys(111, "chmod ", path);
+  if (listen(ls, 256) < 0) strerr_diefu2sys(111, "listen on ", path);
+  if (sig_catch(SIGTERM, &term) < 0) strerr_diefusys(111, "catch SIGTERM");
+  for (i = 0; i < n; i++) workers[nworkers++] = start_worker(ls);
+  if (notify) { /* readiness, as s6-ipcserver -1: a newline on fd 1 once we listen */
+    if (allwrite(1, "\n", 1) != 1) strerr_warnwusys("write the readiness line");
+    fd_close(1);
+  }
+  for (;;) {
+    int w;
+    pid_t pid = wait(&w);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      if (errno != ECHILD) strerr_diefusys(111, "wait");
+      sleep(1); /* every fork failed: try again */
+    }
+    for (i = 0; i < nworkers; i++)
+      if (workers[i] == pid || workers[i] < 0) {
+        /* a worker that died (a client that broke off, a timeout) is replaced */
+        workers[i] = start_worker(ls);
+        if (workers[i] < 0) sleep(1);
+        break;
+      }
+  }
 }
 
 static int client(char const *path)
@@ -437,12 +546,20 @@ static int client(char const *path)
 int main(int argc, char const *const *argv)
 {
   subgetopt l = SUBGETOPT_ZERO;
-  int cl = 0;
+  int cl = 0, notify = 0;
+  char const *listen_path = 0;
+  unsigned int mode = 0777, n = 40;
   for (;;) {
-    int opt = subgetopt_r(argc, argv, "c", &l);
+    int opt = subgetopt_r(argc, argv, "cl:m:n:1", &l);
     if (opt == -1) break;
     switch (opt) {
       case 'c': cl = 1; break;
+      case 'l': listen_path = l.arg; break;
+      case 'm': if (!uint0_oscan(l.arg, &mode) || mode > 07777) strerr_dieusage(100, USAGE); break;
+      case 'n':
+        if (!uint0_scan(l.arg, &n) || !n || n > POOL_MAX) strerr_dieusage(100, USAGE);
+        break;
+      case '1': notify = 1; break;
       default: strerr_dieusage(100, USAGE);
     }
   }
@@ -455,5 +572,13 @@ int main(int argc, char const *const *argv)
     if (!mailroot_path(&p, "queue/inject.sock")) strerr_diefusys(111, "allocate");
     return client(p.s);
   }
-  return argc ? chain_server(argv) : server();
+  if (listen_path) {
+    if (argc) strerr_dieusage(100, USAGE);
+    return pool(listen_path, mode, n, notify);
+  }
+  peer_from_env(peer_uid, "IPCREMOTEEUID");
+  peer_from_env(peer_gid, "IPCREMOTEEGID");
+  if (argc) return chain_server(argv);
+  server(0, 1);
+  return 0;
 }

@@ -493,6 +493,60 @@ def test_server_commits_itself_with_queue_injects_limits(inst, tmp_path):
     assert r.returncode == 100 and queue_files(inst) == before
 
 
+def _ipc_inject(sock, payload):
+    with socket.socket(socket.AF_UNIX) as c:
+        c.settimeout(30)
+        c.connect(sock)
+        c.sendall(payload)
+        c.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            b = c.recv(4096)
+            if not b:
+                return out
+            out += b
+
+
+def test_pool_serves_many_clients_with_few_workers(inst):
+    """-l: queue-inject-ipc listens itself with -n workers that stay: it says it is ready (-1),
+    takes more clients than workers one after the other, names each client's uid from the
+    kernel, replaces a worker whose client broke off, and its workers go with it on SIGTERM."""
+    sock = inst.path("queue", "pool.sock")
+    p = subprocess.Popen([prog("queue-inject-ipc"), "-1", "-m", "0700", "-n", "2", "-l", sock],
+                         env=inst.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"\n"
+        assert os.stat(sock).st_mode & 0o777 == 0o700
+        kids = "/proc/%d/task/%d/children" % (p.pid, p.pid)
+        workers = set(int(x) for x in open(kids).read().split())
+        assert len(workers) == 2
+        before = queue_files(inst)
+        env = b"Fa@b.example\0Tuser@example.test\0\0"
+        for i in range(5):
+            msg = b"Subject: pool %d\n\nx\n" % i
+            out = _ipc_inject(sock, b"%d:%s,0:,%d:%s," % (len(msg), msg, len(env), env))
+            assert out.startswith(b"0 ") and len(out) > 4, out
+        # a client that goes away before its envelope: nothing queued, its worker replaced
+        assert _ipc_inject(sock, b"5:hello,") == b""
+        msgs = queued_messages(inst, before)
+        assert len(msgs) == 5
+        assert all(b"(pillarbox local injection, uid %d, gid %d)" % (os.getuid(), os.getgid())
+                   in m for m in msgs)
+        msg = b"Subject: after\n\nx\n"
+        out = _ipc_inject(sock, b"%d:%s,0:,%d:%s," % (len(msg), msg, len(env), env))
+        assert out.startswith(b"0 "), out
+        now = set(int(x) for x in open(kids).read().split())
+        assert len(now) == 2 and now != workers
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+        p.stdout.close()
+        p.stderr.close()
+    for w in workers | now:
+        wait_for(lambda: not os.path.exists("/proc/%d" % w) or
+                 open("/proc/%d/stat" % w).read().split()[2] == "Z", timeout=10, what="worker gone")
+
+
 def test_trusted_facts_reach_the_chain(inst, tmp_path):
     """From a trusted uid the facts are exported to a chain given as arguments (INJECT_*)."""
     hook = tmp_path / "bin"
