@@ -43,6 +43,7 @@
 
 #include "control.h"
 #include "inject.h"
+#include "spawn.h"
 
 char const *PROG = "queue-inject-ipc";
 #define USAGE "queue-inject-ipc [ -c [ socket ] ]"
@@ -186,16 +187,14 @@ static int server(void)
   if (facts) env.len = 0;
   else if (!trace_line(&env)) strerr_diefusys(111, "make the Received: line");
   if (pipecoe(pm) < 0 || pipecoe(pe) < 0 || pipecoe(pi) < 0) strerr_diefusys(111, "pipe");
-  pid = fork();
-  if (pid < 0) strerr_diefusys(111, "fork");
-  if (!pid) {
+  { /* queue-inject: the message on 0, the envelope on 1, its queue id on 3 */
+    static char const *envp[SPAWN_ENVMAX + 1];
     char const *argv[2] = {"queue-inject", 0};
-    int a = fcntl(pm[0], F_DUPFD, 10), b = fcntl(pe[0], F_DUPFD, 10), c = fcntl(pi[1], F_DUPFD, 10);
-    if (a < 0 || b < 0 || c < 0 || dup2(a, 0) < 0 || dup2(b, 1) < 0 || dup2(c, 3) < 0) _exit(111);
-    if (setenv("QUEUE_IDFD", "3", 1) < 0) _exit(111);
-    sig_restore(SIGPIPE);
-    execvp(argv[0], (char *const *)argv);
-    strerr_diefusys(111, "exec queue-inject");
+    char const *mods[1] = {"QUEUE_IDFD=3"};
+    spawn_fd map[3] = {{0, pm[0]}, {1, pe[0]}, {3, pi[1]}};
+    if (spawn_env(envp, SPAWN_ENVMAX + 1, mods, 1) < 0) strerr_diefusys(111, "set QUEUE_IDFD");
+    pid = spawn(argv, envp, map, 3);
+    if (pid < 0) strerr_diefusys(111, "run queue-inject");
   }
   fd_close(pm[0]);
   fd_close(pe[0]);
