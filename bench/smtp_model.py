@@ -122,6 +122,10 @@ def pillarbox_start(base, cg):
                    capture_output=True)
     subprocess.run([os.path.join(BIN, "mail-user"), "add", "bench@example.test"], env=env,
                    input=b"benchpass\n", check=True, capture_output=True)
+    # the per-address cap (control/smtp-peermax) at Postfix's smtpd_client_connection_count_limit
+    # (50): every bench session comes from 127.0.0.1
+    with open(os.path.join(root, "control", "smtp-peermax"), "w") as f:
+        f.write("50\n")
     port = free_port()
     svc = os.path.join(root, "service")
     for name in os.listdir(svc):
@@ -168,6 +172,9 @@ smtpd_banner = $myhostname ESMTP
 biff = no
 master_service_disable = qmgr.unix pickup.unix
 maillog_file = {d}/maillog
+# qmgr is off, so no delivery returns flow-control tokens to cleanup: without this, each smtpd
+# would wait in_flow_delay (1 s) before every message and Postfix would be bound at PAR msg/s
+in_flow_delay = 0s
 """
 
 MASTER_CF = """\

@@ -11,9 +11,15 @@ connections (-d). The per-address connection cap (control/smtp-peermax) is set t
 Postfix's smtpd_client_connection_count_limit, since every session comes from 127.0.0.1.
 Each shape runs twice per server, alternating; the best run is kept.
 PSS: smaps_rollup of the processes holding one plaintext session after EHLO (smtp-receive and
-its tls-serve relay for pillarbox; smtpd for Postfix).
+its tls-serve relay for pillarbox; smtpd for Postfix), alone and per session with 20 held.
+CPU: each tree in a cgroup of its own (smtp_model.CpuGroup): CPU time per accepted message.
+End to end, 20 reused connections: from the first byte until the last message is in the
+recipient's Maildir (fsync'ed by both): pillarbox with its queue service started (queue-run ->
+queue-spawn -> deliver-maildir, under their uids); a second private Postfix with qmgr on,
+delivering by virtual(8) to a Maildir. Baseline for the target "0.3 of the 20-writer ceiling":
+the disk's 20-writer durable-commit ceiling (bench/_benchlib.py) measured right after.
 
-Needs root. Environment: BENCH_MODEL_N (messages per run, default 3000).
+Needs root. Environment: BENCH_MODEL_N (messages per run, default 400).
 """
 import os
 import shutil
@@ -25,6 +31,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import smtp_model as m  # noqa: E402
+from _benchlib import ceiling  # noqa: E402
+
+
+def cpu_source(port, n, reuse, cg):
+    c0 = cg.usage_ms()
+    r = source(port, n, reuse)
+    c1 = cg.usage_ms()
+    return r, (c1 - c0) / n if c0 is not None else None
 
 
 def source(port, n, reuse):
@@ -65,21 +79,89 @@ def procs_by_name(names):
     return out
 
 
-def held_session_pss(port, names):
-    """PSS (KB) of the new processes named in names while one session is held after EHLO."""
+def held_session_pss(port, names, k=1):
+    """PSS (KB) of the new processes named in names while k sessions are held after EHLO."""
     before = set(p for p, _ in procs_by_name(names))
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    socks = []
     try:
-        s.recv(512)
-        s.sendall(b"EHLO client.example\r\n")
-        buf = b""
-        while b"\r\n250 " not in buf:
-            buf += s.recv(4096)
+        for _ in range(k):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            socks.append(s)
+            s.recv(512)
+            s.sendall(b"EHLO client.example\r\n")
+            buf = b""
+            while b"\r\n250 " not in buf and b"250 " not in buf[:4]:
+                buf += s.recv(4096)
         time.sleep(0.3)  # let the fork settle (a measurement, not a synchronisation)
         new = [(p, c) for p, c in procs_by_name(names) if p not in before]
         return sum(pss_kb(p) for p, _ in new), new
     finally:
-        s.close()
+        for s in socks:
+            s.close()
+
+
+E2E_CF = """\
+mydestination =
+virtual_mailbox_domains = example.test
+virtual_mailbox_base = {mb}
+virtual_mailbox_maps = static:bench/
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+virtual_minimum_uid = 1
+"""
+
+
+def postfix_e2e_start(base, cg):
+    """A second private Postfix that delivers (qmgr on) by virtual(8) into MB/bench/."""
+    conf = os.path.join(base, "pfe-conf")
+    q = os.path.join(base, "pfe-queue")
+    d = os.path.join(base, "pfe-data")
+    mb = os.path.join(base, "pfe-mail")
+    for x in (conf, q, d, mb):
+        os.makedirs(x)
+    port = m.free_port()
+    main_cf = m.MAIN_CF.format(q=q, d=d).replace("master_service_disable = qmgr.unix pickup.unix\n",
+                                                  "")
+    with open(os.path.join(conf, "main.cf"), "w") as f:
+        f.write(main_cf + E2E_CF.format(mb=mb, uid=65534, gid=65534))
+    with open(os.path.join(conf, "master.cf"), "w") as f:
+        f.write(m.MASTER_CF.format(port=port) + "virtual   unix  - n n - - virtual\n")
+    shutil.chown(d, "postfix")
+    shutil.chown(mb, 65534, 65534)
+    r = subprocess.run(["postfix", "-c", conf, "start"], capture_output=True, preexec_fn=cg.enter)
+    if r.returncode != 0:
+        raise RuntimeError("postfix start: %r" % (r.stderr[-800:],))
+    m.wait(lambda: m.listening(port), "postfix e2e smtpd")
+    return conf, port, os.path.join(mb, "bench", "new")
+
+
+def count(d):
+    return len(os.listdir(d)) if os.path.isdir(d) else 0
+
+
+def end_to_end(port, n, newdir):
+    """Rate from the first byte until n more messages are in newdir (20 reused connections)."""
+    have = count(newdir)
+    t0 = time.monotonic()
+    source(port, n, True)
+    deadline = time.monotonic() + 900
+    while count(newdir) < have + n:
+        if time.monotonic() > deadline:
+            raise RuntimeError("only %d of %d delivered" % (count(newdir) - have, n))
+        time.sleep(0.02)
+    return n / (time.monotonic() - t0)
+
+
+def pillarbox_queue_up(root):
+    """Drops what the accept runs queued, then starts the queue service."""
+    for sub in ("mess", "state"):
+        d = os.path.join(root, "queue", sub)
+        for f in os.listdir(d):
+            os.unlink(os.path.join(d, f))
+    svc = os.path.join(root, "service", "queue")
+    subprocess.run(["s6-svc", "-u", svc], check=True)
+    m.wait(lambda: subprocess.run(["s6-svstat", "-o", "up", svc], capture_output=True,
+                                  text=True).stdout.strip() == "true", "the queue service")
 
 
 def main():
@@ -88,37 +170,68 @@ def main():
         return 0
     base = tempfile.mkdtemp(prefix="bench-side-", dir="/var/tmp")
     os.chmod(base, 0o755)
-    pb = pf = None
+    pb = pf = pfe = None
+    cgb, cgf, cge = m.CpuGroup("side-pb"), m.CpuGroup("side-pf"), m.CpuGroup("side-pfe")
     try:
-        pb = m.pillarbox_start(base)
-        with open(os.path.join(pb[1], "control", "smtp-peermax"), "w") as f:
-            f.write("50\n")
-        pf = m.postfix_start(base)
-        print("SMTP accept, %d messages of 2 KB, %d sessions at once (smtp-source), best of 2 "
-              "alternating runs, %s" % (m.N, m.PAR, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+        pb = m.pillarbox_start(base, cgb)  # smtp-peermax 50 there, as Postfix's limit
+        pf = m.postfix_start(base, cgf)
+        with open("/proc/loadavg") as f:
+            print("SMTP accept, %d messages of 2 KB, %d sessions at once (smtp-source), best of 2 "
+                  "alternating runs, %s, load %s" % (
+                      m.N, m.PAR, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                      " ".join(f.read().split()[:3])))
         for reuse in (False, True):
             source(pb[2], 200, reuse)
             source(pf[1], 200, reuse)
             rb, rf = [], []
             for _ in range(2):
-                rb.append(source(pb[2], m.N, reuse))
-                rf.append(source(pf[1], m.N, reuse))
-            b, f = max(rb), max(rf)
+                rb.append(cpu_source(pb[2], m.N, reuse, cgb))
+                rf.append(cpu_source(pf[1], m.N, reuse, cgf))
+            b, f = max(r for r, _ in rb), max(r for r, _ in rf)
             shape = "20 reused connections" if reuse else "one connection per message"
-            print("%-28s pillarbox %6.0f msg/s  Postfix %6.0f msg/s  ratio %.2f   (runs %s / %s)"
-                  % (shape, b, f, b / f, " ".join("%.0f" % x for x in rb),
-                     " ".join("%.0f" % x for x in rf)))
-        kb, procs = held_session_pss(pb[2], {"smtp-receive", "tls-serve"})
-        print("PSS of a held plaintext session, pillarbox: %d KB (%s)"
-              % (kb, ", ".join("%s %d" % (c, pss_kb(p)) for p, c in procs)))
-        kb, procs = held_session_pss(pf[1], {"smtpd"})
-        print("PSS of a held plaintext session, Postfix:   %d KB (%s)"
-              % (kb, ", ".join("%s %d" % (c, pss_kb(p)) for p, c in procs)))
+            cpu = ""
+            if rb[0][1] is not None and rf[0][1] is not None:
+                cpu = "  CPU/msg %.1f / %.1f ms" % (min(c for _, c in rb), min(c for _, c in rf))
+            print("%-28s pillarbox %6.0f msg/s  Postfix %6.0f msg/s  ratio %.2f   (runs %s / %s)%s"
+                  % (shape, b, f, b / f, " ".join("%.0f" % x for x, _ in rb),
+                     " ".join("%.0f" % x for x, _ in rf), cpu))
+        for k in (1, 20):
+            kb, procs = held_session_pss(pb[2], {"smtp-receive", "tls-serve"}, k)
+            print("PSS, %2d held plaintext session(s), pillarbox: %d KB per session (%s)"
+                  % (k, kb / k, ", ".join("%s %d" % (c, pss_kb(p)) for p, c in procs[:2])))
+            kb, procs = held_session_pss(pf[1], {"smtpd"}, k)
+            print("PSS, %2d held plaintext session(s), Postfix:   %d KB per session"
+                  % (k, kb / k))
+        m.postfix_stop(pf[0])
+        pf = None
+        pillarbox_queue_up(pb[1])
+        pfe = postfix_e2e_start(base, cge)
+        pbnew = os.path.join(pb[1], "mail", "example.test", "bench", "new")
+        end_to_end(pb[2], 200, pbnew)  # warm-up
+        end_to_end(pfe[1], 200, pfe[2])
+        eb, ef = [], []
+        for _ in range(2):
+            eb.append(end_to_end(pb[2], m.N, pbnew))
+            ef.append(end_to_end(pfe[1], m.N, pfe[2]))
+        c20 = ceiling(base, 20, 2000)
+        b, f = max(eb), max(ef)
+        print("end to end, 20 reused connections, into the Maildir: pillarbox %.0f msg/s  "
+              "Postfix %.0f msg/s  ratio %.2f (target >= 1.5)  (runs %s / %s)"
+              % (b, f, b / f, " ".join("%.0f" % x for x in eb), " ".join("%.0f" % x for x in ef)))
+        print("end to end / 20-writer ceiling (%.0f commits/s): %.2f (target >= 0.3)"
+              % (c20, b / c20))
+        with open("/proc/loadavg") as f:
+            print("load after: %s" % " ".join(f.read().split()[:3]))
     finally:
         if pf:
             m.postfix_stop(pf[0])
+        if pfe:
+            m.postfix_stop(pfe[0])
         if pb:
             m.pillarbox_stop(pb[0], pb[1])
+        time.sleep(1)
+        for cg in (cgb, cgf, cge):
+            cg.remove()
         shutil.rmtree(base, ignore_errors=True)
     return 0
 

@@ -154,6 +154,55 @@ static int needs_content(fitem const *f)
   return f->kind != F_UID && f->kind != F_FLAGS && f->kind != F_MODSEQ;
 }
 
+/* BODY[], BODY.PEEK[] and RFC822: the whole message, as stored */
+static int whole(fitem const *f)
+{
+  return f->kind == F_RFC822 ||
+         (f->kind == F_SECTION && f->section.what == MIME_SEC_ALL && !f->section.nnum);
+}
+
+/* what the cache holds: a FETCH of only these reads no message file once it is cached */
+static int cacheable(fitem const *f)
+{
+  return f->kind == F_SIZE || f->kind == F_ENVELOPE || f->kind == F_BODY ||
+         f->kind == F_BODYSTRUCTURE || f->kind == F_INTERNALDATE || !needs_content(f);
+}
+
+static stralloc c_env = STRALLOC_ZERO, c_bs = STRALLOC_ZERO, c_body = STRALLOC_ZERO;
+
+int imap_cache_build(size_t i, mime_msg const *mm, time_t mtime, msgcache_ent *e)
+{
+  mailstore_msg const *m = &sess.ms.msg[i];
+  c_env.len = c_bs.len = c_body.len = 0;
+  if (!mime_envelope(&c_env, mm, 0) || !mime_bodystructure(&c_bs, mm, 0, 1) ||
+      !mime_bodystructure(&c_body, mm, 0, 0))
+    return -1;
+  e->wsize = m->wsize ? m->wsize : mime_wire_size(mm->s, mm->len, 0);
+  e->mtime = (int64_t)mtime;
+  e->flags = 0;
+  e->env = c_env.s;
+  e->envlen = c_env.len;
+  e->bs = c_bs.s;
+  e->bslen = c_bs.len;
+  e->body = c_body.s;
+  e->bodylen = c_body.len;
+  e->hdr = "";
+  e->hdrlen = 0;
+  if (mm->n && mm->part[0].hdr_len <= MSGCACHE_HDR_MAX) {
+    e->hdr = mm->s + mm->part[0].hdr_off;
+    e->hdrlen = mm->part[0].hdr_len;
+    e->flags |= MSGCACHE_F_HDR;
+  }
+  if (msgcache_put(&sess.cache, m->uid, sess.ms.names.s + m->name, e) < 0) return -1;
+  return 1;
+}
+
+int imap_cache_get(size_t i, msgcache_ent *e)
+{
+  mailstore_msg const *m = &sess.ms.msg[i];
+  return msgcache_get(&sess.cache, m->uid, sess.ms.names.s + m->name, e) > 0;
+}
+
 static void out_section_name(fitem const *f)
 {
   size_t k;
@@ -178,18 +227,45 @@ static int fetch_one(size_t i, int addflags)
   mailstore_msg *m = &sess.ms.msg[i];
   stralloc *sa = &sess.scratch;
   mime_msg mm;
+  msgcache_ent ce;
   time_t mtime = 0;
-  int content = 0, first = 1, ok = 1;
+  int content = 0, first = 1, ok = 1, all_cacheable = 1, cached = 0, want_ent = 0, parsed = 0;
+  char const *wmsg = 0;
+  size_t wlen = 0;
   unsigned int k;
-  for (k = 0; k < nitems; k++)
-    if (needs_content(&items[k])) content = 1;
+  for (k = 0; k < nitems; k++) {
+    fitem const *f = &items[k];
+    if (f->kind == F_ENVELOPE || f->kind == F_BODY || f->kind == F_BODYSTRUCTURE) want_ent = 1;
+    if (!cacheable(f)) all_cacheable = 0;
+    if (needs_content(f) && !(f->kind == F_SIZE && m->wsize)) content = 1;
+  }
+  if (content && all_cacheable && imap_cache_get(i, &ce)) {
+    cached = 1;
+    content = 0;
+    mtime = (time_t)ce.mtime;
+    if (!m->wsize) m->wsize = ce.wsize;
+  }
   if (content) {
     char const *msg;
     size_t len;
     if (!imap_sess_read(i, &msg, &len, &mtime)) return 0;
     m = &sess.ms.msg[i];
-    mime_parse(&mm, msg, len, parts, PARTS_MAX);
+    wmsg = msg;
+    wlen = len;
+    /* the whole message (BODY[], RFC822) needs no structure: not parsed */
+    for (k = 0; k < nitems; k++)
+      if (needs_content(&items[k]) && !whole(&items[k]) && items[k].kind != F_SIZE &&
+          items[k].kind != F_INTERNALDATE)
+        parsed = 1;
+    if (parsed || want_ent) mime_parse(&mm, msg, len, parts, PARTS_MAX);
+    parsed = parsed || want_ent;
     if (!m->wsize) m->wsize = mime_wire_size(msg, len, 0);
+    if (want_ent && !imap_cache_get(i, &ce)) {
+      int r = imap_cache_build(i, &mm, mtime, &ce);
+      if (r < 0) ok = -1;
+      cached = r > 0;
+    } else if (want_ent)
+      cached = 1;
   }
   imap_out("* ");
   imap_outu(i + 1);
@@ -235,15 +311,22 @@ static int fetch_one(size_t i, int addflags)
         imap_outu(m->wsize);
         break;
       case F_ENVELOPE:
-        if (!mime_envelope(sa, &mm, 0)) ok = -1;
         imap_out("ENVELOPE ");
-        imap_outn(sa->s, sa->len);
+        if (cached) imap_outn(ce.env, ce.envlen);
+        else {
+          if (!mime_envelope(sa, &mm, 0)) ok = -1;
+          imap_outn(sa->s, sa->len);
+        }
         break;
       case F_BODY:
       case F_BODYSTRUCTURE:
-        if (!mime_bodystructure(sa, &mm, 0, f->kind == F_BODYSTRUCTURE)) ok = -1;
         imap_out(f->kind == F_BODY ? "BODY " : "BODYSTRUCTURE ");
-        imap_outn(sa->s, sa->len);
+        if (cached && f->kind == F_BODY) imap_outn(ce.body, ce.bodylen);
+        else if (cached) imap_outn(ce.bs, ce.bslen);
+        else {
+          if (!mime_bodystructure(sa, &mm, 0, f->kind == F_BODYSTRUCTURE)) ok = -1;
+          imap_outn(sa->s, sa->len);
+        }
         break;
       case F_RFC822:
       case F_RFC822_HEADER:
@@ -253,15 +336,22 @@ static int fetch_one(size_t i, int addflags)
         sec.what = f->kind == F_RFC822 ? MIME_SEC_ALL
                    : f->kind == F_RFC822_HEADER ? MIME_SEC_HEADER
                                                 : MIME_SEC_TEXT;
-        if (!mime_section_cat(sa, &mm, &sec, 0, SIZE_MAX)) ok = -1;
+        if (!parsed && f->kind == F_RFC822) {
+          if (!mime_wire_cat(sa, wmsg, wlen, 0, 0, SIZE_MAX)) ok = -1;
+        } else if (!mime_section_cat(sa, &mm, &sec, 0, SIZE_MAX))
+          ok = -1;
         imap_out(f->kind == F_RFC822 ? "RFC822 " : f->kind == F_RFC822_HEADER ? "RFC822.HEADER "
                                                                               : "RFC822.TEXT ");
         imap_outlit(sa->s, sa->len, 0);
         break;
       }
       case F_SECTION:
-        if (!mime_section_cat(sa, &mm, &f->section, f->partial ? f->origin : 0,
-                              f->partial ? f->count : SIZE_MAX))
+        if (!parsed) {
+          if (!mime_wire_cat(sa, wmsg, wlen, 0, f->partial ? f->origin : 0,
+                             f->partial ? f->count : SIZE_MAX))
+            ok = -1;
+        } else if (!mime_section_cat(sa, &mm, &f->section, f->partial ? f->origin : 0,
+                                     f->partial ? f->count : SIZE_MAX))
           ok = -1;
         out_section_name(f);
         imap_out(" ");
@@ -331,7 +421,7 @@ static int fetch_one(size_t i, int addflags)
 
 void imap_cmd_fetch(imap_cmd *c, uint32_t first)
 {
-  size_t *idx = 0, *seen = 0, nseen = 0, k;
+  size_t *idx = 0, *seen = 0, nseen = 0, k, seenat = 0;
   long n;
   uint32_t at, end;
   uint64_t changedsince = 0;
@@ -418,10 +508,10 @@ void imap_cmd_fetch(imap_cmd *c, uint32_t first)
       gone = 1;
       continue;
     }
-    if (seen) {
-      size_t j;
-      for (j = 0; j < nseen; j++)
-        if (seen[j] == x) addflags = 1;
+    if (seen && nseen) {
+      /* seen[] is ascending like idx[]: a walking pointer instead of a search per message */
+      while (seenat < nseen && seen[seenat] < x) seenat++;
+      if (seenat < nseen && seen[seenat] == x) addflags = 1;
     }
     r = fetch_one(x, addflags);
     if (!r) gone = 1;
@@ -431,7 +521,9 @@ void imap_cmd_fetch(imap_cmd *c, uint32_t first)
   }
   free(idx);
   free(seen);
+  if (msgcache_done(&sess.cache, sess.ms.n) < 0) strerr_warnwu1sys("write the FETCH cache");
   if (sess.scratch.a > 1 << 20) stralloc_free(&sess.scratch);
+  if (c_env.a > 1 << 16) stralloc_free(&c_env);
   imap_sess_update(0, 0);
   if (unknown_cte) imap_no("[UNKNOWN-CTE] Unknown Content-Transfer-Encoding");
   else if (parse_err) imap_no("[PARSE] Invalid data in the encoded part");

@@ -426,6 +426,7 @@ void imap_cmd_status(imap_cmd *c)
 void imap_unselect(void)
 {
   mailstore_close(&sess.ms);
+  msgcache_close(&sess.cache);
   sess.selected = 0;
   sess.readonly = 0;
   sess.reported = 0;
@@ -513,6 +514,7 @@ void imap_cmd_select(imap_cmd *c, int readonly)
   }
   sess.selected = 1;
   sess.readonly = readonly;
+  msgcache_init(&sess.cache, dir, sess.ms.uidvalidity);
   free(sess.saved); /* SEARCHRES: "$" is empty in a newly selected mailbox */
   sess.saved = 0;
   sess.nsaved = 0;

@@ -24,22 +24,47 @@ struct sctx_s {
   mime_msg mm;
   uint64_t maxmodseq;
   int check;       /* syntax check only */
+  int hdr_tried;   /* the cache was looked at for this message */
   int err;         /* -1: memory; -2: bad charset */
 };
 
 static mime_part parts[PARTS_MAX];
 static stralloc tmp = STRALLOC_ZERO;
 
+/* The whole message, parsed (loaded 1); its cache entry is made on the way when missing. */
 static int load(sctx *x)
 {
   char const *msg;
-  if (x->loaded) return x->loaded > 0;
+  msgcache_ent ce;
+  if (x->loaded == 1 || x->loaded == -1) return x->loaded > 0;
   x->loaded = -1;
   if (!imap_sess_read(x->i, &msg, &x->len, &x->mtime)) return 0;
   mime_parse(&x->mm, msg, x->len, parts, PARTS_MAX);
   x->map = (char *)msg;
   x->loaded = 1;
+  if (!sess.ms.msg[x->i].wsize) sess.ms.msg[x->i].wsize = mime_wire_size(msg, x->len, 0);
+  if (!x->hdr_tried && !imap_cache_get(x->i, &ce) &&
+      imap_cache_build(x->i, &x->mm, x->mtime, &ce) < 0)
+    x->err = -1;
   return 1;
+}
+
+/* Enough for the keys on the top-level header, the date and the size: the cached header
+ * (loaded 2) when there is one, else the whole message. */
+static int load_hdr(sctx *x)
+{
+  msgcache_ent ce;
+  if (x->loaded) return x->loaded > 0;
+  x->hdr_tried = 1;
+  if (imap_cache_get(x->i, &ce) && (ce.flags & MSGCACHE_F_HDR)) {
+    mime_parse(&x->mm, ce.hdr, ce.hdrlen, parts, PARTS_MAX);
+    x->mtime = (time_t)ce.mtime;
+    if (!sess.ms.msg[x->i].wsize) sess.ms.msg[x->i].wsize = ce.wsize;
+    x->loaded = 2;
+    return 1;
+  }
+  x->hdr_tried = 0;
+  return load(x);
 }
 
 static void unload(sctx *x)
@@ -88,7 +113,7 @@ static int str_arg(imap_cmd *c, uint32_t *j, uint32_t end, imap_arg **a)
 static int header_match(sctx *x, char const *name, imap_arg const *a)
 {
   int r;
-  if (!load(x)) return 0;
+  if (!load_hdr(x)) return 0;
   r = mime_search_header(&x->mm, 0, name, strlen(name), a->s, a->len, &tmp);
   if (r < 0) x->err = -1;
   return r > 0;
@@ -159,8 +184,7 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
     int larger = imap_arg_is(a, "LARGER");
     if (!str_arg(c, j, end, &v) || !imap_number64(v->s, v->len, &n)) return 0;
     if (x->check) return 1;
-    if (!sess.ms.msg[x->i].wsize && load(x))
-      sess.ms.msg[x->i].wsize = mime_wire_size(x->map ? x->map : "", x->len, 0);
+    if (!sess.ms.msg[x->i].wsize) load_hdr(x); /* sets it */
     *match = larger ? sess.ms.msg[x->i].wsize > n : sess.ms.msg[x->i].wsize < n;
     return 1;
   }
@@ -174,7 +198,7 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
     if (!str_arg(c, j, end, &v) || !imap_date(v->s, v->len, &t)) return 0;
     if (x->check) return 1;
     d = day_of((int64_t)t);
-    if (!load(x)) {
+    if (!load_hdr(x)) {
       *match = 0;
       return 1;
     }
@@ -212,7 +236,7 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
     }
     memcpy(name, w->s, w->len);
     name[w->len] = 0;
-    if (!load(x)) {
+    if (!load_hdr(x)) {
       *match = 0;
       return 1;
     }
@@ -342,6 +366,7 @@ void imap_cmd_search(imap_cmd *c, uint32_t first)
     if (sess.ms.msg[k].flags & MS_GONE) continue;
     x.i = k;
     x.loaded = 0;
+    x.hdr_tried = 0;
     x.maxmodseq = 0;
     keys(c, j, c->nargs, &x, &m);
     unload(&x);
@@ -351,6 +376,7 @@ void imap_cmd_search(imap_cmd *c, uint32_t first)
     }
   }
   if (tmp.a > 1 << 20) stralloc_free(&tmp);
+  if (msgcache_done(&sess.cache, sess.ms.n) < 0) strerr_warnwu1sys("write the SEARCH cache");
   if (rsave) {
     /* SEARCHRES: keep the result as UIDs (they stay right across expunges) */
     uint32_t *sv = malloc((nmatch ? nmatch : 1) * sizeof *sv);

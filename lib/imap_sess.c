@@ -11,7 +11,7 @@
 #include "imapio.h"
 #include "quotastate.h"
 
-imap_sess sess = {.ms = MAILSTORE_ZERO, .scratch = STRALLOC_ZERO};
+imap_sess sess = {.ms = MAILSTORE_ZERO, .cache = MSGCACHE_ZERO, .scratch = STRALLOC_ZERO};
 
 static void die_io(void)
 {

@@ -16,12 +16,14 @@
 #include <skalibs/stralloc.h>
 #include "imap_parse.h"
 #include "mailstore.h"
+#include "msgcache.h"
 
 typedef struct imap_sess_s imap_sess;
 struct imap_sess_s {
   int selected;
   int readonly;
   mailstore ms;
+  msgcache cache;      /* the selected folder's ENVELOPE/BODYSTRUCTURE cache */
   char name[MAILSTORE_NAME_MAX + 1]; /* the selected folder's IMAP name */
   size_t reported;     /* EXISTS last told to the client */
   size_t recent_told;  /* RECENT last told */
@@ -95,6 +97,14 @@ int imap_sess_mboxname(imap_arg const *a, char *out, size_t *outlen);
 /* Reads message i of the selected folder into a buffer of the session (valid until the next
  * call). Returns 1 with *s, *len and *mtime (may be NULL) set, 0 when it is gone. */
 int imap_sess_read(size_t i, char const **s, size_t *len, time_t *mtime);
+
+/* Makes the cache entry of message i from its parsed content and queues it (lib/msgcache);
+ * e gets the strings (valid until the next call). 1 ok, 0 not cached, -1 out of memory. */
+struct mime_msg_s;
+int imap_cache_build(size_t i, struct mime_msg_s const *mm, time_t mtime, msgcache_ent *e);
+
+/* The cache entry of message i, or 0. */
+int imap_cache_get(size_t i, msgcache_ent *e);
 
 /* After messages were added or removed: refreshes the account's quota record (lib/quotastate)
  * from maildirsize, when $MAILROOT and $USER say which. */

@@ -8,6 +8,7 @@
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +30,7 @@ static void zero(injector *j)
   j->pid = 0;
   j->msgfd = j->envfd = j->idfd = j->msgw = j->envw = j->pidfd = j->sock = -1;
   j->broken = j->idclosed = j->reaped = j->wstat = j->early = 0;
-  j->idlen = j->blen = 0;
+  j->idlen = j->blen = j->rlen = 0;
 }
 
 static void closeall(injector *j)
@@ -91,39 +92,56 @@ static int sock_connect(char const *path)
 
 /* ---- socket mode ---- */
 
-static void sock_send(injector *j, char const *s, size_t n)
+/* Sends the pieces v[0..n) in as few system calls as the socket takes (a netstring's
+ * length, its bytes and its comma go out together); waits only when the socket is full. */
+static void sock_sendv(injector *j, struct iovec *v, unsigned int n)
 {
-  size_t w = 0;
-  while (!j->broken && w < n) {
-    iopause_fd x = {j->sock, IOPAUSE_WRITE, 0};
-    tain d;
+  while (!j->broken && n) {
+    struct msghdr m;
     ssize_t r;
-    deadline(j, &d);
-    r = iopause_g(&x, 1, &d);
+    memset(&m, 0, sizeof m);
+    m.msg_iov = v;
+    m.msg_iovlen = n;
+    r = sendmsg(j->sock, &m, MSG_NOSIGNAL);
     if (r < 0) {
+      iopause_fd x = {j->sock, IOPAUSE_WRITE, 0};
+      tain d;
       if (errno == EINTR) continue;
-      j->broken = 1;
-      break;
+      if (errno != EAGAIN) { j->broken = 1; break; }
+      deadline(j, &d);
+      r = iopause_g(&x, 1, &d);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) j->broken = 1;
+      continue;
     }
-    if (!r) { j->broken = 1; break; }
-    r = send(j->sock, s + w, n - w, MSG_NOSIGNAL);
-    if (r < 0) {
-      if (errno == EAGAIN || errno == EINTR) continue;
-      j->broken = 1;
-      break;
+    while (n && (size_t)r >= v->iov_len) {
+      r -= (ssize_t)v->iov_len;
+      v++;
+      n--;
     }
-    w += (size_t)r;
+    if (n) {
+      v->iov_base = (char *)v->iov_base + r;
+      v->iov_len -= (size_t)r;
+    }
   }
+}
+
+/* The netstring of s[0..n) into v[0..3) (hdr: its length, SIZE_FMT + 1 bytes). */
+static void netstring_iov(struct iovec *v, char *hdr, char const *s, size_t n)
+{
+  size_t h = size_fmt(hdr, n);
+  hdr[h++] = ':';
+  v[0] = (struct iovec){hdr, h};
+  v[1] = (struct iovec){(char *)s, n};
+  v[2] = (struct iovec){(char *)",", 1};
 }
 
 static void sock_netstring(injector *j, char const *s, size_t n)
 {
   char hdr[SIZE_FMT + 1];
-  size_t h = size_fmt(hdr, n);
-  hdr[h++] = ':';
-  sock_send(j, hdr, h);
-  sock_send(j, s, n);
-  sock_send(j, ",", 1);
+  struct iovec v[3];
+  netstring_iov(v, hdr, s, n);
+  sock_sendv(j, v, 3);
 }
 
 static void sock_flush(injector *j)
@@ -162,8 +180,12 @@ static int sock_start(injector *j, char const *path, inject_facts const *f)
       closeall(j);
       return (errno = ok ? EINVAL : ENOMEM, 0);
     }
-    sock_send(j, "S", 1);
-    sock_netstring(j, sa.s, sa.len);
+    {
+      char hdr[SIZE_FMT + 1];
+      struct iovec v[4] = {{(char *)"S", 1}};
+      netstring_iov(v + 1, hdr, sa.s, sa.len);
+      sock_sendv(j, v, 4);
+    }
     stralloc_free(&sa);
     j->early = 2;
   }
@@ -174,22 +196,34 @@ static int sock_start(injector *j, char const *path, inject_facts const *f)
  * Returns its length without the LF, or -1 (nothing, EOF, timeout). */
 static long sock_line(injector *j, char *buf, size_t max, tain const *d)
 {
-  size_t l = 0;
-  while (l < max) {
-    iopause_fd x = {j->sock, IOPAUSE_READ, 0};
-    ssize_t r = iopause_g(&x, 1, d);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    r = read(j->sock, buf + l, 1); /* a byte at a time: the lines are short, and rare */
-    if (r < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return -1;
+  for (;;) {
+    char *nl = memchr(j->rbuf, '\n', j->rlen);
+    ssize_t r;
+    if (nl) {
+      size_t l = (size_t)(nl - j->rbuf);
+      if (l > max) return -1;
+      memcpy(buf, j->rbuf, l);
+      j->rlen -= l + 1;
+      memmove(j->rbuf, nl + 1, j->rlen);
+      return (long)l;
+    }
+    if (j->rlen >= sizeof j->rbuf) return -1; /* a line longer than any answer */
+    /* what has come already is read without a wait; a short line is one read */
+    r = read(j->sock, j->rbuf + j->rlen, sizeof j->rbuf - j->rlen);
+    if (r > 0) {
+      j->rlen += (size_t)r;
+      continue;
     }
     if (!r) return -1;
-    if (buf[l] == '\n') return (long)l;
-    l++;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return -1;
+    {
+      iopause_fd x = {j->sock, IOPAUSE_READ, 0};
+      r = iopause_g(&x, 1, d);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return -1;
+    }
   }
-  return -1;
 }
 
 static void copy_id(stralloc *id, char const *s, size_t n)
@@ -209,9 +243,20 @@ static int sock_commit(injector *j, char const *env, size_t envlen, stralloc *id
   size_t n;
   unsigned int code;
   tain d;
-  sock_flush(j);
-  sock_netstring(j, "", 0);
-  sock_netstring(j, env, envlen);
+  {
+    /* the last chunk, the end "0:," and the envelope: one system call */
+    char h1[SIZE_FMT + 1], h2[SIZE_FMT + 1];
+    struct iovec v[7];
+    unsigned int n = 0;
+    if (j->blen) {
+      netstring_iov(v, h1, j->buf, j->blen);
+      n = 3;
+    }
+    v[n++] = (struct iovec){(char *)"0:,", 3};
+    netstring_iov(v + n, h2, env, envlen);
+    sock_sendv(j, v, n + 3);
+    j->blen = 0;
+  }
   if (j->broken) { closeall(j); return 111; }
   shutdown(j->sock, SHUT_WR);
   /* queue-inject fsyncs: give the answer longer than one I/O wait */

@@ -66,6 +66,8 @@ struct injector_s {
   char id[INJECT_ID_MAX];
   size_t idlen;
   size_t blen;         /* socket: bytes in buf */
+  size_t rlen;         /* socket: bytes of the server's answer lines read ahead in rbuf */
+  char rbuf[2 * (INJECT_ID_MAX + 8)];
   char buf[INJECT_CHUNK];
 };
 

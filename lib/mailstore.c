@@ -1,10 +1,12 @@
 /* mailstore: Maildir++ folders as IMAP sees them. See mailstore.h and doc/maildir.md. */
 #include <dirent.h>
+#include <malloc.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -70,11 +72,16 @@ static void unlock_folder(int fd)
   if (fd >= 0) fd_close(fd); /* closing drops the lock */
 }
 
+/* Orders names by their unique part (up to ':'), a shorter one first: one pass, no strlen
+ * (it is the sort and search key of every sync over tens of thousands of names). */
 static int uniqcmp(char const *a, char const *b)
 {
-  size_t la = maildir_uniqlen(a, strlen(a)), lb = maildir_uniqlen(b, strlen(b));
-  int r = memcmp(a, b, la < lb ? la : lb);
-  return r ? r : la < lb ? -1 : la > lb;
+  for (;; a++, b++) {
+    unsigned char x = *a == ':' ? 0 : (unsigned char)*a;
+    unsigned char y = *b == ':' ? 0 : (unsigned char)*b;
+    if (x != y) return x < y ? -1 : 1;
+    if (!x) return 0;
+  }
 }
 
 void mailstore_parse_info(char const *name, uint32_t *flags, uint32_t *kw)
@@ -610,6 +617,8 @@ struct rec_s {
   mailstore_gone *gone;
   size_t ngone, agone;
   uint64_t gonefloor;
+  int stamped;                  /* the record says what new/ and cur/ held (S field) */
+  struct timespec s_new, s_cur; /* ... at these modification times */
 };
 
 static void rec_free(rec *r)
@@ -689,6 +698,37 @@ static int field(char const **p, char const *end, char key, uint64_t *v)
   return 1;
 }
 
+static int digits(char const **p, char const *end, uint64_t *v)
+{
+  char const *e = *p;
+  while (e < end && *e >= '0' && *e <= '9') e++;
+  if (!imap_number64(*p, (size_t)(e - *p), v)) return 0;
+  *p = e;
+  return 1;
+}
+
+/* " S<sec>.<nsec>,<sec>.<nsec>": the modification times of new/ and cur/ that the record
+ * reflects (written only when the record was made from a listing of both). */
+static int stamps_parse(char const **pp, char const *end, struct timespec *a, struct timespec *b)
+{
+  char const *p = *pp;
+  uint64_t v[4];
+  int k;
+  while (p < end && *p == ' ') p++;
+  if (p >= end || *p++ != 'S') return 0;
+  for (k = 0; k < 4; k++) {
+    if (k && (p >= end || *p++ != (k == 2 ? ',' : '.'))) return 0;
+    if (!digits(&p, end, &v[k])) return 0;
+  }
+  if (v[1] >= 1000000000 || v[3] >= 1000000000 || v[0] > INT64_MAX || v[2] > INT64_MAX) return 0;
+  a->tv_sec = (time_t)v[0];
+  a->tv_nsec = (long)v[1];
+  b->tv_sec = (time_t)v[2];
+  b->tv_nsec = (long)v[3];
+  *pp = p;
+  return 1;
+}
+
 /* Parses our record. 1 ok, 0 malformed (r->uidvalidity holds the old V when it could be
  * read), -1 error. */
 static int rec_parse(rec *r, char const *s, size_t len)
@@ -706,7 +746,9 @@ static int rec_parse(rec *r, char const *s, size_t len)
   r->highestmodseq = m;
   r->firstrecent = (uint32_t)rr;
   r->gonefloor = 0;
+  r->stamped = 0;
   if (p < nl && !field(&p, nl, 'E', &r->gonefloor)) return 0;
+  if (p < nl && stamps_parse(&p, nl, &r->s_new, &r->s_cur)) r->stamped = 1;
   s = nl + 1;
   while (s < end) {
     char const *e = memchr(s, '\n', (size_t)(end - s));
@@ -870,19 +912,49 @@ static uint32_t fresh_uidvalidity(char const *dir, uint32_t old)
   return t;
 }
 
+/* Maps a whole file read-only (nothing mapped for an empty one). 1 ok, 0 with errno. */
+static int map_file(char const *path, char **map, size_t *len)
+{
+  struct stat st;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  if (fstat(fd, &st) < 0) goto fail;
+  *len = (size_t)st.st_size;
+  *map = 0;
+  if (*len) {
+    void *m = mmap(0, *len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) goto fail;
+    *map = m;
+  }
+  fd_close(fd);
+  return 1;
+fail:
+  {
+    int e = errno;
+    fd_close(fd);
+    errno = e;
+  }
+  return 0;
+}
+
 /* Reads the folder's record into r (migrating or starting afresh). 1 ok, -1 error.
  * *written is set to 0 when what r holds is not on disk yet. */
 static int rec_load(char const *dir, rec *r, int *ondisk)
 {
   stralloc p = STRALLOC_ZERO, f = STRALLOC_ZERO;
+  char *map = 0;
+  size_t maplen = 0;
   int x;
   *ondisk = 0;
   r->n = 0;
   r->names.len = 0;
   if (!pathcat(&p, dir, MAILSTORE_RECORD, 0)) return -1;
-  if (openslurpclose(&f, p.s)) {
+  if (map_file(p.s, &map, &maplen)) {
+    /* mapped, not read: a big folder's record is megabytes (it is never truncated in place,
+     * only replaced by rename under the lock we hold) */
     r->uidvalidity = 0;
-    x = rec_parse(r, f.s, f.len);
+    x = rec_parse(r, maplen ? map : "", maplen);
+    if (maplen) munmap(map, maplen);
     if (x < 0) goto err;
     if (x == 1) {
       *ondisk = 1;
@@ -932,7 +1004,8 @@ err:
 
 static int rec_write(char const *dir, mailstore_msg const *msg, size_t n, char const *names,
                      uint32_t v, uint32_t nn, uint64_t m, uint32_t rr,
-                     mailstore_gone const *gone, size_t ngone, uint64_t gonefloor)
+                     mailstore_gone const *gone, size_t ngone, uint64_t gonefloor,
+                     struct timespec const *st)
 {
   stralloc out = STRALLOC_ZERO, p = STRALLOC_ZERO, t = STRALLOC_ZERO;
   char fmt[UINT64_FMT];
@@ -942,9 +1015,18 @@ static int rec_write(char const *dir, mailstore_msg const *msg, size_t n, char c
       !stralloc_cats(&out, " N") || !stralloc_catb(&out, fmt, uint_fmt(fmt, nn)) ||
       !stralloc_cats(&out, " M") || !stralloc_catb(&out, fmt, uint64_fmt(fmt, m)) ||
       !stralloc_cats(&out, " R") || !stralloc_catb(&out, fmt, uint_fmt(fmt, rr)) ||
-      !stralloc_cats(&out, " E") || !stralloc_catb(&out, fmt, uint64_fmt(fmt, gonefloor)) ||
-      !stralloc_catb(&out, "\n", 1))
+      !stralloc_cats(&out, " E") || !stralloc_catb(&out, fmt, uint64_fmt(fmt, gonefloor)))
     goto done;
+  if (st) {
+    int k;
+    for (k = 0; k < 2; k++)
+      if (!stralloc_cats(&out, k ? "," : " S") ||
+          !stralloc_catb(&out, fmt, uint64_fmt(fmt, (uint64_t)st[k].tv_sec)) ||
+          !stralloc_catb(&out, ".", 1) ||
+          !stralloc_catb(&out, fmt, uint64_fmt(fmt, (uint64_t)st[k].tv_nsec)))
+        goto done;
+  }
+  if (!stralloc_catb(&out, "\n", 1)) goto done;
   for (i = 0; i < ngone; i++)
     if (!stralloc_catb(&out, "x ", 2) ||
         !stralloc_catb(&out, fmt, uint_fmt(fmt, gone[i].uid)) || !stralloc_catb(&out, " ", 1) ||
@@ -1046,12 +1128,12 @@ done:
  * merges it into ms. */
 static int sync_locked(mailstore *ms, size_t *news)
 {
-  rec r = {0, 0, 0, 0, 0, 0, 0, STRALLOC_ZERO, 0, 0, 0, 0};
+  rec r = {0, 0, 0, 0, 0, 0, 0, STRALLOC_ZERO, 0, 0, 0, 0, 0, {0, 0}, {0, 0}};
   stralloc lst = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO, nn = STRALLOC_ZERO;
   ent *e = 0;
-  size_t ne = 0, i, j, split, added = 0;
-  int ondisk, changed = 0, nnew, ncur, res = -1;
-  struct timespec t_new, t_cur, t_rec, listed_at;
+  size_t ne = 0, i, j, split = 0, added = 0;
+  int ondisk, changed = 0, nnew, ncur, res = -1, listed, renamed = 0;
+  struct timespec t_new, t_cur, t_rec, listed_at, st[2];
   ino_t ino;
   off_t size;
   mailstore_msg *out = 0;
@@ -1062,12 +1144,19 @@ static int sync_locked(mailstore *ms, size_t *news)
   if (kw_load(ms) < 0) return -1;
   if (rec_load(ms->dir, &r, &ondisk) < 0) goto done;
   if (!ondisk) changed = 1;
-  nnew = maildir_list(ms->dir, "new", &lst);
-  if (nnew < 0) goto done;
-  split = lst.len;
-  ncur = maildir_list(ms->dir, "cur", &lst);
-  if (ncur < 0) goto done;
-  ne = (size_t)nnew + (size_t)ncur;
+  /* A record that says which stamps of new/ and cur/ it reflects, when they are still those,
+   * is the listing: nothing was added, removed or renamed since (any of that moves a stamp,
+   * and the stamps were written only when they were a second older than the listing, so no
+   * change can hide in the same clock tick). Big folders open without a readdir. */
+  listed = !(ondisk && r.stamped && ts_eq(&r.s_new, &t_new) && ts_eq(&r.s_cur, &t_cur));
+  if (listed) {
+    nnew = maildir_list(ms->dir, "new", &lst);
+    if (nnew < 0) goto done;
+    split = lst.len;
+    ncur = maildir_list(ms->dir, "cur", &lst);
+    if (ncur < 0) goto done;
+    ne = (size_t)nnew + (size_t)ncur;
+  }
   e = malloc((ne ? ne : 1) * sizeof *e);
   if (!e) goto done;
   for (i = 0, j = 0; i < lst.len; i += strlen(lst.s + i) + 1, j++) {
@@ -1077,7 +1166,7 @@ static int sync_locked(mailstore *ms, size_t *news)
   }
   qsort(e, ne, sizeof *e, &entcmp);
   /* the record's messages: still there? moved? flags changed? */
-  for (i = 0; i < r.n; i++) {
+  for (i = 0; listed && i < r.n; i++) {
     mailstore_msg *m = &r.msg[i];
     char const *nm = r.names.s + m->name;
     ent *x = find_ent(e, ne, nm);
@@ -1123,6 +1212,7 @@ static int sync_locked(mailstore *ms, size_t *news)
       mailstore_msg *m = &r.msg[i];
       char const *nm;
       if (!(m->flags & MS_NEW)) continue;
+      renamed = 1;
       nm = r.names.s + m->name;
       if (!pathcat(&p, ms->dir, "new", nm)) goto done;
       if (!rename_info(&nn, nm, m->flags & MS_SYSFLAGS, m->keywords)) goto done;
@@ -1141,10 +1231,18 @@ static int sync_locked(mailstore *ms, size_t *news)
       r.firstrecent = r.uidnext;
       changed = 1;
     }
+    /* the stamps go into the record when it now holds exactly what new/ and cur/ held at
+     * them: listed (or already stamped so), not renamed by us since, and steady */
+    int stamp = !renamed && t_new.tv_sec + 1 < listed_at.tv_sec &&
+                t_cur.tv_sec + 1 < listed_at.tv_sec;
+    if (stamp && !changed && !(r.stamped && ts_eq(&r.s_new, &t_new) && ts_eq(&r.s_cur, &t_cur)))
+      changed = 1; /* once: so that the next session need not list */
+    st[0] = t_new;
+    st[1] = t_cur;
     if (changed) {
       /* sort by uid (rec_add appends in increasing order already: r.msg is sorted) */
       if (rec_write(ms->dir, r.msg, r.n, r.names.s, r.uidvalidity, r.uidnext, r.highestmodseq,
-                    r.firstrecent, r.gone, r.ngone, r.gonefloor) < 0)
+                    r.firstrecent, r.gone, r.ngone, r.gonefloor, stamp ? st : 0) < 0)
         goto done;
       /* only the record's stamp is taken again (we hold the lock: nobody else wrote it);
        * new/ and cur/ keep the stamps from before the listing, so a delivery that came
@@ -1158,6 +1256,31 @@ static int sync_locked(mailstore *ms, size_t *news)
     if (ms->uidvalidity && ms->uidvalidity != r.uidvalidity) {
       /* the folder was recreated under us: everything we had is gone */
       for (i = 0; i < ms->n; i++) ms->msg[i].flags |= MS_GONE;
+    }
+    if (!ms->n) {
+      /* nothing to merge (the folder's first sync in this session): r's tables become ms's,
+       * trimmed to size, instead of a copy of every message and name */
+      mailstore_msg *x = realloc(r.msg, (r.n + 1) * sizeof *x);
+      if (x) r.msg = x;
+      for (i = 0; i < r.n; i++)
+        if (r.msg[i].uid >= fr) r.msg[i].flags |= MS_RECENT; /* read-only: counted */
+      added = r.n;
+      if (r.names.len + 1 < r.names.a) {
+        char *y = realloc(r.names.s, r.names.len + 1);
+        if (y) {
+          r.names.s = y;
+          r.names.a = r.names.len + 1;
+        }
+      }
+      free(ms->msg);
+      ms->msg = r.msg;
+      ms->n = ms->a = r.n;
+      r.msg = 0;
+      r.n = r.a = 0;
+      stralloc_free(&ms->names);
+      ms->names = r.names;
+      r.names = stralloc_zero;
+      goto merged;
     }
     out = malloc((ms->n + r.n + 1) * sizeof *out);
     if (!out) goto done;
@@ -1205,6 +1328,7 @@ static int sync_locked(mailstore *ms, size_t *news)
     ms->n = ms->a = on;
     out = 0;
   }
+merged:
   free(ms->gone);
   ms->gone = r.gone;
   ms->ngone = r.ngone;
@@ -1261,6 +1385,9 @@ int mailstore_sync(mailstore *ms, size_t *news)
   {
     int e = errno;
     unlock_folder(lk);
+    /* a full sync of a big folder frees as much as it keeps (the record read, the listing,
+     * the old table): give the free pages back, a session's memory is what it holds */
+    if (ms->n > 1000) malloc_trim(0);
     errno = e;
   }
   return r;
@@ -1411,8 +1538,10 @@ int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, u
     changed = 1;
   }
   if (changed) {
+    /* no stamps: our renames changed cur/, the next session lists it */
     if (rec_write(ms->dir, ms->msg, ms->n, ms->names.s, ms->uidvalidity, ms->uidnext,
-                  ms->highestmodseq, ms->firstrecent, ms->gone, ms->ngone, ms->gonefloor) < 0)
+                  ms->highestmodseq, ms->firstrecent, ms->gone, ms->ngone, ms->gonefloor,
+                  0) < 0)
       goto done;
     {
       struct timespec a, b; /* our renames changed cur/: the next sync looks again */

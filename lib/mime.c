@@ -90,7 +90,13 @@ static int wire_cat_x(stralloc *sa, char const *s, size_t len, char prev, size_t
                       size_t count, int nulmap)
 {
   size_t i = 0, w = 0, end = count > SIZE_MAX - origin ? SIZE_MAX : origin + count;
-  if (!stralloc_readyplus(sa, len + len / 16 + 16)) return 0;
+  size_t room = len > (SIZE_MAX - 16) / 2 ? SIZE_MAX - 16 : 2 * len; /* each LF may gain a CR */
+  char *o;
+  if (room > count) room = count;
+  /* room once for the worst case, then plain copies: a FETCH BODY[] of a folder runs here
+   * for every line of every message */
+  if (!stralloc_readyplus(sa, room + 16)) return 0;
+  o = sa->s + sa->len;
   while (i < len && w < end) {
     char const *p = memchr(s + i, '\n', len - i);
     size_t seg = p ? (size_t)(p - s) - i : len - i; /* bytes before the LF */
@@ -98,12 +104,12 @@ static int wire_cat_x(stralloc *sa, char const *s, size_t len, char prev, size_t
     if (seg) {
       size_t a = w, b = w + seg;
       if (b > origin && a < end) {
-        size_t from = a < origin ? origin - a : 0, to = b > end ? end - a : seg;
-        size_t k0 = sa->len, k;
-        if (!stralloc_catb(sa, s + i + from, to - from)) return 0;
-        if (nulmap)
-          for (k = k0; k < sa->len; k++)
-            if (!sa->s[k]) sa->s[k] = (char)0x80; /* NUL is sent as 0x80, as Dovecot does */
+        size_t from = a < origin ? origin - a : 0, to = b > end ? end - a : seg, k;
+        memcpy(o, s + i + from, to - from);
+        if (nulmap && memchr(o, 0, to - from))
+          for (k = 0; k < to - from; k++)
+            if (!o[k]) o[k] = (char)0x80; /* NUL is sent as 0x80, as Dovecot does */
+        o += to - from;
       }
       w += seg;
       i += seg;
@@ -112,14 +118,15 @@ static int wire_cat_x(stralloc *sa, char const *s, size_t len, char prev, size_t
     {
       int bare = (i ? s[i - 1] : prev) != '\r';
       if (bare) {
-        if (w >= origin && w < end && !stralloc_catb(sa, "\r", 1)) return 0;
+        if (w >= origin && w < end) *o++ = '\r';
         w++;
       }
-      if (w >= origin && w < end && !stralloc_catb(sa, "\n", 1)) return 0;
+      if (w >= origin && w < end) *o++ = '\n';
       w++;
       i++;
     }
   }
+  sa->len = (size_t)(o - sa->s);
   return 1;
 }
 

@@ -16,6 +16,7 @@
 #include <skalibs/stralloc.h>
 #include <skalibs/types.h>
 
+#include "control.h"
 #include "queue.h"
 
 #ifndef RENAME_NOREPLACE
@@ -431,6 +432,90 @@ int queue_tx_commit(char const *qdir, queue_tx *tx, char const *env, size_t envl
   int code = inject(qdir, env, envlen, msg, msglen, spillfd, spilllen, &id, tx);
   stralloc_free(&id);
   return code;
+}
+
+/* ---- taking a message in ---- */
+
+static int in_limit(char const *name, unsigned long def, unsigned long *u, char const **bad)
+{
+  int r = control_readuint(name, def, u);
+  if (r > 0) return 1;
+  if (!r) errno = 0;
+  *bad = name;
+  return 0;
+}
+
+int queue_in_init(queue_in *q, char const *qdir, char const **bad)
+{
+  q->qdir = qdir;
+  q->msg.len = 0;
+  q->spill = -1;
+  q->len = 0;
+  if (!in_limit("databytes", QUEUE_DATABYTES, &q->databytes, bad) ||
+      !in_limit("queue-addrmax", QUEUE_ADDR_MAX, &q->addrmax, bad) ||
+      !in_limit("queue-rcptmax", QUEUE_RCPT_MAX, &q->rcptmax, bad) ||
+      !in_limit("queue-timeout", 86400, &q->timeout, bad))
+    return QX_CONTROL;
+  if (!q->databytes) q->databytes = QUEUE_DATABYTES;
+  if (!q->addrmax || q->addrmax > 4096) q->addrmax = 4096;
+  if (!q->rcptmax || q->rcptmax > QUEUE_RCPT_HARDMAX) q->rcptmax = QUEUE_RCPT_HARDMAX;
+  if (!q->timeout || q->timeout > 86400 * 7) q->timeout = 86400;
+  return QX_OK;
+}
+
+/* Moves what is in memory into a new anonymous file in tmp/. */
+static int in_spill(queue_in *q)
+{
+  unsigned int tries;
+  for (tries = 0; q->spill < 0 && tries < 16; tries++) {
+    stralloc p = STRALLOC_ZERO;
+    char num[UINT64_FMT];
+    num[uint64_fmt(num, (uint64_t)getpid() * 100 + tries)] = 0;
+    if (!stralloc_cats(&p, q->qdir) || !stralloc_cats(&p, "/tmp/spill.") ||
+        !stralloc_cats(&p, num) || !stralloc_0(&p)) {
+      stralloc_free(&p);
+      return QX_NOMEM;
+    }
+    q->spill = open(p.s, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (q->spill < 0 && errno == ENOENT && queue_init(q->qdir))
+      q->spill = open(p.s, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (q->spill >= 0) unlink(p.s);
+    stralloc_free(&p);
+    if (q->spill < 0 && errno != EEXIST) return QX_QUEUEDIR;
+  }
+  if (q->spill < 0) return QX_QUEUEDIR;
+  if (allwrite(q->spill, q->msg.s, q->msg.len) != q->msg.len) return QX_WRITE;
+  stralloc_free(&q->msg);
+  return QX_OK;
+}
+
+int queue_in_add(queue_in *q, char const *s, size_t n)
+{
+  q->len += n;
+  if (q->len > q->databytes) return QX_REFUSED;
+  if (q->spill < 0 && q->msg.len + n > QUEUE_SPILL) {
+    int code = in_spill(q);
+    if (code) return code;
+  }
+  if (q->spill >= 0) return allwrite(q->spill, s, n) == n ? QX_OK : QX_WRITE;
+  return stralloc_catb(&q->msg, s, n) ? QX_OK : QX_NOMEM;
+}
+
+int queue_in_commit(queue_in *q, queue_tx *tx, char const *env, size_t envlen, stralloc *id)
+{
+  queue_env e;
+  int code = queue_env_parse(env, envlen, q->addrmax, q->rcptmax, &e);
+  if (code) return code;
+  if (tx) return queue_tx_commit(q->qdir, tx, env, envlen, q->msg.s, q->msg.len, q->spill, q->len);
+  if (q->spill >= 0) return queue_inject_fd(q->qdir, env, envlen, q->spill, q->len, id);
+  return queue_inject_mem(q->qdir, env, envlen, q->msg.s, q->msg.len, id);
+}
+
+void queue_in_free(queue_in *q)
+{
+  stralloc_free(&q->msg);
+  if (q->spill >= 0) fd_close(q->spill);
+  q->spill = -1;
 }
 
 /* ---- reading ---- */

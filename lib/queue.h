@@ -164,6 +164,38 @@ int queue_tx_begin(char const *qdir, queue_tx *tx);
 int queue_tx_commit(char const *qdir, queue_tx *tx, char const *env, size_t envlen,
                     char const *msg, size_t msglen, int spillfd, uint64_t spilllen);
 
+/* ---- taking a message in (queue-inject, queue-inject-ipc) ---- */
+
+/* The limits from control/ and the message as it arrives: in memory up to QUEUE_SPILL
+ * bytes, beyond that in an anonymous (already unlinked) file in QDIR/tmp/. */
+#define QUEUE_SPILL 65536
+typedef struct queue_in_s queue_in;
+struct queue_in_s {
+  char const *qdir;
+  unsigned long databytes, addrmax, rcptmax, timeout; /* timeout: seconds for the intake */
+  stralloc msg;
+  int spill;    /* the spill file, or -1 */
+  uint64_t len; /* message bytes so far */
+};
+#define QUEUE_IN_ZERO {0, 0, 0, 0, 0, STRALLOC_ZERO, -1, 0}
+
+/* Reads control/databytes, queue-addrmax, queue-rcptmax and queue-timeout (defaults and
+ * bounds applied). QX_OK, or QX_CONTROL with *bad the file's name (errno set when it could
+ * not be read, 0 when it is not a number). */
+int queue_in_init(queue_in *q, char const *qdir, char const **bad);
+
+/* Appends n message bytes. QX_OK; QX_REFUSED past databytes (add nothing more); QX_NOMEM,
+ * QX_QUEUEDIR (no spill file could be made), QX_WRITE (errno set). */
+int queue_in_add(queue_in *q, char const *s, size_t n);
+
+/* Checks the envelope env[0..envlen) against the limits (queue_env_parse), then commits the
+ * message under tx's id (tx NULL: a new id, into id). Returns what queue_env_parse or the
+ * commit returns. */
+int queue_in_commit(queue_in *q, queue_tx *tx, char const *env, size_t envlen, stralloc *id);
+
+/* Frees the message and closes the spill file. */
+void queue_in_free(queue_in *q);
+
 /* ---- reading a message file ---- */
 
 /* Opens QDIR/mess/ID, reads and checks its header and envelope (env gets the envelope bytes,

@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 #include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
 #include <skalibs/tai.h>
+#include <skalibs/types.h>
 
 #include "control.h"
 #include "tlsserver.h"
@@ -268,15 +270,72 @@ static int pair_matches(struct pair *pr, char const *certfile, char const *keyfi
   return 1;
 }
 
-/* Loads a keypair into pr and checks that key and certificate belong together.
- * 1 ok, 0 error (errbuf). */
-static int load_pair(struct pair *pr, char const *certfile, char const *keyfile)
+/* Checking that a key belongs to its certificate costs a private-key operation (an EC point
+ * multiplication: about as much as a handshake's signature) at every connection. A pair found
+ * good is remembered in a stamp file next to it (in MAILROOT/tls/, written like the keys by
+ * root): a hash of both files' bytes. A changed key or certificate no longer matches the
+ * stamp and is checked again; the stamp is a cache and is not fsync'ed. */
+static void pair_digest(br_sha256_context *h, char *hex)
+{
+  static char const x[] = "0123456789abcdef";
+  unsigned char d[br_sha256_SIZE];
+  unsigned int i;
+  br_sha256_out(h, d);
+  for (i = 0; i < sizeof d; i++) {
+    hex[2 * i] = x[d[i] >> 4];
+    hex[2 * i + 1] = x[d[i] & 15];
+  }
+  hex[2 * sizeof d] = '\n';
+  memset(d, 0, sizeof d);
+  memset(h, 0, sizeof *h);
+}
+
+#define STAMP_LEN (2 * br_sha256_SIZE + 1)
+
+static int stamp_ok(char const *stamp, char const *hex)
+{
+  char b[STAMP_LEN + 1];
+  ssize_t r;
+  int fd = open(stamp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return 0;
+  r = read(fd, b, sizeof b);
+  fd_close(fd);
+  return r == STAMP_LEN && !memcmp(b, hex, STAMP_LEN);
+}
+
+static void stamp_write(char const *stamp, char const *hex)
+{
+  stralloc tmp = STRALLOC_ZERO;
+  char fmt[UINT_FMT];
+  int fd, ok = 0;
+  fmt[uint_fmt(fmt, (unsigned int)getpid())] = 0;
+  if (!stralloc_cats(&tmp, stamp) || !stralloc_cats(&tmp, ".") || !stralloc_cats(&tmp, fmt) ||
+      !stralloc_0(&tmp))
+    goto end;
+  fd = open(tmp.s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) goto end; /* not ours to write (a copy of the instance, a read-only tls/) */
+  ok = write(fd, hex, STAMP_LEN) == STAMP_LEN;
+  fd_close(fd);
+  if (!ok || rename(tmp.s, stamp) < 0) unlink(tmp.s);
+end:
+  stralloc_free(&tmp);
+}
+
+/* Loads a keypair into pr and checks that key and certificate belong together (unless the
+ * stamp file, when given, says this very pair was checked). 1 ok, 0 error (errbuf). */
+static int load_pair(struct pair *pr, char const *certfile, char const *keyfile,
+                     char const *stamp)
 {
   stralloc file = STRALLOC_ZERO, der = STRALLOC_ZERO;
   size_t i;
   int done = 0, ok = 0;
+  br_sha256_context h;
+  char hex[STAMP_LEN];
   pair_wipe(pr);
+  br_sha256_init(&h);
+  br_sha256_update(&h, "pillarbox pair 1", 16);
   if (!read_bounded(certfile, TLSSERVER_CERT_MAX, &file)) goto end;
+  br_sha256_update(&h, file.s, file.len);
   pr->chainoff[0] = 0;
   if (!pem_each(file.s, file.len, &want_cert, &got_cert, &pr->chainbuf, pr)) {
     seterr(certfile, ": bad PEM", 0);
@@ -291,6 +350,9 @@ static int load_pair(struct pair *pr, char const *certfile, char const *keyfile)
     pr->chain[i].data_len = pr->chainoff[i + 1] - pr->chainoff[i];
   }
   if (!read_bounded(keyfile, TLSSERVER_KEY_MAX, &file)) goto end;
+  br_sha256_update(&h, "", 1);
+  br_sha256_update(&h, file.s, file.len);
+  pair_digest(&h, hex);
   if (!pem_each(file.s, file.len, &want_key, &got_key, &der, &done) || !done) {
     seterr(keyfile, ": no PEM private key in it", 0);
     goto end;
@@ -301,11 +363,15 @@ static int load_pair(struct pair *pr, char const *certfile, char const *keyfile)
     seterr(keyfile, ": unreadable private key", 0);
     goto end;
   }
-  if (!pair_matches(pr, certfile, keyfile)) goto end;
+  if (!stamp || !stamp_ok(stamp, hex)) {
+    if (!pair_matches(pr, certfile, keyfile)) goto end;
+    if (stamp) stamp_write(stamp, hex);
+  }
   ok = 1;
 end:
   if (file.s) memset(file.s, 0, file.a);
   if (der.s) memset(der.s, 0, der.a);
+  memset(&h, 0, sizeof h);
   stralloc_free(&file);
   stralloc_free(&der);
   if (!ok) pair_wipe(pr);
@@ -320,15 +386,17 @@ static int load_default(void)
     c = getenv("CERTFILE");
     k = getenv("KEYFILE");
   }
-  if (c && k && *c && *k) return load_pair(&pairs[0], c, k);
+  if (c && k && *c && *k) return load_pair(&pairs[0], c, k, 0);
   {
-    stralloc cp = STRALLOC_ZERO, kp = STRALLOC_ZERO;
+    stralloc cp = STRALLOC_ZERO, kp = STRALLOC_ZERO, sp = STRALLOC_ZERO;
     int r = 0;
-    if (mailroot_path(&cp, "tls/cert.pem") && mailroot_path(&kp, "tls/key.pem"))
-      r = load_pair(&pairs[0], cp.s, kp.s);
+    if (mailroot_path(&cp, "tls/cert.pem") && mailroot_path(&kp, "tls/key.pem") &&
+        mailroot_path(&sp, "tls/" TLSSERVER_STAMP))
+      r = load_pair(&pairs[0], cp.s, kp.s, sp.s);
     else seterr("out of memory", 0, 0);
     stralloc_free(&cp);
     stralloc_free(&kp);
+    stralloc_free(&sp);
     return r;
   }
 }
@@ -356,7 +424,8 @@ static struct pair *find_pair(char const *name)
 }
 
 /* Adds the SNI pair name (certfile, keyfile); a failure is kept in the pair, not fatal. */
-static void add_named(char const *name, size_t n, char const *certfile, char const *keyfile)
+static void add_named(char const *name, size_t n, char const *certfile, char const *keyfile,
+                      char const *stamp)
 {
   struct pair *pr;
   char lname[256];
@@ -374,7 +443,7 @@ static void add_named(char const *name, size_t n, char const *certfile, char con
   }
   pr = &pairs[npairs++];
   memcpy(pr->name, lname, n + 1);
-  if (!load_pair(pr, certfile, keyfile)) {
+  if (!load_pair(pr, certfile, keyfile, stamp)) {
     size_t l = strlen(errbuf);
     if (l >= sizeof pr->err) l = sizeof pr->err - 1;
     memcpy(pr->err, errbuf, l);
@@ -403,13 +472,13 @@ int tlsserver_load(void)
         return 0;
       }
       k = getenv(kn.s);
-      if (k && *k) add_named(*e + 9, eq - *e - 9, eq + 1, k);
+      if (k && *k) add_named(*e + 9, eq - *e - 9, eq + 1, k, 0);
       stralloc_free(&kn);
     }
   }
   /* 2. MAILROOT/tls/NAME/{cert,key}.pem */
   {
-    stralloc dir = STRALLOC_ZERO, c = STRALLOC_ZERO, k = STRALLOC_ZERO;
+    stralloc dir = STRALLOC_ZERO, c = STRALLOC_ZERO, k = STRALLOC_ZERO, sp = STRALLOC_ZERO;
     DIR *d;
     if (!mailroot_path(&dir, "tls")) {
       seterr("out of memory", 0, 0);
@@ -428,20 +497,22 @@ int tlsserver_load(void)
         c.len = k.len = 0;
         if (!stralloc_catb(&c, dir.s, dir.len - 1) || !stralloc_catb(&c, "/", 1) ||
             !stralloc_catb(&c, de->d_name, n) || !stralloc_copyb(&k, c.s, c.len) ||
-            !stralloc_cats(&c, "/cert.pem") || !stralloc_0(&c) ||
+            !stralloc_copyb(&sp, c.s, c.len) || !stralloc_cats(&sp, "/" TLSSERVER_STAMP) ||
+            !stralloc_0(&sp) || !stralloc_cats(&c, "/cert.pem") || !stralloc_0(&c) ||
             !stralloc_cats(&k, "/key.pem") || !stralloc_0(&k)) {
           closedir(d);
           seterr("out of memory", 0, 0);
           return 0;
         }
         if (stat(c.s, &st) < 0) continue;
-        add_named(de->d_name, n, c.s, k.s);
+        add_named(de->d_name, n, c.s, k.s, sp.s);
       }
       closedir(d);
     }
     stralloc_free(&dir);
     stralloc_free(&c);
     stralloc_free(&k);
+    stralloc_free(&sp);
   }
   return 1;
 }

@@ -28,6 +28,7 @@
 
 #define TLSSERVER_CERT_MAX 65536  /* octets in a certificate chain file */
 #define TLSSERVER_KEY_MAX 16384   /* octets in a key file */
+#define TLSSERVER_STAMP ".pair-checked" /* next to a pair in MAILROOT/tls: it was found good */
 #define TLSSERVER_CHAIN_MAX 8     /* certificates in a chain */
 #define TLSSERVER_FACTS_MAX 1024  /* octets of the SSL_* facts list */
 #define TLSSERVER_PAIRS_MAX 33    /* keypairs: the default and 32 SNI names */

@@ -694,3 +694,126 @@ def test_maildir_quota_kept_and_enforced(box, sess):
     sess.ok("h", "DELETE Trash")
     with open(os.path.join(box.dir, "maildirsize")) as f:
         assert f.read().splitlines()[-1] == "-%d -1" % len(MSG1)
+
+
+MIME3 = (b"From: =?utf-8?q?J=C3=B6rg?= <joerg@example.org>\nTo: a@example.test, b@example.test\n"
+         b"Subject: =?utf-8?q?gr=C3=BC=C3=9Fe?= third\nDate: Sun, 25 Mar 2007 10:00:00 +0000\n"
+         b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n--b\n"
+         b"Content-Type: text/plain; charset=utf-8\n\nhello\n--b\nContent-Type: text/html\n\n"
+         b"<p>x</p>\n--b--\n")
+ITEMS = "(UID RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE INTERNALDATE FLAGS)"
+
+
+def fetch_all(box, text=ITEMS, search='SUBJECT "grüße" FROM joerg'):
+    s = box.session()
+    try:
+        s.ok("a1", "SELECT INBOX")
+        f = s.ok("a2", "FETCH 1:* " + text)
+        u = s.ok("a3", "SEARCH CHARSET UTF-8 " + search if search else "NOOP")
+        u += s.ok("a4", "SEARCH LARGER 60 SENTSINCE 25-Mar-2007")
+        # \\Recent belongs to the first session only
+        return [x.replace(b"FLAGS (\\Recent)", b"FLAGS ()") for x in f], u
+    finally:
+        s.close()
+
+
+def test_cache_answers_like_the_files(box):
+    """The per-folder cache (pillarbox-cache) gives the same ENVELOPE, BODY, BODYSTRUCTURE,
+    sizes, dates and SEARCH results as parsing the files; it is filled by the first FETCH."""
+    for data in (MSG1, MSG2, MIME3):
+        box.add(data)
+    cache = os.path.join(box.dir, "pillarbox-cache")
+    first = fetch_all(box)
+    assert first[0][0].startswith(b"* 1 FETCH (UID 1 RFC822.SIZE 157 ENVELOPE (")
+    assert b'* SEARCH 3' in first[1] and b"* SEARCH 3" in first[1][1:]
+    assert os.path.getsize(cache) > 500
+    size = os.path.getsize(cache)
+    again = fetch_all(box)
+    assert again == first
+    assert os.path.getsize(cache) == size  # answered from the cache: nothing appended
+    os.unlink(cache)  # without the cache: the files again, the same answers
+    assert fetch_all(box) == first
+
+
+def test_cache_torn_tail_and_bad_entries_are_not_used(box):
+    for data in (MSG1, MSG2, MIME3):
+        box.add(data)
+    cache = os.path.join(box.dir, "pillarbox-cache")
+    first = fetch_all(box)
+    good = open(cache, "rb").read()
+    # a crash in the middle of an append: half an entry at the end
+    with open(cache, "ab") as f:
+        f.write(good[good.index(b"\nE ") + 1:][:40])
+    assert fetch_all(box) == first
+    box.add(MSG2)  # the next writer cuts the torn tail off before appending
+    fetch_all(box, search=None)
+    now = open(cache, "rb").read()
+    assert now.startswith(good) and now[len(good):].startswith(b"E ")
+    assert now.count(b"\nE ") == good.count(b"\nE ") + 1
+    good = now
+    first = fetch_all(box)
+    # an entry whose bytes changed (the hash no longer matches) is not believed
+    bad = bytearray(good)
+    i = bad.index(b"joerg")
+    bad[i:i + 5] = b"JOERG"
+    open(cache, "wb").write(bytes(bad))
+    assert fetch_all(box) == first
+    # garbage instead of the header: started afresh
+    open(cache, "wb").write(b"\0" * 100)
+    assert fetch_all(box) == first
+    assert open(cache, "rb").read().startswith(b"PBC1 V")
+
+
+def test_cache_follows_renamed_and_expunged_messages(box):
+    for data in (MSG1, MSG2, MIME3):
+        box.add(data)
+    first = fetch_all(box)
+    s = box.session()
+    s.ok("b1", "SELECT INBOX")
+    s.ok("b2", "STORE 2 +FLAGS (\\Deleted)")
+    s.ok("b3", "EXPUNGE")
+    s.close()
+    box.add(MSG2)
+    f, _ = fetch_all(box, search=None)
+    assert f[0] == first[0][0]
+    assert f[1].replace(b"* 2 FETCH (UID 3", b"* 3 FETCH (UID 3") == first[0][2]
+    assert f[2].startswith(b"* 3 FETCH (UID 4 ") and b'"second"' in f[2]
+
+
+def test_record_stamps_let_a_session_skip_the_listing_but_not_a_change(box):
+    """A record made from a listing of steady directories carries their stamps (S); the next
+    session opens from it without listing, and any change to new/ or cur/ (a delivery, a
+    flag set by another program, a deleted file) moves a stamp and is seen."""
+    for data in (MSG1, MSG2):
+        box.add(data, sub="cur", info=":2,S")
+    old = time.time() - 3600
+    for sub in ("new", "cur"):
+        os.utime(os.path.join(box.dir, sub), (old, old))
+    s = box.session()
+    assert b"* 2 EXISTS" in s.ok("a1", "SELECT INBOX")
+    s.close()
+    with open(os.path.join(box.dir, "pillarbox-uidlist")) as f:
+        head = f.readline()
+    assert re.search(r" S\d+\.\d+,\d+\.\d+$", head.strip()), head
+    record = open(os.path.join(box.dir, "pillarbox-uidlist")).read()
+    s = box.session()  # from the stamped record: same messages, record untouched
+    u = s.ok("a1", "SELECT INBOX")
+    assert b"* 2 EXISTS" in u
+    assert s.ok("a2", "UID FETCH 1:* FLAGS") == [b"* 1 FETCH (UID 1 FLAGS (\\Seen))",
+                                                 b"* 2 FETCH (UID 2 FLAGS (\\Seen))"]
+    s.close()
+    assert open(os.path.join(box.dir, "pillarbox-uidlist")).read() == record
+    name = box.add(b"Subject: third\n\nx\n")  # a delivery: new/ moves
+    s = box.session()
+    assert b"* 3 EXISTS" in s.ok("a1", "EXAMINE INBOX")
+    s.close()
+    # another program flags a message (a rename in cur/) and removes one
+    cur = os.path.join(box.dir, "cur")
+    first = sorted(os.listdir(cur))[0]
+    os.rename(os.path.join(cur, first), os.path.join(cur, first.split(":")[0] + ":2,FS"))
+    os.unlink(os.path.join(box.dir, "new", name))
+    s = box.session()
+    u = s.ok("a1", "SELECT INBOX")
+    assert b"* 2 EXISTS" in u
+    assert s.ok("a2", "UID FETCH 1 FLAGS") == [b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Flagged))"]
+    s.close()

@@ -418,6 +418,30 @@ def test_login_program_trouble(box):
     assert tagged(r.stdout, b"b") == b"b OK NOOP completed."
 
 
+def test_login_broker_unreachable(box):
+    """login-handoff with no broker listening: a temporary failure, the dialogue goes on."""
+    r = box.run(login_cmd() + b"b NOOP\r\n",
+                argv=[prog("imap-serve"), prog("login-handoff"), "imap"])
+    assert tagged(r.stdout, b"l").startswith(b"l NO [UNAVAILABLE]")
+    assert tagged(r.stdout, b"b") == b"b OK NOOP completed."
+    assert b"login-handoff: fatal: unable to connect to the login broker" in r.stderr
+
+
+def test_pipelined_octets_cross_the_handover_exactly(box):
+    # a NUL and 8-bit octets in what follows the login (a binary APPEND, RFC 3516) reach the
+    # session as they were sent
+    body = b"S: x\r\n\r\nA\0\xffB"
+    r = box.run(login_cmd() + b"a APPEND INBOX ~{%d+}\r\n" % len(body) + body +
+                b"\r\ny NOOP\r\nz LOGOUT\r\n")
+    assert tagged(r.stdout, b"l").startswith(b"l OK")
+    assert tagged(r.stdout, b"a").startswith(b"a OK")
+    assert tagged(r.stdout, b"y") == b"y OK NOOP completed."
+    assert r.returncode == 0
+    stored = [open(os.path.join(box.dir, sub, n), "rb").read()
+              for sub in ("new", "cur") for n in os.listdir(os.path.join(box.dir, sub))]
+    assert len(stored) == 1 and b"A\0\xffB" in stored[0], stored
+
+
 def test_login_timeout(box):
     box.control("imap-login-timeout", "2")
     c = Conversation(box)

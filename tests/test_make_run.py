@@ -122,6 +122,12 @@ def test_make_run_end_to_end(shared_tmp):
         assert r.returncode == 0 and b"Subject: " in r.stdout and b"hello" in r.stdout, r
         r = subprocess.run(["sh", "-c", cmds[1]], capture_output=True, timeout=60)
         assert r.returncode == 0 and r.stdout.count(b"ENVELOPE") == 3, r
+        # IMAP with STARTTLS on 1143: no login before TLS
+        wait_for(lambda: listening(1143 + off), timeout=30, what="IMAP on %d" % (1143 + off))
+        with socket.create_connection(("127.0.0.1", 1143 + off), timeout=30) as s:
+            greeting = s.makefile("rb").readline()
+            assert greeting.startswith(b"* OK [CAPABILITY ") and b" STARTTLS " in greeting
+            assert b"LOGINDISABLED" in greeting, greeting
         assert os.path.exists(os.path.join(var, "log", "smtpd", "current"))
     finally:
         # Ctrl-C: SIGINT to the foreground process group

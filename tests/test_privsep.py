@@ -282,8 +282,9 @@ def test_long_running_services_uids(model):
     for pid, (comm, u, g, pp) in procs.items():
         by.setdefault(comm, set()).add(u)
     assert by.get("tcpserver") == {0}, by          # binds the ports, forks per connection
-    # the injection socket (pb-queue) and the POP3 and IMAP login brokers (pb-deliv)
-    assert by.get("s6-ipcserverd") == {uid("pb-queue"), uid("pb-deliv")}, by
+    # the injection socket's workers (pb-queue) and the POP3 and IMAP login brokers (pb-deliv)
+    assert by.get("queue-inject-ip") == {uid("pb-queue")}, by
+    assert by.get("s6-ipcserverd") == {uid("pb-deliv")}, by
     assert by.get("auth-serve") == {uid("pb-auth")}, by
     assert by.get("s6-log") == {uid("pb-log")}, by
 
@@ -436,6 +437,9 @@ def test_mismatched_key_refused_at_start(shared_tmp):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([prog("tls-serve"), "-C"], capture_output=True, env=env, timeout=30)
     assert r.returncode == 0, r.stderr   # the control: the pair mail-instance made is good
+    # a good pair is remembered (the check costs a private-key operation per connection)...
+    assert os.path.getsize(os.path.join(root, "tls", ".pair-checked")) == 65
+    # ...for those very files only: a new key is checked again, and refused
     openssl_key(os.path.join(root, "tls", "key.pem"))
     r = subprocess.run([prog("tls-serve"), "-C"], capture_output=True, env=env, timeout=30)
     assert r.returncode == 100

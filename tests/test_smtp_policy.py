@@ -458,8 +458,97 @@ def test_untrusted_facts_are_ignored(inst):
     assert b"(pillarbox local injection, uid 54321, gid 54321)" in m
 
 
+def test_server_commits_itself_with_queue_injects_limits(inst, tmp_path):
+    """Without arguments the server commits in-process: a queue-inject earlier in PATH is not
+    run; a message over 64 KB (spilled) is queued whole; control/databytes refuses (31) after
+    the client sent everything, and leaves nothing behind."""
+    hook = tmp_path / "bin"
+    hook.mkdir()
+    (hook / "queue-inject").write_text("#!/bin/sh\nexit 81\n")
+    (hook / "queue-inject").chmod(0o755)
+    env = b"Fa@b.example\0Tuser@example.test\0\0"
+    msg = b"Subject: big\n\n" + b"0123456789abcde\n" * 8192  # 128 KB: spilled
+    chunks = b"".join(b"%d:%s," % (len(msg[i:i + 65536]), msg[i:i + 65536])
+                      for i in range(0, len(msg), 65536))
+    before = queue_files(inst)
+    r = inst.run("queue-inject-ipc", input=chunks + b"0:,%d:%s," % (len(env), env),
+                 env={"IPCREMOTEEUID": "54321", "IPCREMOTEEGID": "7",
+                      "PATH": "%s:%s" % (hook, inst.env["PATH"])})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"0 ") and len(r.stdout) > 4, r.stdout
+    m = queued_messages(inst, before)
+    assert len(m) == 1 and m[0].endswith(msg), r.stderr
+    assert b"(pillarbox local injection, uid 54321, gid 7)" in m[0]
+    assert not [p for p in queue_files(inst) - before if "/queue/tmp/" in p]
+    with open(inst.path("control", "databytes"), "w") as f:
+        f.write("1000\n")
+    before = queue_files(inst)
+    r = inst.run("queue-inject-ipc", input=chunks + b"0:,%d:%s," % (len(env), env),
+                 env={"IPCREMOTEEUID": "54321"})
+    assert r.returncode == 0 and r.stdout.startswith(b"31 "), (r.stdout, r.stderr)
+    assert queue_files(inst) == before
+    # a client that goes away before the envelope commits nothing
+    os.unlink(inst.path("control", "databytes"))
+    r = inst.run("queue-inject-ipc", input=b"5:hello,0:,", env={"IPCREMOTEEUID": "54321"})
+    assert r.returncode == 100 and queue_files(inst) == before
+
+
+def _ipc_inject(sock, payload):
+    with socket.socket(socket.AF_UNIX) as c:
+        c.settimeout(30)
+        c.connect(sock)
+        c.sendall(payload)
+        c.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            b = c.recv(4096)
+            if not b:
+                return out
+            out += b
+
+
+def test_pool_serves_many_clients_with_few_workers(inst):
+    """-l: queue-inject-ipc listens itself with -n workers that stay: it says it is ready (-1),
+    takes more clients than workers one after the other, names each client's uid from the
+    kernel, replaces a worker whose client broke off, and its workers go with it on SIGTERM."""
+    sock = inst.path("queue", "pool.sock")
+    p = subprocess.Popen([prog("queue-inject-ipc"), "-1", "-m", "0700", "-n", "2", "-l", sock],
+                         env=inst.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"\n"
+        assert os.stat(sock).st_mode & 0o777 == 0o700
+        kids = "/proc/%d/task/%d/children" % (p.pid, p.pid)
+        workers = set(int(x) for x in open(kids).read().split())
+        assert len(workers) == 2
+        before = queue_files(inst)
+        env = b"Fa@b.example\0Tuser@example.test\0\0"
+        for i in range(5):
+            msg = b"Subject: pool %d\n\nx\n" % i
+            out = _ipc_inject(sock, b"%d:%s,0:,%d:%s," % (len(msg), msg, len(env), env))
+            assert out.startswith(b"0 ") and len(out) > 4, out
+        # a client that goes away before its envelope: nothing queued, its worker replaced
+        assert _ipc_inject(sock, b"5:hello,") == b""
+        msgs = queued_messages(inst, before)
+        assert len(msgs) == 5
+        assert all(b"(pillarbox local injection, uid %d, gid %d)" % (os.getuid(), os.getgid())
+                   in m for m in msgs)
+        msg = b"Subject: after\n\nx\n"
+        out = _ipc_inject(sock, b"%d:%s,0:,%d:%s," % (len(msg), msg, len(env), env))
+        assert out.startswith(b"0 "), out
+        now = set(int(x) for x in open(kids).read().split())
+        assert len(now) == 2 and now != workers
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+        p.stdout.close()
+        p.stderr.close()
+    for w in workers | now:
+        wait_for(lambda: not os.path.exists("/proc/%d" % w) or
+                 open("/proc/%d/stat" % w).read().split()[2] == "Z", timeout=10, what="worker gone")
+
+
 def test_trusted_facts_reach_the_chain(inst, tmp_path):
-    """From a trusted uid the facts are exported to queue-inject's chain (INJECT_*)."""
+    """From a trusted uid the facts are exported to a chain given as arguments (INJECT_*)."""
     hook = tmp_path / "bin"
     hook.mkdir()
     (hook / "queue-inject").write_text("#!/bin/sh\necho ID9 >&3\nenv | grep ^INJECT_ | grep -v ^INJECT_TRUSTED | sort > %s\n"
@@ -467,10 +556,9 @@ def test_trusted_facts_reach_the_chain(inst, tmp_path):
     (hook / "queue-inject").chmod(0o755)
     facts = b"service=submission\nip=203.0.113.5\nuser=user@example.test\ntls=TLSv1.2 X\nrelay=1\n"
     env = b"Fa@b.example\0Tuser@example.test\0\0"
-    r = inst.run("queue-inject-ipc", input=b"S%d:%s," % (len(facts), facts) +
-                 b"1:x,0:,%d:%s," % (len(env), env),
-                 env={"IPCREMOTEEUID": "54321", "INJECT_TRUSTED_UIDS": "1,54321",
-                      "PATH": "%s:%s" % (hook, inst.env["PATH"])})
+    r = inst.run("queue-inject-ipc", str(hook / "queue-inject"),
+                 input=b"S%d:%s," % (len(facts), facts) + b"1:x,0:,%d:%s," % (len(env), env),
+                 env={"IPCREMOTEEUID": "54321", "INJECT_TRUSTED_UIDS": "1,54321"})
     assert r.stdout == b"IID9\n0 ID9\n", r.stderr
     assert (tmp_path / "facts").read_text() == (
         "INJECT_AUTHUSER=user@example.test\nINJECT_RELAY=1\nINJECT_REMOTEIP=203.0.113.5\n"

@@ -1,0 +1,256 @@
+"""bench/imap_login.py: IMAP short sessions WITH the login, pillarbox against Dovecot 2.3, same
+run, same Maildir (bench/imap_bench.py measures the post-login program alone, PREAUTH).
+
+Both servers on loopback high ports, plaintext LOGIN (allowed on loopback), the same yescrypt
+hashes and a verified-credential cache with the same TTL (bench/pop3.py's set-up, its 16
+accounts over one 2,000-message Maildir by hard links):
+  pillarbox: tcpserver -u LOGIN -> imap-serve -> login-handoff => login-broker (delivery uid)
+             -> imap-maildir, the password checked by auth-serve (its own uid): services/imap
+             + login-imap + auth, each part under its own uid
+  Dovecot:   dovecot -F (as nobody): imap-login in high-performance mode, passwd-file passdb,
+             static userdb, indexes and control files out of the Maildir.
+Measured: short sessions (connect, LOGIN, SELECT INBOX, FETCH 1:50 (ENVELOPE), 10 FETCH
+BODY.PEEK[], SEARCH SUBJECT, LOGOUT) with 1, 4 and 16 clients, each client on its own account,
+for a fixed time after one warm-up session per account: sessions per second (best of 2,
+alternated); and the PSS of every process serving one logged-in session with INBOX selected.
+Prints the figures and the ratios pillarbox / Dovecot. Run as root:
+  /usr/bin/python3 bench/imap_login.py    (BENCH_POP3_MESSAGES, BENCH_IMAP_LOGIN_SECONDS)
+"""
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pop3 as common  # noqa: E402  (the Maildir, the accounts, the uids, Dovecot's start)
+
+BIN = common.BIN
+USERS = common.USERS
+PASSWORD = common.PASSWORD
+SECONDS = float(os.environ.get("BENCH_IMAP_LOGIN_SECONDS", "6"))
+
+
+class Client:
+    """A raw IMAP client: literals are skipped by their count."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.buf = b""
+        self.tag = 0
+        self.line()
+
+    def line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                l, self.buf = self.buf[:i], self.buf[i + 2:]
+                m = re.search(rb"\{(\d+)\}$", l)
+                if m:  # skip the literal's octets, then the rest of the line
+                    n = int(m.group(1))
+                    while len(self.buf) < n:
+                        self.fill()
+                    self.buf = self.buf[n:]
+                    return l + self.line()
+                return l
+            self.fill()
+
+    def fill(self):
+        d = self.s.recv(262144)
+        if not d:
+            raise EOFError("connection closed")
+        self.buf += d
+
+    def cmd(self, c):
+        self.tag += 1
+        t = b"a%d" % self.tag
+        self.s.sendall(t + b" " + c + b"\r\n")
+        n = 0
+        while True:
+            l = self.line()
+            if l.startswith(t + b" "):
+                if not l.startswith(t + b" OK"):
+                    raise RuntimeError("%r -> %r" % (c, l))
+                return n
+            n += 1
+
+    def close(self):
+        self.s.close()
+
+
+def session(port, user, rng):
+    c = Client(port)
+    c.cmd(b'LOGIN "%s" "%s"' % (user.encode(), PASSWORD.encode()))
+    c.cmd(b"SELECT INBOX")
+    c.cmd(b"FETCH 1:50 (ENVELOPE)")
+    for _ in range(10):
+        c.cmd(b"FETCH %d BODY.PEEK[]" % rng.randint(1, common.NMSG))
+    c.cmd(b'SEARCH SUBJECT "benchmark message 7"')
+    c.cmd(b"LOGOUT")
+    c.close()
+
+
+def worker(args):
+    port, user, seconds, seed = args
+    rng = random.Random(seed)
+    deadline = time.perf_counter() + seconds
+    done = 0
+    while time.perf_counter() < deadline:
+        session(port, user, rng)
+        done += 1
+    return done
+
+
+def rate(port, n):
+    with multiprocessing.Pool(n) as pool:
+        t = time.perf_counter()
+        counts = pool.map(worker, [(port, u, SECONDS, i) for i, u in enumerate(USERS[:n])])
+        took = time.perf_counter() - t
+    return sum(counts) / took
+
+
+def start_pillarbox(tmp, env, port):
+    """The IMAP chain as the services run it (bench/pop3.py's start_pillarbox for IMAP)."""
+    import pwd
+    pw = pwd.getpwnam(common.RUN_AS)
+    inst = tmp + "/inst"
+    for d, uid, gid in (("run", 0, 0), ("run/auth", common.AUTH_UID, common.AUTHC_GID),
+                        ("run/login", pw.pw_uid, common.LOGINC_GID)):
+        os.makedirs(os.path.join(inst, d), exist_ok=True)
+        os.chown(os.path.join(inst, d), uid, gid)
+        os.chmod(os.path.join(inst, d), 0o755 if d == "run" else 0o750)
+    os.chown(inst + "/control/passwd.cdb", common.AUTH_UID, common.AUTH_UID)
+    os.chmod(inst + "/control/passwd.cdb", 0o600)
+    log = open(tmp + "/pillarbox.log", "w")
+    auth = subprocess.Popen(["s6-applyuidgid", "-u", str(common.AUTH_UID), "-g",
+                             str(common.AUTH_UID), "-G", "", BIN + "/auth-serve", "-t",
+                             str(common.CACHE_TTL)], env=env, stdout=log, stderr=log)
+    broker = subprocess.Popen(["s6-applyuidgid", "-u", str(pw.pw_uid), "-g", str(pw.pw_gid),
+                               "-G", str(common.AUTHC_GID), "s6-ipcserver", "-1", "-c", "200",
+                               inst + "/run/login/imap", BIN + "/login-broker",
+                               BIN + "/imap-maildir"], env=env, stdout=subprocess.PIPE,
+                              stderr=log)
+    if broker.stdout.readline() != b"\n":
+        raise SystemExit("the login broker did not start: see %s/pillarbox.log" % tmp)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(inst + "/run/auth/socket"):
+        if time.monotonic() > deadline or auth.poll() is not None:
+            raise SystemExit("auth-serve did not start")
+        time.sleep(0.02)
+    # control/imap-peermax: 16 clients from one address
+    e = dict(env, IMAP_ALLOW_PLAINTEXT_AUTH="1", IMAP_FAIL_DELAY="0")
+    with open(inst + "/control/imap-peermax", "w") as f:
+        f.write("0\n")
+    p = subprocess.Popen(["tcpserver", "-u", str(common.LOGIN_UID), "-g",
+                          str(common.LOGINC_GID), "-R", "-H", "-l", "localhost", "-c", "100",
+                          "127.0.0.1", str(port), BIN + "/imap-serve", BIN + "/login-handoff",
+                          "imap"], env=e, stdout=subprocess.DEVNULL, stderr=log)
+    return [p, auth, broker]
+
+
+def start_dovecot(tmp, hashes, port):
+    """Dovecot with bench/pop3.py's configuration, serving IMAP instead of POP3."""
+    conf = common.DOVECOT_CONF.replace("protocols = pop3", "protocols = imap")
+    conf = conf.replace("service pop3-login {{\n  inet_listener pop3 {{\n    address = "
+                        "127.0.0.1\n    port = {port}\n  }}",
+                        "service pop3-login {{\n  inet_listener pop3 {{\n    port = 0\n  }}")
+    conf = conf.replace("service imap-login {{\n  inet_listener imap {{\n    port = 0\n  }}",
+                        "service imap-login {{\n  inet_listener imap {{\n    address = "
+                        "127.0.0.1\n    port = {port}\n  }}\n  service_count = 0\n"
+                        "  process_min_avail = 2\n  chroot =")
+    conf = conf.replace("service pop3 {{\n  process_limit = 100\n}}",
+                        "service imap {{\n  process_limit = 100\n}}")
+    saved = common.DOVECOT_CONF
+    common.DOVECOT_CONF = conf
+    try:
+        return common.start_dovecot(tmp, hashes, port)
+    finally:
+        common.DOVECOT_CONF = saved
+
+
+def wait_port(port, proc, what, tmp):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            Client(port).close()
+            return
+        except (OSError, EOFError):
+            time.sleep(0.05)
+    for log in ("dovecot.err", "dovecot.log", "pillarbox.log"):
+        try:
+            sys.stderr.write(open(os.path.join(tmp, log)).read())
+        except OSError:
+            pass
+    raise SystemExit("%s did not start" % what)
+
+
+def session_pss(port, pick):
+    """PSS of the processes pick() names while one session is logged in, INBOX selected."""
+    c = Client(port)
+    c.cmd(b'LOGIN "%s" "%s"' % (USERS[0].encode(), PASSWORD.encode()))
+    c.cmd(b"SELECT INBOX")
+    time.sleep(0.3)
+    detail = [(comm, common.pss(pid)) for pid, comm in pick()]
+    c.cmd(b"LOGOUT")
+    c.close()
+    return sum(k for _, k in detail), detail
+
+
+def main():
+    if not shutil.which("dovecot"):
+        raise SystemExit("bench/imap_login.py: needs dovecot (dovecot-imapd, package/deps-test)")
+    tmp = tempfile.mkdtemp(prefix="pillarbox-bench-imap-login-")
+    os.chmod(tmp, 0o755)
+    procs = []
+    try:
+        t = time.perf_counter()
+        env, hashes, total = common.setup(tmp)
+        print("Maildir: %d messages, %.1f MB, %d accounts (hard links); made in %.1fs"
+              % (common.NMSG, total / 1e6, len(USERS), time.perf_counter() - t))
+        pport, dport = common.free_port(), common.free_port()
+        dv = start_dovecot(tmp, hashes, dport)  # first: it chowns the tree to RUN_AS
+        procs.append(dv)
+        pbs = start_pillarbox(tmp, env, pport)
+        procs.extend(pbs)
+        wait_port(pport, pbs[0], "pillarbox", tmp)
+        wait_port(dport, dv, "dovecot", tmp)
+        # warm-up: one session per account on each side (records, indexes, auth caches)
+        rng = random.Random(1)
+        for u in USERS:
+            session(pport, u, rng)
+            session(dport, u, rng)
+        for n in (1, 4, 16):
+            rates = {"pillarbox": 0.0, "dovecot": 0.0}
+            for _ in range(2):  # alternated, best of 2: the machine is shared and noisy
+                for name, port in (("pillarbox", pport), ("dovecot", dport)):
+                    rates[name] = max(rates[name], rate(port, n))
+            print("%d client(s), short sessions with LOGIN (SELECT, 50 ENVELOPEs, 10 bodies, "
+                  "SEARCH, LOGOUT), %.0fs, best of 2, auth cache on both sides:" % (n, SECONDS))
+            for name in ("pillarbox", "dovecot"):
+                print("  %-9s %.1f sessions/s" % (name, rates[name]))
+            print("  ratio pillarbox/dovecot rate: %.2f (target >= 1.5)"
+                  % (rates["pillarbox"] / rates["dovecot"]))
+        pb = pbs[0]
+        kb, detail = session_pss(pport, lambda: common.descendants(pb.pid) + [
+            d for b in pbs[1:] for d in common.descendants(b.pid)])
+        dk, ddetail = session_pss(dport, lambda: [
+            (pid, comm) for pid, comm in common.descendants(dv.pid)
+            if comm in ("imap", "imap-login")])
+        print("PSS of the processes serving one logged-in session (INBOX of %d selected):"
+              % common.NMSG)
+        print("  pillarbox %d kB  %s" % (kb, " + ".join("%s %d" % d for d in detail)))
+        print("  dovecot   %d kB  (imap and the shared imap-login processes: %s)"
+              % (dk, " + ".join("%s %d" % d for d in ddetail)))
+    finally:
+        for p in procs:
+            common.stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

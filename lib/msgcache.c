@@ -1,0 +1,427 @@
+/* msgcache: the per-folder cache of ENVELOPE, BODYSTRUCTURE, BODY, header and size. See
+ * msgcache.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <skalibs/allreadwrite.h>
+#include <skalibs/djbunix.h>
+#include <skalibs/types.h>
+#include "msgcache.h"
+
+#define HEAD "PBC1 V"
+#define FILE_MAX 0x7fffff00u /* offsets are 31 bits */
+
+uint32_t msgcache_sum(char const *s, size_t len, uint32_t h)
+{
+  /* FNV-1a's idea, 8 octets a step (a SEARCH checks megabytes of entries) */
+  uint64_t x = h ^ ((uint64_t)len << 32);
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    x = (x ^ w) * 0x100000001b3ull;
+    x ^= x >> 29;
+  }
+  for (; i < len; i++) x = (x ^ (unsigned char)s[i]) * 0x100000001b3ull;
+  return (uint32_t)(x ^ (x >> 32));
+}
+
+static size_t uniqlen(char const *name)
+{
+  char const *c = strchr(name, ':');
+  return c ? (size_t)(c - name) : strlen(name);
+}
+
+void msgcache_init(msgcache *c, char const *dir, uint32_t uidvalidity)
+{
+  msgcache_close(c);
+  if (strlen(dir) + sizeof MSGCACHE_FILE + 1 > sizeof c->dir) {
+    c->broken = 1;
+    return;
+  }
+  strcpy(c->dir, dir);
+  c->uidvalidity = uidvalidity;
+  c->broken = 0;
+}
+
+void msgcache_close(msgcache *c)
+{
+  if (c->map) munmap(c->map, c->maplen);
+  c->map = 0;
+  c->maplen = 0;
+  if (c->fd >= 0) fd_close(c->fd);
+  c->fd = -1;
+  free(c->ix);
+  c->ix = 0;
+  c->nix = c->aix = 0;
+  c->valid = 0;
+  c->sorted = 1;
+  stralloc_free(&c->pend);
+  c->npend = 0;
+  c->looked = 0;
+  c->broken = 1; /* until msgcache_init */
+}
+
+static int lockf_w(int fd, int on)
+{
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = on ? F_WRLCK : F_UNLCK;
+  fl.l_whence = SEEK_SET;
+  for (;;) {
+    if (fcntl(fd, F_SETLKW, &fl) == 0) return 1;
+    if (errno != EINTR) return 0;
+  }
+}
+
+static int num(char const **p, char const *end, uint64_t *v)
+{
+  char const *s = *p;
+  uint64_t x = 0;
+  if (s >= end || *s < '0' || *s > '9') return 0;
+  while (s < end && *s >= '0' && *s <= '9') {
+    if (x > (UINT64_MAX - 9) / 10) return 0;
+    x = x * 10 + (uint64_t)(*s++ - '0');
+  }
+  if (s >= end || *s != ' ') return 0;
+  *p = s + 1;
+  *v = x;
+  return 1;
+}
+
+/* Parses the entry at off within [0, len) of s: 1 with its size in *elen and e filled (name
+ * in *nm, *nml), 0 when it does not check out (its hash too, with verify). */
+static int parse_ent(char const *s, size_t len, size_t off, size_t *elen, uint32_t *uid,
+                     msgcache_ent *e, char const **nm, size_t *nml, int verify)
+{
+  char const *p = s + off, *end = s + len, *nl, *body;
+  uint64_t v[9];
+  size_t k;
+  if (len - off < 4 || p[0] != 'E' || p[1] != ' ') return 0;
+  nl = memchr(p, '\n', (size_t)(end - p) < 512 ? (size_t)(end - p) : 512);
+  if (!nl) return 0;
+  p += 2;
+  for (k = 0; k < 9; k++)
+    if (!num(&p, nl, &v[k])) return 0;
+  if (p >= nl || !v[2] || v[2] > UINT32_MAX || v[1] > 0xffffffffu) return 0;
+  *nm = p;
+  *nml = (size_t)(nl - p);
+  body = nl + 1;
+  {
+    size_t envl = (size_t)v[5], bsl = (size_t)v[6], bodyl = (size_t)v[7], hdrl = (size_t)v[8];
+    size_t total = envl + bsl + bodyl + hdrl, skip = 2;
+    char const *from = s + off;
+    if (v[5] > len || v[6] > len || v[7] > len || v[8] > len || total > len) return 0;
+    if ((size_t)(end - body) < total + 1 || body[total] != '\n') return 0;
+    while (from[skip] != ' ') skip++; /* past <sum> */
+    skip++;
+    if (verify && msgcache_sum(from + skip, (size_t)(body + total - from) - skip, 2166136261u) !=
+        (uint32_t)v[0])
+      return 0;
+    *uid = (uint32_t)v[1];
+    e->mtime = (int64_t)v[2] - 1; /* stored + 1, so that 0 never means a time */
+    e->wsize = v[3];
+    e->flags = (unsigned int)v[4];
+    e->env = body;
+    e->envlen = envl;
+    e->bs = body + envl;
+    e->bslen = bsl;
+    e->body = e->bs + bsl;
+    e->bodylen = bodyl;
+    e->hdr = e->body + bodyl;
+    e->hdrlen = hdrl;
+    *elen = (size_t)(body + total + 1 - from);
+  }
+  return 1;
+}
+
+static int ixcmp(void const *a, void const *b)
+{
+  uint32_t x = ((msgcache_ix const *)a)->uid, y = ((msgcache_ix const *)b)->uid;
+  return x < y ? -1 : x > y;
+}
+
+static int map_file(msgcache *c, size_t size)
+{
+  if (c->map && c->maplen == size) return 1;
+  if (c->map) munmap(c->map, c->maplen);
+  c->map = 0;
+  c->maplen = 0;
+  if (!size) return 1;
+  c->map = mmap(0, size, PROT_READ, MAP_SHARED, c->fd, 0);
+  if (c->map == MAP_FAILED) {
+    c->map = 0;
+    return 0;
+  }
+  c->maplen = size;
+  return 1;
+}
+
+/* Reads the entries from c->valid to size into the index. 1 all good, 0 stopped at an entry
+ * that does not check out (c->valid is its offset), -1 out of memory. */
+static int scan(msgcache *c, size_t size)
+{
+  size_t off = c->valid;
+  if (!map_file(c, size)) return -1;
+  if (off == 0) {
+    /* the header line */
+    char const *nl = size ? memchr(c->map, '\n', size < 32 ? size : 32) : 0;
+    uint32_t v;
+    size_t n;
+    if (!nl || (size_t)(nl - c->map) <= sizeof HEAD - 1 || memcmp(c->map, HEAD, sizeof HEAD - 1))
+      return 0;
+    n = uint32_scan(c->map + sizeof HEAD - 1, &v);
+    if (!n || c->map + sizeof HEAD - 1 + n != nl || v != c->uidvalidity) return 0;
+    off = (size_t)(nl + 1 - c->map);
+    c->valid = off;
+  }
+  while (off < size) {
+    size_t el, nml;
+    uint32_t uid;
+    msgcache_ent e;
+    char const *nm;
+    /* the hash is checked when the entry is used (once): a session that reads the index
+     * does not hash the whole file */
+    if (!parse_ent(c->map, size, off, &el, &uid, &e, &nm, &nml, 0)) return 0;
+    if (c->nix == c->aix) {
+      size_t na = c->aix ? c->aix * 2 : 256;
+      msgcache_ix *x = realloc(c->ix, na * sizeof *x);
+      if (!x) return -1;
+      c->ix = x;
+      c->aix = na;
+    }
+    if (c->nix && c->ix[c->nix - 1].uid > uid) c->sorted = 0;
+    c->ix[c->nix].uid = uid;
+    c->ix[c->nix].off = (uint32_t)off;
+    c->ix[c->nix].ok = 0;
+    c->nix++;
+    off += el;
+    c->valid = off;
+  }
+  return 1;
+}
+
+static int open_file(msgcache *c, char *p, int flags)
+{
+  size_t l = strlen(c->dir);
+  memcpy(p, c->dir, l);
+  p[l] = '/';
+  memcpy(p + l + 1, MSGCACHE_FILE, sizeof MSGCACHE_FILE);
+  return open(p, flags | O_CLOEXEC | O_NOFOLLOW, 0600);
+}
+
+static void forget(msgcache *c)
+{
+  c->looked = 0;
+  if (c->map) munmap(c->map, c->maplen);
+  c->map = 0;
+  c->maplen = 0;
+  if (c->fd >= 0) fd_close(c->fd);
+  c->fd = -1;
+  c->nix = 0;
+  c->valid = 0;
+  c->sorted = 1;
+}
+
+/* Opens the file (creating it) and reads what it holds. A file replaced by another session
+ * (started afresh) is opened again. */
+static int ready(msgcache *c)
+{
+  struct stat st;
+  char p[sizeof c->dir + sizeof MSGCACHE_FILE + 1];
+  if (c->broken) return 0;
+  if (c->looked) return 1; /* read at this command's first use */
+  if (c->fd >= 0) {
+    struct stat now;
+    size_t l = strlen(c->dir);
+    memcpy(p, c->dir, l);
+    p[l] = '/';
+    memcpy(p + l + 1, MSGCACHE_FILE, sizeof MSGCACHE_FILE);
+    if (fstat(c->fd, &st) < 0 || stat(p, &now) < 0 || now.st_ino != st.st_ino ||
+        now.st_dev != st.st_dev)
+      forget(c);
+  }
+  if (c->fd < 0) {
+    c->fd = open_file(c, p, O_RDWR | O_CREAT);
+    if (c->fd < 0) {
+      c->broken = 1;
+      return 0;
+    }
+    c->valid = 0;
+  }
+  if (fstat(c->fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > FILE_MAX) {
+    c->broken = 1;
+    return 0;
+  }
+  {
+    if (scan(c, (size_t)st.st_size) < 0) {
+      c->broken = 1;
+      return 0;
+    }
+  }
+  if (!c->sorted) {
+    qsort(c->ix, c->nix, sizeof *c->ix, &ixcmp);
+    c->sorted = 1;
+  }
+  c->looked = 1;
+  return 1;
+}
+
+int msgcache_get(msgcache *c, uint32_t uid, char const *name, msgcache_ent *e)
+{
+  size_t lo = 0, hi, ul = uniqlen(name);
+  if (!ready(c)) return 0;
+  hi = c->nix;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (c->ix[mid].uid < uid) lo = mid + 1;
+    else hi = mid;
+  }
+  for (; lo < c->nix && c->ix[lo].uid == uid; lo++) {
+    size_t el, nml;
+    uint32_t u;
+    char const *nm;
+    int v = c->ix[lo].ok;
+    if (v < 0) continue;
+    if (!parse_ent(c->map, c->valid, c->ix[lo].off, &el, &u, e, &nm, &nml, !v)) {
+      c->ix[lo].ok = -1;
+      continue;
+    }
+    c->ix[lo].ok = 1;
+    if (nml == ul && !memcmp(nm, name, ul)) return 1;
+  }
+  return 0;
+}
+
+int msgcache_put(msgcache *c, uint32_t uid, char const *name, msgcache_ent const *e)
+{
+  char fmt[UINT64_FMT];
+  size_t start = c->pend.len, sumat, ul = uniqlen(name);
+  uint32_t h;
+  if (c->broken || ul > 255 || memchr(name, '\n', ul) || memchr(name, ' ', ul)) return 0;
+  if (!stralloc_catb(&c->pend, "E 0000000000 ", 13)) return -1;
+  sumat = c->pend.len;
+  if (!stralloc_catb(&c->pend, fmt, uint32_fmt(fmt, uid)) || !stralloc_catb(&c->pend, " ", 1) ||
+      !stralloc_catb(&c->pend, fmt, uint64_fmt(fmt, (uint64_t)(e->mtime + 1))) ||
+      !stralloc_catb(&c->pend, " ", 1) ||
+      !stralloc_catb(&c->pend, fmt, uint64_fmt(fmt, e->wsize)) ||
+      !stralloc_catb(&c->pend, " ", 1) ||
+      !stralloc_catb(&c->pend, fmt, uint_fmt(fmt, e->flags)) ||
+      !stralloc_catb(&c->pend, " ", 1) ||
+      !stralloc_catb(&c->pend, fmt, uint64_fmt(fmt, e->envlen)) ||
+      !stralloc_catb(&c->pend, " ", 1) ||
+      !stralloc_catb(&c->pend, fmt, uint64_fmt(fmt, e->bslen)) ||
+      !stralloc_catb(&c->pend, " ", 1) ||
+      !stralloc_catb(&c->pend, fmt, uint64_fmt(fmt, e->bodylen)) ||
+      !stralloc_catb(&c->pend, " ", 1) ||
+      !stralloc_catb(&c->pend, fmt, uint64_fmt(fmt, e->hdrlen)) ||
+      !stralloc_catb(&c->pend, " ", 1) || !stralloc_catb(&c->pend, name, ul) ||
+      !stralloc_catb(&c->pend, "\n", 1) || !stralloc_catb(&c->pend, e->env, e->envlen) ||
+      !stralloc_catb(&c->pend, e->bs, e->bslen) ||
+      !stralloc_catb(&c->pend, e->body, e->bodylen) ||
+      !stralloc_catb(&c->pend, e->hdr, e->hdrlen)) {
+    c->pend.len = start;
+    return -1;
+  }
+  if (e->mtime < -1) { /* a date before 1970 is not kept */
+    c->pend.len = start;
+    return 0;
+  }
+  h = msgcache_sum(c->pend.s + sumat, c->pend.len - sumat, 2166136261u);
+  if (!stralloc_catb(&c->pend, "\n", 1)) {
+    c->pend.len = start;
+    return -1;
+  }
+  {
+    size_t n = uint32_fmt(fmt, h), k;
+    for (k = 0; k < 10 - n; k++) c->pend.s[start + 2 + k] = '0';
+    memcpy(c->pend.s + start + 2 + k, fmt, n);
+  }
+  c->npend++;
+  /* bounded: a long FETCH writes as it goes */
+  if (c->pend.len > (1u << 20)) return msgcache_done(c, 0) < 0 ? -1 : 1;
+  return 1;
+}
+
+/* Under the lock of the old file: a new file with the header only, renamed over the old
+ * one (never truncated: other sessions may have it mapped); c then holds the new one,
+ * locked. */
+static int restart(msgcache *c)
+{
+  char buf[32], p[sizeof c->dir + sizeof MSGCACHE_FILE + 1];
+  char t[sizeof c->dir + sizeof MSGCACHE_FILE + 32];
+  size_t n = sizeof HEAD - 1, l = strlen(c->dir), k;
+  int fd;
+  memcpy(buf, HEAD, n);
+  n += uint32_fmt(buf + n, c->uidvalidity);
+  buf[n++] = '\n';
+  memcpy(p, c->dir, l);
+  p[l] = '/';
+  memcpy(p + l + 1, MSGCACHE_FILE, sizeof MSGCACHE_FILE);
+  memcpy(t, p, l + sizeof MSGCACHE_FILE);
+  k = l + sizeof MSGCACHE_FILE;
+  memcpy(t + k, ".tmp.", 5);
+  k += 5;
+  t[k + uint_fmt(t + k, (unsigned int)getpid())] = 0;
+  fd = open(t, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return 0;
+  if (!lockf_w(fd, 1) || pwrite(fd, buf, n, 0) != (ssize_t)n || rename(t, p) < 0) {
+    unlink(t);
+    fd_close(fd);
+    return 0;
+  }
+  forget(c); /* closes the old file: its lock goes */
+  c->fd = fd;
+  c->valid = n;
+  return 1;
+}
+
+int msgcache_done(msgcache *c, size_t live)
+{
+  int r = 1;
+  struct stat st;
+  if (c->npend && !c->broken && c->fd < 0) ready(c);
+  if (c->npend && !c->broken && c->fd >= 0) {
+    if (!lockf_w(c->fd, 1)) r = -1;
+    else {
+      if (fstat(c->fd, &st) < 0) r = -1;
+      else {
+        size_t size = (size_t)st.st_size;
+        int sr = 1;
+        if (size > c->valid) sr = scan(c, size); /* what others appended meanwhile */
+        if (sr < 0) r = -1;
+        else if (c->valid == 0 || (live && c->nix > 2 * live + 1024)) {
+          if (!restart(c)) r = -1;
+        } else if (sr == 0 && c->valid < size && ftruncate(c->fd, (off_t)c->valid) < 0)
+          r = -1; /* a torn tail (a crash during an append): cut off */
+        if (r > 0 && (uint64_t)c->valid + c->pend.len <= FILE_MAX) {
+          size_t w = 0;
+          while (w < c->pend.len) {
+            ssize_t k = pwrite(c->fd, c->pend.s + w, c->pend.len - w, (off_t)(c->valid + w));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) {
+              r = -1;
+              break;
+            }
+            w += (size_t)k;
+          }
+          /* the new entries are read back (and indexed) at the next use */
+        }
+      }
+      lockf_w(c->fd, 0);
+    }
+  }
+  c->pend.len = 0;
+  c->npend = 0;
+  if (c->pend.a > (2u << 20)) stralloc_free(&c->pend);
+  if (c->map) munmap(c->map, c->maplen);
+  c->map = 0;
+  c->maplen = 0;
+  c->looked = 0;
+  return r;
+}

@@ -1,0 +1,86 @@
+/* msgcache: what IMAP computes from a message file and asks for again and again (ENVELOPE,
+ * BODYSTRUCTURE, BODY, the top-level header for SEARCH, the wire size, the date), kept per
+ * folder in FOLDER/pillarbox-cache so that a FETCH or SEARCH over a folder reads one file
+ * instead of parsing every message.
+ *
+ * The file is an append-only log (doc/maildir.md, "The cache"):
+ *   "PBC1 V<uidvalidity>\n"
+ *   then entries: "E <sum> <uid> <mtime> <wsize> <flags> <envlen> <bslen> <bodylen> <hdrlen>
+ *   <uniq>\n" followed by the four strings and "\n". <sum> is a hash (FNV-1a, 8 octets a
+ *   step) of everything after "E <sum> " up to the final "\n"; <uniq> the unique part of
+ *   the file name.
+ * It is only a cache: an entry is used when its hash checks out (looked at on first use) and
+ * its UID and unique name match the message; the reading stops at the first entry whose frame
+ * does not parse (a torn tail after a crash: the next writer cuts it off under the lock).
+ * Appends are one write under an fcntl lock on the file; nothing is fsync'ed (a lost entry is
+ * computed again). A new UIDVALIDITY starts the file afresh; so does a file grown to more
+ * than twice what its live entries need.
+ *
+ * The file is mapped while a command uses it and unmapped by msgcache_done, so an idle
+ * session holds none of it. Functions return 1 ok, 0 not found / not usable, -1 error.
+ */
+#ifndef PILLARBOX_MSGCACHE_H
+#define PILLARBOX_MSGCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <skalibs/stralloc.h>
+
+#define MSGCACHE_FILE "pillarbox-cache"
+#define MSGCACHE_HDR_MAX 16384 /* a longer top-level header is not kept (SEARCH reads the file) */
+#define MSGCACHE_F_HDR 1       /* the entry holds the top-level header */
+
+typedef struct msgcache_ent_s msgcache_ent;
+struct msgcache_ent_s {
+  uint64_t wsize;  /* the size with CRLF line ends */
+  int64_t mtime;   /* INTERNALDATE */
+  unsigned int flags;
+  char const *env, *bs, *body, *hdr;
+  size_t envlen, bslen, bodylen, hdrlen;
+};
+
+typedef struct msgcache_ix_s msgcache_ix;
+struct msgcache_ix_s {
+  uint32_t uid;
+  uint32_t off;  /* of the entry's line in the file */
+  int ok;        /* its hash: 0 not checked yet, 1 good, -1 bad */
+};
+
+typedef struct msgcache_s msgcache;
+struct msgcache_s {
+  char dir[256];
+  uint32_t uidvalidity;
+  int fd;             /* -1: not open */
+  int broken;         /* unusable (could not open, too big): everything misses */
+  int looked;         /* the file was looked at during this command */
+  char *map;          /* [0, maplen) of the file, while a command uses it */
+  size_t maplen;
+  size_t valid;       /* octets of the file read and found good */
+  msgcache_ix *ix;    /* the entries read so far */
+  size_t nix, aix;
+  int sorted;
+  stralloc pend;      /* entries to append at msgcache_done */
+  size_t npend;
+};
+#define MSGCACHE_ZERO {.fd = -1, .pend = STRALLOC_ZERO}
+
+/* Ties c to the folder dir ("." for INBOX) with this UIDVALIDITY; opens nothing yet. */
+void msgcache_init(msgcache *c, char const *dir, uint32_t uidvalidity);
+
+/* The entry of (uid, file name); 1 found (e's strings point into the mapping, valid until
+ * msgcache_done), 0 not cached. */
+int msgcache_get(msgcache *c, uint32_t uid, char const *name, msgcache_ent *e);
+
+/* Queues an entry for (uid, file name) (written at msgcache_done). */
+int msgcache_put(msgcache *c, uint32_t uid, char const *name, msgcache_ent const *e);
+
+/* End of a command: appends the queued entries (one write, under the lock) and unmaps.
+ * live: the number of messages in the folder, to decide on starting afresh. */
+int msgcache_done(msgcache *c, size_t live);
+
+void msgcache_close(msgcache *c);
+
+/* The hash of the entries (exposed for the unit test). */
+uint32_t msgcache_sum(char const *s, size_t len, uint32_t h);
+
+#endif
