@@ -37,6 +37,7 @@
 #include "control.h"
 #include "lookup.h"
 #include "passwd.h"
+#include "spawn.h"
 
 #define USAGE \
   "auth-serve [-i] [-n hashes] [-t ttl] [-C cachesize] [-c maxconn] [-q queuetimeout]" \
@@ -339,6 +340,14 @@ static void to_write(conn *c)
   tain_addsec_g(&c->deadline, WRITE_TIMEOUT);
 }
 
+/* A hashing child (lib/spawn spawn_call): crypt_r's cost is CPU, so up to maxhash requests
+ * are hashed in parallel, each in a copy of this process that exits 0 (match) or 1. */
+static int hash_child(void *p)
+{
+  conn const *c = p;
+  return passwd_verify(c->buf + c->passoff, c->hash.s) ? 0 : 1;
+}
+
 static void start_hashes(void)
 {
   while (running < maxhash && qlen) {
@@ -346,16 +355,12 @@ static void start_hashes(void)
     pid_t pid;
     qhead = (qhead + 1) % maxconn;
     qlen--;
-    pid = fork();
+    pid = spawn_call(&hash_child, c);
     if (pid < 0) {
       strerr_warnwu1sys("fork");
       temp(c, "unable to fork");
       to_write(c);
       continue;
-    }
-    if (!pid) {
-      int ok = passwd_verify(c->buf + c->passoff, c->hash.s);
-      _exit(ok ? 0 : 1);
     }
     c->pid = pid;
     c->state = S_HASHING;

@@ -29,6 +29,7 @@
 #include "addr.h"
 #include "instance.h"
 #include "queue.h"
+#include "spawn.h"
 
 #ifndef PILLARBOX_SHAREDIR
 #define PILLARBOX_SHAREDIR "/usr/local/share/pillarbox"
@@ -97,25 +98,37 @@ static int domain_ok(char const *d)
   return ok;
 }
 
-/* Runs argv with stdin from infile (or /dev/null), stdout and stderr to /dev/null.
- * Returns the exit code, 127 if the program could not be run, -1 on fork trouble. */
-static int run(char const *const *argv, char const *infile)
+/* Waits for pid; its exit code, 126 when it was killed, -1 when the wait fails. */
+static int waitfor(pid_t pid)
 {
   int st;
-  pid_t pid = fork();
-  if (pid < 0) return -1;
-  if (!pid) {
-    int in = open(infile ? infile : "/dev/null", O_RDONLY);
-    int out = open("/dev/null", O_WRONLY);
-    if (in < 0 || out < 0) _exit(127);
-    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) _exit(127);
-    if (chdir(root) < 0) _exit(127);
-    execvp(argv[0], (char *const *)argv);
-    _exit(127);
-  }
   while (waitpid(pid, &st, 0) < 0)
     if (errno != EINTR) return -1;
   return WIFEXITED(st) ? WEXITSTATUS(st) : 126;
+}
+
+/* Runs argv in root (its file arguments are relative to the instance) with stdin from infile
+ * (or /dev/null), stdout and stderr to /dev/null. Returns the exit code, 127 if the program
+ * could not be run, -1 on other trouble. */
+static int run(char const *const *argv, char const *infile)
+{
+  int in = infile ? open(infile, O_RDONLY | O_CLOEXEC) : SPAWN_DEVNULL;
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  spawn_fd map[3] = {{0, in}, {1, SPAWN_DEVNULL}, {2, SPAWN_DEVNULL}};
+  pid_t pid = -1;
+  int e;
+  if (in == -1 || here < 0) {
+    if (in >= 0) close(in);
+    if (here >= 0) close(here);
+    return in == -1 ? 127 : -1;
+  }
+  if (chdir(root) == 0) pid = spawn(argv, 0, map, 3);
+  e = errno;
+  if (fchdir(here) < 0) strerr_diefu1sys(111, "return to the working directory");
+  close(here);
+  if (in >= 0) close(in);
+  if (pid < 0) return e == ENOENT || e == EACCES ? 127 : -1;
+  return waitfor(pid);
 }
 
 static void make_tls(char const *host)
@@ -311,17 +324,16 @@ static void make_services(void)
  * 127 if it could not be run. */
 static int run_loud(char const *const *argv)
 {
-  int st;
-  pid_t pid = fork();
-  if (pid < 0) strerr_diefu1sys(111, "fork");
-  if (!pid) {
-    if (dup2(2, 1) < 0) _exit(127);
-    execvp(argv[0], (char *const *)argv);
-    _exit(127);
+  spawn_fd map[1] = {{1, 2}};
+  pid_t pid = spawn(argv, 0, map, 1);
+  int r;
+  if (pid < 0) {
+    if (errno == ENOENT || errno == EACCES) return 127;
+    strerr_diefu2sys(111, "run ", argv[0]);
   }
-  while (waitpid(pid, &st, 0) < 0)
-    if (errno != EINTR) strerr_diefu1sys(111, "wait");
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 126;
+  r = waitfor(pid);
+  if (r < 0) strerr_diefu1sys(111, "wait");
+  return r;
 }
 
 /* The system users (each with a group of its name) and the extra groups, with members. */

@@ -460,11 +460,16 @@ static void worker(int ls)
   }
 }
 
-/* fork, not lib/spawn: a worker is this program, already set up, not a new one */
+/* A worker is this program, already set up, not a new one: spawn_call, not spawn. */
+static int worker_main(void *ls)
+{
+  worker(*(int const *)ls);
+  return 111;
+}
+
 static pid_t start_worker(int ls)
 {
-  pid_t pid = fork();
-  if (!pid) worker(ls);
+  pid_t pid = spawn_call(&worker_main, &ls);
   if (pid < 0) strerr_warnwusys("fork a worker");
   return pid;
 }

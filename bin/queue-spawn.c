@@ -6,12 +6,12 @@
  * has the record format): fork, set the delivery uid (deliver-maildir) or the remote uid
  * (smtp-send), exec with the message and the report pipe queue-run sent (SCM_RIGHTS), and
  * report each child's wait status back. It reads no file of the queue, no mailbox, no
- * control file. A child is started with vfork (the spawner is small, but a fork still copies
- * its page tables) and sets its uid before it execs. Signals TERM, INT, HUP, ALRM go to
- * queue-run; when queue-run exits,
- * queue-spawn exits with its code. Not root: no uid changes, everything runs as the caller.
+ * control file. A child is started by lib/spawn's spawn_as (vfork: the spawner is small, but a
+ * fork still copies its page tables), which sets its uid before it execs. Signals TERM, INT,
+ * HUP, ALRM go to queue-run; when queue-run exits, queue-spawn exits with its code. Not root:
+ * no uid changes, everything runs as the caller.
  */
-#define _GNU_SOURCE /* setgroups, getgrouplist, execvpe */
+#define _GNU_SOURCE /* getgrouplist */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -42,10 +42,8 @@ char const *PROG = "queue-spawn";
 typedef struct ident_s ident;
 struct ident_s {
   int set;
-  uid_t uid;
-  gid_t gid;
+  spawn_id id;
   gid_t groups[GROUPS_MAX];
-  int ngroups;
 };
 
 static ident asqueue, aslocal, asremote;
@@ -56,11 +54,12 @@ static void resolve(char const *spec, ident *id)
   unsigned int u, g;
   size_t k = uint_scan(spec, &u);
   if (k && spec[k] == ':' && uint0_scan(spec + k + 1, &g)) {
-    id->uid = (uid_t)u;
-    id->gid = (gid_t)g;
-    id->groups[0] = id->gid;
-    id->ngroups = 1;
+    id->id.uid = (uid_t)u;
+    id->id.gid = (gid_t)g;
+    id->groups[0] = id->id.gid;
+    id->id.ngroups = 1;
   } else {
+    int n = GROUPS_MAX;
     struct passwd *pw;
     errno = 0;
     pw = getpwnam(spec);
@@ -68,23 +67,20 @@ static void resolve(char const *spec, ident *id)
       if (errno) strerr_diefu2sys(111, "look up user ", spec);
       strerr_dief2x(100, "unknown user: ", spec);
     }
-    id->uid = pw->pw_uid;
-    id->gid = pw->pw_gid;
-    id->ngroups = GROUPS_MAX;
-    if (getgrouplist(pw->pw_name, pw->pw_gid, id->groups, &id->ngroups) < 0)
+    id->id.uid = pw->pw_uid;
+    id->id.gid = pw->pw_gid;
+    if (getgrouplist(pw->pw_name, pw->pw_gid, id->groups, &n) < 0)
       strerr_dief2x(100, "too many groups for user ", spec);
+    id->id.ngroups = (size_t)n;
   }
+  id->id.groups = id->groups;
   id->set = 1;
 }
 
-/* in a child: become id (nothing if not set, or not root) */
-static int become(ident const *id)
+/* who a child becomes: nobody else when not set, or when we are not root */
+static spawn_id const *as(ident const *id)
 {
-  if (!id->set || geteuid()) return 0;
-  if (setgroups((size_t)id->ngroups, id->groups) < 0 || setgid(id->gid) < 0 ||
-      setuid(id->uid) < 0)
-    return -1;
-  return 0;
+  return id->set && !geteuid() ? &id->id : 0;
 }
 
 typedef struct kid_s kid;
@@ -99,30 +95,6 @@ static void fdwrite(int fd, char const *a, char const *b, char const *c)
 {
   if (write(fd, a, strlen(a)) < 0 || write(fd, b, strlen(b)) < 0 || write(fd, c, strlen(c)) < 0)
     return;
-}
-
-/* the child of a start request (a vfork child: it shares our memory, so it only changes
- * its own descriptors, signal mask and credentials, and execs or _exits): never returns */
-static void child(qspawn_req const *r, char const *prog, char const *const *envp)
-{
-  int out = r->kind == QSPAWN_LOCAL ? 2 : 1;
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, 0);
-  if (fd_move(0, r->fd[0]) < 0 || fd_move(out, r->fd[1]) < 0) _exit(111);
-  if (out == 2) {
-    int nul = open("/dev/null", O_WRONLY);
-    if (nul < 0 || fd_move(1, nul) < 0) _exit(111);
-  }
-  if (become(r->kind == QSPAWN_LOCAL ? &aslocal : &asremote) < 0) {
-    fdwrite(out, "unable to set the uid for ", prog, ": ");
-    fdwrite(out, strerror(errno), "\n", "");
-    _exit(111);
-  }
-  execvpe(prog, (char *const *)r->argv, (char *const *)envp);
-  fdwrite(out, "unable to run ", prog, ": ");
-  fdwrite(out, strerror(errno), "\n", "");
-  _exit(111);
 }
 
 static void serve(int sock, qspawn_req *r)
@@ -159,9 +131,16 @@ static void serve(int sock, qspawn_req *r)
         mods[n++] = r->env[i];
     if (spawn_env(envp, SPAWN_ENVMAX + 1, mods, n) < 0) envp[0] = 0;
   }
-  pid = vfork();
-  if (!pid) child(r, prog, envp);
-  if (pid < 0) fdwrite(r->fd[1], "unable to fork ", prog, "\n");
+  { /* a local child: fd 0 the message, 1 /dev/null, 2 the report; a remote one: 0 the
+     * message, 1 the report, 2 ours (the log) */
+    int local = r->kind == QSPAWN_LOCAL;
+    spawn_fd map[3] = {{0, r->fd[0]}, {local ? 2 : 1, r->fd[1]}, {1, SPAWN_DEVNULL}};
+    pid = spawn_as(r->argv, envp, map, local ? 3 : 2, as(local ? &aslocal : &asremote));
+    if (pid < 0) {
+      fdwrite(r->fd[1], "unable to run ", prog, ": ");
+      fdwrite(r->fd[1], strerror(errno), "\n", "");
+    }
+  }
   close(r->fd[0]);
   close(r->fd[1]);
   if (pid < 0) {
@@ -195,18 +174,19 @@ static int reap(int sock, pid_t qr, int *qrstat)
   return done;
 }
 
+/* queue-run (argv) under the queue uid, with QUEUE_SPAWNFD naming its end of the socket */
 static pid_t start_queue_run(char const *const *argv, int theirs)
 {
-  char fmt[UINT_FMT];
-  pid_t pid = fork();
-  if (pid < 0) strerr_diefu2sys(111, "fork ", argv[0]);
-  if (pid) return pid;
-  selfpipe_finish();
-  fmt[uint_fmt(fmt, (unsigned int)theirs)] = 0;
-  if (setenv("QUEUE_SPAWNFD", fmt, 1) < 0) strerr_diefu1sys(111, "set QUEUE_SPAWNFD");
-  if (become(&asqueue) < 0) strerr_diefu1sys(111, "set the queue uid");
-  execvp(argv[0], (char *const *)argv);
-  strerr_diefu2sys(111, "run ", argv[0]);
+  static char const *envp[SPAWN_ENVMAX + 1];
+  char var[sizeof "QUEUE_SPAWNFD=" + UINT_FMT] = "QUEUE_SPAWNFD=";
+  char const *mods[1] = {var};
+  spawn_fd map[1] = {{theirs, theirs}};
+  pid_t pid;
+  var[14 + uint_fmt(var + 14, (unsigned int)theirs)] = 0;
+  if (spawn_env(envp, SPAWN_ENVMAX + 1, mods, 1) < 0) strerr_diefu1sys(111, "set QUEUE_SPAWNFD");
+  pid = spawn_as(argv, envp, map, 1, as(&asqueue));
+  if (pid < 0) strerr_diefu2sys(111, "run ", argv[0]);
+  return pid;
 }
 
 int main(int argc, char const *const *argv)

@@ -8,7 +8,6 @@
 
 #include <skalibs/allreadwrite.h>
 #include <skalibs/djbunix.h>
-#include <skalibs/exec.h>
 #include <skalibs/iopause.h>
 #include <skalibs/socket.h>
 #include <skalibs/stralloc.h>
@@ -16,6 +15,7 @@
 
 #include "authclient.h"
 #include "control.h"
+#include "spawn.h"
 
 int authclient_path(stralloc *sa)
 {
@@ -147,19 +147,16 @@ int authclient_direct(char const *req, size_t reqlen, stralloc *reply)
   pid_t pid;
   tain deadline;
   if (ipc_pair_b(sv) < 0) return 0;
-  pid = fork();
-  if (pid < 0) {
-    fd_close(sv[0]);
-    fd_close(sv[1]);
-    return 0;
-  }
-  if (!pid) {
+  { /* auth-serve -i with the socket on its fds 0 and 1 */
     char const *av[3] = {"auth-serve", "-i", 0};
-    fd_close(sv[0]);
-    if (fd_move(0, sv[1]) < 0 || fd_copy(1, 0) < 0) _exit(111);
-    xexec(av);
+    spawn_fd map[2] = {{0, sv[1]}, {1, sv[1]}};
+    pid = coe(sv[0]) < 0 || coe(sv[1]) < 0 ? -1 : spawn(av, 0, map, 2);
   }
   fd_close(sv[1]);
+  if (pid < 0) {
+    fd_close(sv[0]);
+    return 0;
+  }
   tain_now_g();
   tain_addsec_g(&deadline, AUTHCLIENT_TIMEOUT);
   ok = authclient_exchange(sv[0], req, reqlen, reply, &deadline);

@@ -15,8 +15,8 @@
 #include "authclient.h"
 #include "checkpw.h"
 #include "sasl.h"
+#include "spawn.h"
 
-extern char **environ;
 
 /* In-process: ask the auth service directly (no exec). */
 static int ask(char const *user, size_t userlen, char const *pass, size_t passlen)
@@ -53,28 +53,16 @@ int checkpw(char const *user, size_t userlen, char const *pass, size_t passlen)
   argv[0] = prog;
   argv[1] = "true";
   argv[2] = 0;
-  if (pipe(p) < 0) return CHECKPW_TEMP;
-  pid = fork();
+  if (pipecoe(p) < 0) return CHECKPW_TEMP;
+  { /* the checkpassword program: the credentials on fd 3, /dev/null on 0 and 1 */
+    spawn_fd map[3] = {{3, p[0]}, {0, SPAWN_DEVNULL}, {1, SPAWN_DEVNULL}};
+    pid = spawn(argv, 0, map, 3);
+  }
+  fd_close(p[0]);
   if (pid < 0) {
-    fd_close(p[0]);
     fd_close(p[1]);
     return CHECKPW_TEMP;
   }
-  if (!pid) {
-    int nul = open("/dev/null", O_RDWR);
-    fd_close(p[1]);
-    if (p[0] != 3) {
-      if (dup2(p[0], 3) < 0) _exit(111);
-      fd_close(p[0]);
-    }
-    if (uncoe(3) < 0) _exit(111);
-    if (nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0) _exit(111);
-    if (nul > 3) fd_close(nul);
-    if (strchr(prog, '/')) execve(prog, (char *const *)argv, environ);
-    else execvp(prog, (char *const *)argv);
-    _exit(111);
-  }
-  fd_close(p[0]);
   {
     void (*old)(int) = signal(SIGPIPE, SIG_IGN);
     size_t w = 0;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -911,19 +912,49 @@ static uint32_t fresh_uidvalidity(char const *dir, uint32_t old)
   return t;
 }
 
+/* Maps a whole file read-only (nothing mapped for an empty one). 1 ok, 0 with errno. */
+static int map_file(char const *path, char **map, size_t *len)
+{
+  struct stat st;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  if (fstat(fd, &st) < 0) goto fail;
+  *len = (size_t)st.st_size;
+  *map = 0;
+  if (*len) {
+    void *m = mmap(0, *len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) goto fail;
+    *map = m;
+  }
+  fd_close(fd);
+  return 1;
+fail:
+  {
+    int e = errno;
+    fd_close(fd);
+    errno = e;
+  }
+  return 0;
+}
+
 /* Reads the folder's record into r (migrating or starting afresh). 1 ok, -1 error.
  * *written is set to 0 when what r holds is not on disk yet. */
 static int rec_load(char const *dir, rec *r, int *ondisk)
 {
   stralloc p = STRALLOC_ZERO, f = STRALLOC_ZERO;
+  char *map = 0;
+  size_t maplen = 0;
   int x;
   *ondisk = 0;
   r->n = 0;
   r->names.len = 0;
   if (!pathcat(&p, dir, MAILSTORE_RECORD, 0)) return -1;
-  if (openslurpclose(&f, p.s)) {
+  if (map_file(p.s, &map, &maplen)) {
+    /* mapped, not read: a big folder's record is megabytes (it is never truncated in place,
+     * only replaced by rename under the lock we hold) */
     r->uidvalidity = 0;
-    x = rec_parse(r, f.s, f.len);
+    x = rec_parse(r, maplen ? map : "", maplen);
+    if (maplen) munmap(map, maplen);
     if (x < 0) goto err;
     if (x == 1) {
       *ondisk = 1;
@@ -1226,6 +1257,31 @@ static int sync_locked(mailstore *ms, size_t *news)
       /* the folder was recreated under us: everything we had is gone */
       for (i = 0; i < ms->n; i++) ms->msg[i].flags |= MS_GONE;
     }
+    if (!ms->n) {
+      /* nothing to merge (the folder's first sync in this session): r's tables become ms's,
+       * trimmed to size, instead of a copy of every message and name */
+      mailstore_msg *x = realloc(r.msg, (r.n + 1) * sizeof *x);
+      if (x) r.msg = x;
+      for (i = 0; i < r.n; i++)
+        if (r.msg[i].uid >= fr) r.msg[i].flags |= MS_RECENT; /* read-only: counted */
+      added = r.n;
+      if (r.names.len + 1 < r.names.a) {
+        char *y = realloc(r.names.s, r.names.len + 1);
+        if (y) {
+          r.names.s = y;
+          r.names.a = r.names.len + 1;
+        }
+      }
+      free(ms->msg);
+      ms->msg = r.msg;
+      ms->n = ms->a = r.n;
+      r.msg = 0;
+      r.n = r.a = 0;
+      stralloc_free(&ms->names);
+      ms->names = r.names;
+      r.names = stralloc_zero;
+      goto merged;
+    }
     out = malloc((ms->n + r.n + 1) * sizeof *out);
     if (!out) goto done;
     {
@@ -1272,6 +1328,7 @@ static int sync_locked(mailstore *ms, size_t *news)
     ms->n = ms->a = on;
     out = 0;
   }
+merged:
   free(ms->gone);
   ms->gone = r.gone;
   ms->ngone = r.ngone;

@@ -1,9 +1,12 @@
 /* spawn: posix_spawn with an fd map, default signals and an edited environment; the uid-changing
  * vfork variant and the fork of a child that runs a function (spawn.h). */
+#define _GNU_SOURCE /* execvpe, setgroups (spawn_as) */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -47,21 +50,19 @@ toobig:
   return -1;
 }
 
-pid_t spawn(char const *const *argv, char const *const *envp, spawn_fd const *map, unsigned int n)
+static void closemoved(int const *moved, unsigned int n)
 {
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t at;
-  sigset_t none, all;
-  int moved[SPAWN_FDMAX], src[SPAWN_FDMAX];
+  unsigned int i;
+  for (i = 0; i < n; i++)
+    if (moved[i] >= 0) close(moved[i]);
+}
+
+/* A parent fd that is some pair's child fd could be overwritten before it is copied: copies
+ * it out of the way first (close-on-exec; closemoved closes the copies). src[i] is the fd to
+ * copy for map[i]. Returns 0, or -1 (errno) with nothing left open. */
+static int unclash(spawn_fd const *map, unsigned int n, int *src, int *moved)
+{
   unsigned int i, j;
-  pid_t pid = -1;
-  int e = 0;
-  if (n > SPAWN_FDMAX || !argv || !argv[0]) {
-    errno = EINVAL;
-    return -1;
-  }
-  /* A parent fd that is some pair's child fd could be overwritten before it is copied: copy
-   * it out of the way first (close-on-exec, closed again below). */
   for (i = 0; i < n; i++) moved[i] = -1;
   for (i = 0; i < n; i++) {
     src[i] = map[i].parent;
@@ -70,11 +71,33 @@ pid_t spawn(char const *const *argv, char const *const *envp, spawn_fd const *ma
       if (map[j].child == src[i] && j != i) break;
     if (j < n) {
       moved[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 3);
-      if (moved[i] < 0) goto closemoved;
+      if (moved[i] < 0) {
+        int e = errno;
+        closemoved(moved, i);
+        errno = e;
+        return -1;
+      }
       src[i] = moved[i];
     }
   }
-  if ((e = posix_spawn_file_actions_init(&fa))) goto closemoved;
+  return 0;
+}
+
+pid_t spawn(char const *const *argv, char const *const *envp, spawn_fd const *map, unsigned int n)
+{
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  sigset_t none, all;
+  int moved[SPAWN_FDMAX], src[SPAWN_FDMAX];
+  unsigned int i;
+  pid_t pid = -1;
+  int e = 0;
+  if (n > SPAWN_FDMAX || !argv || !argv[0]) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (unclash(map, n, src, moved) < 0) return -1;
+  if ((e = posix_spawn_file_actions_init(&fa))) goto destroyed;
   if ((e = posix_spawnattr_init(&at))) goto destroyfa;
   for (i = 0; i < n && !e; i++) {
     if (src[i] == SPAWN_DEVNULL)
@@ -99,11 +122,93 @@ pid_t spawn(char const *const *argv, char const *const *envp, spawn_fd const *ma
   posix_spawnattr_destroy(&at);
 destroyfa:
   posix_spawn_file_actions_destroy(&fa);
-closemoved:
+destroyed:
   if (!e && pid < 0) e = errno;
-  for (i = 0; i < n; i++)
-    if (moved[i] >= 0) close(moved[i]);
+  closemoved(moved, n);
   if (e) {
+    errno = e;
+    return -1;
+  }
+  return pid;
+}
+
+/* The child of spawn_as, between vfork and exec. It shares the parent's memory: it changes only
+ * its own fds, signal dispositions, mask and credentials, and stores errno in *err (the one
+ * word of the parent it writes) before it _exits. */
+static void as_child(char const *const *argv, char *const *envp, spawn_fd const *map,
+                     unsigned int n, int const *src, spawn_id const *id, int volatile *err)
+{
+  struct sigaction dfl;
+  sigset_t none;
+  unsigned int i;
+  int sig;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (sig = 1; sig < NSIG; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, 0); /* fails past SIGRTMAX */
+  for (i = 0; i < n; i++) { /* copies first: /dev/null's fd must not land on a source */
+    if (src[i] < 0) continue;
+    if (src[i] == map[i].child ? fcntl(src[i], F_SETFD, 0) < 0 : dup2(src[i], map[i].child) < 0)
+      goto fail;
+  }
+  for (i = 0; i < n; i++) {
+    int fd;
+    if (src[i] != SPAWN_DEVNULL) continue;
+    fd = open("/dev/null", O_RDWR);
+    if (fd < 0) goto fail;
+    if (fd != map[i].child) {
+      if (dup2(fd, map[i].child) < 0) goto fail;
+      close(fd);
+    }
+  }
+  if (setgroups(id->ngroups, id->groups) < 0 || setgid(id->gid) < 0 || setuid(id->uid) < 0)
+    goto fail;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, 0);
+  if (strchr(argv[0], '/')) execve(argv[0], (char *const *)argv, envp);
+  else execvpe(argv[0], (char *const *)argv, envp);
+fail:
+  *err = errno ? errno : EINVAL;
+  _exit(127);
+}
+
+pid_t spawn_as(char const *const *argv, char const *const *envp, spawn_fd const *map,
+               unsigned int n, spawn_id const *id)
+{
+  int moved[SPAWN_FDMAX], src[SPAWN_FDMAX];
+  int volatile err = 0;
+  sigset_t all, old;
+  unsigned int i;
+  pid_t pid;
+  int e;
+  if (!id) return spawn(argv, envp, map, n);
+  if (n > SPAWN_FDMAX || !argv || !argv[0]) {
+    errno = EINVAL;
+    return -1;
+  }
+  for (i = 0; i < n; i++)
+    if (map[i].parent < 0 && map[i].parent != SPAWN_DEVNULL) {
+      errno = EBADF;
+      return -1;
+    }
+  if (unclash(map, n, src, moved) < 0) return -1;
+  /* no handler of ours may run in the child while it shares our memory: everything is blocked
+   * until the child has set every signal to its default (as glibc's posix_spawn does) */
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, &old);
+  pid = vfork();
+  if (!pid)
+    as_child(argv, envp ? (char *const *)envp : environ, map, n, src, id, &err);
+  e = errno;
+  sigprocmask(SIG_SETMASK, &old, 0);
+  closemoved(moved, n);
+  if (pid < 0) {
+    errno = e;
+    return -1;
+  }
+  if (err) { /* the child could not become id or exec: reap it, say why */
+    e = err;
+    while (waitpid(pid, 0, 0) < 0 && errno == EINTR) ;
     errno = e;
     return -1;
   }

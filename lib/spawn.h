@@ -46,6 +46,24 @@ pid_t spawn(char const *const *argv, char const *const *envp, spawn_fd const *ma
  * with errno E2BIG when out is too small. */
 int spawn_env(char const **out, size_t max, char const *const *mods, size_t nmods);
 
+/* Who a spawn_as child becomes before it execs: supplementary groups, gid, then uid. */
+typedef struct spawn_id_s {
+  uid_t uid;
+  gid_t gid;
+  gid_t const *groups;
+  size_t ngroups;
+} spawn_id;
+
+/* spawn() whose child sets its groups, gid and uid to *id before it execs: for a root spawner
+ * that starts each child under the uid of its role (queue-spawn, after qmail-lspawn). With
+ * id NULL it is spawn(). posix_spawn cannot change uids, so this is vfork(2) with the same
+ * promises as spawn() (fd map, default signals, empty mask, PATH search, the parent's fds as
+ * they were); the parent's signals are blocked while the child runs in its memory. When the
+ * child cannot take the ids or exec, it is reaped and -1 comes back with its errno (EPERM,
+ * ENOENT, EACCES...). Single-threaded callers only (setuid in a vfork child). */
+pid_t spawn_as(char const *const *argv, char const *const *envp, spawn_fd const *map,
+               unsigned int n, spawn_id const *id);
+
 /* Runs fn(arg) in a child, a copy of this process made by fork(2), which then exits with fn's
  * return value (or sooner, by fn's own _exit): the child never returns into the caller's code.
  * For the children that must not exec: tls-serve's TLS engine keeps the keys the application

@@ -778,3 +778,42 @@ def test_cache_follows_renamed_and_expunged_messages(box):
     assert f[0] == first[0][0]
     assert f[1].replace(b"* 2 FETCH (UID 3", b"* 3 FETCH (UID 3") == first[0][2]
     assert f[2].startswith(b"* 3 FETCH (UID 4 ") and b'"second"' in f[2]
+
+
+def test_record_stamps_let_a_session_skip_the_listing_but_not_a_change(box):
+    """A record made from a listing of steady directories carries their stamps (S); the next
+    session opens from it without listing, and any change to new/ or cur/ (a delivery, a
+    flag set by another program, a deleted file) moves a stamp and is seen."""
+    for data in (MSG1, MSG2):
+        box.add(data, sub="cur", info=":2,S")
+    old = time.time() - 3600
+    for sub in ("new", "cur"):
+        os.utime(os.path.join(box.dir, sub), (old, old))
+    s = box.session()
+    assert b"* 2 EXISTS" in s.ok("a1", "SELECT INBOX")
+    s.close()
+    with open(os.path.join(box.dir, "pillarbox-uidlist")) as f:
+        head = f.readline()
+    assert re.search(r" S\d+\.\d+,\d+\.\d+$", head.strip()), head
+    record = open(os.path.join(box.dir, "pillarbox-uidlist")).read()
+    s = box.session()  # from the stamped record: same messages, record untouched
+    u = s.ok("a1", "SELECT INBOX")
+    assert b"* 2 EXISTS" in u
+    assert s.ok("a2", "UID FETCH 1:* FLAGS") == [b"* 1 FETCH (UID 1 FLAGS (\\Seen))",
+                                                 b"* 2 FETCH (UID 2 FLAGS (\\Seen))"]
+    s.close()
+    assert open(os.path.join(box.dir, "pillarbox-uidlist")).read() == record
+    name = box.add(b"Subject: third\n\nx\n")  # a delivery: new/ moves
+    s = box.session()
+    assert b"* 3 EXISTS" in s.ok("a1", "EXAMINE INBOX")
+    s.close()
+    # another program flags a message (a rename in cur/) and removes one
+    cur = os.path.join(box.dir, "cur")
+    first = sorted(os.listdir(cur))[0]
+    os.rename(os.path.join(cur, first), os.path.join(cur, first.split(":")[0] + ":2,FS"))
+    os.unlink(os.path.join(box.dir, "new", name))
+    s = box.session()
+    u = s.ok("a1", "SELECT INBOX")
+    assert b"* 2 EXISTS" in u
+    assert s.ok("a2", "UID FETCH 1 FLAGS") == [b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Flagged))"]
+    s.close()

@@ -670,3 +670,53 @@ def test_login_through_the_auth_service_and_broker(instance):
         if broker:
             broker.stop()
         auth.stop()
+
+
+def test_parallel_logins_through_the_broker(instance):
+    """16 IMAP clients log in at once (different accounts) through imap-serve, the login broker
+    and the auth service: every session works, hashing stays within the service's bound."""
+    import threading
+    from authsvc_helpers import (LOGIN_GID, LOGIN_UID, LOGINC_GID, AuthService, LoginBroker,
+                                 as_uid_groups)
+    users = ["i%d@example.test" % i for i in range(16)]
+    for u in users:
+        instance.add_user(u, "pw-" + u)
+    auth = AuthService(instance, "-n", "2", "-q", "25")
+    broker = tcp = None
+    results = [None] * 16
+    try:
+        broker = LoginBroker(instance, "imap", [prog("imap-maildir")])
+        port = free_port()
+        env = dict(instance.env, IMAP_ALLOW_PLAINTEXT_AUTH="1", IMAP_FAIL_DELAY="0")
+        tcp = subprocess.Popen(
+            ["tcpserver", "-R", "-H", "-l", "localhost", "-c", "100", "127.0.0.1", str(port)] +
+            as_uid_groups(LOGIN_UID, LOGIN_GID, [LOGINC_GID],
+                          [prog("imap-serve"), prog("login-handoff"), "imap"]),
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: listening(port), what="tcpserver")
+
+        def one(i):
+            c = TCPClient(port)
+            try:
+                out = c.cmd(b"a", b"LOGIN %s pw-%s" % (users[i].encode(), users[i].encode()))
+                sel = c.cmd(b"b", b"SELECT INBOX")
+                c.cmd(b"z", b"LOGOUT")
+                results[i] = out[-1][:4] + sel[-1][:4]
+            except (AssertionError, OSError) as e:
+                results[i] = repr(e).encode()
+            finally:
+                c.close()
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        st = auth.stats()
+        assert results == [b"a OKb OK"] * 16, (results, st)
+        assert st["hashes"] == 16 and st["max_running"] <= 2, st
+    finally:
+        if tcp:
+            stop_procs([tcp])
+        if broker:
+            broker.stop()
+        auth.stop()

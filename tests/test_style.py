@@ -8,7 +8,8 @@ are the ones a reader notices and a tool can check, each failure names the file 
   (the IMAP command modules under imap_sess.h) is named as lib/NAME.c in that header.
 - Every bin/NAME.c opens with a comment, sets PROG to "NAME", has a man page doc/NAME.8 (or .1),
   and its main() is at most 120 lines.
-- QUEUE_INJECT is read in lib/inject.c alone.
+- Processes are created in lib/spawn.c alone (no fork() elsewhere), and QUEUE_INJECT is read in
+  lib/inject.c alone.
 """
 import glob
 import os
@@ -124,6 +125,14 @@ def grep(pattern, pats):
                 if rx.search(code) and not code.lstrip().startswith("*"):
                     hits.append("%s:%d: %s" % (rel(p), n, line.strip()))
     return hits
+
+
+def test_processes_are_created_in_lib_spawn_alone():
+    hits = grep(r"\b(v?fork|posix_spawnp?)\s*\(", ["bin/*.c", "lib/*.c"])
+    others = [h for h in hits if not h.startswith("lib/spawn.c:")]
+    assert any(h.startswith("lib/spawn.c:") for h in hits), "lib/spawn.c creates no process?"
+    assert not others, ("fork/posix_spawn outside lib/spawn.c (use lib/spawn.h):\n"
+                        + "\n".join(others))
 
 
 def test_queue_inject_is_read_in_lib_inject_alone():
