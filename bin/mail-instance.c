@@ -822,5 +822,8 @@ int main(int argc, char const *const *argv)
   make_services();
   if (!queue_init(path("queue"))) strerr_diefu2sys(111, "make the queue in ", path("queue"));
   make_layout(!geteuid());
+  stralloc_free(&aliases);
+  stralloc_free(&domains);
+  stralloc_free(&abs);
   return 0;
 }
