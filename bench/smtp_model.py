@@ -4,12 +4,15 @@ Postfix in the same run.
 pillarbox: an instance made by `mail-instance create` run as root (system users, owners and
 modes of doc/security.md), its services started by s6-svscan as root exactly as the templates
 run them: tcpserver (root) -> tls-serve -S (keys loaded as root; engine as pb-tls, program as
-pb-smtpd) -> smtp-receive (pb-smtpd) -> the injection socket (s6-ipcserver as pb-queue) ->
-queue-inject. STARTTLS is offered, as on any real port 25. The scheduler is stopped (accept
+pb-smtpd) -> smtp-receive (pb-smtpd) -> the injection socket (queue-inject-ipc -l's workers
+as pb-queue, committing in-process). STARTTLS is offered, as on any real port 25. The scheduler is stopped (accept
 only: messages stay queued).
 Postfix: a private instance (its own config and queue directories, Debian's binaries) with
 smtpd on loopback, cleanup writing each message to its queue, qmgr disabled so the messages
 stay queued too. Both fsync their queue files.
+Postfix's in_flow_delay is 0: with qmgr off no delivery hands cleanup its flow-control tokens,
+and each smtpd would otherwise wait 1 s before every message (20 msg/s with 20 sessions).
+Both sides cap one client address at 50 connections (control/smtp-peermax, Postfix's default).
 Load: Postfix's smtp-source, 20 sessions in parallel, one connection per message (no -d),
 messages of 2 KB to one local recipient. Each server runs twice, alternating; the best run of
 each is kept. Prints both rates and the ratio (target >= 1.0).

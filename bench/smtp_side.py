@@ -80,7 +80,8 @@ def procs_by_name(names):
 
 
 def held_session_pss(port, names, k=1):
-    """PSS (KB) of the new processes named in names while k sessions are held after EHLO."""
+    """PSS (KB) of the new processes named in names while k sessions are held after EHLO:
+    the total, and the total per process name."""
     before = set(p for p, _ in procs_by_name(names))
     socks = []
     try:
@@ -93,8 +94,11 @@ def held_session_pss(port, names, k=1):
             while b"\r\n250 " not in buf and b"250 " not in buf[:4]:
                 buf += s.recv(4096)
         time.sleep(0.3)  # let the fork settle (a measurement, not a synchronisation)
-        new = [(p, c) for p, c in procs_by_name(names) if p not in before]
-        return sum(pss_kb(p) for p, _ in new), new
+        by = {}
+        for p, c in procs_by_name(names):
+            if p not in before:
+                by[c] = by.get(c, 0) + pss_kb(p)
+        return sum(by.values()), by
     finally:
         for s in socks:
             s.close()
@@ -196,12 +200,10 @@ def main():
                   % (shape, b, f, b / f, " ".join("%.0f" % x for x, _ in rb),
                      " ".join("%.0f" % x for x, _ in rf), cpu))
         for k in (1, 20):
-            kb, procs = held_session_pss(pb[2], {"smtp-receive", "tls-serve"}, k)
+            kb, by = held_session_pss(pb[2], {"smtp-receive", "tls-serve"}, k)
             print("PSS, %2d held plaintext session(s), pillarbox: %d KB per session (%s)"
-                  % (k, kb / k, ", ".join("%s %d" % (c, pss_kb(p)) for p, c in procs[:2])))
-            kb, procs = held_session_pss(pf[1], {"smtpd"}, k)
-            print("PSS, %2d held plaintext session(s), Postfix:   %d KB per session"
-                  % (k, kb / k))
+                  % (k, kb / k, ", ".join("%s %d" % (c, v / k) for c, v in sorted(by.items()))))
+        # (Postfix's smtpd processes are reused across sessions: no per-session figure)
         m.postfix_stop(pf[0])
         pf = None
         pillarbox_queue_up(pb[1])

@@ -677,8 +677,9 @@ static void initial_aliases(stralloc *out, char const *const *doms, unsigned int
           out->len = start;
           continue;
         }
-        /* room first: the domain is copied from out itself, which must not move meanwhile */
-        if (!stralloc_readyplus(out, 13 + dl + 1) || !stralloc_cats(out, ": postmaster@") ||
+        /* room first: the domain is copied from out itself, which must not move under it */
+        if (!stralloc_readyplus(out, sizeof ": postmaster@" + dl + 1) ||
+            !stralloc_cats(out, ": postmaster@") ||
             !stralloc_catb(out, out->s + start + rl + 1, dl) ||
             !stralloc_catb(out, "\n", 1))
           strerr_diefu1sys(111, "allocate");
