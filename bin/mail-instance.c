@@ -677,7 +677,9 @@ static void initial_aliases(stralloc *out, char const *const *doms, unsigned int
           out->len = start;
           continue;
         }
-        if (!stralloc_cats(out, ": postmaster@") ||
+        /* room first: the domain is copied from out itself, which must not move under it */
+        if (!stralloc_readyplus(out, sizeof ": postmaster@" + dl + 1) ||
+            !stralloc_cats(out, ": postmaster@") ||
             !stralloc_catb(out, out->s + start + rl + 1, dl) ||
             !stralloc_catb(out, "\n", 1))
           strerr_diefu1sys(111, "allocate");
@@ -820,5 +822,8 @@ int main(int argc, char const *const *argv)
   make_services();
   if (!queue_init(path("queue"))) strerr_diefu2sys(111, "make the queue in ", path("queue"));
   make_layout(!geteuid());
+  stralloc_free(&aliases);
+  stralloc_free(&domains);
+  stralloc_free(&abs);
   return 0;
 }

@@ -8,6 +8,7 @@ are the ones a reader notices and a tool can check, each failure names the file 
   (the IMAP command modules under imap_sess.h) is named as lib/NAME.c in that header.
 - Every bin/NAME.c opens with a comment, sets PROG to "NAME", has a man page doc/NAME.8 (or .1),
   and its main() is at most 120 lines.
+- doc/hacking.md names every lib/ module.
 - Processes are created in lib/spawn.c alone (no fork() elsewhere), and QUEUE_INJECT is read in
   lib/inject.c alone.
 """
@@ -138,3 +139,11 @@ def test_processes_are_created_in_lib_spawn_alone():
 def test_queue_inject_is_read_in_lib_inject_alone():
     hits = grep(r'getenv\("QUEUE_INJECT"\)', ["bin/*.c", "lib/*.c"])
     assert [h.split(":")[0] for h in hits] == ["lib/inject.c"], "\n".join(hits)
+
+
+def test_every_lib_module_is_on_the_map_in_hacking_md():
+    """doc/hacking.md's module list names every lib/ module, so a newcomer finds it."""
+    text = read(os.path.join(ROOT, "doc", "hacking.md"))
+    names = sorted(os.path.basename(p)[:-2] for p in glob.glob(os.path.join(ROOT, "lib", "*.c")))
+    missing = [n for n in names if "`%s`" % n not in text and "`%s.c`" % n not in text]
+    assert not missing, "lib/ modules not in doc/hacking.md's module list: %s" % missing
