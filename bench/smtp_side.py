@@ -157,7 +157,11 @@ def end_to_end(port, n, newdir):
 
 
 def pillarbox_queue_up(root):
-    """Drops what the accept runs queued, then starts the queue service."""
+    """Drops what the accept runs queued, then starts the queue service with 20 local
+    deliveries at once (control/concurrency-local; default 10), as Postfix's virtual(8) runs
+    20 (virtual_destination_concurrency_limit, its default)."""
+    with open(os.path.join(root, "control", "concurrency-local"), "w") as f:
+        f.write("20\n")
     for sub in ("mess", "state"):
         d = os.path.join(root, "queue", sub)
         for f in os.listdir(d):

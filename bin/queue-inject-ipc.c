@@ -32,6 +32,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -425,6 +426,7 @@ static void server(int fd, int ofd)
 
 static pid_t workers[POOL_MAX];
 static unsigned int nworkers;
+static pid_t pool_pid;
 
 static void term(int sig)
 {
@@ -440,6 +442,9 @@ static void worker(int ls) gccattr_noreturn;
 static void worker(int ls)
 {
   if (sig_restore(SIGTERM) < 0) strerr_diefusys(111, "restore SIGTERM");
+  /* a pool whose parent was killed outright must not keep serving an old socket */
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0) strerr_diefusys(111, "set the parent-death signal");
+  if (getppid() != pool_pid) _exit(0);
   for (;;) {
     struct ucred cr;
     socklen_t crl = sizeof cr;
@@ -483,6 +488,7 @@ static int pool(char const *path, unsigned int mode, unsigned int n, int notify)
   memset(&sun, 0, sizeof sun);
   sun.sun_family = AF_UNIX;
   memcpy(sun.sun_path, path, strlen(path));
+  pool_pid = getpid();
   ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (ls < 0) strerr_diefusys(111, "make a socket");
   if (bind(ls, (struct sockaddr *)&sun, sizeof sun) < 0) strerr_diefu2sys(111, "bind ", path);

@@ -29,11 +29,15 @@ struct smtpmsg_s {
   smtp_data dm;
   smtp_hops hops;
   hdr_grab from;
+  smtp_trace trace;        /* for the Received: field, written with the first bytes */
+  int headed;              /* it was */
 };
 
-/* Starts: the injection with facts f (lib/inject, timeout seconds per I/O), then the
- * Received: field built from t (t->id is filled in here when the queue announces the id
- * early). bdat: BDAT mode. Returns 1, or 0 (nothing started, errno set: 451). */
+/* Starts the injection with facts f (lib/inject, timeout seconds per I/O). The Received:
+ * field built from t (a copy is kept: its strings must live until the commit) goes first into
+ * the message with the first bytes of data, with the queue id when the queue announces it
+ * early: so the caller's 354 goes out before the queue's answer is awaited, and the two round
+ * trips overlap. bdat: BDAT mode. Returns 1, or 0 (nothing started, errno set: 451). */
 int smtpmsg_start(smtpmsg *m, inject_facts const *f, unsigned int timeout, smtp_trace *t,
                   uint64_t databytes, int bdat, int grabfrom);
 

@@ -547,6 +547,32 @@ def test_pool_serves_many_clients_with_few_workers(inst):
                  open("/proc/%d/stat" % w).read().split()[2] == "Z", timeout=10, what="worker gone")
 
 
+def test_pool_workers_go_with_a_killed_parent(inst):
+    """queue-inject-ipc -l killed outright (SIGKILL): its workers do not keep serving."""
+    sock = inst.path("queue", "pool.sock")
+    p = subprocess.Popen([prog("queue-inject-ipc"), "-1", "-n", "3", "-l", sock],
+                         env=inst.env, stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"\n"
+        kids = "/proc/%d/task/%d/children" % (p.pid, p.pid)
+        workers = [int(x) for x in open(kids).read().split()]
+        assert len(workers) == 3
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+        p.stdout.close()
+
+    def gone():
+        for w in workers:
+            try:
+                if open("/proc/%d/stat" % w).read().rsplit(")", 1)[1].split()[0] != "Z":
+                    return False
+            except OSError:
+                pass
+        return True
+    wait_for(gone, timeout=10, what="the workers to exit")
+
+
 def test_trusted_facts_reach_the_chain(inst, tmp_path):
     """From a trusted uid the facts are exported to a chain given as arguments (INJECT_*)."""
     hook = tmp_path / "bin"
