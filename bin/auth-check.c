@@ -18,14 +18,14 @@
 #include <skalibs/strerr.h>
 
 #include "authclient.h"
+#include "checkpw.h"
 
 #define USAGE "auth-check prog..."
-#define INPUT_MAX 512
 char const *PROG = "auth-check";
 
 int main(int argc, char const *const *argv)
 {
-  char buf[INPUT_MAX + 1];
+  char buf[CHECKPW_INPUT_MAX + 1];
   size_t len = 0;
   char const *user, *pass, *z;
   stralloc address = STRALLOC_ZERO, maildir = STRALLOC_ZERO;
@@ -40,21 +40,7 @@ int main(int argc, char const *const *argv)
   argv += l.ind;
   if (!argc) strerr_dieusage(2, USAGE);
 
-  for (;;) {
-    ssize_t k = read(3, buf + len, sizeof buf - len);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EBADF) strerr_dief1x(2, "nothing on fd 3 (checkpassword interface)");
-      strerr_diefu1sys(111, "read fd 3");
-    }
-    if (!k) break;
-    len += (size_t)k;
-    if (len > INPUT_MAX) {
-      memset(buf, 0, sizeof buf);
-      strerr_dief1x(2, "input on fd 3 longer than 512 bytes");
-    }
-  }
-  fd_close(3);
+  len = checkpw_read3(buf);
   user = buf;
   z = memchr(buf, 0, len);
   if (!z || z == buf) {

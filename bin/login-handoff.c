@@ -22,17 +22,17 @@
 #include <skalibs/tai.h>
 #include <skalibs/types.h>
 
+#include "checkpw.h"
 #include "control.h"
 #include "loginpass.h"
 
 #define USAGE "login-handoff NAME (NAME: a socket in MAILROOT/run/login/, or a path)"
-#define INPUT_MAX 512
 #define CONNECT_TIMEOUT 10
 char const *PROG = "login-handoff";
 
 int main(int argc, char const *const *argv)
 {
-  char buf[INPUT_MAX + 1];
+  char buf[CHECKPW_INPUT_MAX + 1];
   size_t len = 0;
   stralloc path = STRALLOC_ZERO;
   char const *notifyvar = 0;
@@ -63,21 +63,7 @@ int main(int argc, char const *const *argv)
     }
   }
 
-  for (;;) {
-    ssize_t k = read(3, buf + len, sizeof buf - len);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EBADF) strerr_dief1x(2, "nothing on fd 3 (checkpassword interface)");
-      strerr_diefu1sys(111, "read fd 3");
-    }
-    if (!k) break;
-    len += (size_t)k;
-    if (len > INPUT_MAX) {
-      memset(buf, 0, sizeof buf);
-      strerr_dief1x(2, "input on fd 3 longer than 512 bytes");
-    }
-  }
-  fd_close(3);
+  len = checkpw_read3(buf);
   {
     char const *z = memchr(buf, 0, len);
     if (!z || z == buf || !memchr(z + 1, 0, len - (size_t)(z + 1 - buf))) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <skalibs/djbunix.h>
+#include <skalibs/strerr.h>
 
 #include <skalibs/stralloc.h>
 
@@ -100,4 +101,25 @@ int checkpw(char const *user, size_t userlen, char const *pass, size_t passlen)
     case 2: return CHECKPW_BAD;
     default: return CHECKPW_TEMP;
   }
+}
+
+size_t checkpw_read3(char *buf)
+{
+  size_t len = 0;
+  for (;;) {
+    ssize_t k = read(3, buf + len, CHECKPW_INPUT_MAX + 1 - len);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EBADF) strerr_dief1x(2, "nothing on fd 3 (checkpassword interface)");
+      strerr_diefu1sys(111, "read fd 3");
+    }
+    if (!k) break;
+    len += (size_t)k;
+    if (len > CHECKPW_INPUT_MAX) {
+      memset(buf, 0, CHECKPW_INPUT_MAX + 1);
+      strerr_dief1x(2, "input on fd 3 longer than 512 bytes");
+    }
+  }
+  fd_close(3);
+  return len;
 }

@@ -17,8 +17,15 @@
 #define CHECKPW_TEMP 111  /* trouble: 454 4.7.0 */
 
 #define CHECKPW_TIMEOUT 30
+#define CHECKPW_INPUT_MAX 512 /* octets on fd 3, the checkpassword interface's bound */
 
 /* Runs auth-check for user[0..userlen) and pass[0..passlen). Returns CHECKPW_*. */
 int checkpw(char const *user, size_t userlen, char const *pass, size_t passlen);
+
+/* The other side of the interface, for the checkpassword programs (auth-check,
+ * login-handoff): reads fd 3 to its end into buf (room for CHECKPW_INPUT_MAX + 1 octets), closes
+ * it and returns the length. Exits as the interface says: 2 when fd 3 is not open or holds more
+ * than CHECKPW_INPUT_MAX octets (buf is wiped first), 111 on a read error. */
+size_t checkpw_read3(char *buf);
 
 #endif
