@@ -41,19 +41,6 @@ static void outu(uint64_t u)
   outb(b, uint64_fmt(b, u));
 }
 
-static char const *statename(char c)
-{
-  switch (c) {
-  case QUEUE_T_NEW: return "new";
-  case QUEUE_T_LOCAL: return "pending-local";
-  case QUEUE_T_REMOTE: return "pending-remote";
-  case QUEUE_T_DONE: return "done";
-  case QUEUE_T_FAILED: return "failed";
-  case QUEUE_T_BOUNCED: return "bounced";
-  default: return "unknown";
-  }
-}
-
 static void envelope(char const *qdir, char const *id, queue_hdr const *h, stralloc const *env)
 {
   queue_target *t = 0;
@@ -83,7 +70,7 @@ static void envelope(char const *qdir, char const *id, queue_hdr const *h, stral
       out(t[i].addr);
     }
     out(" ");
-    out(statename(t[i].state));
+    out(queue_t_name(t[i].state));
     if (t[i].attempts) {
       out(" attempts=");
       outu(t[i].attempts);

@@ -252,19 +252,6 @@ static void shape_print(void)
   }
 }
 
-static char const *statename(char c)
-{
-  switch (c) {
-  case QUEUE_T_NEW: return "new";
-  case QUEUE_T_LOCAL: return "pending-local";
-  case QUEUE_T_REMOTE: return "pending-remote";
-  case QUEUE_T_DONE: return "done";
-  case QUEUE_T_FAILED: return "failed";
-  case QUEUE_T_BOUNCED: return "bounced";
-  default: return "unknown";
-  }
-}
-
 static void show(char const *id, int hasstate, int held, uint64_t now)
 {
   queue_hdr h;
@@ -339,7 +326,7 @@ static void show(char const *id, int hasstate, int held, uint64_t now)
       out("{\"address\":");
       outjs(t[i].addr, strlen(t[i].addr));
       out(",\"state\":\"");
-      out(statename(t[i].state));
+      out(queue_t_name(t[i].state));
       out("\",\"attempts\":");
       outu(t[i].attempts);
       out(",\"next\":");
@@ -363,7 +350,7 @@ static void show(char const *id, int hasstate, int held, uint64_t now)
       out(" ");
       out(t[i].addr);
       out(":");
-      out(statename(t[i].state));
+      out(queue_t_name(t[i].state));
       if (t[i].attempts) {
         out("/");
         outu(t[i].attempts);

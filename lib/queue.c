@@ -1054,3 +1054,16 @@ int queue_open_at(char const *qdir, char const *id, uint64_t offset)
   }
   return fd;
 }
+
+char const *queue_t_name(char state)
+{
+  switch (state) {
+    case QUEUE_T_NEW: return "new";
+    case QUEUE_T_LOCAL: return "pending-local";
+    case QUEUE_T_REMOTE: return "pending-remote";
+    case QUEUE_T_DONE: return "done";
+    case QUEUE_T_FAILED: return "failed";
+    case QUEUE_T_BOUNCED: return "bounced";
+    default: return "unknown";
+  }
+}

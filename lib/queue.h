@@ -216,6 +216,10 @@ int queue_open_at(char const *qdir, char const *id, uint64_t offset);
 #define QUEUE_T_FAILED 'F'  /* failed permanently, not yet bounced */
 #define QUEUE_T_BOUNCED 'B' /* failed permanently, bounce sent (or none needed) */
 
+/* A target state's name for people (queue-list, queue-cat): "new", "pending-local",
+ * "pending-remote", "done", "failed", "bounced", or "unknown". */
+char const *queue_t_name(char state);
+
 typedef struct queue_target_s queue_target;
 struct queue_target_s {
   char state;

@@ -143,5 +143,9 @@ int main(void)
     stralloc_free(&id2);
   }
   CHECK(queue_open("q", "1.000000.1", &h, &env, 0) < 0 && errno == ENOENT);
+  /* state names for people */
+  CHECK(!strcmp(queue_t_name(QUEUE_T_LOCAL), "pending-local"));
+  CHECK(!strcmp(queue_t_name(QUEUE_T_BOUNCED), "bounced"));
+  CHECK(!strcmp(queue_t_name('?'), "unknown"));
   return CHECK_DONE();
 }
