@@ -51,6 +51,9 @@ def make_instance(base, name):
                    capture_output=True)
     subprocess.run([os.path.join(BIN, "mail-user"), "add", "bench@example.test"], env=e,
                    input=b"benchpass\n", check=True, capture_output=True)
+    # every session comes from 127.0.0.1: the per-address cap at Postfix's default (50)
+    with open(os.path.join(root, "control", "smtp-peermax"), "w") as f:
+        f.write("50\n")
     return root, e
 
 
