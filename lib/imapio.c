@@ -11,6 +11,7 @@
 #include <skalibs/tai.h>
 #include <skalibs/types.h>
 #include "imapio.h"
+#include "timedio.h"
 
 static int rfd = 0, wfd = 1;
 static unsigned int timeout = 1800;
@@ -75,37 +76,19 @@ int imapio_buffered(void)
   return ipos < ilen || (layer && layer->pending());
 }
 
-/* Waits for fd (read or write) or xfd (read), at most ms milliseconds. 1 fd ready, 2 xfd
- * ready, 0 deadline, -1 error. */
+/* Waits for fd (read or write) or xfd (read), at most ms milliseconds (lib/timedio's wait).
+ * 1 fd ready, 2 xfd ready, 0 deadline, -1 error. */
 static int waitfds(int fd, int forwrite, int xfd, unsigned long ms)
 {
   tain deadline, d;
-  iopause_fd x[2];
+  int r;
   if (!tain_now_g()) return -1;
   if (ms > 86400000UL) ms = 86400000UL;
   if (!tain_from_millisecs(&d, (int)ms)) return -1;
   tain_add_g(&deadline, &d);
-  for (;;) {
-    int r;
-    unsigned int n = 1;
-    x[0].fd = fd;
-    x[0].events = forwrite ? IOPAUSE_WRITE : IOPAUSE_READ;
-    x[0].revents = 0;
-    if (xfd >= 0) {
-      x[1].fd = xfd;
-      x[1].events = IOPAUSE_READ;
-      x[1].revents = 0;
-      n = 2;
-    }
-    r = iopause_g(x, n, &deadline);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (!r) return 0;
-    if (x[0].revents) return 1;
-    if (n == 2 && x[1].revents) return 2;
-  }
+  r = timedio_wait2(fd, forwrite, xfd, &deadline);
+  if (r < 0 && errno == ETIMEDOUT) return 0;
+  return r;
 }
 
 int imapio_flush(void)

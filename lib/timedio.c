@@ -9,16 +9,20 @@
 
 #include "timedio.h"
 
-int timedio_wait(int fd, int forwrite, tain const *deadline)
+int timedio_wait2(int fd, int forwrite, int xfd, tain const *deadline)
 {
-  iopause_fd x;
+  iopause_fd x[2];
   for (;;) {
     int r;
-    x.fd = fd;
-    x.events = forwrite ? IOPAUSE_WRITE : IOPAUSE_READ;
-    x.revents = 0;
+    unsigned int n = xfd >= 0 ? 2 : 1;
+    x[0].fd = fd;
+    x[0].events = forwrite ? IOPAUSE_WRITE : IOPAUSE_READ;
+    x[0].revents = 0;
+    x[1].fd = xfd;
+    x[1].events = IOPAUSE_READ;
+    x[1].revents = 0;
     if (!tain_now_g()) return -1;
-    r = iopause_g(&x, 1, deadline);
+    r = iopause_g(x, n, deadline);
     if (r < 0) {
       if (errno == EINTR) continue;
       return -1;
@@ -27,8 +31,14 @@ int timedio_wait(int fd, int forwrite, tain const *deadline)
       errno = ETIMEDOUT;
       return -1;
     }
-    if (x.revents) return 1;
+    if (x[0].revents) return 1;
+    if (n == 2 && x[1].revents) return 2;
   }
+}
+
+int timedio_wait(int fd, int forwrite, tain const *deadline)
+{
+  return timedio_wait2(fd, forwrite, -1, deadline);
 }
 
 ssize_t timedio_fdread(int fd, char *buf, size_t len, tain const *deadline)

@@ -31,6 +31,11 @@
  * or when the deadline passes (errno ETIMEDOUT). */
 int timedio_wait(int fd, int forwrite, tain const *deadline);
 
+/* timedio_wait that also watches xfd for reading (imap-maildir's IDLE: the client or a
+ * change in the folder): 1 when fd is ready, 2 when xfd is readable and fd is not, -1 as
+ * timedio_wait. xfd < 0: timedio_wait. */
+int timedio_wait2(int fd, int forwrite, int xfd, tain const *deadline);
+
 /* read(2) on a non-blocking fd, waiting up to the deadline: > 0 bytes, 0 EOF, -1 error or
  * timeout (errno ETIMEDOUT). */
 ssize_t timedio_fdread(int fd, char *buf, size_t len, tain const *deadline);

@@ -142,5 +142,24 @@ int main(void)
     CHECK(timedio_fdread(c[0], r, sizeof r, &d) == 0);
     close(c[0]);
   }
+  /* timedio_wait2: the second fd wakes the wait, the first one wins when both are ready, the
+   * deadline ends it */
+  {
+    int p[2], q[2];
+    tain d;
+    char c;
+    CHECK(pipe(p) == 0 && pipe(q) == 0);
+    tain_now_g();
+    tain_addsec_g(&d, 5);
+    CHECK(wr(q[1], "x") && timedio_wait2(p[0], 0, q[0], &d) == 2);
+    CHECK(wr(p[1], "y") && timedio_wait2(p[0], 0, q[0], &d) == 1);
+    CHECK(read(p[0], &c, 1) == 1 && read(q[0], &c, 1) == 1);
+    tain_now_g();
+    tain_addsec_g(&d, 0);
+    errno = 0;
+    CHECK(timedio_wait2(p[0], 0, q[0], &d) < 0 && errno == ETIMEDOUT);
+    CHECK(timedio_wait2(p[1], 1, -1, &d) == 1);
+    close(p[0]), close(p[1]), close(q[0]), close(q[1]);
+  }
   return CHECK_DONE();
 }
