@@ -46,7 +46,7 @@ import smtp as smtpbench  # noqa: E402  (bench/smtp.py: its server and held sess
 import tls as tlsbench  # noqa: E402  (bench/tls.py: its s_time handshakes)
 
 LIBS = [os.path.join(BUILD, "libpillarbox.a"), "-l:libcdb.a", "-l:libbearssl.a", "-l:libskarnet.a",
-        "-lcrypt", "-lresolv"]
+        "-l:libz.a", "-lcrypt", "-lresolv"]  # as the Makefile's LIBS
 NSS_WARNING = re.compile(rb"statically linked applications requires at runtime")
 
 DRIVER = r"""
@@ -274,14 +274,17 @@ def pop3_pss(tmp, variants):
             pop3bench.BIN = b
             e2 = dict(env, PATH=b + ":" + os.environ.get("PATH", "/usr/bin:/bin"))
             port = pop3bench.free_port()
-            p = pop3bench.start_pillarbox(d, e2, port)
+            ps = pop3bench.start_pillarbox(d, e2, port)  # tcpserver, auth-serve, the broker
+            p = ps[0]
             try:
                 pop3bench.wait_port(port, p, "pillarbox", d)
                 c = pop3bench.Client(port)
                 c.login(pop3bench.USERS[0])
                 c.cmd(b"STAT")
                 c.multi(b"UIDL")
-                procs = pop3bench.descendants(p.pid)
+                # the session: pop3-serve (under tcpserver), pop3-maildir (under the broker)
+                procs = pop3bench.descendants(p.pid) + [
+                    x for b in ps[1:] for x in pop3bench.descendants(b.pid)]
                 detail = [(comm,) + rollup(pid) for pid, comm in procs]
                 c.cmd(b"QUIT")
                 c.close()
@@ -289,7 +292,8 @@ def pop3_pss(tmp, variants):
                 if name not in out or kb < out[name][0]:
                     out[name] = (kb, sum(d[2] for d in detail), detail)
             finally:
-                pop3bench.stop(p)
+                for q in ps:
+                    pop3bench.stop(q)
     pop3bench.BIN = BIN
     return out
 
