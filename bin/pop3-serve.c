@@ -23,6 +23,7 @@
 #include <skalibs/tai.h>
 #include <skalibs/types.h>
 #include "authfail.h"
+#include "checkpw.h"
 #include "connlimit.h"
 #include "control.h"
 #include "ipkey.h"
@@ -100,34 +101,6 @@ static void capa(void)
   if (!in_tls && ucspitls_available()) put("STLS\r\n");
   if (login_allowed()) put("USER\r\nSASL " SASLSERV_MECHS "\r\n");
   put("IMPLEMENTATION pillarbox\r\n.\r\n");
-}
-
-/* Reads the post-login program's notification or EOF, within AUTH_WAIT seconds.
- * 1 notified, 0 EOF, -1 timeout or error. */
-static int wait_notify(int fd)
-{
-  tain deadline;
-  char c;
-  tain_now_g();
-  tain_addsec_g(&deadline, AUTH_WAIT);
-  for (;;) {
-    ssize_t r;
-    if (timedio_wait(fd, 0, &deadline) < 0) return -1;
-    r = read(fd, &c, 1);
-    if (r < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return -1;
-    }
-    return r == 1;
-  }
-}
-
-static int reap(pid_t pid)
-{
-  int wstat;
-  while (waitpid(pid, &wstat, 0) < 0)
-    if (errno != EINTR) strerr_diefu1sys(111, "wait for auth-check");
-  return WIFEXITED(wstat) ? WEXITSTATUS(wstat) : 256;
 }
 
 /* The log name of a login attempt: printable ASCII only, bounded (it comes from the client). */
@@ -240,13 +213,13 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   memset(creds, 0, sizeof creds);
   fd_close(cp[1]);
   (void)r;
-  r = wait_notify(np[0]);
+  r = checkpw_wait_notify(np[0], AUTH_WAIT);
   if (r < 0) kill(pid, SIGKILL);
   if (r == 1) {
     strerr_warni4x("login ", logname(u, ulen), " from ", ip ? ip : "unknown");
     forgive();
   }
-  code = reap(pid);
+  code = checkpw_reap(pid, "auth-check");
   fd_close(np[0]);
   if (r == 1) { /* the session took place */
     char fmt[UINT_FMT];

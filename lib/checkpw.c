@@ -17,6 +17,7 @@
 #include "checkpw.h"
 #include "sasl.h"
 #include "spawn.h"
+#include "timedio.h"
 
 
 /* In-process: ask the auth service directly (no exec). */
@@ -122,4 +123,30 @@ size_t checkpw_read3(char *buf)
   }
   fd_close(3);
   return len;
+}
+
+int checkpw_wait_notify(int fd, unsigned int secs)
+{
+  tain deadline;
+  char c;
+  tain_now_g();
+  tain_addsec_g(&deadline, secs);
+  for (;;) {
+    ssize_t r;
+    if (timedio_wait(fd, 0, &deadline) < 0) return -1;
+    r = read(fd, &c, 1);
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return -1;
+    }
+    return r == 1;
+  }
+}
+
+int checkpw_reap(pid_t pid, char const *what)
+{
+  int wstat;
+  while (waitpid(pid, &wstat, 0) < 0)
+    if (errno != EINTR) strerr_diefu2sys(111, "wait for ", what);
+  return WIFEXITED(wstat) ? WEXITSTATUS(wstat) : 256;
 }

@@ -11,6 +11,7 @@
 #define PILLARBOX_CHECKPW_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #define CHECKPW_OK 0      /* good credentials: 235 */
 #define CHECKPW_BAD 1     /* bad credentials (or misuse): 535 5.7.8 */
@@ -27,5 +28,14 @@ int checkpw(char const *user, size_t userlen, char const *pass, size_t passlen);
  * it and returns the length. Exits as the interface says: 2 when fd 3 is not open or holds more
  * than CHECKPW_INPUT_MAX octets (buf is wiped first), 111 on a read error. */
 size_t checkpw_read3(char *buf);
+
+/* For the pre-login fronts (pop3-serve, imap-serve) that start a checkpassword program whose
+ * session program notifies them on a pipe once the login is good: reads that pipe's byte or
+ * its EOF within secs seconds. Returns 1 notified, 0 EOF, -1 timeout or error. */
+int checkpw_wait_notify(int fd, unsigned int secs);
+
+/* Waits for the checkpassword program pid (retrying on EINTR; dies 111 naming what on any
+ * other error). Returns its exit code, or 256 when it was killed by a signal. */
+int checkpw_reap(pid_t pid, char const *what);
 
 #endif

@@ -14,6 +14,7 @@
 #include <skalibs/tai.h>
 #include <skalibs/types.h>
 #include "authfail.h"
+#include "checkpw.h"
 #include "connlimit.h"
 #include "control.h"
 #include "imapio.h"
@@ -232,34 +233,6 @@ static void forgive(void)
   if (authfail_forgive(cfg->ip) < 0) strerr_warnwu1sys("record a login that did not fail");
 }
 
-/* Reads the session's notification or EOF, within IMAPSERV_AUTH_WAIT seconds.
- * 1 notified, 0 EOF, -1 timeout or error. */
-static int wait_notify(int fd)
-{
-  tain d;
-  char c;
-  tain_now_g();
-  tain_addsec_g(&d, IMAPSERV_AUTH_WAIT);
-  for (;;) {
-    ssize_t r;
-    if (timedio_wait(fd, 0, &d) < 0) return -1;
-    r = read(fd, &c, 1);
-    if (r < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return -1;
-    }
-    return r == 1;
-  }
-}
-
-static int reap(pid_t pid)
-{
-  int wstat;
-  while (waitpid(pid, &wstat, 0) < 0)
-    if (errno != EINTR) strerr_diefu1sys(111, "wait for the login program");
-  return WIFEXITED(wstat) ? WEXITSTATUS(wstat) : 256;
-}
-
 /* Starts the checkpassword program on the client. Returns its pid (-1 on failure) and the
  * write end of the credentials pipe and the read end of the notification pipe. */
 static pid_t start_login(char const *tag, int *credfd, int *notifyfd)
@@ -330,13 +303,13 @@ static void login(char const *tag, char const *u, size_t ulen, char const *pw, s
   byte_zzero(creds, sizeof creds);
   fd_close(credfd);
   (void)r; /* a program that does not read fd 3 answers by its exit code all the same */
-  r = wait_notify(notifyfd);
+  r = checkpw_wait_notify(notifyfd, IMAPSERV_AUTH_WAIT);
   if (r < 0) kill(pid, SIGKILL);
   if (r == 1) {
     forgive();
     strerr_warni4x("login ", logname(u, ulen), " from ", ipname());
   }
-  code = reap(pid);
+  code = checkpw_reap(pid, "the login program");
   fd_close(notifyfd);
   if (r == 1) { /* the session took place */
     char fmt[UINT_FMT];
