@@ -602,7 +602,12 @@ static void auth_check(saslserv *s)
     strerr_warni("auth ok ip=", remoteip, " user=", authuser.s);
     smtpd_reply(235, "2.7.0", "authentication successful");
   } else if (r == CHECKPW_BAD) auth_failed(535, "5.7.8", "authentication credentials invalid");
-  else smtpd_reply(454, "4.7.0", "temporary authentication failure");
+  else {
+    /* No decision: take the attempt back, as pop3-serve and imap-serve do, so clients
+     * retrying through an auth outage are not locked out. */
+    if (authfail_forgive(remoteip) < 0) strerr_warnwusys("record an undecided login");
+    smtpd_reply(454, "4.7.0", "temporary authentication failure");
+  }
 }
 
 static void do_auth(char const *arg, size_t arglen)
