@@ -8,7 +8,6 @@
  * interrupted message is never committed; the reply comes after the queue's answer.
  * See doc/smtp-receive.8, doc/smtp.md.
  */
-#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,11 +16,9 @@
 #include <unistd.h>
 
 #include <skalibs/djbunix.h>
-#include <skalibs/iopause.h>
 #include <skalibs/sig.h>
 #include <skalibs/stralloc.h>
 #include <skalibs/strerr.h>
-#include <skalibs/tai.h>
 #include <skalibs/types.h>
 
 #include "addr.h"
@@ -153,17 +150,9 @@ static void log_message(char const *result, char const *id)
 {
   char n1[ULONG_FMT], n2[UINT64_FMT];
   stralloc *l = &tmp;
-  size_t i;
-  unsigned int k = 0;
   n1[ulong_fmt(n1, nrcpt)] = 0;
   n2[uint64_fmt(n2, msg.size)] = 0;
-  l->len = 0;
-  for (i = 0; i < rcpts.len && k < 10; i += strlen(rcpts.s + i) + 1, k++)
-    if (!stralloc_cats(l, k ? ",<" : "<") || !stralloc_cats(l, rcpts.s + i + 1) ||
-        !stralloc_cats(l, ">"))
-      smtpd_quit(111, "out of memory");
-  if ((i < rcpts.len && !stralloc_cats(l, ",...")) || !stralloc_0(l))
-    smtpd_quit(111, "out of memory");
+  smtpd_rcptlist(l, rcpts.s, rcpts.len, 10);
   if (!stralloc_0(&sender)) smtpd_quit(111, "out of memory");
   sender.len--;
   strerr_warni("message ip=", remoteip, " from=<", sender.s, "> rcpts=", n1, " to=", l->s,
@@ -517,37 +506,21 @@ static int quota_toobig(void)
 
 /* ---- STARTTLS and AUTH ---- */
 
-static void coe_env(char const *name)
-{
-  char const *x = getenv(name);
-  unsigned int fd;
-  if (x && *x && uint0_scan(x, &fd)) coe((int)fd);
-}
-
 static int tls_facts(void)
 {
-  char const *x = getenv("SSL_PROTOCOL"), *y = getenv("SSL_CIPHER");
-  tlsproto.len = tlscipher.len = 0;
-  if (!x || !*x) return stralloc_0(&tlsproto) && stralloc_0(&tlscipher);
-  tls = 1;
-  return stralloc_cats(&tlsproto, x) && stralloc_0(&tlsproto) &&
-         stralloc_cats(&tlscipher, y ? y : "") && stralloc_0(&tlscipher);
+  int r = ucspitls_facts(&tlsproto, &tlscipher);
+  if (r > 0) tls = 1;
+  return r >= 0;
 }
 
 /* 1: TLS started (the caller resets the session), 0: refused with a reply, -1: broken. */
 static int do_starttls(size_t arglen)
 {
-  iopause_fd x;
-  tain d;
   int r;
   if (arglen) { smtpd_reply(501, "5.5.4", "STARTTLS takes no argument"); return 0; }
   if (tls) { smtpd_reply(554, "5.5.1", "TLS already active"); return 0; }
   if (ctlfd < 0) { smtpd_reply(502, "5.5.1", "STARTTLS not available"); return 0; }
-  /* Is the sidecar still there? A closed control socket reads as EOF at once. */
-  x = (iopause_fd){ctlfd, IOPAUSE_READ, 0};
-  tain_now_g();
-  d = STAMP;
-  if (fcntl(ctlfd, F_GETFD) < 0 || iopause_g(&x, 1, &d) != 0) {
+  if (!ucspitls_alive(ctlfd)) {
     ctlfd = -1;
     smtpd_reply(454, "4.7.0", "TLS not available due to temporary reason");
     return 0;
@@ -562,49 +535,29 @@ static int do_starttls(size_t arglen)
   return 1;
 }
 
-static void auth_failed(unsigned int code, char const *ecode, char const *t)
+static void auth_failed(void)
 {
   authfailures++;
   strerr_warni("auth failed ip=", remoteip);
-  smtpd_reply(code, ecode, t);
+  smtpd_reply(535, "5.7.8", "authentication credentials invalid");
   if (authfailures >= 3)
     smtpd_die(421, "4.7.0", "too many failed logins, closing", "auth failures");
   smtpd_flush();
   if (authdelay) sleep((unsigned int)(authdelay * authfailures));
 }
 
-/* Counts the attempt BEFORE the check (parallel guesses all count): 1 go on, 0 refused. */
-static int auth_attempt(void)
-{
-  int r = authfail_attempt(remoteip);
-  if (r < 0) strerr_warnwusys("record a login attempt");
-  if (r) return 1;
-  smtpd_reply(454, "4.7.0", "too many failed logins from your address, try later");
-  return 0;
-}
-
 static void auth_check(saslserv *s)
 {
   int r;
-  if (!auth_attempt()) return;
+  if (!smtpd_auth_attempt(remoteip)) return;
   r = checkpw(s->user, s->userlen, s->pass, s->passlen);
   if (r == CHECKPW_OK) {
-    account acc = ACCOUNT_ZERO;
-    if (authfail_forgive(remoteip) < 0) strerr_warnwusys("record a good login");
-    authuser.len = 0;
-    if (lookup_account_nohash(s->user, s->userlen, &acc) > 0 && acc.address.len > 1) {
-      if (!addr_fold(acc.address.s, acc.address.len - 1, &authuser))
-        smtpd_quit(111, "out of memory");
-    } else if (!addr_fold(s->user, s->userlen, &authuser)) smtpd_quit(111, "out of memory");
-    account_free(&acc);
-    if (!stralloc_0(&authuser)) smtpd_quit(111, "out of memory");
-    authuser.len--;
+    smtpd_auth_ok(remoteip, s->user, s->userlen, &authuser);
     strerr_warni("auth ok ip=", remoteip, " user=", authuser.s);
     smtpd_reply(235, "2.7.0", "authentication successful");
-  } else if (r == CHECKPW_BAD) auth_failed(535, "5.7.8", "authentication credentials invalid");
+  } else if (r == CHECKPW_BAD) auth_failed();
   else {
-    /* No decision: take the attempt back, as pop3-serve and imap-serve do, so clients
-     * retrying through an auth outage are not locked out. */
+    /* No decision: not a guess (retries through an auth outage are not locked out) */
     if (authfail_forgive(remoteip) < 0) strerr_warnwusys("record an undecided login");
     smtpd_reply(454, "4.7.0", "temporary authentication failure");
   }
@@ -631,7 +584,7 @@ static void do_auth(char const *arg, size_t arglen)
   r = smtpd_sasl(&s, arg, arglen);
   if (r == SASLSERV_DONE) auth_check(&s);
   else if (r == SASLSERV_EAUTHZ) {
-    if (auth_attempt()) auth_failed(535, "5.7.8", "authentication credentials invalid");
+    if (smtpd_auth_attempt(remoteip)) auth_failed();
   } else if ((code = smtpd_sasl_error(r, &ecode, &text))) smtpd_reply(code, ecode, text);
   saslserv_wipe(&s);
 }
@@ -696,13 +649,7 @@ static void configure(void)
   offer_auth = authrequired || !service || strcmp(service, "smtpd") || getenv("SMTP_OFFER_AUTH");
   /* Pipelining rules are enforced for a network peer: fd 0 a socket, or implicit TLS */
   strict = (fstat(0, &st) == 0 && S_ISSOCK(st.st_mode)) || getenv("SSL_PROTOCOL");
-  if (ucspitls_available()) {
-    unsigned int fd;
-    if (uint0_scan(getenv("SSLCTLFD"), &fd)) ctlfd = (int)fd;
-    coe_env("SSLCTLFD");
-    coe_env("SSLREADFD");
-    coe_env("SSLWRITEFD");
-  }
+  ctlfd = ucspitls_setup();
   if (!tls_facts()) strerr_diefusys(111, "allocate");
   if (!stralloc_0(&helo)) strerr_diefusys(111, "allocate");
   helo.len = 0;

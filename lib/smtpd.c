@@ -1,12 +1,17 @@
 /* smtpd: see smtpd.h */
 #include <errno.h>
 #include <sys/ioctl.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <skalibs/bytestr.h>
 #include <skalibs/djbunix.h>
+#include <skalibs/strerr.h>
 #include <skalibs/tai.h>
 
+#include "addr.h"
+#include "authfail.h"
+#include "lookup.h"
 #include "smtp.h"
 #include "smtpd.h"
 #include "timedio.h"
@@ -210,4 +215,39 @@ unsigned int smtpd_sasl_error(int r, char const **ecode, char const **text)
       return 500;
     default: *ecode = "5.5.2"; *text = "malformed authentication response"; return 501;
   }
+}
+
+int smtpd_auth_attempt(char const *ip)
+{
+  int r = authfail_attempt(ip);
+  if (r < 0) strerr_warnwusys("record a login attempt");
+  if (r) return 1;
+  smtpd_reply(454, "4.7.0", "too many failed logins from your address, try later");
+  return 0;
+}
+
+void smtpd_auth_ok(char const *ip, char const *user, size_t len, stralloc *out)
+{
+  account acc = ACCOUNT_ZERO;
+  if (authfail_forgive(ip) < 0) strerr_warnwusys("record a good login");
+  out->len = 0;
+  if (lookup_account_nohash(user, len, &acc) > 0 && acc.address.len > 1) {
+    if (!addr_fold(acc.address.s, acc.address.len - 1, out)) smtpd_quit(111, "out of memory");
+  } else if (!addr_fold(user, len, out)) smtpd_quit(111, "out of memory");
+  account_free(&acc);
+  if (!stralloc_0(out)) smtpd_quit(111, "out of memory");
+  out->len--;
+}
+
+void smtpd_rcptlist(stralloc *out, char const *rcpts, size_t len, unsigned int max)
+{
+  size_t i;
+  unsigned int k = 0;
+  out->len = 0;
+  for (i = 0; i < len && k < max; i += strlen(rcpts + i) + 1, k++)
+    if (!stralloc_cats(out, k ? ",<" : "<") || !stralloc_cats(out, rcpts + i + 1) ||
+        !stralloc_cats(out, ">"))
+      smtpd_quit(111, "out of memory");
+  if ((i < len && !stralloc_cats(out, ",...")) || !stralloc_0(out))
+    smtpd_quit(111, "out of memory");
 }

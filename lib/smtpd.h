@@ -61,8 +61,21 @@ int smtpd_starttls(void);
  * credentials in s, or an error); the caller wipes s. */
 int smtpd_sasl(saslserv *s, char const *arg, size_t len);
 
+/* Counts a login attempt from ip BEFORE its password check (lib/authfail), so parallel
+ * guesses all count. 1 go on, 0 over the limit (answered 454 4.7.0). */
+int smtpd_auth_attempt(char const *ip);
+
+/* After a good password for user[0..len) from ip: takes the attempt back and sets *out to
+ * the account's address (folded; NUL-terminated, the NUL not counted in out->len), or to the
+ * login name itself when it names no account. */
+void smtpd_auth_ok(char const *ip, char const *user, size_t len, stralloc *out);
+
 /* The SMTP reply for a saslserv error result: its code (0 for SASLSERV_DONE and
  * SASLSERV_EAUTHZ, which are the caller's). */
 unsigned int smtpd_sasl_error(int result, char const **ecode, char const **text);
+
+/* For the log: the first max recipients of rcpts[0..len) (each a kind byte, the address, NUL)
+ * as "<a>,<b>,...", NUL-terminated, into *out. */
+void smtpd_rcptlist(stralloc *out, char const *rcpts, size_t len, unsigned int max);
 
 #endif

@@ -1,5 +1,6 @@
 /* ucspitls: see ucspitls.h */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -112,4 +113,40 @@ int ucspitls_start_stdio(void)
   unsetenv("SSLREADFD");
   unsetenv("SSLWRITEFD");
   return 1;
+}
+
+static void coe_env(char const *name)
+{
+  char const *x = getenv(name);
+  unsigned int fd;
+  if (x && *x && uint0_scan(x, &fd)) coe((int)fd);
+}
+
+int ucspitls_setup(void)
+{
+  unsigned int fd;
+  if (!ucspitls_available() || !uint0_scan(getenv("SSLCTLFD"), &fd)) return -1;
+  coe_env("SSLCTLFD");
+  coe_env("SSLREADFD");
+  coe_env("SSLWRITEFD");
+  return (int)fd;
+}
+
+int ucspitls_alive(int ctlfd)
+{
+  iopause_fd x = {ctlfd, IOPAUSE_READ, 0};
+  tain d;
+  tain_now_g();
+  tain_add_g(&d, &tain_zero); /* a poll: do not wait */
+  return fcntl(ctlfd, F_GETFD) >= 0 && iopause_g(&x, 1, &d) == 0;
+}
+
+int ucspitls_facts(stralloc *proto, stralloc *cipher)
+{
+  char const *x = getenv("SSL_PROTOCOL"), *y = getenv("SSL_CIPHER");
+  int tls = x && *x;
+  proto->len = cipher->len = 0;
+  if (!stralloc_cats(proto, tls ? x : "") || !stralloc_0(proto)) return -1;
+  if (!stralloc_cats(cipher, tls && y ? y : "") || !stralloc_0(cipher)) return -1;
+  return tls;
 }

@@ -21,12 +21,26 @@
 #ifndef PILLARBOX_UCSPITLS_H
 #define PILLARBOX_UCSPITLS_H
 
+#include <skalibs/stralloc.h>
+
 #define UCSPITLS_INFO_MAX 4096    /* octets of TLS facts accepted from the sidecar */
 #define UCSPITLS_TIMEOUT 120      /* seconds to wait for the handshake's outcome */
 
 /* 1 if SSLCTLFD, SSLREADFD and SSLWRITEFD are set to fd numbers (STARTTLS can be offered),
  * else 0. */
 int ucspitls_available(void);
+
+/* For a program that offers STARTTLS: marks the three fds close-on-exec (no child inherits
+ * the sidecar) and returns SSLCTLFD's number, or -1 when STARTTLS is not available. */
+int ucspitls_setup(void);
+
+/* The TLS facts in the environment (SSL_PROTOCOL, SSL_CIPHER) copied into *proto and
+ * *cipher, NUL-terminated (empty strings when not in TLS). 1 in TLS, 0 not, -1 out of memory. */
+int ucspitls_facts(stralloc *proto, stralloc *cipher);
+
+/* Is the sidecar still there on ctlfd? A closed control socket reads as EOF at once, so any
+ * readiness (or a bad fd) means it went away: 1 alive, 0 gone. */
+int ucspitls_alive(int ctlfd);
 
 /* Asks the sidecar to start TLS ('Y'), waits (at most UCSPITLS_TIMEOUT seconds) for the
  * handshake's outcome, sets the SSL_* environment variables and closes SSLCTLFD. On success
