@@ -38,6 +38,25 @@ def listening(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def listened_by_instance(root, port):
+    """Is 127.0.0.1:port's listening socket held by a process of the instance at root? (A
+    stranger on a port free_port() gave out would otherwise pass for our service.)"""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fld = line.split()
+            if fld[3] == "0A" and int(fld[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add("socket:[%s]" % fld[9])
+    for pid in instance_procs(root):
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+            if any(os.readlink("/proc/%d/fd/%s" % (pid, fd)) in inodes for fd in fds):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def proc_info(pid):
     """(comm, uid, gid, ppid) of a process, or None if it is gone."""
     try:
@@ -125,7 +144,8 @@ def model():
                                   env=base_env())
         inst.svscan = svscan
         for name, port in inst.ports.items():
-            wait_for(lambda: listening(port), timeout=30, what=name + " to listen")
+            wait_for(lambda: listening(port) and listened_by_instance(root, port), timeout=30,
+                     what=name + " to listen")
         r = subprocess.run(["s6-svwait", "-U", "-t", "30000", inst.path("service", "inject")],
                            capture_output=True, timeout=60)
         assert r.returncode == 0, r.stderr
