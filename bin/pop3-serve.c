@@ -352,6 +352,10 @@ static void stls(void)
     put("-ERR STLS not available\r\n");
     return;
   }
+  if (!ucspitls_ready(ucspitls_setup())) { /* the engine service is unreachable */
+    put("-ERR [SYS/TEMP] TLS not available now\r\n");
+    return;
+  }
   put("+OK begin TLS negotiation\r\n");
   if (!pop3io_flush()) die_io();
   pop3io_discard(); /* whatever was pipelined in plaintext is dropped (RFC 2595 4) */

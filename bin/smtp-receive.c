@@ -520,7 +520,7 @@ static int do_starttls(size_t arglen)
   if (arglen) { smtpd_reply(501, "5.5.4", "STARTTLS takes no argument"); return 0; }
   if (tls) { smtpd_reply(554, "5.5.1", "TLS already active"); return 0; }
   if (ctlfd < 0) { smtpd_reply(502, "5.5.1", "STARTTLS not available"); return 0; }
-  if (!ucspitls_alive(ctlfd)) {
+  if (!ucspitls_ready(ctlfd)) {
     ctlfd = -1;
     smtpd_reply(454, "4.7.0", "TLS not available due to temporary reason");
     return 0;

@@ -29,6 +29,7 @@
 #include <skalibs/types.h>
 
 #include "spawn.h"
+#include "tlsengine.h"
 #include "tlsserver.h"
 
 #define USAGE \
@@ -39,12 +40,6 @@ char const *PROG = "tls-serve";
 
 extern char **environ;
 
-static br_ssl_server_context cc;
-/* Full duplex buffers, full size: 16 KB records both ways (BearSSL 0.6 garbled outgoing
- * data in tests with a smaller output part, and deadlocked in half-duplex mode under
- * simultaneous traffic, so neither is offered). */
-static unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
-static size_t iobuflen = sizeof iobuf;
 static unsigned int kimeout = 30000; /* -K: milliseconds for the handshake */
 
 /* Removes the engine's variables from the environment (the application must not know where
@@ -133,53 +128,6 @@ static void put_facts(char const *s, size_t len)
   }
 }
 
-struct hsarg {
-  int notif; /* where the facts go, or -1 */
-};
-
-static int onhs(br_ssl_server_context *c, void *p)
-{
-  struct hsarg *a = p;
-  if (a->notif >= 0) {
-    char facts[TLSSERVER_FACTS_MAX];
-    size_t n = tlsserver_facts(c, facts, sizeof facts), w = 0;
-    while (w < n) {
-      ssize_t k = write(a->notif, facts + w, n - w);
-      if (k < 0) {
-        if (errno == EINTR) continue;
-        break; /* the application went away; the relay will notice */
-      }
-      w += (size_t)k;
-    }
-    fd_close(a->notif);
-    a->notif = -1;
-  }
-  return 1;
-}
-
-static void engine(int appr, int appw, int notif) gccattr_noreturn;
-static void engine(int appr, int appw, int notif)
-{
-  tain deadline;
-  struct hsarg a = {notif};
-  int r;
-  PROG = "tls-serve (engine)";
-  if (!tlsserver_init(&cc, iobuf, iobuflen)) strerr_dief1x(111, tlsserver_error());
-  tain_now_set_stopwatch_g();
-  if (kimeout) tain_from_millisecs(&deadline, (int)kimeout);
-  else deadline = tain_infinite_relative;
-  tain_add_g(&deadline, &deadline);
-  r = tlsserver_run(&cc, 0, 1, appr, appw, &deadline, &onhs, &a);
-  if (r == 1) {
-    char const *ip = getenv("TCPREMOTEIP");
-    strerr_warnw4x(tlsserver_error(), " (peer ", ip ? ip : "unknown", ")");
-    _exit(1);
-  }
-  if (r == 2) strerr_diefu1sys(111, "relay the TLS connection");
-  fd_shutdown(1, 1); /* void in skalibs: the peer may have gone already */
-  _exit(0);
-}
-
 /* The engine's side of a connection: the pipes to the application, and the control channel
  * (implicit TLS: the pipe that takes the handshake's facts; STARTTLS: the UCSPI-TLS socket). */
 struct engine_fds {
@@ -218,7 +166,7 @@ static int engine_main(void *p)
   for (i = 0; i < 3; i++) fd_close(e->theirs[i]);
   PROG = "tls-serve (engine)";
   if (e->starttls) notif = wait_for_starttls(e->ctl);
-  engine(e->fromapp, e->toapp, notif);
+  tlsengine_relay(0, 1, e->fromapp, e->toapp, notif, kimeout);
 }
 
 /* Implicit TLS: waits for the handshake (its deadline is the engine's), puts its facts in the

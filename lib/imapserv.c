@@ -416,6 +416,10 @@ static void do_starttls(char const *tag)
     refuse(tag, "BAD", "TLS support is not available.");
     return;
   }
+  if (!ucspitls_ready(ucspitls_setup())) { /* the engine service is unreachable */
+    tagged(tag, "NO", "[UNAVAILABLE] TLS is not available now.");
+    return;
+  }
   tagged(tag, "OK", "Begin TLS negotiation now.");
   if (!imapio_flush()) bye(0);
   imapio_discard(); /* what was pipelined in plaintext is dropped (RFC 3501 6.2.1) */

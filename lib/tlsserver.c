@@ -69,6 +69,67 @@ static void seterr(char const *a, char const *b, char const *c)
   errbuf[n] = 0;
 }
 
+/* What tlsserver_load looked at (files read, files missing, the tls/ directory), with the
+ * identity it had then: tlsserver_changed compares. */
+#define WATCH_MAX (3 * TLSSERVER_PAIRS_MAX + 1)
+static struct watch {
+  stralloc path;
+  int exists;
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  struct timespec mtim, ctim;
+} watch[WATCH_MAX];
+static unsigned int nwatch;
+
+static void watch_set(struct watch *w, struct stat const *st)
+{
+  w->exists = !!st;
+  if (!st) return;
+  w->dev = st->st_dev;
+  w->ino = st->st_ino;
+  w->size = st->st_size;
+  w->mtim = st->st_mtim;
+  w->ctim = st->st_ctim;
+}
+
+/* Remembers path as it is (st, or NULL: missing). Past WATCH_MAX, it is not watched. */
+static void watch_add(char const *path, struct stat const *st)
+{
+  struct watch *w;
+  if (nwatch >= WATCH_MAX) return;
+  w = &watch[nwatch];
+  if (!stralloc_copys(&w->path, path) || !stralloc_0(&w->path)) return;
+  watch_set(w, st);
+  nwatch++;
+}
+
+static void watch_path(char const *path)
+{
+  struct stat st;
+  watch_add(path, stat(path, &st) == 0 ? &st : 0);
+}
+
+int tlsserver_changed(void)
+{
+  unsigned int i;
+  for (i = 0; i < nwatch; i++) {
+    struct stat st;
+    struct watch now;
+    int r = stat(watch[i].path.s, &st);
+    if (r < 0 && errno != ENOENT) return 1;
+    watch_set(&now, r == 0 ? &st : 0);
+    if (now.exists != watch[i].exists) return 1;
+    if (now.exists && (now.dev != watch[i].dev || now.ino != watch[i].ino ||
+                       now.size != watch[i].size || now.mtim.tv_sec != watch[i].mtim.tv_sec ||
+                       now.mtim.tv_nsec != watch[i].mtim.tv_nsec ||
+                       now.ctim.tv_sec != watch[i].ctim.tv_sec ||
+                       now.ctim.tv_nsec != watch[i].ctim.tv_nsec))
+      return 1;
+  }
+  return 0;
+}
+
 /* Reads a whole file of at most max octets into sa (replacing it). 1 ok, 0 error (errbuf). */
 static int read_bounded(char const *path, size_t max, stralloc *sa)
 {
@@ -76,11 +137,14 @@ static int read_bounded(char const *path, size_t max, stralloc *sa)
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   sa->len = 0;
   if (fd < 0) {
+    if (errno == ENOENT) watch_add(path, 0);
     seterr("unable to open ", path,
            errno == ENOENT ? ": no such file" : ": permission denied or I/O error");
     return 0;
   }
-  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
+  if (fstat(fd, &st) < 0) st.st_mode = 0;
+  else watch_add(path, &st);
+  if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
     fd_close(fd);
     seterr(path, ": not a regular file or too large", 0);
     return 0;
@@ -456,6 +520,8 @@ extern char **environ;
 int tlsserver_load(void)
 {
   char **e;
+  tlsserver_wipe();
+  nwatch = 0;
   npairs = 1;
   pairs[0].name[0] = 0;
   if (!load_default()) return 0;
@@ -504,11 +570,16 @@ int tlsserver_load(void)
           seterr("out of memory", 0, 0);
           return 0;
         }
-        if (stat(c.s, &st) < 0) continue;
+        if (stat(c.s, &st) < 0) {
+          watch_add(c.s, 0); /* a cert.pem that appears later is seen */
+          continue;
+        }
         add_named(de->d_name, n, c.s, k.s, sp.s);
       }
       closedir(d);
     }
+    /* last: the stamps written above changed it already */
+    watch_path(dir.s);
     stralloc_free(&dir);
     stralloc_free(&c);
     stralloc_free(&k);

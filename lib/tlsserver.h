@@ -1,12 +1,13 @@
-/* tlsserver: the server side of TLS on BearSSL, for tls-serve (one connection per process).
+/* tlsserver: the server side of TLS on BearSSL, for tls-serve and tls-engine (lib/tlsengine).
  *
  * Policy: TLS 1.2 only; ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 only (no CBC, no
  * RSA key exchange, no static ECDH); the server's order of preference; no renegotiation.
  * RSA and EC (P-256, P-384, P-521) keys, PEM (PKCS#1, SEC 1 or PKCS#8 keys).
  *
- * Every keypair is read once, by tlsserver_load, when tls-serve starts (as root, before the
- * TLS engine drops root and before a byte is read from the client); a certificate replaced by
- * an atomic rename is used by the next connection. The keypair is chosen by the SNI name:
+ * Every keypair is read by tlsserver_load, when tls-serve starts (as root, before the TLS
+ * engine drops root and before a byte is read from the client), and again by tls-engine when
+ * tlsserver_changed says so; either way a certificate replaced by an atomic rename is used by
+ * the next connection. The keypair is chosen by the SNI name:
  *   1. $CERTFILE:NAME and $KEYFILE:NAME (s6-networking's convention), if both are set;
  *   2. DIR/NAME/cert.pem and DIR/NAME/key.pem, if DIR/NAME/cert.pem exists
  *      (DIR is MAILROOT/tls, NAME a plain host name in lower case);
@@ -36,6 +37,11 @@
 /* Loads every keypair (see above). Returns 1, or 0 if the default pair is unusable, with
  * tlsserver_error() saying why ("KEY does not match the certificate in CERT", ...). */
 int tlsserver_load(void);
+
+/* 1 if a file tlsserver_load read (or found missing) has been replaced, changed or created
+ * since, or a name was added to MAILROOT/tls: a long-running server calls tlsserver_load again
+ * (the stat of a few files; no file is read). */
+int tlsserver_changed(void);
 
 /* The i-th loaded pair (0 is the default, name ""): 1 with *name and *err (0 if usable, else
  * why not), 0 past the last one. */

@@ -5,12 +5,18 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
 #include <skalibs/djbunix.h>
 #include <skalibs/iopause.h>
+#include <skalibs/socket.h>
 #include <skalibs/tai.h>
 #include <skalibs/types.h>
 
+#include "fdpass.h"
 #include "ucspitls.h"
+
+static int enginefd = -1; /* the connection to the engine service, once ucspitls_ready made it */
 
 static int getfd(char const *name, int *fd)
 {
@@ -21,10 +27,21 @@ static int getfd(char const *name, int *fd)
   return 1;
 }
 
-int ucspitls_available(void)
+static int sidecar(void)
 {
   int a, b, c;
   return getfd("SSLCTLFD", &a) && getfd("SSLREADFD", &b) && getfd("SSLWRITEFD", &c);
+}
+
+static char const *engine_path(void)
+{
+  char const *p = getenv("TLS_ENGINE");
+  return p && *p ? p : 0;
+}
+
+int ucspitls_available(void)
+{
+  return sidecar() || engine_path();
 }
 
 /* Applies the facts list s[0..len) (NUL-terminated strings) to the environment. */
@@ -49,23 +66,13 @@ static void apply(char const *s, size_t len)
   }
 }
 
-int ucspitls_start(int *rfd, int *wfd)
+/* Reads the facts list from ctl until its end (at most UCSPITLS_TIMEOUT seconds) and applies
+ * it. 1 ok, 0 error (errno). */
+static int get_facts(int ctl)
 {
-  int ctl, r, w;
   char buf[UCSPITLS_INFO_MAX];
   size_t len = 0;
   tain deadline;
-  if (!getfd("SSLCTLFD", &ctl) || !getfd("SSLREADFD", &r) || !getfd("SSLWRITEFD", &w)) {
-    errno = EINVAL;
-    return 0;
-  }
-  for (;;) {
-    ssize_t k = write(ctl, "Y", 1);
-    if (k == 1) break;
-    if (k < 0 && errno == EINTR) continue;
-    if (k >= 0 || errno == EPIPE) errno = EPROTO;
-    return 0;
-  }
   tain_now_set_stopwatch_g();
   tain_addsec_g(&deadline, UCSPITLS_TIMEOUT);
   for (;;) {
@@ -98,6 +105,89 @@ int ucspitls_start(int *rfd, int *wfd)
     if ((len == 1 && !buf[0]) || (len >= 2 && !buf[len - 1] && !buf[len - 2])) break;
   }
   apply(buf, len);
+  return 1;
+}
+
+static int engine_connect(void)
+{
+  tain deadline;
+  char const *path = engine_path();
+  int fd;
+  if (enginefd >= 0) return 1;
+  if (!path) {
+    errno = EINVAL;
+    return 0;
+  }
+  fd = ipc_stream_nbcoe();
+  if (fd < 0) return 0;
+  tain_now_set_stopwatch_g();
+  tain_addsec_g(&deadline, UCSPITLS_CONNECT_TIMEOUT);
+  if (!ipc_timed_connect_g(fd, path, &deadline)) {
+    int e = errno;
+    fd_close(fd);
+    errno = e;
+    return 0;
+  }
+  enginefd = fd;
+  return 1;
+}
+
+/* The engine service: hands fds 0 and 1 over with the engine's end of a socketpair, gets the
+ * facts, then the plaintext socket replaces the network on fds 0 and 1. */
+static int engine_start(int *rfd, int *wfd)
+{
+  int sp[2], fds[3], e;
+  tain deadline;
+  if (!engine_connect()) return 0;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) goto fail;
+  fds[0] = 0;
+  fds[1] = 1;
+  fds[2] = sp[1];
+  tain_now_set_stopwatch_g();
+  tain_addsec_g(&deadline, UCSPITLS_CONNECT_TIMEOUT);
+  if (!fdpass_send(enginefd, 'Y', fds, 3, &deadline)) {
+    if (errno == EPIPE || errno == ECONNRESET) errno = EPROTO;
+    goto failsp;
+  }
+  fd_close(sp[1]);
+  /* from here on the network is the engine's: ours goes, whatever happens next */
+  if (fd_copy(0, sp[0]) < 0 || fd_copy(1, sp[0]) < 0) goto failp;
+  if (!get_facts(enginefd)) goto failp;
+  fd_close(enginefd);
+  enginefd = -1;
+  unsetenv("TLS_ENGINE");
+  *rfd = *wfd = sp[0];
+  return 1;
+failsp:
+  fd_close(sp[1]);
+failp:
+  e = errno;
+  fd_close(sp[0]);
+  errno = e;
+fail:
+  e = errno;
+  fd_close(enginefd);
+  enginefd = -1;
+  errno = e;
+  return 0;
+}
+
+int ucspitls_start(int *rfd, int *wfd)
+{
+  int ctl, r, w;
+  if (!sidecar()) return engine_start(rfd, wfd);
+  if (!getfd("SSLCTLFD", &ctl) || !getfd("SSLREADFD", &r) || !getfd("SSLWRITEFD", &w)) {
+    errno = EINVAL;
+    return 0;
+  }
+  for (;;) {
+    ssize_t k = write(ctl, "Y", 1);
+    if (k == 1) break;
+    if (k < 0 && errno == EINTR) continue;
+    if (k >= 0 || errno == EPIPE) errno = EPROTO;
+    return 0;
+  }
+  if (!get_facts(ctl)) return 0;
   fd_close(ctl);
   unsetenv("SSLCTLFD");
   *rfd = r;
@@ -109,6 +199,10 @@ int ucspitls_start_stdio(void)
 {
   int r, w;
   if (!ucspitls_start(&r, &w)) return 0;
+  if (r == w) { /* the engine service: already on 0 and 1 */
+    fd_close(r);
+    return 1;
+  }
   if (fd_move(0, r) < 0 || fd_move(1, w) < 0) return 0;
   unsetenv("SSLREADFD");
   unsetenv("SSLWRITEFD");
@@ -125,17 +219,20 @@ static void coe_env(char const *name)
 int ucspitls_setup(void)
 {
   unsigned int fd;
-  if (!ucspitls_available() || !uint0_scan(getenv("SSLCTLFD"), &fd)) return -1;
+  if (!sidecar()) return engine_path() ? UCSPITLS_ENGINE : -1;
+  if (!uint0_scan(getenv("SSLCTLFD"), &fd)) return -1;
   coe_env("SSLCTLFD");
   coe_env("SSLREADFD");
   coe_env("SSLWRITEFD");
   return (int)fd;
 }
 
-int ucspitls_alive(int ctlfd)
+int ucspitls_ready(int ctlfd)
 {
   iopause_fd x = {ctlfd, IOPAUSE_READ, 0};
   tain d;
+  if (ctlfd == UCSPITLS_ENGINE) return engine_connect();
+  if (ctlfd < 0) return 0;
   tain_now_g();
   tain_add_g(&d, &tain_zero); /* a poll: do not wait */
   return fcntl(ctlfd, F_GETFD) >= 0 && iopause_g(&x, 1, &d) == 0;

@@ -15,6 +15,15 @@
  * SSL_TLS_SNI_SERVERNAME (the name the client asked for, unset if none). ucspitls_start puts
  * them into the environment (setenv / unsetenv; only names starting with "SSL_").
  *
+ * The engine service instead (tls-engine, lib/tlsengine): with TLS_ENGINE set to the path of
+ * its socket (and no SSLCTLFD), the program runs alone on the plaintext connection, fd 0/1 the
+ * network, and no TLS process exists until the client asks for TLS. Then ucspitls_ready
+ * connects to the socket (within UCSPITLS_CONNECT_TIMEOUT seconds) and ucspitls_start hands
+ * the network fds 0 and 1 over with the engine's end of a new socketpair (lib/fdpass), reads
+ * the facts back in the same format as above, and puts the plaintext socket on fds 0 and 1:
+ * the program keeps no copy of the network connection, so what it writes can only go through
+ * the engine, and the connection ends when the engine does.
+ *
  * The caller must throw away any plaintext it had buffered before calling ucspitls_start
  * (RFC 3207 4.2, the STARTTLS injection attack).
  */
@@ -25,26 +34,34 @@
 
 #define UCSPITLS_INFO_MAX 4096    /* octets of TLS facts accepted from the sidecar */
 #define UCSPITLS_TIMEOUT 120      /* seconds to wait for the handshake's outcome */
+#define UCSPITLS_CONNECT_TIMEOUT 5 /* seconds to reach the engine service */
+#define UCSPITLS_ENGINE 65536     /* ucspitls_setup's handle for the engine service */
 
-/* 1 if SSLCTLFD, SSLREADFD and SSLWRITEFD are set to fd numbers (STARTTLS can be offered),
- * else 0. */
+/* 1 if SSLCTLFD, SSLREADFD and SSLWRITEFD are set to fd numbers, or TLS_ENGINE to a path
+ * (STARTTLS can be offered), else 0. */
 int ucspitls_available(void);
 
 /* For a program that offers STARTTLS: marks the three fds close-on-exec (no child inherits
- * the sidecar) and returns SSLCTLFD's number, or -1 when STARTTLS is not available. */
+ * the sidecar) and returns SSLCTLFD's number; UCSPITLS_ENGINE with the engine service; -1
+ * when STARTTLS is not available. */
 int ucspitls_setup(void);
 
 /* The TLS facts in the environment (SSL_PROTOCOL, SSL_CIPHER) copied into *proto and
  * *cipher, NUL-terminated (empty strings when not in TLS). 1 in TLS, 0 not, -1 out of memory. */
 int ucspitls_facts(stralloc *proto, stralloc *cipher);
 
-/* Is the sidecar still there on ctlfd? A closed control socket reads as EOF at once, so any
- * readiness (or a bad fd) means it went away: 1 alive, 0 gone. */
-int ucspitls_alive(int ctlfd);
+/* Can STARTTLS go ahead (to be asked before the program says yes to its client)? h is what
+ * ucspitls_setup returned. The sidecar: is it still there on SSLCTLFD (a closed control socket
+ * reads as EOF at once, so any readiness or a bad fd means it went away)? The engine service:
+ * connects to it, bounded in time (the connection is kept for ucspitls_start). 1 yes, 0 no
+ * (the program answers its client with a temporary refusal). */
+int ucspitls_ready(int h);
 
-/* Asks the sidecar to start TLS ('Y'), waits (at most UCSPITLS_TIMEOUT seconds) for the
- * handshake's outcome, sets the SSL_* environment variables and closes SSLCTLFD. On success
- * returns 1 with *rfd and *wfd set to the fds to use from now on. Returns 0 on failure with
+/* Asks the sidecar to start TLS ('Y'), or hands the connection to the engine service,
+ * waits (at most UCSPITLS_TIMEOUT seconds) for the handshake's outcome, sets the SSL_*
+ * environment variables and closes SSLCTLFD (the engine's connection). On success returns 1
+ * with *rfd and *wfd set to the fds to use from now on (with the engine service, one socket,
+ * also moved onto fds 0 and 1). Returns 0 on failure with
  * errno set (EPROTO: the handshake failed or the sidecar went away; ETIMEDOUT; EINVAL: not
  * available); the connection is then unusable. */
 int ucspitls_start(int *rfd, int *wfd);

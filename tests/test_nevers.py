@@ -19,9 +19,11 @@ from conftest import BIN, BUILD, ROOT
 
 # name: (what, symbol regex, "programs" or "modules", the only ones allowed to hold it, why)
 NEVERS = {
-    "tls-engine": ("BearSSL's TLS engine", r"^br_ssl_", "programs", {"tls-serve", "smtp-send"},
+    "tls-engine": ("BearSSL's TLS engine", r"^br_ssl_", "programs",
+                   {"tls-serve", "tls-engine", "smtp-send"},
                    "a TLS engine in a program is code a network peer can reach; TLS is done by "
-                   "tls-serve for the servers and in smtp-send for outbound mail"),
+                   "tls-serve (implicit TLS) and tls-engine (STARTTLS) for the servers and in "
+                   "smtp-send for outbound mail"),
     "tinycdb": ("tinycdb", r"^cdb_", "modules", {"cdbfile", "cdbmake"},
                 "every constant database is read through lib/cdbfile (for lib/lookup and "
                 "lib/authdb) and written through lib/cdbmake (their headers say so); see "
