@@ -99,6 +99,7 @@ int main(int argc, char const *const *argv)
   fd_close(1);
   if (fds[2] > 2) fd_close(fds[2]);
   if (ndelay_off(sock) < 0) strerr_diefu1sys(111, "set the socket blocking");
+  checkpw_waiter_fd(sock); /* wait as login-wait: a few pages instead of this program */
   for (;;) {
     unsigned char c;
     ssize_t k = read(sock, &c, 1);

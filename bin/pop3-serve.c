@@ -218,6 +218,8 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   if (r == 1) {
     strerr_warni4x("login ", logname(u, ulen), " from ", ip ? ip : "unknown");
     forgive();
+    /* the session runs: wait as login-wait, which logs the logout (or in place, below) */
+    checkpw_waiter_child(pid, slot.fd, slot.path, logname(u, ulen), ip ? ip : "unknown");
   }
   code = checkpw_reap(pid, "auth-check");
   fd_close(np[0]);

@@ -12,6 +12,7 @@
 #include <skalibs/strerr.h>
 
 #include <skalibs/stralloc.h>
+#include <skalibs/types.h>
 
 #include "authclient.h"
 #include "checkpw.h"
@@ -141,6 +142,56 @@ int checkpw_wait_notify(int fd, unsigned int secs)
     }
     return r == 1;
   }
+}
+
+extern char const *PROG;
+
+/* argv[0] is our own name: login-wait takes it as the process's name */
+static void waiter(char const *const *argv, int keepfd)
+{
+  if (keepfd >= 0 && uncoe(keepfd) < 0) {
+    strerr_warnwu1sys("keep a descriptor for login-wait");
+    return;
+  }
+  execvp("login-wait", (char *const *)argv);
+  strerr_warnwu1sys("exec login-wait (waiting in place)");
+  if (keepfd >= 0 && coe(keepfd) < 0) strerr_diefu1sys(111, "set a descriptor close-on-exec");
+}
+
+void checkpw_waiter_child(pid_t pid, int slotfd, char const *slotpath, char const *user,
+                         char const *ip)
+{
+  char fmt[ULONG_FMT];
+  char const *argv[7];
+  stralloc sa = STRALLOC_ZERO;
+  unsigned int n = 0;
+  if (!stralloc_cats(&sa, PROG) || !stralloc_cats(&sa, ": info: logout ") ||
+      !stralloc_cats(&sa, user) || !stralloc_cats(&sa, " from ") || !stralloc_cats(&sa, ip) ||
+      !stralloc_cats(&sa, " status ") || !stralloc_0(&sa)) {
+    strerr_warnwu1sys("make login-wait's log line");
+    stralloc_free(&sa);
+    return;
+  }
+  fmt[ulong_fmt(fmt, (unsigned long)pid)] = 0;
+  argv[n++] = PROG;
+  argv[n++] = "-p";
+  argv[n++] = fmt;
+  if (slotfd >= 0) {
+    argv[n++] = "-u";
+    argv[n++] = slotpath;
+  }
+  argv[n++] = sa.s;
+  argv[n] = 0;
+  waiter(argv, slotfd);
+  stralloc_free(&sa);
+}
+
+void checkpw_waiter_fd(int fd)
+{
+  char fmt[UINT_FMT];
+  char const *argv[4] = {PROG, "-f", fmt, 0};
+  fmt[uint_fmt(fmt, (unsigned int)fd)] = 0;
+  waiter(argv, fd);
 }
 
 int checkpw_reap(pid_t pid, char const *what)

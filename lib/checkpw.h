@@ -34,6 +34,18 @@ size_t checkpw_read3(char *buf);
  * its EOF within secs seconds. Returns 1 notified, 0 EOF, -1 timeout or error. */
 int checkpw_wait_notify(int fd, unsigned int secs);
 
+/* Once a session runs, the pre-login front and login-handoff only wait; instead of keeping
+ * their whole program mapped for that, they exec login-wait (found on $PATH; its man page says
+ * why). checkpw_waiter_child: for a front whose child pid holds the session; login-wait waits
+ * for it, logs "PROG: info: logout USER from IP status CODE" as the front did, removes
+ * slotpath (when slotfd is not -1: the slot's lock, kept open across the exec) and exits with
+ * the child's code. checkpw_waiter_fd: login-wait exits with the octet read from fd (0 at its
+ * end). Both return only when login-wait could not be run (logged): the caller then waits
+ * itself. */
+void checkpw_waiter_child(pid_t pid, int slotfd, char const *slotpath, char const *user,
+                         char const *ip);
+void checkpw_waiter_fd(int fd);
+
 /* Waits for the checkpassword program pid (retrying on EINTR; dies 111 naming what on any
  * other error). Returns its exit code, or 256 when it was killed by a signal. */
 int checkpw_reap(pid_t pid, char const *what);

@@ -308,6 +308,8 @@ static void login(char const *tag, char const *u, size_t ulen, char const *pw, s
   if (r == 1) {
     forgive();
     strerr_warni4x("login ", logname(u, ulen), " from ", ipname());
+    /* the session runs: wait as login-wait, which logs the logout (or in place, below) */
+    checkpw_waiter_child(pid, slot.fd, slot.path, logname(u, ulen), ipname());
   }
   code = checkpw_reap(pid, "the login program");
   fd_close(notifyfd);

@@ -314,3 +314,54 @@ def test_broker_trouble_after_the_hand_over_is_111_not_eof(instance):
         if broker:
             broker.stop()
         auth.stop()
+
+
+def test_the_session_is_waited_for_by_login_wait(stack):
+    """Once the session runs, pop3-serve and login-handoff exec login-wait (a few pages instead
+    of a whole program each), keeping their pids and names; the front still logs the logout
+    with the session's exit code."""
+    p = stack.client()
+    try:
+        p.user(USER)
+        assert p.pass_(PW).startswith(b"+OK 3 messages")
+        front = wait_for(lambda: [int(x) for x in subprocess.run(
+            ["pgrep", "-P", str(stack.tcp.pid)], capture_output=True).stdout.split()],
+            what="the front")
+        assert len(front) == 1, front
+        handoff = wait_for(lambda: [int(x) for x in subprocess.run(
+            ["pgrep", "-P", str(front[0])], capture_output=True).stdout.split()],
+            what="login-handoff")
+        assert len(handoff) == 1, handoff
+        for pid, name in ((front[0], "pop3-serve"), (handoff[0], "login-handoff")):
+            wait_for(lambda: os.path.basename(os.readlink("/proc/%d/exe" % pid)) == "login-wait",
+                     what="%s exec'ing login-wait" % name)
+            with open("/proc/%d/comm" % pid) as f:
+                assert f.read().strip() == name
+        assert p.quit().startswith(b"+OK")
+    finally:
+        p.close()
+    wait_for(lambda: b"pop3-serve: info: logout demo@example.test from 127.0.0.1 status 0\n"
+             in open(stack.inst.path("pop3-serve.log"), "rb").read(), what="the logout line")
+
+
+def test_login_wait_exit_codes_and_slot(tmp_path):
+    lw = prog("login-wait")
+    for data, code in ((b"\x01", 1), (b"\x6f", 111), (b"", 0)):
+        r = subprocess.run([lw, "-f", "0"], input=data, capture_output=True, timeout=10)
+        assert r.returncode == code, (data, r)
+    assert subprocess.run([lw, "-f", "9"], capture_output=True, timeout=10).returncode == 111
+    for bad in ([], ["-f"], ["-f", "x"], ["-p", "0", "p"], ["-p", "1", "-x", "s", "p"]):
+        r = subprocess.run([lw] + bad, capture_output=True, timeout=10)
+        assert r.returncode == 100 and b"usage" in r.stderr, (bad, r)
+    # -p: the waiter is the child's parent (exec keeps children); the slot file goes
+    script = ("import os, sys\npid = os.fork()\nif pid == 0:\n"
+              "    if sys.argv[2] == 'kill': os.kill(os.getpid(), 9)\n"
+              "    os._exit(int(sys.argv[2]))\n"
+              "os.execv(sys.argv[1], ['front', '-p', str(pid), '-u', sys.argv[3], 'x: logout '])\n")
+    for how, code, said in (("0", 0, b"0"), ("7", 7, b"7"), ("kill", 111, b"killed")):
+        slot = tmp_path / "slot"
+        slot.write_bytes(b"")
+        r = subprocess.run(["/usr/bin/python3", "-c", script, lw, how, str(slot)],
+                           capture_output=True, timeout=10)
+        assert r.returncode == code and r.stderr == b"x: logout " + said + b"\n", (how, r)
+        assert not slot.exists()
