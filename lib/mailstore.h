@@ -81,7 +81,9 @@ struct mailstore_s {
   uint64_t highestmodseq;
   mailstore_msg *msg; /* in UID order */
   size_t n, a;
-  stralloc names;     /* file names, NUL-terminated */
+  stralloc names;     /* file names, NUL-terminated (those not in map) */
+  char *map;          /* the record the table was read from, mapped: the other names */
+  size_t maplen;
   mailstore_gone *gone; /* the last expunges, oldest first */
   size_t ngone;
   uint64_t gonefloor; /* expunges at or below this modseq are forgotten */
@@ -146,10 +148,15 @@ int mailstore_sync(mailstore *ms, size_t *news);
 /* Drops the MS_GONE messages from msg[] (once the client was told). */
 void mailstore_compact(mailstore *ms);
 
-/* The file name of message i, and its path relative to the root ("DIR/cur/NAME") into sa
+/* The file name of message i (valid until four more calls: it may be copied out of the
+ * mapped record), and its path relative to the root ("DIR/cur/NAME") into sa
  * (NUL-terminated). */
 char const *mailstore_name(mailstore const *ms, size_t i);
 int mailstore_path(mailstore const *ms, size_t i, stralloc *sa);
+
+/* The session waits for its client: the mapped record's pages go out of this process (they
+ * stay in the page cache, and come back as names are read). */
+void mailstore_idle(mailstore *ms);
 
 /* Opens message i for reading. If the file moved (flags changed elsewhere), syncs and tries
  * again. -1 with ENOENT when the message is gone. */
