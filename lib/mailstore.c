@@ -91,6 +91,9 @@ static int uniqcmp(char const *a, char const *b)
  * octets a message); the record's pages are dropped from the process once read
  * (MADV_DONTNEED: they stay in the page cache) and come back one page at a time when a name
  * is needed. A mapped name is at most NAME_LEN_MAX octets (a longer one is copied). */
+/* the table's entry stays 24 octets (mailstore.h) */
+typedef char mailstore_msg_is_24_octets[sizeof(mailstore_msg) == 24 ? 1 : -1];
+
 #define NAME_MAPPED 0x80000000u
 #define NAME_LEN_MAX 255
 
@@ -694,6 +697,7 @@ static int rec_add(rec *r, uint32_t uid, uint64_t modseq, uint64_t wsize, int is
                    char const *name, size_t len, int mapped)
 {
   mailstore_msg *m;
+  uint32_t f;
   if (r->n == r->a) {
     size_t na = r->a ? r->a * 2 : 64;
     mailstore_msg *x;
@@ -709,15 +713,16 @@ static int rec_add(rec *r, uint32_t uid, uint64_t modseq, uint64_t wsize, int is
   m = &r->msg[r->n];
   m->uid = uid;
   m->modseq = modseq;
-  m->wsize = wsize;
+  m->wsize = wsize > UINT32_MAX ? 0 : (uint32_t)wsize;
   if (mapped && len <= NAME_LEN_MAX && (size_t)(name - r->map) < NAME_MAPPED) {
     m->name = (uint32_t)(name - r->map) | NAME_MAPPED;
-    mailstore_parse_info(nameat(&r->names, r->map, m->name), &m->flags, &m->keywords);
+    mailstore_parse_info(nameat(&r->names, r->map, m->name), &f, &m->keywords);
   } else {
     m->name = (uint32_t)r->names.len;
     if (!stralloc_catb(&r->names, name, len) || !stralloc_0(&r->names)) return 0;
-    mailstore_parse_info(r->names.s + m->name, &m->flags, &m->keywords);
+    mailstore_parse_info(r->names.s + m->name, &f, &m->keywords);
   }
+  m->flags = f;
   if (isnew) m->flags |= MS_NEW;
   r->n++;
   return 1;
@@ -780,7 +785,7 @@ static int rec_parse(rec *r, char const *s, size_t len)
   if (!field(&p, nl, 'V', &v) || v == 0 || v > UINT32_MAX) return 0;
   r->uidvalidity = (uint32_t)v;
   if (!field(&p, nl, 'N', &nn) || !field(&p, nl, 'M', &m) || !field(&p, nl, 'R', &rr)) return 0;
-  if (nn == 0 || nn > UINT32_MAX || rr > UINT32_MAX) return 0;
+  if (nn == 0 || nn > UINT32_MAX || rr > UINT32_MAX || m > MAILSTORE_MODSEQ_MAX) return 0;
   r->uidnext = (uint32_t)nn;
   r->highestmodseq = m;
   r->firstrecent = (uint32_t)rr;
@@ -810,7 +815,7 @@ static int rec_parse(rec *r, char const *s, size_t len)
     s = q + 1;
     q = s;
     while (q < e && *q != ' ') q++;
-    if (q >= e || !imap_number64(s, (size_t)(q - s), &ms)) return 0;
+    if (q >= e || !imap_number64(s, (size_t)(q - s), &ms) || ms > MAILSTORE_MODSEQ_MAX) return 0;
     s = q + 1;
     q = s;
     while (q < e && *q != ' ') q++;
@@ -1236,7 +1241,11 @@ static int sync_locked(mailstore *ms, size_t *news)
     if (strcmp(nm, x->name) || !(m->flags & MS_NEW) != !x->isnew) {
       m->name = (uint32_t)r.names.len;
       if (!stralloc_cats(&r.names, x->name) || !stralloc_0(&r.names)) goto done;
-      mailstore_parse_info(x->name, &m->flags, &m->keywords);
+      {
+        uint32_t f;
+        mailstore_parse_info(x->name, &f, &m->keywords);
+        m->flags = f;
+      }
       if (x->isnew) m->flags |= MS_NEW;
       m->modseq = ++r.highestmodseq;
       changed = 1;

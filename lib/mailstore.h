@@ -56,15 +56,19 @@
 #define MS_NEW 256u       /* the file is in new/ */
 #define MS_REPORTED 512u  /* the client has been told of this message (EXISTS) */
 
+/* One message: 24 octets (a folder of 10,000 is 240 kB of table). */
 typedef struct mailstore_msg_s mailstore_msg;
 struct mailstore_msg_s {
   uint32_t uid;
-  uint32_t flags;     /* MS_* */
-  uint32_t keywords;  /* bit i: keyword letter 'a' + i */
-  uint32_t name;      /* offset of the NUL-terminated file name in names */
-  uint64_t modseq;
-  uint64_t wsize;     /* CRLF size, 0 = not known */
+  uint32_t name;        /* where the file name is: names, or the mapped record */
+  uint32_t keywords;    /* bit i: keyword letter 'a' + i */
+  uint32_t wsize;       /* CRLF size, 0 = not known (or over 4 GB: computed when asked) */
+  uint64_t modseq : 48; /* at most MAILSTORE_MODSEQ_MAX */
+  uint64_t flags : 16;  /* MS_* */
 };
+/* A record whose modseqs go above this is not ours (a new UIDVALIDITY): it leaves room for
+ * 2^47 more changes below the 48 bits of mailstore_msg.modseq. */
+#define MAILSTORE_MODSEQ_MAX ((uint64_t)1 << 47)
 
 typedef struct mailstore_gone_s mailstore_gone;
 struct mailstore_gone_s {
