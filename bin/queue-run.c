@@ -453,7 +453,14 @@ static int start_local(active *a, size_t ti)
   } else if ((msgfd = open_message(a)) < 0)
     r = -1;
   else {
-    if (!qspawn_local(&spawner, msgfd, acc.maildir.s, a->sender, acc.address.s, &rfd, &h))
+    /* the key makes a retry after a crash idempotent: message and target (deliver.h) */
+    char key[QUEUE_ID_MAX + 1 + UINT64_FMT];
+    size_t kl = strlen(idof(a));
+    memcpy(key, idof(a), kl);
+    key[kl++] = 'T';
+    key[kl + uint64_fmt(key + kl, ti)] = 0;
+    if (!qspawn_local(&spawner, msgfd, acc.maildir.s, a->sender, acc.address.s, key,
+                      t->attempts, &rfd, &h))
       rfd = -1;
     close(msgfd);
     kid_add(h, rfd, a, &ti, 1, 0, QSPAWN_LOCAL_PROG);

@@ -32,11 +32,12 @@
 #include <skalibs/strerr.h>
 #include <skalibs/types.h>
 
+#include "deliver.h"
 #include "qspawn.h"
 #include "spawn.h"
 
 char const *PROG = "queue-spawn";
-#define USAGE "queue-spawn [ -q queueuser ] [ -l deliveryuser ] [ -r remoteuser ] prog..."
+#define USAGE "queue-spawn [ -P ] [ -q queueuser ] [ -l deliveryuser ] [ -r remoteuser ] prog..."
 #define GROUPS_MAX 64
 
 typedef struct ident_s ident;
@@ -91,6 +92,142 @@ struct kid_s {
 static kid *kids;
 static unsigned int nkids, kidcap;
 
+/* ---- the local delivery workers: deliver-maildir -W under the delivery uid, each taking
+ * one request at a time over a socket pair (lib/deliver), so a delivery starts no process.
+ * A worker's answer is passed on to queue-run as a child's end would be; a worker that dies
+ * with a request in hand ends that request with its own wait status (queue-run retries it,
+ * and the delivery key keeps the retry from delivering twice). ---- */
+
+typedef struct worker_s worker;
+struct worker_s {
+  pid_t pid;
+  int fd;      /* our end of its socket; -1 once it went away (its pid is still to reap) */
+  int busy;    /* a request is in its hands */
+  uint32_t id; /* ...this one */
+  unsigned long uses; /* requests answered: at DELIVER_MAXUSE it is let go (EOF) */
+};
+static worker *wk;
+static unsigned int nwk, wkcap;
+static int pool = 1; /* -P: a process per delivery, as before the workers */
+static int qsock;    /* the socket to queue-run */
+
+static int envok(char const *s)
+{
+  return !strncmp(s, "SENDER=", 7) || !strncmp(s, "RECIPIENT=", 10) ||
+         !strncmp(s, "DELIVERY_KEY=", 13) || !strncmp(s, "DELIVERY_ATTEMPT=", 17);
+}
+
+/* a new idle worker: its index, or -1 */
+static int worker_start(void)
+{
+  static char const *const argv[] = {QSPAWN_LOCAL_PROG, "-W", 0};
+  int sv[2];
+  pid_t pid;
+  if (nwk == wkcap) {
+    unsigned int c = wkcap ? wkcap * 2 : 16;
+    worker *n = realloc(wk, c * sizeof *n);
+    if (!n) return -1;
+    wk = n;
+    wkcap = c;
+  }
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -1;
+  {
+    spawn_fd map[2] = {{0, sv[1]}, {1, SPAWN_DEVNULL}}; /* fd 2: ours, the log */
+    pid = spawn_as(argv, 0, map, 2, as(&aslocal));
+  }
+  close(sv[1]);
+  if (pid < 0 || ndelay_on(sv[0]) < 0) {
+    int e = errno;
+    close(sv[0]);
+    errno = e;
+    if (pid < 0) strerr_warnwu2sys("start a worker ", QSPAWN_LOCAL_PROG);
+    return -1;
+  }
+  wk[nwk].pid = pid;
+  wk[nwk].fd = sv[0];
+  wk[nwk].busy = 0;
+  wk[nwk].uses = 0;
+  return (int)nwk++;
+}
+
+static void worker_gone(unsigned int i)
+{
+  if (wk[i].fd >= 0) close(wk[i].fd);
+  wk[i].fd = -1;
+}
+
+/* hands r to an idle worker (a new one if none is idle): 1, or 0 (then spawn a process) */
+static int to_worker(qspawn_req *r)
+{
+  unsigned int tries;
+  for (tries = 0; tries < 2; tries++) {
+    int k = -1;
+    unsigned int i;
+    for (i = 0; i < nwk; i++)
+      if (wk[i].fd >= 0 && !wk[i].busy) {
+        k = (int)i;
+        break;
+      }
+    if (k < 0 && (k = worker_start()) < 0) return 0;
+    if (qspawn_send(wk[k].fd, r->buf, r->len, r->fd, 2)) {
+      wk[k].busy = 1;
+      wk[k].id = r->id;
+      close(r->fd[0]);
+      close(r->fd[1]);
+      return 1;
+    }
+    worker_gone((unsigned int)k); /* it died: its end is reaped on SIGCHLD */
+  }
+  return 0;
+}
+
+/* reads what worker i answered; passes each end on to queue-run */
+static void worker_read(unsigned int i)
+{
+  qspawn w = {wk[i].fd, 0};
+  uint32_t id;
+  int st, r;
+  while ((r = qspawn_reap(&w, &id, &st)) > 0) {
+    if (!wk[i].busy || id != wk[i].id) {
+      strerr_warnw1x("a worker answered a request it did not have, ignored");
+      continue;
+    }
+    wk[i].busy = 0;
+    if (!qspawn_send_exit(qsock, id, st) && errno != EPIPE)
+      strerr_warnwu1sys("write to queue-run");
+    if (++wk[i].uses >= DELIVER_MAXUSE) {
+      worker_gone(i); /* it exits at EOF; a fresh one takes its place when needed */
+      return;
+    }
+  }
+  if (r < 0) worker_gone(i); /* EOF: it is going (max requests served) */
+}
+
+/* pid ended: 1 if it was a worker (its request, if any, ends with the worker's status) */
+static int worker_reaped(pid_t pid, int w)
+{
+  unsigned int i;
+  for (i = 0; i < nwk; i++)
+    if (wk[i].pid == pid) {
+      if (wk[i].fd >= 0) worker_read(i); /* an answer sent just before it went */
+      /* a worker only exits at EOF; one that ended holding a request did not deliver it */
+      if (wk[i].busy && WIFEXITED(w) && !WEXITSTATUS(w)) w = 111 << 8;
+      if (wk[i].busy && !qspawn_send_exit(qsock, wk[i].id, w) && errno != EPIPE)
+        strerr_warnwu1sys("write to queue-run");
+      worker_gone(i);
+      wk[i] = wk[--nwk];
+      return 1;
+    }
+  return 0;
+}
+
+static void worker_kill(uint32_t id, int sig)
+{
+  unsigned int i;
+  for (i = 0; i < nwk; i++)
+    if (wk[i].busy && wk[i].id == id) kill(wk[i].pid, sig);
+}
+
 static void fdwrite(int fd, char const *a, char const *b, char const *c)
 {
   if (write(fd, a, strlen(a)) < 0 || write(fd, b, strlen(b)) < 0 || write(fd, c, strlen(c)) < 0)
@@ -106,6 +243,7 @@ static void serve(int sock, qspawn_req *r)
   if (r->kind == QSPAWN_KILL) {
     for (i = 0; i < nkids; i++)
       if (kids[i].id == r->id) kill(kids[i].pid, r->sig);
+    worker_kill(r->id, r->sig);
     return;
   }
   prog = r->kind == QSPAWN_LOCAL ? QSPAWN_LOCAL_PROG : QSPAWN_REMOTE_PROG;
@@ -123,12 +261,12 @@ static void serve(int sock, qspawn_req *r)
     kids = n;
     kidcap = c;
   }
-  { /* the environment: ours, with the delivery's own SENDER and RECIPIENT, nothing else */
-    char const *mods[2];
+  if (r->kind == QSPAWN_LOCAL && pool && to_worker(r)) return;
+  { /* the environment: ours, with the delivery's own variables, nothing else */
+    char const *mods[4];
     unsigned int n = 0, i;
     for (i = 0; r->env[i]; i++)
-      if ((!strncmp(r->env[i], "SENDER=", 7) || !strncmp(r->env[i], "RECIPIENT=", 10)) && n < 2)
-        mods[n++] = r->env[i];
+      if (envok(r->env[i]) && n < 4) mods[n++] = r->env[i];
     if (spawn_env(envp, SPAWN_ENVMAX + 1, mods, n) < 0) envp[0] = 0;
   }
   { /* a local child: fd 0 the message, 1 /dev/null, 2 the report; a remote one: 0 the
@@ -163,6 +301,7 @@ static int reap(int sock, pid_t qr, int *qrstat)
       done = 1;
       continue;
     }
+    if (worker_reaped(pid, w)) continue;
     for (i = 0; i < nkids; i++)
       if (kids[i].pid == pid) {
         if (!qspawn_send_exit(sock, kids[i].id, w) && errno != EPIPE)
@@ -189,19 +328,57 @@ static pid_t start_queue_run(char const *const *argv, int theirs)
   return pid;
 }
 
+static int setup_signals(void)
+{
+  sigset_t set;
+  int sfd = selfpipe_init();
+  if (sfd < 0) strerr_diefu1sys(111, "init the self-pipe");
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGALRM);
+  if (selfpipe_trapset(&set) < 0) strerr_diefu1sys(111, "trap signals");
+  if (sig_altignore(SIGPIPE) < 0) strerr_diefu1sys(111, "ignore SIGPIPE");
+  return sfd;
+}
+
+/* the self-pipe, queue-run's socket (while open) and each worker's: x[0..n) */
+static unsigned int pollset(iopause_fd **x, int sfd, int open_sock)
+{
+  static unsigned int cap;
+  unsigned int n = 0, i;
+  if (cap < nwk + 2) {
+    iopause_fd *nx = realloc(*x, (nwk + 2) * sizeof *nx);
+    if (!nx) strerr_diefu1sys(111, "allocate");
+    *x = nx;
+    cap = nwk + 2;
+  }
+  (*x)[n].fd = sfd, (*x)[n++].events = IOPAUSE_READ;
+  (*x)[n].fd = qsock, (*x)[n++].events = open_sock ? IOPAUSE_READ : 0;
+  for (i = 0; i < nwk; i++) {
+    (*x)[n].fd = wk[i].fd;
+    (*x)[n++].events = wk[i].fd >= 0 ? IOPAUSE_READ : 0;
+  }
+  return n;
+}
+
 int main(int argc, char const *const *argv)
 {
   subgetopt l = SUBGETOPT_ZERO;
   static qspawn_req req;
+  iopause_fd *x = 0;
   int sv[2], sfd, qrstat = 0, open_sock = 1;
   pid_t qr;
   for (;;) {
-    int opt = subgetopt_r(argc, argv, "q:l:r:", &l);
+    int opt = subgetopt_r(argc, argv, "q:l:r:P", &l);
     if (opt == -1) break;
     switch (opt) {
     case 'q': resolve(l.arg, &asqueue); break;
     case 'l': resolve(l.arg, &aslocal); break;
     case 'r': resolve(l.arg, &asremote); break;
+    case 'P': pool = 0; break;
     default: strerr_dieusage(100, USAGE);
     }
   }
@@ -212,27 +389,18 @@ int main(int argc, char const *const *argv)
     strerr_warnw1x("not root: the queue and every delivery run under this uid");
   if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0) strerr_diefu1sys(111, "make a socket pair");
   if (coe(sv[0]) < 0) strerr_diefu1sys(111, "set close-on-exec");
-  sfd = selfpipe_init();
-  if (sfd < 0) strerr_diefu1sys(111, "init the self-pipe");
-  {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGALRM);
-    if (selfpipe_trapset(&set) < 0) strerr_diefu1sys(111, "trap signals");
-  }
-  if (sig_altignore(SIGPIPE) < 0) strerr_diefu1sys(111, "ignore SIGPIPE");
+  qsock = sv[0];
+  sfd = setup_signals();
   qr = start_queue_run(argv, sv[1]);
   close(sv[1]);
   for (;;) {
-    iopause_fd x[2] = {{sfd, IOPAUSE_READ, 0}, {sv[0], IOPAUSE_READ, 0}};
-    if (iopause(x, open_sock ? 2 : 1, 0, 0) < 0) {
+    unsigned int n = pollset(&x, sfd, open_sock), i;
+    if (iopause(x, n, 0, 0) < 0) {
       if (errno == EINTR) continue;
       strerr_diefu1sys(111, "iopause");
     }
+    for (i = 2; i < n; i++) /* workers' answers first: their ends before any SIGCHLD */
+      if (x[i].revents && i - 2 < nwk && wk[i - 2].fd == x[i].fd) worker_read(i - 2);
     if (x[0].revents)
       for (;;) {
         int sig = selfpipe_read();

@@ -137,7 +137,9 @@ static uint32_t block_seconds(void)
 
 /* Adds delta (+1 or -1) to ip's count in the current window. Returns 1 if ip is blocked
  * after the update, 0 if not, -1 on error; *countp gets the count, *before whether ip was
- * blocked before the update. */
+ * blocked before the update. now 0 is the clock read once the lock is held: parallel
+ * sessions then see the window in the order they update it (a clock read before the wait for
+ * the lock could be a second behind the window's start, which used to restart the count). */
 static int update(char const *ip, uint32_t now, int delta, uint32_t *countp, int *before)
 {
   unsigned char key[16], win[AUTHFAIL_PROBE * REC];
@@ -149,6 +151,7 @@ static int update(char const *ip, uint32_t now, int delta, uint32_t *countp, int
   fd = open_table(1);
   if (fd < 0) return -1;
   if (!lockfd(fd, 1)) goto err;
+  if (!now) now = (uint32_t)time(0);
   slot = read_window(fd, key, win);
   if (slot < 0) goto err;
   i = find(win, key);
@@ -173,7 +176,9 @@ static int update(char const *ip, uint32_t now, int delta, uint32_t *countp, int
   count = get32(rec + 20);
   until = get32(rec + 24);
   *before = until > now;
-  if (now < start || now - start >= AUTHFAIL_WINDOW) {
+  /* a new window once this one is over, or when the clock went back by more than one (a
+   * reading a little behind the start, from a caller's own clock, counts in this window) */
+  if (now < start ? start - now >= AUTHFAIL_WINDOW : now - start >= AUTHFAIL_WINDOW) {
     start = now;
     count = 0;
   }
@@ -234,12 +239,12 @@ int authfail_forgive_at(char const *ip, uint32_t now)
 
 int authfail_attempt(char const *ip)
 {
-  return authfail_attempt_at(ip, (uint32_t)time(0));
+  return authfail_attempt_at(ip, 0);
 }
 
 int authfail_forgive(char const *ip)
 {
-  return authfail_forgive_at(ip, (uint32_t)time(0));
+  return authfail_forgive_at(ip, 0);
 }
 
 int authfail_blocked(char const *ip)
@@ -249,5 +254,5 @@ int authfail_blocked(char const *ip)
 
 int authfail_record(char const *ip)
 {
-  return authfail_record_at(ip, (uint32_t)time(0));
+  return authfail_record_at(ip, 0);
 }

@@ -45,7 +45,8 @@ int authfail_attempt(char const *ip);
 /* Takes one attempt back (the password was good). Returns 0, or -1 on error. */
 int authfail_forgive(char const *ip);
 
-/* The same with an explicit clock (seconds since the epoch), for tests. */
+/* The same with an explicit clock (seconds since the epoch), for tests; now 0 is the clock
+ * read once the table is locked, which is what the calls above use. */
 int authfail_blocked_at(char const *ip, uint32_t now);
 int authfail_record_at(char const *ip, uint32_t now);
 int authfail_attempt_at(char const *ip, uint32_t now);

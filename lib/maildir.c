@@ -1,4 +1,5 @@
 /* maildir: Maildir and Maildir++ on disk. See maildir.h and doc/maildir.md. */
+#define _GNU_SOURCE /* renameat2(RENAME_NOREPLACE) */
 #include <dirent.h>
 #include <stdio.h>
 #include <errno.h>
@@ -39,12 +40,11 @@ size_t maildir_hostfmt(char *s, char const *host, size_t len)
   return w;
 }
 
-int maildir_uniqname(stralloc *sa)
+/* this host's name, escaped (maildir_hostfmt), looked up once */
+static char const *hostname_escaped(size_t *len)
 {
   static char host[MAILDIR_HOST_MAX];
   static size_t hostlen;
-  struct timeval tv;
-  char fmt[ULONG_FMT];
   if (!hostlen) {
     char h[MAILDIR_HOST_MAX + 1];
     size_t n;
@@ -57,6 +57,16 @@ int maildir_uniqname(stralloc *sa)
     }
     hostlen = maildir_hostfmt(host, h, n);
   }
+  *len = hostlen;
+  return host;
+}
+
+int maildir_uniqname(stralloc *sa)
+{
+  struct timeval tv;
+  char fmt[ULONG_FMT];
+  size_t hostlen;
+  char const *host = hostname_escaped(&hostlen);
   if (gettimeofday(&tv, 0) < 0) return -1;
   uniq_counter++;
   if (!stralloc_catb(sa, fmt, ulong_fmt(fmt, (unsigned long)tv.tv_sec)) ||
@@ -187,21 +197,33 @@ static int newname_make(stralloc *sa, char const *base, uint64_t size, int sizet
   return stralloc_0(sa) ? 1 : -1;
 }
 
-int maildir_tmp_commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *newname)
+/* fixed: the base name is a delivery key's (maildir_keyname): an existing new/ name is the same
+ * message delivered before, not a clash (2), never a reason to pick another name */
+static int commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *newname,
+                  char const *fixed)
 {
   stralloc base = STRALLOC_ZERO;
   unsigned int tries;
-  int fd = t->fd;
+  int fd = t->fd, r = 1;
   if (fsync(fd) < 0) goto fail;
   t->fd = -1;
   if (close(fd) < 0) goto failunlink; /* NFS reports write errors here */
-  if (!stralloc_copyb(&base, t->name.s, t->name.len - 1) || !stralloc_0(&base)) goto failunlink;
+  if (fixed ? !stralloc_cats(&base, fixed)
+            : !stralloc_copyb(&base, t->name.s, t->name.len - 1))
+    goto failunlink;
+  if (!stralloc_0(&base)) goto failunlink;
   for (tries = 0;; tries++) {
     if (newname_make(newname, base.s, size, sizetag) < 0) goto failunlink;
     if (linkat(t->tmpfd, t->name.s, t->newfd, newname->s, 0) == 0) break;
     if (errno == EPERM || errno == ENOTSUP || errno == ENOSYS) {
-      /* no hard links on this file system: rename (the name is fresh and unique) */
-      if (renameat(t->tmpfd, t->name.s, t->newfd, newname->s) == 0) break;
+      /* no hard links on this file system: rename (no-replace for a fixed name) */
+      if (fixed ? renameat2(t->tmpfd, t->name.s, t->newfd, newname->s, RENAME_NOREPLACE) == 0
+                : renameat(t->tmpfd, t->name.s, t->newfd, newname->s) == 0)
+        break;
+    }
+    if (errno == EEXIST && fixed) {
+      r = 2; /* delivered before; its new/ entry may not be durable yet: fsync below */
+      break;
     }
     if (errno != EEXIST || tries >= 8) goto failunlink;
     base.len = 0;
@@ -210,13 +232,13 @@ int maildir_tmp_commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *new
   unlinkat(t->tmpfd, t->name.s, 0);
   if (fsync(t->newfd) < 0) {
     int e = errno;
-    unlinkat(t->newfd, newname->s, 0);
+    if (r == 1) unlinkat(t->newfd, newname->s, 0);
     errno = e;
     goto failclosed;
   }
   stralloc_free(&base);
   tmp_closedirs(t);
-  return 1;
+  return r;
 fail:
   maildir_tmp_abort(t);
   stralloc_free(&base);
@@ -231,6 +253,82 @@ failclosed:
   stralloc_free(&base);
   tmp_closedirs(t);
   return -1;
+}
+
+int maildir_tmp_commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *newname)
+{
+  return commit(t, size, sizetag, newname, 0);
+}
+
+int maildir_tmp_commit_key(maildir_tmp *t, uint64_t size, char const *keyname,
+                           stralloc *newname)
+{
+  return commit(t, size, 1, newname, keyname);
+}
+
+int maildir_keyname(stralloc *sa, char const *key)
+{
+  size_t i = 0, hl;
+  char const *host = hostname_escaped(&hl);
+  while (key[i] >= '0' && key[i] <= '9') i++;
+  if (!i || key[i] != '.' || !key[i + 1] || strlen(key) > MAILDIR_KEY_MAX) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (!stralloc_catb(sa, key, i) || !stralloc_catb(sa, ".K", 2)) return -1;
+  for (i++; key[i]; i++) {
+    char c = key[i];
+    if (c == '.') c = '_';
+    else if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+               c == '_' || c == '-')) {
+      errno = EINVAL;
+      return -1;
+    }
+    if (!stralloc_catb(sa, &c, 1)) return -1;
+  }
+  return stralloc_catb(sa, ".", 1) && stralloc_catb(sa, host, hl) && stralloc_0(sa) ? 1 : -1;
+}
+
+/* 1 if sub/ of the open Maildir dfd holds keyname, keyname,... or keyname:... */
+static int key_in(int dfd, char const *sub, char const *keyname, size_t kl)
+{
+  DIR *d;
+  struct dirent *de;
+  int fd = opensub(dfd, sub), r = 0;
+  if (fd < 0) return -1;
+  d = fdopendir(fd);
+  if (!d) {
+    closeif(&fd);
+    return -1;
+  }
+  for (;;) {
+    errno = 0;
+    de = readdir(d);
+    if (!de) break;
+    if (!strncmp(de->d_name, keyname, kl) &&
+        (!de->d_name[kl] || de->d_name[kl] == ',' || de->d_name[kl] == ':')) {
+      r = 1;
+      break;
+    }
+  }
+  if (!de && errno) r = -1;
+  {
+    int e = errno;
+    closedir(d);
+    errno = e;
+  }
+  return r;
+}
+
+int maildir_key_seen(char const *dir, char const *keyname)
+{
+  size_t kl = strlen(keyname);
+  int r, dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -1;
+  r = key_in(dfd, "new", keyname, kl);
+  if (!r) r = key_in(dfd, "cur", keyname, kl);
+  closeif(&dfd);
+  return r;
 }
 
 int maildir_tmp_clean(char const *dir, unsigned long maxage)

@@ -69,6 +69,23 @@ int maildir_tmp_open_name(maildir_tmp *t, char const *dir, char const *name);
  * new/, and t is closed. */
 int maildir_tmp_commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *newname);
 
+/* Delivery keys, for a delivery that may be retried after a crash (at most once per key):
+ * a key is "SECONDS.REST" (SECONDS the arrival time, REST of [A-Za-z0-9._-], at most
+ * MAILDIR_KEY_MAX bytes), and the new/ name is SECONDS.K<REST, '.' as '_'>.HOST,S=SIZE,
+ * the same on every attempt. maildir_keyname appends that base name (without ",S=") to sa,
+ * NUL-terminated; -1 (EINVAL) for a malformed key. */
+#define MAILDIR_KEY_MAX 128
+int maildir_keyname(stralloc *sa, char const *key);
+
+/* maildir_tmp_commit under keyname,S=SIZE: 1 delivered; 2 that name was already in new/ (the
+ * same delivery made before: the tmp file is removed, new/ fsync'ed, nothing added). */
+int maildir_tmp_commit_key(maildir_tmp *t, uint64_t size, char const *keyname,
+                           stralloc *newname);
+
+/* 1 if DIR/new or DIR/cur holds keyname (alone, or followed by ',' or ':'), 0 if not, -1.
+ * A scan of both: for a retry only (a reader may have moved the first copy to cur/). */
+int maildir_key_seen(char const *dir, char const *keyname);
+
 /* Removes the tmp file (if any) and closes everything. errno is preserved. */
 void maildir_tmp_abort(maildir_tmp *t);
 

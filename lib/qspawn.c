@@ -46,7 +46,7 @@ static int start_direct(char kind, char const *const *argv, char const *const *e
   return 1;
 }
 
-static int sendrec(int fd, char const *s, size_t len, int const *fds, unsigned int nfds)
+int qspawn_send(int fd, char const *s, size_t len, int const *fds, unsigned int nfds)
 {
   struct iovec v = {(void *)s, len};
   union {
@@ -116,7 +116,7 @@ int qspawn_start(qspawn *sp, char kind, char const *const *argv, char const *con
       errno = E2BIG;
       ok = 0;
     } else
-      ok = sendrec(sp->fd, buf, n, fds, 2);
+      ok = qspawn_send(sp->fd, buf, n, fds, 2);
     if (ok) *h = sp->nextid;
   }
   {
@@ -133,20 +133,28 @@ int qspawn_start(qspawn *sp, char kind, char const *const *argv, char const *con
 }
 
 int qspawn_local(qspawn *sp, int msgfd, char const *maildir, char const *sender,
-                 char const *rcpt, int *rfd, uint32_t *h)
+                 char const *rcpt, char const *key, unsigned int attempt, int *rfd, uint32_t *h)
 {
   char const *argv[3] = {QSPAWN_LOCAL_PROG, maildir, 0};
   stralloc e = STRALLOC_ZERO;
-  char const *env[2];
+  char const *env[4];
+  char fmt[UINT_FMT];
+  unsigned int n = 0, i;
+  size_t pos = 0;
   int r;
   if (!stralloc_cats(&e, "SENDER=") || !stralloc_cats(&e, sender) || !stralloc_0(&e) ||
-      !stralloc_cats(&e, "RECIPIENT=") || !stralloc_cats(&e, rcpt) || !stralloc_0(&e)) {
+      !stralloc_cats(&e, "RECIPIENT=") || !stralloc_cats(&e, rcpt) || !stralloc_0(&e) ||
+      (key && (!stralloc_cats(&e, "DELIVERY_KEY=") || !stralloc_cats(&e, key) ||
+               !stralloc_0(&e) || !stralloc_cats(&e, "DELIVERY_ATTEMPT=") ||
+               !stralloc_catb(&e, fmt, uint_fmt(fmt, attempt)) || !stralloc_0(&e)))) {
     stralloc_free(&e);
     return 0;
   }
-  env[0] = e.s;
-  env[1] = e.s + strlen(e.s) + 1;
-  r = qspawn_start(sp, QSPAWN_LOCAL, argv, env, 2, msgfd, rfd, h);
+  for (i = 0; i < (key ? 4U : 2U); i++) {
+    env[n++] = e.s + pos;
+    pos += strlen(e.s + pos) + 1;
+  }
+  r = qspawn_start(sp, QSPAWN_LOCAL, argv, env, n, msgfd, rfd, h);
   stralloc_free(&e);
   return r;
 }
@@ -177,7 +185,7 @@ int qspawn_kill(qspawn *sp, uint32_t h, int sig)
   buf[n++] = 0;
   n += uint_fmt(buf + n, (unsigned int)sig);
   buf[n++] = 0;
-  return sendrec(sp->fd, buf, n, 0, 0);
+  return qspawn_send(sp->fd, buf, n, 0, 0);
 }
 
 int qspawn_reap(qspawn *sp, uint32_t *h, int *wstat)
@@ -357,6 +365,7 @@ int qspawn_recv(int fd, qspawn_req *r)
   }
   r->argv[i] = 0;
   if (!i || pos != (size_t)n) goto bad;
+  r->len = (size_t)n;
   return 1;
 bad:
   closefds(r);
@@ -373,5 +382,5 @@ int qspawn_send_exit(int fd, uint32_t id, int wstat)
   buf[n++] = 0;
   n += uint_fmt(buf + n, (unsigned int)wstat);
   buf[n++] = 0;
-  return sendrec(fd, buf, n, 0, 0);
+  return qspawn_send(fd, buf, n, 0, 0);
 }

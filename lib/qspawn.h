@@ -59,10 +59,11 @@ int qspawn_start(qspawn *sp, char kind, char const *const *argv, char const *con
                  unsigned int nenv, int msgfd, int *rfd, uint32_t *h);
 
 /* The two deliveries: deliver-maildir MAILDIR with SENDER and RECIPIENT (the account
- * address) in its environment; smtp-send DOMAIN SENDER RCPT... (SENDER "" becomes "<>").
- * As qspawn_start. */
+ * address) in its environment, and with key (not NULL) DELIVERY_KEY=key and
+ * DELIVERY_ATTEMPT=attempt (doc/deliver-maildir.8: a retry never delivers twice); smtp-send
+ * DOMAIN SENDER RCPT... (SENDER "" becomes "<>"). As qspawn_start. */
 int qspawn_local(qspawn *sp, int msgfd, char const *maildir, char const *sender,
-                 char const *rcpt, int *rfd, uint32_t *h);
+                 char const *rcpt, char const *key, unsigned int attempt, int *rfd, uint32_t *h);
 int qspawn_remote(qspawn *sp, int msgfd, char const *domain, char const *sender,
                   char const *const *rcpts, size_t n, int *rfd, uint32_t *h);
 
@@ -120,12 +121,17 @@ struct qspawn_req_s {
   int fd[2];           /* message, report (-1 if none came) */
   char const *env[QSPAWN_ENV_MAX + 1];
   char const *argv[QSPAWN_ARGS_MAX + 1];
+  size_t len;          /* bytes of the record in buf (to pass it on as it came) */
   char buf[QSPAWN_REQ_MAX];
 };
 
 /* Receives one request record from fd. 1 (r filled; the caller closes r->fd[]), 0 EOF,
  * -1 error (errno; EPROTO for a malformed record, whose fds are closed). */
 int qspawn_recv(int fd, qspawn_req *r);
+
+/* Sends one record s[0..len) with nfds (at most 2) descriptors, waiting while the socket is
+ * full. 1, or 0 (errno). */
+int qspawn_send(int fd, char const *s, size_t len, int const *fds, unsigned int nfds);
 
 /* Sends the end of request id. 1, or 0 (errno). */
 int qspawn_send_exit(int fd, uint32_t id, int wstat);

@@ -100,6 +100,15 @@ def proc_uid(pid):
                 return int(line.split()[1])
 
 
+def comm(pid):
+    """pid's command name, or "" when it is gone (a delivery may end at any moment)"""
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def children(pid):
     out = []
     for d in os.listdir("/proc"):
@@ -148,12 +157,15 @@ def test_spawner_runs_queue_run_and_deliveries_under_their_uids(inst, runs, name
                 os.chown(os.path.join(top, n), uid, gid)
     q = runs(inst, env, [prog("queue-spawn")] + users + [prog("queue-run")])
     q.wait_log(r"^start queued=1 spawner=queue-spawn$")
-    [qr] = [c for c in children(q.p.pid) if open("/proc/%d/comm" % c).read().strip() == "queue-run"]
+    [qr] = [c for c in children(q.p.pid) if comm(c) == "queue-run"]
     assert proc_uid(q.p.pid) == 0 and proc_uid(qr) == quid
     q.wait_log(r"^done ")
     [m] = os.listdir(os.path.join(inst.maildir("bob@example.test"), "new"))
     st = os.stat(os.path.join(inst.maildir("bob@example.test"), "new", m))
     assert (st.st_uid, st.st_gid) == (duid, pwd_gid(duid) if named else duid)  # as the delivery uid
+    # delivered by a worker that stays, under the delivery uid
+    ws = [c for c in children(q.p.pid) if comm(c) == "deliver-maildir"]
+    assert ws and all(proc_uid(w) == duid for w in ws)
     with open(log) as f:
         assert f.read() == "%d far.test alice@example.test friend@far.test\n" % ruid
     text = q.text()
@@ -186,7 +198,7 @@ def test_spawner_kills_a_hung_delivery_for_queue_run(inst, runs):
     wait_for(lambda: os.listdir(inst.path("queue", "state")), what="state file")
     [m] = qlist(inst)
     assert m["recipients"][0]["state"] == "pending-local" and m["recipients"][0]["attempts"] == 1
-    assert not [c for c in children(q.p.pid) if open("/proc/%d/comm" % c).read().strip() == "sleep"]
+    assert not [c for c in children(q.p.pid) if comm(c) == "sleep"]
 
 
 # ---- flush by id under backoff (issue 10) ----

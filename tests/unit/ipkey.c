@@ -62,6 +62,21 @@ int main(void)
       CHECK(authfail_forgive_at("192.0.2.50", 2000000) == 0);
     }
     CHECK(authfail_blocked_at("192.0.2.50", 2000000) == 0);
+    /* parallel sessions can take the lock in another order than they read the clock: a
+     * reading a second behind the window's start counts in that window, it does not restart
+     * it (30 at once across a second's turn saw 12 checked) */
+    ok = 0;
+    for (i = 0; i < 30; i++)
+      ok += authfail_attempt_at("192.0.2.60", 3000000 + (i & 1 ? 0 : 1)) == 1;
+    CHECK(ok == AUTHFAIL_LIMIT + 1);
+    /* a clock stepped back by more than a window starts a new one */
+    for (i = 0; i < AUTHFAIL_LIMIT; i++) CHECK(authfail_attempt_at("192.0.2.61", 4000000) == 1);
+    CHECK(authfail_attempt_at("192.0.2.61", 4000000 - AUTHFAIL_WINDOW) == 1);
+    CHECK(authfail_blocked_at("192.0.2.61", 4000000 - AUTHFAIL_WINDOW) == 0);
+    /* the calls without a clock read it under the lock */
+    for (i = 0; i < 30; i++) ok += authfail_attempt("192.0.2.62") == 1;
+    CHECK(ok == 2 * (AUTHFAIL_LIMIT + 1));
+    CHECK(authfail_blocked("192.0.2.62") == 1);
   }
   return CHECK_DONE();
 }

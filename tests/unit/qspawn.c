@@ -27,7 +27,7 @@ int main(void)
   sp.nextid = 0;
   CHECK(fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0);
   /* a local request: both fds arrive, with the environment and the arguments */
-  CHECK(qspawn_local(&sp, p[0], "/m/dir", "s@x.test", "bob@x.test", &rfd, &h) == 1);
+  CHECK(qspawn_local(&sp, p[0], "/m/dir", "s@x.test", "bob@x.test", 0, 0, &rfd, &h) == 1);
   CHECK(h == 1 && rfd >= 0);
   CHECK(qspawn_recv(sv[1], &req) == 1);
   CHECK(req.kind == QSPAWN_LOCAL && req.id == 1);
