@@ -15,8 +15,9 @@ its tls-serve relay for pillarbox; smtpd for Postfix), alone and per session wit
 CPU: each tree in a cgroup of its own (smtp_model.CpuGroup): CPU time per accepted message.
 End to end, 20 reused connections: from the first byte until the last message is in the
 recipient's Maildir (fsync'ed by both): pillarbox with its queue service started (queue-run ->
-queue-spawn -> deliver-maildir, under their uids); a second private Postfix with qmgr on,
-delivering by virtual(8) to a Maildir. Baseline for the target "0.3 of the 20-writer ceiling":
+queue-spawn -> its long-running deliver-maildir workers, under their uids); a second private
+Postfix with qmgr on, delivering by virtual(8) to a Maildir; CPU per message from the same
+cgroups (pillarbox's whole tree against the delivering Postfix's). Baseline for the target "0.3 of the 20-writer ceiling":
 the disk's 20-writer durable-commit ceiling (bench/_benchlib.py) measured right after.
 
 Needs root. Environment: BENCH_MODEL_N (messages per run, default 400).
@@ -215,15 +216,22 @@ def main():
         pbnew = os.path.join(pb[1], "mail", "example.test", "bench", "new")
         end_to_end(pb[2], 200, pbnew)  # warm-up
         end_to_end(pfe[1], 200, pfe[2])
-        eb, ef = [], []
+        eb, ef, cpu = [], [], []
         for _ in range(2):
+            b0 = cgb.usage_ms()
             eb.append(end_to_end(pb[2], m.N, pbnew))
+            b1, f0 = cgb.usage_ms(), cge.usage_ms()
             ef.append(end_to_end(pfe[1], m.N, pfe[2]))
+            f1 = cge.usage_ms()
+            if None not in (b0, f0):
+                cpu.append(((b1 - b0) / m.N, (f1 - f0) / m.N))
         c20 = ceiling(base, 20, 2000)
         b, f = max(eb), max(ef)
         print("end to end, 20 reused connections, into the Maildir: pillarbox %.0f msg/s  "
-              "Postfix %.0f msg/s  ratio %.2f (target >= 1.5)  (runs %s / %s)"
-              % (b, f, b / f, " ".join("%.0f" % x for x in eb), " ".join("%.0f" % x for x in ef)))
+              "Postfix %.0f msg/s  ratio %.2f (target >= 1.5)  (runs %s / %s)%s"
+              % (b, f, b / f, " ".join("%.0f" % x for x in eb), " ".join("%.0f" % x for x in ef),
+                 "  CPU/msg %.1f / %.1f ms" % (min(c for c, _ in cpu), min(c for _, c in cpu))
+                 if cpu else ""))
         print("end to end / 20-writer ceiling (%.0f commits/s): %.2f (target >= 0.3)"
               % (c20, b / c20))
         with open("/proc/loadavg") as f:

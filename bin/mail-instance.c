@@ -343,6 +343,7 @@ static char const *const sysgroups[][4] = {
   {"pb-authc", "pb-smtpd", "pb-deliv", 0},     /* may connect to the auth service */
   {"pb-loginc", "pb-login", 0, 0},             /* may connect to the login broker */
   {"pb-authfail", "pb-smtpd", "pb-login", 0},  /* write authfail/ (failed logins per IP) */
+  {"pb-tlsc", "pb-smtpd", "pb-login", 0},      /* may hand a connection to the TLS engine */
 };
 
 static void ensure_group(char const *g)
@@ -417,6 +418,7 @@ static struct {
   {"run", 0, 0, 0755, 0755, 0},
   {"run/auth", "pb-auth", "pb-authc", 0750, 0700, 0},
   {"run/login", "pb-deliv", "pb-loginc", 0750, 0700, 0},
+  {"run/tls", 0, "pb-tlsc", 0750, 0700, 0},
   {"run/quota", "pb-deliv", "pb-authc", 02750, 0700, 1},
   {"run/slots", 0, 0, 0755, 0755, 0},
   {"run/slots/smtpd", "pb-smtpd", "pb-smtpd", 0700, 0700, 0},

@@ -744,6 +744,17 @@ end:
   return r;
 }
 
+int queue_remove_mess(char const *qdir, char const *id)
+{
+  stralloc p = STRALLOC_ZERO;
+  int r = 0;
+  if (stralloc_cats(&p, qdir) && stralloc_cats(&p, "/mess/") && stralloc_cats(&p, id) &&
+      stralloc_0(&p))
+    r = unlink(p.s) == 0 || errno == ENOENT;
+  stralloc_free(&p);
+  return r;
+}
+
 int queue_remove(char const *qdir, char const *id)
 {
   /* mess/ first: a crash in between leaves an orphan state file (removed at the next start),

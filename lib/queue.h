@@ -254,6 +254,10 @@ int queue_held(char const *qdir, char const *id);
 /* Removes a finished message: mess/ID first, then state/ID. 1, or 0 (errno). */
 int queue_remove(char const *qdir, char const *id);
 
+/* Removes mess/ID alone: for a finished message that never had a state file (one unlink, not
+ * two). 1, or 0 (errno). */
+int queue_remove_mess(char const *qdir, char const *id);
+
 /* Sets a target's diagnostic (copied, cut at QUEUE_DIAG_MAX, '\n' '\t' '\r' made ' ').
  * 1, or 0 on allocation failure. */
 int queue_target_setdiag(queue_target *t, char const *s, size_t len);

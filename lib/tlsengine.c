@@ -93,7 +93,6 @@ static int engine_child(void *p)
   PROG = "tls-engine (engine)";
   selfpipe_finish();
   fd_close(c->lfd);
-  if (c->cfg->notif >= 0) fd_close(c->cfg->notif);
   if (c->cfg->drop) {
     gid_t g = c->cfg->gid;
     if (skalibs_setgroups(1, &g) < 0 || setgid(c->cfg->gid) < 0)
@@ -176,11 +175,12 @@ static int listen_on(char const *path)
   return lfd;
 }
 
-int tlsengine_serve(tlsengine_cfg const *cfg)
+int tlsengine_serve(tlsengine_cfg const *cfg0)
 {
   unsigned int running = 0;
   int usable = 1, sfd, lfd;
   sigset_t set;
+  tlsengine_cfg c = *cfg0, *cfg = &c; /* notif is used once */
   sfd = selfpipe_init();
   if (sfd < 0) strerr_diefu1sys(111, "create the self-pipe");
   sigemptyset(&set);
@@ -193,6 +193,7 @@ int tlsengine_serve(tlsengine_cfg const *cfg)
   if (cfg->notif >= 0) {
     fd_write(cfg->notif, "\n", 1);
     fd_close(cfg->notif);
+    c.notif = -1;
   }
   tain_now_set_stopwatch_g();
   for (;;) {

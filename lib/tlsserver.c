@@ -117,7 +117,7 @@ int tlsserver_changed(void)
     struct stat st;
     struct watch now;
     int r = stat(watch[i].path.s, &st);
-    if (r < 0 && errno != ENOENT) return 1;
+    if (r < 0 && errno != ENOENT && errno != ENOTDIR) return 1;
     watch_set(&now, r == 0 ? &st : 0);
     if (now.exists != watch[i].exists) return 1;
     if (now.exists && (now.dev != watch[i].dev || now.ino != watch[i].ino ||

@@ -179,6 +179,7 @@ def test_system_users_and_groups(model):
         assert grp.getgrgid(pw.pw_gid).gr_name == u
     assert set(grp.getgrnam("pb-authc").gr_mem) == {"pb-smtpd", "pb-deliv"}
     assert set(grp.getgrnam("pb-loginc").gr_mem) == {"pb-login"}
+    assert set(grp.getgrnam("pb-tlsc").gr_mem) == {"pb-smtpd", "pb-login"}
 
 
 @pytest.mark.parametrize("rel,owner,group,mode", [
@@ -194,6 +195,7 @@ def test_system_users_and_groups(model):
     ("tls/key.pem", "root", "root", 0o600),
     ("run/auth", "pb-auth", "pb-authc", 0o750),
     ("run/login", "pb-deliv", "pb-loginc", 0o750),
+    ("run/tls", "root", "pb-tlsc", 0o750),
 ])
 def test_owners_and_modes(model, rel, owner, group, mode):
     st = os.lstat(model.path(rel))
@@ -301,7 +303,10 @@ def test_long_running_services_uids(model):
     by = {}
     for pid, (comm, u, g, pp) in procs.items():
         by.setdefault(comm, set()).add(u)
-    assert by.get("tcpserver") == {0}, by          # binds the ports, forks per connection
+    # tcpserver binds the ports and forks per connection: root for the implicit-TLS ports
+    # (tls-serve drops both sides), the service's uid (tcpserver -u) for the others
+    assert by.get("tcpserver") == {0, uid("pb-smtpd"), uid("pb-login")}, by
+    assert by.get("tls-engine") == {0}, by         # the STARTTLS engine service (reads no byte)
     # the injection socket's workers (pb-queue) and the POP3 and IMAP login brokers (pb-deliv)
     assert by.get("queue-inject-ip") == {uid("pb-queue")}, by
     assert by.get("s6-ipcserverd") == {uid("pb-deliv")}, by
@@ -360,12 +365,49 @@ def test_tls_engine_dropped_before_client_hello(model, service, program):
         assert 0 not in got
 
 
-def test_tls_engine_dropped_before_client_hello_starttls(model):
-    """STARTTLS on submission: after 220 to STARTTLS, before the ClientHello, the engine runs
-    as pb-tls; the program (smtp-receive) as pb-smtpd."""
-    with socket.create_connection(("127.0.0.1", model.ports["submission"]), timeout=10) as s:
+def tcpserver_uid_of(model, port):
+    """The uid of the tcpserver that listens on port (by its command line)."""
+    for pid, (comm, u, g, pp) in instance_procs(model.root).items():
+        if comm == "tcpserver":
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if str(port).encode() in f.read().split(b"\0"):
+                    return u
+    return None
+
+
+def proc_groups(pid):
+    with open("/proc/%d/status" % pid) as f:
+        st = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+    return {int(g) for g in st["Groups"].split()}
+
+
+@pytest.mark.parametrize("service,user", [("smtpd", "pb-smtpd"), ("submission", "pb-smtpd"),
+                                          ("pop3", "pb-login"), ("imap", "pb-login")])
+def test_starttls_services_run_the_program_alone_under_its_uid(model, service, user):
+    """No tls-serve in front of a STARTTLS port: tcpserver itself runs under the service's uid,
+    with its supplementary groups (pb-tlsc for the engine socket)."""
+    assert tcpserver_uid_of(model, model.ports[service]) == uid(user)
+    for pid, (comm, u, g, pp) in instance_procs(model.root).items():
+        if comm == "tcpserver" and u == uid(user):
+            assert grp.getgrnam("pb-tlsc").gr_gid in proc_groups(pid)
+
+
+def engine_children(model):
+    eng = [pid for pid, i in instance_procs(model.root).items() if i[0] == "tls-engine"
+           and i[1] == 0]
+    return [(pid, i) for pid, i in instance_procs(model.root).items()
+            if i[0] == "tls-engine" and i[3] in eng]
+
+
+@pytest.mark.parametrize("service", ["submission", "smtpd"])
+def test_tls_engine_dropped_before_client_hello_starttls(model, service):
+    """STARTTLS: after 220 to STARTTLS, before the ClientHello, the engine (a child of the
+    tls-engine service) runs as pb-tls; the program (smtp-receive) as pb-smtpd; no tls-serve
+    exists for the session."""
+    with socket.create_connection(("127.0.0.1", model.ports[service]), timeout=10) as s:
         f = s.makefile("rb")
         assert f.readline().startswith(b"220")
+        assert engine_children(model) == []   # plaintext: no engine yet
         s.sendall(b"EHLO client.example\r\n")
         while True:
             line = f.readline()
@@ -374,15 +416,50 @@ def test_tls_engine_dropped_before_client_hello_starttls(model):
                 break
         s.sendall(b"STARTTLS\r\n")
         assert f.readline().startswith(b"220")
-        assert wait_for(lambda: tls_serve_uids(model) == [uid("pb-tls")],
-                        what="the engine as pb-tls")
+        kids = wait_for(lambda: engine_children(model), what="the engine child")
+        assert [i[1] for _, i in kids] == [uid("pb-tls")]
+        assert [i[2] for _, i in kids] == [grp.getgrnam("pb-tls").gr_gid]
+        assert proc_groups(kids[0][0]) == {grp.getgrnam("pb-tls").gr_gid}
         assert {i[1] for _, i in session_procs(model, "smtp-receive")} == {uid("pb-smtpd")}
+        assert tls_serve_uids(model) == []
         # and the handshake then works with the engine under pb-tls
         ctx = ssl._create_unverified_context()
         t = ctx.wrap_socket(s, server_hostname="mx.example.test")
         t.sendall(b"EHLO again\r\n")
         assert t.recv(512).startswith(b"250")
         t.close()
+
+
+@pytest.mark.parametrize("user,ok", [("pb-smtpd", True), ("pb-login", True),
+                                     ("pb-queue", False), ("nobody", False)])
+def test_engine_socket_reachable_only_by_its_clients(model, user, ok):
+    """Only the STARTTLS services' uids (group pb-tlsc) can connect to the engine socket."""
+    code = ("import socket,sys\n"
+            "s=socket.socket(socket.AF_UNIX)\n"
+            "try: s.connect(sys.argv[1]); print('connected')\n"
+            "except OSError as e: print('refused', e.errno)\n")
+    r = as_user(user, "/usr/bin/python3", "-c", code, model.path("run", "tls", "engine"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (b"connected" if ok else b"refused 13"), r.stdout
+
+
+def test_engine_refuses_a_group_member_with_another_uid(model):
+    """The directory lets pb-tlsc in; the service also checks the peer's uid (SO_PEERCRED): a
+    process of another uid with pb-tlsc in its groups is closed without an engine."""
+    tlsc = grp.getgrnam("pb-tlsc").gr_gid
+    code = ("import socket,sys\n"
+            "s=socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])\n"
+            "a,b=socket.socketpair()\n"
+            "try:\n"
+            "  socket.send_fds(s,[b'Y'],[a.fileno(),a.fileno(),b.fileno()])\n"
+            "  print(repr(s.recv(100)))\n"
+            "except OSError as e: print('error', e.errno)\n")
+    r = subprocess.run(["s6-applyuidgid", "-u", str(uid("pb-queue")), "-g", str(tlsc), "-G",
+                        str(tlsc), "/usr/bin/python3", "-c", code,
+                        model.path("run", "tls", "engine")], capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in (b"b''", b"error 104", b"error 32"), r.stdout
+    assert engine_children(model) == []
 
 
 def test_smtps_session_works_under_the_model(model):

@@ -4,6 +4,7 @@ service, the injection rule, the engine's uid before the ClientHello, a certific
 while it runs, who may connect, and what the client sees when the service is gone."""
 import os
 import pwd
+import select
 import signal
 import socket
 import ssl
@@ -40,12 +41,18 @@ class Engine:
         e = dict(inst.env)
         e.update(engine_ids())
         e.update(env or {})
-        self.p = subprocess.Popen([prog("tls-engine")] + list(args) + [self.sock], env=e,
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=self.log, start_new_session=True)
+        # readiness on fd 3 (-d 3), as s6-supervise gives it: after it, fd 3 is free again and
+        # the next connection gets it
+        rd, wr = os.pipe()
+        self.p = subprocess.Popen([prog("tls-engine"), "-d", "3"] + list(args) + [self.sock],
+                                  env=e, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=self.log, start_new_session=True,
+                                  preexec_fn=lambda: os.dup2(wr, 3), pass_fds=(3,))
+        os.close(wr)
         try:
-            wait_for(lambda: self.p.poll() is not None or b"listening on" in self.logbytes(),
-                     timeout=10, what="tls-engine to listen")
+            with os.fdopen(rd, "rb") as r:
+                ready, _, _ = select.select([r], [], [], 10)
+                assert ready and r.read(1) == b"\n", self.logbytes()
             assert self.p.poll() is None, self.logbytes()
         except BaseException:
             self.stop()
@@ -145,6 +152,7 @@ def test_smtp_starttls_through_the_engine_discards_pipelined_plaintext(instance,
         s.sendall(b"QUIT\r\n")
         assert smtp_reply(s)[0].startswith(b"221 ")
         s.close()
+        assert b"loaded again" not in eng.logbytes()  # nothing changed: no reload
 
 
 def test_plaintext_session_makes_no_engine(instance):

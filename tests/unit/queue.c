@@ -140,6 +140,11 @@ int main(void)
       CHECK(queue_remove("q", id2.s) == 1 && count("q/mess") == 1);
       stralloc_free(&p);
     }
+    /* a message without a state file goes with one unlink; gone already is fine */
+    CHECK(queue_inject_mem("q", E("Fa@b\0Tc@d\0\0"), E("x\n"), &id2) == QX_OK);
+    CHECK(count("q/mess") == 2);
+    CHECK(queue_remove_mess("q", id2.s) == 1 && count("q/mess") == 1);
+    CHECK(queue_remove_mess("q", id2.s) == 1);
     stralloc_free(&id2);
   }
   CHECK(queue_open("q", "1.000000.1", &h, &env, 0) < 0 && errno == ENOENT);
