@@ -561,7 +561,9 @@ def main():
 
         kb, detail = session_pss(pport, USERS[0], lambda: descendants(pb.pid) + [
             d for b in pbs[1:] for d in descendants(b.pid)])
-        print("PSS of one logged-in session:")
+        # every process serving the session: the front and login-handoff (login-wait once
+        # the session runs) and pop3-maildir; not the shared tcpserver, s6-ipcserverd, auth-serve
+        print("PSS of one logged-in session (every process serving it):")
         print("  pillarbox %d kB  %s" % (kb, " + ".join("%s %d" % d for d in detail)))
         dk, ddetail = session_pss(dport, USERS[0], lambda: [
             (pid, comm) for pid, comm in descendants(dv.pid) if comm == "pop3"])

@@ -491,7 +491,9 @@ int main(int argc, char const *const *argv)
   spool.ctx = 0;
   spool.max_literal = appendmax;
   for (;;) {
-    int r = imapio_readcmd(&cmdbuf, &cmd, &spool);
+    int r;
+    if (sess.selected && !imapio_buffered()) mailstore_idle(&sess.ms); /* see mailstore.h */
+    r = imapio_readcmd(&cmdbuf, &cmd, &spool);
     switch (r) {
       case 1: break;
       case IMAPIO_EOF: _exit(0);

@@ -193,14 +193,14 @@ int imap_cache_build(size_t i, mime_msg const *mm, time_t mtime, msgcache_ent *e
     e->hdrlen = mm->part[0].hdr_len;
     e->flags |= MSGCACHE_F_HDR;
   }
-  if (msgcache_put(&sess.cache, m->uid, sess.ms.names.s + m->name, e) < 0) return -1;
+  if (msgcache_put(&sess.cache, m->uid, mailstore_name(&sess.ms, i), e) < 0) return -1;
   return 1;
 }
 
 int imap_cache_get(size_t i, msgcache_ent *e)
 {
   mailstore_msg const *m = &sess.ms.msg[i];
-  return msgcache_get(&sess.cache, m->uid, sess.ms.names.s + m->name, e) > 0;
+  return msgcache_get(&sess.cache, m->uid, mailstore_name(&sess.ms, i), e) > 0;
 }
 
 static void out_section_name(fitem const *f)

@@ -1,4 +1,5 @@
 /* mailstore: Maildir++ folders as IMAP sees them. See mailstore.h and doc/maildir.md. */
+#define _DEFAULT_SOURCE /* madvise(MADV_DONTNEED): glibc's posix_madvise ignores it */
 #include <dirent.h>
 #include <malloc.h>
 #include <errno.h>
@@ -82,6 +83,35 @@ static int uniqcmp(char const *a, char const *b)
     if (x != y) return x < y ? -1 : 1;
     if (!x) return 0;
   }
+}
+
+/* A message's file name is in one of two places: the heap arena `names` (offset), or, with
+ * NAME_MAPPED, the mapped record it was read from, where it ends at its '\n'. A session
+ * that opens a folder from its record takes no copy of the names (half of its table, 50
+ * octets a message); the record's pages are dropped from the process once read
+ * (MADV_DONTNEED: they stay in the page cache) and come back one page at a time when a name
+ * is needed. A mapped name is at most NAME_LEN_MAX octets (a longer one is copied). */
+/* the table's entry stays 24 octets (mailstore.h) */
+typedef char mailstore_msg_is_24_octets[sizeof(mailstore_msg) == 24 ? 1 : -1];
+
+#define NAME_MAPPED 0x80000000u
+#define NAME_LEN_MAX 255
+
+/* The NUL-terminated name at off. A mapped one is copied into one of four rotating buffers:
+ * valid until four more calls. */
+static char const *nameat(stralloc const *names, char const *map, uint32_t off)
+{
+  static char buf[4][NAME_LEN_MAX + 1];
+  static unsigned int k;
+  char const *s;
+  char *b;
+  size_t i;
+  if (!(off & NAME_MAPPED)) return names->s + off;
+  s = map + (off & ~NAME_MAPPED);
+  b = buf[k++ & 3];
+  for (i = 0; i < NAME_LEN_MAX && s[i] != '\n'; i++) b[i] = s[i];
+  b[i] = 0;
+  return b;
 }
 
 void mailstore_parse_info(char const *name, uint32_t *flags, uint32_t *kw)
@@ -614,6 +644,8 @@ struct rec_s {
   mailstore_msg *msg;
   size_t n, a;
   stralloc names;
+  char *map;     /* the record, mapped: where the NAME_MAPPED names are */
+  size_t maplen;
   mailstore_gone *gone;
   size_t ngone, agone;
   uint64_t gonefloor;
@@ -627,6 +659,9 @@ static void rec_free(rec *r)
   r->msg = 0;
   r->n = r->a = 0;
   stralloc_free(&r->names);
+  if (r->map) munmap(r->map, r->maplen);
+  r->map = 0;
+  r->maplen = 0;
   free(r->gone);
   r->gone = 0;
   r->ngone = r->agone = 0;
@@ -656,10 +691,13 @@ static int rec_gone(rec *r, uint32_t uid, uint64_t modseq)
   return 1;
 }
 
+/* name[0..len): copied into the arena, or, when it lies in r's mapping (mapped: 1), taken
+ * from there. */
 static int rec_add(rec *r, uint32_t uid, uint64_t modseq, uint64_t wsize, int isnew,
-                   char const *name, size_t len)
+                   char const *name, size_t len, int mapped)
 {
   mailstore_msg *m;
+  uint32_t f;
   if (r->n == r->a) {
     size_t na = r->a ? r->a * 2 : 64;
     mailstore_msg *x;
@@ -675,10 +713,16 @@ static int rec_add(rec *r, uint32_t uid, uint64_t modseq, uint64_t wsize, int is
   m = &r->msg[r->n];
   m->uid = uid;
   m->modseq = modseq;
-  m->wsize = wsize;
-  m->name = (uint32_t)r->names.len;
-  if (!stralloc_catb(&r->names, name, len) || !stralloc_0(&r->names)) return 0;
-  mailstore_parse_info(r->names.s + m->name, &m->flags, &m->keywords);
+  m->wsize = wsize > UINT32_MAX ? 0 : (uint32_t)wsize;
+  if (mapped && len <= NAME_LEN_MAX && (size_t)(name - r->map) < NAME_MAPPED) {
+    m->name = (uint32_t)(name - r->map) | NAME_MAPPED;
+    mailstore_parse_info(nameat(&r->names, r->map, m->name), &f, &m->keywords);
+  } else {
+    m->name = (uint32_t)r->names.len;
+    if (!stralloc_catb(&r->names, name, len) || !stralloc_0(&r->names)) return 0;
+    mailstore_parse_info(r->names.s + m->name, &f, &m->keywords);
+  }
+  m->flags = f;
   if (isnew) m->flags |= MS_NEW;
   r->n++;
   return 1;
@@ -741,7 +785,7 @@ static int rec_parse(rec *r, char const *s, size_t len)
   if (!field(&p, nl, 'V', &v) || v == 0 || v > UINT32_MAX) return 0;
   r->uidvalidity = (uint32_t)v;
   if (!field(&p, nl, 'N', &nn) || !field(&p, nl, 'M', &m) || !field(&p, nl, 'R', &rr)) return 0;
-  if (nn == 0 || nn > UINT32_MAX || rr > UINT32_MAX) return 0;
+  if (nn == 0 || nn > UINT32_MAX || rr > UINT32_MAX || m > MAILSTORE_MODSEQ_MAX) return 0;
   r->uidnext = (uint32_t)nn;
   r->highestmodseq = m;
   r->firstrecent = (uint32_t)rr;
@@ -771,7 +815,7 @@ static int rec_parse(rec *r, char const *s, size_t len)
     s = q + 1;
     q = s;
     while (q < e && *q != ' ') q++;
-    if (q >= e || !imap_number64(s, (size_t)(q - s), &ms)) return 0;
+    if (q >= e || !imap_number64(s, (size_t)(q - s), &ms) || ms > MAILSTORE_MODSEQ_MAX) return 0;
     s = q + 1;
     q = s;
     while (q < e && *q != ' ') q++;
@@ -780,7 +824,7 @@ static int rec_parse(rec *r, char const *s, size_t len)
     if (e - s < 3 || (s[0] != 'n' && s[0] != 'c') || s[1] != ' ') return 0;
     if (memchr(s + 2, '/', (size_t)(e - s - 2)) || memchr(s + 2, 0, (size_t)(e - s - 2)))
       return 0;
-    if (!rec_add(r, uid, ms, ws, s[0] == 'n', s + 2, (size_t)(e - s - 2))) return -1;
+    if (!rec_add(r, uid, ms, ws, s[0] == 'n', s + 2, (size_t)(e - s - 2), !!r->map)) return -1;
     lastuid = uid;
     s = e + 1;
   }
@@ -833,7 +877,7 @@ static int rec_dovecot(rec *r, char const *s, size_t len)
         while (name < e && *name == ' ') name++;
       }
       if (name < e && !memchr(name, '/', (size_t)(e - name))) {
-        if (!rec_add(r, uid, 1, 0, 0, name, (size_t)(e - name))) return -1;
+        if (!rec_add(r, uid, 1, 0, 0, name, (size_t)(e - name), 0)) return -1;
         r->msg[r->n - 1].flags |= MS_GONE; /* where it is: found when listing */
         lastuid = uid;
       }
@@ -869,7 +913,7 @@ static int rec_courier(rec *r, char const *s, size_t len)
     while (sp > s && sp[-1] != ' ') sp--;
     if (sp > s + 1 && imap_number(sp, (size_t)(e - sp), &uid) && uid > lastuid &&
         uid < r->uidnext && !memchr(s, '/', (size_t)(sp - 1 - s))) {
-      if (!rec_add(r, uid, 1, 0, 0, s, (size_t)(sp - 1 - s))) return -1;
+      if (!rec_add(r, uid, 1, 0, 0, s, (size_t)(sp - 1 - s), 0)) return -1;
       r->msg[r->n - 1].flags |= MS_GONE;
       lastuid = uid;
     }
@@ -948,12 +992,24 @@ static int rec_load(char const *dir, rec *r, int *ondisk)
   *ondisk = 0;
   r->n = 0;
   r->names.len = 0;
+  if (r->map) munmap(r->map, r->maplen);
+  r->map = 0;
+  r->maplen = 0;
   if (!pathcat(&p, dir, MAILSTORE_RECORD, 0)) return -1;
   if (map_file(p.s, &map, &maplen)) {
     /* mapped, not read: a big folder's record is megabytes (it is never truncated in place,
-     * only replaced by rename under the lock we hold) */
+     * only replaced by rename under the lock we hold); its names stay there (NAME_MAPPED) */
     r->uidvalidity = 0;
+    r->map = map;
+    r->maplen = maplen;
     x = rec_parse(r, maplen ? map : "", maplen);
+    if (x == 1 && maplen) {
+      *ondisk = 1;
+      (void)madvise(map, maplen, MADV_DONTNEED); /* read: out of our pages until needed */
+      goto ok;
+    }
+    r->map = 0;
+    r->maplen = 0;
     if (maplen) munmap(map, maplen);
     if (x < 0) goto err;
     if (x == 1) {
@@ -1002,8 +1058,9 @@ err:
   return -1;
 }
 
-static int rec_write(char const *dir, mailstore_msg const *msg, size_t n, char const *names,
-                     uint32_t v, uint32_t nn, uint64_t m, uint32_t rr,
+static int rec_write(char const *dir, mailstore_msg const *msg, size_t n,
+                     stralloc const *names, char const *map, uint32_t v, uint32_t nn,
+                     uint64_t m, uint32_t rr,
                      mailstore_gone const *gone, size_t ngone, uint64_t gonefloor,
                      struct timespec const *st)
 {
@@ -1040,7 +1097,7 @@ static int rec_write(char const *dir, mailstore_msg const *msg, size_t n, char c
         !stralloc_catb(&out, fmt, uint64_fmt(fmt, x->modseq)) ||
         !stralloc_catb(&out, " ", 1) || !stralloc_catb(&out, fmt, uint64_fmt(fmt, x->wsize)) ||
         !stralloc_catb(&out, (x->flags & MS_NEW) ? " n " : " c ", 3) ||
-        !stralloc_cats(&out, names + x->name) || !stralloc_catb(&out, "\n", 1))
+        !stralloc_cats(&out, nameat(names, map, x->name)) || !stralloc_catb(&out, "\n", 1))
       goto done;
   }
   if (!pathcat(&p, dir, MAILSTORE_RECORD, 0) || !pathcat(&t, dir, RECORD_TMP, 0)) goto done;
@@ -1128,7 +1185,7 @@ done:
  * merges it into ms. */
 static int sync_locked(mailstore *ms, size_t *news)
 {
-  rec r = {0, 0, 0, 0, 0, 0, 0, STRALLOC_ZERO, 0, 0, 0, 0, 0, {0, 0}, {0, 0}};
+  rec r = {0, 0, 0, 0, 0, 0, 0, STRALLOC_ZERO, 0, 0, 0, 0, 0, 0, 0, {0, 0}, {0, 0}};
   stralloc lst = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO, nn = STRALLOC_ZERO;
   ent *e = 0;
   size_t ne = 0, i, j, split = 0, added = 0;
@@ -1168,7 +1225,7 @@ static int sync_locked(mailstore *ms, size_t *news)
   /* the record's messages: still there? moved? flags changed? */
   for (i = 0; listed && i < r.n; i++) {
     mailstore_msg *m = &r.msg[i];
-    char const *nm = r.names.s + m->name;
+    char const *nm = nameat(&r.names, r.map, m->name);
     ent *x = find_ent(e, ne, nm);
     if (!x || x->used) {
       if (!(m->flags & MS_GONE)) {
@@ -1184,7 +1241,11 @@ static int sync_locked(mailstore *ms, size_t *news)
     if (strcmp(nm, x->name) || !(m->flags & MS_NEW) != !x->isnew) {
       m->name = (uint32_t)r.names.len;
       if (!stralloc_cats(&r.names, x->name) || !stralloc_0(&r.names)) goto done;
-      mailstore_parse_info(x->name, &m->flags, &m->keywords);
+      {
+        uint32_t f;
+        mailstore_parse_info(x->name, &f, &m->keywords);
+        m->flags = f;
+      }
       if (x->isnew) m->flags |= MS_NEW;
       m->modseq = ++r.highestmodseq;
       changed = 1;
@@ -1198,7 +1259,7 @@ static int sync_locked(mailstore *ms, size_t *news)
       goto done;
     }
     if (!rec_add(&r, r.uidnext++, ++r.highestmodseq, 0, e[i].isnew, e[i].name,
-                 strlen(e[i].name)))
+                 strlen(e[i].name), 0))
       goto done;
     changed = 1;
   }
@@ -1213,7 +1274,7 @@ static int sync_locked(mailstore *ms, size_t *news)
       char const *nm;
       if (!(m->flags & MS_NEW)) continue;
       renamed = 1;
-      nm = r.names.s + m->name;
+      nm = nameat(&r.names, r.map, m->name);
       if (!pathcat(&p, ms->dir, "new", nm)) goto done;
       if (!rename_info(&nn, nm, m->flags & MS_SYSFLAGS, m->keywords)) goto done;
       if (!pathcat(&q, ms->dir, "cur", nn.s)) goto done;
@@ -1241,8 +1302,9 @@ static int sync_locked(mailstore *ms, size_t *news)
     st[1] = t_cur;
     if (changed) {
       /* sort by uid (rec_add appends in increasing order already: r.msg is sorted) */
-      if (rec_write(ms->dir, r.msg, r.n, r.names.s, r.uidvalidity, r.uidnext, r.highestmodseq,
-                    r.firstrecent, r.gone, r.ngone, r.gonefloor, stamp ? st : 0) < 0)
+      if (rec_write(ms->dir, r.msg, r.n, &r.names, r.map, r.uidvalidity, r.uidnext,
+                    r.highestmodseq, r.firstrecent, r.gone, r.ngone, r.gonefloor,
+                    stamp ? st : 0) < 0)
         goto done;
       /* only the record's stamp is taken again (we hold the lock: nobody else wrote it);
        * new/ and cur/ keep the stamps from before the listing, so a delivery that came
@@ -1280,6 +1342,11 @@ static int sync_locked(mailstore *ms, size_t *news)
       stralloc_free(&ms->names);
       ms->names = r.names;
       r.names = stralloc_zero;
+      if (ms->map) munmap(ms->map, ms->maplen);
+      ms->map = r.map;
+      ms->maplen = r.maplen;
+      r.map = 0;
+      r.maplen = 0;
       goto merged;
     }
     out = malloc((ms->n + r.n + 1) * sizeof *out);
@@ -1291,21 +1358,23 @@ static int sync_locked(mailstore *ms, size_t *news)
       while (a < ms->n || b < r.n) {
         mailstore_msg x;
         char const *nm;
+        int fromr = 1;
         if (b >= r.n || (a < ms->n && (!same || ms->msg[a].uid < r.msg[b].uid))) {
+          fromr = 0;
           x = ms->msg[a];
-          nm = ms->names.s + x.name;
+          nm = nameat(&ms->names, ms->map, x.name);
           x.flags |= MS_GONE;
           a++;
         } else if (a >= ms->n || ms->msg[a].uid > r.msg[b].uid) {
           x = r.msg[b];
-          nm = r.names.s + x.name;
+          nm = nameat(&r.names, r.map, x.name);
           if (x.uid >= fr) x.flags |= MS_RECENT; /* read-only: counted, not claimed */
           added++;
           b++;
         } else {
           mailstore_msg *o = &ms->msg[a];
           x = r.msg[b];
-          nm = r.names.s + x.name;
+          nm = nameat(&r.names, r.map, x.name);
           x.flags |= o->flags & (MS_RECENT | MS_REPORTED | MS_CHANGED | MS_GONE);
           if ((o->flags & MS_SYSFLAGS) != (x.flags & MS_SYSFLAGS) || o->keywords != x.keywords)
             x.flags |= MS_CHANGED;
@@ -1313,15 +1382,24 @@ static int sync_locked(mailstore *ms, size_t *news)
           a++;
           b++;
         }
-        x.name = (uint32_t)names.len;
-        if (!stralloc_cats(&names, nm) || !stralloc_0(&names)) {
-          stralloc_free(&names);
-          goto done;
+        /* r's mapped names stay where they are (r's mapping becomes ours below); the others
+         * go into the new arena */
+        if (!fromr || !(x.name & NAME_MAPPED)) {
+          x.name = (uint32_t)names.len;
+          if (!stralloc_cats(&names, nm) || !stralloc_0(&names)) {
+            stralloc_free(&names);
+            goto done;
+          }
         }
         out[on++] = x;
       }
       stralloc_free(&ms->names);
       ms->names = names;
+      if (ms->map) munmap(ms->map, ms->maplen);
+      ms->map = r.map;
+      ms->maplen = r.maplen;
+      r.map = 0;
+      r.maplen = 0;
     }
     free(ms->msg);
     ms->msg = out;
@@ -1414,6 +1492,9 @@ int mailstore_open(mailstore *ms, char const *dir, int rw)
 
 void mailstore_close(mailstore *ms)
 {
+  if (ms->map) munmap(ms->map, ms->maplen);
+  ms->map = 0;
+  ms->maplen = 0;
   free(ms->gone);
   ms->gone = 0;
   ms->ngone = 0;
@@ -1444,7 +1525,12 @@ void mailstore_compact(mailstore *ms)
 
 char const *mailstore_name(mailstore const *ms, size_t i)
 {
-  return ms->names.s + ms->msg[i].name;
+  return nameat(&ms->names, ms->map, ms->msg[i].name);
+}
+
+void mailstore_idle(mailstore *ms)
+{
+  if (ms->map) (void)madvise(ms->map, ms->maplen, MADV_DONTNEED);
 }
 
 int mailstore_path(mailstore const *ms, size_t i, stralloc *sa)
@@ -1522,7 +1608,7 @@ int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, u
       continue;
     }
     if (nf == (m->flags & MS_SYSFLAGS) && nk == m->keywords) continue;
-    nm = ms->names.s + m->name;
+    nm = nameat(&ms->names, ms->map, m->name);
     if (!rename_info(&nn, nm, nf, nk)) goto done;
     if (!pathcat(&p, ms->dir, (m->flags & MS_NEW) ? "new" : "cur", nm)) goto done;
     if (!pathcat(&q, ms->dir, "cur", nn.s)) goto done;
@@ -1539,7 +1625,7 @@ int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, u
   }
   if (changed) {
     /* no stamps: our renames changed cur/, the next session lists it */
-    if (rec_write(ms->dir, ms->msg, ms->n, ms->names.s, ms->uidvalidity, ms->uidnext,
+    if (rec_write(ms->dir, ms->msg, ms->n, &ms->names, ms->map, ms->uidvalidity, ms->uidnext,
                   ms->highestmodseq, ms->firstrecent, ms->gone, ms->ngone, ms->gonefloor,
                   0) < 0)
       goto done;
@@ -1603,7 +1689,7 @@ static int uid_of(mailstore const *ms, char const *name, uint32_t *uid)
 {
   size_t i = ms->n;
   while (i--)
-    if (!(ms->msg[i].flags & MS_GONE) && !uniqcmp(ms->names.s + ms->msg[i].name, name)) {
+    if (!(ms->msg[i].flags & MS_GONE) && !uniqcmp(mailstore_name(ms, i), name)) {
       *uid = ms->msg[i].uid;
       return 1;
     }
@@ -1690,7 +1776,7 @@ int mailstore_copy(mailstore *ms, size_t const *idx, size_t n, char const *dir, 
   if (!where) goto done;
   for (k = 0; k < n; k++) {
     mailstore_msg *m = &ms->msg[idx[k]];
-    char const *nm = ms->names.s + m->name;
+    char const *nm = mailstore_name(ms, idx[k]);
     uint32_t kw = 0;
     int c;
     /* keywords: by name, into the destination's letters */
@@ -1785,7 +1871,7 @@ int mailstore_status_get(char const *dir, mailstore_status *st)
   for (i = 0; i < ms.n; i++) {
     mailstore_msg const *m = &ms.msg[i];
     uint64_t sz;
-    char const *nm = ms.names.s + m->name;
+    char const *nm = mailstore_name(&ms, i);
     if (m->flags & MS_GONE) continue;
     st->messages++;
     if (!(m->flags & MS_SEEN)) st->unseen++;

@@ -56,15 +56,19 @@
 #define MS_NEW 256u       /* the file is in new/ */
 #define MS_REPORTED 512u  /* the client has been told of this message (EXISTS) */
 
+/* One message: 24 octets (a folder of 10,000 is 240 kB of table). */
 typedef struct mailstore_msg_s mailstore_msg;
 struct mailstore_msg_s {
   uint32_t uid;
-  uint32_t flags;     /* MS_* */
-  uint32_t keywords;  /* bit i: keyword letter 'a' + i */
-  uint32_t name;      /* offset of the NUL-terminated file name in names */
-  uint64_t modseq;
-  uint64_t wsize;     /* CRLF size, 0 = not known */
+  uint32_t name;        /* where the file name is: names, or the mapped record */
+  uint32_t keywords;    /* bit i: keyword letter 'a' + i */
+  uint32_t wsize;       /* CRLF size, 0 = not known (or over 4 GB: computed when asked) */
+  uint64_t modseq : 48; /* at most MAILSTORE_MODSEQ_MAX */
+  uint64_t flags : 16;  /* MS_* */
 };
+/* A record whose modseqs go above this is not ours (a new UIDVALIDITY): it leaves room for
+ * 2^47 more changes below the 48 bits of mailstore_msg.modseq. */
+#define MAILSTORE_MODSEQ_MAX ((uint64_t)1 << 47)
 
 typedef struct mailstore_gone_s mailstore_gone;
 struct mailstore_gone_s {
@@ -81,7 +85,9 @@ struct mailstore_s {
   uint64_t highestmodseq;
   mailstore_msg *msg; /* in UID order */
   size_t n, a;
-  stralloc names;     /* file names, NUL-terminated */
+  stralloc names;     /* file names, NUL-terminated (those not in map) */
+  char *map;          /* the record the table was read from, mapped: the other names */
+  size_t maplen;
   mailstore_gone *gone; /* the last expunges, oldest first */
   size_t ngone;
   uint64_t gonefloor; /* expunges at or below this modseq are forgotten */
@@ -146,10 +152,15 @@ int mailstore_sync(mailstore *ms, size_t *news);
 /* Drops the MS_GONE messages from msg[] (once the client was told). */
 void mailstore_compact(mailstore *ms);
 
-/* The file name of message i, and its path relative to the root ("DIR/cur/NAME") into sa
+/* The file name of message i (valid until four more calls: it may be copied out of the
+ * mapped record), and its path relative to the root ("DIR/cur/NAME") into sa
  * (NUL-terminated). */
 char const *mailstore_name(mailstore const *ms, size_t i);
 int mailstore_path(mailstore const *ms, size_t i, stralloc *sa);
+
+/* The session waits for its client: the mapped record's pages go out of this process (they
+ * stay in the page cache, and come back as names are read). */
+void mailstore_idle(mailstore *ms);
 
 /* Opens message i for reading. If the file moved (flags changed elsewhere), syncs and tries
  * again. -1 with ENOENT when the message is gone. */

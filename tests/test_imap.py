@@ -45,7 +45,8 @@ class Box:
         d = self.dir if not folder else os.path.join(self.dir, "." + folder)
         with open(os.path.join(d, "pillarbox-uidlist")) as f:
             lines = f.read().splitlines()
-        head = dict((w[0], int(w[1:])) for w in lines[0].split()[1:])
+        # S<sec>.<nsec>,<sec>.<nsec>: the stamps of new/ and cur/ (when the record has them)
+        head = dict((w[0], w[1:] if w[0] == "S" else int(w[1:])) for w in lines[0].split()[1:])
         uids = {}
         for line in lines[1:]:
             if line.startswith("x "):  # an expunge remembered for QRESYNC

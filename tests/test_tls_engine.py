@@ -356,3 +356,13 @@ def test_imap_starttls_engine_gone(instance):
         raw.sendall(b"a STARTTLS\r\n")
         assert readline(raw).startswith(b"a NO [UNAVAILABLE]")
         raw.close()
+
+
+def test_closed_notification_fd_is_refused(instance):
+    """-d names an fd that is not open: refused at once (it would otherwise be reused by the
+    service's own self-pipe, closed by the readiness write, and the service would spin)."""
+    e = dict(instance.env)
+    e.update(engine_ids())
+    r = subprocess.run([prog("tls-engine"), "-d", "7", instance.path("run", "tls", "e2")],
+                       env=e, capture_output=True, timeout=10)
+    assert r.returncode == 100 and b"notification fd" in r.stderr
