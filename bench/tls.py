@@ -6,7 +6,13 @@ Measured:
        pillarbox: tcpserver -> tls-serve -> cat (a process pair per connection, keys read
                   from disk each time), and
        openssl:   openssl s_server -tls1_2 (one process, key loaded once);
-     ratio pillarbox / openssl (target >= 0.5);
+     ratio pillarbox / openssl (target >= 0.5), and, in the same run,
+       engine:    tcpserver -> pop3-serve with TLS_IMPLICIT=1 and TLS_ENGINE (one exec per
+                  connection; the long-running tls-engine, started by the bench, forks the TLS
+                  engine with the keys already loaded), as pop3s/imaps/smtps run;
+     where a handshake's time goes: BearSSL's own public-key work for one handshake (ECDHE
+     P-256 or X25519 + the ECDSA P-256 signature), timed in-process (bench/tls-crypto.c), set
+     against each server's time per handshake, and the group the client and BearSSL agree on;
   2. bulk: a 100 MB message submitted with a raw SMTP client (EHLO, AUTH, MAIL, RCPT, DATA),
      over SMTPS (tcpserver -> tls-serve -> smtp-receive -> queue-inject) and over plain SMTP
      (tcpserver -> smtp-receive -> queue-inject), best of 2 each; MB/s and ratio SMTPS / plain
@@ -100,6 +106,71 @@ def s_time_parallel(port, n):
             raise SystemExit("s_time failed: %r" % out)
         total += int(m.group(1)) / float(m.group(2))
     return total
+
+
+class EngineService:
+    """tls-engine on INST/run/tls/engine, as services/tls-engine runs it (engines as pb-tls
+    when root)."""
+
+    def __init__(self, inst, env):
+        self.sock = os.path.join(inst, "run", "tls", "engine")
+        os.makedirs(os.path.dirname(self.sock), exist_ok=True)
+        e = dict(env)
+        if os.geteuid() == 0:
+            import pwd
+            try:
+                pw = pwd.getpwnam("pb-tls")
+            except KeyError:
+                pw = pwd.getpwnam("nobody")
+            e.update(TLS_UID=str(pw.pw_uid), TLS_GID=str(pw.pw_gid))
+        self.p = subprocess.Popen([os.path.join(BIN, "tls-engine"), "-c", "200", self.sock],
+                                  env=e, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        end = time.monotonic() + 10
+        while not os.path.exists(self.sock):
+            if self.p.poll() is not None or time.monotonic() > end:
+                self.stop()
+                raise SystemExit("tls-engine did not start")
+            time.sleep(0.02)
+
+    def stop(self):
+        Proc.stop(self)
+
+
+def engine_handshakes(inst, env, clients=1):
+    """Handshakes/s of tcpserver -> pop3-serve (TLS_IMPLICIT=1) through the engine service."""
+    eng = EngineService(inst, env)
+    try:
+        e = dict(env, TLS_ENGINE=eng.sock, TLS_IMPLICIT="1")
+        port = free_port()
+        srv = tcpserver(e, port, [os.path.join(BIN, "pop3-serve")])
+        try:
+            group = temp_key(port)
+            return s_time_parallel(port, clients), group
+        finally:
+            srv.stop()
+    finally:
+        eng.stop()
+
+
+def temp_key(port):
+    """The key exchange group the client (OpenSSL's defaults) and the server agree on."""
+    r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-tls1_2",
+                        "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"], input=b"",
+                       capture_output=True, timeout=30)
+    m = re.search(rb"(?:Server|Peer) Temp Key: ([^\n]+)", r.stdout)
+    return m.group(1).decode().strip() if m else "unknown"
+
+
+def crypto_usec(tmp):
+    """BearSSL's public-key work for one server handshake, in microseconds (tls-crypto.c)."""
+    exe = os.path.join(tmp, "tls-crypto")
+    subprocess.run(["cc", "-O2", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-o", exe,
+                    os.path.join(ROOT, "bench", "tls-crypto.c"), "-l:libbearssl.a"],
+                   check=True, timeout=120)
+    out = subprocess.run([exe, "300"], check=True, capture_output=True, timeout=300).stdout
+    w = out.decode().split()
+    return dict(zip(w[0::2], (float(x) for x in w[1::2])))
 
 
 def handshakes(inst, env, clients=1):
@@ -258,12 +329,27 @@ def main():
         cafile = os.path.join(inst, "tls", "cert.pem")
 
         ours, theirs = handshakes(inst, env)
+        eng, group = engine_handshakes(inst, env)
         print("handshakes/s, 1 client: tls-serve %.0f, openssl s_server %.0f, ratio %.2f "
               "(target >= 0.5)" % (ours, theirs, ours / theirs))
+        print("handshakes/s, 1 client: engine (tcpserver -> pop3-serve, TLS_IMPLICIT) %.0f, "
+              "ratio %.2f to s_server, %.2f to tls-serve" % (eng, eng / theirs, eng / ours))
+        c = crypto_usec(tmp)
+        hs = c["total_x25519"] if "25519" in group else c["total"]
+        print("group agreed: %s; BearSSL in-process per handshake: ECDHE P-256 %.0f us, X25519 "
+              "%.0f us, ECDSA P-256 sign %.0f us: %.0f us with this group"
+              % (group, c["ecdhe"], c["x25519"], c["ecdsa"], hs))
+        for name, rate in (("tls-serve", ours), ("engine", eng), ("s_server", theirs)):
+            print("  %-9s %6.0f us per handshake (client included); BearSSL's crypto would be "
+                  "%.0f%% of it, the rest %.0f us" % (name, 1e6 / rate, 100 * hs * rate / 1e6,
+                                                      1e6 / rate - hs))
+        print("  ceiling with BearSSL's crypto alone (no process, no client): %.0f/s, %.2f of "
+              "s_server" % (1e6 / hs, 1e6 / hs / theirs))
         ours, theirs = handshakes(inst, env, clients=4)
-        print("handshakes/s, 4 clients: tls-serve %.0f, openssl s_server %.0f, ratio %.2f "
-              "(tcpserver runs connections in parallel, s_server one at a time)"
-              % (ours, theirs, ours / theirs))
+        eng, _ = engine_handshakes(inst, env, clients=4)
+        print("handshakes/s, 4 clients: tls-serve %.0f, engine %.0f, openssl s_server %.0f, "
+              "ratio %.2f / %.2f (tcpserver runs connections in parallel, s_server one at a time)"
+              % (ours, eng, theirs, ours / theirs, eng / theirs))
 
         line = b"x" * 76 + b"\r\n"
         payload = b"Subject: bulk\r\n\r\n" + line * ((MB << 20) // len(line))

@@ -15,6 +15,7 @@
 #include <skalibs/types.h>
 #include "control.h"
 #include "imapserv.h"
+#include "ucspitls.h"
 
 char const *PROG = "imap-serve";
 #define USAGE "imap-serve [-t timeout] [-d faildelay] [prog...]"
@@ -70,6 +71,8 @@ int main(int argc, char const *const *argv)
     if (r < 0) strerr_diefu1sys(111, "read control/imap-allow-plaintext");
     cfg.allow_plain = r == 1 && sa.len == 1 && sa.s[0] == '1';
   }
+  /* implicit TLS (imaps) through the engine service: before a byte is said (ucspitls.h) */
+  if (ucspitls_implicit() < 0) strerr_diefu1sys(111, "start implicit TLS through TLS_ENGINE");
   cfg.ip = getenv("TCPREMOTEIP");
   if (control_readline(&me, "me") != 1 || !stralloc_0(&me)) {
     me.len = 0;

@@ -398,6 +398,8 @@ int main(int argc, char const *const *argv)
     allow_plain = r == 1 && sa.len == 1 && sa.s[0] == '1';
     stralloc_free(&sa);
   }
+  /* implicit TLS (pop3s) through the engine service: before a byte is said (ucspitls.h) */
+  if (ucspitls_implicit() < 0) strerr_diefu1sys(111, "start implicit TLS through TLS_ENGINE");
   ip = getenv("TCPREMOTEIP");
   in_tls = !!getenv("SSL_PROTOCOL");
   if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");

@@ -647,6 +647,8 @@ static void configure(void)
   if (service && !strcmp(service, "local") && control_defaultdomain(&defdomain) < 0)
     strerr_diefusys(111, "read control/defaultdomain, control/domains or control/me");
   offer_auth = authrequired || !service || strcmp(service, "smtpd") || getenv("SMTP_OFFER_AUTH");
+  /* implicit TLS (smtps) through the engine service: before a byte is said (ucspitls.h) */
+  if (ucspitls_implicit() < 0) strerr_diefusys(111, "start implicit TLS through TLS_ENGINE");
   /* Pipelining rules are enforced for a network peer: fd 0 a socket, or implicit TLS */
   strict = (fstat(0, &st) == 0 && S_ISSOCK(st.st_mode)) || getenv("SSL_PROTOCOL");
   ctlfd = ucspitls_setup();

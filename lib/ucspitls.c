@@ -209,6 +209,22 @@ int ucspitls_start_stdio(void)
   return 1;
 }
 
+int ucspitls_implicit(void)
+{
+  char const *x = getenv("TLS_IMPLICIT");
+  int r, w;
+  if (!x || strcmp(x, "1")) return 0;
+  unsetenv("TLS_IMPLICIT");
+  if (getenv("SSL_PROTOCOL")) return 0; /* under tls-serve: TLS already done */
+  if (!engine_path()) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (!engine_start(&r, &w)) return -1;
+  fd_close(r); /* already on 0 and 1 */
+  return 1;
+}
+
 static void coe_env(char const *name)
 {
   char const *x = getenv(name);

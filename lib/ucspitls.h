@@ -66,6 +66,17 @@ int ucspitls_ready(int h);
  * available); the connection is then unusable. */
 int ucspitls_start(int *rfd, int *wfd);
 
+/* Implicit TLS through the engine service (ports 465, 993, 995 run as tcpserver -> program,
+ * no TLS program exec'd and no key read per connection): with TLS_IMPLICIT=1, hands the
+ * connection to the engine service (TLS_ENGINE) before the program has written or read a
+ * byte, as ucspitls_start does for STARTTLS, and unsets TLS_IMPLICIT and TLS_ENGINE (no
+ * STARTTLS inside TLS). Returns 1 in TLS (fds 0 and 1 the plaintext socket, SSL_* set), 0 when
+ * not asked (TLS_IMPLICIT unset, or already in TLS: SSL_PROTOCOL set by tls-serve), -1 on
+ * failure with errno (EINVAL: TLS_IMPLICIT without TLS_ENGINE; the engine unreachable or the
+ * handshake failed): the program must then exit without writing to the client (fails closed:
+ * never plaintext on a TLS port). */
+int ucspitls_implicit(void);
+
 /* ucspitls_start, then moves the TLS fds onto 0 and 1, so that code reading fd 0 and writing
  * fd 1 carries on unchanged (its buffers must be emptied first). Returns 1, or 0 as above. */
 int ucspitls_start_stdio(void);
