@@ -92,20 +92,61 @@ def tcpserver(env, port, argv):
                  str(port)] + argv, env, port)
 
 
+def cpu_ticks(pids):
+    """utime + stime + cutime + cstime (clock ticks) of pids: the process and its reaped
+    children (tcpserver reaps each connection's program, which reaped its own)."""
+    t = 0
+    for pid in pids:
+        with open("/proc/%d/stat" % pid) as f:
+            t += sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15])
+    return t
+
+
+def no_children(pids, timeout=10):
+    """Waits (bounded) until the servers have reaped every connection's process."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        kids = 0
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    with open("/proc/%s/stat" % p) as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) in pids:
+                            kids += 1
+                except (OSError, IndexError):
+                    pass
+        if not kids:
+            return
+        time.sleep(0.05)
+
+
+def cpu_per_handshake(pids, port, clients):
+    """(handshakes/s, server CPU ms per handshake) with `clients` s_time clients."""
+    no_children(pids)
+    t0 = cpu_ticks(pids)
+    rate, conns = s_time_parallel(port, clients)
+    no_children(pids)
+    ms = (cpu_ticks(pids) - t0) * 1000.0 / os.sysconf("SC_CLK_TCK") / max(conns, 1)
+    return rate, ms
+
+
 def s_time_parallel(port, n):
-    """n `openssl s_time -new` clients at once; the sum of their connection rates."""
+    """n `openssl s_time -new` clients at once; the sum of their connection rates, and the
+    number of connections."""
     ps = [subprocess.Popen(["openssl", "s_time", "-connect", "127.0.0.1:%d" % port, "-new",
                             "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-time",
                             str(SECONDS)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
           for _ in range(n)]
     total = 0.0
+    conns = 0
     for p in ps:
         out, _ = p.communicate(timeout=SECONDS + 60)
         m = re.search(rb"(\d+) connections in (\d+) real seconds", out)
         if not m:
             raise SystemExit("s_time failed: %r" % out)
         total += int(m.group(1)) / float(m.group(2))
-    return total
+        conns += int(m.group(1))
+    return total, conns
 
 
 class EngineService:
@@ -146,7 +187,8 @@ def engine_handshakes(inst, env, clients=1):
         srv = tcpserver(e, port, [os.path.join(BIN, "pop3-serve")])
         try:
             group = temp_key(port)
-            return s_time_parallel(port, clients), group
+            rate, ms = cpu_per_handshake([srv.p.pid, eng.p.pid], port, clients)
+            return rate, ms, group
         finally:
             srv.stop()
     finally:
@@ -179,14 +221,14 @@ def handshakes(inst, env, clients=1):
     p1 = free_port()
     srv = tcpserver(env, p1, [os.path.join(BIN, "tls-serve"), "cat"])
     try:
-        ours = s_time_parallel(p1, clients)
+        ours = cpu_per_handshake([srv.p.pid], p1, clients)
     finally:
         srv.stop()
     p2 = free_port()
     ossl = Proc(["openssl", "s_server", "-accept", "127.0.0.1:%d" % p2, "-cert", cert, "-key", key,
                  "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-quiet"], env, p2)
     try:
-        theirs = s_time_parallel(p2, clients)
+        theirs = cpu_per_handshake([ossl.p.pid], p2, clients)
     finally:
         ossl.stop()
     return ours, theirs
@@ -328,25 +370,30 @@ def main():
             f.write("%d\n" % ((MB + 10) << 20))
         cafile = os.path.join(inst, "tls", "cert.pem")
 
-        ours, theirs = handshakes(inst, env)
-        eng, group = engine_handshakes(inst, env)
+        (ours, ours_ms), (theirs, theirs_ms) = handshakes(inst, env)
+        eng, eng_ms, group = engine_handshakes(inst, env)
         print("handshakes/s, 1 client: tls-serve %.0f, openssl s_server %.0f, ratio %.2f "
               "(target >= 0.5)" % (ours, theirs, ours / theirs))
         print("handshakes/s, 1 client: engine (tcpserver -> pop3-serve, TLS_IMPLICIT) %.0f, "
               "ratio %.2f to s_server, %.2f to tls-serve" % (eng, eng / theirs, eng / ours))
+        print("server CPU per handshake (all its processes, from /proc): tls-serve %.2f ms, "
+              "engine %.2f ms, s_server %.2f ms; handshakes per CPU-second, ratio to s_server: "
+              "tls-serve %.2f, engine %.2f" % (ours_ms, eng_ms, theirs_ms, theirs_ms / ours_ms,
+                                                theirs_ms / eng_ms))
         c = crypto_usec(tmp)
         hs = c["total_x25519"] if "25519" in group else c["total"]
         print("group agreed: %s; BearSSL in-process per handshake: ECDHE P-256 %.0f us, X25519 "
               "%.0f us, ECDSA P-256 sign %.0f us: %.0f us with this group"
               % (group, c["ecdhe"], c["x25519"], c["ecdsa"], hs))
-        for name, rate in (("tls-serve", ours), ("engine", eng), ("s_server", theirs)):
-            print("  %-9s %6.0f us per handshake (client included); BearSSL's crypto would be "
-                  "%.0f%% of it, the rest %.0f us" % (name, 1e6 / rate, 100 * hs * rate / 1e6,
-                                                      1e6 / rate - hs))
+        for name, rate, ms in (("tls-serve", ours, ours_ms), ("engine", eng, eng_ms),
+                               ("s_server", theirs, theirs_ms)):
+            print("  %-9s %6.0f us per handshake wall (client included), %5.0f us server CPU; "
+                  "BearSSL's crypto %.0f%% of that CPU, the rest (processes, I/O) %.0f us"
+                  % (name, 1e6 / rate, ms * 1e3, 100 * hs / (ms * 1e3), ms * 1e3 - hs))
         print("  ceiling with BearSSL's crypto alone (no process, no client): %.0f/s, %.2f of "
               "s_server" % (1e6 / hs, 1e6 / hs / theirs))
-        ours, theirs = handshakes(inst, env, clients=4)
-        eng, _ = engine_handshakes(inst, env, clients=4)
+        (ours, _), (theirs, _) = handshakes(inst, env, clients=4)
+        eng, _, _ = engine_handshakes(inst, env, clients=4)
         print("handshakes/s, 4 clients: tls-serve %.0f, engine %.0f, openssl s_server %.0f, "
               "ratio %.2f / %.2f (tcpserver runs connections in parallel, s_server one at a time)"
               % (ours, eng, theirs, ours / theirs, eng / theirs))
