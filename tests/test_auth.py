@@ -526,6 +526,7 @@ def stop_template(p):
 
 
 def test_submission_template_starttls_auth(accounts, tmp_path):
+    eng = start_engine_template(accounts, tmp_path)  # STARTTLS goes through it
     p, port = start_template(accounts, "submission", tmp_path)
     try:
         s = smtplib.SMTP("127.0.0.1", port, timeout=30)
@@ -544,9 +545,39 @@ def test_submission_template_starttls_auth(accounts, tmp_path):
             s.close()
     finally:
         stop_template(p)
+        stop_template(eng)
+
+
+def start_engine_template(inst, tmp_path, env_files=None):
+    """Copies services/tls-engine (as start_template) and starts it; returns its Popen once it
+    says it listens (notification fd 3). smtps hands every connection to it."""
+    import shutil
+    from conftest import ROOT
+    d = tmp_path / "tls-engine"
+    shutil.copytree(os.path.join(ROOT, "services", "tls-engine"), d)
+    for k, v in (env_files or {}).items():
+        (d / "env" / k).write_text(v + "\n" if v else "")
+    r, w = os.pipe()
+    log = open(tmp_path / "tls-engine.log", "wb")
+    p = subprocess.Popen(["sh", "./run"], cwd=str(d), stdout=log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True, env=inst.env,
+                         pass_fds=(3, w), preexec_fn=lambda: os.dup2(w, 3))
+    log.close()
+    os.close(w)
+    try:
+        import select
+        ready, _, _ = select.select([r], [], [], 20)
+        assert ready and os.read(r, 1) == b"\n", (tmp_path / "tls-engine.log").read_text()
+    except BaseException:
+        stop_template(p)
+        raise
+    finally:
+        os.close(r)
+    return p
 
 
 def test_smtps_template_implicit_tls_auth(accounts, tmp_path):
+    eng = start_engine_template(accounts, tmp_path)
     p, port = start_template(accounts, "smtps", tmp_path)
     try:
         with SMTP_SSL_Named("127.0.0.1", port, timeout=30,
@@ -559,10 +590,11 @@ def test_smtps_template_implicit_tls_auth(accounts, tmp_path):
             assert s.sendmail(USER, ["x@example.org"], MSG) == {}
     finally:
         stop_template(p)
+        stop_template(eng)
 
 
-def _tls_engines(pgid):
-    """(pid, effective uid) of every tls-serve process in the service's process group."""
+def _tls_engines(ppid):
+    """(pid, effective uid) of every engine forked by the tls-engine service ppid."""
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -576,7 +608,7 @@ def _tls_engines(pgid):
             continue
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
-        if comm == "tls-serve" and int(fields[2]) == pgid:
+        if comm == "tls-engine" and int(fields[1]) == ppid:
             uid = next(l for l in status.splitlines() if l.startswith("Uid:")).split()[2]
             out.append((int(pid), int(uid)))
     return out
@@ -585,19 +617,19 @@ def _tls_engines(pgid):
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another uid needs root")
 @pytest.mark.parametrize("tlsuser", [None, "nobody"])
 def test_smtps_template_tls_engine_drops_to_tlsuser(accounts, tmp_path, tlsuser):
-    """Run as root, the TLS engine keeps root when env/TLS_USER is empty; when it names a user,
-    the process parsing the peer's TLS records runs as that user."""
-    p, port = start_template(accounts, "smtps", tmp_path,
-                             {"TLS_USER": tlsuser} if tlsuser else None)
+    """Run as root, smtps's TLS engine (forked by the tls-engine service) runs as the engine
+    service's env/TLS_USER (pb-tls by default, or the user it names): the process parsing the
+    peer's TLS records is never root, and not smtps's program either."""
+    import pwd
+    eng = start_engine_template(accounts, tmp_path, {"TLS_USER": tlsuser} if tlsuser else None)
+    p, port = start_template(accounts, "smtps", tmp_path)
     try:
         with SMTP_SSL_Named("127.0.0.1", port, timeout=30,
                             context=client_context(accounts.path("tls", "cert.pem"))) as s:
             s.ehlo("client.example")
-            engines = wait_for(lambda: _tls_engines(p.pid), timeout=10, what="tls-serve")
-            uids = {u for _, u in engines}
-            if tlsuser:
-                assert uids == {65534}, engines
-            else:
-                assert 0 in uids, engines
+            engines = wait_for(lambda: _tls_engines(eng.pid), timeout=10, what="the engine")
+            want = pwd.getpwnam(tlsuser or "pb-tls").pw_uid
+            assert {u for _, u in engines} == {want}, engines
     finally:
         stop_template(p)
+        stop_template(eng)

@@ -386,7 +386,7 @@ def test_service_templates(mailbox, tmp_path):
     put(mailbox, 1)
     ports, procs = {}, []
     try:
-        for name in ("auth", "login-imap"):
+        for name in ("auth", "login-imap", "tls-engine"):  # tls-engine: STARTTLS and imaps
             d = tmp_path / "service" / name
             shutil.copytree(os.path.join(ROOT, "services", name), d)
             (d / "env" / "SERVICE_USER").write_text("")
@@ -405,7 +405,6 @@ def test_service_templates(mailbox, tmp_path):
             (d / "env" / "PORT").write_text("%d\n" % ports[name])
             (d / "env" / "IP").write_text("127.0.0.1\n")
             (d / "env" / "SERVICE_USER").write_text("")
-            (d / "env" / "TLS_USER").write_text("")
             procs.append(subprocess.Popen(["./run"], cwd=str(d), stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, env=mailbox.env))
         wait_for(lambda: all(listening(p) for p in ports.values()), what="services")

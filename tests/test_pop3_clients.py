@@ -288,8 +288,9 @@ def test_service_templates(mailbox, tmp_path):
     ports, procs = {}, []
     try:
         # the services they hand logins to: the auth service and the POP3 login broker (run as
-        # the caller here: their env/SERVICE_USER is for a root-made instance)
-        for name in ("auth", "login-pop3"):
+        # the caller here: their env/SERVICE_USER is for a root-made instance), and the TLS
+        # engine service (STLS on pop3, the whole session on pop3s)
+        for name in ("auth", "login-pop3", "tls-engine"):
             d = tmp_path / "service" / name
             shutil.copytree(os.path.join(ROOT, "services", name), d)
             (d / "env" / "SERVICE_USER").write_text("")
@@ -312,7 +313,6 @@ def test_service_templates(mailbox, tmp_path):
             (d / "env" / "PORT").write_text("%d\n" % ports[name])
             # the instance is in a 0700 tmp_path: drop nothing (one uid, as when not root)
             (d / "env" / "SERVICE_USER").write_text("")
-            (d / "env" / "TLS_USER").write_text("")
             procs.append(subprocess.Popen(["./run"], cwd=str(d), stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, env=mailbox.env))
         wait_for(lambda: all(listening(p) for p in ports.values()), what="services")

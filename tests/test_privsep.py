@@ -10,6 +10,7 @@ import os
 import pwd
 import re
 import shutil
+import select
 import signal
 import socket
 import ssl
@@ -303,10 +304,10 @@ def test_long_running_services_uids(model):
     by = {}
     for pid, (comm, u, g, pp) in procs.items():
         by.setdefault(comm, set()).add(u)
-    # tcpserver binds the ports and forks per connection: root for the implicit-TLS ports
-    # (tls-serve drops both sides), the service's uid (tcpserver -u) for the others
-    assert by.get("tcpserver") == {0, uid("pb-smtpd"), uid("pb-login")}, by
-    assert by.get("tls-engine") == {0}, by         # the STARTTLS engine service (reads no byte)
+    # tcpserver binds the ports as root, then runs (and forks per connection) under the
+    # service's uid (tcpserver -u) on every port, implicit TLS included: none stays root
+    assert by.get("tcpserver") == {uid("pb-smtpd"), uid("pb-login")}, by
+    assert by.get("tls-engine") == {0}, by         # the TLS engine service (reads no byte)
     # the injection socket's workers (pb-queue) and the POP3 and IMAP login brokers (pb-deliv)
     assert by.get("queue-inject-ip") == {uid("pb-queue")}, by
     assert by.get("s6-ipcserverd") == {uid("pb-deliv")}, by
@@ -352,17 +353,28 @@ def tls_serve_uids(model):
     return sorted(i[1] for _, i in session_procs(model, "tls-serve"))
 
 
+IMPLICIT_PROGRAM = {"smtps": "smtp-receive", "pop3s": "pop3-serve", "imaps": "imap-serve"}
+
+
 @pytest.mark.parametrize("service,program", [("smtps", "pb-smtpd"), ("pop3s", "pb-login"),
                                              ("imaps", "pb-login")])
 def test_tls_engine_dropped_before_client_hello(model, service, program):
-    """A client connects to an implicit-TLS port and sends nothing: both tls-serve processes
-    (the engine, and the side that becomes the program) have left root already, the engine
-    for pb-tls, the other for the service's uid."""
-    want = sorted([uid("pb-tls"), uid(program)])
-    with socket.create_connection(("127.0.0.1", model.ports[service]), timeout=10):
-        got = wait_for(lambda: tls_serve_uids(model) == want and tls_serve_uids(model),
-                       timeout=10, what="tls-serve processes of %s as %s" % (service, want))
-        assert 0 not in got
+    """A client connects to an implicit-TLS port and sends nothing: the program (under the
+    service's uid) has handed the connection to the tls-engine service, whose engine for it
+    already runs as pb-tls (uid, gid and groups); no tls-serve, nothing of it as root."""
+    with socket.create_connection(("127.0.0.1", model.ports[service]), timeout=10) as s:
+        kids = wait_for(lambda: engine_children(model), timeout=10, what="the engine child")
+        assert [i[1] for _, i in kids] == [uid("pb-tls")]
+        assert [i[2] for _, i in kids] == [grp.getgrnam("pb-tls").gr_gid]
+        assert proc_groups(kids[0][0]) == {grp.getgrnam("pb-tls").gr_gid}
+        progs = wait_for(lambda: session_procs(model, IMPLICIT_PROGRAM[service]), timeout=10,
+                         what=IMPLICIT_PROGRAM[service])
+        assert {i[1] for _, i in progs} == {uid(program)}, progs
+        assert tls_serve_uids(model) == []
+        # and the session then works, in TLS from the first byte
+        t = ssl._create_unverified_context().wrap_socket(s, server_hostname="mx.example.test")
+        assert t.recv(512)[:1] in (b"2", b"+", b"*")
+        t.close()
 
 
 def tcpserver_uid_of(model, port):
@@ -382,10 +394,12 @@ def proc_groups(pid):
 
 
 @pytest.mark.parametrize("service,user", [("smtpd", "pb-smtpd"), ("submission", "pb-smtpd"),
-                                          ("pop3", "pb-login"), ("imap", "pb-login")])
+                                          ("pop3", "pb-login"), ("imap", "pb-login"),
+                                          ("smtps", "pb-smtpd"), ("pop3s", "pb-login"),
+                                          ("imaps", "pb-login")])
 def test_starttls_services_run_the_program_alone_under_its_uid(model, service, user):
-    """No tls-serve in front of a STARTTLS port: tcpserver itself runs under the service's uid,
-    with its supplementary groups (pb-tlsc for the engine socket)."""
+    """No tls-serve in front of a STARTTLS or an implicit-TLS port: tcpserver itself runs
+    under the service's uid, with its supplementary groups (pb-tlsc for the engine socket)."""
     assert tcpserver_uid_of(model, model.ports[service]) == uid(user)
     for pid, (comm, u, g, pp) in instance_procs(model.root).items():
         if comm == "tcpserver" and u == uid(user):
@@ -626,6 +640,16 @@ def test_instance_moved_still_finds_itself(shared_tmp):
         f.write("%d\n" % port)
     with open(os.path.join(svc, "env", "IP"), "w") as f:
         f.write("127.0.0.1\n")
+    # smtps hands each connection to the TLS engine service: both find the moved instance
+    r_, w_ = os.pipe()
+    eng = subprocess.Popen(["./run"], cwd=os.path.join(moved, "service", "tls-engine"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True, env=base_env(), pass_fds=(3, w_),
+                           preexec_fn=lambda: os.dup2(w_, 3))
+    os.close(w_)
+    with os.fdopen(r_, "rb") as rd:
+        ready, _, _ = select.select([rd], [], [], 20)
+        assert ready and rd.read(1) == b"\n", "tls-engine not ready"
     p = subprocess.Popen(["./run"], cwd=svc, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          start_new_session=True, env=base_env())
     try:
@@ -640,6 +664,8 @@ def test_instance_moved_still_finds_itself(shared_tmp):
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(timeout=20)
         p.stdout.close()
+        os.killpg(eng.pid, signal.SIGTERM)
+        eng.wait(timeout=20)
 
 
 # ---- the auth service and the login broker, in the model (authsvc) ----
