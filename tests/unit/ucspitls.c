@@ -88,5 +88,28 @@ int main(void)
     memset(big, 'A', sizeof big);
     CHECK(session(big, sizeof big, &cmd, &rfd, &wfd, &err) == 0);
   }
+
+  /* implicit TLS: not asked, already in TLS (tls-serve in front), asked without an engine,
+   * and an engine socket nobody listens on: never a "go on in plaintext" */
+  unsetenv("SSLCTLFD");
+  unsetenv("SSLREADFD");
+  unsetenv("SSLWRITEFD");
+  unsetenv("TLS_IMPLICIT");
+  unsetenv("TLS_ENGINE");
+  CHECK(ucspitls_implicit() == 0);
+  setenv("TLS_IMPLICIT", "0", 1);
+  CHECK(ucspitls_implicit() == 0);
+  setenv("TLS_IMPLICIT", "1", 1);
+  setenv("SSL_PROTOCOL", "TLSv1.2", 1);
+  CHECK(ucspitls_implicit() == 0);
+  CHECK(!getenv("TLS_IMPLICIT"));
+  unsetenv("SSL_PROTOCOL");
+  setenv("TLS_IMPLICIT", "1", 1);
+  errno = 0;
+  CHECK(ucspitls_implicit() == -1 && errno == EINVAL);
+  setenv("TLS_IMPLICIT", "1", 1);
+  setenv("TLS_ENGINE", "/nonexistent/pillarbox-unit/engine", 1);
+  CHECK(ucspitls_implicit() == -1 && errno == ENOENT);
+  CHECK(!getenv("SSL_PROTOCOL"));
   return CHECK_DONE();
 }
