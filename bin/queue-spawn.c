@@ -368,7 +368,7 @@ int main(int argc, char const *const *argv)
 {
   subgetopt l = SUBGETOPT_ZERO;
   static qspawn_req req;
-  iopause_fd *x = 0;
+  static iopause_fd *x = 0; /* static: still reachable when main returns */
   int sv[2], sfd, qrstat = 0, open_sock = 1;
   pid_t qr;
   for (;;) {
