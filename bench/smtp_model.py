@@ -3,10 +3,11 @@ Postfix in the same run.
 
 pillarbox: an instance made by `mail-instance create` run as root (system users, owners and
 modes of doc/security.md), its services started by s6-svscan as root exactly as the templates
-run them: tcpserver (root) -> tls-serve -S (keys loaded as root; engine as pb-tls, program as
-pb-smtpd) -> smtp-receive (pb-smtpd) -> the injection socket (queue-inject-ipc -l's workers
-as pb-queue, committing in-process). STARTTLS is offered, as on any real port 25. The scheduler is stopped (accept
-only: messages stay queued).
+run them: tcpserver (-u pb-smtpd after binding) -> smtp-receive (pb-smtpd) -> the injection
+socket (queue-inject-ipc -l's workers as pb-queue, committing in-process). STARTTLS is offered,
+as on any real port 25, through the tls-engine service (keys loaded as root; an engine as
+pb-tls only for a session that asks for TLS). The scheduler is stopped (accept only: messages
+stay queued).
 Postfix: a private instance (its own config and queue directories, Debian's binaries) with
 smtpd on loopback, cleanup writing each message to its queue, qmgr disabled so the messages
 stay queued too. Both fsync their queue files.
@@ -132,7 +133,7 @@ def pillarbox_start(base, cg):
     port = free_port()
     svc = os.path.join(root, "service")
     for name in os.listdir(svc):
-        if name not in ("smtpd", "inject"):
+        if name not in ("smtpd", "inject", "tls-engine"):
             open(os.path.join(svc, name, "down"), "w").close()  # accept only
     with open(os.path.join(svc, "smtpd", "env", "PORT"), "w") as f:
         f.write("%d\n" % port)

@@ -3,15 +3,17 @@ with one connection per message and with 20 reused connections, and the PSS of a
 plaintext session.
 
 Both servers as in bench/smtp_model.py (which this reuses): pillarbox made by `mail-instance
-create` as root, its smtpd and inject services under s6-svscan (tcpserver -> tls-serve -S ->
-smtp-receive as pb-smtpd -> the injection socket -> queue-inject as pb-queue), the scheduler
+create` as root, its smtpd, tls-engine and inject services under s6-svscan (tcpserver ->
+smtp-receive as pb-smtpd, STARTTLS through the tls-engine service -> the injection socket ->
+queue-inject-ipc as pb-queue), the scheduler
 stopped; Postfix private (smtpd -> cleanup -> queue, qmgr off). Load: smtp-source, 20 sessions
 at once, 2 KB messages, one local recipient; one connection per message (no -d) and reused
 connections (-d). The per-address connection cap (control/smtp-peermax) is set to 50, as
 Postfix's smtpd_client_connection_count_limit, since every session comes from 127.0.0.1.
 Each shape runs twice per server, alternating; the best run is kept.
-PSS: smaps_rollup of the processes holding one plaintext session after EHLO (smtp-receive and
-its tls-serve relay for pillarbox; smtpd for Postfix), alone and per session with 20 held.
+PSS: smaps_rollup of the processes holding one plaintext session after EHLO (smtp-receive, and
+any tls-serve or tls-engine process made for it, for pillarbox; smtpd for Postfix), alone and
+per session with 20 held.
 CPU: each tree in a cgroup of its own (smtp_model.CpuGroup): CPU time per accepted message.
 End to end, 20 reused connections: from the first byte until the last message is in the
 recipient's Maildir (fsync'ed by both): pillarbox with its queue service started (queue-run ->
@@ -205,7 +207,7 @@ def main():
                   % (shape, b, f, b / f, " ".join("%.0f" % x for x, _ in rb),
                      " ".join("%.0f" % x for x, _ in rf), cpu))
         for k in (1, 20):
-            kb, by = held_session_pss(pb[2], {"smtp-receive", "tls-serve"}, k)
+            kb, by = held_session_pss(pb[2], {"smtp-receive", "tls-serve", "tls-engine"}, k)
             print("PSS, %2d held plaintext session(s), pillarbox: %d KB per session (%s)"
                   % (k, kb / k, ", ".join("%s %d" % (c, v / k) for c, v in sorted(by.items()))))
         # (Postfix's smtpd processes are reused across sessions: no per-session figure)

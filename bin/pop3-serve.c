@@ -103,17 +103,6 @@ static void capa(void)
   put("IMPLEMENTATION pillarbox\r\n.\r\n");
 }
 
-/* The log name of a login attempt: printable ASCII only, bounded (it comes from the client). */
-static char const *logname(char const *u, size_t len)
-{
-  static char buf[65];
-  size_t i;
-  if (len > 64) len = 64;
-  for (i = 0; i < len; i++) buf[i] = (u[i] > 0x20 && u[i] < 0x7f) ? u[i] : '?';
-  buf[len] = 0;
-  return buf;
-}
-
 /* A refused command before login: answered, and counted; too many end the connection (a
  * client that is not speaking POP3, or probing). */
 static void bad(char const *reply)
@@ -149,7 +138,7 @@ static void forgive(void)
 static void failed(char const *reply, char const *u, size_t ulen)
 {
   int r;
-  strerr_warni4x("failed login for ", logname(u, ulen), " from ", ip ? ip : "unknown");
+  strerr_warni4x("failed login for ", checkpw_logname(u, ulen), " from ", ip ? ip : "unknown");
   fails++;
   if (faildelay) sleep(faildelay);
   put(reply);
@@ -166,7 +155,7 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
 {
   char creds[2 * SASL_FIELD_MAX + 8];
   size_t credlen;
-  int cp[2], np[2], code, r;
+  int credfd, notifyfd, code, r;
   pid_t pid;
   haveuser = 0;
   attempt();
@@ -176,57 +165,41 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
     return;
   }
   if (!pop3io_flush()) die_io();
-  if (pipecoe(cp) < 0 || pipecoe(np) < 0) strerr_diefu1sys(111, "create pipes");
   {
     /* The post-login program: the credentials on fd 3, the notification pipe on fd 4
      * (POP3_NOTIFYFD), the pipelined rest of the input in POP3_INPUT, hex-encoded so that
      * every byte, a NUL too, crosses the exec. */
     static char input[sizeof "POP3_INPUT=" + 2 * POP3IO_IBUF];
     char const *mods[2] = {"POP3_NOTIFYFD=4", "POP3_INPUT"};
-    char const *envp[SPAWN_ENVMAX];
     char const *rest;
-    spawn_fd map[2];
-    map[0].child = 3;
-    map[0].parent = cp[0];
-    map[1].child = 4;
-    map[1].parent = np[1];
     if (pop3io_pending(&rest)) {
       memcpy(input, "POP3_INPUT=", 11);
       pop3io_pending_hex(input + 11);
       mods[1] = input;
     }
-    if (spawn_env(envp, SPAWN_ENVMAX, mods, 2) < 0) strerr_diefu1sys(111, "make the environment");
-    pid = spawn(progargv, envp, map, 2);
+    pid = checkpw_start(progargv, mods, 2, &credfd, &notifyfd);
   }
-  fd_close(cp[0]);
-  fd_close(np[1]);
   if (pid < 0) {
-    strerr_warnwu2sys("run ", progargv[0]);
     memset(creds, 0, sizeof creds);
-    fd_close(cp[1]);
-    fd_close(np[0]);
     forgive();
     put("-ERR [SYS/TEMP] unable to check the password, try later\r\n");
     return;
   }
-  r = fd_write(cp[1], creds, credlen) == (ssize_t)credlen;
-  memset(creds, 0, sizeof creds);
-  fd_close(cp[1]);
-  (void)r;
-  r = checkpw_wait_notify(np[0], AUTH_WAIT);
+  checkpw_send(credfd, creds, credlen);
+  r = checkpw_wait_notify(notifyfd, AUTH_WAIT);
   if (r < 0) kill(pid, SIGKILL);
   if (r == 1) {
-    strerr_warni4x("login ", logname(u, ulen), " from ", ip ? ip : "unknown");
+    strerr_warni4x("login ", checkpw_logname(u, ulen), " from ", ip ? ip : "unknown");
     forgive();
     /* the session runs: wait as login-wait, which logs the logout (or in place, below) */
-    checkpw_waiter_child(pid, slot.fd, slot.path, logname(u, ulen), ip ? ip : "unknown");
+    checkpw_waiter_child(pid, slot.fd, slot.path, checkpw_logname(u, ulen), ip ? ip : "unknown");
   }
   code = checkpw_reap(pid, "auth-check");
-  fd_close(np[0]);
+  fd_close(notifyfd);
   if (r == 1) { /* the session took place */
     char fmt[UINT_FMT];
     fmt[uint_fmt(fmt, (unsigned int)code)] = 0;
-    strerr_warni6x("logout ", logname(u, ulen), " from ", ip ? ip : "unknown", " status ",
+    strerr_warni6x("logout ", checkpw_logname(u, ulen), " from ", ip ? ip : "unknown", " status ",
                    code == 256 ? "killed" : fmt);
     leave(code == 256 ? 111 : code);
   }
@@ -237,7 +210,7 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   }
   switch (code) {
     case 0: /* a post-login program that does not notify: it had the session */
-      strerr_warni4x("login and logout ", logname(u, ulen), " from ", ip ? ip : "unknown");
+      strerr_warni4x("login and logout ", checkpw_logname(u, ulen), " from ", ip ? ip : "unknown");
       leave(0);
     case 1: failed("-ERR [AUTH] invalid user name or password\r\n", u, ulen); return;
     case 2: put("-ERR [SYS/PERM] login misconfigured\r\n"); return;

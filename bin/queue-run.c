@@ -868,6 +868,7 @@ static void setup(void)
   sigemptyset(&set);
   for (i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaddset(&set, sigs[i]);
   if (selfpipe_trapset(&set) < 0) strerr_diefu1sys(111, "trap signals");
+  lookup_batch(1); /* the databases are checked once per turn of the loop, not per lookup */
   trig = queue_trigger_open(qdir);
   if (trig < 0) strerr_diefu3sys(111, "open ", qdir, "/trigger");
 }
@@ -970,6 +971,7 @@ static int turn(void)
   tain deadline;
   now = (uint64_t)time(0);
   if (stopping && !nkids) return 0;
+  lookup_batch_next(); /* a rebuilt users.cdb or aliases.cdb is seen from this turn on */
   deadline_at(&deadline);
   x[n].fd = sfd, x[n++].events = IOPAUSE_READ;
   x[n].fd = trig, x[n++].events = IOPAUSE_READ;

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <skalibs/allreadwrite.h>
 #include <skalibs/djbunix.h>
 #include <skalibs/strerr.h>
 
@@ -124,6 +125,53 @@ size_t checkpw_read3(char *buf)
   }
   fd_close(3);
   return len;
+}
+
+pid_t checkpw_start(char const *const *argv, char const *const *mods, size_t nmods,
+                    int *credfd, int *notifyfd)
+{
+  char const *envp[SPAWN_ENVMAX];
+  spawn_fd map[2];
+  int cp[2], np[2];
+  pid_t pid;
+  if (pipecoe(cp) < 0 || pipecoe(np) < 0) strerr_diefu1sys(111, "create pipes");
+  if (spawn_env(envp, SPAWN_ENVMAX, mods, nmods) < 0)
+    strerr_diefu1sys(111, "make the environment");
+  map[0].child = 3;
+  map[0].parent = cp[0];
+  map[1].child = 4;
+  map[1].parent = np[1];
+  pid = spawn(argv, envp, map, 2);
+  fd_close(cp[0]);
+  fd_close(np[1]);
+  if (pid < 0) {
+    strerr_warnwu2sys("run ", argv[0]);
+    fd_close(cp[1]);
+    fd_close(np[0]);
+    return -1;
+  }
+  *credfd = cp[1];
+  *notifyfd = np[0];
+  return pid;
+}
+
+void checkpw_send(int fd, char *creds, size_t len)
+{
+  void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+  (void)fd_write(fd, creds, len);
+  signal(SIGPIPE, old);
+  memset(creds, 0, len);
+  fd_close(fd);
+}
+
+char const *checkpw_logname(char const *u, size_t len)
+{
+  static char buf[65];
+  size_t i;
+  if (len > 64) len = 64;
+  for (i = 0; i < len; i++) buf[i] = (u[i] > 0x20 && u[i] < 0x7f) ? u[i] : '?';
+  buf[len] = 0;
+  return buf;
 }
 
 int checkpw_wait_notify(int fd, unsigned int secs)

@@ -46,6 +46,22 @@ void checkpw_waiter_child(pid_t pid, int slotfd, char const *slotpath, char cons
                          char const *ip);
 void checkpw_waiter_fd(int fd);
 
+/* For the pre-login fronts: starts the checkpassword program argv with the read end of the
+ * credentials pipe on its fd 3 and the write end of the notification pipe on its fd 4, the
+ * environment edited by mods (spawn_env). Returns its pid, with *credfd (checkpw_send) and
+ * *notifyfd (checkpw_wait_notify), or -1 (warned about) with nothing left open. Dies 111 when
+ * the pipes or the environment cannot be made. */
+pid_t checkpw_start(char const *const *argv, char const *const *mods, size_t nmods,
+                    int *credfd, int *notifyfd);
+
+/* Writes the credentials (creds[0..len)) to fd, wipes them and closes fd. A program that does
+ * not read its fd 3 answers by its exit code all the same, so a write error is not one. */
+void checkpw_send(int fd, char *creds, size_t len);
+
+/* The log name of a login attempt: printable ASCII only ('?' for the rest), at most 64 octets
+ * (it comes from the client). In a static buffer. */
+char const *checkpw_logname(char const *u, size_t len);
+
 /* Waits for the checkpassword program pid (retrying on EINTR; dies 111 naming what on any
  * other error). Returns its exit code, or 256 when it was killed by a signal. */
 int checkpw_reap(pid_t pid, char const *what);

@@ -1,41 +1,29 @@
-/* imapio: the session I/O of imap-serve and imap-maildir. See imapio.h. */
+/* imapio: the session I/O of imap-serve and imap-maildir: a lib/timedio session with IMAP's
+ * buffer sizes, idle timer and layer, and whole commands with their literals. See imapio.h. */
 #include <errno.h>
 #include <string.h>
-#include <unistd.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 #include <skalibs/allreadwrite.h>
-#include <skalibs/djbunix.h>
-#include <skalibs/iopause.h>
 #include <skalibs/tai.h>
 #include <skalibs/types.h>
 #include "imapio.h"
 #include "timedio.h"
 
-static int rfd = 0, wfd = 1;
-static unsigned int timeout = 1800;
 static char ibuf[IMAPIO_IBUF];
-static size_t ipos, ilen;
 static char obuf[IMAPIO_OBUF];
-static size_t olen;
+static timedio S = {.ibuf = ibuf, .isize = sizeof ibuf, .obuf = obuf, .osize = sizeof obuf,
+                    .idle = 1800, .wfd = 1};
 static size_t cmdmax = IMAPIO_CMD_MAX;
 static uint64_t litmax = IMAPIO_CMD_MAX;
-static imapio_layer const *layer;
 
 void imapio_setlayer(imapio_layer const *l)
 {
-  layer = l;
+  timedio_setlayer(&S, l);
 }
 
 int imapio_init(int r, int w, unsigned int t)
 {
-  int one = 1;
-  rfd = r;
-  wfd = w;
-  timeout = t ? t : 1;
-  if (ndelay_on(rfd) < 0 || ndelay_on(wfd) < 0) return 0;
-  setsockopt(wfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* a pipe: ENOTSOCK is fine */
+  if (!timedio_usefds(&S, r, w)) return 0;
+  timedio_idle(&S, t ? t : 1);
   return 1;
 }
 
@@ -47,136 +35,67 @@ void imapio_setlimits(size_t c, uint64_t l)
 
 void imapio_settimeout(unsigned int t)
 {
-  timeout = t ? t : 1;
+  timedio_idle(&S, t ? t : 1);
 }
 
 void imapio_discard(void)
 {
-  ipos = ilen = 0;
+  timedio_discard(&S);
 }
 
 int imapio_preload(char const *s, size_t len)
 {
-  if (len > sizeof ibuf - (ilen - ipos)) return 0;
-  memmove(ibuf + len, ibuf + ipos, ilen - ipos);
-  memcpy(ibuf, s, len);
-  ilen = ilen - ipos + len;
-  ipos = 0;
-  return 1;
+  return timedio_preload(&S, s, len);
 }
 
 size_t imapio_pending(char const **s)
 {
-  *s = ibuf + ipos;
-  return ilen - ipos;
+  return timedio_input(&S, s);
 }
 
 int imapio_buffered(void)
 {
-  return ipos < ilen || (layer && layer->pending());
-}
-
-/* Waits for fd (read or write) or xfd (read), at most ms milliseconds (lib/timedio's wait).
- * 1 fd ready, 2 xfd ready, 0 deadline, -1 error. */
-static int waitfds(int fd, int forwrite, int xfd, unsigned long ms)
-{
-  tain deadline, d;
-  int r;
-  if (!tain_now_g()) return -1;
-  if (ms > 86400000UL) ms = 86400000UL;
-  if (!tain_from_millisecs(&d, (int)ms)) return -1;
-  tain_add_g(&deadline, &d);
-  r = timedio_wait2(fd, forwrite, xfd, &deadline);
-  if (r < 0 && errno == ETIMEDOUT) return 0;
-  return r;
+  return timedio_buffered(&S);
 }
 
 int imapio_flush(void)
 {
-  char const *p = obuf;
-  size_t n = olen, done = 0;
-  if (layer && olen && !layer->out(obuf, olen, &p, &n)) return 0;
-  while (done < n) {
-    ssize_t w = write(wfd, p + done, n - done);
-    if (w < 0) {
-      int r;
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) return 0;
-      r = waitfds(wfd, 1, -1, (unsigned long)timeout * 1000);
-      if (r < 0) return 0;
-      if (!r) {
-        errno = ETIMEDOUT;
-        return 0;
-      }
-      continue;
-    }
-    done += (size_t)w;
-  }
-  olen = 0;
-  return 1;
+  return timedio_flush(&S);
 }
 
 int imapio_put(char const *s, size_t len)
 {
-  while (len) {
-    size_t n = sizeof obuf - olen;
-    if (!n) {
-      if (!imapio_flush()) return 0;
-      continue;
-    }
-    if (n > len) n = len;
-    memcpy(obuf + olen, s, n);
-    olen += n;
-    s += n;
-    len -= n;
-  }
-  return 1;
+  return timedio_put(&S, s, len);
 }
 
 int imapio_puts(char const *s)
 {
-  return imapio_put(s, strlen(s));
+  return timedio_put(&S, s, strlen(s));
 }
 
 int imapio_putu(uint64_t u)
 {
   char fmt[UINT64_FMT];
-  return imapio_put(fmt, uint64_fmt(fmt, u));
+  return timedio_put(&S, fmt, uint64_fmt(fmt, u));
 }
 
 /* Reads more input (after flushing the output). 1, or IMAPIO_EOF/ERR/TIMEOUT. */
 static int fill(void)
 {
-  if (ipos == ilen) ipos = ilen = 0;
-  else if (ipos) {
-    memmove(ibuf, ibuf + ipos, ilen - ipos);
-    ilen -= ipos;
-    ipos = 0;
-  }
-  if (olen && !imapio_flush()) return IMAPIO_ERR;
-  for (;;) {
-    ssize_t r = layer ? layer->read(rfd, ibuf + ilen, sizeof ibuf - ilen)
-                      : read(rfd, ibuf + ilen, sizeof ibuf - ilen);
-    if (r > 0) {
-      ilen += (size_t)r;
-      return 1;
-    }
-    if (!r) return IMAPIO_EOF;
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return IMAPIO_ERR;
-    r = waitfds(rfd, 0, -1, (unsigned long)timeout * 1000);
-    if (r < 0) return IMAPIO_ERR;
-    if (!r) return IMAPIO_TIMEOUT;
-  }
+  ssize_t r = timedio_fill(&S);
+  if (r > 0) return 1;
+  if (r == TIMEDIO_TIMEOUT) return IMAPIO_TIMEOUT;
+  return r < 0 ? IMAPIO_ERR : IMAPIO_EOF;
 }
 
 int imapio_wait(int fd, unsigned long ms)
 {
-  int r;
-  if (ipos < ilen || (layer && layer->pending())) return 1;
-  if (olen && !imapio_flush()) return -1;
-  r = waitfds(rfd, 0, fd, ms);
-  return r;
+  tain deadline, d;
+  if (timedio_buffered(&S)) return 1;
+  if (ms > 86400000UL) ms = 86400000UL;
+  if (!tain_now_g() || !tain_from_millisecs(&d, (int)ms)) return -1;
+  tain_add_g(&deadline, &d);
+  return timedio_waitinput(&S, fd, &deadline);
 }
 
 /* Appends one line (up to and including LF) to sa. 1, IMAPIO_TOOLONG (the line was dropped up
@@ -186,17 +105,17 @@ static int getline_sa(stralloc *sa, size_t max)
   size_t got = 0;
   int discarding = 0;
   for (;;) {
-    char *nl = memchr(ibuf + ipos, '\n', ilen - ipos);
-    size_t n = nl ? (size_t)(nl - (ibuf + ipos)) + 1 : ilen - ipos;
+    char *nl = memchr(S.ibuf + S.ipos, '\n', S.ilen - S.ipos);
+    size_t n = nl ? (size_t)(nl - (S.ibuf + S.ipos)) + 1 : S.ilen - S.ipos;
     if (!discarding) {
       if (got + n > max) {
         discarding = 1;
       } else {
-        if (!stralloc_catb(sa, ibuf + ipos, n)) return IMAPIO_ERR;
+        if (!stralloc_catb(sa, S.ibuf + S.ipos, n)) return IMAPIO_ERR;
         got += n;
       }
     }
-    ipos += n;
+    S.ipos += n;
     if (nl) return discarding ? IMAPIO_TOOLONG : 1;
     {
       int r = fill();
@@ -216,37 +135,22 @@ int imapio_readline(stralloc *line, size_t max)
   return 1;
 }
 
-/* Moves n octets of input to fd (or drops them when fd < 0). 1 ok (*werr set on a write
- * failure), or EOF/ERR/TIMEOUT. */
-static int copy_literal(uint64_t n, int fd, int *werr)
+/* Moves n octets of input into sa, or (sa 0) to fd, or drops them (fd < 0). 1 ok (*werr set
+ * on a write failure to fd), or EOF/ERR/TIMEOUT. */
+static int take_literal(uint64_t n, stralloc *sa, int fd, int *werr)
 {
   while (n) {
-    size_t k = ilen - ipos;
+    size_t k = S.ilen - S.ipos;
     if (!k) {
       int r = fill();
       if (r != 1) return r;
       continue;
     }
     if (k > n) k = (size_t)n;
-    if (fd >= 0 && !*werr && allwrite(fd, ibuf + ipos, k) < k) *werr = 1;
-    ipos += k;
-    n -= k;
-  }
-  return 1;
-}
-
-static int read_literal_into(stralloc *sa, uint64_t n)
-{
-  while (n) {
-    size_t k = ilen - ipos;
-    if (!k) {
-      int r = fill();
-      if (r != 1) return r;
-      continue;
-    }
-    if (k > n) k = (size_t)n;
-    if (!stralloc_catb(sa, ibuf + ipos, k)) return IMAPIO_ERR;
-    ipos += k;
+    if (sa) {
+      if (!stralloc_catb(sa, S.ibuf + S.ipos, k)) return IMAPIO_ERR;
+    } else if (fd >= 0 && !*werr && allwrite(fd, S.ibuf + S.ipos, k) < k) *werr = 1;
+    S.ipos += k;
     n -= k;
   }
   return 1;
@@ -296,7 +200,7 @@ int imapio_readcmd(stralloc *cmd, imap_cmd *c, imapio_spool *sp)
       }
       fd = sp->spool_open(sp->ctx, n);
       if (fd < 0) sp->spool_failed = 1;
-      r = copy_literal(n, fd, &werr);
+      r = take_literal(n, 0, fd, &werr);
       if (werr) sp->spool_failed = 1;
       sp->fd[c->nspool] = fd;
       c->spool_at[c->nspool++] = at;
@@ -311,7 +215,7 @@ int imapio_readcmd(stralloc *cmd, imap_cmd *c, imapio_spool *sp)
     if (!nonsync) {
       if (!imapio_puts("+ OK\r\n") || !imapio_flush()) return IMAPIO_ERR;
     }
-    r = read_literal_into(cmd, n);
+    r = take_literal(n, cmd, -1, 0);
     if (r != 1) return r;
   }
 }

@@ -6,6 +6,7 @@
  * limit is refused before any of its octets is read. The literals of an APPEND are not kept in
  * memory but written to a file the caller opens (spooling). Replies are buffered and written
  * when the client has nothing more pipelined or the buffer is full; every wait has a deadline.
+ * The buffers, the waits and the layer are a lib/timedio session's.
  */
 #ifndef PILLARBOX_IMAPIO_H
 #define PILLARBOX_IMAPIO_H
@@ -15,6 +16,7 @@
 #include <sys/types.h>
 #include <skalibs/stralloc.h>
 #include "imap_parse.h"
+#include "timedio.h"
 
 #define IMAPIO_IBUF 16384
 #define IMAPIO_OBUF 65536
@@ -45,16 +47,9 @@ struct imapio_spool_s {
   int spool_failed;        /* out */
 };
 
-/* A layer between the buffers and the descriptors (lib/deflateio: COMPRESS=DEFLATE). read is
- * read(2) of the input descriptor through the layer (EAGAIN when nothing is there); pending
- * says the layer holds input that read returns without the descriptor being readable; out
- * turns the output about to be written into what is written. 0: plain I/O. */
-typedef struct imapio_layer_s imapio_layer;
-struct imapio_layer_s {
-  ssize_t (*read)(int fd, char *buf, size_t len);
-  int (*pending)(void);
-  int (*out)(char const *s, size_t len, char const **z, size_t *zlen);
-};
+/* A layer between the buffers and the descriptors (lib/deflateio: COMPRESS=DEFLATE): lib/timedio's
+ * (read through the layer, input held in it, output turned into what is written). 0: plain. */
+typedef timedio_layer imapio_layer;
 void imapio_setlayer(imapio_layer const *l);
 
 int imapio_init(int rfd, int wfd, unsigned int timeout);

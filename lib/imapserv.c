@@ -189,22 +189,11 @@ static void refuse(char const *tag, char const *status, char const *text)
   count_bad();
 }
 
-/* The log name of a login attempt: printable ASCII only, bounded (it comes from the client). */
-static char const *logname(char const *u, size_t len)
-{
-  static char buf[65];
-  size_t i;
-  if (len > 64) len = 64;
-  for (i = 0; i < len; i++) buf[i] = (u[i] > 0x20 && u[i] < 0x7f) ? u[i] : '?';
-  buf[len] = 0;
-  return buf;
-}
-
 /* A failed login (already counted by attempt()). */
 static void failed(char const *tag, char const *u, size_t ulen)
 {
   int r;
-  strerr_warni4x("failed login for ", logname(u, ulen), " from ", ipname());
+  strerr_warni4x("failed login for ", checkpw_logname(u, ulen), " from ", ipname());
   fails++;
   if (cfg->faildelay) sleep(cfg->faildelay);
   tagged(tag, "NO", "[AUTHENTICATIONFAILED] Authentication failed.");
@@ -240,14 +229,8 @@ static pid_t start_login(char const *tag, int *credfd, int *notifyfd)
   static char input[sizeof "IMAP_INPUT=" + 2 * IMAPIO_IBUF];
   static char tagvar[sizeof "IMAP_TAG=" + IMAP_TAG_MAX];
   char const *mods[3] = {tagvar, "IMAP_NOTIFYFD=4", "IMAP_INPUT"};
-  char const *envp[SPAWN_ENVMAX];
   char const *rest;
   size_t n;
-  spawn_fd map[2];
-  int cp[2], np[2];
-  pid_t pid;
-  if (pipecoe(cp) < 0) strerr_diefu1sys(111, "create a pipe");
-  if (pipecoe(np) < 0) strerr_diefu1sys(111, "create a pipe");
   memcpy(tagvar, "IMAP_TAG=", 9);
   memcpy(tagvar + 9, tag, strlen(tag) + 1);
   /* what was pipelined after the login goes to the session, every octet (NULs too) */
@@ -257,23 +240,7 @@ static pid_t start_login(char const *tag, int *credfd, int *notifyfd)
     imapserv_hex(input + 11, rest, n);
     mods[2] = input;
   }
-  if (spawn_env(envp, SPAWN_ENVMAX, mods, 3) < 0) strerr_diefu1sys(111, "make the environment");
-  map[0].child = 3;
-  map[0].parent = cp[0];
-  map[1].child = 4;
-  map[1].parent = np[1];
-  pid = spawn(cfg->progargv, envp, map, 2);
-  fd_close(cp[0]);
-  fd_close(np[1]);
-  if (pid < 0) {
-    strerr_warnwu2sys("run ", cfg->progargv[0]);
-    fd_close(cp[1]);
-    fd_close(np[0]);
-    return -1;
-  }
-  *credfd = cp[1];
-  *notifyfd = np[0];
-  return pid;
+  return checkpw_start(cfg->progargv, mods, 3, credfd, notifyfd);
 }
 
 /* Runs the login. Returns only when it failed (the reply is given). */
@@ -299,24 +266,21 @@ static void login(char const *tag, char const *u, size_t ulen, char const *pw, s
     arm();
     return;
   }
-  r = fd_write(credfd, creds, credlen) == (ssize_t)credlen;
-  byte_zzero(creds, sizeof creds);
-  fd_close(credfd);
-  (void)r; /* a program that does not read fd 3 answers by its exit code all the same */
+  checkpw_send(credfd, creds, credlen);
   r = checkpw_wait_notify(notifyfd, IMAPSERV_AUTH_WAIT);
   if (r < 0) kill(pid, SIGKILL);
   if (r == 1) {
     forgive();
-    strerr_warni4x("login ", logname(u, ulen), " from ", ipname());
+    strerr_warni4x("login ", checkpw_logname(u, ulen), " from ", ipname());
     /* the session runs: wait as login-wait, which logs the logout (or in place, below) */
-    checkpw_waiter_child(pid, slot.fd, slot.path, logname(u, ulen), ipname());
+    checkpw_waiter_child(pid, slot.fd, slot.path, checkpw_logname(u, ulen), ipname());
   }
   code = checkpw_reap(pid, "the login program");
   fd_close(notifyfd);
   if (r == 1) { /* the session took place */
     char fmt[UINT_FMT];
     fmt[uint_fmt(fmt, (unsigned int)code)] = 0;
-    strerr_warni6x("logout ", logname(u, ulen), " from ", ipname(), " status ",
+    strerr_warni6x("logout ", checkpw_logname(u, ulen), " from ", ipname(), " status ",
                    code == 256 ? "killed" : fmt);
     leave(code == 256 ? 111 : code);
   }
@@ -325,7 +289,7 @@ static void login(char const *tag, char const *u, size_t ulen, char const *pw, s
   else {
     switch (code) {
       case 0: /* a session program that does not notify: it had the session */
-        strerr_warni4x("login and logout ", logname(u, ulen), " from ", ipname());
+        strerr_warni4x("login and logout ", checkpw_logname(u, ulen), " from ", ipname());
         leave(0);
       case 1: failed(tag, u, ulen); break;
       case 2: tagged(tag, "NO", "[SERVERBUG] Login misconfigured."); break;

@@ -25,15 +25,40 @@ static cdbfile dbs[3] = {CDBFILE_INIT("control/domains.cdb"), CDBFILE_INIT("cont
 #define DB_USERS (&dbs[1])
 #define DB_ALIASES (&dbs[2])
 
+/* lookup_batch: each file is checked (a stat) once per batch, not once per lookup */
+static int batch;
+static unsigned char checked[3];
+
 void lookup_close(void)
 {
   unsigned int i;
   for (i = 0; i < 3; i++) cdbfile_drop(&dbs[i]);
+  memset(checked, 0, sizeof checked);
+}
+
+void lookup_batch(int on)
+{
+  batch = on;
+  memset(checked, 0, sizeof checked);
+}
+
+void lookup_batch_next(void)
+{
+  memset(checked, 0, sizeof checked);
+}
+
+static int fresh(cdbfile *d)
+{
+  size_t i = (size_t)(d - dbs);
+  if (batch && checked[i]) return 1;
+  if (!cdbfile_fresh(d)) return 0;
+  checked[i] = 1;
+  return 1;
 }
 
 static int fresh_all(void)
 {
-  return cdbfile_fresh(DB_DOMAINS) && cdbfile_fresh(DB_USERS) && cdbfile_fresh(DB_ALIASES);
+  return fresh(DB_DOMAINS) && fresh(DB_USERS) && fresh(DB_ALIASES);
 }
 
 static int fold_into(char const *s, size_t n, char *buf)
@@ -55,7 +80,7 @@ static int is_local(char const *dom, size_t n)
 
 int lookup_is_local_domain(char const *dom, size_t len)
 {
-  if (!cdbfile_fresh(DB_DOMAINS)) return -1;
+  if (!fresh(DB_DOMAINS)) return -1;
   return is_local(dom, len);
 }
 
@@ -138,7 +163,7 @@ static int account_find(char const *addr, size_t len, account *a, char const **l
   size_t at, p;
   int r;
   if (len > ADDR_PATH_MAX) return 0;
-  if (!cdbfile_fresh(DB_USERS)) return -1;
+  if (!fresh(DB_USERS)) return -1;
   fold_into(addr, len, key);
   r = account_get(key, len, a, legacy, legacyn);
   if (!r) {

@@ -60,4 +60,11 @@ int lookup_account_legacy(char const *addr, size_t len, account *a, char const *
 /* Drops cached database handles, so the next call reopens the (maybe rebuilt) files. */
 void lookup_close(void);
 
+/* Every lookup first checks (a stat) whether each database it reads was rebuilt. A process
+ * doing many lookups in a burst (queue-run, in one turn of its event loop) calls
+ * lookup_batch(1) once, then lookup_batch_next() at the start of each burst: a file is then
+ * checked once per burst, and a rebuild is seen by the next one. */
+void lookup_batch(int on);
+void lookup_batch_next(void);
+
 #endif

@@ -4,6 +4,7 @@
  * with an idle deadline (the autologout timer) and a bounded length; replies are buffered and
  * written in large writes, flushed only when the client has nothing more pipelined (or the
  * buffer is full), with a deadline on each write's progress. The fds are made non-blocking.
+ * The buffers and the waits are a lib/timedio session's.
  */
 #ifndef PILLARBOX_POP3IO_H
 #define PILLARBOX_POP3IO_H

@@ -2,6 +2,9 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <skalibs/djbunix.h>
 #include <skalibs/iopause.h>
@@ -68,18 +71,33 @@ int timedio_fdwrite(int fd, char const *s, size_t len, tain const *deadline)
   return 1;
 }
 
-int timedio_setfds(timedio *t, int rfd, int wfd)
+int timedio_usefds(timedio *t, int rfd, int wfd)
 {
+  int one = 1;
   if (ndelay_on(rfd) < 0 || ndelay_on(wfd) < 0) return 0;
   t->rfd = rfd;
   t->wfd = wfd;
+  setsockopt(wfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* a pipe: ENOTSOCK is fine */
+  return 1;
+}
+
+int timedio_setfds(timedio *t, int rfd, int wfd)
+{
+  if (!timedio_usefds(t, rfd, wfd)) return 0;
   t->ipos = t->ilen = 0;
   return 1;
 }
 
-int timedio_init(timedio *t, int rfd, int wfd)
+int timedio_init(timedio *t, int rfd, int wfd, char *ibuf, size_t isize, char *obuf,
+                 size_t osize)
 {
+  t->ibuf = ibuf;
+  t->isize = isize;
+  t->obuf = obuf;
+  t->osize = osize;
   t->olen = 0;
+  t->idle = 0;
+  t->layer = 0;
   timedio_timeout(t, 300);
   return timedio_setfds(t, rfd, wfd);
 }
@@ -95,23 +113,96 @@ void timedio_deadline(timedio *t, tain const *deadline)
   t->deadline = *deadline;
 }
 
+void timedio_idle(timedio *t, unsigned int secs)
+{
+  t->idle = secs;
+}
+
+void timedio_setlayer(timedio *t, timedio_layer const *layer)
+{
+  t->layer = layer;
+}
+
+/* The deadline of the wait about to start. 0 when the clock cannot be read. */
+static int deadline_now(timedio const *t, tain *d)
+{
+  if (!t->idle) {
+    *d = t->deadline;
+    return 1;
+  }
+  if (!tain_now_g()) return 0;
+  tain_addsec_g(d, (int)t->idle);
+  return 1;
+}
+
 size_t timedio_pending(timedio const *t)
 {
   return t->ilen - t->ipos;
 }
 
+size_t timedio_input(timedio const *t, char const **s)
+{
+  *s = t->ibuf + t->ipos;
+  return t->ilen - t->ipos;
+}
+
+int timedio_buffered(timedio const *t)
+{
+  return t->ipos < t->ilen || (t->layer && t->layer->pending());
+}
+
+void timedio_discard(timedio *t)
+{
+  t->ipos = t->ilen = 0;
+}
+
+int timedio_preload(timedio *t, char const *s, size_t len)
+{
+  if (len > t->isize - (t->ilen - t->ipos)) return 0;
+  memmove(t->ibuf + len, t->ibuf + t->ipos, t->ilen - t->ipos);
+  memcpy(t->ibuf, s, len);
+  t->ilen = t->ilen - t->ipos + len;
+  t->ipos = 0;
+  return 1;
+}
+
 int timedio_flush(timedio *t)
 {
-  if (!t->olen) return 1;
-  if (!timedio_fdwrite(t->wfd, t->obuf, t->olen, &t->deadline)) return 0;
+  char const *p = t->obuf;
+  size_t n = t->olen, done = 0;
+  if (!n) return 1;
+  if (t->layer && !t->layer->out(t->obuf, t->olen, &p, &n)) return 0;
+  while (done < n) {
+    ssize_t w = write(t->wfd, p + done, n - done);
+    tain d;
+    if (w >= 0) {
+      done += (size_t)w;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return 0;
+    if (!deadline_now(t, &d) || timedio_wait(t->wfd, 1, &d) < 0) return 0;
+  }
   t->olen = 0;
   return 1;
+}
+
+char *timedio_room(timedio *t, size_t min, size_t *avail)
+{
+  if (t->osize - t->olen < min && !timedio_flush(t)) return 0;
+  *avail = t->osize - t->olen;
+  return t->obuf + t->olen;
+}
+
+void timedio_commit(timedio *t, size_t n)
+{
+  t->olen += n;
 }
 
 int timedio_put(timedio *t, char const *s, size_t len)
 {
   while (len) {
-    size_t n = sizeof t->obuf - t->olen;
+    size_t n = t->osize - t->olen;
     if (!n) {
       if (!timedio_flush(t)) return 0;
       continue;
@@ -130,35 +221,53 @@ int timedio_puts(timedio *t, char const *s)
   return timedio_put(t, s, strlen(s));
 }
 
-/* Reads more input after what is buffered (moved to the front). > 0, 0 EOF, -1. */
-static ssize_t fill(timedio *t)
+/* One read(2) of the input fd, through the layer if there is one. */
+static ssize_t rawread(timedio const *t, char *buf, size_t len)
+{
+  return t->layer ? t->layer->read(t->rfd, buf, len) : read(t->rfd, buf, len);
+}
+
+/* Reads into buf, waiting for input up to the deadline. > 0, 0 EOF, -1, TIMEDIO_TIMEOUT. */
+static ssize_t readwait(timedio const *t, char *buf, size_t len)
+{
+  for (;;) {
+    tain d;
+    ssize_t r = rawread(t, buf, len);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+    if (!deadline_now(t, &d)) return -1;
+    if (timedio_wait(t->rfd, 0, &d) < 0) return errno == ETIMEDOUT ? TIMEDIO_TIMEOUT : -1;
+  }
+}
+
+ssize_t timedio_fill(timedio *t)
 {
   ssize_t r;
-  if (t->ipos) {
+  if (t->ipos == t->ilen) t->ipos = t->ilen = 0;
+  else if (t->ipos) {
     memmove(t->ibuf, t->ibuf + t->ipos, t->ilen - t->ipos);
     t->ilen -= t->ipos;
     t->ipos = 0;
   }
   if (!timedio_flush(t)) return -1;
-  r = timedio_fdread(t->rfd, t->ibuf + t->ilen, sizeof t->ibuf - t->ilen, &t->deadline);
+  if (t->ilen == t->isize) return 0;
+  r = readwait(t, t->ibuf + t->ilen, t->isize - t->ilen);
   if (r > 0) t->ilen += (size_t)r;
   return r;
 }
 
-int timedio_getline(timedio *t, char *line, size_t max, size_t *len)
+int timedio_getline_in(timedio *t, char **line, size_t max, size_t *len)
 {
   int dropping = 0;
-  if (max > sizeof t->ibuf) max = sizeof t->ibuf;
+  if (max > t->isize) max = t->isize;
   for (;;) {
     char *nl = memchr(t->ibuf + t->ipos, '\n', t->ilen - t->ipos);
     if (nl) {
       size_t n = (size_t)(nl - (t->ibuf + t->ipos)) + 1;
-      if (dropping || n > max) {
-        t->ipos += n;
-        return TIMEDIO_TOOLONG;
-      }
-      memcpy(line, t->ibuf + t->ipos, n);
+      *line = t->ibuf + t->ipos;
       t->ipos += n;
+      if (dropping || n > max) return TIMEDIO_TOOLONG;
       *len = n;
       return 1;
     }
@@ -167,11 +276,22 @@ int timedio_getline(timedio *t, char *line, size_t max, size_t *len)
       t->ipos = t->ilen = 0;
     }
     {
-      ssize_t r = fill(t);
-      if (r < 0) return -1;
-      if (!r) return 0;
+      ssize_t r = timedio_fill(t);
+      if (r <= 0) return (int)r;
     }
   }
+}
+
+int timedio_getline(timedio *t, char *line, size_t max, size_t *len)
+{
+  char *s;
+  int r = timedio_getline_in(t, &s, max, len);
+  if (r == 1) memcpy(line, s, *len);
+  if (r == TIMEDIO_TIMEOUT) {
+    errno = ETIMEDOUT;
+    return -1;
+  }
+  return r;
 }
 
 ssize_t timedio_read(timedio *t, char *buf, size_t len)
@@ -179,11 +299,27 @@ ssize_t timedio_read(timedio *t, char *buf, size_t len)
   size_t n = t->ilen - t->ipos;
   if (!len) return 0;
   if (!n) {
+    ssize_t r;
     if (!timedio_flush(t)) return -1;
-    return timedio_fdread(t->rfd, buf, len, &t->deadline);
+    r = readwait(t, buf, len);
+    if (r == TIMEDIO_TIMEOUT) {
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    return r;
   }
   if (n > len) n = len;
   memcpy(buf, t->ibuf + t->ipos, n);
   t->ipos += n;
   return (ssize_t)n;
+}
+
+int timedio_waitinput(timedio *t, int xfd, tain const *deadline)
+{
+  int r;
+  if (timedio_buffered(t)) return 1;
+  if (!timedio_flush(t)) return -1;
+  r = timedio_wait2(t->rfd, 0, xfd, deadline);
+  if (r < 0 && errno == ETIMEDOUT) return 0;
+  return r;
 }

@@ -2,18 +2,20 @@
  *
  * Two levels:
  *   - fd level, for code that keeps its own buffers (smtp-send, lib/tlsclient's BearSSL
- *     callbacks, lib/pop3io): timedio_wait is the one "wait until readable or writable or the
+ *     callbacks, lib/smtpd): timedio_wait is the one "wait until readable or writable or the
  *     deadline" loop of the tree; timedio_fdread / timedio_fdwrite wrap read(2) / write(2) in it.
  *   - session level: a timedio holds a read fd and a write fd with an input and an output
- *     buffer, for line-oriented protocol programs. The fds are plain (0 and 1 from tcpserver or
- *     tls-serve) or, after STARTTLS, UCSPI-TLS's SSLREADFD and SSLWRITEFD: timedio_setfds
- *     switches and drops every buffered input byte (RFC 3207 4.2, the STARTTLS injection).
+ *     buffer (the caller's), for line-oriented protocol programs; lib/pop3io and lib/imapio
+ *     are built on it. The fds are plain (0 and 1 from tcpserver or tls-serve) or, after
+ *     STARTTLS, UCSPI-TLS's SSLREADFD and SSLWRITEFD: timedio_setfds switches and drops every
+ *     buffered input byte (RFC 3207 4.2, the STARTTLS injection).
  *
- * Deadlines are absolute skalibs tains (timedio_timeout sets now + seconds). A wait that
- * reaches the deadline fails with errno ETIMEDOUT. EINTR is retried (skalibs'
- * buffer_timed_fill returns it, which would end a session on every SIGCHLD). Lines are bounded:
- * a line longer than the caller's maximum is dropped through its LF and reported as such,
- * never returned in pieces. No allocation: a timedio is one static object.
+ * Deadlines are absolute skalibs tains (timedio_timeout sets now + seconds), or each wait's
+ * own (timedio_idle: the idle timer of POP3 and IMAP). A wait that reaches the deadline fails
+ * with errno ETIMEDOUT. EINTR is retried (skalibs' buffer_timed_fill returns it, which would
+ * end a session on every SIGCHLD). Lines are bounded: a line longer than the caller's maximum
+ * is dropped through its LF and reported as such, never returned in pieces. No allocation: a
+ * timedio and its buffers are static objects.
  */
 #ifndef PILLARBOX_TIMEDIO_H
 #define PILLARBOX_TIMEDIO_H
@@ -22,8 +24,8 @@
 #include <sys/types.h>
 #include <skalibs/tai.h>
 
-#define TIMEDIO_IBUF 4096  /* input buffer: the longest line timedio_getline can return */
-#define TIMEDIO_OBUF 16384 /* output buffer */
+#define TIMEDIO_IBUF 4096  /* a session's input buffer for SMTP-sized lines */
+#define TIMEDIO_OBUF 16384 /* and its output buffer */
 
 #define TIMEDIO_TOOLONG (-2) /* timedio_getline: the line was longer than max (dropped) */
 
@@ -43,25 +45,52 @@ ssize_t timedio_fdread(int fd, char *buf, size_t len, tain const *deadline);
 /* Writes all of s, waiting up to the deadline: 1, or 0 on error or timeout (errno). */
 int timedio_fdwrite(int fd, char const *s, size_t len, tain const *deadline);
 
+/* A layer between a session's buffers and its fds (lib/deflateio: IMAP COMPRESS=DEFLATE).
+ * read is read(2) of the input fd through the layer (EAGAIN when nothing is there); pending
+ * says the layer holds input that read returns without the fd being readable; out turns the
+ * output about to be written into what is written (1, or 0 with errno). */
+typedef struct timedio_layer_s timedio_layer;
+struct timedio_layer_s {
+  ssize_t (*read)(int fd, char *buf, size_t len);
+  int (*pending)(void);
+  int (*out)(char const *s, size_t len, char const **z, size_t *zlen);
+};
+
+/* The session: the caller's input and output buffers (static arrays of the size it wants:
+ * lib/pop3io and lib/imapio are this with their own sizes), the fds, the deadline, an
+ * optional layer. The fields are readable by the protocol modules built on it, which parse
+ * ibuf[ipos..ilen) in place; only these functions move data. */
 typedef struct timedio_s timedio;
 struct timedio_s {
   int rfd, wfd;
-  tain deadline;
+  tain deadline;     /* of every wait, when idle is 0 */
+  unsigned int idle; /* seconds: each wait's deadline is now + idle (an autologout timer) */
+  timedio_layer const *layer;
+  char *ibuf, *obuf;
+  size_t isize, osize;
   size_t ipos, ilen, olen;
-  char ibuf[TIMEDIO_IBUF];
-  char obuf[TIMEDIO_OBUF];
 };
 
-/* Sets the fds, makes them non-blocking, empties the buffers; the deadline is "now + 300 s"
- * until set. Returns 1, or 0 (errno). */
-int timedio_init(timedio *t, int rfd, int wfd);
+#define TIMEDIO_TIMEOUT (-3) /* timedio_fill: the wait for input passed its deadline */
 
-/* Switches to other fds (STARTTLS): flushes nothing, DROPS the buffered input. 1 or 0. */
+/* Sets the buffers and the fds (made non-blocking; TCP_NODELAY on a socket wfd, as replies are
+ * written whole), empties the buffers, no layer; the deadline is "now + 300 s" until set.
+ * Returns 1, or 0 (errno). */
+int timedio_init(timedio *t, int rfd, int wfd, char *ibuf, size_t isize, char *obuf,
+                 size_t osize);
+
+/* Switches to other fds (STARTTLS): flushes nothing, DROPS the buffered input. 1 or 0.
+ * timedio_usefds keeps the buffers: for a session set up statically (the buffers in the
+ * initialiser) whose input may be preloaded before its fds are set. */
 int timedio_setfds(timedio *t, int rfd, int wfd);
+int timedio_usefds(timedio *t, int rfd, int wfd);
 
-/* The deadline of the waits that follow: now + secs, or an absolute one. */
+/* The deadline of the waits that follow: now + secs, or an absolute one; timedio_idle(t, secs)
+ * gives each wait its own deadline, now + secs (0: back to the one deadline). */
 void timedio_timeout(timedio *t, unsigned int secs);
 void timedio_deadline(timedio *t, tain const *deadline);
+void timedio_idle(timedio *t, unsigned int secs);
+void timedio_setlayer(timedio *t, timedio_layer const *layer);
 
 /* Reads one line, LF included, of at most max bytes (max <= TIMEDIO_IBUF). Flushes the output
  * before it waits for input. Returns 1 with the line in line[0..*len) (not NUL-terminated),
@@ -69,15 +98,42 @@ void timedio_deadline(timedio *t, tain const *deadline);
  * TIMEDIO_TOOLONG when the line was longer than max (it has been read and dropped). */
 int timedio_getline(timedio *t, char *line, size_t max, size_t *len);
 
+/* timedio_getline without the copy: *line points into the input buffer (valid until the next
+ * read), max is bounded by the buffer's size, and a timeout is TIMEDIO_TIMEOUT. */
+int timedio_getline_in(timedio *t, char **line, size_t max, size_t *len);
+
 /* Reads up to len bytes, the buffered ones first (a DATA body, a literal). > 0, 0 EOF, -1. */
 ssize_t timedio_read(timedio *t, char *buf, size_t len);
 
-/* The count of buffered input bytes not yet consumed (the client pipelined). */
+/* Reads more input behind what is buffered (moved to the front of the buffer), flushing the
+ * output first: > 0, 0 EOF (or a full buffer), -1 error (a flush that timed out too),
+ * TIMEDIO_TIMEOUT. */
+ssize_t timedio_fill(timedio *t);
+
+/* The count of buffered input bytes not yet consumed (the client pipelined); timedio_input
+ * also points *s at them. timedio_buffered: input is buffered here or in the layer. */
 size_t timedio_pending(timedio const *t);
+size_t timedio_input(timedio const *t, char const **s);
+int timedio_buffered(timedio const *t);
+
+/* Drops the buffered input; puts len bytes in front of it (input handed over from another
+ * program): 1, or 0 if they do not fit. */
+void timedio_discard(timedio *t);
+int timedio_preload(timedio *t, char const *s, size_t len);
+
+/* Waits for input (1 at once if some is buffered), or for xfd (-1: none) to be readable (2),
+ * until the deadline (0); flushes the output first. -1 on error. */
+int timedio_waitinput(timedio *t, int xfd, tain const *deadline);
 
 /* Output through the buffer; each returns 1, or 0 on a write error or timeout (errno). */
 int timedio_put(timedio *t, char const *s, size_t len);
 int timedio_puts(timedio *t, char const *s);
 int timedio_flush(timedio *t);
+
+/* Room for writing in place: a pointer to at least min free bytes (min <= the buffer's size;
+ * flushing if needed), *avail set; then timedio_commit(t, n) after writing n bytes. NULL on
+ * error. */
+char *timedio_room(timedio *t, size_t min, size_t *avail);
+void timedio_commit(timedio *t, size_t n);
 
 #endif

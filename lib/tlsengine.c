@@ -1,5 +1,6 @@
 /* tlsengine: see tlsengine.h */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +182,10 @@ int tlsengine_serve(tlsengine_cfg const *cfg0)
   int usable = 1, sfd, lfd;
   sigset_t set;
   tlsengine_cfg c = *cfg0, *cfg = &c; /* notif is used once */
+  /* a notification fd that is not open would be reused by the self-pipe below, closed by the
+   * readiness write, and the loop would spin on a dead fd */
+  if (cfg->notif >= 0 && fcntl(cfg->notif, F_GETFD) < 0)
+    strerr_dief1x(100, "the notification fd is not open");
   sfd = selfpipe_init();
   if (sfd < 0) strerr_diefu1sys(111, "create the self-pipe");
   sigemptyset(&set);
@@ -203,6 +208,8 @@ int tlsengine_serve(tlsengine_cfg const *cfg0)
       if (errno == EINTR) continue;
       strerr_diefu1sys(111, "iopause");
     }
+    if ((x[0].revents & IOPAUSE_EXCEPT) && !(x[0].revents & IOPAUSE_READ))
+      strerr_dief1x(111, "the self-pipe is gone");
     if (x[0].revents & IOPAUSE_READ) {
       int sig;
       while ((sig = selfpipe_read()) > 0) {

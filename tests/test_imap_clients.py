@@ -340,11 +340,18 @@ def test_fetchmail_idle_gets_a_delivery_pushed(servers, tmp_path):
             s.sport, USER, PASSWORD, os.environ.get("USER", "root"), out, out, out))
     os.chmod(rc, 0o600)
     env = dict(os.environ, HOME=str(home), FETCHMAILHOME=str(home))
+    logpath = tmp_path / "fetchmail.log"
+    logf = open(logpath, "wb")
     p = subprocess.Popen(["fetchmail", "-v", "-f", str(rc), "-d", "600", "--nodetach",
                           "--nosyslog",
                           "-i", str(home / "fetchids"), "--pidfile", str(home / "fetchmail.pid")],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                         stdout=logf, stderr=subprocess.STDOUT, env=env,
                          start_new_session=True)
+    logf.close()
+
+    def idling():
+        with open(logpath, "rb") as f:
+            return re.search(rb"IMAP> A\d+ IDLE", f.read())
 
     def fetched():
         got = []
@@ -358,7 +365,9 @@ def test_fetchmail_idle_gets_a_delivery_pushed(servers, tmp_path):
         wait_for(lambda: len(fetched()) == 1, timeout=30, what="the first message")
         assert b"Subject: message 1" in fetched()[0]
         # fetchmail stays connected in IDLE: a delivery reaches it at once, not at the next poll
-        # (600 s away); delivered before its IDLE starts, IDLE's first look reports it
+        # (600 s away). Delivered once it has said IDLE (before, its post-fetch look would find
+        # the message without IDLE: the race a loaded machine lost)
+        wait_for(idling, timeout=30, what="fetchmail's IDLE")
         put(s.instance, 2)
         wait_for(lambda: len(fetched()) == 2, timeout=30, what="the pushed message")
         assert any(b"Subject: message 2" in m for m in fetched()), fetched()
@@ -372,8 +381,8 @@ def test_fetchmail_idle_gets_a_delivery_pushed(servers, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
-        log = p.stdout.read()
-        p.stdout.close()
+        with open(logpath, "rb") as f:
+            log = f.read()
     # it was told of the new message in IDLE (its log of the dialogue, -v)
     assert re.search(rb"IMAP> A\d+ IDLE", log), log
 

@@ -651,11 +651,10 @@ def test_login_through_the_auth_service_and_broker(instance):
             assert b"* 1 EXISTS" in out and out[-1].startswith(b"c OK")
             if ROOT_MODE:
                 # ours only: other tests may run imap-maildir meanwhile
-                sess = wait_for(lambda: [x for x in procs_named("imap-maildir")
-                                         if parent(x[0]) == broker.proc.pid],
+                sess = wait_for(lambda: procs_named("imap-maildir", {broker.proc.pid}),
                                 what="imap-maildir")
                 assert {u for _, u in sess} == {DELIV_UID}, sess
-                pre = [x for x in procs_named("imap-serve") if parent(x[0]) == tcp.pid]
+                pre = procs_named("imap-serve", {tcp.pid})
                 assert pre and {u for _, u in pre} == {LOGIN_UID}, pre
             out = c.cmd(b"d", b"FETCH 1 BODY[]")
             assert any(b"body one" in l for l in out) or b"body one" in c.f.peek()

@@ -206,6 +206,26 @@ def test_engine_killed_mid_session_closes_the_connection(instance, cafile):
                  what="smtp-receive to exit")
 
 
+def test_service_killed_mid_session_leaves_the_session_alone(instance, cafile):
+    """SIGKILL of the service process while a TLS session runs: that session's engine is a
+    process of its own and carries on; a new STARTTLS then gets 454."""
+    with Engine(instance) as eng, smtp_server(instance, eng) as srv:
+        raw, line = smtp_starttls(srv, cafile)
+        assert line.startswith(b"220 ")
+        s = client_context(cafile).wrap_socket(raw, server_hostname=HOST)
+        s.sendall(b"EHLO inside\r\n")
+        smtp_reply(s)
+        eng.kill()
+        s.sendall(b"MAIL FROM:<a@example.test>\r\n")
+        assert smtp_reply(s)[0].startswith(b"250 ")
+        s.sendall(b"QUIT\r\n")
+        assert smtp_reply(s)[0].startswith(b"221 ")
+        s.close()
+        raw, line = smtp_starttls(srv, cafile)
+        assert line.startswith(b"454 4.7.0")
+        raw.close()
+
+
 def test_engine_child_is_not_root_before_the_client_hello(instance, cafile):
     if os.geteuid():
         pytest.skip("needs root: the drop to TLS_UID is what is checked")
@@ -356,3 +376,13 @@ def test_imap_starttls_engine_gone(instance):
         raw.sendall(b"a STARTTLS\r\n")
         assert readline(raw).startswith(b"a NO [UNAVAILABLE]")
         raw.close()
+
+
+def test_closed_notification_fd_is_refused(instance):
+    """-d names an fd that is not open: refused at once (it would otherwise be reused by the
+    service's own self-pipe, closed by the readiness write, and the service would spin)."""
+    e = dict(instance.env)
+    e.update(engine_ids())
+    r = subprocess.run([prog("tls-engine"), "-d", "7", instance.path("run", "tls", "e2")],
+                       env=e, capture_output=True, timeout=10)
+    assert r.returncode == 100 and b"notification fd" in r.stderr

@@ -242,6 +242,17 @@ int main(void)
   CHECK(R("demo@example.test") == LOOKUP_UNKNOWN);
   lookup_close();
   CHECK(lookup_account("new@example.test", 16, &a) == 1 && a.quota == 5);
+  /* in batch mode a rebuild is seen from the next batch on, not within one */
+  lookup_batch(1);
+  lookup_batch_next();
+  CHECK(R("new@example.test") == LOOKUP_FOUND);
+  build(ACCT_USERS, "newer@example.test:h:mail/example.test/newer:0\n");
+  CHECK(R("new@example.test") == LOOKUP_FOUND && R("newer@example.test") == LOOKUP_UNKNOWN);
+  lookup_batch_next();
+  CHECK(R("new@example.test") == LOOKUP_UNKNOWN && R("newer@example.test") == LOOKUP_FOUND);
+  lookup_batch(0);
+  build(ACCT_USERS, "new@example.test:h:mail/example.test/new:5\n");
+  CHECK(R("new@example.test") == LOOKUP_FOUND && R("newer@example.test") == LOOKUP_UNKNOWN);
 
   /* passwd.cdb missing: accounts are still found, with no hash */
   CHECK(rename("control/passwd.cdb", "control/passwd.cdb.x") == 0);

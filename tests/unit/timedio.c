@@ -12,6 +12,7 @@
 char const *PROG = "unit-timedio";
 
 static timedio t;
+static char ib[TIMEDIO_IBUF], ob[TIMEDIO_OBUF];
 
 static int wr(int fd, char const *s)
 {
@@ -40,7 +41,7 @@ int main(void)
   static char big[3 * TIMEDIO_IBUF];
 
   CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, a) == 0);
-  CHECK(timedio_init(&t, a[0], a[0]) == 1);
+  CHECK(timedio_init(&t, a[0], a[0], ib, sizeof ib, ob, sizeof ob) == 1);
   CHECK(fcntl(a[0], F_GETFL) & O_NONBLOCK);
   timedio_timeout(&t, 10);
 
@@ -121,6 +122,67 @@ int main(void)
     CHECK(!ok && errno == ETIMEDOUT);
     close(c[0]);
     close(c[1]);
+  }
+
+  /* the session pieces pop3io and imapio are built on: a static session with its own small
+   * buffers, input preloaded before the fds are set, lines in place, the idle timer, writing
+   * in place, waiting for input or another fd */
+  {
+    static char si[16], so[8];
+    static timedio u = {.ibuf = si, .isize = sizeof si, .obuf = so, .osize = sizeof so};
+    int c[2], x[2];
+    char *l;
+    char const *rest;
+    size_t len = 0, avail = 0;
+    tain d;
+    CHECK(timedio_preload(&u, "A1 NOOP\r\nA2", 11) == 1);
+    CHECK(timedio_preload(&u, "0123456789", 10) == 0); /* 21 > 16: does not fit */
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, c) == 0 && pipe(x) == 0);
+    CHECK(timedio_usefds(&u, c[0], c[0]) == 1);
+    CHECK(timedio_input(&u, &rest) == 11 && !memcmp(rest, "A1 NOOP", 7));
+    CHECK(timedio_getline_in(&u, &l, 64, &len) == 1 && len == 9 && !memcmp(l, "A1 NOOP\r\n", 9));
+    CHECK(timedio_buffered(&u) && timedio_pending(&u) == 2);
+    CHECK(wr(c[1], " LOGOUT\n"));
+    CHECK(timedio_getline_in(&u, &l, 64, &len) == 1 && len == 10 && !memcmp(l, "A2 LOGOUT\n", 10));
+    CHECK(!timedio_buffered(&u));
+    CHECK(wr(c[1], "0123456789abcdefXYZ\nok\n"));                   /* longer than the buffer */
+    CHECK(timedio_getline_in(&u, &l, 64, &len) == TIMEDIO_TOOLONG);
+    CHECK(timedio_getline_in(&u, &l, 64, &len) == 1 && len == 3);
+    timedio_idle(&u, 1);
+    CHECK(timedio_fill(&u) == TIMEDIO_TIMEOUT && errno == ETIMEDOUT);
+    l = timedio_room(&u, 8, &avail);
+    CHECK(l && avail == 8);
+    memcpy(l, "12345678", 8);
+    timedio_commit(&u, 8);
+    CHECK(timedio_put(&u, "9\n", 2) == 1); /* full: flushed the 8 first */
+    {
+      char r[16];
+      CHECK(read(c[1], r, sizeof r) == 8 && !memcmp(r, "12345678", 8));
+    }
+    tain_now_g();
+    tain_addsec_g(&d, 10);
+    CHECK(wr(x[1], "!"));
+    CHECK(timedio_waitinput(&u, x[0], &d) == 2); /* flushed "9\n" before waiting */
+    {
+      char r[16];
+      CHECK(read(c[1], r, sizeof r) == 2 && !memcmp(r, "9\n", 2));
+    }
+    CHECK(wr(c[1], "z"));
+    CHECK(timedio_waitinput(&u, x[0], &d) == 1);
+    CHECK(timedio_fill(&u) == 1 && timedio_pending(&u) == 1);
+    CHECK(timedio_waitinput(&u, -1, &d) == 1); /* buffered: at once */
+    timedio_discard(&u);
+    {
+      tain ms;
+      tain_now_g();
+      tain_from_millisecs(&ms, 50);
+      tain_add_g(&d, &ms);
+    }
+    CHECK(timedio_waitinput(&u, -1, &d) == 0);
+    close(c[0]);
+    close(c[1]);
+    close(x[0]);
+    close(x[1]);
   }
 
   /* fd level: read with data, at EOF, and timing out */
