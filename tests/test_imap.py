@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from access_helpers import end
 from conftest import base_env, prog, wait_for
 
 MSG1 = (b"From: Alice <alice@example.org>\nTo: joe@example.test\nSubject: hello there\n"
@@ -118,17 +119,7 @@ class Session:
         return u
 
     def close(self):
-        try:
-            self.p.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        self.p.stdout.close()
-        self.p.stderr.close()
+        end(self.p, close_outputs=True)
 
 
 @pytest.fixture

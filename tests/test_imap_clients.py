@@ -9,94 +9,21 @@ import re
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 
 import pytest
 
-from conftest import ROOT, free_port, stop_procs, wait_for
+from access_helpers import (PASSWORD, USER, Servers, copy_service, listening,
+                            mailbox, put, start_listening_service,  # noqa: F401 (mailbox)
+                            start_notifying_services, tls_context, wire)
+from conftest import free_port, stop_procs, wait_for
 from tls_helpers import make_cert
-
-USER = "joe@example.test"
-PASSWORD = "correct horse"
-
-
-def tls_context():
-    c = ssl.create_default_context()
-    c.check_hostname = False
-    c.verify_mode = ssl.CERT_NONE
-    return c
-
-
-def listening(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-class Servers:
-    """port: IMAP with STARTTLS (tls-serve -S); sport: IMAPS (implicit TLS)."""
-
-    def __init__(self, instance, allow_plain=False):
-        self.instance = instance
-        self.port = free_port()
-        self.sport = free_port()
-        env = dict(instance.env, IMAP_FAIL_DELAY="0")
-        if allow_plain:
-            env["IMAP_ALLOW_PLAINTEXT_AUTH"] = "1"
-        chain = ["imap-serve", "auth-check", "imap-maildir"]
-        self.log = open(instance.path("imap-servers.log"), "w")
-        self.procs = [
-            subprocess.Popen(["tcpserver", "-R", "-H", "-l", "localhost", "127.0.0.1",
-                              str(self.port), "tls-serve", "-S"] + chain, env=env,
-                             stdout=subprocess.DEVNULL, stderr=self.log),
-            subprocess.Popen(["tcpserver", "-R", "-H", "-l", "localhost", "127.0.0.1",
-                              str(self.sport), "tls-serve"] + chain, env=env,
-                             stdout=subprocess.DEVNULL, stderr=self.log),
-        ]
-        try:
-            wait_for(lambda: listening(self.port) and listening(self.sport), what="tcpserver")
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self):
-        stop_procs(self.procs)
-        self.log.close()
-
-
-@pytest.fixture
-def mailbox(instance):
-    instance.add_user(USER, PASSWORD)
-    return instance
 
 
 @pytest.fixture
 def servers(mailbox):
-    s = Servers(mailbox)
-    try:
+    with Servers(mailbox, "imap", log="imap-servers.log") as s:
         yield s
-    finally:
-        s.stop()
-
-
-def put(instance, n, body=None, sub="new"):
-    """Puts message n straight into the Maildir, the way a delivery does."""
-    d = instance.maildir(USER)
-    name = "%d.M%dP99.mx.example.test" % (1700000000 + n, n)
-    data = body if body is not None else (
-        b"From: sender@example.org\nTo: " + USER.encode() + b"\nSubject: message %d\n"
-        b"Message-ID: <%d@example.org>\n\nHello %d.\n" % (n, n, n))
-    with open(os.path.join(d, "tmp", name), "wb") as f:
-        f.write(data)
-    os.rename(os.path.join(d, "tmp", name), os.path.join(d, sub, name))
-    return name, data
-
-
-def wire(data):
-    return data.replace(b"\n", b"\r\n")
 
 
 def files(instance, folder=""):
@@ -395,28 +322,14 @@ def test_service_templates(mailbox, tmp_path):
     put(mailbox, 1)
     ports, procs = {}, []
     try:
-        for name in ("auth", "login-imap"):
-            d = tmp_path / "service" / name
-            shutil.copytree(os.path.join(ROOT, "services", name), d)
-            (d / "env" / "SERVICE_USER").write_text("")
-            r, w = os.pipe()  # notification-fd 3
-            procs.append(subprocess.Popen(["./run"], cwd=str(d), stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, env=mailbox.env,
-                                          pass_fds=(3, w), preexec_fn=lambda w=w: os.dup2(w, 3)))
-            os.close(w)
-            assert os.read(r, 1) == b"\n"  # ready: listening
-            os.close(r)
+        start_notifying_services(tmp_path, ("auth", "tls-engine", "login-imap"), mailbox.env,
+                                 procs)
         for name in ("imap", "imaps"):
-            d = tmp_path / "service" / name
-            shutil.copytree(os.path.join(ROOT, "services", name), d)
+            d = copy_service(tmp_path, name)
             assert (d / "env" / "PORT").read_text().strip() == {"imap": "143", "imaps": "993"}[name]
             ports[name] = free_port()
-            (d / "env" / "PORT").write_text("%d\n" % ports[name])
             (d / "env" / "IP").write_text("127.0.0.1\n")
-            (d / "env" / "SERVICE_USER").write_text("")
-            (d / "env" / "TLS_USER").write_text("")
-            procs.append(subprocess.Popen(["./run"], cwd=str(d), stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, env=mailbox.env))
+            start_listening_service(d, ports[name], mailbox.env, procs)
         wait_for(lambda: all(listening(p) for p in ports.values()), what="services")
         m = imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=20)
         try:
@@ -435,14 +348,7 @@ def test_service_templates(mailbox, tmp_path):
         finally:
             close(m)
     finally:
-        for pr in procs:
-            pr.terminate()
-        for pr in procs:
-            try:
-                pr.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pr.kill()
-                pr.wait()
+        stop_procs(procs)
 
 
 # ---- neomutt, driven in tmux ----

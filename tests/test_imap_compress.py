@@ -13,6 +13,7 @@ import zlib
 
 import pytest
 
+from access_helpers import end
 from conftest import base_env, prog
 from test_imap import MSG1, Box
 
@@ -174,17 +175,7 @@ class ZSession:
                     self.raw += b
 
     def close(self):
-        try:
-            self.p.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        self.p.stdout.close()
-        self.p.stderr.close()
+        end(self.p, close_outputs=True)
 
 
 def test_input_pipelined_behind_compress_is_inflated(box):

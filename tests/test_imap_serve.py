@@ -14,57 +14,21 @@ import time
 
 import pytest
 
+from access_helpers import FakeCheckBox, FakeTLS, PipeSession, lines, listening
 from conftest import base_env, free_port, prog, stop_procs, wait_for
-
-FAKECHECK = r'''#!/usr/bin/python3
-import os, sys
-d = b""
-while True:
-    b = os.read(3, 1024)
-    if not b:
-        break
-    d += b
-with open(os.environ["FAKE_RUNS"], "a") as f:
-    f.write("run\n")
-f = d.split(b"\0")
-if len(f) >= 2 and f[0] == b"joe" and f[1] == os.environb[b"FAKE_PASS"]:
-    os.environ["HOME"] = os.environ["FAKE_HOME"]
-    os.environ["USER"] = "joe@example.test"
-    os.execvp(sys.argv[1], sys.argv[1:])
-sys.exit(int(os.environ.get("FAKE_FAILCODE", "1")))
-'''
 
 PASSWORD = "s3cret pass"
 MSG = b"From: a@example.org\nTo: joe@example.test\nSubject: hello\n\nbody one\n"
 
 
-class Box:
+class Box(FakeCheckBox):
     """A Maildir, an instance root (control/, authfail/) and the environment to serve them."""
 
     def __init__(self, tmp_path):
-        self.dir = str(tmp_path / "Maildir")
-        for sub in ("new", "cur", "tmp"):
-            os.makedirs(os.path.join(self.dir, sub))
-        self.root = str(tmp_path / "root")
-        os.makedirs(os.path.join(self.root, "control"))
-        self.check = str(tmp_path / "fakecheck")
-        self.runs = str(tmp_path / "runs")
-        with open(self.check, "w") as f:
-            f.write(FAKECHECK)
-        os.chmod(self.check, 0o755)
-        self.env = base_env(MAILROOT=self.root, FAKE_HOME=self.dir, FAKE_PASS=PASSWORD,
-                            FAKE_RUNS=self.runs, TCPREMOTEIP="127.0.0.1",
-                            IMAP_ALLOW_PLAINTEXT_AUTH="1", IMAP_FAIL_DELAY="0")
+        super().__init__(tmp_path, PASSWORD, control=True, runs=True,
+                         IMAP_ALLOW_PLAINTEXT_AUTH="1", IMAP_FAIL_DELAY="0")
         for k in ("IMAP_TAG", "IMAP_INPUT", "IMAP_NOTIFYFD", "SSLCTLFD", "SSL_PROTOCOL"):
             self.env.pop(k, None)
-        self.seq = 0
-
-    def add(self, body):
-        self.seq += 1
-        name = "%d.M%dP1.host" % (1700000000 + self.seq, self.seq)
-        with open(os.path.join(self.dir, "new", name), "wb") as f:
-            f.write(body)
-        return name
 
     def control(self, name, value):
         with open(os.path.join(self.root, "control", name), "w") as f:
@@ -80,20 +44,10 @@ class Box:
     def argv(self, *opts):
         return [prog("imap-serve")] + list(opts) + [self.check, prog("imap-maildir")]
 
-    def run(self, data, env=None, timeout=30, argv=None):
-        e = dict(self.env)
-        e.update(env or {})
-        return subprocess.run(argv or self.argv(), input=data, env=e, capture_output=True,
-                              timeout=timeout)
-
 
 @pytest.fixture
 def box(tmp_path):
     return Box(tmp_path)
-
-
-def lines(out):
-    return [l for l in out.split(b"\r\n") if l]
 
 
 def tagged(out, tag):
@@ -107,36 +61,14 @@ def login_cmd(tag=b"l"):
     return tag + b" LOGIN joe \"" + PASSWORD.encode() + b"\"\r\n"
 
 
-class Conversation:
+class Conversation(PipeSession):
     """An interactive imap-serve (for the cases that need timing or a TLS stand-in)."""
 
     def __init__(self, box, env=None, pass_fds=(), argv=None):
         e = dict(box.env)
         e.update(env or {})
-        self.p = subprocess.Popen(argv or box.argv(), stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
-                                  pass_fds=pass_fds)
-        self.buf = b""
+        super().__init__(argv or box.argv(), e, pass_fds)
         self.greeting = self.line()
-
-    def send(self, data):
-        self.p.stdin.write(data)
-        self.p.stdin.flush()
-
-    def line(self, timeout=10):
-        deadline = time.monotonic() + timeout
-        fd = self.p.stdout.fileno()
-        while b"\r\n" not in self.buf:
-            left = deadline - time.monotonic()
-            assert left > 0, "no reply line within %ss; got %r" % (timeout, self.buf)
-            r, _, _ = select.select([fd], [], [], left)
-            if r:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise EOFError(self.buf)
-                self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
 
     def until(self, tag, timeout=10):
         out = []
@@ -149,17 +81,6 @@ class Conversation:
     def cmd(self, tag, text):
         self.send(tag + b" " + text + b"\r\n")
         return self.until(tag)
-
-    def close(self):
-        try:
-            self.p.stdin.close()
-        except BrokenPipeError:
-            pass
-        try:
-            self.p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
 
 
 # ---- the pre-login commands ----
@@ -510,34 +431,6 @@ def test_starttls_injection_discarded_and_state_fresh(box):
         c.close()
 
 
-class FakeTLS:
-    """A stand-in UCSPI-TLS sidecar: SSLCTLFD is a socketpair, and 'TLS' is plaintext over two
-    pipes, so that STARTTLS's state handling is tested without a handshake."""
-
-    def __init__(self):
-        self.ctl_ours, self.ctl_theirs = socket.socketpair()
-        self.rd_theirs, self.rd_ours = os.pipe()
-        self.wr_ours, self.wr_theirs = os.pipe()
-
-    def env(self):
-        return {"SSLCTLFD": str(self.ctl_theirs.fileno()), "SSLREADFD": str(self.rd_theirs),
-                "SSLWRITEFD": str(self.wr_theirs)}
-
-    def fds(self):
-        return (self.ctl_theirs.fileno(), self.rd_theirs, self.wr_theirs)
-
-    def after_spawn(self):
-        self.ctl_theirs.close()
-        os.close(self.rd_theirs)
-        os.close(self.wr_theirs)
-
-    def handshake(self):
-        self.ctl_ours.settimeout(10)
-        assert self.ctl_ours.recv(1) == b"Y"
-        self.ctl_ours.sendall(b"SSL_PROTOCOL=TLSv1.2\0SSL_CIPHER=FAKE\0\0")
-        self.ctl_ours.close()
-
-
 def test_bad_settings_exit_100(box):
     for env in ({"IMAP_LOGIN_TIMEOUT": "soon"}, {"IMAP_LOGIN_TIMEOUT": "0"},
                 {"IMAP_FAIL_DELAY": "x"}):
@@ -552,14 +445,6 @@ def test_bad_settings_exit_100(box):
 
 
 # ---- through tcpserver, auth-check and the login broker ----
-
-def listening(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
 
 def parent(pid):
     try:

@@ -14,65 +14,23 @@ import time
 
 import pytest
 
+from access_helpers import FakeCheckBox, FakeTLS, PipeSession
 from conftest import base_env, prog, wait_for
-
-FAKECHECK = r'''#!/usr/bin/python3
-import os, sys
-d = b""
-while True:
-    b = os.read(3, 1024)
-    if not b:
-        break
-    d += b
-f = d.split(b"\0")
-if len(f) >= 2 and f[0] == b"joe" and f[1] == os.environb[b"FAKE_PASS"]:
-    os.environ["HOME"] = os.environ["FAKE_HOME"]
-    os.environ["USER"] = "joe@example.test"
-    os.execvp(sys.argv[1], sys.argv[1:])
-sys.exit(int(os.environ.get("FAKE_FAILCODE", "1")))
-'''
 
 PASSWORD = "s3cret pass"
 
 
-class Box:
+class Box(FakeCheckBox):
     """A Maildir and the environment to serve it."""
 
     def __init__(self, tmp_path):
-        self.dir = str(tmp_path / "Maildir")
-        for sub in ("new", "cur", "tmp"):
-            os.makedirs(os.path.join(self.dir, sub))
-        self.root = str(tmp_path / "root")
-        os.makedirs(self.root)
-        self.check = str(tmp_path / "fakecheck")
-        with open(self.check, "w") as f:
-            f.write(FAKECHECK)
-        os.chmod(self.check, 0o755)
-        self.env = base_env(MAILROOT=self.root, FAKE_HOME=self.dir, FAKE_PASS=PASSWORD,
-                            TCPREMOTEIP="127.0.0.1", POP3_ALLOW_PLAINTEXT_AUTH="1",
-                            POP3_FAIL_DELAY="0")
-        self.seq = 0
-
-    def add(self, body, name=None, sub="new", when=None):
-        self.seq += 1
-        if name is None:
-            name = "%d.M%dP1.host" % (when or 1700000000 + self.seq, self.seq)
-        with open(os.path.join(self.dir, sub, name), "wb") as f:
-            f.write(body)
-        return name
+        super().__init__(tmp_path, PASSWORD, POP3_ALLOW_PLAINTEXT_AUTH="1", POP3_FAIL_DELAY="0")
 
     def files(self, sub):
         return sorted(os.listdir(os.path.join(self.dir, sub)))
 
     def argv(self):
         return [prog("pop3-serve"), self.check, prog("pop3-maildir")]
-
-    def run(self, data, env=None, timeout=30):
-        e = dict(self.env)
-        e.update(env or {})
-        r = subprocess.run(self.argv(), input=data, env=e, capture_output=True,
-                           timeout=timeout)
-        return r
 
     def session(self, commands, env=None, login=True):
         """Pipes a whole session; returns the replies (bytes) after the greeting."""
@@ -84,34 +42,13 @@ class Box:
         return r
 
 
-class Conversation:
+class Conversation(PipeSession):
     """An interactive session with a running pop3-serve (for the cases that need timing)."""
 
     def __init__(self, box, env=None, pass_fds=(), extra_env=None):
         e = dict(box.env)
         e.update(env or {})
-        self.p = subprocess.Popen(box.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=e, pass_fds=pass_fds)
-        self.buf = b""
-
-    def send(self, data):
-        self.p.stdin.write(data)
-        self.p.stdin.flush()
-
-    def line(self, timeout=10):
-        deadline = time.monotonic() + timeout
-        fd = self.p.stdout.fileno()
-        while b"\r\n" not in self.buf:
-            left = deadline - time.monotonic()
-            assert left > 0, "no reply line within %ss; got %r" % (timeout, self.buf)
-            r, _, _ = select.select([fd], [], [], left)
-            if r:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise EOFError(self.buf)
-                self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
+        super().__init__(box.argv(), e, pass_fds)
 
     def multiline(self):
         out = []
@@ -124,17 +61,6 @@ class Conversation:
     def cmd(self, c):
         self.send(c + b"\r\n")
         return self.line()
-
-    def close(self):
-        try:
-            self.p.stdin.close()
-        except BrokenPipeError:
-            pass
-        try:
-            self.p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
 
 
 @pytest.fixture
@@ -592,34 +518,6 @@ def test_bad_settings_exit_100(box):
     r = subprocess.run([prog("pop3-serve"), "-x"], input=b"", env=box.env, capture_output=True,
                        timeout=10)
     assert r.returncode == 100 and b"usage" in r.stderr
-
-
-class FakeTLS:
-    """A stand-in UCSPI-TLS sidecar: SSLCTLFD is a socketpair, and 'TLS' is plaintext over two
-    pipes, so that STLS's state handling is tested without a handshake."""
-
-    def __init__(self):
-        self.ctl_ours, self.ctl_theirs = socket.socketpair()
-        self.rd_theirs, self.rd_ours = os.pipe()  # the server reads "decrypted" input here
-        self.wr_ours, self.wr_theirs = os.pipe()  # and writes its "encrypted" output here
-
-    def env(self):
-        return {"SSLCTLFD": str(self.ctl_theirs.fileno()), "SSLREADFD": str(self.rd_theirs),
-                "SSLWRITEFD": str(self.wr_theirs)}
-
-    def fds(self):
-        return (self.ctl_theirs.fileno(), self.rd_theirs, self.wr_theirs)
-
-    def after_spawn(self):
-        self.ctl_theirs.close()
-        os.close(self.rd_theirs)
-        os.close(self.wr_theirs)
-
-    def handshake(self):
-        self.ctl_ours.settimeout(10)
-        assert self.ctl_ours.recv(1) == b"Y"
-        self.ctl_ours.sendall(b"SSL_PROTOCOL=TLSv1.2\0SSL_CIPHER=FAKE\0\0")
-        self.ctl_ours.close()
 
 
 def test_stls_discards_injected_commands_and_starts_fresh(box):

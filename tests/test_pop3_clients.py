@@ -5,98 +5,33 @@ import os
 import poplib
 import shutil
 import socket
-import ssl
 import subprocess
 
 import pytest
 
-from conftest import BIN, ROOT, free_port, stop_procs, wait_for
-
-USER = "joe@example.test"
-PASSWORD = "correct horse"
-
-
-def tls_context():
-    c = ssl.create_default_context()
-    c.check_hostname = False
-    c.verify_mode = ssl.CERT_NONE
-    return c
+import access_helpers
+from access_helpers import (PASSWORD, USER, Servers, copy_service, listening,
+                            mailbox, start_listening_service,  # noqa: F401 (mailbox)
+                            start_notifying_services, tls_context, wire)
+from conftest import BIN, free_port, stop_procs, wait_for
 
 
-def listening(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-class Servers:
-    def __init__(self, instance, allow_plain):
-        self.instance = instance
-        self.port = free_port()
-        self.sport = free_port()
-        env = dict(instance.env, POP3_FAIL_DELAY="0")
-        if allow_plain:
-            env["POP3_ALLOW_PLAINTEXT_AUTH"] = "1"
-        chain = ["pop3-serve", "auth-check", "pop3-maildir"]
-        self.procs = [
-            subprocess.Popen(["tcpserver", "-R", "-H", "-l", "localhost", "127.0.0.1",
-                              str(self.port), "tls-serve", "-S"] + chain, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            subprocess.Popen(["tcpserver", "-R", "-H", "-l", "localhost", "127.0.0.1",
-                              str(self.sport), "tls-serve"] + chain, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        ]
-        try:
-            wait_for(lambda: listening(self.port) and listening(self.sport), what="tcpserver")
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self):
-        stop_procs(self.procs)
-
-
-@pytest.fixture
-def mailbox(instance):
-    instance.add_user(USER, PASSWORD)
-    return instance
+def put(instance, n, body=None, sub="new"):
+    """Puts message n straight into the Maildir, the way a delivery does (a dot-led line in
+    it)."""
+    return access_helpers.put(instance, n, body, sub, tail=b".leading dot\n")
 
 
 @pytest.fixture
 def servers(mailbox):
-    s = Servers(mailbox, allow_plain=False)
-    try:
+    with Servers(mailbox, "pop3", allow_plain=False) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 def plain_servers(mailbox):
-    s = Servers(mailbox, allow_plain=True)
-    try:
+    with Servers(mailbox, "pop3", allow_plain=True) as s:
         yield s
-    finally:
-        s.stop()
-
-
-def put(instance, n, body=None, sub="new"):
-    """Puts message n straight into the Maildir, the way a delivery does."""
-    d = instance.maildir(USER)
-    name = "%d.M%dP99.mx.example.test" % (1700000000 + n, n)
-    data = body if body is not None else (
-        b"From: sender@example.org\nTo: " + USER.encode() + b"\nSubject: message %d\n"
-        b"Message-ID: <%d@example.org>\n\nHello %d.\n.leading dot\n" % (n, n, n))
-    with open(os.path.join(d, "tmp", name), "wb") as f:
-        f.write(data)
-    os.rename(os.path.join(d, "tmp", name), os.path.join(d, sub, name))
-    return name, data
-
-
-def wire(data):
-    return data.replace(b"\n", b"\r\n")
 
 
 def remaining(instance):
@@ -287,34 +222,20 @@ def test_service_templates(mailbox, tmp_path):
     put(mailbox, 1)
     ports, procs = {}, []
     try:
-        # the services they hand logins to: the auth service and the POP3 login broker (run as
-        # the caller here: their env/SERVICE_USER is for a root-made instance)
-        for name in ("auth", "login-pop3"):
-            d = tmp_path / "service" / name
-            shutil.copytree(os.path.join(ROOT, "services", name), d)
-            (d / "env" / "SERVICE_USER").write_text("")
-            r, w = os.pipe()  # notification-fd 3
-            procs.append(subprocess.Popen(["./run"], cwd=str(d), stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, env=mailbox.env,
-                                          pass_fds=(3, w), preexec_fn=lambda w=w: os.dup2(w, 3)))
-            os.close(w)
-            assert os.read(r, 1) == b"\n"  # ready: listening
-            os.close(r)
+        # the services they hand STLS and logins to: the STARTTLS engine, the auth service and
+        # the POP3 login broker (run as the caller here: their env/SERVICE_USER is for a
+        # root-made instance)
+        start_notifying_services(tmp_path, ("auth", "tls-engine", "login-pop3"), mailbox.env,
+                                 procs)
         for name in ("pop3", "pop3s"):
-            d = tmp_path / "service" / name
-            shutil.copytree(os.path.join(ROOT, "services", name), d)
+            d = copy_service(tmp_path, name)
             run = (d / "run").read_text().replace("@MAILROOT@", mailbox.root).replace(
                 "@BINDIR@", BIN)
             (d / "run").write_text(run)
             assert os.access(str(d / "run"), os.X_OK)
             assert (d / "env" / "PORT").read_text().strip() == {"pop3": "110", "pop3s": "995"}[name]
             ports[name] = free_port()
-            (d / "env" / "PORT").write_text("%d\n" % ports[name])
-            # the instance is in a 0700 tmp_path: drop nothing (one uid, as when not root)
-            (d / "env" / "SERVICE_USER").write_text("")
-            (d / "env" / "TLS_USER").write_text("")
-            procs.append(subprocess.Popen(["./run"], cwd=str(d), stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, env=mailbox.env))
+            start_listening_service(d, ports[name], mailbox.env, procs)
         wait_for(lambda: all(listening(p) for p in ports.values()), what="services")
         p = poplib.POP3("127.0.0.1", ports["pop3"], timeout=20)
         try:
@@ -333,14 +254,7 @@ def test_service_templates(mailbox, tmp_path):
         finally:
             p.close()
     finally:
-        for pr in procs:
-            pr.terminate()
-        for pr in procs:
-            try:
-                pr.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pr.kill()
-                pr.wait()
+        stop_procs(procs)
 
 
 def test_stls_injection_through_tls_serve(servers):
