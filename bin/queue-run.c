@@ -116,6 +116,7 @@ nomem:
 #define F_BOUNCE 16
 #define F_REQUEUE 32 /* queue-ctl requeue: resolve the recipients again */
 #define F_FORCE 64   /* flush or release by id: try now even if the domain is backed off */
+#define F_NOSTATE 128 /* announced at injection, never loaded: it can have no state file */
 
 static qindex ix = QINDEX_ZERO;
 #define SLOT(s) (ix.slot[s])
@@ -138,6 +139,20 @@ static uint32_t known(char const *id, size_t len)
   return s;
 }
 
+/* An id just injected (a trigger line, a bounce queue-run made): if it is new to the index,
+ * it has no state file yet, and its first load need not look for one */
+static void fresh_id(char const *id, size_t len)
+{
+  char buf[QUEUE_ID_MAX];
+  uint32_t s;
+  if (!queue_id_ok(id, len)) return;
+  memcpy(buf, id, len);
+  buf[len] = 0;
+  if (qindex_find(&ix, buf) != QINDEX_NONE) return;
+  s = known(id, len);
+  if (s != QINDEX_NONE) SLOT(s).flags |= F_NOSTATE;
+}
+
 /* ---- loaded messages and children ---- */
 
 typedef struct active_s active;
@@ -154,6 +169,7 @@ struct active_s {
   int force;     /* F_FORCE: ignore the domain backoff this time */
   int keepforce; /* ...and keep it: a target could not start because its domain was busy */
   int hasstate;  /* state/ID exists (read at load): to remove with the message */
+  int fd;        /* mess/ID as load opened it, at the message: the first delivery takes it */
 };
 
 typedef struct child_s child;
@@ -179,6 +195,7 @@ static uint64_t now;
 
 static void active_free(active *a)
 {
+  if (a->fd >= 0) close(a->fd);
   queue_targets_free(a->t, a->nt);
   free(a->t);
   free(a->running);
@@ -248,7 +265,8 @@ static int resolve(active *a)
 static int load_state(active *a)
 {
   char const *id = idof(a);
-  int r = queue_state_read(qdir, id, &a->t, &a->nt);
+  int r = SLOT(a->slot).flags & F_NOSTATE ? 0 : queue_state_read(qdir, id, &a->t, &a->nt);
+  SLOT(a->slot).flags &= ~(uint32_t)F_NOSTATE; /* from now on queue-run may write one */
   a->hasstate = r != 0;
   if (r < 0 && errno == EPROTO) {
     LOG("warning ", id, ": unreadable state file, every recipient will be tried again");
@@ -282,6 +300,7 @@ static int load(uint32_t s)
   a = calloc(1, sizeof *a);
   if (!a) dienomem();
   a->slot = s;
+  a->fd = -1;
   fd = queue_open(qdir, id, &a->h, &a->env, 0);
   if (fd < 0) {
     int e = errno;
@@ -295,7 +314,7 @@ static int load(uint32_t s)
     }
     return 0;
   }
-  close(fd);
+  a->fd = fd;
   if (SLOT(s).flags & F_DELETE) {
     active_free(a);
     if (!queue_remove(qdir, id)) strerr_warnwu2sys("remove ", id);
@@ -372,7 +391,7 @@ static int bounce(active *a)
   else if (r == BOUNCE_SENT) {
     fmtu(nb, n);
     LOG("bounce ", idof(a), " to=<", m.to, "> rcpts=", nb, " id=", nid.s);
-    known(nid.s, nid.len - 1);
+    fresh_id(nid.s, nid.len - 1);
   }
   if (r == BOUNCE_SENT || r == BOUNCE_DROPPED) a->dirty = 1;
   stralloc_free(&nid);
@@ -434,8 +453,15 @@ static void settle(unsigned int ai)
 
 /* ---- children ---- */
 
+/* the message for a delivery: load's descriptor for the first one (no second open), then a
+ * new open each (every delivery needs its own file offset) */
 static int open_message(active *a)
 {
+  int fd = a->fd;
+  if (fd >= 0) {
+    a->fd = -1;
+    return fd;
+  }
   return queue_open_at(qdir, idof(a), a->h.offset);
 }
 
@@ -900,7 +926,7 @@ static void on_line(char const *s, size_t len, void *ctx)
   if (len == 6 && !memcmp(s, "!flush", 6)) flush_all();
   else if (len == 4 && !memcmp(s, "!ctl", 4)) ctl();
   else if (len == 5 && !memcmp(s, "!scan", 5)) nextscan = now;
-  else known(s, len);
+  else fresh_id(s, len);
 }
 
 static void on_trigger(void)

@@ -368,7 +368,7 @@ int main(int argc, char const *const *argv)
 {
   subgetopt l = SUBGETOPT_ZERO;
   static qspawn_req req;
-  iopause_fd *x = 0;
+  static iopause_fd *x = 0; /* static: still reachable when main returns */
   int sv[2], sfd, qrstat = 0, open_sock = 1;
   pid_t qr;
   for (;;) {
@@ -388,7 +388,7 @@ int main(int argc, char const *const *argv)
   if (geteuid() && (asqueue.set || aslocal.set || asremote.set))
     strerr_warnw1x("not root: the queue and every delivery run under this uid");
   if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0) strerr_diefu1sys(111, "make a socket pair");
-  if (coe(sv[0]) < 0) strerr_diefu1sys(111, "set close-on-exec");
+  if (coe(sv[0]) < 0 || ndelay_on(sv[0]) < 0) strerr_diefu1sys(111, "set up the socket");
   qsock = sv[0];
   sfd = setup_signals();
   qr = start_queue_run(argv, sv[1]);
@@ -411,12 +411,13 @@ int main(int argc, char const *const *argv)
         } else
           kill(qr, sig);
       }
-    if (open_sock && x[1].revents) {
+    while (open_sock && x[1].revents) { /* every request waiting, then wait again */
       int r = qspawn_recv(sv[0], &req);
       if (r > 0) serve(sv[0], &req);
       else if (!r) open_sock = 0; /* queue-run is going: wait for its exit status */
       else if (errno == EPROTO) strerr_warnw1x("malformed request from queue-run, ignored");
-      else if (errno != EAGAIN) strerr_diefu1sys(111, "read from queue-run");
+      else if (errno == EAGAIN) break;
+      else strerr_diefu1sys(111, "read from queue-run");
     }
   }
 }

@@ -94,7 +94,7 @@ int qspawn_start(qspawn *sp, char kind, char const *const *argv, char const *con
 {
   int p[2], ok;
   if (pipecoe(p) < 0) return 0;
-  if (ndelay_on(p[0]) < 0) {
+  if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0) { /* a new pipe end: no other status flag */
     close(p[0]);
     close(p[1]);
     return 0;
