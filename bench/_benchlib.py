@@ -1,8 +1,15 @@
-"""Shared by the queue and delivery benchmarks: the 2 KB test message, and the disk's
-durable-commit ceiling, their baseline."""
+"""Shared by the benchmarks: the 2 KB test message and the disk's durable-commit ceiling (the
+queue and delivery benchmarks' baseline); and for the POP3 and IMAP ones against Dovecot
+(bench/pop3.py, imap_bench.py, imap_login.py): a free port, the PSS of a process and of a
+process tree, clients that run sessions for a fixed time in parallel, the wait for a server's
+port."""
 import concurrent.futures
+import multiprocessing
 import os
+import random
 import shutil
+import socket
+import sys
 import time
 
 
@@ -47,3 +54,91 @@ def ceiling(base, writers, count, data=None):
     el = time.monotonic() - t0
     shutil.rmtree(d)
     return per * writers / el
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pss(pid):
+    """The proportional set size of pid in kB (0 when it is gone)."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def children():
+    """pid -> (ppid, comm) of every process."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+            comm = st[st.index("(") + 1:st.rindex(")")]
+            ppid = int(st[st.rindex(")") + 2:].split()[1])
+            out[int(d)] = (ppid, comm)
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def descendants(root):
+    """[(pid, comm)] of every process below root."""
+    procs = children()
+    found, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        for pid, (pp, comm) in procs.items():
+            if pp == p:
+                found.append((pid, comm))
+                todo.append(pid)
+    return found
+
+
+def sessions_for(seconds, seed, one):
+    """Runs one(rng) again and again for seconds; returns how many times it ran."""
+    rng = random.Random(seed)
+    deadline = time.perf_counter() + seconds
+    done = 0
+    while time.perf_counter() < deadline:
+        one(rng)
+        done += 1
+    return done
+
+
+def pool_rate(worker, args):
+    """Runs worker over args in as many processes (each returns a count of sessions); returns
+    the sessions per second of them all."""
+    with multiprocessing.Pool(len(args)) as pool:
+        t = time.perf_counter()
+        counts = pool.map(worker, args)
+        took = time.perf_counter() - t
+    return sum(counts) / took
+
+
+def wait_port(port, proc, what, tmp, connect):
+    """Waits (20 s at most) until connect(port) succeeds while proc runs; else prints the logs in
+    tmp and exits."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            connect(port)
+            return
+        except (OSError, EOFError):
+            time.sleep(0.05)
+    for log in ("dovecot.err", "dovecot.log", "pillarbox.log"):
+        try:
+            sys.stderr.write(open(os.path.join(tmp, log)).read())
+        except OSError:
+            pass
+    raise SystemExit("%s did not start" % what)
+

@@ -52,6 +52,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pop3  # noqa: E402  (the message generator)
+from _benchlib import descendants, free_port, pool_rate, pss, sessions_for  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")
@@ -62,12 +63,6 @@ BIG = int(os.environ.get("BENCH_IMAP_BIG", "100000"))
 ACCOUNTS = 16
 RUN_AS = "nobody"
 DOVECOT_IMAP = "/usr/lib/dovecot/imap"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- the corpus ----
@@ -253,56 +248,14 @@ def short_session(port, rng):
 
 def short_worker(args):
     port, seconds, seed = args
-    rng = random.Random(seed)
-    deadline = time.perf_counter() + seconds
-    done = 0
-    while time.perf_counter() < deadline:
-        short_session(port, rng)
-        done += 1
-    return done
+    return sessions_for(seconds, seed, lambda rng: short_session(port, rng))
 
 
 def short_rate(ports, n):
-    with multiprocessing.Pool(n) as pool:
-        t = time.perf_counter()
-        counts = pool.map(short_worker, [(ports[i], SHORT_SECONDS, i) for i in range(n)])
-        took = time.perf_counter() - t
-    return sum(counts) / took
+    return pool_rate(short_worker, [(ports[i], SHORT_SECONDS, i) for i in range(n)])
 
 
 # ---- the servers ----
-
-def pss(pid):
-    try:
-        with open("/proc/%d/smaps_rollup" % pid) as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
-
-
-def descendants(root):
-    procs = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                s = f.read()
-            procs[int(d)] = (int(s[s.rindex(")") + 2:].split()[1]), s[s.index("(") + 1:s.rindex(")")])
-        except (OSError, ValueError):
-            pass
-    found, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        for pid, (pp, comm) in procs.items():
-            if pp == p:
-                found.append((pid, comm))
-                todo.append(pid)
-    return found
-
 
 class Server:
     """tcpserver -u nobody on a loopback port running one side's post-login program."""

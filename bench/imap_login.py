@@ -31,6 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pop3 as common  # noqa: E402  (the Maildir, the accounts, the uids, Dovecot's start)
+from _benchlib import pool_rate, sessions_for  # noqa: E402
 
 BIN = common.BIN
 USERS = common.USERS
@@ -122,60 +123,17 @@ def session(port, user, rng):
 
 def worker(args):
     port, user, seconds, seed = args
-    rng = random.Random(seed)
-    deadline = time.perf_counter() + seconds
-    done = 0
-    while time.perf_counter() < deadline:
-        session(port, user, rng)
-        done += 1
-    return done
+    return sessions_for(seconds, seed, lambda rng: session(port, user, rng))
 
 
 def rate(port, n):
-    with multiprocessing.Pool(n) as pool:
-        t = time.perf_counter()
-        counts = pool.map(worker, [(port, u, SECONDS, i) for i, u in enumerate(USERS[:n])])
-        took = time.perf_counter() - t
-    return sum(counts) / took
+    return pool_rate(worker, [(port, u, SECONDS, i) for i, u in enumerate(USERS[:n])])
 
 
 def start_pillarbox(tmp, env, port):
-    """The IMAP chain as the services run it (bench/pop3.py's start_pillarbox for IMAP)."""
-    import pwd
-    pw = pwd.getpwnam(common.RUN_AS)
-    inst = tmp + "/inst"
-    for d, uid, gid in (("run", 0, 0), ("run/auth", common.AUTH_UID, common.AUTHC_GID),
-                        ("run/login", pw.pw_uid, common.LOGINC_GID)):
-        os.makedirs(os.path.join(inst, d), exist_ok=True)
-        os.chown(os.path.join(inst, d), uid, gid)
-        os.chmod(os.path.join(inst, d), 0o755 if d == "run" else 0o750)
-    os.chown(inst + "/control/passwd.cdb", common.AUTH_UID, common.AUTH_UID)
-    os.chmod(inst + "/control/passwd.cdb", 0o600)
-    log = open(tmp + "/pillarbox.log", "w")
-    auth = subprocess.Popen(["s6-applyuidgid", "-u", str(common.AUTH_UID), "-g",
-                             str(common.AUTH_UID), "-G", "", BIN + "/auth-serve", "-t",
-                             str(common.CACHE_TTL)], env=env, stdout=log, stderr=log)
-    broker = subprocess.Popen(["s6-applyuidgid", "-u", str(pw.pw_uid), "-g", str(pw.pw_gid),
-                               "-G", str(common.AUTHC_GID), "s6-ipcserver", "-1", "-c", "200",
-                               inst + "/run/login/imap", BIN + "/login-broker",
-                               BIN + "/imap-maildir"], env=env, stdout=subprocess.PIPE,
-                              stderr=log)
-    if broker.stdout.readline() != b"\n":
-        raise SystemExit("the login broker did not start: see %s/pillarbox.log" % tmp)
-    deadline = time.monotonic() + 10
-    while not os.path.exists(inst + "/run/auth/socket"):
-        if time.monotonic() > deadline or auth.poll() is not None:
-            raise SystemExit("auth-serve did not start")
-        time.sleep(0.02)
-    # control/imap-peermax: 16 clients from one address
-    e = dict(env, IMAP_ALLOW_PLAINTEXT_AUTH="1", IMAP_FAIL_DELAY="0")
-    with open(inst + "/control/imap-peermax", "w") as f:
-        f.write("0\n")
-    p = subprocess.Popen(["tcpserver", "-u", str(common.LOGIN_UID), "-g",
-                          str(common.LOGINC_GID), "-R", "-H", "-l", "localhost", "-c", "100",
-                          "127.0.0.1", str(port), BIN + "/imap-serve", BIN + "/login-handoff",
-                          "imap"], env=e, stdout=subprocess.DEVNULL, stderr=log)
-    return [p, auth, broker]
+    """The IMAP chain as the services run it (bench/pop3.py's start_pillarbox for IMAP);
+    control/imap-peermax 0: 16 clients from one address."""
+    return common.start_pillarbox(tmp, env, port, "imap", peermax=0)
 
 
 def start_dovecot(tmp, hashes, port):
@@ -199,19 +157,7 @@ def start_dovecot(tmp, hashes, port):
 
 
 def wait_port(port, proc, what, tmp):
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            Client(port).close()
-            return
-        except (OSError, EOFError):
-            time.sleep(0.05)
-    for log in ("dovecot.err", "dovecot.log", "pillarbox.log"):
-        try:
-            sys.stderr.write(open(os.path.join(tmp, log)).read())
-        except OSError:
-            pass
-    raise SystemExit("%s did not start" % what)
+    common._benchlib.wait_port(port, proc, what, tmp, lambda p: Client(p).close())
 
 
 def session_pss(port, pick, user=USERS[0]):

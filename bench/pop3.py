@@ -19,17 +19,18 @@ Measured:
 Prints the figures and the ratios pillarbox / Dovecot. Run as root: /usr/bin/python3 bench/pop3.py
 """
 import os
-import sys
-
-
-import multiprocessing  # noqa: E402
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _benchlib  # noqa: E402  (bench/_benchlib.py)
+from _benchlib import descendants, free_port, pool_rate, pss, sessions_for  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")  # where make puts the programs
@@ -42,12 +43,6 @@ RUN_AS = "nobody"  # Dovecot, and pillarbox's delivery uid (owner of the Maildir
 # pillarbox's other uids (the privilege model): the auth service, the pre-login side, and the
 # groups that may reach the auth socket (delivery uid) and the broker socket (pre-login uid)
 AUTH_UID, LOGIN_UID, AUTHC_GID, LOGINC_GID = 4260, 4262, 4263, 4264
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 WORDS = ("the of and to in is that for it as was with be by on not he this are or his from at "
@@ -221,71 +216,24 @@ def single_run(port, user):
     return time.perf_counter() - t, total
 
 
+def short_session(port, user, rng):
+    c = Client(port)
+    c.login(user)
+    n = int(c.cmd(b"STAT").split()[1])
+    c.multi(b"UIDL")
+    for _ in range(20):
+        c.multi(b"RETR %d" % rng.randint(1, n))
+    c.cmd(b"QUIT")
+    c.close()
+
+
 def short_worker(args):
     port, user, seconds, seed = args
-    rng = random.Random(seed)
-    deadline = time.perf_counter() + seconds
-    done = 0
-    while time.perf_counter() < deadline:
-        c = Client(port)
-        c.login(user)
-        n = int(c.cmd(b"STAT").split()[1])
-        c.multi(b"UIDL")
-        for _ in range(20):
-            c.multi(b"RETR %d" % rng.randint(1, n))
-        c.cmd(b"QUIT")
-        c.close()
-        done += 1
-    return done
+    return sessions_for(seconds, seed, lambda rng: short_session(port, user, rng))
 
 
 def short_sessions(port, n=4):
-    with multiprocessing.Pool(n) as pool:
-        t = time.perf_counter()
-        counts = pool.map(short_worker, [(port, u, SHORT_SECONDS, i)
-                                         for i, u in enumerate(USERS[:n])])
-        took = time.perf_counter() - t
-    return sum(counts) / took
-
-
-def pss(pid):
-    try:
-        with open("/proc/%d/smaps_rollup" % pid) as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
-
-
-def children():
-    """pid -> (ppid, comm) of every process."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                s = f.read()
-            comm = s[s.index("(") + 1:s.rindex(")")]
-            ppid = int(s[s.rindex(")") + 2:].split()[1])
-            out[int(d)] = (ppid, comm)
-        except (OSError, ValueError):
-            pass
-    return out
-
-
-def descendants(root):
-    procs = children()
-    found, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        for pid, (pp, comm) in procs.items():
-            if pp == p:
-                found.append((pid, comm))
-                todo.append(pid)
-    return found
+    return pool_rate(short_worker, [(port, u, SHORT_SECONDS, i) for i, u in enumerate(USERS[:n])])
 
 
 def session_pss(port, user, pick):
@@ -303,12 +251,12 @@ def session_pss(port, user, pick):
     return sum(k for _, k in detail), detail
 
 
-def start_pillarbox(tmp, env, port):
-    """The POP3 chain as the services run it, each part under its own uid:
-    auth-serve (AUTH_UID, the only reader of passwd.cdb, cache TTL = CACHE_TTL),
-    s6-ipcserver login-broker pop3-maildir (RUN_AS, in AUTHC_GID) on run/login/pop3,
-    tcpserver -u LOGIN_UID -g LOGINC_GID pop3-serve login-handoff pop3.
-    Returns the processes (tcpserver first)."""
+def start_pillarbox(tmp, env, port, proto="pop3", peermax=None):
+    """The POP3 (or IMAP: bench/imap_login.py) chain as the services run it, each part under
+    its own uid: auth-serve (AUTH_UID, the only reader of passwd.cdb, cache TTL = CACHE_TTL),
+    s6-ipcserver login-broker PROTO-maildir (RUN_AS, in AUTHC_GID) on run/login/PROTO,
+    tcpserver -u LOGIN_UID -g LOGINC_GID PROTO-serve login-handoff PROTO; peermax: a
+    control/PROTO-peermax to write. Returns the processes (tcpserver first)."""
     import pwd
     pw = pwd.getpwnam(RUN_AS)
     inst = tmp + "/inst"
@@ -325,8 +273,8 @@ def start_pillarbox(tmp, env, port):
                             stdout=log, stderr=log)
     broker = subprocess.Popen(["s6-applyuidgid", "-u", str(pw.pw_uid), "-g", str(pw.pw_gid),
                                "-G", str(AUTHC_GID), "s6-ipcserver", "-1", "-c", "200",
-                               inst + "/run/login/pop3", BIN + "/login-broker",
-                               BIN + "/pop3-maildir"], env=env, stdout=subprocess.PIPE,
+                               inst + "/run/login/" + proto, BIN + "/login-broker",
+                               BIN + "/%s-maildir" % proto], env=env, stdout=subprocess.PIPE,
                               stderr=log)
     if broker.stdout.readline() != b"\n":
         raise SystemExit("the login broker did not start: see %s/pillarbox.log" % tmp)
@@ -335,10 +283,14 @@ def start_pillarbox(tmp, env, port):
         if time.monotonic() > deadline or auth.poll() is not None:
             raise SystemExit("auth-serve did not start")
         time.sleep(0.02)
-    e = dict(env, POP3_ALLOW_PLAINTEXT_AUTH="1", POP3_FAIL_DELAY="0")
+    up = proto.upper()
+    e = dict(env, **{up + "_ALLOW_PLAINTEXT_AUTH": "1", up + "_FAIL_DELAY": "0"})
+    if peermax is not None:
+        with open(inst + "/control/%s-peermax" % proto, "w") as f:
+            f.write("%d\n" % peermax)
     p = subprocess.Popen(["tcpserver", "-u", str(LOGIN_UID), "-g", str(LOGINC_GID), "-R", "-H",
                           "-l", "localhost", "-c", "100", "127.0.0.1", str(port),
-                          BIN + "/pop3-serve", BIN + "/login-handoff", "pop3"], env=e,
+                          BIN + "/%s-serve" % proto, BIN + "/login-handoff", proto], env=e,
                          stdout=subprocess.DEVNULL, stderr=log)
     return [p, auth, broker]
 
@@ -466,22 +418,7 @@ def start_dovecot(tmp, hashes, port):
 
 
 def wait_port(port, proc, what, tmp):
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            c = Client(port)
-            c.close()
-            return
-        except (OSError, EOFError):
-            time.sleep(0.05)
-    for log in ("dovecot.err", "dovecot.log", "pillarbox.log"):
-        try:
-            sys.stderr.write(open(os.path.join(tmp, log)).read())
-        except OSError:
-            pass
-    raise SystemExit("%s did not start" % what)
+    _benchlib.wait_port(port, proc, what, tmp, lambda p: Client(p).close())
 
 
 def stop(p):
