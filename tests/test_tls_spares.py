@@ -149,6 +149,7 @@ def test_key_reload_reaches_new_spares(instance, cafile, tmp_path):
         # a spare forked after the reload serves the new certificate too
         new = n_spares(eng, 2)
         assert not new & old
+        wait_for(lambda: not serving(eng), timeout=10, what="the last session's engine to end")
         s = tls_connect(srv, cafile)
         assert smtp_reply(s)[0].startswith(b"220 ")
         assert s.getpeercert(binary_form=True) != old_cert
