@@ -38,7 +38,9 @@ static br_ssl_server_context cc;
 static unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
 static int ready; /* cc set up already (a spare does it while it waits) */
 
-/* The engine's context, set up (and its PRNG seeded) before a client byte is there. */
+/* The engine's context, set up (and its PRNG seeded) before a client byte is there. Only ever
+ * in the engine's own process, after the fork: no two engines share a PRNG state (the ECDHE
+ * keys come from it). */
 static void engine_init(void)
 {
   if (!ready && !tlsserver_init(&cc, iobuf, sizeof iobuf)) strerr_dief1x(111, tlsserver_error());
