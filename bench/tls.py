@@ -9,7 +9,10 @@ Measured:
      ratio pillarbox / openssl (target >= 0.5), and, in the same run,
        engine:    tcpserver -> pop3-serve with TLS_IMPLICIT=1 and TLS_ENGINE (one exec per
                   connection; the long-running tls-engine, started by the bench, forks the TLS
-                  engine with the keys already loaded), as pop3s/imaps/smtps run;
+                  engine with the keys already loaded: `tls-engine -p 0`);
+       spares:    the same with `tls-engine -p 4`, as services/tls-engine runs it (engines
+                  forked in advance, one given each connection, no fork on the handshake's
+                  path), in front of pop3-serve and of smtp-receive (smtps's program);
      where a handshake's time goes: BearSSL's own public-key work for one handshake (ECDHE
      P-256 or X25519 + the ECDSA P-256 signature), timed in-process (bench/tls-crypto.c), set
      against each server's time per handshake, and the group the client and BearSSL agree on;
@@ -20,7 +23,8 @@ Measured:
   3. private memory (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup) of each TLS
      engine process of 20 open connections, after the handshake and after 1 MB each way
      (target < 128 KB).
-Run: /usr/bin/python3 bench/tls.py  (BENCH_TLS_SECONDS, BENCH_TLS_MB change the sizes)
+Run: /usr/bin/python3 bench/tls.py  (BENCH_TLS_SECONDS, BENCH_TLS_MB change the sizes;
+BENCH_TLS_HANDSHAKES_ONLY=1 stops after the handshakes)
 """
 import base64
 import os
@@ -92,42 +96,60 @@ def tcpserver(env, port, argv):
                  str(port)] + argv, env, port)
 
 
+def stat_of(pid):
+    """(comm, fields after the comm) of /proc/PID/stat, or None when it is gone."""
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return None
+    name, rest = st.split("(", 1)[1].rsplit(")", 1)
+    return name, rest.split()
+
+
+def children(pids):
+    """(pid, comm, stat fields) of the live children of pids."""
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            st = stat_of(p)
+            if st and int(st[1][1]) in pids:
+                out.append((int(p), st[0], st[1]))
+    return out
+
+
 def cpu_ticks(pids):
     """utime + stime + cutime + cstime (clock ticks) of pids: the process and its reaped
-    children (tcpserver reaps each connection's program, which reaped its own)."""
+    children (tcpserver reaps each connection's program, which reaped its own), and of their
+    live children (the engine service's spares, which are reaped only after their session)."""
     t = 0
     for pid in pids:
-        with open("/proc/%d/stat" % pid) as f:
-            t += sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15])
+        t += sum(int(x) for x in stat_of(pid)[1][11:15])
+    for _, _, f in children(pids):
+        t += sum(int(x) for x in f[11:15])
     return t
 
 
 def no_children(pids, timeout=10):
-    """Waits (bounded) until the servers have reaped every connection's process."""
+    """Waits (bounded) until the servers have reaped every connection's process (the engine
+    service's spares, waiting for a connection, stay)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        kids = 0
-        for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    with open("/proc/%s/stat" % p) as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) in pids:
-                            kids += 1
-                except (OSError, IndexError):
-                    pass
-        if not kids:
+        if not [c for c in children(pids) if c[1] != "tls-engine-idle"]:
             return
         time.sleep(0.05)
 
 
 def cpu_per_handshake(pids, port, clients):
-    """(handshakes/s, server CPU ms per handshake) with `clients` s_time clients."""
+    """(handshakes/s, server CPU ms per handshake, [ms per handshake of each pid's tree]) with
+    `clients` s_time clients."""
     no_children(pids)
-    t0 = cpu_ticks(pids)
+    t0 = [cpu_ticks([p]) for p in pids]
     rate, conns = s_time_parallel(port, clients)
     no_children(pids)
-    ms = (cpu_ticks(pids) - t0) * 1000.0 / os.sysconf("SC_CLK_TCK") / max(conns, 1)
-    return rate, ms
+    ms = [(cpu_ticks([p]) - t) * 1000.0 / os.sysconf("SC_CLK_TCK") / max(conns, 1)
+          for p, t in zip(pids, t0)]
+    return rate, sum(ms), ms
 
 
 def s_time_parallel(port, n):
@@ -153,7 +175,7 @@ class EngineService:
     """tls-engine on INST/run/tls/engine, as services/tls-engine runs it (engines as pb-tls
     when root)."""
 
-    def __init__(self, inst, env):
+    def __init__(self, inst, env, spares=0):
         self.sock = os.path.join(inst, "run", "tls", "engine")
         os.makedirs(os.path.dirname(self.sock), exist_ok=True)
         e = dict(env)
@@ -164,11 +186,12 @@ class EngineService:
             except KeyError:
                 pw = pwd.getpwnam("nobody")
             e.update(TLS_UID=str(pw.pw_uid), TLS_GID=str(pw.pw_gid))
-        self.p = subprocess.Popen([os.path.join(BIN, "tls-engine"), "-c", "200", self.sock],
+        self.p = subprocess.Popen([os.path.join(BIN, "tls-engine"), "-c", "200", "-p",
+                                   str(spares), self.sock],
                                   env=e, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
         end = time.monotonic() + 10
-        while not os.path.exists(self.sock):
+        while not os.path.exists(self.sock) or len(idle_engines(self.p.pid)) < spares:
             if self.p.poll() is not None or time.monotonic() > end:
                 self.stop()
                 raise SystemExit("tls-engine did not start")
@@ -178,17 +201,22 @@ class EngineService:
         Proc.stop(self)
 
 
-def engine_handshakes(inst, env, clients=1):
-    """Handshakes/s of tcpserver -> pop3-serve (TLS_IMPLICIT=1) through the engine service."""
-    eng = EngineService(inst, env)
+def idle_engines(ppid):
+    """The spares of the tls-engine ppid (comm tls-engine-idle)."""
+    return [p for p, name, _ in children([ppid]) if name == "tls-engine-idle"]
+
+
+def engine_handshakes(inst, env, clients=1, spares=0, program="pop3-serve"):
+    """Handshakes/s of tcpserver -> program (TLS_IMPLICIT=1) through the engine service."""
+    eng = EngineService(inst, env, spares)
     try:
-        e = dict(env, TLS_ENGINE=eng.sock, TLS_IMPLICIT="1")
+        e = dict(env, TLS_ENGINE=eng.sock, TLS_IMPLICIT="1", SMTPAUTH="1")
         port = free_port()
-        srv = tcpserver(e, port, [os.path.join(BIN, "pop3-serve")])
+        srv = tcpserver(e, port, [os.path.join(BIN, program)])
         try:
             group = temp_key(port)
-            rate, ms = cpu_per_handshake([srv.p.pid, eng.p.pid], port, clients)
-            return rate, ms, group
+            rate, ms, split = cpu_per_handshake([srv.p.pid, eng.p.pid], port, clients)
+            return rate, ms, group, split
         finally:
             srv.stop()
     finally:
@@ -221,14 +249,14 @@ def handshakes(inst, env, clients=1):
     p1 = free_port()
     srv = tcpserver(env, p1, [os.path.join(BIN, "tls-serve"), "cat"])
     try:
-        ours = cpu_per_handshake([srv.p.pid], p1, clients)
+        ours = cpu_per_handshake([srv.p.pid], p1, clients)[:2]
     finally:
         srv.stop()
     p2 = free_port()
     ossl = Proc(["openssl", "s_server", "-accept", "127.0.0.1:%d" % p2, "-cert", cert, "-key", key,
                  "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-quiet"], env, p2)
     try:
-        theirs = cpu_per_handshake([ossl.p.pid], p2, clients)
+        theirs = cpu_per_handshake([ossl.p.pid], p2, clients)[:2]
     finally:
         ossl.stop()
     return ours, theirs
@@ -371,32 +399,47 @@ def main():
         cafile = os.path.join(inst, "tls", "cert.pem")
 
         (ours, ours_ms), (theirs, theirs_ms) = handshakes(inst, env)
-        eng, eng_ms, group = engine_handshakes(inst, env)
+        eng, eng_ms, group, _ = engine_handshakes(inst, env)
+        spa, spa_ms, _, spa_split = engine_handshakes(inst, env, spares=4)
+        sms, sms_ms, _, sms_split = engine_handshakes(inst, env, spares=4,
+                                                      program="smtp-receive")
         print("handshakes/s, 1 client: tls-serve %.0f, openssl s_server %.0f, ratio %.2f "
               "(target >= 0.5)" % (ours, theirs, ours / theirs))
         print("handshakes/s, 1 client: engine (tcpserver -> pop3-serve, TLS_IMPLICIT) %.0f, "
               "ratio %.2f to s_server, %.2f to tls-serve" % (eng, eng / theirs, eng / ours))
+        print("handshakes/s, 1 client, tls-engine -p 4 (spares, as the services run): "
+              "pop3-serve %.0f, ratio %.2f; smtp-receive (smtps) %.0f, ratio %.2f to s_server"
+              % (spa, spa / theirs, sms, sms / theirs))
         print("server CPU per handshake (all its processes, from /proc): tls-serve %.2f ms, "
-              "engine %.2f ms, s_server %.2f ms; handshakes per CPU-second, ratio to s_server: "
-              "tls-serve %.2f, engine %.2f" % (ours_ms, eng_ms, theirs_ms, theirs_ms / ours_ms,
-                                                theirs_ms / eng_ms))
+              "engine %.2f ms, spares %.2f ms (pop3-serve) %.2f ms (smtps), s_server %.2f ms; "
+              "handshakes per CPU-second, ratio to s_server: tls-serve %.2f, engine %.2f, "
+              "spares %.2f / %.2f" % (ours_ms, eng_ms, spa_ms, sms_ms, theirs_ms,
+                                      theirs_ms / ours_ms, theirs_ms / eng_ms,
+                                      theirs_ms / spa_ms, theirs_ms / sms_ms))
+        print("  split with spares: tcpserver and its program %.2f ms (pop3-serve) %.2f ms "
+              "(smtp-receive); tls-engine and its engines %.2f / %.2f ms"
+              % (spa_split[0], sms_split[0], spa_split[1], sms_split[1]))
         c = crypto_usec(tmp)
         hs = c["total_x25519"] if "25519" in group else c["total"]
         print("group agreed: %s; BearSSL in-process per handshake: ECDHE P-256 %.0f us, X25519 "
               "%.0f us, ECDSA P-256 sign %.0f us: %.0f us with this group"
               % (group, c["ecdhe"], c["x25519"], c["ecdsa"], hs))
         for name, rate, ms in (("tls-serve", ours, ours_ms), ("engine", eng, eng_ms),
-                               ("s_server", theirs, theirs_ms)):
+                               ("spares", spa, spa_ms), ("s_server", theirs, theirs_ms)):
             print("  %-9s %6.0f us per handshake wall (client included), %5.0f us server CPU; "
                   "BearSSL's crypto %.0f%% of that CPU, the rest (processes, I/O) %.0f us"
                   % (name, 1e6 / rate, ms * 1e3, 100 * hs / (ms * 1e3), ms * 1e3 - hs))
         print("  ceiling with BearSSL's crypto alone (no process, no client): %.0f/s, %.2f of "
               "s_server" % (1e6 / hs, 1e6 / hs / theirs))
         (ours, _), (theirs, _) = handshakes(inst, env, clients=4)
-        eng, _, _ = engine_handshakes(inst, env, clients=4)
-        print("handshakes/s, 4 clients: tls-serve %.0f, engine %.0f, openssl s_server %.0f, "
-              "ratio %.2f / %.2f (tcpserver runs connections in parallel, s_server one at a time)"
-              % (ours, eng, theirs, ours / theirs, eng / theirs))
+        eng = engine_handshakes(inst, env, clients=4)[0]
+        spa = engine_handshakes(inst, env, clients=4, spares=4)[0]
+        print("handshakes/s, 4 clients: tls-serve %.0f, engine %.0f, spares %.0f, openssl "
+              "s_server %.0f, ratio %.2f / %.2f / %.2f (tcpserver runs connections in parallel, "
+              "s_server one at a time)" % (ours, eng, spa, theirs, ours / theirs, eng / theirs,
+                                          spa / theirs))
+        if os.environ.get("BENCH_TLS_HANDSHAKES_ONLY"):
+            return
 
         line = b"x" * 76 + b"\r\n"
         payload = b"Subject: bulk\r\n\r\n" + line * ((MB << 20) // len(line))
