@@ -57,30 +57,38 @@ static int object(struct dl_phdr_info *info, size_t size, void *x)
 int pagedrop_poll(struct pollfd *fds, nfds_t n, int ms)
 {
   segs g;
-  uintptr_t ps = pagesize(), keep[3];
+  uintptr_t ps = pagesize(), keep[3], keepend[3];
   unsigned int i, j;
   g.vdso = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
   g.n = 0;
   (void)dl_iterate_phdr(&object, &g);
   /* What runs from the first madvise to the end of the wait stays mapped: this function and
-   * the code of madvise and poll in libc (two pages from each start: one may cross a page).
+   * the code of madvise and poll in libc (the page of each start, and the next one when the
+   * start is near a page's end: none of them is longer). Were one more page touched, it would
+   * only come back with its neighbours (fault-around): memory, never correctness.
    * Ranges are rounded inwards: a page that a read-only segment would share with a writable
    * one (a linker that packs them) keeps its relocated data. */
-  keep[0] = (uintptr_t)&pagedrop_poll & ~(ps - 1);
-  keep[1] = (uintptr_t)&madvise & ~(ps - 1);
-  keep[2] = (uintptr_t)&poll & ~(ps - 1);
+  keep[0] = (uintptr_t)&pagedrop_poll;
+  keep[1] = (uintptr_t)&madvise;
+  keep[2] = (uintptr_t)&poll;
+  for (i = 0; i < 3; i++) {
+    keepend[i] = (keep[i] & ~(ps - 1)) + ((keep[i] & (ps - 1)) > ps - 1024 ? 2 * ps : ps);
+    keep[i] &= ~(ps - 1);
+  }
   for (i = 1; i < 3; i++)
     for (j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
-      uintptr_t t = keep[j];
+      uintptr_t t = keep[j], te = keepend[j];
       keep[j] = keep[j - 1];
+      keepend[j] = keepend[j - 1];
       keep[j - 1] = t;
+      keepend[j - 1] = te;
     }
   for (i = 0; i < g.n; i++) {
     uintptr_t lo = g.lo[i], hi = g.hi[i];
     for (j = 0; j < 3 && lo < hi; j++) {
-      if (keep[j] + 2 * ps <= lo || keep[j] >= hi) continue;
+      if (keepend[j] <= lo || keep[j] >= hi) continue;
       if (keep[j] > lo) drop(lo, keep[j], ps);
-      lo = keep[j] + 2 * ps;
+      lo = keepend[j];
     }
     if (lo < hi) drop(lo, hi, ps);
   }
