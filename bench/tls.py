@@ -2,14 +2,19 @@
 
 Measured:
   1. full TLS 1.2 handshakes per second (ECDHE-ECDSA-AES128-GCM-SHA256, EC P-256 key) with
-     `openssl s_time -new` as the client (one, then four at once), against
-       pillarbox: tcpserver -> tls-serve -> cat (a process pair per connection, keys read
-                  from disk each time), and
-       openssl:   openssl s_server -tls1_2 (one process, key loaded once);
-     ratio pillarbox / openssl (target >= 0.5), and, in the same run,
-       engine:    tcpserver -> pop3-serve with TLS_IMPLICIT=1 and TLS_ENGINE (one exec per
-                  connection; the long-running tls-engine, started by the bench, forks the TLS
-                  engine with the keys already loaded), as pop3s/imaps/smtps run;
+     `openssl s_time -new` as the client (one, then four at once), and the server's CPU per
+     handshake (all its processes, from /proc), against openssl s_server -tls1_2 (one process,
+     key loaded once), target >= 0.5 with one client. Every server is started once and each
+     takes its turn in BENCH_TLS_ROUNDS rounds (s_server first in each), so each ratio is
+     against the s_server run of the same round, seconds apart (the machine is shared):
+       tls-serve:              tcpserver -> tls-serve -> cat (a process pair per connection,
+                               keys read from disk each time);
+       engine-0-pop3-serve:    tcpserver -> pop3-serve with TLS_IMPLICIT=1 and TLS_ENGINE (one
+                               exec per connection; the long-running tls-engine, started by the
+                               bench, forks an engine per connection: `tls-engine -p 0`);
+       engine-4-pop3-serve:    the same with `tls-engine -p 4`, as services/tls-engine runs it
+                               (engines forked in advance, no fork on the handshake's path);
+       engine-4-smtp-receive:  the same in front of smtp-receive (smtps, pop3s, imaps's chain);
      where a handshake's time goes: BearSSL's own public-key work for one handshake (ECDHE
      P-256 or X25519 + the ECDSA P-256 signature), timed in-process (bench/tls-crypto.c), set
      against each server's time per handshake, and the group the client and BearSSL agree on;
@@ -20,7 +25,8 @@ Measured:
   3. private memory (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup) of each TLS
      engine process of 20 open connections, after the handshake and after 1 MB each way
      (target < 128 KB).
-Run: /usr/bin/python3 bench/tls.py  (BENCH_TLS_SECONDS, BENCH_TLS_MB change the sizes)
+Run: /usr/bin/python3 bench/tls.py  (BENCH_TLS_SECONDS, BENCH_TLS_MB change the sizes;
+BENCH_TLS_HANDSHAKES_ONLY=1 stops after the handshakes)
 """
 import base64
 import os
@@ -92,42 +98,60 @@ def tcpserver(env, port, argv):
                  str(port)] + argv, env, port)
 
 
+def stat_of(pid):
+    """(comm, fields after the comm) of /proc/PID/stat, or None when it is gone."""
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return None
+    name, rest = st.split("(", 1)[1].rsplit(")", 1)
+    return name, rest.split()
+
+
+def children(pids):
+    """(pid, comm, stat fields) of the live children of pids."""
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            st = stat_of(p)
+            if st and int(st[1][1]) in pids:
+                out.append((int(p), st[0], st[1]))
+    return out
+
+
 def cpu_ticks(pids):
     """utime + stime + cutime + cstime (clock ticks) of pids: the process and its reaped
-    children (tcpserver reaps each connection's program, which reaped its own)."""
+    children (tcpserver reaps each connection's program, which reaped its own), and of their
+    live children (the engine service's spares, which are reaped only after their session)."""
     t = 0
     for pid in pids:
-        with open("/proc/%d/stat" % pid) as f:
-            t += sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15])
+        t += sum(int(x) for x in stat_of(pid)[1][11:15])
+    for _, _, f in children(pids):
+        t += sum(int(x) for x in f[11:15])
     return t
 
 
 def no_children(pids, timeout=10):
-    """Waits (bounded) until the servers have reaped every connection's process."""
+    """Waits (bounded) until the servers have reaped every connection's process (the engine
+    service's spares, waiting for a connection, stay)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        kids = 0
-        for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    with open("/proc/%s/stat" % p) as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) in pids:
-                            kids += 1
-                except (OSError, IndexError):
-                    pass
-        if not kids:
+        if not [c for c in children(pids) if c[1] != "tls-engine-idle"]:
             return
         time.sleep(0.05)
 
 
 def cpu_per_handshake(pids, port, clients):
-    """(handshakes/s, server CPU ms per handshake) with `clients` s_time clients."""
+    """(handshakes/s, server CPU ms per handshake, [ms per handshake of each pid's tree]) with
+    `clients` s_time clients."""
     no_children(pids)
-    t0 = cpu_ticks(pids)
+    t0 = [cpu_ticks([p]) for p in pids]
     rate, conns = s_time_parallel(port, clients)
     no_children(pids)
-    ms = (cpu_ticks(pids) - t0) * 1000.0 / os.sysconf("SC_CLK_TCK") / max(conns, 1)
-    return rate, ms
+    ms = [(cpu_ticks([p]) - t) * 1000.0 / os.sysconf("SC_CLK_TCK") / max(conns, 1)
+          for p, t in zip(pids, t0)]
+    return rate, sum(ms), ms
 
 
 def s_time_parallel(port, n):
@@ -153,8 +177,8 @@ class EngineService:
     """tls-engine on INST/run/tls/engine, as services/tls-engine runs it (engines as pb-tls
     when root)."""
 
-    def __init__(self, inst, env):
-        self.sock = os.path.join(inst, "run", "tls", "engine")
+    def __init__(self, inst, env, spares=0, name="engine"):
+        self.sock = os.path.join(inst, "run", "tls", name)
         os.makedirs(os.path.dirname(self.sock), exist_ok=True)
         e = dict(env)
         if os.geteuid() == 0:
@@ -164,11 +188,12 @@ class EngineService:
             except KeyError:
                 pw = pwd.getpwnam("nobody")
             e.update(TLS_UID=str(pw.pw_uid), TLS_GID=str(pw.pw_gid))
-        self.p = subprocess.Popen([os.path.join(BIN, "tls-engine"), "-c", "200", self.sock],
+        self.p = subprocess.Popen([os.path.join(BIN, "tls-engine"), "-c", "200", "-p",
+                                   str(spares), self.sock],
                                   env=e, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
         end = time.monotonic() + 10
-        while not os.path.exists(self.sock):
+        while not os.path.exists(self.sock) or len(idle_engines(self.p.pid)) < spares:
             if self.p.poll() is not None or time.monotonic() > end:
                 self.stop()
                 raise SystemExit("tls-engine did not start")
@@ -178,21 +203,95 @@ class EngineService:
         Proc.stop(self)
 
 
-def engine_handshakes(inst, env, clients=1):
-    """Handshakes/s of tcpserver -> pop3-serve (TLS_IMPLICIT=1) through the engine service."""
-    eng = EngineService(inst, env)
+def idle_engines(ppid):
+    """The spares of the tls-engine ppid (comm tls-engine-idle)."""
+    return [p for p, name, _ in children([ppid]) if name == "tls-engine-idle"]
+
+
+ROUNDS = int(os.environ.get("BENCH_TLS_ROUNDS", "3"))
+
+
+class Variant:
+    """One server for the handshake rounds: its name, port, and the pids whose CPU is its."""
+
+    def __init__(self, name, port, procs):
+        self.name, self.port, self.procs = name, port, procs
+        self.rates, self.ms, self.split = [], [], []
+
+    def pids(self):
+        return [p.p.pid for p in self.procs]
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.stop()
+
+
+def start_variants(inst, env, wanted):
+    """Every server of the rounds, started once and left idle between its turns."""
+    cert = os.path.join(inst, "tls", "cert.pem")
+    key = os.path.join(inst, "tls", "key.pem")
+    out = []
     try:
-        e = dict(env, TLS_ENGINE=eng.sock, TLS_IMPLICIT="1")
-        port = free_port()
-        srv = tcpserver(e, port, [os.path.join(BIN, "pop3-serve")])
-        try:
-            group = temp_key(port)
-            rate, ms = cpu_per_handshake([srv.p.pid, eng.p.pid], port, clients)
-            return rate, ms, group
-        finally:
-            srv.stop()
-    finally:
-        eng.stop()
+        for name in wanted:
+            port = free_port()
+            if name == "s_server":
+                procs = [Proc(["openssl", "s_server", "-accept", "127.0.0.1:%d" % port, "-cert",
+                               cert, "-key", key, "-tls1_2", "-cipher",
+                               "ECDHE-ECDSA-AES128-GCM-SHA256", "-quiet"], env, port)]
+            elif name == "tls-serve":
+                procs = [tcpserver(env, port, [os.path.join(BIN, "tls-serve"), "cat"])]
+            else:  # engine-P-PROGRAM: tls-engine -p P, tcpserver -> PROGRAM with TLS_IMPLICIT
+                _, spares, program = name.split("-", 2)
+                eng = EngineService(inst, env, int(spares), name)
+                e = dict(env, TLS_ENGINE=eng.sock, TLS_IMPLICIT="1", SMTPAUTH="1")
+                try:
+                    procs = [eng, tcpserver(e, port, [os.path.join(BIN, program)])]
+                except BaseException:
+                    eng.stop()
+                    raise
+                # tcpserver's tree first, then the engine service's
+                procs = [procs[1], procs[0]]
+            out.append(Variant(name, port, procs))
+    except BaseException:
+        for v in out:
+            v.stop()
+        raise
+    return out
+
+
+def rounds(variants, clients):
+    """ROUNDS rounds, each variant in turn (s_server first), so that each ratio is taken
+    against the s_server run of the same round, seconds apart."""
+    for _ in range(ROUNDS):
+        for v in variants:
+            rate, ms, split = cpu_per_handshake(v.pids(), v.port, clients)
+            v.rates.append(rate)
+            v.ms.append(ms)
+            v.split.append(split)
+
+
+def span(xs, fmt="%.2f"):
+    """median (min-max) of xs."""
+    ys = sorted(xs)
+    return (fmt + " (" + fmt + "-" + fmt + ")") % (ys[len(ys) // 2], ys[0], ys[-1])
+
+
+def report_rounds(variants, clients):
+    base = variants[0]
+    print("handshakes/s, %d client%s, %d rounds of %d s, each against s_server in the same "
+          "round (median, range): s_server %s/s" % (clients, "s" if clients > 1 else "",
+                                                    ROUNDS, SECONDS, span(base.rates, "%.0f")))
+    for v in variants[1:]:
+        ratios = [a / b for a, b in zip(v.rates, base.rates)]
+        cpu = [b / a for a, b in zip(v.ms, base.ms)]
+        print("  %-22s %s/s, ratio %s; server CPU %s ms per handshake (s_server %s), "
+              "handshakes per CPU-second %s of s_server"
+              % (v.name, span(v.rates, "%.0f"), span(ratios), span(v.ms),
+                 span(base.ms), span(cpu)))
+        if len(v.split[0]) == 2:
+            print("  %-22s CPU split: tcpserver and its program %s ms, tls-engine and its "
+                  "engines %s ms" % ("", span([x[0] for x in v.split]),
+                                     span([x[1] for x in v.split])))
 
 
 def temp_key(port):
@@ -213,25 +312,6 @@ def crypto_usec(tmp):
     out = subprocess.run([exe, "300"], check=True, capture_output=True, timeout=300).stdout
     w = out.decode().split()
     return dict(zip(w[0::2], (float(x) for x in w[1::2])))
-
-
-def handshakes(inst, env, clients=1):
-    cert = os.path.join(inst, "tls", "cert.pem")
-    key = os.path.join(inst, "tls", "key.pem")
-    p1 = free_port()
-    srv = tcpserver(env, p1, [os.path.join(BIN, "tls-serve"), "cat"])
-    try:
-        ours = cpu_per_handshake([srv.p.pid], p1, clients)
-    finally:
-        srv.stop()
-    p2 = free_port()
-    ossl = Proc(["openssl", "s_server", "-accept", "127.0.0.1:%d" % p2, "-cert", cert, "-key", key,
-                 "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-quiet"], env, p2)
-    try:
-        theirs = cpu_per_handshake([ossl.p.pid], p2, clients)
-    finally:
-        ossl.stop()
-    return ours, theirs
 
 
 def reply(f):
@@ -370,33 +450,33 @@ def main():
             f.write("%d\n" % ((MB + 10) << 20))
         cafile = os.path.join(inst, "tls", "cert.pem")
 
-        (ours, ours_ms), (theirs, theirs_ms) = handshakes(inst, env)
-        eng, eng_ms, group = engine_handshakes(inst, env)
-        print("handshakes/s, 1 client: tls-serve %.0f, openssl s_server %.0f, ratio %.2f "
-              "(target >= 0.5)" % (ours, theirs, ours / theirs))
-        print("handshakes/s, 1 client: engine (tcpserver -> pop3-serve, TLS_IMPLICIT) %.0f, "
-              "ratio %.2f to s_server, %.2f to tls-serve" % (eng, eng / theirs, eng / ours))
-        print("server CPU per handshake (all its processes, from /proc): tls-serve %.2f ms, "
-              "engine %.2f ms, s_server %.2f ms; handshakes per CPU-second, ratio to s_server: "
-              "tls-serve %.2f, engine %.2f" % (ours_ms, eng_ms, theirs_ms, theirs_ms / ours_ms,
-                                                theirs_ms / eng_ms))
+        names = ["s_server", "tls-serve", "engine-0-pop3-serve", "engine-4-pop3-serve",
+                 "engine-4-smtp-receive"]
+        variants = start_variants(inst, env, names)
+        try:
+            group = temp_key(variants[-1].port)
+            spare_mem = [private_kb(p) for p in idle_engines(variants[3].procs[1].p.pid)]
+            print("idle spares of tls-engine -p 4: %d, private %s KB, PSS %s KB each"
+                  % (len(spare_mem), [m for m, _ in spare_mem], [q for _, q in spare_mem]))
+            rounds(variants, 1)
+            report_rounds(variants, 1)
+            print("  (tls-serve's CPU misses its TLS engine: the engine outlives `cat`, is "
+                  "reparented and never reaped by tcpserver)")
+            for v in variants:
+                v.rates, v.ms, v.split = [], [], []
+            rounds(variants, 4)
+            report_rounds(variants, 4)
+        finally:
+            for v in variants:
+                v.stop()
         c = crypto_usec(tmp)
         hs = c["total_x25519"] if "25519" in group else c["total"]
         print("group agreed: %s; BearSSL in-process per handshake: ECDHE P-256 %.0f us, X25519 "
-              "%.0f us, ECDSA P-256 sign %.0f us: %.0f us with this group"
-              % (group, c["ecdhe"], c["x25519"], c["ecdsa"], hs))
-        for name, rate, ms in (("tls-serve", ours, ours_ms), ("engine", eng, eng_ms),
-                               ("s_server", theirs, theirs_ms)):
-            print("  %-9s %6.0f us per handshake wall (client included), %5.0f us server CPU; "
-                  "BearSSL's crypto %.0f%% of that CPU, the rest (processes, I/O) %.0f us"
-                  % (name, 1e6 / rate, ms * 1e3, 100 * hs / (ms * 1e3), ms * 1e3 - hs))
-        print("  ceiling with BearSSL's crypto alone (no process, no client): %.0f/s, %.2f of "
-              "s_server" % (1e6 / hs, 1e6 / hs / theirs))
-        (ours, _), (theirs, _) = handshakes(inst, env, clients=4)
-        eng, _, _ = engine_handshakes(inst, env, clients=4)
-        print("handshakes/s, 4 clients: tls-serve %.0f, engine %.0f, openssl s_server %.0f, "
-              "ratio %.2f / %.2f (tcpserver runs connections in parallel, s_server one at a time)"
-              % (ours, eng, theirs, ours / theirs, eng / theirs))
+              "%.0f us, ECDSA P-256 sign %.0f us: %.0f us with this group; its ceiling alone "
+              "(no process, no client) %.0f/s" % (group, c["ecdhe"], c["x25519"], c["ecdsa"], hs,
+                                                   1e6 / hs))
+        if os.environ.get("BENCH_TLS_HANDSHAKES_ONLY"):
+            return
 
         line = b"x" * 76 + b"\r\n"
         payload = b"Subject: bulk\r\n\r\n" + line * ((MB << 20) // len(line))

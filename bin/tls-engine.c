@@ -1,7 +1,7 @@
-/* tls-engine: the STARTTLS engine service (lib/tlsengine). Loads every keypair (as root),
- * listens on a UNIX socket, and forks one TLS engine, under TLS_UID/TLS_GID, for each
- * connection a protocol program hands over when its client says STARTTLS (lib/ucspitls with
- * TLS_ENGINE set). See doc/tls-engine.8.
+/* tls-engine: the TLS engine service (lib/tlsengine). Loads every keypair (as root), listens
+ * on a UNIX socket, and gives each connection a protocol program hands over (STARTTLS, or
+ * implicit TLS: lib/ucspitls with TLS_ENGINE set) to one TLS engine under TLS_UID/TLS_GID: a
+ * spare forked in advance (-p), or one forked for it. See doc/tls-engine.8.
  */
 #include <stdlib.h>
 #include <unistd.h>
@@ -16,7 +16,8 @@
 #include "tlsserver.h"
 
 #define USAGE \
-  "tls-engine [ -c maxconn ] [ -K timeout_ms ] [ -a uid,uid... ] [ -d notif ] [ socket ]"
+  "tls-engine [ -c maxconn ] [ -p spares ] [ -K timeout_ms ] [ -a uid,uid... ] [ -d notif ] " \
+  "[ socket ]"
 char const *PROG = "tls-engine";
 
 /* "U1,U2,..." into the allowed list; 0 on junk. */
@@ -54,12 +55,16 @@ int main(int argc, char const *const *argv)
   stralloc path = STRALLOC_ZERO;
   subgetopt l = SUBGETOPT_ZERO;
   for (;;) {
-    int opt = subgetopt_r(argc, argv, "c:K:a:d:", &l);
+    int opt = subgetopt_r(argc, argv, "c:p:K:a:d:", &l);
     unsigned int n;
     if (opt == -1) break;
     switch (opt) {
       case 'c':
         if (!uint0_scan(l.arg, &cfg.maxconn) || !cfg.maxconn) strerr_dieusage(100, USAGE);
+        break;
+      case 'p':
+        if (!uint0_scan(l.arg, &cfg.spares) || cfg.spares > TLSENGINE_SPARES_MAX)
+          strerr_dieusage(100, USAGE);
         break;
       case 'K':
         if (!uint0_scan(l.arg, &cfg.hsms) || cfg.hsms > 3600000) strerr_dieusage(100, USAGE);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -35,6 +36,16 @@ static br_ssl_server_context cc;
  * data in tests with a smaller output part, and deadlocked in half-duplex mode under
  * simultaneous traffic, so neither is offered). */
 static unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
+static int ready; /* cc set up already (a spare does it while it waits) */
+
+/* The engine's context, set up (and its PRNG seeded) before a client byte is there. Only ever
+ * in the engine's own process, after the fork: no two engines share a PRNG state (the ECDHE
+ * keys come from it). */
+static void engine_init(void)
+{
+  if (!ready && !tlsserver_init(&cc, iobuf, sizeof iobuf)) strerr_dief1x(111, tlsserver_error());
+  ready = 1;
+}
 
 /* The facts go to notif once the handshake is done; then notif is closed. */
 static int onhs(br_ssl_server_context *c, void *p)
@@ -61,7 +72,7 @@ void tlsengine_relay(int netr, int netw, int appr, int appw, int notif, unsigned
 {
   tain deadline;
   int r;
-  if (!tlsserver_init(&cc, iobuf, sizeof iobuf)) strerr_dief1x(111, tlsserver_error());
+  engine_init();
   tain_now_set_stopwatch_g();
   if (hsms) tain_from_millisecs(&deadline, (int)hsms);
   else deadline = tain_infinite_relative;
@@ -79,21 +90,43 @@ void tlsengine_relay(int netr, int netw, int appr, int appw, int notif, unsigned
 
 /* ---- the service ---- */
 
+/* An engine waiting for a connection (a spare): its pid and the service's end of the socket
+ * the connection will come on. */
+struct spare {
+  pid_t pid;
+  int ctl;
+};
+
+static struct spare spares[TLSENGINE_SPARES_MAX];
+static unsigned int nspares;
+
 struct child {
   tlsengine_cfg const *cfg;
   int lfd, conn;
+  int other; /* the service's end of a spare's socket (the spare closes it), or -1 */
 };
 
-/* One engine: drop, take the hand-over, relay. Nothing is read before the drop. */
-static int engine_child(void *p)
+/* The comm name (ps, /proc/PID/stat) of an engine: "tls-engine-idle" while it waits for a
+ * connection (from its birth), "tls-engine" once it has one. */
+static void name_as(char const *name)
 {
-  struct child const *c = p;
-  int fds[3], w;
-  char y;
-  tain deadline;
+#ifdef PR_SET_NAME
+  prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+#else
+  (void)name;
+#endif
+}
+
+/* In a new engine: closes what belongs to the service (the listener, the self-pipe, the other
+ * spares' sockets) and drops to the engine's ids. Nothing has been read yet. */
+static void engine_setup(struct child const *c)
+{
+  unsigned int i;
   PROG = "tls-engine (engine)";
   selfpipe_finish();
   fd_close(c->lfd);
+  for (i = 0; i < nspares; i++) fd_close(spares[i].ctl);
+  if (c->other >= 0) fd_close(c->other);
   if (c->cfg->drop) {
     gid_t g = c->cfg->gid;
     if (skalibs_setgroups(1, &g) < 0 || setgid(c->cfg->gid) < 0)
@@ -101,15 +134,131 @@ static int engine_child(void *p)
     if (setuid(c->cfg->uid) < 0) strerr_diefu1sys(111, "set the user id of the TLS engine");
   }
   if (sig_ignore(SIGPIPE) < 0) strerr_diefu1sys(111, "ignore SIGPIPE");
+}
+
+/* The hand-over on conn, then the relay. */
+static void engine_run(tlsengine_cfg const *cfg, int conn) __attribute__((noreturn));
+static void engine_run(tlsengine_cfg const *cfg, int conn)
+{
+  int fds[3], w;
+  char y;
+  tain deadline;
   tain_now_set_stopwatch_g();
   tain_addsec_g(&deadline, TLSENGINE_HANDOVER_TIMEOUT);
-  if (!fdpass_recv(c->conn, &y, fds, 3, &deadline))
+  if (!fdpass_recv(conn, &y, fds, 3, &deadline))
     strerr_diefu1sys(111, "receive the connection from the protocol program");
   if (y != 'Y') strerr_dief1x(100, "unknown hand-over command");
   /* the relay closes its two application fds apart: give it two */
   w = dup(fds[2]);
   if (w < 0) strerr_diefu1sys(111, "dup");
-  tlsengine_relay(fds[0], fds[1], fds[2], w, c->conn, c->cfg->hsms);
+  tlsengine_relay(fds[0], fds[1], fds[2], w, conn, cfg->hsms);
+}
+
+/* An engine forked for one connection (no spare was waiting). */
+static int engine_child(void *p)
+{
+  struct child const *c = p;
+  engine_setup(c);
+  engine_run(c->cfg, c->conn);
+}
+
+/* A spare: dropped at once, then waits (without a time limit) for one connection from the
+ * service on c->conn; EOF there (the service recycles it, or is gone) ends it quietly. */
+static int spare_child(void *p)
+{
+  struct child const *c = p;
+  int conn;
+  char y;
+  engine_setup(c);
+  /* what does not depend on the client is done now, off the handshake's path: the context
+   * (and the page faults of its buffers) */
+  memset(iobuf, 0, sizeof iobuf);
+  engine_init();
+  if (!fdpass_recv(c->conn, &y, &conn, 1, &tain_infinite)) {
+    if (errno == EPIPE) _exit(0);
+    strerr_diefu1sys(111, "receive a connection from the service");
+  }
+  fd_close(c->conn);
+  name_as("tls-engine");
+  engine_run(c->cfg, conn);
+}
+
+/* Forks one spare. 1 if it was started. */
+static int spare_start(tlsengine_cfg const *cfg, int lfd)
+{
+  int sp[2];
+  struct child c = {cfg, lfd, -1, -1};
+  pid_t pid;
+  if (nspares >= TLSENGINE_SPARES_MAX) return 0;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+    strerr_warnwu1sys("create a socket pair for a spare engine");
+    return 0;
+  }
+  c.conn = sp[1];
+  c.other = sp[0];
+  /* the spare is born with its idle name (a child named tls-engine always holds a
+   * connection): the service wears it for the time of the fork */
+  name_as("tls-engine-idle");
+  pid = spawn_call(&spare_child, &c);
+  name_as("tls-engine");
+  fd_close(sp[1]);
+  if (pid < 0) {
+    strerr_warnwu1sys("fork a spare engine");
+    fd_close(sp[0]);
+    return 0;
+  }
+  spares[nspares].pid = pid;
+  spares[nspares++].ctl = sp[0];
+  return 1;
+}
+
+/* Lets the spare i go: it is no longer waiting (it took a connection, died, or is recycled). */
+static void spare_drop(unsigned int i)
+{
+  fd_close(spares[i].ctl);
+  spares[i] = spares[--nspares];
+}
+
+/* A spare that exited: 1 if pid was one (then it is gone from the list). */
+static int spare_reaped(pid_t pid)
+{
+  unsigned int i;
+  for (i = 0; i < nspares; i++)
+    if (spares[i].pid == pid) {
+      spare_drop(i);
+      return 1;
+    }
+  return 0;
+}
+
+/* Hands conn to a waiting spare. 1 if one took it; every spare that could not is dropped (it
+ * exits on its own: it counts as running until reaped). */
+static int spare_give(int conn, unsigned int *running)
+{
+  while (nspares) {
+    unsigned int i = nspares - 1;
+    tain deadline;
+    tain_now_g();
+    tain_add_g(&deadline, &tain_zero); /* an empty socket: the send never waits */
+    if (fdpass_send(spares[i].ctl, 'C', &conn, 1, &deadline)) {
+      spare_drop(i);
+      (*running)++;
+      return 1;
+    }
+    kill(spares[i].pid, SIGKILL); /* it is going anyway (EPIPE: it died) */
+    spare_drop(i);
+    (*running)++;
+  }
+  return 0;
+}
+
+/* Every spare holds the keys it was forked with: after a reload they go, and new ones come. */
+static void spares_recycle(unsigned int *running)
+{
+  while (nspares) {
+    spare_drop(nspares - 1); /* EOF on its socket: it exits */
+    (*running)++;
+  }
 }
 
 static int allowed(tlsengine_cfg const *cfg, int fd, uid_t *who)
@@ -133,17 +282,18 @@ static void refuse(int fd, char const *why, uid_t u)
   fd_close(fd);
 }
 
-/* A connection: checks, reloads the keys when a file changed, forks its engine. 1 if an
- * engine was started. */
-static int take(tlsengine_cfg const *cfg, int lfd, int fd, int *usable)
+/* A connection: checks, reloads the keys when a file changed (the spares then go), gives it to
+ * a spare, or forks its engine when none waits. */
+static void take(tlsengine_cfg const *cfg, int lfd, int fd, int *usable, unsigned int *running)
 {
-  struct child c = {cfg, lfd, fd};
+  struct child c = {cfg, lfd, fd, -1};
   uid_t who = (uid_t)-1;
   if (!allowed(cfg, fd, &who)) {
     refuse(fd, "uid not allowed", who);
-    return 0;
+    return;
   }
   if (tlsserver_changed()) {
+    spares_recycle(running);
     *usable = tlsserver_load();
     if (*usable) strerr_warni1x("certificate or key changed: keypairs loaded again");
     else strerr_warnw2x("keypairs changed but unusable, STARTTLS refused until fixed: ",
@@ -151,15 +301,13 @@ static int take(tlsengine_cfg const *cfg, int lfd, int fd, int *usable)
   }
   if (!*usable) {
     refuse(fd, "no usable certificate", who);
-    return 0;
+    return;
   }
-  if (spawn_call(&engine_child, &c) < 0) {
-    strerr_warnwu1sys("fork an engine");
-    fd_close(fd);
-    return 0;
+  if (!spare_give(fd, running)) {
+    if (spawn_call(&engine_child, &c) < 0) strerr_warnwu1sys("fork an engine");
+    else (*running)++;
   }
   fd_close(fd);
-  return 1;
 }
 
 static int listen_on(char const *path)
@@ -176,9 +324,26 @@ static int listen_on(char const *path)
   return lfd;
 }
 
+/* Spares to start now: up to cfg->spares waiting, engines and spares within maxconn. */
+static int spares_wanted(tlsengine_cfg const *cfg, unsigned int running, int usable)
+{
+  return usable && nspares < cfg->spares && running + nspares < cfg->maxconn;
+}
+
+/* Reaps the engines that exited (SIGCHLD). */
+static void reap(unsigned int *running)
+{
+  for (;;) {
+    int st;
+    pid_t p = waitpid(-1, &st, WNOHANG);
+    if (p <= 0) break;
+    if (!spare_reaped(p) && *running) (*running)--;
+  }
+}
+
 int tlsengine_serve(tlsengine_cfg const *cfg0)
 {
-  unsigned int running = 0;
+  unsigned int running = 0; /* engines that hold (or held) a connection, not yet reaped */
   int usable = 1, sfd, lfd;
   sigset_t set;
   tlsengine_cfg c = *cfg0, *cfg = &c; /* notif is used once */
@@ -186,6 +351,7 @@ int tlsengine_serve(tlsengine_cfg const *cfg0)
    * readiness write, and the loop would spin on a dead fd */
   if (cfg->notif >= 0 && fcntl(cfg->notif, F_GETFD) < 0)
     strerr_dief1x(100, "the notification fd is not open");
+  if (c.spares > TLSENGINE_SPARES_MAX) c.spares = TLSENGINE_SPARES_MAX;
   sfd = selfpipe_init();
   if (sfd < 0) strerr_diefu1sys(111, "create the self-pipe");
   sigemptyset(&set);
@@ -203,10 +369,27 @@ int tlsengine_serve(tlsengine_cfg const *cfg0)
   tain_now_set_stopwatch_g();
   for (;;) {
     iopause_fd x[2] = {{.fd = sfd, .events = IOPAUSE_READ}, {.fd = lfd, .events = IOPAUSE_READ}};
-    int r = iopause_g(x, running < cfg->maxconn ? 2 : 1, &tain_infinite);
+    /* spares are started when nothing else is to be done: a connection never waits for one */
+    int refill = spares_wanted(cfg, running, usable);
+    tain deadline = tain_infinite;
+    int r;
+    if (refill) {
+      tain_now_g();
+      tain_add_g(&deadline, &tain_zero);
+    }
+    r = iopause_g(x, running < cfg->maxconn ? 2 : 1, &deadline);
     if (r < 0) {
       if (errno == EINTR) continue;
       strerr_diefu1sys(111, "iopause");
+    }
+    if (!r) {
+      if (refill && !spare_start(cfg, lfd)) {
+        /* cannot fork now (logged): try again in a second, not in a busy loop */
+        tain_now_g();
+        tain_addsec_g(&deadline, 1);
+        iopause_g(x, 0, &deadline);
+      }
+      continue;
     }
     if ((x[0].revents & IOPAUSE_EXCEPT) && !(x[0].revents & IOPAUSE_READ))
       strerr_dief1x(111, "the self-pipe is gone");
@@ -217,12 +400,7 @@ int tlsengine_serve(tlsengine_cfg const *cfg0)
           unlink(cfg->path);
           return 0;
         }
-        for (;;) {
-          int st;
-          pid_t p = waitpid(-1, &st, WNOHANG);
-          if (p <= 0) break;
-          if (running) running--;
-        }
+        reap(&running);
       }
       if (sig < 0) strerr_diefu1sys(111, "read the self-pipe");
     }
@@ -233,7 +411,7 @@ int tlsengine_serve(tlsengine_cfg const *cfg0)
           strerr_warnwu1sys("accept");
         continue;
       }
-      running += (unsigned int)take(cfg, lfd, fd, &usable);
+      take(cfg, lfd, fd, &usable, &running);
     }
   }
 }

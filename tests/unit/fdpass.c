@@ -62,7 +62,7 @@ int main(void)
   char c = 0;
   tain d;
   static char const facts[] = "SSL_PROTOCOL=TLSv1.2\0SSL_CIPHER=X\0";
-  char path[] = "/tmp/unit-fdpass-XXXXXX";
+  char path[64] = "/tmp/unit-fdpass-XXXXXX";
 
   /* fdpass alone: exact count, wrong count refused (and the descriptors closed) */
   CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
