@@ -303,14 +303,32 @@ static int tmp_name(stralloc *tmp, char const *qdir, stralloc const *id)
   return stralloc_catb(tmp, id->s, id->len);
 }
 
+/* Creates intake/N/ID (its name in tmp), making intake/ where it is missing. Where intake/N
+ * cannot be used (a queue from before intake/ whose directories another uid made: EACCES),
+ * tmp/ID as before intake/ was there. The fd (not yet given to the queue's owner), or -1. */
+static int tmp_open(char const *qdir, stralloc const *id, stralloc *tmp)
+{
+  int const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  int fd;
+  if (!tmp_name(tmp, qdir, id)) return -1;
+  fd = open(tmp->s, flags, 0640);
+  if (fd < 0 && errno == ENOENT && queue_init(qdir)) fd = open(tmp->s, flags, 0640);
+  if (fd >= 0 || errno == EEXIST) return fd;
+  tmp->len = 0;
+  if (!stralloc_cats(tmp, qdir) || !stralloc_cats(tmp, "/tmp/") ||
+      !stralloc_catb(tmp, id->s, id->len))
+    return -1;
+  return open(tmp->s, flags, 0640);
+}
+
 /* Creates intake/N/ID under a fresh id. Returns fd or -1. */
 static int tmp_create(char const *qdir, stralloc *id, stralloc *tmp)
 {
   unsigned int tries;
   for (tries = 0; tries < 16; tries++) {
     int fd;
-    if (!make_id(id) || !tmp_name(tmp, qdir, id)) return -1;
-    fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (!make_id(id)) return -1;
+    fd = tmp_open(qdir, id, tmp);
     if (fd >= 0) return own(fd, qdir, tmp);
     if (errno != EEXIST) return -1;
     inject_counter++;
@@ -375,11 +393,7 @@ int queue_tx_begin(char const *qdir, queue_tx *tx)
 /* intake/N/ID under the id already given: no other try */
 static int tmp_create_fixed(char const *qdir, stralloc const *id, stralloc *tmp)
 {
-  int fd;
-  if (!tmp_name(tmp, qdir, id)) return -1;
-  fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
-  if (fd < 0 && errno == ENOENT && queue_init(qdir))
-    fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+  int fd = tmp_open(qdir, id, tmp);
   return fd < 0 ? fd : own(fd, qdir, tmp);
 }
 

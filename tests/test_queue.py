@@ -7,6 +7,7 @@ import email.policy
 import json
 import glob
 import os
+import shutil
 import re
 import signal
 import stat
@@ -546,6 +547,21 @@ def test_stale_temporary_files_are_removed_at_start(users, qrun):
     assert os.path.exists(new) and not os.path.exists(old)
     wait_for(lambda: not os.path.exists(orphan), what="orphan state removed")
     assert users.messages("bob@example.test") == []  # a half-written file is never delivered
+
+
+def test_inject_uses_tmp_where_intake_cannot_be_used(instance):
+    # a queue whose intake/ is unusable (here: a file in its place; in life, directories made
+    # by another uid before an upgrade) still takes mail, through tmp/ as before intake/
+    q = instance.path("queue")
+    shutil.rmtree(os.path.join(q, "intake"))
+    with open(os.path.join(q, "intake"), "w") as f:
+        f.write("not a directory\n")
+    rc, err = instance.inject(MSG, "a@example.test", "bob@example.test")
+    assert rc == 0, err
+    [qid] = mess(instance)
+    with open(os.path.join(q, "mess", qid), "rb") as f:
+        assert f.read().endswith(MSG)
+    assert tmpfiles(instance) == []
 
 
 def test_stale_intake_files_are_removed_at_start(users, qrun):
