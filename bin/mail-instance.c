@@ -694,11 +694,10 @@ static void initial_aliases(stralloc *out, char const *const *doms, unsigned int
 }
 
 /* Marks ROOT as the top of a directory hierarchy (ext4's chattr +T, FS_TOPDIR_FL), so the
- * file system places each of its sub-directories (queue/, mail/, log/...) in a block group of
- * its own: the queue's churn (a file made and removed per message) then stays out of the
- * groups where Maildir files are made. On ext4 without a journal every inode allocation scans
- * the inodes freed in its group in the last minutes (recently_deleted()); with queue/ and mail/
- * in one group a delivery paid for the queue's unlinks (doc/performance.md, 2026-12-05 13:00).
+ * file system spreads its sub-directories (queue/, mail/, log/...) over block groups instead
+ * of keeping them in the parent's, where whatever else lives there makes and removes files.
+ * On ext4 without a journal every inode allocation scans the inodes freed in its group in the
+ * last minutes (recently_deleted(); doc/queue.md, "Layout"; doc/performance.md, 2026-12-05).
  * Advice only: a file system without the flag, or a refusal, changes nothing. */
 static void root_topdir(void)
 {

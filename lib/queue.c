@@ -36,7 +36,8 @@ int queue_path(stralloc *sa, char const *qdir, char const *rel)
 }
 
 /* Marks the directory p as the top of a hierarchy (ext4's chattr +T): the file system then
- * puts each of its sub-directories in a block group of its own. Advice only. */
+ * spreads its sub-directories over block groups (Orlov) instead of keeping them near p.
+ * Advice only. */
 static void topdir(char const *p)
 {
   int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC), flags;
@@ -293,9 +294,9 @@ static int own(int fd, char const *qdir, stralloc const *tmp)
 
 /* intake/N/ID in tmp (without its NUL): N from the process and its count of injections, so
  * concurrent injectors (the injection service's workers) write into different directories,
- * each in a block group of its own (queue_init). On ext4 without a journal, making an inode
- * costs a look at every inode freed in its group in the last minutes (recently_deleted()):
- * every delivered message frees one, and split 16 ways each group sees a sixteenth of them. */
+ * spread over block groups (queue_init). On ext4 without a journal, making an inode costs a
+ * look at every inode freed in its group in the last minutes (recently_deleted()): every
+ * delivered message frees one, and split this way each group sees only a share of them. */
 static int tmp_name(stralloc *tmp, char const *qdir, stralloc const *id)
 {
   if (!intake_path(tmp, qdir, (unsigned int)getpid() + inject_counter)) return 0;

@@ -3,7 +3,7 @@
  * Layout under QDIR (MAILROOT/queue), made by queue_init():
  *   intake/N/    files being written by an injector (N = 0..QUEUE_INTAKE_SPLIT-1: each
  *                injector process takes N from its pid and its count of injections; intake/
- *                is marked as the top of a hierarchy so each N is in a block group of its own)
+ *                is marked as the top of a hierarchy, so the N are spread over block groups)
  *   tmp/         spill files of large messages (unlinked at once), and what injectors from
  *                before intake/ left (neither looked at by queue-run's scan)
  *   mess/ID      committed messages: one file each, envelope + content, never rewritten
