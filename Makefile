@@ -88,16 +88,10 @@ $(B)/bin/login-wait: bin/login-wait.c $(B)/.flags
 	$(CC) $(CFLAGS) $(STDFLAGS) $(LDFLAGS) $(LDSAN) -o $@ $<
 endif
 
-# The long-lived session programs are linked dynamically even with STATIC=1: one of them alone
-# costs less that way (glibc's text is shared with every other process on the machine, a
-# static program's is mapped whole by its own faults): 1,808 -> 1,238 kB for an IMAP session
-# on 10,000 messages, and with four sessions still 1,126 -> 1,050 kB each (doc/performance.md,
-# 2026-12-05).
-DYNAMIC_PROGS := $(B)/bin/imap-maildir $(B)/bin/pop3-maildir
-ifeq ($(STATIC),1)
-$(DYNAMIC_PROGS): $(B)/bin/%: $(B)/obj/%.o $(B)/libpillarbox.a
-	$(CC) $(LDFLAGS) -o $@ $< $(LIBS)
-endif
+# The long-lived session programs (imap-maildir, pop3-maildir) are static like the others: a
+# session that waits for its client drops its text (lib/pagedrop), which was the reason they
+# were linked dynamically, and then costs 25-45 kB less than a dynamic one, alone or four at
+# once (no relocated glibc data, no loader pages; doc/performance.md, 2026-12-05 afternoon).
 
 ifeq ($(STATIC),1)
 $(B)/bin/%: $(B)/obj/%.o $(B)/libpillarbox.a

@@ -2,17 +2,19 @@
 
 Measured:
   1. full TLS 1.2 handshakes per second (ECDHE-ECDSA-AES128-GCM-SHA256, EC P-256 key) with
-     `openssl s_time -new` as the client (one, then four at once), against
-       pillarbox: tcpserver -> tls-serve -> cat (a process pair per connection, keys read
-                  from disk each time), and
-       openssl:   openssl s_server -tls1_2 (one process, key loaded once);
-     ratio pillarbox / openssl (target >= 0.5), and, in the same run,
-       engine:    tcpserver -> pop3-serve with TLS_IMPLICIT=1 and TLS_ENGINE (one exec per
-                  connection; the long-running tls-engine, started by the bench, forks the TLS
-                  engine with the keys already loaded: `tls-engine -p 0`);
-       spares:    the same with `tls-engine -p 4`, as services/tls-engine runs it (engines
-                  forked in advance, one given each connection, no fork on the handshake's
-                  path), in front of pop3-serve and of smtp-receive (smtps's program);
+     `openssl s_time -new` as the client (one, then four at once), and the server's CPU per
+     handshake (all its processes, from /proc), against openssl s_server -tls1_2 (one process,
+     key loaded once), target >= 0.5 with one client. Every server is started once and each
+     takes its turn in BENCH_TLS_ROUNDS rounds (s_server first in each), so each ratio is
+     against the s_server run of the same round, seconds apart (the machine is shared):
+       tls-serve:              tcpserver -> tls-serve -> cat (a process pair per connection,
+                               keys read from disk each time);
+       engine-0-pop3-serve:    tcpserver -> pop3-serve with TLS_IMPLICIT=1 and TLS_ENGINE (one
+                               exec per connection; the long-running tls-engine, started by the
+                               bench, forks an engine per connection: `tls-engine -p 0`);
+       engine-4-pop3-serve:    the same with `tls-engine -p 4`, as services/tls-engine runs it
+                               (engines forked in advance, no fork on the handshake's path);
+       engine-4-smtp-receive:  the same in front of smtp-receive (smtps, pop3s, imaps's chain);
      where a handshake's time goes: BearSSL's own public-key work for one handshake (ECDHE
      P-256 or X25519 + the ECDSA P-256 signature), timed in-process (bench/tls-crypto.c), set
      against each server's time per handshake, and the group the client and BearSSL agree on;
@@ -175,8 +177,8 @@ class EngineService:
     """tls-engine on INST/run/tls/engine, as services/tls-engine runs it (engines as pb-tls
     when root)."""
 
-    def __init__(self, inst, env, spares=0):
-        self.sock = os.path.join(inst, "run", "tls", "engine")
+    def __init__(self, inst, env, spares=0, name="engine"):
+        self.sock = os.path.join(inst, "run", "tls", name)
         os.makedirs(os.path.dirname(self.sock), exist_ok=True)
         e = dict(env)
         if os.geteuid() == 0:
@@ -206,21 +208,90 @@ def idle_engines(ppid):
     return [p for p, name, _ in children([ppid]) if name == "tls-engine-idle"]
 
 
-def engine_handshakes(inst, env, clients=1, spares=0, program="pop3-serve"):
-    """Handshakes/s of tcpserver -> program (TLS_IMPLICIT=1) through the engine service."""
-    eng = EngineService(inst, env, spares)
+ROUNDS = int(os.environ.get("BENCH_TLS_ROUNDS", "3"))
+
+
+class Variant:
+    """One server for the handshake rounds: its name, port, and the pids whose CPU is its."""
+
+    def __init__(self, name, port, procs):
+        self.name, self.port, self.procs = name, port, procs
+        self.rates, self.ms, self.split = [], [], []
+
+    def pids(self):
+        return [p.p.pid for p in self.procs]
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.stop()
+
+
+def start_variants(inst, env, wanted):
+    """Every server of the rounds, started once and left idle between its turns."""
+    cert = os.path.join(inst, "tls", "cert.pem")
+    key = os.path.join(inst, "tls", "key.pem")
+    out = []
     try:
-        e = dict(env, TLS_ENGINE=eng.sock, TLS_IMPLICIT="1", SMTPAUTH="1")
-        port = free_port()
-        srv = tcpserver(e, port, [os.path.join(BIN, program)])
-        try:
-            group = temp_key(port)
-            rate, ms, split = cpu_per_handshake([srv.p.pid, eng.p.pid], port, clients)
-            return rate, ms, group, split
-        finally:
-            srv.stop()
-    finally:
-        eng.stop()
+        for name in wanted:
+            port = free_port()
+            if name == "s_server":
+                procs = [Proc(["openssl", "s_server", "-accept", "127.0.0.1:%d" % port, "-cert",
+                               cert, "-key", key, "-tls1_2", "-cipher",
+                               "ECDHE-ECDSA-AES128-GCM-SHA256", "-quiet"], env, port)]
+            elif name == "tls-serve":
+                procs = [tcpserver(env, port, [os.path.join(BIN, "tls-serve"), "cat"])]
+            else:  # engine-P-PROGRAM: tls-engine -p P, tcpserver -> PROGRAM with TLS_IMPLICIT
+                _, spares, program = name.split("-", 2)
+                eng = EngineService(inst, env, int(spares), name)
+                e = dict(env, TLS_ENGINE=eng.sock, TLS_IMPLICIT="1", SMTPAUTH="1")
+                try:
+                    procs = [eng, tcpserver(e, port, [os.path.join(BIN, program)])]
+                except BaseException:
+                    eng.stop()
+                    raise
+                # tcpserver's tree first, then the engine service's
+                procs = [procs[1], procs[0]]
+            out.append(Variant(name, port, procs))
+    except BaseException:
+        for v in out:
+            v.stop()
+        raise
+    return out
+
+
+def rounds(variants, clients):
+    """ROUNDS rounds, each variant in turn (s_server first), so that each ratio is taken
+    against the s_server run of the same round, seconds apart."""
+    for _ in range(ROUNDS):
+        for v in variants:
+            rate, ms, split = cpu_per_handshake(v.pids(), v.port, clients)
+            v.rates.append(rate)
+            v.ms.append(ms)
+            v.split.append(split)
+
+
+def span(xs, fmt="%.2f"):
+    """median (min-max) of xs."""
+    ys = sorted(xs)
+    return (fmt + " (" + fmt + "-" + fmt + ")") % (ys[len(ys) // 2], ys[0], ys[-1])
+
+
+def report_rounds(variants, clients):
+    base = variants[0]
+    print("handshakes/s, %d client%s, %d rounds of %d s, each against s_server in the same "
+          "round (median, range): s_server %s/s" % (clients, "s" if clients > 1 else "",
+                                                    ROUNDS, SECONDS, span(base.rates, "%.0f")))
+    for v in variants[1:]:
+        ratios = [a / b for a, b in zip(v.rates, base.rates)]
+        cpu = [b / a for a, b in zip(v.ms, base.ms)]
+        print("  %-22s %s/s, ratio %s; server CPU %s ms per handshake (s_server %s), "
+              "handshakes per CPU-second %s of s_server"
+              % (v.name, span(v.rates, "%.0f"), span(ratios), span(v.ms),
+                 span(base.ms), span(cpu)))
+        if len(v.split[0]) == 2:
+            print("  %-22s CPU split: tcpserver and its program %s ms, tls-engine and its "
+                  "engines %s ms" % ("", span([x[0] for x in v.split]),
+                                     span([x[1] for x in v.split])))
 
 
 def temp_key(port):
@@ -241,25 +312,6 @@ def crypto_usec(tmp):
     out = subprocess.run([exe, "300"], check=True, capture_output=True, timeout=300).stdout
     w = out.decode().split()
     return dict(zip(w[0::2], (float(x) for x in w[1::2])))
-
-
-def handshakes(inst, env, clients=1):
-    cert = os.path.join(inst, "tls", "cert.pem")
-    key = os.path.join(inst, "tls", "key.pem")
-    p1 = free_port()
-    srv = tcpserver(env, p1, [os.path.join(BIN, "tls-serve"), "cat"])
-    try:
-        ours = cpu_per_handshake([srv.p.pid], p1, clients)[:2]
-    finally:
-        srv.stop()
-    p2 = free_port()
-    ossl = Proc(["openssl", "s_server", "-accept", "127.0.0.1:%d" % p2, "-cert", cert, "-key", key,
-                 "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-quiet"], env, p2)
-    try:
-        theirs = cpu_per_handshake([ossl.p.pid], p2, clients)[:2]
-    finally:
-        ossl.stop()
-    return ours, theirs
 
 
 def reply(f):
@@ -398,46 +450,31 @@ def main():
             f.write("%d\n" % ((MB + 10) << 20))
         cafile = os.path.join(inst, "tls", "cert.pem")
 
-        (ours, ours_ms), (theirs, theirs_ms) = handshakes(inst, env)
-        eng, eng_ms, group, _ = engine_handshakes(inst, env)
-        spa, spa_ms, _, spa_split = engine_handshakes(inst, env, spares=4)
-        sms, sms_ms, _, sms_split = engine_handshakes(inst, env, spares=4,
-                                                      program="smtp-receive")
-        print("handshakes/s, 1 client: tls-serve %.0f, openssl s_server %.0f, ratio %.2f "
-              "(target >= 0.5)" % (ours, theirs, ours / theirs))
-        print("handshakes/s, 1 client: engine (tcpserver -> pop3-serve, TLS_IMPLICIT) %.0f, "
-              "ratio %.2f to s_server, %.2f to tls-serve" % (eng, eng / theirs, eng / ours))
-        print("handshakes/s, 1 client, tls-engine -p 4 (spares, as the services run): "
-              "pop3-serve %.0f, ratio %.2f; smtp-receive (smtps) %.0f, ratio %.2f to s_server"
-              % (spa, spa / theirs, sms, sms / theirs))
-        print("server CPU per handshake (all its processes, from /proc): tls-serve %.2f ms, "
-              "engine %.2f ms, spares %.2f ms (pop3-serve) %.2f ms (smtps), s_server %.2f ms; "
-              "handshakes per CPU-second, ratio to s_server: tls-serve %.2f, engine %.2f, "
-              "spares %.2f / %.2f" % (ours_ms, eng_ms, spa_ms, sms_ms, theirs_ms,
-                                      theirs_ms / ours_ms, theirs_ms / eng_ms,
-                                      theirs_ms / spa_ms, theirs_ms / sms_ms))
-        print("  split with spares: tcpserver and its program %.2f ms (pop3-serve) %.2f ms "
-              "(smtp-receive); tls-engine and its engines %.2f / %.2f ms"
-              % (spa_split[0], sms_split[0], spa_split[1], sms_split[1]))
+        names = ["s_server", "tls-serve", "engine-0-pop3-serve", "engine-4-pop3-serve",
+                 "engine-4-smtp-receive"]
+        variants = start_variants(inst, env, names)
+        try:
+            group = temp_key(variants[-1].port)
+            spare_mem = [private_kb(p) for p in idle_engines(variants[3].procs[1].p.pid)]
+            print("idle spares of tls-engine -p 4: %d, private %s KB, PSS %s KB each"
+                  % (len(spare_mem), [m for m, _ in spare_mem], [q for _, q in spare_mem]))
+            rounds(variants, 1)
+            report_rounds(variants, 1)
+            print("  (tls-serve's CPU misses its TLS engine: the engine outlives `cat`, is "
+                  "reparented and never reaped by tcpserver)")
+            for v in variants:
+                v.rates, v.ms, v.split = [], [], []
+            rounds(variants, 4)
+            report_rounds(variants, 4)
+        finally:
+            for v in variants:
+                v.stop()
         c = crypto_usec(tmp)
         hs = c["total_x25519"] if "25519" in group else c["total"]
         print("group agreed: %s; BearSSL in-process per handshake: ECDHE P-256 %.0f us, X25519 "
-              "%.0f us, ECDSA P-256 sign %.0f us: %.0f us with this group"
-              % (group, c["ecdhe"], c["x25519"], c["ecdsa"], hs))
-        for name, rate, ms in (("tls-serve", ours, ours_ms), ("engine", eng, eng_ms),
-                               ("spares", spa, spa_ms), ("s_server", theirs, theirs_ms)):
-            print("  %-9s %6.0f us per handshake wall (client included), %5.0f us server CPU; "
-                  "BearSSL's crypto %.0f%% of that CPU, the rest (processes, I/O) %.0f us"
-                  % (name, 1e6 / rate, ms * 1e3, 100 * hs / (ms * 1e3), ms * 1e3 - hs))
-        print("  ceiling with BearSSL's crypto alone (no process, no client): %.0f/s, %.2f of "
-              "s_server" % (1e6 / hs, 1e6 / hs / theirs))
-        (ours, _), (theirs, _) = handshakes(inst, env, clients=4)
-        eng = engine_handshakes(inst, env, clients=4)[0]
-        spa = engine_handshakes(inst, env, clients=4, spares=4)[0]
-        print("handshakes/s, 4 clients: tls-serve %.0f, engine %.0f, spares %.0f, openssl "
-              "s_server %.0f, ratio %.2f / %.2f / %.2f (tcpserver runs connections in parallel, "
-              "s_server one at a time)" % (ours, eng, spa, theirs, ours / theirs, eng / theirs,
-                                          spa / theirs))
+              "%.0f us, ECDSA P-256 sign %.0f us: %.0f us with this group; its ceiling alone "
+              "(no process, no client) %.0f/s" % (group, c["ecdhe"], c["x25519"], c["ecdsa"], hs,
+                                                   1e6 / hs))
         if os.environ.get("BENCH_TLS_HANDSHAKES_ONLY"):
             return
 

@@ -10,6 +10,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +34,7 @@
 #include "imapio.h"
 #include "maildir.h"
 #include "mailstore.h"
+#include "pagedrop.h"
 
 char const *PROG = "imap-maildir";
 #define USAGE "imap-maildir [-t timeout] [-p idlepoll] [-P]"
@@ -51,6 +55,19 @@ static void out(char const *s)
 static void flush(void)
 {
   if (!imapio_flush()) _exit(errno == ETIMEDOUT ? 99 : 0);
+}
+
+/* The client has been quiet for a while (lib/timedio's rest, under IDLE too): what the session
+ * holds only for the next command goes out of its memory until that command comes (the
+ * record's pages, freed heap, the stack of the last deep call; lib/timedio then waits without
+ * the program's text: lib/pagedrop). */
+static void rest(void)
+{
+  if (sess.selected) mailstore_idle(&sess.ms); /* see mailstore.h */
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+  pagedrop_stack();
 }
 
 static void bye(char const *, int) gccattr_noreturn;
@@ -453,6 +470,7 @@ int main(int argc, char const *const *argv)
   if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");
   notify_login();
   if (!imapio_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the session fds");
+  imapio_onrest(&rest);
   x = getenv("IMAP_INPUT");
   if (x && *x) preload(x);
   sess.tag = getenv("IMAP_TAG");
@@ -492,7 +510,6 @@ int main(int argc, char const *const *argv)
   spool.max_literal = appendmax;
   for (;;) {
     int r;
-    if (sess.selected && !imapio_buffered()) mailstore_idle(&sess.ms); /* see mailstore.h */
     r = imapio_readcmd(&cmdbuf, &cmd, &spool);
     switch (r) {
       case 1: break;

@@ -28,6 +28,7 @@
 #include <skalibs/strerr.h>
 #include <skalibs/types.h>
 #include "maildir.h"
+#include "pagedrop.h"
 #include "pop3.h"
 #include "pop3io.h"
 #include "quotastate.h"
@@ -58,6 +59,15 @@ static unsigned long maxmsgs = 100000;
 static int sized;
 static char fbuf[16384];
 static int lockfd = -1; /* MAILDIR/.pop3.lock, held (flock) for the whole session */
+
+/* The client has been quiet for a while (lib/timedio's rest): the size cache's buffer, the
+ * program's text and the stack of the last deep call go out of the session's memory until the
+ * next command needs them. */
+static void rest(void)
+{
+  pagedrop_buf(fbuf, sizeof fbuf);
+  pagedrop_stack();
+}
 
 static void die_io(void) gccattr_noreturn;
 
@@ -800,6 +810,7 @@ int main(int argc, char const *const *argv)
     }
   }
   if (!pop3io_init(0, 1, timeout)) strerr_diefu1sys(111, "set up the session fds");
+  pop3io_onrest(&rest);
   x = getenv("POP3_INPUT");
   if (x && !pop3io_preload_hex(x))
     strerr_dief1x(100, "POP3_INPUT is not the hex of at most 1024 bytes");

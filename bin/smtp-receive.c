@@ -10,6 +10,7 @@
  * interrupted message is never committed; the reply comes after the queue's answer.
  * See doc/smtp-receive.8, doc/smtp.md.
  */
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -619,32 +620,27 @@ static void configure(void)
     me = mesa.s;
   } else if ((x = getenv("TCPLOCALHOST")) && *x) me = x;
   if (control_readline(&firstdomain, "domains") < 0) strerr_diefusys(111, "read control/domains");
-  linemax = control_uint("smtp-linemax", 2048);
+  linemax = control_uint_in("smtp-linemax", 2048, 512, 65536);
   /* the same default as queue-inject's, and 0 means that default there too */
   databytes = control_uint("databytes", QUEUE_DATABYTES);
   if (!databytes) databytes = QUEUE_DATABYTES;
   hoplimit = control_uint("hop-limit", 100);
   if (!hoplimit) hoplimit = 100;
-  rcptmax = control_uint("smtp-rcptmax", 100);
+  rcptmax = control_uint_in("smtp-rcptmax", 100, 1, ULONG_MAX);
   errmax = control_uint("smtp-errmax", 20);
   junkmax = control_uint("smtp-junkmax", 100);
-  timeout = control_uint("smtp-timeout", 300);
+  timeout = control_uint_in("smtp-timeout", 300, 1, 86400);
   sessionmax = control_uint("smtp-sessionmax", 3600);
   authdelay = control_uint("smtp-authdelay", 1);
   peermax = control_uint("smtp-peermax", 10);
-  greetdelay = control_uint("smtp-greetdelay", 0);
-  if (linemax < 512) linemax = 512;
-  if (linemax > 65536) linemax = 65536;
-  if (!timeout) timeout = 1;
-  if (timeout > 86400) timeout = 86400;
+  greetdelay = control_uint_in("smtp-greetdelay", 0, 0, 30000);
   if (!sessionmax || sessionmax > 86400 * 7) sessionmax = 86400 * 7;
-  if (!rcptmax) rcptmax = 1;
-  if (greetdelay > 30000) greetdelay = 30000;
 
   x = getenv("TCPREMOTEIP");
   if (x && *x) remoteip = x;
   x = getenv("TCPREMOTEHOST");
   if (x && *x) remotehost = x;
+  if (!remotehost) remotehost = smtpd_client_name(remoteip);
   relayclient = !!getenv("RELAYCLIENT");
   authrequired = !!getenv("SMTPAUTH");
   /* AUTH without TLS: only when explicitly allowed, and only for a loopback peer */

@@ -149,3 +149,10 @@ unsigned long control_uint(char const *name, unsigned long def)
   if (!r) strerr_dief3x(100, "control/", name, ": not an unsigned number");
   return u;
 }
+
+unsigned long control_uint_in(char const *name, unsigned long def, unsigned long min,
+                              unsigned long max)
+{
+  unsigned long u = control_uint(name, def);
+  return u < min ? min : u > max ? max : u;
+}

@@ -30,6 +30,10 @@ int control_readuint(char const *name, unsigned long def, unsigned long *u);
 /* Same, but dies with exit 100 naming the file on junk and 111 on read error. */
 unsigned long control_uint(char const *name, unsigned long def);
 
+/* control_uint, then brought into [min, max]. */
+unsigned long control_uint_in(char const *name, unsigned long def, unsigned long min,
+                              unsigned long max);
+
 /* The default domain, where a bare local name ("root", "postmaster", cron's MAILTO) lives, as
  * qmail's control/defaultdomain: the first line of control/defaultdomain, else the first of
  * control/domains, else control/me. Lower-cased into sa (no NUL). Returns 1, 0 if none of the

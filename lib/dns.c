@@ -453,3 +453,82 @@ int dns_parse_reply(unsigned char const *buf, int len, char const *qname, int wa
     return total;
   }
 }
+
+typedef struct ptrctx_s ptrctx;
+struct ptrctx_s {
+  char *name;
+  int found;
+};
+
+static int on_ptr(ns_msg *msg, ns_rr *rr, void *data)
+{
+  ptrctx *c = data;
+  char name[NS_MAXDNAME];
+  size_t n;
+  int used = ns_name_uncompress(ns_msg_base(*msg), ns_msg_end(*msg), ns_rr_rdata(*rr), name,
+                                sizeof name);
+  if (used < 0 || (unsigned int)used != ns_rr_rdlen(*rr)) return -1;
+  if (c->found) return 0; /* several PTRs: the first one, as Postfix */
+  n = strlen(name);
+  if (n && name[n - 1] == '.') name[--n] = 0;
+  if (!n || n > DNS_NAME_MAX || !goodname(name)) return 0;
+  memcpy(c->name, name, n + 1);
+  c->found = 1;
+  return 0;
+}
+
+/* The reverse name of an address: d.c.b.a.in-addr.arpa or the nibbles of ip6.arpa. */
+static void ptrname(int is6, unsigned char const *ip, char *out)
+{
+  static char const hex[] = "0123456789abcdef";
+  int i;
+  if (!is6) {
+    sprintf(out, "%u.%u.%u.%u.in-addr.arpa", ip[3], ip[2], ip[1], ip[0]);
+    return;
+  }
+  for (i = 15; i >= 0; i--) {
+    *out++ = hex[ip[i] & 15];
+    *out++ = '.';
+    *out++ = hex[ip[i] >> 4];
+    *out++ = '.';
+  }
+  strcpy(out, "ip6.arpa");
+}
+
+int dns_client_name(char const *ip, char *name)
+{
+  static dns_result r; /* static: smtp-receive's stack stays small */
+  unsigned char a[16];
+  char q[80];
+  int is6 = 0, len = 0;
+  size_t i;
+  ptrctx c;
+  if (!strncasecmp(ip, "::ffff:", 7) && strchr(ip + 7, '.')) ip += 7; /* v4-mapped */
+  if (inet_pton(AF_INET, ip, a) == 1) {
+    if (a[0] == 127) goto localhost;
+  } else if (inet_pton(AF_INET6, ip, a) == 1) {
+    static unsigned char const one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    if (!memcmp(a, one, 16)) goto localhost;
+    is6 = 1;
+  } else
+    return 0;
+  r.n = 0;
+  if (init(&r) < 0) return 0;
+  /* bounded: one try of 1 s at each of at most two servers per query */
+  rs.retrans = 1;
+  rs.retry = 1;
+  if (rs.nscount > 2) rs.nscount = 2;
+  ptrname(is6, a, q);
+  if (query(q, ns_t_ptr, &len, &r) != Q_OK) return 0;
+  c.name = name;
+  c.found = 0;
+  if (each_answer(len, q, ns_t_ptr, &on_ptr, &c) <= 0 || !c.found) return 0;
+  /* forward-confirmed: the name has the address */
+  if (dns_host(name, 0, &r) != DNS_OK) return 0;
+  for (i = 0; i < r.n; i++)
+    if (r.t[i].is6 == is6 && !memcmp(r.t[i].ip, a, is6 ? 16 : 4)) return 1;
+  return 0;
+localhost:
+  strcpy(name, "localhost");
+  return 1;
+}

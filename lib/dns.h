@@ -56,6 +56,13 @@ char *dns_fmt_ip(dns_target const *t, char *buf);
  * *is6/ip on success, 0 if it is not a valid literal. */
 int dns_literal(char const *s, size_t len, int *is6, unsigned char *ip);
 
+/* The name of an SMTP client for Received: (forward-confirmed reverse DNS: the first PTR name
+ * of ip, text IPv4 or IPv6, whose A or AAAA records include ip). Returns 1 with the name in
+ * name (DNS_NAME_MAX + 1 octets), or 0 when there is none, it does not confirm, or the resolver
+ * does not answer. Bounded in time: one 1 s try at each of at most two servers per query, so a
+ * dead resolver costs at most 2 s. A loopback address is "localhost", without a query. */
+int dns_client_name(char const *ip, char *name);
+
 /* For tests and fuzzing: parses a DNS reply held in buf[0..len) to a query for qname, as
  * dns_mx and dns_host do, without sending anything. want_mx=1: the MX records (hosts are
  * appended to r with their preferences and address 0.0.0.0); want_mx=0: the AAAA and A

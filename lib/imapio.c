@@ -27,6 +27,11 @@ int imapio_init(int r, int w, unsigned int t)
   return 1;
 }
 
+void imapio_onrest(void (*rest)(void))
+{
+  timedio_onrest(&S, rest, TIMEDIO_REST_MS);
+}
+
 void imapio_setlimits(size_t c, uint64_t l)
 {
   cmdmax = c < IMAPIO_CMD_MAX ? c : IMAPIO_CMD_MAX;

@@ -53,6 +53,9 @@ typedef timedio_layer imapio_layer;
 void imapio_setlayer(imapio_layer const *l);
 
 int imapio_init(int rfd, int wfd, unsigned int timeout);
+/* The session rests (lib/timedio's timedio_onrest) after TIMEDIO_REST_MS of waiting for the
+ * client, under IDLE too: its spent buffer pages are given back, then rest() runs (0: never). */
+void imapio_onrest(void (*rest)(void));
 /* Bounds imapio_readcmd tighter than IMAPIO_CMD_MAX (imap-serve before login): a command with
  * its literals at most cmdmax octets, an unspooled literal at most litmax. */
 void imapio_setlimits(size_t cmdmax, uint64_t litmax);

@@ -16,6 +16,11 @@ int pop3io_init(int r, int w, unsigned int t)
   return 1;
 }
 
+void pop3io_onrest(void (*rest)(void))
+{
+  timedio_onrest(&S, rest, TIMEDIO_REST_MS);
+}
+
 void pop3io_discard(void)
 {
   timedio_discard(&S);

@@ -22,6 +22,10 @@
 /* Sets the fds (non-blocking) and the idle timeout in seconds. */
 int pop3io_init(int rfd, int wfd, unsigned int timeout);
 
+/* The session rests (lib/timedio's timedio_onrest) after TIMEDIO_REST_MS of waiting for the
+ * client: its spent buffer pages are given back, then rest() runs (0: never). */
+void pop3io_onrest(void (*rest)(void));
+
 /* Drops whatever input is buffered (after STLS). */
 void pop3io_discard(void);
 

@@ -1,5 +1,6 @@
 /* smtpd: see smtpd.h */
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 
 #include "addr.h"
 #include "authfail.h"
+#include "dns.h"
 #include "lookup.h"
 #include "smtp.h"
 #include "smtpd.h"
@@ -273,4 +275,12 @@ void smtpd_rcptlist(stralloc *out, char const *rcpts, size_t len, unsigned int m
       smtpd_quit(111, "out of memory");
   if ((i < len && !stralloc_cats(out, ",...")) || !stralloc_0(out))
     smtpd_quit(111, "out of memory");
+}
+
+char const *smtpd_client_name(char const *ip)
+{
+  static char name[DNS_NAME_MAX + 1];
+  char const *x = getenv("SMTP_RDNS");
+  if (!x || !*x || !strcmp(x, "0") || !getenv("TCPREMOTEIP")) return 0;
+  return dns_client_name(ip, name) ? name : 0;
 }

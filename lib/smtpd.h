@@ -24,6 +24,11 @@
 
 extern unsigned long smtpd_errors;  /* error replies so far */
 
+/* The client's name for Received: when SMTP_RDNS is set (port 25; not 0) and TCPREMOTEIP is:
+ * a forward-confirmed reverse lookup of ip, bounded in time (dns.h's dns_client_name), since
+ * tcpserver's own lookup (no -H) cannot be bounded. 0 when off, none or unconfirmed. */
+char const *smtpd_client_name(char const *ip);
+
 /* Sets up on infd/outfd (made non-blocking): timeout seconds per wait, sessionmax seconds in
  * all; atexit(code, why) is called by smtpd_quit before the process exits. 1, or 0 (errno). */
 int smtpd_init(int infd, int outfd, unsigned int timeout, unsigned int sessionmax,

@@ -1,5 +1,6 @@
 /* timedio: bounded waits, reads and writes on non-blocking fds (timedio.h). */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -10,6 +11,7 @@
 #include <skalibs/iopause.h>
 #include <skalibs/tai.h>
 
+#include "pagedrop.h"
 #include "timedio.h"
 
 int timedio_wait2(int fd, int forwrite, int xfd, tain const *deadline)
@@ -221,6 +223,39 @@ int timedio_puts(timedio *t, char const *s)
   return timedio_put(t, s, strlen(s));
 }
 
+void timedio_onrest(timedio *t, void (*rest)(void), unsigned int ms)
+{
+  t->rest = rest;
+  t->restms = ms;
+}
+
+/* timedio_wait2 for input, resting (timedio_onrest) once the wait has lasted t->restms. */
+static int inwait(timedio *t, int xfd, tain const *deadline)
+{
+  tain soon, ms;
+  int r;
+  if (!t->rest) return timedio_wait2(t->rfd, 0, xfd, deadline);
+  if (!tain_now_g() || !tain_from_millisecs(&ms, (int)t->restms)) return -1;
+  tain_add_g(&soon, &ms);
+  if (!tain_less(&soon, deadline)) return timedio_wait2(t->rfd, 0, xfd, deadline);
+  r = timedio_wait2(t->rfd, 0, xfd, &soon);
+  if (r >= 0 || errno != ETIMEDOUT) return r;
+  if (!t->olen) pagedrop_buf(t->obuf, t->osize);
+  pagedrop_buf(t->ibuf + t->ilen, t->isize - t->ilen);
+  t->rest();
+  {
+    /* The wait itself goes on in pagedrop_poll, without the program's text; whatever it
+     * returns, timedio_wait2 then says what happened. */
+    struct pollfd p[2] = {{.fd = t->rfd, .events = POLLIN}, {.fd = xfd, .events = POLLIN}};
+    tain left;
+    int ms;
+    if (!tain_now_g()) return -1;
+    ms = tain_sub(&left, deadline, &STAMP) ? tain_to_millisecs(&left) : 0;
+    if (ms > 0) (void)pagedrop_poll(p, xfd >= 0 ? 2 : 1, ms);
+  }
+  return timedio_wait2(t->rfd, 0, xfd, deadline);
+}
+
 /* One read(2) of the input fd, through the layer if there is one. */
 static ssize_t rawread(timedio const *t, char *buf, size_t len)
 {
@@ -228,7 +263,7 @@ static ssize_t rawread(timedio const *t, char *buf, size_t len)
 }
 
 /* Reads into buf, waiting for input up to the deadline. > 0, 0 EOF, -1, TIMEDIO_TIMEOUT. */
-static ssize_t readwait(timedio const *t, char *buf, size_t len)
+static ssize_t readwait(timedio *t, char *buf, size_t len)
 {
   for (;;) {
     tain d;
@@ -237,7 +272,7 @@ static ssize_t readwait(timedio const *t, char *buf, size_t len)
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
     if (!deadline_now(t, &d)) return -1;
-    if (timedio_wait(t->rfd, 0, &d) < 0) return errno == ETIMEDOUT ? TIMEDIO_TIMEOUT : -1;
+    if (inwait(t, -1, &d) < 0) return errno == ETIMEDOUT ? TIMEDIO_TIMEOUT : -1;
   }
 }
 
@@ -319,7 +354,7 @@ int timedio_waitinput(timedio *t, int xfd, tain const *deadline)
   int r;
   if (timedio_buffered(t)) return 1;
   if (!timedio_flush(t)) return -1;
-  r = timedio_wait2(t->rfd, 0, xfd, deadline);
+  r = inwait(t, xfd, deadline);
   if (r < 0 && errno == ETIMEDOUT) return 0;
   return r;
 }

@@ -69,6 +69,8 @@ struct timedio_s {
   char *ibuf, *obuf;
   size_t isize, osize;
   size_t ipos, ilen, olen;
+  void (*rest)(void); /* timedio_onrest */
+  unsigned int restms;
 };
 
 #define TIMEDIO_TIMEOUT (-3) /* timedio_fill: the wait for input passed its deadline */
@@ -91,6 +93,15 @@ void timedio_timeout(timedio *t, unsigned int secs);
 void timedio_deadline(timedio *t, tain const *deadline);
 void timedio_idle(timedio *t, unsigned int secs);
 void timedio_setlayer(timedio *t, timedio_layer const *layer);
+
+/* When a wait for input has lasted ms milliseconds with nothing arriving (the client is
+ * thinking, or holds the session open), the session rests: the whole pages of its buffers
+ * that hold nothing (all of the output buffer, which is flushed before any wait, and the input
+ * buffer behind its unread bytes) are given back (lib/pagedrop), then rest() is called (the
+ * program's own: its text, its spent buffers, lib/pagedrop), once per wait. A client that
+ * keeps the session busy never waits that long, so pays nothing. rest 0: never. */
+void timedio_onrest(timedio *t, void (*rest)(void), unsigned int ms);
+#define TIMEDIO_REST_MS 100 /* the rest of a session's waits (lib/pop3io, lib/imapio) */
 
 /* Reads one line, LF included, of at most max bytes (max <= TIMEDIO_IBUF). Flushes the output
  * before it waits for input. Returns 1 with the line in line[0..*len) (not NUL-terminated),

@@ -3,7 +3,10 @@
 Every test drives the real programs built into build/bin/ (see the Makefile) with MAILROOT pointing at an instance made in a
 temporary directory by `mail-instance create`. Servers started by a test are stopped by it.
 """
+import collections
+import fcntl
 import os
+import random
 import socket
 import subprocess
 import time
@@ -56,10 +59,38 @@ def stop_procs(procs, timeout=10):
             p.wait()
 
 
+# Ports for the tests' servers come from below the kernel's ephemeral range (so no client
+# connection's local port takes one between the choice and the bind), each claimed with a lock
+# file, so that test runs going on at the same time in other checkouts never pick the same port
+# (a server of theirs would otherwise pass for ours). The newest claims are held until the run
+# ends; older ones are let go (their tests are over), to bound the open descriptors.
+PORT_DIR = "/tmp/pillarbox-test-ports"
+_port_claims = collections.deque()
+_port_rng = random.Random()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    if not os.path.isdir(PORT_DIR):
+        os.makedirs(PORT_DIR, exist_ok=True)
+        os.chmod(PORT_DIR, 0o1777)  # shared by every user's runs
+    for _ in range(5000):
+        port = _port_rng.randrange(20000, 32000)
+        try:
+            fd = os.open(os.path.join(PORT_DIR, str(port)), os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError:  # another user's claim file, not readable: take another port
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            os.close(fd)
+            continue
+        _port_claims.append(fd)
+        if len(_port_claims) > 200:
+            os.close(_port_claims.popleft())
+        return port
+    raise AssertionError("no free port in 20000-31999")
 
 
 def envelope(sender, *rcpts):

@@ -20,6 +20,12 @@ static int wr(int fd, char const *s)
   return write(fd, s, n) == (ssize_t)n;
 }
 
+static int nrest;
+static void rested(void)
+{
+  nrest++;
+}
+
 /* the line timedio_getline returns, as a C string ("" when it returned something else) */
 static int getl(char *out, size_t max)
 {
@@ -183,6 +189,31 @@ int main(void)
     close(c[1]);
     close(x[0]);
     close(x[1]);
+  }
+
+  /* rest: a wait for input that lasts gives back the spent output buffer and calls rest()
+   * once; input that is there at once never rests */
+  {
+    static char si[64], so[3 * 4096] __attribute__((aligned(4096)));
+    static timedio u = {.ibuf = si, .isize = sizeof si, .obuf = so, .osize = sizeof so};
+    int c[2];
+    tain d, ms;
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, c) == 0);
+    CHECK(timedio_usefds(&u, c[0], c[0]) == 1);
+    timedio_onrest(&u, &rested, 20);
+    memset(so, 'x', sizeof so);
+    CHECK(wr(c[1], "now\n"));
+    CHECK(timedio_fill(&u) == 4 && nrest == 0 && so[4096] == 'x');
+    timedio_discard(&u);
+    tain_now_g();
+    tain_from_millisecs(&ms, 200);
+    tain_add_g(&d, &ms);
+    CHECK(timedio_waitinput(&u, -1, &d) == 0 && nrest == 1 && so[4096] == 0 && so[0] == 0);
+    timedio_idle(&u, 1);
+    CHECK(wr(c[1], "later\n"));
+    CHECK(timedio_fill(&u) == 6 && nrest == 1);
+    close(c[0]);
+    close(c[1]);
   }
 
   /* fd level: read with data, at EOF, and timing out */
