@@ -36,6 +36,16 @@ static br_ssl_server_context cc;
  * data in tests with a smaller output part, and deadlocked in half-duplex mode under
  * simultaneous traffic, so neither is offered). */
 static unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
+static int ready; /* cc set up already (a spare does it while it waits) */
+
+/* The engine's context, set up (and its PRNG seeded) before a client byte is there. Only ever
+ * in the engine's own process, after the fork: no two engines share a PRNG state (the ECDHE
+ * keys come from it). */
+static void engine_init(void)
+{
+  if (!ready && !tlsserver_init(&cc, iobuf, sizeof iobuf)) strerr_dief1x(111, tlsserver_error());
+  ready = 1;
+}
 
 /* The facts go to notif once the handshake is done; then notif is closed. */
 static int onhs(br_ssl_server_context *c, void *p)
@@ -62,7 +72,7 @@ void tlsengine_relay(int netr, int netw, int appr, int appw, int notif, unsigned
 {
   tain deadline;
   int r;
-  if (!tlsserver_init(&cc, iobuf, sizeof iobuf)) strerr_dief1x(111, tlsserver_error());
+  engine_init();
   tain_now_set_stopwatch_g();
   if (hsms) tain_from_millisecs(&deadline, (int)hsms);
   else deadline = tain_infinite_relative;
@@ -97,7 +107,7 @@ struct child {
 };
 
 /* The comm name (ps, /proc/PID/stat) of an engine: "tls-engine-idle" while it waits for a
- * connection, "tls-engine" once it has one. */
+ * connection (from its birth), "tls-engine" once it has one. */
 static void name_as(char const *name)
 {
 #ifdef PR_SET_NAME
@@ -160,7 +170,10 @@ static int spare_child(void *p)
   int conn;
   char y;
   engine_setup(c);
-  name_as("tls-engine-idle");
+  /* what does not depend on the client is done now, off the handshake's path: the context
+   * (and the page faults of its buffers) */
+  memset(iobuf, 0, sizeof iobuf);
+  engine_init();
   if (!fdpass_recv(c->conn, &y, &conn, 1, &tain_infinite)) {
     if (errno == EPIPE) _exit(0);
     strerr_diefu1sys(111, "receive a connection from the service");
@@ -183,7 +196,11 @@ static int spare_start(tlsengine_cfg const *cfg, int lfd)
   }
   c.conn = sp[1];
   c.other = sp[0];
+  /* the spare is born with its idle name (a child named tls-engine always holds a
+   * connection): the service wears it for the time of the fork */
+  name_as("tls-engine-idle");
   pid = spawn_call(&spare_child, &c);
+  name_as("tls-engine");
   fd_close(sp[1]);
   if (pid < 0) {
     strerr_warnwu1sys("fork a spare engine");

@@ -78,6 +78,10 @@ def test_make_run_end_to_end(shared_tmp):
         # than smtpd (then a message gets 451)
         wait_for(lambda: os.path.exists(os.path.join(var, "queue", "inject.sock")), timeout=30,
                  what="the injection socket")
+        # and STARTTLS goes through the tls-engine service, which may come up later still
+        # (then STARTTLS gets 454, as it should)
+        wait_for(lambda: os.path.exists(os.path.join(var, "run", "tls", "engine")), timeout=30,
+                 what="the TLS engine's socket")
 
         with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
             s.ehlo("client.example")
