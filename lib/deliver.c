@@ -164,14 +164,16 @@ static int badaddr(char const *s, size_t n)
 
 /* The quota check, after the message is in tmp/ (total bytes): fails when it does not fit.
  * qsource 0: the limits of maildirsize itself; else qsize/qcount (and maildirsize follows
- * them). Sets *haveq if a quota applies. Returns 0 or the failure's code. */
+ * them). Sets *haveq if a quota applies, *havefile if maildirsize exists (or may: a
+ * malformed one). Returns 0 or the failure's code. */
 static int check_quota(dctx *c, int qsource, uint64_t qsize, uint64_t qcount,
-                       unsigned long quotabounce, int *haveq)
+                       unsigned long quotabounce, int *haveq, int *havefile)
 {
   char const *dir = c->j->dir;
   maildir_quota q;
-  int r = maildir_quota_read(dir, &q);
+  int r = maildir_quota_readat(c->t.dirfd, &q);
   *haveq = qsize || qcount;
+  *havefile = r != 0; /* a malformed file counts: it is there */
   if (r < 0) return fail(c, 111, 1, "read maildirsize in ", dir, 1);
   if (qsource) { /* the limits are given: maildirsize follows them */
     if (!*haveq) r = 0;
@@ -180,6 +182,7 @@ static int check_quota(dctx *c, int qsource, uint64_t qsize, uint64_t qcount,
       if (maildir_quota_recalc(dir, qsize, qcount, &q) < 0)
         return fail(c, 111, 1, "recompute maildirsize in ", dir, 1);
       r = 2;
+      *havefile = 1;
     }
   } else if (r) { /* the limits of maildirsize itself */
     *haveq = q.maxsize || q.maxcount;
@@ -271,7 +274,7 @@ int deliver_maildir(deliver_job const *j, stralloc *diag)
   dctx c = zero;
   uint64_t qsize, qcount;
   unsigned long quotabounce;
-  int qsource, haveq = 0, cr = 0, r;
+  int qsource, haveq = 0, havefile = 0, cr = 0, r;
   c.j = j;
   c.diag = diag;
   c.t.name = (stralloc)STRALLOC_ZERO;
@@ -299,7 +302,9 @@ int deliver_maildir(deliver_job const *j, stralloc *diag)
     maildir_loop_end(&c.lp);
     loopcheck(&c);
   }
-  if (out_flush(&c) || check_quota(&c, qsource, qsize, qcount, quotabounce, &haveq)) goto end;
+  if (out_flush(&c) ||
+      check_quota(&c, qsource, qsize, qcount, quotabounce, &haveq, &havefile))
+    goto end;
   r = j->key ? maildir_tmp_commit_key(&c.t, c.total, keyname.s, &newname)
              : maildir_tmp_commit(&c.t, c.total, 1, &newname);
   if (r < 0) {
@@ -308,8 +313,10 @@ int deliver_maildir(deliver_job const *j, stralloc *diag)
     goto end;
   }
   /* an existing maildirsize is kept up to date even when no limit applies now (not for a
-   * message that was there already: it was counted then) */
-  if (r == 1 && maildir_quota_add(j->dir, (int64_t)c.total, 1) < 0)
+   * message that was there already: it was counted then). None when the quota was checked
+   * a moment ago: nothing to add to (a recount that made one in between may miss this
+   * message; maildirsize is Maildir++'s estimate, recounted when old and over the limit). */
+  if (r == 1 && havefile && maildir_quota_add(j->dir, (int64_t)c.total, 1) < 0)
     warn(&c, "update maildirsize in ", j->dir);
   if (haveq) record_usage(&c);
 end:

@@ -81,7 +81,7 @@ static int sock_connect(char const *path)
     errno = e;
     return -1;
   }
-  if (ndelay_on(s) < 0) {
+  if (fcntl(s, F_SETFL, O_NONBLOCK) < 0) { /* a new socket has no other status flag */
     int e = errno;
     fd_close(s);
     errno = e;
@@ -469,18 +469,10 @@ int inject_start(injector *j, inject_facts const *f, unsigned int timeout)
   if (x && x[6] == ':' && x[7]) r = stralloc_cats(&path, x + 7) && stralloc_0(&path);
   else r = mailroot_path(&path, "queue/inject.sock");
   if (!r) return 0;
-  if (x) r = sock_start(j, path.s, f);
-  else {
-    struct stat st;
-    if (lstat(path.s, &st) == 0 && S_ISSOCK(st.st_mode)) {
-      r = sock_start(j, path.s, f);
-      if (!r && (errno == ECONNREFUSED || errno == ENOENT) && owns_queue())
-        r = chain_start(j, "queue-inject");
-    } else if (owns_queue())
-      r = chain_start(j, "queue-inject");
-    else
-      r = sock_start(j, path.s, f);
-  }
+  r = sock_start(j, path.s, f);
+  /* no socket (none there, nobody listening, not a socket): queue-inject, if we may */
+  if (!r && !x && (errno == ECONNREFUSED || errno == ENOENT) && owns_queue())
+    r = chain_start(j, "queue-inject");
   {
     int e = errno;
     stralloc_free(&path);

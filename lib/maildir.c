@@ -598,15 +598,28 @@ int maildir_quota_parsefile(char const *s, size_t len, maildir_quota *q)
 
 int maildir_quota_read(char const *dir, maildir_quota *q)
 {
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
+  if (dfd < 0) {
+    memset(q, 0, sizeof *q);
+    return -1;
+  }
+  r = maildir_quota_readat(dfd, q);
+  {
+    int e = errno;
+    close(dfd);
+    errno = e;
+  }
+  return r;
+}
+
+int maildir_quota_readat(int dfd, maildir_quota *q)
+{
   char buf[MAILDIR_QUOTA_FILE_MAX];
   struct stat st;
   size_t len = 0;
-  int dfd, fd, r;
+  int fd, r;
   memset(q, 0, sizeof *q);
-  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return -1;
   fd = openat(dfd, "maildirsize", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  close(dfd);
   if (fd < 0) return errno == ENOENT ? 0 : -1;
   if (fstat(fd, &st) < 0) goto err;
   for (;;) {

@@ -163,6 +163,9 @@ int maildir_quota_parsefile(char const *s, size_t len, maildir_quota *q);
  * (q zeroed), -1 error. */
 int maildir_quota_read(char const *dir, maildir_quota *q);
 
+/* The same in the Maildir open as dfd (a delivery has it open already). */
+int maildir_quota_readat(int dfd, maildir_quota *q);
+
 /* Recomputes usage by scanning new/ and cur/ of DIR and of every Maildir++ folder DIR/.NAME,
  * and atomically replaces DIR/maildirsize (written in tmp/, fsync'ed, renamed) with the given
  * limits and the totals; q is filled in. */

@@ -5,11 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/types.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <linux/fs.h> /* FS_IOC_GETFLAGS, FS_TOPDIR_FL */
 
 #include <skalibs/allreadwrite.h>
 #include <skalibs/djbunix.h>
@@ -23,12 +25,37 @@
 #define RENAME_NOREPLACE (1 << 0)
 #endif
 
-static char const *const subdirs[] = {"tmp", "mess", "state", "hold", "ctl", "quarantine", 0};
+static char const *const subdirs[] = {"tmp", "mess", "state", "hold", "ctl", "quarantine",
+                                      "intake", 0};
 
 int queue_path(stralloc *sa, char const *qdir, char const *rel)
 {
   sa->len = 0;
   return stralloc_cats(sa, qdir) && stralloc_catb(sa, "/", 1) && stralloc_cats(sa, rel) &&
+         stralloc_0(sa);
+}
+
+/* Marks the directory p as the top of a hierarchy (ext4's chattr +T): the file system then
+ * puts each of its sub-directories in a block group of its own. Advice only. */
+static void topdir(char const *p)
+{
+  int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC), flags;
+  if (fd < 0) return;
+  if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && !(flags & FS_TOPDIR_FL)) {
+    flags |= FS_TOPDIR_FL;
+    if (ioctl(fd, FS_IOC_SETFLAGS, &flags) < 0) { /* not supported: the split still works */
+    }
+  }
+  close(fd);
+}
+
+/* intake/N, in sa: where an injection numbered k writes its file */
+static int intake_path(stralloc *sa, char const *qdir, unsigned int k)
+{
+  char num[UINT_FMT];
+  num[uint_fmt(num, k % QUEUE_INTAKE_SPLIT)] = 0;
+  sa->len = 0;
+  return stralloc_cats(sa, qdir) && stralloc_cats(sa, "/intake/") && stralloc_cats(sa, num) &&
          stralloc_0(sa);
 }
 
@@ -39,6 +66,12 @@ int queue_init(char const *qdir)
   if (mkdir(qdir, 0750) < 0 && errno != EEXIST) return 0;
   for (i = 0; subdirs[i]; i++) {
     if (!queue_path(&p, qdir, subdirs[i])) goto err;
+    if (mkdir(p.s, 0750) < 0 && errno != EEXIST) goto err;
+  }
+  if (!queue_path(&p, qdir, "intake")) goto err;
+  topdir(p.s); /* before its sub-directories are made: they are spread over block groups */
+  for (i = 0; i < QUEUE_INTAKE_SPLIT; i++) {
+    if (!intake_path(&p, qdir, i)) goto err;
     if (mkdir(p.s, 0750) < 0 && errno != EEXIST) goto err;
   }
   if (!queue_path(&p, qdir, "trigger")) goto err;
@@ -258,17 +291,25 @@ static int own(int fd, char const *qdir, stralloc const *tmp)
   return -1;
 }
 
-/* Creates tmp/ID under a fresh id. Returns fd or -1. */
+/* intake/N/ID in tmp (without its NUL): N from the process and its count of injections, so
+ * concurrent injectors (the injection service's workers) write into different directories,
+ * each in a block group of its own (queue_init). On ext4 without a journal, making an inode
+ * costs a look at every inode freed in its group in the last minutes (recently_deleted()):
+ * every delivered message frees one, and split 16 ways each group sees a sixteenth of them. */
+static int tmp_name(stralloc *tmp, char const *qdir, stralloc const *id)
+{
+  if (!intake_path(tmp, qdir, (unsigned int)getpid() + inject_counter)) return 0;
+  tmp->s[tmp->len - 1] = '/';
+  return stralloc_catb(tmp, id->s, id->len);
+}
+
+/* Creates intake/N/ID under a fresh id. Returns fd or -1. */
 static int tmp_create(char const *qdir, stralloc *id, stralloc *tmp)
 {
   unsigned int tries;
   for (tries = 0; tries < 16; tries++) {
     int fd;
-    if (!make_id(id)) return -1;
-    tmp->len = 0;
-    if (!stralloc_cats(tmp, qdir) || !stralloc_cats(tmp, "/tmp/") ||
-        !stralloc_catb(tmp, id->s, id->len))
-      return -1;
+    if (!make_id(id) || !tmp_name(tmp, qdir, id)) return -1;
     fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd >= 0) return own(fd, qdir, tmp);
     if (errno != EEXIST) return -1;
@@ -331,14 +372,11 @@ int queue_tx_begin(char const *qdir, queue_tx *tx)
   return make_id(&tx->id) ? QX_OK : QX_NOMEM;
 }
 
-/* tmp/ID under the id already given: no other try */
+/* intake/N/ID under the id already given: no other try */
 static int tmp_create_fixed(char const *qdir, stralloc const *id, stralloc *tmp)
 {
   int fd;
-  tmp->len = 0;
-  if (!stralloc_cats(tmp, qdir) || !stralloc_cats(tmp, "/tmp/") ||
-      !stralloc_catb(tmp, id->s, id->len))
-    return -1;
+  if (!tmp_name(tmp, qdir, id)) return -1;
   fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
   if (fd < 0 && errno == ENOENT && queue_init(qdir))
     fd = open(tmp->s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
@@ -978,6 +1016,13 @@ void queue_cleanup(char const *qdir, uint64_t before, void (*removed)(char const
   c.before = before;
   c.removed = removed;
   queue_each(qdir, "tmp", &clean_tmp, &c);
+  {
+    stralloc p = STRALLOC_ZERO;
+    unsigned int i;
+    for (i = 0; i < QUEUE_INTAKE_SPLIT; i++)
+      if (intake_path(&p, qdir, i)) queue_each(qdir, p.s + strlen(qdir) + 1, &clean_tmp, &c);
+    stralloc_free(&p);
+  }
   queue_each(qdir, "state", &clean_state, &c);
 }
 

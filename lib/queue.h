@@ -1,7 +1,11 @@
 /* queue: the on-disk mail queue. Its format, its ids, injection, and per-recipient state.
  *
  * Layout under QDIR (MAILROOT/queue), made by queue_init():
- *   tmp/         files being written by queue-inject (never looked at by queue-run's scan)
+ *   intake/N/    files being written by an injector (N = 0..QUEUE_INTAKE_SPLIT-1: each
+ *                injector process takes N from its pid and its count of injections; intake/
+ *                is marked as the top of a hierarchy so each N is in a block group of its own)
+ *   tmp/         spill files of large messages (unlinked at once), and what injectors from
+ *                before intake/ left (neither looked at by queue-run's scan)
  *   mess/ID      committed messages: one file each, envelope + content, never rewritten
  *   state/ID     per-recipient delivery state of mess/ID, replaced atomically (temp + rename)
  *   hold/ID      present: queue-run leaves the message alone (queue-ctl hold / release)
@@ -26,7 +30,7 @@
  *
  * Ids are "SECONDS.USEC.PID" (plus ".N" for the N-th message a process injects): printable,
  * no '/', sortable by arrival within a second's resolution, unique under any concurrency
- * (O_EXCL in tmp/ and a no-replace rename into mess/).
+ * (O_EXCL in intake/N/ and a no-replace rename into mess/).
  */
 #ifndef PILLARBOX_QUEUE_H
 #define PILLARBOX_QUEUE_H
@@ -42,6 +46,7 @@
 #define QUEUE_DATABYTES 36700160  /* default largest message (control/databytes): 35 MiB */
 #define QUEUE_HDRLINE_MAX 80      /* the "PBQ1 ..." line, with its '\n' */
 #define QUEUE_DIAG_MAX 400        /* bytes of diagnostic kept per target */
+#define QUEUE_INTAKE_SPLIT 16     /* sub-directories of intake/ */
 
 /* qmail-queue exit codes (doc/queue-inject.8) */
 #define QX_OK 0
@@ -136,7 +141,7 @@ int queue_hdr_parse(char const *s, size_t len, queue_hdr *h);
 
 /* ---- injection ---- */
 
-/* Commits one message durably: creates tmp/ID (O_EXCL), writes header, envelope and message
+/* Commits one message durably: creates intake/N/ID (O_EXCL), writes header, envelope and message
  * with one write, fsync, renames (no-replace) into mess/, fsyncs mess/, triggers queue-run.
  * env must already be valid (queue_env_parse). The new id goes to id (NUL-terminated).
  * Returns QX_OK or a temporary qmail-queue code (QX_WRITE, QX_QUEUEDIR, QX_NOMEM);
@@ -152,7 +157,7 @@ int queue_inject_fd(char const *qdir, char const *env, size_t envlen, int spillf
 /* The same in two steps, for an injector that announces the id before it has the message
  * (QUEUE_IDFD, so smtp-receive's Received: can carry it): begin makes the id (tx->id,
  * NUL-terminated, with the usual uniqueness: time, pid, counter), commit writes the file as
- * queue_inject_* do but under that id only: a clash in tmp/ or mess/ (possible only if the
+ * queue_inject_* do but under that id only: a clash in intake/ or mess/ (possible only if
  * clock went back) is a temporary failure (QX_QUEUEDIR), never another id. Nothing is on
  * disk between the two, so an injector that dies leaves nothing. */
 typedef struct queue_tx_s queue_tx;
@@ -275,8 +280,8 @@ int queue_quarantine(char const *qdir, char const *id);
 int queue_each(char const *qdir, char const *sub, void (*f)(char const *, char const *, void *),
                void *ctx);
 
-/* queue-run at start: removes files in tmp/ last changed before `before` (left by a
- * killed injector; removed(NAME) is called for each), state files whose message is gone,
+/* queue-run at start: removes files in tmp/ and intake/N/ last changed before `before` (left
+ * by a killed injector; removed(NAME) is called for each), state files whose message is gone,
  * and temporary state files. Errors are ignored (the next start tries again). */
 void queue_cleanup(char const *qdir, uint64_t before, void (*removed)(char const *));
 

@@ -5,6 +5,7 @@ Every queue-run a test starts is stopped by the `qrun` fixture (SIGTERM, then SI
 import email
 import email.policy
 import json
+import glob
 import os
 import re
 import signal
@@ -98,8 +99,12 @@ def mess(inst):
 
 
 def tmpfiles(inst):
-    d = inst.path("queue", "tmp")
-    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+    """Files being written or left behind: in tmp/ (spills) and intake/N/ (message files)."""
+    found = []
+    for d in [inst.path("queue", "tmp")] + glob.glob(inst.path("queue", "intake", "*")):
+        if os.path.isdir(d):
+            found += os.listdir(d)
+    return sorted(found)
 
 
 def qlist(inst, *args):
@@ -541,6 +546,23 @@ def test_stale_temporary_files_are_removed_at_start(users, qrun):
     assert os.path.exists(new) and not os.path.exists(old)
     wait_for(lambda: not os.path.exists(orphan), what="orphan state removed")
     assert users.messages("bob@example.test") == []  # a half-written file is never delivered
+
+
+def test_stale_intake_files_are_removed_at_start(users, qrun):
+    # what a killed injector leaves is in intake/N/ (lib/queue writes each message there)
+    rc, err = users.inject(MSG, "alice@example.test", "bob@example.test")
+    assert rc == 0, err
+    assert sorted(os.listdir(users.path("queue", "intake"))) == sorted(str(i) for i in range(16))
+    old = users.path("queue", "intake", "7", "1600000000.000000.1")
+    new = users.path("queue", "intake", "12", "9999.000000.2")
+    for p in (old, new):
+        with open(p, "wb") as f:
+            f.write(b"PBQ1 1 2 3\nhalf")
+    os.utime(old, (time.time() - 3 * 86400,) * 2)
+    q = qrun(users)
+    q.wait_log(r"^removed stale tmp/1600000000.000000.1$")
+    assert os.path.exists(new) and not os.path.exists(old)
+    wait_for(lambda: len(users.messages("bob@example.test")) == 1, what="the message delivered")
 
 
 def test_sigterm_waits_for_running_deliveries(users, qrun, tmp_path):
