@@ -3,7 +3,8 @@ Postfix in the same run.
 
 pillarbox: an instance made by `mail-instance create` run as root (system users, owners and
 modes of doc/security.md), its services started by s6-svscan as root exactly as the templates
-run them: tcpserver (-u pb-smtpd after binding) -> smtp-receive (pb-smtpd) -> the injection
+run them: tcp-pool (-u pb-smtpd after binding) -> smtp-receive workers (pb-smtpd, each serving
+up to 100 connections in sequence, as Postfix's smtpd with max_use) -> the injection
 socket (queue-inject-ipc -l's workers as pb-queue, committing in-process). STARTTLS is offered,
 as on any real port 25, through the tls-engine service (keys loaded as root; an engine as
 pb-tls only for a session that asks for TLS). The scheduler is stopped (accept only: messages

@@ -3,17 +3,18 @@ with one connection per message and with 20 reused connections, and the PSS of a
 plaintext session.
 
 Both servers as in bench/smtp_model.py (which this reuses): pillarbox made by `mail-instance
-create` as root, its smtpd, tls-engine and inject services under s6-svscan (tcpserver ->
-smtp-receive as pb-smtpd, STARTTLS through the tls-engine service -> the injection socket ->
+create` as root, its smtpd, tls-engine and inject services under s6-svscan (tcp-pool ->
+long-lived smtp-receive workers as pb-smtpd, STARTTLS through the tls-engine service -> the injection socket ->
 queue-inject-ipc as pb-queue), the scheduler
 stopped; Postfix private (smtpd -> cleanup -> queue, qmgr off). Load: smtp-source, 20 sessions
 at once, 2 KB messages, one local recipient; one connection per message (no -d) and reused
 connections (-d). The per-address connection cap (control/smtp-peermax) is set to 50, as
 Postfix's smtpd_client_connection_count_limit, since every session comes from 127.0.0.1.
 Each shape runs twice per server, alternating; the best run is kept.
-PSS: smaps_rollup of the processes holding one plaintext session after EHLO (smtp-receive, and
-any tls-serve or tls-engine process made for it, for pillarbox; smtpd for Postfix), alone and
-per session with 20 held.
+PSS: smaps_rollup of the processes holding one plaintext session after EHLO (the smtp-receive
+worker serving it: fd 0 a socket; and any tls-serve or tls-engine process made for it, for
+pillarbox; smtpd for Postfix), alone and per session with 20 held; and the idle workers (fd 0 on
+/dev/null, waiting in accept) and tcp-pool itself, which a held session does not count.
 CPU: each tree in a cgroup of its own (smtp_model.CpuGroup): CPU time per accepted message.
 End to end, 20 reused connections: from the first byte until the last message is in the
 recipient's Maildir (fsync'ed by both): pillarbox with its queue service started (queue-run ->
@@ -82,10 +83,34 @@ def procs_by_name(names):
     return out
 
 
+def serving(pid):
+    """A pool worker that holds a session: its fd 0 is a socket (idle: /dev/null)."""
+    try:
+        return os.readlink("/proc/%d/fd/0" % pid).startswith("socket:")
+    except OSError:
+        return False
+
+
+def of_instance(pid, root):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            return ("MAILROOT=" + root).encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def idle_pool_pss(root):
+    """PSS (KB) of the instance's idle smtp-receive workers (each) and of tcp-pool."""
+    idle = [pss_kb(p) for p, c in procs_by_name({"smtp-receive"})
+            if of_instance(p, root) and not serving(p)]
+    pool = [pss_kb(p) for p, c in procs_by_name({"tcp-pool"}) if of_instance(p, root)]
+    return idle, pool
+
+
 def held_session_pss(port, names, k=1):
-    """PSS (KB) of the new processes named in names while k sessions are held after EHLO:
-    the total, and the total per process name."""
-    before = set(p for p, _ in procs_by_name(names))
+    """PSS (KB) of the processes named in names that hold the k sessions held after EHLO (new
+    ones, and pool workers serving a session): the total, and the total per process name."""
+    before = set(p for p, c in procs_by_name(names) if not (c == "smtp-receive" and serving(p)))
     socks = []
     try:
         for _ in range(k):
@@ -210,6 +235,11 @@ def main():
             kb, by = held_session_pss(pb[2], {"smtp-receive", "tls-serve", "tls-engine"}, k)
             print("PSS, %2d held plaintext session(s), pillarbox: %d KB per session (%s)"
                   % (k, kb / k, ", ".join("%s %d" % (c, v / k) for c, v in sorted(by.items()))))
+        idle, pool = idle_pool_pss(pb[1])
+        if idle or pool:
+            print("PSS of the idle pool: %d idle workers, %s KB each; tcp-pool %s KB"
+                  % (len(idle), "/".join("%d" % x for x in sorted(idle)) or "-",
+                     "/".join("%d" % x for x in pool) or "-"))
         # (Postfix's smtpd processes are reused across sessions: no per-session figure)
         m.postfix_stop(pf[0])
         pf = None

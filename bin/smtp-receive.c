@@ -1,4 +1,6 @@
-/* smtp-receive: the SMTP / ESMTP server for one connection (UCSPI: session on fd 0/1).
+/* smtp-receive: the SMTP / ESMTP server for one connection (UCSPI: session on fd 0/1), or
+ * for one connection after another as a worker of tcp-pool (lib/tcppool: every per-session
+ * state is reset between two sessions, see forget()).
  *
  * The session, command by command: the greeting (after the per-address connection cap and
  * the early-talker check), EHLO, AUTH (lib/saslserv), STARTTLS (UCSPI-TLS), MAIL, RCPT
@@ -9,6 +11,7 @@
  * See doc/smtp-receive.8, doc/smtp.md.
  */
 #include <limits.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <skalibs/bytestr.h>
 #include <skalibs/djbunix.h>
 #include <skalibs/sig.h>
 #include <skalibs/stralloc.h>
@@ -36,6 +40,7 @@
 #include "smtp.h"
 #include "smtpd.h"
 #include "smtpmsg.h"
+#include "tcppool.h"
 #include "ucspitls.h"
 
 char const *PROG = "smtp-receive";
@@ -564,9 +569,11 @@ static void auth_check(saslserv *s)
   }
 }
 
+static saslserv sasl; /* static, so that forget() can wipe what a broken-off dialogue left */
+
 static void do_auth(char const *arg, size_t arglen)
 {
-  saslserv s;
+  saslserv *s = &sasl;
   char const *ecode, *text;
   unsigned int code;
   int r;
@@ -582,12 +589,12 @@ static void do_auth(char const *arg, size_t arglen)
     smtpd_reply(454, "4.7.0", "too many failed logins from your address, try later");
     return;
   }
-  r = smtpd_sasl(&s, arg, arglen);
-  if (r == SASLSERV_DONE) auth_check(&s);
+  r = smtpd_sasl(s, arg, arglen);
+  if (r == SASLSERV_DONE) auth_check(s);
   else if (r == SASLSERV_EAUTHZ) {
     if (smtpd_auth_attempt(remoteip)) auth_failed();
   } else if ((code = smtpd_sasl_error(r, &ecode, &text))) smtpd_reply(code, ecode, text);
-  saslserv_wipe(&s);
+  saslserv_wipe(s);
 }
 
 /* ---- set-up ---- */
@@ -601,7 +608,12 @@ static void configure(void)
 {
   char const *x;
   struct stat st;
-  int r = control_readline(&mesa, "me");
+  int r;
+  me = "localhost";
+  remoteip = "unknown";
+  remotehost = 0;
+  defdomain.len = 0;
+  r = control_readline(&mesa, "me");
   if (r < 0) strerr_diefusys(111, "read control/me");
   if (r > 0) {
     if (!stralloc_0(&mesa)) strerr_diefusys(111, "allocate");
@@ -761,11 +773,10 @@ static void command(smtp_cmd const *c)
   }
 }
 
-int main(int argc, char const *const *argv)
+/* One session, to its end: smtpd_quit exits, or jumps back to the pool worker's loop. */
+static void session(void) gccattr_noreturn;
+static void session(void)
 {
-  (void)argv;
-  if (argc > 1) strerr_dieusage(100, USAGE);
-  if (sig_altignore(SIGPIPE) < 0) strerr_diefusys(111, "ignore SIGPIPE");
   configure();
   if (!smtpd_init(0, 1, (unsigned int)timeout, (unsigned int)sessionmax, &logsession))
     strerr_diefusys(111, "set fd 0/1 non-blocking");
@@ -794,4 +805,45 @@ int main(int argc, char const *const *argv)
     }
     command(&c);
   }
+}
+
+/* Between two sessions of a pool worker: nothing of the last one is left (RFC 5321 state,
+ * AUTH, TLS, the rules' environment: tcppool rebuilds it; lib/smtpd's buffers and fds; an
+ * injection or an engine connection left open; the per-address slot). */
+static void forget(void)
+{
+  bdat_active = 0;
+  bdat_failed = 0;
+  smtpmsg_abort(&msg);
+  reset_session();
+  nmessages = njunk = 0;
+  authfailures = 0;
+  authuser.len = 0;
+  tls = 0;
+  ctlfd = -1;
+  q1.len = 0;
+  q1limit = 0;
+  saslserv_wipe(&sasl);
+  if (line.s) byte_zzero(line.s, line.a);
+  line.len = tmp.len = 0;
+  connlimit_release(&slot);
+  smtpd_reset();
+  ucspitls_reset();
+  tcppool_done();
+}
+
+static sigjmp_buf next;
+
+int main(int argc, char const *const *argv)
+{
+  (void)argv;
+  if (argc > 1) strerr_dieusage(100, USAGE);
+  if (sig_altignore(SIGPIPE) < 0) strerr_diefusys(111, "ignore SIGPIPE");
+  if (!tcppool_worker()) session();
+  smtpd_keepalive(&next);
+  while (tcppool_next()) {
+    if (!sigsetjmp(next, 0)) session();
+    forget();
+  }
+  return 0;
 }

@@ -100,6 +100,12 @@ void pagedrop_buf(void *p, size_t len)
   drop((uintptr_t)p, (uintptr_t)p + len, pagesize());
 }
 
+void pagedrop_file(void const *p, size_t len)
+{
+  uintptr_t ps = pagesize(), lo = (uintptr_t)p & ~(ps - 1);
+  drop(lo, ((uintptr_t)p + len + ps - 1) & ~(ps - 1), ps); /* a mapping ends on a page */
+}
+
 void pagedrop_stack(void)
 {
   volatile char here = 0;

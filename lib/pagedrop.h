@@ -12,6 +12,8 @@
  *     Writable segments (relocated data) are never touched.
  *   - pagedrop_buf: the whole pages inside a buffer (static or heap) whose contents are dead:
  *     they are freed, and read back as zeros.
+ *   - pagedrop_file: the pages of a read-only file mapping (a mailbox's record or cache),
+ *     which come back from the page cache when they are read again.
  *   - pagedrop_stack: the stack below the caller's frame (less a margin), which an earlier
  *     deep call left resident.
  * An error of madvise leaves the pages where they were; nothing else fails.
@@ -24,6 +26,7 @@
 
 int pagedrop_poll(struct pollfd *fds, nfds_t n, int ms);
 void pagedrop_buf(void *p, size_t len);
+void pagedrop_file(void const *p, size_t len);
 void pagedrop_stack(void);
 
 #endif

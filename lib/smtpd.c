@@ -28,6 +28,8 @@ static stralloc out = STRALLOC_ZERO;
 static unsigned int timeout = 300;
 static tain session_end;
 static void (*hook)(int, char const *);
+static sigjmp_buf *jump;
+static stralloc sasline = STRALLOC_ZERO; /* an AUTH answer, wiped after each step */
 
 /* The deadline of the next wait: now + timeout, never past the session's end. */
 static void deadline(tain *d)
@@ -62,6 +64,9 @@ int smtpd_init(int in, int o, unsigned int t, unsigned int sessionmax,
 {
   infd = in;
   outfd = o;
+  ipos = ilen = 0;
+  out.len = 0;
+  smtpd_errors = 0;
   timeout = t ? t : 1;
   hook = atexit;
   tain_now_set_stopwatch_g();
@@ -73,7 +78,26 @@ void smtpd_quit(int code, char const *why)
 {
   flush();
   if (hook) hook(code, why);
+  if (jump && !code) siglongjmp(*jump, 1);
   _exit(code);
+}
+
+void smtpd_keepalive(sigjmp_buf *j)
+{
+  jump = j;
+}
+
+void smtpd_reset(void)
+{
+  if (infd > 2) fd_close(infd);
+  if (outfd > 2 && outfd != infd) fd_close(outfd);
+  infd = outfd = -1;
+  ipos = ilen = 0;
+  out.len = 0;
+  smtpd_errors = 0;
+  if (sasline.s) byte_zzero(sasline.s, sasline.a);
+  sasline.len = 0;
+  byte_zzero(ibuf, sizeof ibuf); /* the last client's bytes (an AUTH PLAIN line) */
 }
 
 void smtpd_reply(unsigned int code, char const *ecode, char const *text)
@@ -184,19 +208,18 @@ int smtpd_starttls(void)
 
 int smtpd_sasl(saslserv *s, char const *arg, size_t len)
 {
-  stralloc line = STRALLOC_ZERO;
+  stralloc *line = &sasline;
   char const *ch;
   int r = saslserv_start(s, arg, len, &ch);
   while (r == SASLSERV_CHALLENGE) {
     int g;
     smtpd_reply(334, 0, ch);
-    g = smtpd_getline(&line, SASL_RESPONSE_MAX);
+    g = smtpd_getline(line, SASL_RESPONSE_MAX);
     if (!g) smtpd_quit(0, "disconnected in AUTH");
     if (g < 0) { r = SASLSERV_ETOOLONG; break; }
-    r = saslserv_step(s, line.s, line.len, &ch);
-    byte_zzero(line.s, line.len);
+    r = saslserv_step(s, line->s, line->len, &ch);
+    byte_zzero(line->s, line->len);
   }
-  stralloc_free(&line);
   return r;
 }
 

@@ -6,12 +6,14 @@
  * (replies 4xx/5xx but 452 and 354); the pipelining check (input the client sent before it
  * should have waited, RFC 2920); STARTTLS's switch to the UCSPI-TLS fds, dropping what was
  * pipelined in clear (RFC 3207 4.2); the AUTH dialogue's 334 exchange (lib/saslserv); and the
- * end of the session (a hook logs it, then _exit). The state machine (which command when) is
- * the program's: bin/smtp-receive.c.
+ * end of the session (a hook logs it, then _exit; or, in a pool worker (lib/tcppool), a jump
+ * back to the worker's loop when the session ended cleanly). The state machine (which command
+ * when) is the program's: bin/smtp-receive.c.
  */
 #ifndef PILLARBOX_SMTPD_H
 #define PILLARBOX_SMTPD_H
 
+#include <setjmp.h>
 #include <stddef.h>
 #include <skalibs/gccattributes.h>
 #include <skalibs/stralloc.h>
@@ -32,8 +34,18 @@ char const *smtpd_client_name(char const *ip);
 int smtpd_init(int infd, int outfd, unsigned int timeout, unsigned int sessionmax,
                void (*atexit)(int code, char const *why));
 
-/* Flushes the replies, calls the hook, exits with code. */
+/* Flushes the replies, calls the hook, exits with code; with a jump set (smtpd_keepalive)
+ * and code 0, jumps there instead. */
 void smtpd_quit(int code, char const *why) gccattr_noreturn;
+
+/* A pool worker serves the next session after this one: a session that ends with code 0
+ * (QUIT, the client gone, a timeout, a 421 of smtpd_die) siglongjmps to *j (set with
+ * sigsetjmp) instead of exiting; any other code still exits (the pool starts another worker). */
+void smtpd_keepalive(sigjmp_buf *j);
+
+/* Forgets the session's I/O: buffers emptied, the error count zeroed, the TLS fds (when they
+ * are not 0 and 1) closed, the AUTH line wiped. For the next session of a pool worker. */
+void smtpd_reset(void);
 
 /* Replies (lib/smtp's smtp_reply): a last line, a line of a multi-line reply, a last reply
  * before closing the session (exit 0). */

@@ -225,6 +225,12 @@ int ucspitls_implicit(void)
   return 1;
 }
 
+void ucspitls_reset(void)
+{
+  if (enginefd >= 0) fd_close(enginefd);
+  enginefd = -1;
+}
+
 static void coe_env(char const *name)
 {
   char const *x = getenv(name);

@@ -81,4 +81,8 @@ int ucspitls_implicit(void);
  * fd 1 carries on unchanged (its buffers must be emptied first). Returns 1, or 0 as above. */
 int ucspitls_start_stdio(void);
 
+/* Closes a connection to the engine service that ucspitls_ready made and no ucspitls_start
+ * used (the session ended in between): for the next session of a pool worker. */
+void ucspitls_reset(void);
+
 #endif

@@ -315,11 +315,16 @@ def test_long_running_services_uids(model):
     assert by.get("s6-log") == {uid("pb-log")}, by
 
 
+# The processes that listen on the TCP ports: tcpserver, or tcp-pool (smtpd, submission),
+# which takes tcpserver's place with long-lived workers (tcp-pool(8)).
+FRONTS = ("tcpserver", "tcp-pool")
+
+
 def test_tcpserver_flags(model):
     """-H (no reverse lookup) and a listen backlog large enough for a burst, on every port."""
     n = 0
     for pid, (comm, *_rest) in instance_procs(model.root).items():
-        if comm != "tcpserver":
+        if comm not in FRONTS:
             continue
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             argv = f.read().split(b"\0")
@@ -380,7 +385,7 @@ def test_tls_engine_dropped_before_client_hello(model, service, program):
 def tcpserver_uid_of(model, port):
     """The uid of the tcpserver that listens on port (by its command line)."""
     for pid, (comm, u, g, pp) in instance_procs(model.root).items():
-        if comm == "tcpserver":
+        if comm in FRONTS:
             with open("/proc/%d/cmdline" % pid, "rb") as f:
                 if str(port).encode() in f.read().split(b"\0"):
                     return u
@@ -402,8 +407,32 @@ def test_starttls_services_run_the_program_alone_under_its_uid(model, service, u
     under the service's uid, with its supplementary groups (pb-tlsc for the engine socket)."""
     assert tcpserver_uid_of(model, model.ports[service]) == uid(user)
     for pid, (comm, u, g, pp) in instance_procs(model.root).items():
-        if comm == "tcpserver" and u == uid(user):
+        if comm in FRONTS and u == uid(user):
             assert grp.getgrnam("pb-tlsc").gr_gid in proc_groups(pid)
+
+
+@pytest.mark.parametrize("service", ["smtpd", "submission"])
+def test_pool_workers_run_under_the_service_uid(model, service):
+    """smtpd and submission run tcp-pool: the pool itself (after binding) and every one of its
+    smtp-receive workers, idle or serving, run as pb-smtpd with its groups, never as root."""
+    port = str(model.ports[service]).encode()
+    procs = instance_procs(model.root)
+    pools = []
+    for pid, (comm, u, g, pp) in procs.items():
+        if comm == "tcp-pool":
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if port in f.read().split(b"\0"):
+                    pools.append((pid, u))
+    assert [u for _, u in pools] == [uid("pb-smtpd")], pools
+    with socket.create_connection(("127.0.0.1", model.ports[service]), timeout=10) as s:
+        assert s.recv(512).startswith(b"220")
+        workers = wait_for(lambda: [(pid, i) for pid, i in instance_procs(model.root).items()
+                                    if i[3] == pools[0][0] and i[0] == "smtp-receive"],
+                           what="the workers")
+        assert {i[1] for _, i in workers} == {uid("pb-smtpd")}, workers
+        for pid, _ in workers:
+            assert grp.getgrnam("pb-tlsc").gr_gid in proc_groups(pid)
+        s.sendall(b"QUIT\r\n")
 
 
 def engine_children(model):
@@ -489,7 +518,7 @@ def test_smtps_session_works_under_the_model(model):
 def test_tcp_rules_apply_without_restart(model):
     rules = model.path("control", "tcp-rules")
     old = open(rules).read()
-    pid_before = [p for p, i in instance_procs(model.root).items() if i[0] == "tcpserver"]
+    pid_before = [p for p, i in instance_procs(model.root).items() if i[0] in FRONTS]
     try:
         with open(rules, "w") as f:
             f.write("127.0.0.1:deny\n:allow\n")
@@ -505,7 +534,7 @@ def test_tcp_rules_apply_without_restart(model):
     with socket.create_connection(("127.0.0.1", model.ports["smtpd"]), timeout=10) as s:
         assert s.recv(512).startswith(b"220")
         s.sendall(b"QUIT\r\n")
-    assert [p for p, i in instance_procs(model.root).items() if i[0] == "tcpserver"] == pid_before
+    assert [p for p, i in instance_procs(model.root).items() if i[0] in FRONTS] == pid_before
 
 
 def test_burst_of_80_connections_all_greeted(model):

@@ -111,3 +111,75 @@ def test_pop3_session_drops_its_text_while_waiting(tmp_path):
     finally:
         a.close()
         stop_procs([p])
+
+
+def heap_rss(pid):
+    rss, inside = 0, False
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and ":" not in head[0]:
+                inside = head[-1] == "[heap]"
+            elif inside and head[0] == "Rss:":
+                rss += int(head[1])
+    return rss
+
+
+def pop3_cmd(a, line, multi=False):
+    a.sendall(line)
+    return until(a, b"\r\n.\r\n" if multi else b"\r\n")
+
+
+def test_pop3_names_from_the_size_cache(tmp_path):
+    """pop3-maildir reads the names of the messages its size cache lists from the mapped cache
+    file, not from the heap; UIDL, RETR, a message renamed meanwhile (another program set a
+    flag), DELE and the renames at QUIT work on them as on names in memory."""
+    home = str(tmp_path / "Maildir")
+    for sub in ("new", "cur", "tmp"):
+        os.makedirs(os.path.join(home, sub))
+    host = "a-long-host-name-of-a-delivering-machine.example.test"
+    names = []
+    for i in range(1500):
+        data = ("Subject: n%d\n\nbody %d\n" % (i, i)).encode()
+        uniq = "%d.M%dP%dQ1.%s,S=%d" % (1700000000 + i, i, 4000 + i, host, len(data))
+        sub, name = ("new", uniq) if i % 5 == 0 else \
+            ("cur", uniq + (":2,S", ":2,", ":2,FS", ":2,Sa")[i % 4])
+        with open(os.path.join(home, sub, name), "wb") as f:
+            f.write(data)
+        names.append((sub, name))
+    uidls = []
+    for round in range(2):
+        a, b = socket.socketpair()
+        a.settimeout(20)
+        p = subprocess.Popen([prog("pop3-maildir")], stdin=b, stdout=b,
+                             env=base_env(HOME=home, USER="u"))
+        b.close()
+        try:
+            assert until(a, b"\r\n") == b"+OK 1500 messages\r\n"
+            assert pop3_cmd(a, b"STAT\r\n").startswith(b"+OK 1500 ")
+            uidls.append(pop3_cmd(a, b"UIDL\r\n", True))
+            if round == 0:
+                assert pop3_cmd(a, b"QUIT\r\n").startswith(b"+OK")
+                assert p.wait(timeout=10) == 0
+                continue
+            # 1,500 names of ~95 octets are 140 kB: the resting session's heap holds none
+            wait_for(lambda: heap_rss(p.pid) < 100, timeout=10,
+                     what="a heap without the names (%d kB)" % heap_rss(p.pid))
+            sub, name = names[6]  # cur, ":2,FS" -> renamed by someone else to ":2,FRS"
+            os.rename(os.path.join(home, sub, name),
+                      os.path.join(home, sub, name.replace(":2,FS", ":2,FRS")))
+            assert b"Subject: n6\r\n\r\nbody 6\r\n.\r\n" in pop3_cmd(a, b"RETR 7\r\n", True)
+            assert b"body 1499\r\n" in pop3_cmd(a, b"RETR 1500\r\n", True)
+            assert pop3_cmd(a, b"DELE 4\r\n").startswith(b"+OK")
+            assert pop3_cmd(a, b"QUIT\r\n").startswith(b"+OK")
+            assert p.wait(timeout=10) == 0
+        finally:
+            a.close()
+            stop_procs([p])
+    assert uidls[0] == uidls[1] and uidls[0].count(b"\r\n") == 1502
+    cur = set(os.listdir(os.path.join(home, "cur")))
+    uniq = [n.split(":")[0] for _, n in names]
+    assert names[3][1] not in cur and not any(c.startswith(uniq[3] + ":") for c in cur)
+    assert uniq[6] + ":2,FRS" in cur  # renamed meanwhile, retrieved: found, already seen
+    assert names[1499][1].endswith(":2,Sa") and names[1499][1] in cur  # seen, keyword kept
+    assert len(cur) + len(os.listdir(os.path.join(home, "new"))) == 1499
