@@ -110,7 +110,7 @@ def idle_pool_pss(root):
 def held_session_pss(port, names, k=1):
     """PSS (KB) of the processes named in names that hold the k sessions held after EHLO (new
     ones, and pool workers serving a session): the total, and the total per process name."""
-    before = set(p for p, c in procs_by_name(names) if not (c == "smtp-receive" and serving(p)))
+    before = set(p for p, _ in procs_by_name(names))
     socks = []
     try:
         for _ in range(k):
@@ -124,7 +124,7 @@ def held_session_pss(port, names, k=1):
         time.sleep(0.3)  # let the fork settle (a measurement, not a synchronisation)
         by = {}
         for p, c in procs_by_name(names):
-            if p not in before:
+            if p not in before or (c == "smtp-receive" and serving(p)):
                 by[c] = by.get(c, 0) + pss_kb(p)
         return sum(by.values()), by
     finally:

@@ -14,7 +14,10 @@ Measured:
                                bench, forks an engine per connection: `tls-engine -p 0`);
        engine-4-pop3-serve:    the same with `tls-engine -p 4`, as services/tls-engine runs it
                                (engines forked in advance, no fork on the handshake's path);
-       engine-4-smtp-receive:  the same in front of smtp-receive (smtps, pop3s, imaps's chain);
+       engine-4-smtp-receive:  the same in front of smtp-receive (smtps's chain until 13:50);
+       pool-4-smtp-receive:    tcp-pool (4 workers, 100 sessions each) -> smtp-receive workers,
+                               `tls-engine -p 4`: smtps as services/smtps runs it now (no
+                               process created per connection on the handshake's path);
      where a handshake's time goes: BearSSL's own public-key work for one handshake (ECDHE
      P-256 or X25519 + the ECDSA P-256 signature), timed in-process (bench/tls-crypto.c), set
      against each server's time per handshake, and the group the client and BearSSL agree on;
@@ -98,6 +101,12 @@ def tcpserver(env, port, argv):
                  str(port)] + argv, env, port)
 
 
+def tcppool(env, port, argv):
+    """tcp-pool as services/smtps runs it: 4 workers kept, 100 sessions each."""
+    return Proc([os.path.join(BIN, "tcp-pool"), "-R", "-H", "-l", "localhost", "-c", "200",
+                 "-n", "4", "-m", "100", "127.0.0.1", str(port)] + argv, env, port)
+
+
 def stat_of(pid):
     """(comm, fields after the comm) of /proc/PID/stat, or None when it is gone."""
     try:
@@ -134,10 +143,12 @@ def cpu_ticks(pids):
 
 def no_children(pids, timeout=10):
     """Waits (bounded) until the servers have reaped every connection's process (the engine
-    service's spares, waiting for a connection, stay)."""
+    service's spares, waiting for a connection, and tcp-pool's workers stay)."""
+    pools = [p for p in pids if (stat_of(p) or ("",))[0] == "tcp-pool"]
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if not [c for c in children(pids) if c[1] != "tls-engine-idle"]:
+        if not [c for c in children(pids) if c[1] != "tls-engine-idle"
+                and int(c[2][1]) not in pools]:
             return
         time.sleep(0.05)
 
@@ -240,12 +251,16 @@ def start_variants(inst, env, wanted):
                                "ECDHE-ECDSA-AES128-GCM-SHA256", "-quiet"], env, port)]
             elif name == "tls-serve":
                 procs = [tcpserver(env, port, [os.path.join(BIN, "tls-serve"), "cat"])]
-            else:  # engine-P-PROGRAM: tls-engine -p P, tcpserver -> PROGRAM with TLS_IMPLICIT
-                _, spares, program = name.split("-", 2)
+            else:  # FRONT-P-PROGRAM: tls-engine -p P, FRONT (engine: tcpserver; pool:
+                # tcp-pool, as smtps runs) -> PROGRAM with TLS_IMPLICIT
+                front, spares, program = name.split("-", 2)
                 eng = EngineService(inst, env, int(spares), name)
                 e = dict(env, TLS_ENGINE=eng.sock, TLS_IMPLICIT="1", SMTPAUTH="1")
                 try:
-                    procs = [eng, tcpserver(e, port, [os.path.join(BIN, program)])]
+                    if front == "pool":
+                        procs = [eng, tcppool(e, port, [os.path.join(BIN, program)])]
+                    else:
+                        procs = [eng, tcpserver(e, port, [os.path.join(BIN, program)])]
                 except BaseException:
                     eng.stop()
                     raise
@@ -289,7 +304,7 @@ def report_rounds(variants, clients):
               % (v.name, span(v.rates, "%.0f"), span(ratios), span(v.ms),
                  span(base.ms), span(cpu)))
         if len(v.split[0]) == 2:
-            print("  %-22s CPU split: tcpserver and its program %s ms, tls-engine and its "
+            print("  %-22s CPU split: the front and its program %s ms, tls-engine and its "
                   "engines %s ms" % ("", span([x[0] for x in v.split]),
                                      span([x[1] for x in v.split])))
 
@@ -451,10 +466,10 @@ def main():
         cafile = os.path.join(inst, "tls", "cert.pem")
 
         names = ["s_server", "tls-serve", "engine-0-pop3-serve", "engine-4-pop3-serve",
-                 "engine-4-smtp-receive"]
+                 "engine-4-smtp-receive", "pool-4-smtp-receive"]
         variants = start_variants(inst, env, names)
         try:
-            group = temp_key(variants[-1].port)
+            group = temp_key(variants[4].port)
             spare_mem = [private_kb(p) for p in idle_engines(variants[3].procs[1].p.pid)]
             print("idle spares of tls-engine -p 4: %d, private %s KB, PSS %s KB each"
                   % (len(spare_mem), [m for m, _ in spare_mem], [q for _, q in spare_mem]))

@@ -22,6 +22,7 @@
 #include <skalibs/types.h>
 
 #include "cdbfile.h"
+#include "pagedrop.h"
 #include "spawn.h"
 #include "tcppool.h"
 
@@ -176,6 +177,11 @@ void tcppool_run(int lfd, tcppool_conf const *c)
   sigaddset(&set, SIGHUP);
   if (selfpipe_trapset(&set) < 0) strerr_diefu1sys(111, "trap signals");
   tain_now_set_stopwatch_g();
+  /* The pool runs a small loop for as long as the service: the text and data pages the
+   * start-up touched (option parsing, the bind, glibc's init) are given back once; only the
+   * loop's own pages come back (a static program shares its pages with nobody). */
+  pagedrop_poll(0, 0, 0);
+  pagedrop_stack();
   for (;;) {
     iopause_fd x[2] = {{sfd, IOPAUSE_READ, 0}, {statr, IOPAUSE_READ, 0}};
     tain deadline = TAIN_INFINITE;

@@ -304,9 +304,11 @@ def test_long_running_services_uids(model):
     by = {}
     for pid, (comm, u, g, pp) in procs.items():
         by.setdefault(comm, set()).add(u)
-    # tcpserver binds the ports as root, then runs (and forks per connection) under the
-    # service's uid (tcpserver -u) on every port, implicit TLS included: none stays root
-    assert by.get("tcpserver") == {uid("pb-smtpd"), uid("pb-login")}, by
+    # tcpserver (POP3, IMAP) and tcp-pool (SMTP: smtpd, submission, smtps) bind the ports as
+    # root, then run under the service's uid (-u) on every port, implicit TLS included: none
+    # stays root
+    assert by.get("tcpserver") == {uid("pb-login")}, by
+    assert by.get("tcp-pool") == {uid("pb-smtpd")}, by
     assert by.get("tls-engine") == {0}, by         # the TLS engine service (reads no byte)
     # the injection socket's workers (pb-queue) and the POP3 and IMAP login brokers (pb-deliv)
     assert by.get("queue-inject-ip") == {uid("pb-queue")}, by
@@ -411,9 +413,9 @@ def test_starttls_services_run_the_program_alone_under_its_uid(model, service, u
             assert grp.getgrnam("pb-tlsc").gr_gid in proc_groups(pid)
 
 
-@pytest.mark.parametrize("service", ["smtpd", "submission"])
+@pytest.mark.parametrize("service", ["smtpd", "submission", "smtps"])
 def test_pool_workers_run_under_the_service_uid(model, service):
-    """smtpd and submission run tcp-pool: the pool itself (after binding) and every one of its
+    """smtpd, submission and smtps run tcp-pool: the pool itself (after binding) and every one of its
     smtp-receive workers, idle or serving, run as pb-smtpd with its groups, never as root."""
     port = str(model.ports[service]).encode()
     procs = instance_procs(model.root)
@@ -425,6 +427,8 @@ def test_pool_workers_run_under_the_service_uid(model, service):
                     pools.append((pid, u))
     assert [u for _, u in pools] == [uid("pb-smtpd")], pools
     with socket.create_connection(("127.0.0.1", model.ports[service]), timeout=10) as s:
+        if service == "smtps":  # implicit TLS: the worker's engine is a spare of tls-engine
+            s = ssl._create_unverified_context().wrap_socket(s, server_hostname="mx.example.test")
         assert s.recv(512).startswith(b"220")
         workers = wait_for(lambda: [(pid, i) for pid, i in instance_procs(model.root).items()
                                     if i[3] == pools[0][0] and i[0] == "smtp-receive"],
