@@ -535,8 +535,9 @@ def test_pool_serves_many_clients_with_few_workers(inst):
         msg = b"Subject: after\n\nx\n"
         out = _ipc_inject(sock, b"%d:%s,0:,%d:%s," % (len(msg), msg, len(env), env))
         assert out.startswith(b"0 "), out
-        now = set(int(x) for x in open(kids).read().split())
-        assert len(now) == 2 and now != workers
+        # the replacement of the broken-off client's worker may still be on its way
+        now = wait_for(lambda: (lambda s: len(s) == 2 and s != workers and s)(
+            set(int(x) for x in open(kids).read().split())), timeout=10, what="a new worker")
     finally:
         p.terminate()
         p.wait(timeout=10)
