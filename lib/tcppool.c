@@ -70,6 +70,20 @@ static worker *w;
 static unsigned int nw, nbusy;
 static int statr = -1;
 
+/* NAME=VALUE (or NAME alone: unset) appended to sa, NUL-terminated. */
+static int addvar(stralloc *sa, char const *name, char const *value)
+{
+  return stralloc_cats(sa, name) &&
+         (!value || (stralloc_catb(sa, "=", 1) && stralloc_cats(sa, value))) && stralloc_0(sa);
+}
+
+static int addnum(stralloc *sa, char const *name, unsigned int u)
+{
+  char num[UINT_FMT];
+  num[uint_fmt(num, u)] = 0;
+  return addvar(sa, name, num);
+}
+
 static pid_t start_worker(int lfd, int statw, tcppool_conf const *c)
 {
   static stralloc m = STRALLOC_ZERO;
@@ -78,27 +92,12 @@ static pid_t start_worker(int lfd, int statw, tcppool_conf const *c)
   spawn_fd map[4] = {{0, SPAWN_DEVNULL}, {1, SPAWN_DEVNULL}, {TCPPOOL_LISTENFD, lfd},
                      {TCPPOOL_STATUSFD, statw}};
   if (!m.len) { /* the workers' settings: the same for each, made once */
-    char num[UINT_FMT];
     size_t i, k = 0;
-    num[uint_fmt(num, TCPPOOL_LISTENFD)] = 0;
-    if (!stralloc_cats(&m, "TCPPOOL_FD=") || !stralloc_cats(&m, num) || !stralloc_0(&m))
-      return -1;
-    num[uint_fmt(num, TCPPOOL_STATUSFD)] = 0;
-    if (!stralloc_cats(&m, "TCPPOOL_STATUS=") || !stralloc_cats(&m, num) || !stralloc_0(&m))
-      return -1;
-    num[uint_fmt(num, c->maxuse)] = 0;
-    if (!stralloc_cats(&m, "TCPPOOL_MAXUSE=") || !stralloc_cats(&m, num) || !stralloc_0(&m))
-      return -1;
-    num[uint_fmt(num, c->idle)] = 0;
-    if (!stralloc_cats(&m, "TCPPOOL_IDLE=") || !stralloc_cats(&m, num) || !stralloc_0(&m))
-      return -1;
-    if (!stralloc_cats(&m, "TCPPOOL_RULES") ||
-        (c->rules && (!stralloc_catb(&m, "=", 1) || !stralloc_cats(&m, c->rules))) ||
-        !stralloc_0(&m))
-      return -1;
-    if (!stralloc_cats(&m, "TCPPOOL_LOCALHOST") ||
-        (c->localhost && (!stralloc_catb(&m, "=", 1) || !stralloc_cats(&m, c->localhost))) ||
-        !stralloc_0(&m))
+    if (!addnum(&m, "TCPPOOL_FD", TCPPOOL_LISTENFD) ||
+        !addnum(&m, "TCPPOOL_STATUS", TCPPOOL_STATUSFD) ||
+        !addnum(&m, "TCPPOOL_MAXUSE", c->maxuse) || !addnum(&m, "TCPPOOL_IDLE", c->idle) ||
+        !addvar(&m, "TCPPOOL_RULES", c->rules) ||
+        !addvar(&m, "TCPPOOL_LOCALHOST", c->localhost))
       return -1;
     for (i = 0; i < m.len && k < 6; i += strlen(m.s + i) + 1) mp[k++] = m.s + i;
   }
@@ -294,9 +293,7 @@ static void report(char what)
 
 static int addenv(char const *name, char const *value)
 {
-  return stralloc_cats(&mods, name) &&
-         (!value || (stralloc_catb(&mods, "=", 1) && stralloc_cats(&mods, value))) &&
-         stralloc_0(&mods);
+  return addvar(&mods, name, value);
 }
 
 /* The length of the name of NAME=VALUE (or NAME) at s. */

@@ -195,3 +195,21 @@ def shared_tmp():
     finally:
         shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(d + ".bin", ignore_errors=True)
+
+
+def proc_children(pid):
+    """The live children of pid: {pid: comm}."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.index("(") + 1:st.rindex(")")]
+        fields = st[st.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out[int(d)] = comm
+    return out

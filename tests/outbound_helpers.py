@@ -7,6 +7,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import wait_for, free_port
 
 
@@ -250,3 +252,15 @@ class SmtpServer:
                 conn.close()
             except OSError:
                 pass
+
+
+def dnsmasq_fixture(*records):
+    """A module-scoped fixture: a Dnsmasq answering records for the module's tests."""
+    @pytest.fixture(scope="module")
+    def dns():
+        d = Dnsmasq(*records)
+        try:
+            yield d
+        finally:
+            d.stop()
+    return dns

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT, base_env, prog
-from outbound_helpers import Dnsmasq, free_udp_port
+from outbound_helpers import dnsmasq_fixture, free_udp_port
 
 RECORDS = [
     "--mx-host=mx.test,mx1.mx.test,10",
@@ -34,13 +34,7 @@ RECORDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def dns():
-    d = Dnsmasq(*RECORDS)
-    try:
-        yield d
-    finally:
-        d.stop()
+dns = dnsmasq_fixture(*RECORDS)
 
 
 def resolve(env, domain, timeout=30):

@@ -4,9 +4,8 @@ against a dnsmasq on a loopback port; a resolver that never answers costs at mos
 import re
 import time
 
-import pytest
 
-from outbound_helpers import Dnsmasq
+from outbound_helpers import dnsmasq_fixture
 from smtp_session import data, expect
 from test_dns import FakeDns
 from test_smtp import MSG, inst, queue_files, talk  # noqa: F401 (fixture)
@@ -20,13 +19,7 @@ RECORDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def dns():
-    d = Dnsmasq(*RECORDS)
-    try:
-        yield d
-    finally:
-        d.stop()
+dns = dnsmasq_fixture(*RECORDS)
 
 
 def received(inst, ip, env):

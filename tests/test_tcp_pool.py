@@ -11,28 +11,18 @@ import subprocess
 
 import pytest
 
-from conftest import free_port, prog, wait_for
+from conftest import proc_children, free_port, prog, wait_for
 from test_auth import start_engine_template, stop_template
 
 MSG = b"From: a@b.example\r\nSubject: pooled\r\n\r\nhello from the pool\r\n.\r\n"
 
 
-def children(pid):
-    """The live children of pid: {pid: comm}."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-        except OSError:
-            continue
-        comm = st[st.index("(") + 1:st.rindex(")")]
-        fields = st[st.rindex(")") + 2:].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out[int(d)] = comm
-    return out
+def transaction(c, rcpt="user@example.test"):
+    """MAIL, RCPT, DATA and the message on a session past EHLO; the queue id of its 250."""
+    c.expect("MAIL FROM:<a@b.example>", 250)
+    c.expect("RCPT TO:<%s>" % rcpt, 250)
+    c.expect("DATA", 354)
+    return c.expect(MSG, 250).split(b" as ")[-1].strip().decode()
 
 
 class Pool:
@@ -66,7 +56,7 @@ class Pool:
             return f.read().decode(errors="replace")
 
     def workers(self):
-        return sorted(p for p, c in children(self.p.pid).items() if c == "smtp-receive")
+        return sorted(p for p, c in proc_children(self.p.pid).items() if c == "smtp-receive")
 
     def stop(self):
         if self.p.poll() is None:
@@ -162,13 +152,10 @@ def send(port, helo="c.example", rcpt="user@example.test"):
     c = Client(port)
     c.expect(None, 220)
     c.expect("EHLO " + helo, 250)
-    c.expect("MAIL FROM:<a@b.example>", 250)
-    c.expect("RCPT TO:<%s>" % rcpt, 250)
-    c.expect("DATA", 354)
-    full = c.expect(MSG, 250)
+    qid = transaction(c, rcpt)
     c.expect("QUIT", 221)
     c.close()
-    return full.split(b" as ")[-1].strip().decode()
+    return qid
 
 
 @pytest.fixture
@@ -274,10 +261,7 @@ def test_ucspi_environment_per_connection(instance, pool_factory, tmp_path):
         c = from_addr(ip, pool.port)
         c.expect(None, 220)
         c.expect("EHLO c.example", 250)
-        c.expect("MAIL FROM:<a@b.example>", 250)
-        c.expect("RCPT TO:<user@example.test>", 250)
-        c.expect("DATA", 354)
-        c.expect(MSG, 250)
+        transaction(c)
         cport = c.s.getsockname()[1]
         c.expect("QUIT", 221)
         c.close()
@@ -379,10 +363,7 @@ def test_sigkill_in_data_and_after_250(instance, pool_factory):
     c.expect(None, 220)
     assert pool.workers() == [w2]
     c.expect("EHLO c.example", 250)
-    c.expect("MAIL FROM:<a@b.example>", 250)
-    c.expect("RCPT TO:<user@example.test>", 250)
-    c.expect("DATA", 354)
-    qid2 = c.expect(MSG, 250).split(b" as ")[-1].strip().decode()
+    qid2 = transaction(c)
     os.kill(w2, signal.SIGKILL)
     c.close()
     assert qid2 in queued(instance)
@@ -404,20 +385,14 @@ def test_starttls_then_plaintext_on_the_same_worker(instance, pool_factory, tmp_
         c.starttls()
         full = c.expect("EHLO tls.example", 250)
         assert b"STARTTLS" not in full
-        c.expect("MAIL FROM:<a@b.example>", 250)
-        c.expect("RCPT TO:<user@example.test>", 250)
-        c.expect("DATA", 354)
-        c.expect(MSG, 250)
+        transaction(c)
         c.expect("QUIT", 221)
         c.close()
         c = Client(pool.port)
         c.expect(None, 220)
         assert pool.workers() == [w]
         c.expect("EHLO plain.example", 250, "STARTTLS")    # TLS_ENGINE given again
-        c.expect("MAIL FROM:<a@b.example>", 250)
-        c.expect("RCPT TO:<user@example.test>", 250)
-        c.expect("DATA", 354)
-        c.expect(MSG, 250)
+        transaction(c)
         c.expect("QUIT", 221)
         c.close()
         log = pool.log()
