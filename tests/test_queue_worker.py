@@ -91,7 +91,7 @@ def test_one_worker_serves_many_deliveries(inst, runs):  # noqa: F811
 
 
 def test_killed_workers_and_queue_run_lose_and_double_nothing(inst, runs):  # noqa: F811
-    """SIGKILL the workers whenever a delivery has just landed (others are in flight), and
+    """SIGKILL the workers whenever a delivery is being written (a file in a Maildir's tmp/), and
     every third round queue-run too, until the queue is empty: every message is in each
     recipient's Maildir exactly once."""
     inst.control("concurrency-local", "4")
@@ -100,8 +100,8 @@ def test_killed_workers_and_queue_run_lose_and_double_nothing(inst, runs):  # no
     mess = inst.path("queue", "mess")
     bob, carol = inst.maildir("bob@example.test"), inst.maildir("carol@example.test")
 
-    def landed():
-        return sum(len(os.listdir(os.path.join(d, "new"))) for d in (bob, carol))
+    def writing():
+        return any(os.listdir(os.path.join(d, "tmp")) for d in (bob, carol))
 
     def hits():
         return sum(len(re.findall(r"status=deferred \(deliver-maildir killed\)", q.text()))
@@ -122,10 +122,9 @@ def test_killed_workers_and_queue_run_lose_and_double_nothing(inst, runs):  # no
             q = runs(inst, None, [prog("queue-spawn"), prog("queue-run")])
             logs.append(q)
             q.wait_log(r"^start queued=")
-            for _ in range(4):  # the instant of a crash: right after a delivery landed
-                before = landed()
-                wait_for(lambda: landed() > before or not os.listdir(mess), timeout=60,
-                         what="a delivery")
+            for _ in range(4):  # the instant of a crash: while a delivery writes in tmp/
+                wait_for(lambda: writing() or not os.listdir(mess), timeout=60,
+                         interval=0.0002, what="a delivery")
                 ws = workers(q)
                 for w in ws:
                     os.kill(w, signal.SIGKILL)
