@@ -98,6 +98,8 @@ struct mailstore_s {
   struct timespec listed_at; /* when new/ and cur/ were last listed */
   ino_t rec_ino;
   off_t rec_size;
+  uint64_t jid; /* the record's journal number (0: a STORE writes the record whole) */
+  size_t jlen;  /* octets of the journal that parsed at the last sync (0: none yet) */
   time_t kw_mtime;
 };
 #define MAILSTORE_ZERO {.dir = ".", .msg = 0, .names = STRALLOC_ZERO}
