@@ -1742,11 +1742,16 @@ int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, u
 {
   stralloc nn = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO, jl = STRALLOC_ZERO;
   char fmt[UINT64_FMT];
-  int lk, res = -1, changed = 0;
+  int lk, res = -1, changed = 0, dfd[2] = {-1, -1}; /* new/, cur/: renames by name alone */
   size_t k;
   lk = lock_folder(ms->dir);
   if (lk < 0) return -1;
   if (sync_locked(ms, 0) < 0) goto done;
+  for (k = 0; k < 2; k++) {
+    if (!pathcat(&p, ms->dir, k ? "cur" : "new", 0)) goto done;
+    dfd[k] = open(p.s, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd[k] < 0) goto done;
+  }
   for (k = 0; k < n; k++) {
     mailstore_msg *m = &ms->msg[idx[k]];
     uint32_t nf = ((m->flags & MS_SYSFLAGS & ~clrf) | (setf & MS_SYSFLAGS));
@@ -1761,9 +1766,7 @@ int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, u
     if (nf == (m->flags & MS_SYSFLAGS) && nk == m->keywords) continue;
     nm = nameat(&ms->names, ms->map, m->name);
     if (!rename_info(&nn, nm, nf, nk)) goto done;
-    if (!pathcat(&p, ms->dir, (m->flags & MS_NEW) ? "new" : "cur", nm)) goto done;
-    if (!pathcat(&q, ms->dir, "cur", nn.s)) goto done;
-    if (rename(p.s, q.s) < 0) {
+    if (renameat(dfd[!(m->flags & MS_NEW)], nm, dfd[1], nn.s) < 0) {
       if (errno == ENOENT) continue; /* moved under us: the next sync tells */
       goto done;
     }
@@ -1780,7 +1783,7 @@ int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, u
   }
   if (changed) {
     /* the renames are on disk before the change is recorded */
-    if (!pathcat(&p, ms->dir, "cur", 0) || fsync_dir(p.s) < 0) goto done;
+    if (fsync(dfd[1]) < 0 && errno != EINVAL && errno != EROFS) goto done;
     if (ms->jid && ms->jlen + jl.len <= JOURNAL_MIN + (size_t)ms->rec_size / 2) {
       if (journal_append(ms, &jl) < 0) goto done;
     } else {
@@ -1803,6 +1806,8 @@ done:
   {
     int e = errno;
     unlock_folder(lk);
+    if (dfd[0] >= 0) fd_close(dfd[0]);
+    if (dfd[1] >= 0) fd_close(dfd[1]);
     stralloc_free(&nn);
     stralloc_free(&p);
     stralloc_free(&q);

@@ -28,8 +28,8 @@
  * it holds newer names and modseqs of the record's UIDs, on disk before a client hears); so
  * after a crash the record is either the one before or after a change, and every file it
  * does not list gets a UID above its N. A record that does not parse is never guessed at:
- * the folder gets a new UIDVALIDITY, larger than the old one, and fresh UIDs. With no record but a dovecot-uidlist (or courierimapuiddb), their
- * UIDVALIDITY and UIDs are taken over.
+ * the folder gets a new UIDVALIDITY, larger than the old one, and fresh UIDs. With no record
+ * but a dovecot-uidlist (or courierimapuiddb), their UIDVALIDITY and UIDs are taken over.
  *
  * Functions return 1 (or a count) on success, -1 with errno set on failure. Nothing exits.
  */
