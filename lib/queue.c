@@ -991,7 +991,7 @@ typedef struct cleanctx_s cleanctx;
 struct cleanctx_s {
   char const *qdir;
   uint64_t before;
-  void (*removed)(char const *);
+  void (*removed)(char const *); /* the file's path in the queue: tmp/ID, intake/N/ID */
 };
 
 static void clean_tmp(char const *dir, char const *name, void *ctx)
@@ -1002,7 +1002,7 @@ static void clean_tmp(char const *dir, char const *name, void *ctx)
   if (name[0] != '.' && stralloc_cats(&f, dir) && stralloc_catb(&f, "/", 1) &&
       stralloc_cats(&f, name) && stralloc_0(&f) && lstat(f.s, &st) == 0 &&
       (uint64_t)st.st_mtime < c->before && unlink(f.s) == 0 && c->removed)
-    c->removed(name);
+    c->removed(f.s + strlen(c->qdir) + 1);
   stralloc_free(&f);
 }
 

@@ -613,7 +613,7 @@ def test_stale_intake_files_are_removed_at_start(users, qrun):
             f.write(b"PBQ1 1 2 3\nhalf")
     os.utime(old, (time.time() - 3 * 86400,) * 2)
     q = qrun(users)
-    q.wait_log(r"^removed stale tmp/1600000000.000000.1$")
+    q.wait_log(r"^removed stale intake/7/1600000000.000000.1$")
     assert os.path.exists(new) and not os.path.exists(old)
     wait_for(lambda: len(users.messages("bob@example.test")) == 1, what="the message delivered")
 
