@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import BIN, Instance, base_env, envelope, prog, wait_for
+from conftest import BIN, base_env, envelope, make_instance, prog, wait_for
 
 
 # ---- helpers ----
@@ -564,12 +564,7 @@ def inject_as_nobody(inst, message, sender, *rcpts):
 def test_inject_uses_tmp_where_intake_may_not_be_written(shared_tmp):
     # a queue from before intake/ whose intake/N/ another uid made (EACCES) still takes mail,
     # through tmp/ as before intake/
-    root = os.path.join(shared_tmp, "inst")
-    r = subprocess.run([prog("mail-instance"), "create", root, "--hostname", "mx.example.test",
-                        "--domain", "example.test"], env=base_env(), capture_output=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stderr
-    inst = Instance(root)
+    inst = make_instance(os.path.join(shared_tmp, "inst"))
     q = inst.path("queue")
     shutil.rmtree(q)
     os.mkdir(q, 0o755)
