@@ -750,9 +750,9 @@ static void scan(int atstart)
   eachfile("mess", &scan_one);
 }
 
-static void removed_tmp(char const *name)
+static void removed_tmp(char const *path)
 {
-  QLOG("removed stale tmp/", name);
+  QLOG("removed stale ", path);
 }
 
 /* queue-ctl's requests: ctl/OP.ID files */

@@ -22,7 +22,7 @@ from conftest import ROOT
 COLUMNS = 100
 MAIN_LINES = 120
 # Issue 11, "Thin programs": the largest programs stay thin once made so
-PROGRAM_LINES = {"queue-run": 1000}
+PROGRAM_LINES = {"queue-run": 1000, "smtp-receive": 800}
 
 
 def rel(p):
