@@ -525,6 +525,9 @@ void imapserv_run(imapserv_cfg const *c)
         put("* BYE [TOOBIG] Literal too big before login.\r\n");
         bye(0);
       case IMAPIO_EOF: bye(0);
+      /* the client went away (a reset, or a write to a closed connection): the session is
+       * over, not the program (a pool worker takes its next connection) */
+      case IMAPIO_ERR: leave(errno == EPIPE || errno == ECONNRESET ? 0 : 111);
       default: leave(111);
     }
     cmd.nspool = 0;

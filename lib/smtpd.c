@@ -105,7 +105,7 @@ void smtpd_reply(unsigned int code, char const *ecode, char const *text)
 {
   if (!smtp_reply(&out, code, ecode, text, 0)) smtpd_quit(111, "out of memory");
   if (code >= 400 && code != 452 && code != 354) smtpd_errors++;
-  if (out.len >= SMTPD_IBUF && !flush()) smtpd_quit(111, "write error");
+  if (out.len >= SMTPD_IBUF) smtpd_flush();
 }
 
 void smtpd_reply_more(unsigned int code, char const *ecode, char const *text)
@@ -123,6 +123,9 @@ void smtpd_flush(void)
 {
   if (!flush()) {
     if (errno == ETIMEDOUT) smtpd_quit(111, "write timeout");
+    /* the client went away (as an EOF when reading): the session is over, not the program
+     * (a pool worker takes its next connection instead of being replaced) */
+    if (errno == EPIPE || errno == ECONNRESET) smtpd_quit(0, "disconnected");
     smtpd_quit(111, "write error");
   }
 }

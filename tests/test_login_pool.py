@@ -256,3 +256,29 @@ def test_imap_worker_forgets_starttls_and_failures(users, pools, tmp_path):
                  in pool.log(), what="the logout line")
     finally:
         stop_template(eng)
+
+
+def hang_up_at_once(port, n=30):
+    """n clients that connect and reset the connection at once (SO_LINGER 0), before reading
+    the greeting: what a TLS client that only handshakes and a port scanner do."""
+    import struct
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+
+
+@pytest.mark.parametrize("program,name,session,greeting", [
+    ("pop3-serve", "pop3", "pop3-maildir", "+OK"),
+    ("imap-serve", "imap", "imap-maildir", "* OK")])
+def test_a_client_that_hangs_up_costs_no_worker(users, pools, program, name, session,
+                                                greeting):
+    """A client gone before its greeting (the greeting's write fails, EPIPE or ECONNRESET)
+    ends its session, not the worker: the same worker serves the next client."""
+    pool = pools(program, name, session)
+    [w] = pool.workers()
+    hang_up_at_once(pool.port)
+    c = Line(pool.port)
+    c.expect(None, greeting)
+    assert pool.workers() == [w], pool.log()
+    c.close()

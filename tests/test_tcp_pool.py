@@ -494,3 +494,31 @@ def test_control_changes_apply_at_the_next_session_of_a_worker(instance, pool_fa
     ehlo_session(pool.port, ("MAIL FROM:<a@b.example>", 250),
                  ("RCPT TO:<user@example.test>", 250), ("RCPT TO:<postmaster>", 452))
     assert pool.workers() == [w]                              # all on the one worker
+
+
+
+def test_a_client_that_hangs_up_costs_no_worker(instance, pool_factory, tmp_path):
+    """smtps clients that only handshake and go (openssl s_time, monitoring probes): the 220's
+    write to the gone engine fails (EPIPE), which ends the session as an EOF does, not the
+    worker; the same worker serves the next client. (Each such client used to cost an exec.)"""
+    import struct
+    eng = start_engine_template(instance, tmp_path)
+    try:
+        pool = pool_factory("-c", "1", "-n", "1",
+                            env={"TLS_ENGINE": "run/tls/engine", "TLS_IMPLICIT": "1"})
+        w = worker_of(pool)
+        ctx = ssl._create_unverified_context()
+        for _ in range(30):
+            s = socket.create_connection(("127.0.0.1", pool.port), timeout=10)
+            t = ctx.wrap_socket(s, server_hostname="mx.example.test")   # the handshake only
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            t.close()
+        c = Client(pool.port)
+        c.s = ctx.wrap_socket(c.s, server_hostname="mx.example.test")
+        c.f = c.s.makefile("rb")
+        c.expect(None, 220)
+        c.expect("QUIT", 221)
+        c.close()
+        assert pool.workers() == [w], pool.log()
+    finally:
+        stop_template(eng)
