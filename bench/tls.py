@@ -18,6 +18,10 @@ Measured:
        pool-4-smtp-receive:    tcp-pool (4 workers, 100 sessions each) -> smtp-receive workers,
                                `tls-engine -p 4`: smtps as services/smtps runs it now (no
                                process created per connection on the handshake's path);
+       pool-4-pop3-serve,      the same with pop3-serve and imap-serve workers: pop3s and
+       pool-4-imap-serve:      imaps since 2026-12-05 19:30;
+     BENCH_TLS_VARIANTS="pool-4-smtp-receive pool-4-pop3-serve ..." picks the servers (s_server
+     is always first);
      where a handshake's time goes: BearSSL's own public-key work for one handshake (ECDHE
      P-256 or X25519 + the ECDSA P-256 signature), timed in-process (bench/tls-crypto.c), set
      against each server's time per handshake, and the group the client and BearSSL agree on;
@@ -465,12 +469,16 @@ def main():
             f.write("%d\n" % ((MB + 10) << 20))
         cafile = os.path.join(inst, "tls", "cert.pem")
 
-        names = ["s_server", "tls-serve", "engine-0-pop3-serve", "engine-4-pop3-serve",
-                 "engine-4-smtp-receive", "pool-4-smtp-receive"]
+        names = ["s_server", "tls-serve", "engine-4-pop3-serve", "pool-4-smtp-receive",
+                 "pool-4-pop3-serve", "pool-4-imap-serve"]
+        if os.environ.get("BENCH_TLS_VARIANTS"):  # e.g. "pool-4-smtp-receive pool-4-imap-serve"
+            names = ["s_server"] + os.environ["BENCH_TLS_VARIANTS"].split()
         variants = start_variants(inst, env, names)
         try:
-            group = temp_key(variants[4].port)
-            spare_mem = [private_kb(p) for p in idle_engines(variants[3].procs[1].p.pid)]
+            group = temp_key(variants[-1].port)
+            spared = [v for v in variants if v.name.split("-")[1:2] == ["4"]]
+            spare_mem = [private_kb(p) for p in idle_engines(spared[0].procs[1].p.pid)] \
+                if spared else []
             print("idle spares of tls-engine -p 4: %d, private %s KB, PSS %s KB each"
                   % (len(spare_mem), [m for m, _ in spare_mem], [q for _, q in spare_mem]))
             rounds(variants, 1)

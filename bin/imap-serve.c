@@ -5,7 +5,12 @@
  * services: login-handoff imap) with the credentials on fd 3 and the login's tag in IMAP_TAG;
  * the session program answers that tag and serves the mailbox. This process never opens a
  * mailbox; the mailbox process never saw the network before the login.
+ *
+ * As a worker of tcp-pool (lib/tcppool) it serves one connection after another: a login that
+ * runs its session goes back to accept() (login-handoff then logs the logout and holds the
+ * per-address slot), and nothing of one connection reaches the next (imapserv_forget()).
  */
+#include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,17 +20,48 @@
 #include <skalibs/types.h>
 #include "control.h"
 #include "imapserv.h"
+#include "tcppool.h"
 #include "ucspitls.h"
 
 char const *PROG = "imap-serve";
 #define USAGE "imap-serve [-t timeout] [-d faildelay] [prog...]"
 
+static char const *const defargv[] = {"auth-check", "imap-maildir", 0};
+static imapserv_cfg cfg = {.timeout = 180, .faildelay = 2, .progargv = defargv};
+
+/* One connection, on fds 0 and 1 with its UCSPI environment: what it may change is read
+ * again for each (control/, the rules' variables). */
+static void session(void) gccattr_noreturn;
+static void session(void)
+{
+  static stralloc me = STRALLOC_ZERO, sa = STRALLOC_ZERO;
+  char const *x;
+  int r;
+  /* plaintext login: the environment decides, else control/imap-allow-plaintext (as POP3) */
+  x = getenv("IMAP_ALLOW_PLAINTEXT_AUTH");
+  if (x) cfg.allow_plain = !strcmp(x, "1");
+  else {
+    sa.len = 0;
+    r = control_readline(&sa, "imap-allow-plaintext");
+    if (r < 0) strerr_diefu1sys(111, "read control/imap-allow-plaintext");
+    cfg.allow_plain = r == 1 && sa.len == 1 && sa.s[0] == '1';
+  }
+  /* implicit TLS (imaps) through the engine service: before a byte is said (ucspitls.h) */
+  if (ucspitls_implicit() < 0) strerr_diefu1sys(111, "start implicit TLS through TLS_ENGINE");
+  cfg.ip = getenv("TCPREMOTEIP");
+  me.len = 0;
+  if (control_readline(&me, "me") != 1 || !stralloc_0(&me)) {
+    me.len = 0;
+    if (!stralloc_cats(&me, "pillarbox") || !stralloc_0(&me)) strerr_diefu1sys(111, "allocate");
+  }
+  cfg.me = me.s;
+  imapserv_run(&cfg);
+}
+
 int main(int argc, char const *const *argv)
 {
-  static char const *const defargv[] = {"auth-check", "imap-maildir", 0};
-  char const *defauth[3];
-  stralloc me = STRALLOC_ZERO, sa = STRALLOC_ZERO;
-  imapserv_cfg cfg = {.timeout = 180, .faildelay = 2, .progargv = defargv};
+  static char const *defauth[3];
+  static sigjmp_buf next;
   subgetopt l = SUBGETOPT_ZERO;
   char const *x;
   unsigned long u;
@@ -62,23 +98,13 @@ int main(int argc, char const *const *argv)
     defauth[2] = 0;
     cfg.progargv = defauth;
   }
-
-  /* plaintext login: the environment decides, else control/imap-allow-plaintext (as POP3) */
-  x = getenv("IMAP_ALLOW_PLAINTEXT_AUTH");
-  if (x) cfg.allow_plain = !strcmp(x, "1");
-  else {
-    r = control_readline(&sa, "imap-allow-plaintext");
-    if (r < 0) strerr_diefu1sys(111, "read control/imap-allow-plaintext");
-    cfg.allow_plain = r == 1 && sa.len == 1 && sa.s[0] == '1';
-  }
-  /* implicit TLS (imaps) through the engine service: before a byte is said (ucspitls.h) */
-  if (ucspitls_implicit() < 0) strerr_diefu1sys(111, "start implicit TLS through TLS_ENGINE");
-  cfg.ip = getenv("TCPREMOTEIP");
-  if (control_readline(&me, "me") != 1 || !stralloc_0(&me)) {
-    me.len = 0;
-    if (!stralloc_cats(&me, "pillarbox") || !stralloc_0(&me)) strerr_diefu1sys(111, "allocate");
-  }
-  cfg.me = me.s;
   if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");
-  imapserv_run(&cfg);
+  if (!tcppool_worker()) session();
+  imapserv_keepalive(&next);
+  while (tcppool_next()) {
+    if (!sigsetjmp(next, 0)) session();
+    imapserv_forget();
+    tcppool_done();
+  }
+  return 0;
 }

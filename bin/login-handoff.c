@@ -7,13 +7,17 @@
  * auth service and execs the session program on those descriptors. This process then only
  * waits: it exits 1 (bad credentials) or 111 (trouble) as the broker says, or 0 when the
  * session has ended. It never holds a mailbox, and the broker never saw the network before the
- * login. Exit codes: 0 the session ran, 1 bad credentials, 2 misuse, 111 trouble.
+ * login. Under a front that is a tcp-pool worker (LOGIN_LOGOUT set, see checkpw.h), this
+ * process, not the front, logs the logout and holds the front's per-address slot (fd 5,
+ * LOGIN_SLOT) for the session's length. Exit codes: 0 the session ran, 1 bad credentials,
+ * 2 misuse, 111 trouble.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <skalibs/allreadwrite.h>
 #include <skalibs/djbunix.h>
 #include <skalibs/sgetopt.h>
 #include <skalibs/socket.h>
@@ -35,7 +39,7 @@ int main(int argc, char const *const *argv)
   char buf[CHECKPW_INPUT_MAX + 1];
   size_t len = 0;
   stralloc path = STRALLOC_ZERO;
-  char const *notifyvar = 0;
+  char const *notifyvar = 0, *logout, *slot;
   int fds[3] = {0, 1, 1};
   int sock, i;
   tain deadline;
@@ -99,7 +103,11 @@ int main(int argc, char const *const *argv)
   fd_close(1);
   if (fds[2] > 2) fd_close(fds[2]);
   if (ndelay_off(sock) < 0) strerr_diefu1sys(111, "set the socket blocking");
-  checkpw_waiter_fd(sock); /* wait as login-wait: a few pages instead of this program */
+  /* a front that is a pool worker does not wait: we log its logout and hold its slot (on fd
+   * CHECKPW_SLOTFD) until the session ends */
+  logout = getenv("LOGIN_LOGOUT");
+  slot = logout ? getenv("LOGIN_SLOT") : 0;
+  checkpw_waiter_fd(sock, slot, logout); /* wait as login-wait: a few pages, not this program */
   for (;;) {
     unsigned char c;
     ssize_t k = read(sock, &c, 1);
@@ -107,7 +115,9 @@ int main(int argc, char const *const *argv)
       if (errno == EINTR) continue;
       strerr_diefu1sys(111, "read the broker's answer");
     }
-    if (!k) return 0; /* the session ran and has ended */
-    return c;
+    if (k) return c;
+    if (logout && (fd_write(2, logout, strlen(logout)) < 0 || fd_write(2, "0\n", 2) < 0)) {}
+    if (slot) unlink(slot);
+    return 0; /* the session ran and has ended */
   }
 }

@@ -10,9 +10,12 @@
  *
  * argv[0] names the program it stands in for, and becomes the process's name (PR_SET_NAME):
  * ps still shows imap-serve under the pre-login uid, with its pid.
- *   login-wait -f FD        reads one octet from FD and exits with it; 0 at end of file (the
+ *   login-wait -f FD [[-u SLOTFILE] PREFIX]
+ *                           reads one octet from FD and exits with it; 0 at end of file (the
  *                           broker's connection closed: the session ran and ended); 111 on an
- *                           error.
+ *                           error. With PREFIX (login-handoff under a pool worker, which does
+ *                           not wait: LOGIN_LOGOUT), at end of file it also writes PREFIX "0"
+ *                           and a newline on fd 2 and removes SLOTFILE, as -p does.
  *   login-wait -p PID [-u SLOTFILE] PREFIX
  *                           waits for the child PID, writes PREFIX, its exit code ("killed"
  *                           when a signal ended it) and a newline on fd 2, removes SLOTFILE
@@ -177,17 +180,36 @@ static void setname(char const *arg0)
   if (*b && len(b) < 16) sys_setname(b);
 }
 
-#define USAGE "usage: login-wait -f fd | login-wait -p pid [-u slotfile] prefix"
+#define USAGE \
+  "usage: login-wait -f fd [[-u slotfile] prefix] | login-wait -p pid [-u slotfile] prefix"
 
-static int wait_octet(unsigned long fd)
+static int wait_octet(unsigned long fd, char const *slot, char const *prefix)
 {
   unsigned char c;
   for (;;) {
     ssize_t k = sys_read((int)fd, &c, 1);
     if (k == -E_INTR) continue;
     if (k < 0) die(111, "unable to read the broker's answer", k);
-    return k ? c : 0;
+    if (k) return c; /* the broker's answer: no session ran, the front still holds the slot */
+    if (prefix) {
+      put(prefix);
+      put("0\n");
+    }
+    if (slot) (void)sys_unlink(slot);
+    return 0;
   }
+}
+
+/* [-u slot] prefix at argv[i..argc): 1 and the two set, 0 on misuse */
+static int tail(int argc, char **argv, int i, char const **slot, char const **prefix)
+{
+  if (argc - i == 3) {
+    if (argv[i][0] != '-' || argv[i][1] != 'u' || argv[i][2]) return 0;
+    *slot = argv[i + 1];
+  } else if (argc - i != 1)
+    return 0;
+  *prefix = argv[argc - 1];
+  return 1;
 }
 
 static int wait_child(unsigned long pid, char const *slot, char const *prefix)
@@ -211,18 +233,16 @@ int main(int argc, char **argv)
   unsigned long u;
   if (argc < 1) die(100, USAGE, 0);
   setname(argv[0]);
-  if (argc == 3 && argv[1][0] == '-' && argv[1][1] == 'f' && !argv[1][2]) {
-    if (!scan(argv[2], &u)) die(100, USAGE, 0);
-    return wait_octet(u);
+  if (argc >= 3 && argv[1][0] == '-' && argv[1][1] == 'f' && !argv[1][2]) {
+    char const *slot = 0, *prefix = 0;
+    if (!scan(argv[2], &u) || (argc > 3 && !tail(argc, argv, 3, &slot, &prefix)))
+      die(100, USAGE, 0);
+    return wait_octet(u, slot, prefix);
   }
-  if ((argc == 4 || argc == 6) && argv[1][0] == '-' && argv[1][1] == 'p' && !argv[1][2]) {
-    char const *slot = 0;
-    if (!scan(argv[2], &u) || !u) die(100, USAGE, 0);
-    if (argc == 6) {
-      if (argv[3][0] != '-' || argv[3][1] != 'u' || argv[3][2]) die(100, USAGE, 0);
-      slot = argv[4];
-    }
-    return wait_child(u, slot, argv[argc - 1]);
+  if (argc >= 4 && argv[1][0] == '-' && argv[1][1] == 'p' && !argv[1][2]) {
+    char const *slot = 0, *prefix = 0;
+    if (!scan(argv[2], &u) || !u || !tail(argc, argv, 3, &slot, &prefix)) die(100, USAGE, 0);
+    return wait_child(u, slot, prefix);
   }
   die(100, USAGE, 0);
   return 100;

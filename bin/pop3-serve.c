@@ -6,8 +6,14 @@
  * us it runs by writing one byte on $POP3_NOTIFYFD, and from then on it answers the client
  * while we wait for it. This process never opens a mailbox; the mailbox process never saw the
  * network before the login.
+ *
+ * As a worker of tcp-pool (lib/tcppool) it serves one connection after another: once a login
+ * runs its session it does not wait for it but goes back to accept(); its login program
+ * (login-handoff) then logs the logout and holds the per-address slot (checkpw.h). Nothing of
+ * one connection reaches the next (forget()).
  */
 #include <errno.h>
+#include <setjmp.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -32,6 +38,7 @@
 #include "sasl.h"
 #include "saslserv.h"
 #include "spawn.h"
+#include "tcppool.h"
 #include "timedio.h"
 #include "ucspitls.h"
 
@@ -54,15 +61,19 @@ static size_t userlen;
 static int haveuser;
 static char const *const *progargv;
 static connlimit slot = CONNLIMIT_ZERO;
+static int pooled;        /* a tcp-pool worker: a session's end goes back to accept() */
+static sigjmp_buf next;
 
 static void leave(int) gccattr_noreturn;
 static void die_io(void) gccattr_noreturn;
 static void bye(int) gccattr_noreturn;
 
-/* Every exit: the connection slot is given back (its file removed) first. */
+/* Every exit: the connection slot is given back (its file removed) first. A pool worker
+ * whose session ended (0) or timed out (99) takes the next connection instead. */
 static void leave(int code)
 {
   connlimit_release(&slot);
+  if (pooled && (code == 0 || code == 99)) siglongjmp(next, 1);
   _exit(code);
 }
 
@@ -170,14 +181,16 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
      * (POP3_NOTIFYFD), the pipelined rest of the input in POP3_INPUT, hex-encoded so that
      * every byte, a NUL too, crosses the exec. */
     static char input[sizeof "POP3_INPUT=" + 2 * POP3IO_IBUF];
-    char const *mods[2] = {"POP3_NOTIFYFD=4", "POP3_INPUT"};
+    char const *mods[4] = {"POP3_NOTIFYFD=4", "POP3_INPUT"};
     char const *rest;
     if (pop3io_pending(&rest)) {
       memcpy(input, "POP3_INPUT=", 11);
       pop3io_pending_hex(input + 11);
       mods[1] = input;
     }
-    pid = checkpw_start(progargv, mods, 2, &credfd, &notifyfd);
+    checkpw_detach_mods(mods + 2, pooled, checkpw_logname(u, ulen), ip ? ip : "unknown",
+                        slot.fd >= 0 ? slot.path : 0);
+    pid = checkpw_start(progargv, mods, 4, &credfd, &notifyfd, pooled ? slot.fd : -1);
   }
   if (pid < 0) {
     memset(creds, 0, sizeof creds);
@@ -191,6 +204,11 @@ static void login(char const *u, size_t ulen, char const *pw, size_t pwlen)
   if (r == 1) {
     strerr_warni4x("login ", checkpw_logname(u, ulen), " from ", ip ? ip : "unknown");
     forgive();
+    if (pooled) { /* login-handoff waits, logs the logout and holds the slot: next client */
+      fd_close(notifyfd);
+      connlimit_pass(&slot);
+      leave(0);
+    }
     /* the session runs: wait as login-wait, which logs the logout (or in place, below) */
     checkpw_waiter_child(pid, slot.fd, slot.path, checkpw_logname(u, ulen), ip ? ip : "unknown");
   }
@@ -339,11 +357,11 @@ static void stls(void)
   userlen = 0;
 }
 
-int main(int argc, char const *const *argv)
+/* Once per process: the options, the timeout, the login program. */
+static void configure(int argc, char const *const *argv)
 {
   static char const *const defargv[] = {"auth-check", "pop3-maildir", 0};
-  char const *defauth[3];
-  stralloc me = STRALLOC_ZERO;
+  static char const *defauth[3];
   char const *x;
   {
     subgetopt l = SUBGETOPT_ZERO;
@@ -389,7 +407,15 @@ int main(int argc, char const *const *argv)
     tbuf[uint_fmt(tbuf, timeout)] = 0;
     if (setenv("POP3_TIMEOUT", tbuf, 1) < 0) strerr_diefu1sys(111, "setenv");
   }
-  x = getenv("POP3_ALLOW_PLAINTEXT_AUTH");
+  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");
+}
+
+/* One connection, on fds 0 and 1 with its UCSPI environment; ends by leave(). */
+static void session(void) gccattr_noreturn;
+static void session(void)
+{
+  static stralloc me = STRALLOC_ZERO;
+  char const *x = getenv("POP3_ALLOW_PLAINTEXT_AUTH");
   if (x) allow_plain = !strcmp(x, "1");
   else {
     stralloc sa = STRALLOC_ZERO;
@@ -402,7 +428,7 @@ int main(int argc, char const *const *argv)
   if (ucspitls_implicit() < 0) strerr_diefu1sys(111, "start implicit TLS through TLS_ENGINE");
   ip = getenv("TCPREMOTEIP");
   in_tls = !!getenv("SSL_PROTOCOL");
-  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");
+  me.len = 0;
   if (control_readline(&me, "me") != 1 || !stralloc_0(&me)) {
     me.len = 0;
     if (!stralloc_cats(&me, "pillarbox") || !stralloc_0(&me)) strerr_diefu1sys(111, "allocate");
@@ -412,7 +438,6 @@ int main(int argc, char const *const *argv)
   put("+OK ");
   put(me.s);
   put(" POP3 server ready\r\n");
-
   for (;;) {
     char *line;
     size_t len;
@@ -455,4 +480,34 @@ int main(int argc, char const *const *argv)
       default: bad("-ERR not logged in\r\n"); break;
     }
   }
+}
+
+/* Between two connections of a pool worker: nothing of the last one is left (the failed
+ * logins, TLS, USER, the buffers, the slot, an engine connection left open; the
+ * environment is tcppool's, rebuilt); the login programs of sessions that ended are reaped. */
+static void forget(void)
+{
+  in_tls = 0;
+  ip = 0;
+  fails = bad_commands = 0;
+  haveuser = 0;
+  userlen = 0;
+  memset(user, 0, sizeof user);
+  connlimit_release(&slot);
+  pop3io_forget();
+  ucspitls_reset();
+  while (waitpid(-1, 0, WNOHANG) > 0) ;
+  tcppool_done();
+}
+
+int main(int argc, char const *const *argv)
+{
+  configure(argc, argv);
+  if (!tcppool_worker()) session();
+  pooled = 1;
+  while (tcppool_next()) {
+    if (!sigsetjmp(next, 0)) session();
+    forget();
+  }
+  return 0;
 }

@@ -2,10 +2,11 @@
  *
  * In memory, one small slot per queued message (lib/qindex: the id hash and the retry heap);
  * a message's envelope and state are read only when it is due ("loaded"), and at most
- * active_max messages are loaded at once, so 100,000 queued messages cost a few MB and the
- * first delivery starts right after the directory scan. The retry schedule is lib/retry, the
- * bounce lib/bounce, the starting of children lib/qspawn (directly, or through the root
- * spawner queue-spawn that runs them under their own uids).
+ * active_max messages (lib/qconf) are loaded at once, so 100,000 queued messages cost a few MB
+ * and the first delivery starts right after the directory scan. The retry schedule is
+ * lib/retry, the bounce lib/bounce, the starting of children lib/qspawn (directly, or through
+ * the root spawner queue-spawn that runs them under their own uids), the settings lib/qconf,
+ * the log lib/qlog.
  * Event loop: iopause on the self-pipe (SIGCHLD, SIGTERM, SIGHUP, SIGALRM), the trigger fifo,
  * the spawner's socket and the children's report pipes, with a deadline at the next due
  * message, child timeout or rescan.
@@ -17,14 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <limits.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
 
-#include <skalibs/allreadwrite.h>
 #include <skalibs/iopause.h>
 #include <skalibs/selfpipe.h>
 #include <skalibs/sig.h>
@@ -37,6 +36,7 @@
 #include "control.h"
 #include "lookup.h"
 #include "qdomain.h"
+#include "qconf.h"
 #include "qindex.h"
 #include "qlog.h"
 #include "qresolve.h"
@@ -58,55 +58,8 @@ char const *PROG = "queue-run";
 
 static char const *qdir;
 static stralloc qdirsa = STRALLOC_ZERO;
-static unsigned long conc_local, conc_remote, conc_domain, rescan_every, term_wait,
-  timeout_local, timeout_remote;
-static retry_policy policy;
-static stralloc me = STRALLOC_ZERO, postmaster = STRALLOC_ZERO, defdom = STRALLOC_ZERO;
-static unsigned int active_max;
+static qconf cf = QCONF_ZERO; /* control/ (lib/qconf) */
 static qspawn spawner;
-
-/* ---- logging ---- */
-
-/* Lines wait in logbuf until the end of a turn of the event loop (log_flush), then go out in
- * writes of whole lines of at most LOG_WRITE bytes: a pipe write that size is atomic, so the
- * lines of the service's other writers (queue-spawn, the workers' stderr) never cut into
- * ours, and a busy queue costs s6-log one read per turn instead of three per message. */
-#define LOG_WRITE 4096
-static stralloc logbuf = STRALLOC_ZERO;
-
-static void log_flush(void)
-{
-  size_t p = 0;
-  while (p < logbuf.len) {
-    size_t n = logbuf.len - p, e;
-    if (n > LOG_WRITE) { /* up to the last whole line that fits (one longer line: alone) */
-      for (e = LOG_WRITE; e > 0 && logbuf.s[p + e - 1] != '\n'; e--)
-        ;
-      if (e) n = e;
-    }
-    if (allwrite(1, logbuf.s + p, n) != n) break; /* the log is gone: nothing to tell */
-    p += n;
-  }
-  logbuf.len = 0;
-}
-
-static void logs(char const *const *v, unsigned int n)
-{
-  unsigned int i;
-  size_t start = logbuf.len;
-  for (i = 0; i < n; i++)
-    if (v[i] && !stralloc_cats(&logbuf, v[i])) goto nomem;
-  if (!stralloc_catb(&logbuf, "\n", 1)) goto nomem;
-  if (logbuf.len >= 65536) log_flush();
-  return;
-nomem:
-  logbuf.len = start;
-}
-#define LOG(...)                                                 \
-  do {                                                           \
-    char const *v_[] = {__VA_ARGS__};                            \
-    logs(v_, sizeof v_ / sizeof *v_);                            \
-  } while (0)
 
 /* ---- the index of queued messages (lib/qindex) and its flags ---- */
 
@@ -214,7 +167,7 @@ static void log_delivery(active const *a, queue_target const *t, char const *rel
 {
   char dl[QLOG_DELAY_FMT];
   qlog_delay(dl, idof(a), a->h.arrival);
-  LOG("delivery ", idof(a), " to=<", t->addr, "> orig_to=<",
+  QLOG("delivery ", idof(a), " to=<", t->addr, "> orig_to=<",
       queue_env_rcpt(a->env.s, a->env.len, t->rcpt), "> relay=", relay, " delay=", dl,
       " status=", status, " (", diag, ")");
 }
@@ -230,7 +183,7 @@ static void fail_target(active *a, queue_target *t, char const *relay, char cons
 static void quarantine(char const *id, char const *why)
 {
   if (!queue_quarantine(qdir, id)) strerr_warnwu2sys("move to quarantine: ", id);
-  LOG("quarantine ", id, ": ", why);
+  QLOG("quarantine ", id, ": ", why);
 }
 
 /* Resolves the N targets (lib/qresolve): 0 ok, -1 temporary trouble (they stay N). */
@@ -269,7 +222,7 @@ static int load_state(active *a)
   SLOT(a->slot).flags &= ~(uint32_t)F_NOSTATE; /* from now on queue-run may write one */
   a->hasstate = r != 0;
   if (r < 0 && errno == EPROTO) {
-    LOG("warning ", id, ": unreadable state file, every recipient will be tried again");
+    QLOG("warning ", id, ": unreadable state file, every recipient will be tried again");
     r = 0;
   }
   if (r < 0) {
@@ -281,7 +234,7 @@ static int load_state(active *a)
     if (!queue_targets_fromenv(&a->t, &a->nt, a->env.s, a->env.len)) dienomem();
     fmtu(nb, a->nt);
     fmtu(sb, a->h.msglen);
-    LOG("new ", id, " from=<", a->sender, "> rcpts=", nb, " size=", sb);
+    QLOG("new ", id, " from=<", a->sender, "> rcpts=", nb, " size=", sb);
     a->dirty = 1;
   }
   return 1;
@@ -294,7 +247,7 @@ static int load(uint32_t s)
   int fd;
   char const *id = SLOT(s).id;
   if (queue_held(qdir, id) && !(SLOT(s).flags & (F_DELETE | F_BOUNCE))) {
-    push(s, now + rescan_every);
+    push(s, now + cf.rescan);
     return 0;
   }
   a = calloc(1, sizeof *a);
@@ -310,7 +263,7 @@ static int load(uint32_t s)
     else {
       errno = e;
       strerr_warnwu3sys("open queue file ", id, " (will retry)");
-      push(s, now + policy.base);
+      push(s, now + cf.policy.base);
     }
     return 0;
   }
@@ -318,14 +271,14 @@ static int load(uint32_t s)
   if (SLOT(s).flags & F_DELETE) {
     active_free(a);
     if (!queue_remove(qdir, id)) strerr_warnwu2sys("remove ", id);
-    LOG("deleted ", id);
+    QLOG("deleted ", id);
     qindex_del(&ix, s);
     return 0;
   }
   a->sender = a->env.s + 1;
   if (!load_state(a)) {
     active_free(a);
-    push(s, now + policy.base);
+    push(s, now + cf.policy.base);
     return 0;
   }
   a->running = calloc(a->nt + 1, 1);
@@ -360,7 +313,7 @@ static void apply_flags(active *a)
     a->running = nr;
     a->dirty = 1;
     fmtu(nb, (uint64_t)r);
-    LOG("requeue ", idof(a), " rcpts=", nb);
+    QLOG("requeue ", idof(a), " rcpts=", nb);
   }
   if (f & F_BOUNCE) {
     if (queue_targets_return(a->t, a->nt, a->running,
@@ -376,21 +329,21 @@ static void apply_flags(active *a)
 /* Sends one bounce for every F target of a; marks them B. 1 done, 0 trouble (retry later). */
 static int bounce(active *a)
 {
-  bounce_msg m = {qdir, idof(a), a->h.arrival, now, me.s, 0};
+  bounce_msg m = {qdir, idof(a), a->h.arrival, now, cf.me.s, 0};
   stralloc nid = STRALLOC_ZERO, to = STRALLOC_ZERO;
   size_t n = 0;
   char nb[UINT64_FMT];
   int r;
-  if (!bounce_sender(&to, a->sender, me.s, defdom.s)) dienomem();
-  r = bounce_targets(&m, to.s, postmaster.s, a->env.s, a->env.len, a->t, a->nt, &nid, &n);
+  if (!bounce_sender(&to, a->sender, cf.me.s, cf.defdom.s)) dienomem();
+  r = bounce_targets(&m, to.s, cf.postmaster.s, a->env.s, a->env.len, a->t, a->nt, &nid, &n);
   if (r > 0) {
     errno = r == QX_NOMEM ? ENOMEM : errno;
     strerr_warnwu2sys("queue a bounce for ", idof(a));
   } else if (r == BOUNCE_DROPPED)
-    LOG("bounce ", idof(a), " dropped: null sender and the postmaster is unreachable");
+    QLOG("bounce ", idof(a), " dropped: null sender and the postmaster is unreachable");
   else if (r == BOUNCE_SENT) {
     fmtu(nb, n);
-    LOG("bounce ", idof(a), " to=<", m.to, "> rcpts=", nb, " id=", nid.s);
+    QLOG("bounce ", idof(a), " to=<", m.to, "> rcpts=", nb, " id=", nid.s);
     fresh_id(nid.s, nid.len - 1);
   }
   if (r == BOUNCE_SENT || r == BOUNCE_DROPPED) a->dirty = 1;
@@ -418,15 +371,15 @@ static void settle(unsigned int ai)
   int pending = 0;
   if (SLOT(s).flags & F_DELETE) {
     if (!queue_remove(qdir, idof(a))) strerr_warnwu2sys("remove ", idof(a));
-    LOG("deleted ", idof(a));
+    QLOG("deleted ", idof(a));
     drop(ai, 1);
     return;
   }
   if (SLOT(s).flags & (F_FLUSH | F_REQUEUE | F_BOUNCE)) { /* asked for during delivery */
     apply_flags(a);
-    if (resolve(a) < 0) next = now + policy.base;
+    if (resolve(a) < 0) next = now + cf.policy.base;
   }
-  if (!bounce(a)) next = now + policy.base;
+  if (!bounce(a)) next = now + cf.policy.base;
   for (i = 0; i < a->nt; i++) {
     queue_target *t = &a->t[i];
     if (t->state == QUEUE_T_DONE || t->state == QUEUE_T_BOUNCED) continue;
@@ -435,12 +388,12 @@ static void settle(unsigned int ai)
   }
   if (!pending) {
     if (a->hasstate ? queue_remove(qdir, idof(a)) : queue_remove_mess(qdir, idof(a))) {
-      LOG("done ", idof(a));
+      QLOG("done ", idof(a));
       drop(ai, 1);
       return;
     }
     strerr_warnwu2sys("remove ", idof(a));
-    next = now + policy.base;
+    next = now + cf.policy.base;
   }
   if (a->dirty && !queue_state_write(qdir, idof(a), a->t, a->nt, 0))
     strerr_warnwu2sys("write state of ", idof(a));
@@ -475,7 +428,8 @@ static child *kid_add(uint32_t h, int rfd, active *a, size_t const *tix, size_t 
   kids = nk;
   k = &kids[nkids++];
   memset(k, 0, sizeof *k);
-  if (!qspawn_child_init(&k->c, h, rfd, prog, now + (remote ? timeout_remote : timeout_local)))
+  if (!qspawn_child_init(&k->c, h, rfd, prog,
+                         now + (remote ? cf.timeout_remote : cf.timeout_local)))
     dienomem();
   k->a = a;
   k->remote = remote;
@@ -502,7 +456,7 @@ static int start_local(active *a, size_t ti)
   else if (r < 0) {
     r = 0;
     t->attempts++;
-    t->next = now + retry_delay(&policy, t->attempts);
+    t->next = now + retry_delay(&cf.policy, t->attempts);
     setdiag(t, "x-pillarbox; 4.3.0 account database unreadable");
     a->dirty = 1;
     log_delivery(a, t, "local", "deferred", "4.3.0 account database unreadable");
@@ -553,8 +507,8 @@ static void defer(active *a, queue_target *t, char const *relay, char const *dia
   a->dirty = 1;
   if (!queue_target_setdiag(t, diag, len)) dienomem();
   log_delivery(a, t, relay, "deferred", qlog_shown(t->diag));
-  if (!retry_expired(&policy, a->h.arrival, now)) {
-    t->next = now + retry_delay(&policy, t->attempts);
+  if (!retry_expired(&cf.policy, a->h.arrival, now)) {
+    t->next = now + retry_delay(&cf.policy, t->attempts);
     return;
   }
   if (!retry_expired_diag(&d, diag, len) || !stralloc_0(&d)) dienomem();
@@ -634,7 +588,7 @@ static void finish_remote(child *k)
   k->dom->running--;
   if (anytemp && !anyok) {
     k->dom->fails++;
-    k->dom->until = now + retry_delay(&policy, k->dom->fails);
+    k->dom->until = now + retry_delay(&cf.policy, k->dom->fails);
   } else if (anyok)
     k->dom->fails = 0, k->dom->until = 0;
 }
@@ -671,7 +625,7 @@ static void reap(void)
 /* a domain lets a target start now: not backed off (or forced), not at its limit */
 static int domain_open(active const *a, qdomain const *d)
 {
-  return d && (d->until <= now || a->force) && d->running < conc_domain;
+  return d && (d->until <= now || a->force) && d->running < cf.conc_domain;
 }
 
 static int due(active const *a, size_t i, char st)
@@ -682,12 +636,12 @@ static int due(active const *a, size_t i, char st)
 static void start_for(active *a)
 {
   size_t i;
-  for (i = 0; i < a->nt && nlocal < conc_local; i++)
+  for (i = 0; i < a->nt && nlocal < cf.conc_local; i++)
     if (due(a, i, QUEUE_T_LOCAL) && start_local(a, i) < 0) {
-      a->t[i].next = now + policy.base;
+      a->t[i].next = now + cf.policy.base;
       break;
     }
-  for (i = 0; i < a->nt && nremote < conc_remote; i++) { /* remote, grouped by qdomain */
+  for (i = 0; i < a->nt && nremote < cf.conc_remote; i++) { /* remote, grouped by qdomain */
     size_t tix[REMOTE_BATCH], n = 0, j;
     qdomain *d;
     if (!due(a, i, QUEUE_T_REMOTE)) continue;
@@ -700,7 +654,7 @@ static void start_for(active *a)
     for (j = i; j < a->nt && n < REMOTE_BATCH; j++)
       if (due(a, j, QUEUE_T_REMOTE) && qdomain_of(a->t[j].addr) == d) tix[n++] = j;
     if (start_remote(a, d, tix, n) < 0) {
-      for (j = 0; j < n; j++) a->t[tix[j]].next = now + policy.base;
+      for (j = 0; j < n; j++) a->t[tix[j]].next = now + cf.policy.base;
       break;
     }
   }
@@ -726,8 +680,8 @@ static void domain_waits(active *a)
     qdomain *d;
     if (!due(a, i, QUEUE_T_REMOTE)) continue;
     d = qdomain_of(a->t[i].addr);
-    if (!d) a->t[i].next = now + policy.base; /* the domain table is full */
-    else if (d->running >= conc_domain) {
+    if (!d) a->t[i].next = now + cf.policy.base; /* the domain table is full */
+    else if (d->running >= cf.conc_domain) {
       a->t[i].next = now + 1; /* its domain is busy */
       if (a->force) a->keepforce = 1;
     } else if (d->until > now && !a->force)
@@ -735,7 +689,7 @@ static void domain_waits(active *a)
   }
 }
 
-#define room() (nlocal < conc_local || nremote < conc_remote)
+#define room() (nlocal < cf.conc_local || nremote < cf.conc_remote)
 
 static void schedule(void)
 {
@@ -743,7 +697,7 @@ static void schedule(void)
   uint32_t s;
   if (stopping) return;
   /* load due messages while there is room */
-  while ((s = qindex_top(&ix)) != QINDEX_NONE && SLOT(s).next <= now && nact < active_max &&
+  while ((s = qindex_top(&ix)) != QINDEX_NONE && SLOT(s).next <= now && nact < cf.active_max &&
          room()) {
     active *a;
     qindex_unqueue(&ix, s);
@@ -753,7 +707,7 @@ static void schedule(void)
     if (resolve(a) < 0) {
       size_t j;
       for (j = 0; j < a->nt; j++)
-        if (a->t[j].state == QUEUE_T_NEW) a->t[j].next = now + policy.base;
+        if (a->t[j].state == QUEUE_T_NEW) a->t[j].next = now + cf.policy.base;
     }
     start_for(a);
   }
@@ -784,7 +738,7 @@ static void scan_one(char const *dir, char const *name, void *ctx)
   (void)dir;
   if (name[0] == '.') return;
   if (!queue_id_ok(name, strlen(name))) {
-    if (scan_atstart) LOG("warning: unexpected file in queue/mess: ", name);
+    if (scan_atstart) QLOG("warning: unexpected file in queue/mess: ", name);
     return;
   }
   known(name, strlen(name));
@@ -796,9 +750,9 @@ static void scan(int atstart)
   eachfile("mess", &scan_one);
 }
 
-static void removed_tmp(char const *name)
+static void removed_tmp(char const *path)
 {
-  LOG("removed stale tmp/", name);
+  QLOG("removed stale ", path);
 }
 
 /* queue-ctl's requests: ctl/OP.ID files */
@@ -818,7 +772,7 @@ static void ctl_one(char const *dir, char const *n, void *ctx)
   stralloc_free(&f);
   if (op < 0 || (s = known(id, strlen(id))) == QINDEX_NONE) return;
   SLOT(s).flags |= flags[op];
-  LOG(queue_ctl_ops[op], " ", id, " requested");
+  QLOG(queue_ctl_ops[op], " ", id, " requested");
   if (!(SLOT(s).flags & F_ACTIVE)) push(s, 0);
 }
 
@@ -836,40 +790,7 @@ static void flush_all(void)
       if (!(SLOT(i).flags & F_ACTIVE)) push(i, 0);
     }
   qdomain_reset_all();
-  LOG("flush requested");
-}
-
-/* ---- configuration ---- */
-
-static void readconfig(void)
-{
-  static struct { char const *name; unsigned long def, min, max, *v; } const conf[] = {
-    {"concurrency-local", 10, 1, 1000, &conc_local},
-    {"concurrency-remote", 20, 1, 1000, &conc_remote},
-    {"concurrency-domain", 5, 1, ULONG_MAX, &conc_domain},
-    {"queue-rescan", 60, 1, ULONG_MAX, &rescan_every},
-    {"queue-termwait", 60, 0, ULONG_MAX, &term_wait},
-    {"timeout-local", 600, 1, ULONG_MAX, &timeout_local},
-    {"timeout-remote", 3600, 1, ULONG_MAX, &timeout_remote}};
-  unsigned int i;
-  int r;
-  for (i = 0; i < sizeof conf / sizeof *conf; i++) {
-    unsigned long u = control_uint(conf[i].name, conf[i].def);
-    *conf[i].v = u < conf[i].min ? conf[i].min : u > conf[i].max ? conf[i].max : u;
-  }
-  retry_policy_read(&policy);
-  active_max = (unsigned int)(conc_local + conc_remote) * 2 + 16;
-  me.len = postmaster.len = 0;
-  r = control_readline(&me, "me");
-  if (r < 0) strerr_diefu1sys(111, "read control/me");
-  if ((!r && !stralloc_cats(&me, "localhost")) || !stralloc_0(&me)) dienomem();
-  defdom.len = 0;
-  r = control_defaultdomain(&defdom); /* bounces stay here: control/defaultdomain */
-  if (r < 0) strerr_diefu1sys(111, "read control/defaultdomain");
-  if ((!r && !stralloc_catb(&defdom, me.s, me.len - 1)) || !stralloc_0(&defdom) ||
-      !stralloc_cats(&postmaster, "postmaster@") || !stralloc_cats(&postmaster, defdom.s) ||
-      !stralloc_0(&postmaster))
-    dienomem();
+  QLOG("flush requested");
 }
 
 /* ---- the event loop ---- */
@@ -883,7 +804,7 @@ static void setup(void)
   static int const sigs[] = {SIGCHLD, SIGTERM, SIGHUP, SIGALRM, SIGINT};
   sigset_t set;
   unsigned int i;
-  readconfig();
+  qconf_read(&cf);
   if (!qspawn_init(&spawner)) strerr_dief1x(100, "QUEUE_SPAWNFD: not an open descriptor");
   if (!mailroot_path(&qdirsa, "queue")) dienomem();
   qdir = qdirsa.s;
@@ -908,11 +829,11 @@ static void on_signals(void)
     else if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
       char nb[UINT64_FMT];
       fmtu(nb, nkids);
-      LOG("stopping: waiting for ", nb, " deliveries");
+      QLOG("stopping: waiting for ", nb, " deliveries");
       stopping = 1;
-      tain_addsec_g(&stopby, (int)term_wait);
+      tain_addsec_g(&stopby, (int)cf.termwait);
     } else if (sig == SIGHUP) {
-      readconfig();
+      qconf_read(&cf);
       lookup_close();
       nextscan = now;
     } else if (sig == SIGALRM)
@@ -945,7 +866,7 @@ static void on_children(void)
     if (!kids[i].c.exited && !kids[i].c.timedout && kids[i].c.killat <= now) {
       kids[i].c.timedout = 1;
       qspawn_kill(&spawner, kids[i].c.h, SIGKILL);
-      LOG("warning ", idof(kids[i].a), ": ",
+      QLOG("warning ", idof(kids[i].a), ": ",
           kids[i].remote ? QSPAWN_REMOTE_PROG : QSPAWN_LOCAL_PROG, " timed out, killed");
     }
   for (i = 0; i < nkids;)
@@ -961,7 +882,7 @@ static void on_stopping(void)
   if (nkids && !tain_less(&STAMP, &stopby)) {
     for (i = 0; i < nkids; i++) qspawn_kill(&spawner, kids[i].c.h, killed ? SIGKILL : SIGTERM);
     tain_addsec_g(&stopby, 5);
-    LOG(killed ? "stopping: deliveries still running, sent them SIGKILL"
+    QLOG(killed ? "stopping: deliveries still running, sent them SIGKILL"
                : "stopping: deliveries still running, sent them SIGTERM");
     killed = 1;
   }
@@ -976,13 +897,13 @@ static void deadline_at(tain *deadline)
   uint64_t wake = nextscan;
   uint32_t top = qindex_top(&ix);
   unsigned int i;
-  if (top != QINDEX_NONE && SLOT(top).next < wake && nact < active_max) wake = SLOT(top).next;
+  if (top != QINDEX_NONE && SLOT(top).next < wake && nact < cf.active_max) wake = SLOT(top).next;
   for (i = 0; i < nkids; i++)
     if (!kids[i].c.exited && !kids[i].c.timedout && kids[i].c.killat < wake)
       wake = kids[i].c.killat;
   tain_now_g();
   if (wake > now) tain_addsec_g(deadline, (int)(wake - now > 86400 ? 86400 : wake - now));
-  else if (top != QINDEX_NONE && SLOT(top).next <= now && nact < active_max && !room())
+  else if (top != QINDEX_NONE && SLOT(top).next <= now && nact < cf.active_max && !room())
     tain_addsec_g(deadline, 1); /* due but no room: wait for a child */
   else
     *deadline = STAMP;
@@ -1008,7 +929,7 @@ static int turn(void)
       x[n].fd = kids[i].c.fd;
       x[n++].events = IOPAUSE_READ;
     }
-  log_flush(); /* before waiting: what this turn did is in the log */
+  qlog_flush(); /* before waiting: what this turn did is in the log */
   if (iopause_g(x, n, &deadline) < 0) {
     if (errno == EINTR) return 1;
     strerr_diefu1sys(111, "iopause");
@@ -1029,7 +950,7 @@ static int turn(void)
   if (now >= nextscan) {
     scan(0);
     ctl();
-    nextscan = now + rescan_every;
+    nextscan = now + cf.rescan;
   }
   schedule();
   return 1;
@@ -1046,15 +967,15 @@ int main(int argc, char const *const *argv)
   now = (uint64_t)time(0);
   scan(1);
   fmtu(nb, ix.count);
-  LOG("start queued=", nb, spawner.fd >= 0 ? " spawner=queue-spawn" : " spawner=direct");
+  QLOG("start queued=", nb, spawner.fd >= 0 ? " spawner=queue-spawn" : " spawner=direct");
   ctl();
-  nextscan = now + rescan_every;
+  nextscan = now + cf.rescan;
   schedule();
   queue_cleanup(qdir, now - STALE_TMP, &removed_tmp);
   while (turn())
     ;
   for (i = 0; i < nact;) settle(i); /* nothing running: records state */
-  LOG("stopped");
-  log_flush();
+  QLOG("stopped");
+  qlog_flush();
   return 0;
 }

@@ -1,23 +1,21 @@
 /* smtp-receive: the SMTP / ESMTP server for one connection (UCSPI: session on fd 0/1), or
  * for one connection after another as a worker of tcp-pool (lib/tcppool: every per-session
- * state is reset between two sessions, see forget()).
+ * state is reset between two sessions, see forget(); the settings, lib/smtpconf, are kept
+ * while control/ is unchanged).
  *
  * The session, command by command: the greeting (after the per-address connection cap and
- * the early-talker check), EHLO, AUTH (lib/saslserv), STARTTLS (UCSPI-TLS), MAIL, RCPT
+ * the early-talker check), EHLO, AUTH (lib/smtpd, lib/saslserv), STARTTLS (UCSPI-TLS), MAIL, RCPT
  * (recipients checked at once: unknown, relay, quota), DATA / BDAT streamed into the queue
  * through lib/inject (the injection socket in-process, or a qmail-queue chain) while they
  * arrive. The envelope is sent only when the data is complete and valid, so a refused or
  * interrupted message is never committed; the reply comes after the queue's answer.
  * See doc/smtp-receive.8, doc/smtp.md.
  */
-#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <skalibs/bytestr.h>
 #include <skalibs/djbunix.h>
@@ -27,17 +25,14 @@
 #include <skalibs/types.h>
 
 #include "addr.h"
-#include "authfail.h"
-#include "checkpw.h"
 #include "connlimit.h"
-#include "control.h"
-#include "ipkey.h"
 #include "lookup.h"
 #include "owner.h"
 #include "queue.h"
 #include "quotastate.h"
 #include "saslserv.h"
 #include "smtp.h"
+#include "smtpconf.h"
 #include "smtpd.h"
 #include "smtpmsg.h"
 #include "tcppool.h"
@@ -46,15 +41,10 @@
 char const *PROG = "smtp-receive";
 #define USAGE "smtp-receive (no arguments; UCSPI session on fd 0/1)"
 
-/* Configuration (control/ and the environment, read once) */
-static char const *me = "localhost";
-static stralloc mesa = STRALLOC_ZERO, firstdomain = STRALLOC_ZERO;
-static stralloc defdomain = STRALLOC_ZERO; /* the local service (sendmail -bs): bare names */
+/* Configuration (control/, kept by a pool worker while unchanged; the environment) */
+static smtpconf cf;
+static int strict;           /* a network peer: pipelining is checked */
 static stralloc qualified = STRALLOC_ZERO;
-static unsigned long linemax, databytes, rcptmax, errmax, junkmax, timeout, sessionmax, hoplimit,
-  authdelay, peermax, greetdelay;
-static char const *remoteip = "unknown", *remotehost = 0, *service = 0;
-static int relayclient, strict, offer_auth;
 
 /* Session and transaction */
 static stralloc helo = STRALLOC_ZERO;
@@ -68,8 +58,6 @@ static stralloc line = STRALLOC_ZERO, tmp = STRALLOC_ZERO, targets = STRALLOC_ZE
 /* TLS and AUTH */
 static int ctlfd = -1;       /* SSLCTLFD, or -1: STARTTLS not available */
 static int tls;              /* inside TLS */
-static int authrequired;     /* SMTPAUTH: submission, AUTH (and TLS) required for MAIL */
-static int plainok;          /* AUTH allowed without TLS (SMTPAUTH_PLAINTEXT, loopback) */
 static unsigned int authfailures;
 static stralloc authuser = STRALLOC_ZERO; /* the authenticated account, empty if none */
 static stralloc tlsproto = STRALLOC_ZERO, tlscipher = STRALLOC_ZERO;
@@ -83,14 +71,14 @@ static void logsession(int code, char const *why)
   connlimit_release(&slot);
   n1[ulong_fmt(n1, nmessages)] = 0;
   n2[ulong_fmt(n2, smtpd_errors)] = 0;
-  strerr_warni("session ip=", remoteip, " helo=", helo.len ? helo.s : "-", " messages=", n1,
+  strerr_warni("session ip=", cf.remoteip, " helo=", helo.len ? helo.s : "-", " messages=", n1,
                " errors=", n2, " end=", why);
 }
 
 static void synch_error(char const *why) gccattr_noreturn;
 static void synch_error(char const *why)
 {
-  strerr_warni("pipelining violation ip=", remoteip, " ", why);
+  strerr_warni("pipelining violation ip=", cf.remoteip, " ", why);
   smtpd_errors++;
   smtpd_die(554, "5.5.0", "SMTP protocol synchronization error, closing", "pipelining");
 }
@@ -131,22 +119,23 @@ static int msg_start(int bdat)
 {
   inject_facts f = INJECT_FACTS_ZERO;
   smtp_trace t;
-  f.service = service;
-  f.ip = remoteip;
+  f.service = cf.service;
+  f.ip = cf.remoteip;
   f.helo = helo.s;
   f.user = authuser.len ? authuser.s : 0;
   f.tls = tls ? tlsproto.s : 0;
-  f.relay = relayclient || authuser.len;
+  f.relay = cf.relayclient || authuser.len;
   memset(&t, 0, sizeof t);
   t.helo = helo.s;
-  t.host = remotehost;
-  t.ip = remoteip;
-  t.me = me;
+  t.host = cf.remotehost;
+  t.ip = cf.remoteip;
+  t.me = cf.me;
   t.proto = smtp_protocol(esmtp, mailp.smtputf8, tls, authuser.len > 0);
   t.tlsproto = tls ? tlsproto.s : 0;
   t.cipher = tls ? tlscipher.s : 0;
   if (nrcpt == 1) { t.rcpt = rcpts.s + 1; t.rcptlen = rcpts.len - 2; }
-  if (smtpmsg_start(&msg, &f, (unsigned int)timeout, &t, databytes, bdat, authuser.len > 0))
+  if (smtpmsg_start(&msg, &f, (unsigned int)cf.timeout, &t, cf.databytes, bdat,
+                    authuser.len > 0))
     return 1;
   strerr_warnwusys("start the injection");
   return 0;
@@ -161,7 +150,7 @@ static void log_message(char const *result, char const *id)
   smtpd_rcptlist(l, rcpts.s, rcpts.len, 10);
   if (!stralloc_0(&sender)) smtpd_quit(111, "out of memory");
   sender.len--;
-  strerr_warni("message ip=", remoteip, " from=<", sender.s, "> rcpts=", n1, " to=", l->s,
+  strerr_warni("message ip=", cf.remoteip, " from=<", sender.s, "> rcpts=", n1, " to=", l->s,
                " size=", n2, " tls=", tls ? tlsproto.s : "-", tls ? "/" : "",
                tls ? tlscipher.s : "", " user=", authuser.len ? authuser.s : "-",
                " result=", result, id && *id ? " id=" : "", id ? id : "");
@@ -193,7 +182,7 @@ static void finish_message(void)
   char const *ecode, *text;
   unsigned int code;
   int e;
-  switch (smtpmsg_verdict(&msg, hoplimit)) {
+  switch (smtpmsg_verdict(&msg, cf.hoplimit)) {
     case SMTPMSG_TOOBIG: refuse("552", 552, "5.3.4", "message too big"); goto end;
     case SMTPMSG_NUL:
       refuse("550-nul", 550, "5.6.0", "NUL byte in message, message refused");
@@ -331,7 +320,7 @@ static void do_bdat(smtp_cmd const *c)
 
 static int auth_offered(void)
 {
-  return !authuser.len && offer_auth && (tls || plainok);
+  return !authuser.len && cf.offer_auth && (tls || cf.plainok);
 }
 
 static void do_helo(smtp_cmd const *c, int ext)
@@ -350,7 +339,7 @@ static void do_helo(smtp_cmd const *c, int ext)
   seen_helo = 1;
   esmtp = ext;
   tmp.len = 0;
-  if (!stralloc_cats(&tmp, me) ||
+  if (!stralloc_cats(&tmp, cf.me) ||
       (ext && (!stralloc_cats(&tmp, " greets ") || !smtp_cat_safe(&tmp, c->arg, c->arglen, 64))) ||
       !stralloc_0(&tmp))
     smtpd_quit(111, "out of memory");
@@ -358,7 +347,7 @@ static void do_helo(smtp_cmd const *c, int ext)
   smtpd_reply_more(250, 0, tmp.s);
   smtpd_reply_more(250, 0, "PIPELINING");
   memcpy(num, "SIZE ", 5);
-  num[5 + ulong_fmt(num + 5, databytes)] = 0;
+  num[5 + ulong_fmt(num + 5, cf.databytes)] = 0;
   smtpd_reply_more(250, 0, num);
   smtpd_reply_more(250, 0, "8BITMIME");
   smtpd_reply_more(250, 0, "SMTPUTF8");
@@ -371,8 +360,8 @@ static void do_helo(smtp_cmd const *c, int ext)
 /* Submission: 1 (and a reply) if MAIL / DATA must be refused now. */
 static int submission_refused(void)
 {
-  if (!authrequired) return 0;
-  if (!tls && !plainok) smtpd_reply(530, "5.7.0", "must issue a STARTTLS command first");
+  if (!cf.authrequired) return 0;
+  if (!tls && !cf.plainok) smtpd_reply(530, "5.7.0", "must issue a STARTTLS command first");
   else if (!authuser.len) smtpd_reply(530, "5.7.0", "authentication required");
   else return 0;
   return 1;
@@ -398,7 +387,7 @@ static void do_mail(smtp_cmd const *c)
     sender.len = 0;
     return;
   }
-  if (mailp.has_size && mailp.size > databytes) {
+  if (mailp.has_size && mailp.size > cf.databytes) {
     smtpd_reply(552, "5.3.4", "message size exceeds fixed maximum message size");
     sender.len = 0;
     return;
@@ -434,11 +423,12 @@ static void do_rcpt(smtp_cmd const *c)
     default: smtpd_reply(501, "5.5.4", "syntax: RCPT TO:<address>"); return;
   }
   if (p.postmaster) {
-    if (!firstdomain.len) { smtpd_reply(550, "5.1.1", "no postmaster here"); return; }
-    if (!stralloc_catb(&tmp, "@", 1) || !stralloc_catb(&tmp, firstdomain.s, firstdomain.len))
+    if (!cf.firstdomain.len) { smtpd_reply(550, "5.1.1", "no postmaster here"); return; }
+    if (!stralloc_catb(&tmp, "@", 1) ||
+        !stralloc_catb(&tmp, cf.firstdomain.s, cf.firstdomain.len))
       smtpd_quit(111, "out of memory");
   }
-  if (nrcpt >= rcptmax) { smtpd_reply(452, "4.5.3", "too many recipients"); return; }
+  if (nrcpt >= cf.rcptmax) { smtpd_reply(452, "4.5.3", "too many recipients"); return; }
   {
     stralloc folded = STRALLOC_ZERO;
     if (!addr_fold(tmp.s, tmp.len, &folded)) smtpd_quit(111, "out of memory");
@@ -450,7 +440,7 @@ static void do_rcpt(smtp_cmd const *c)
     case LOOKUP_FOUND: if (!quota_ok()) return; break;
     case LOOKUP_UNKNOWN: smtpd_reply(550, "5.1.1", "no such user here"); return;
     case LOOKUP_REMOTE:
-      if (relayclient || authuser.len) break;
+      if (cf.relayclient || authuser.len) break;
       smtpd_reply(554, "5.7.1", "relay access denied");
       return;
     case LOOKUP_ELOOP: smtpd_reply(550, "5.4.6", "alias loop or expansion too large"); return;
@@ -541,148 +531,43 @@ static int do_starttls(size_t arglen)
   return 1;
 }
 
-static void auth_failed(void)
-{
-  authfailures++;
-  strerr_warni("auth failed ip=", remoteip);
-  smtpd_reply(535, "5.7.8", "authentication credentials invalid");
-  if (authfailures >= 3)
-    smtpd_die(421, "4.7.0", "too many failed logins, closing", "auth failures");
-  smtpd_flush();
-  if (authdelay) sleep((unsigned int)(authdelay * authfailures));
-}
-
-static void auth_check(saslserv *s)
-{
-  int r;
-  if (!smtpd_auth_attempt(remoteip)) return;
-  r = checkpw(s->user, s->userlen, s->pass, s->passlen);
-  if (r == CHECKPW_OK) {
-    smtpd_auth_ok(remoteip, s->user, s->userlen, &authuser);
-    strerr_warni("auth ok ip=", remoteip, " user=", authuser.s);
-    smtpd_reply(235, "2.7.0", "authentication successful");
-  } else if (r == CHECKPW_BAD) auth_failed();
-  else {
-    /* No decision: not a guess (retries through an auth outage are not locked out) */
-    if (authfail_forgive(remoteip) < 0) strerr_warnwusys("record an undecided login");
-    smtpd_reply(454, "4.7.0", "temporary authentication failure");
-  }
-}
-
 static saslserv sasl; /* static, so that forget() can wipe what a broken-off dialogue left */
 
 static void do_auth(char const *arg, size_t arglen)
 {
-  saslserv *s = &sasl;
-  char const *ecode, *text;
-  unsigned int code;
-  int r;
   if (authuser.len) { smtpd_reply(503, "5.5.1", "already authenticated"); return; }
-  if (!tls && !plainok) {
+  if (!tls && !cf.plainok) {
     smtpd_reply(530, "5.7.0", "must issue a STARTTLS command first");
     return;
   }
-  if (!offer_auth) { smtpd_reply(503, "5.5.1", "AUTH not available on this service"); return; }
-  r = authfail_blocked(remoteip);
-  if (r < 0) strerr_warnwusys("read the failed login table");
-  if (r > 0) {
-    smtpd_reply(454, "4.7.0", "too many failed logins from your address, try later");
+  if (!cf.offer_auth) {
+    smtpd_reply(503, "5.5.1", "AUTH not available on this service");
     return;
   }
-  r = smtpd_sasl(s, arg, arglen);
-  if (r == SASLSERV_DONE) auth_check(s);
-  else if (r == SASLSERV_EAUTHZ) {
-    if (smtpd_auth_attempt(remoteip)) auth_failed();
-  } else if ((code = smtpd_sasl_error(r, &ecode, &text))) smtpd_reply(code, ecode, text);
-  saslserv_wipe(s);
+  smtpd_auth(&sasl, arg, arglen, cf.remoteip, cf.authdelay, &authfailures, &authuser);
 }
 
 /* ---- set-up ---- */
-
-static int loopback(char const *ip)
-{
-  return !strncmp(ip, "127.", 4) || !strcmp(ip, "::1") || !strncmp(ip, "::ffff:127.", 11);
-}
-
-static void configure(void)
-{
-  char const *x;
-  struct stat st;
-  int r;
-  me = "localhost";
-  remoteip = "unknown";
-  remotehost = 0;
-  defdomain.len = 0;
-  r = control_readline(&mesa, "me");
-  if (r < 0) strerr_diefusys(111, "read control/me");
-  if (r > 0) {
-    if (!stralloc_0(&mesa)) strerr_diefusys(111, "allocate");
-    me = mesa.s;
-  } else if ((x = getenv("TCPLOCALHOST")) && *x) me = x;
-  if (control_readline(&firstdomain, "domains") < 0) strerr_diefusys(111, "read control/domains");
-  linemax = control_uint_in("smtp-linemax", 2048, 512, 65536);
-  /* the same default as queue-inject's, and 0 means that default there too */
-  databytes = control_uint("databytes", QUEUE_DATABYTES);
-  if (!databytes) databytes = QUEUE_DATABYTES;
-  hoplimit = control_uint("hop-limit", 100);
-  if (!hoplimit) hoplimit = 100;
-  rcptmax = control_uint_in("smtp-rcptmax", 100, 1, ULONG_MAX);
-  errmax = control_uint("smtp-errmax", 20);
-  junkmax = control_uint("smtp-junkmax", 100);
-  timeout = control_uint_in("smtp-timeout", 300, 1, 86400);
-  sessionmax = control_uint("smtp-sessionmax", 3600);
-  authdelay = control_uint("smtp-authdelay", 1);
-  peermax = control_uint("smtp-peermax", 10);
-  greetdelay = control_uint_in("smtp-greetdelay", 0, 0, 30000);
-  if (!sessionmax || sessionmax > 86400 * 7) sessionmax = 86400 * 7;
-
-  x = getenv("TCPREMOTEIP");
-  if (x && *x) remoteip = x;
-  x = getenv("TCPREMOTEHOST");
-  if (x && *x) remotehost = x;
-  if (!remotehost) remotehost = smtpd_client_name(remoteip);
-  relayclient = !!getenv("RELAYCLIENT");
-  authrequired = !!getenv("SMTPAUTH");
-  /* AUTH without TLS: only when explicitly allowed, and only for a loopback peer */
-  plainok = getenv("SMTPAUTH_PLAINTEXT") && loopback(remoteip);
-  /* Which service this is: port 25 (smtpd) offers AUTH only when configured */
-  service = getenv("SMTP_SERVICE");
-  if (service && !*service) service = 0;
-  x = getenv("TCPLOCALPORT");
-  if (!service && authrequired) service = "submission";
-  if (!service && x && !strcmp(x, "25")) service = "smtpd";
-  if (!service && (x = getenv("PROTO")) && !strcmp(x, "LOCAL")) service = "local";
-  if (service && !strcmp(service, "local") && control_defaultdomain(&defdomain) < 0)
-    strerr_diefusys(111, "read control/defaultdomain, control/domains or control/me");
-  offer_auth = authrequired || !service || strcmp(service, "smtpd") || getenv("SMTP_OFFER_AUTH");
-  /* implicit TLS (smtps) through the engine service: before a byte is said (ucspitls.h) */
-  if (ucspitls_implicit() < 0) strerr_diefusys(111, "start implicit TLS through TLS_ENGINE");
-  /* Pipelining rules are enforced for a network peer: fd 0 a socket, or implicit TLS */
-  strict = (fstat(0, &st) == 0 && S_ISSOCK(st.st_mode)) || getenv("SSL_PROTOCOL");
-  ctlfd = ucspitls_setup();
-  if (!tls_facts()) strerr_diefusys(111, "allocate");
-  if (!stralloc_0(&helo)) strerr_diefusys(111, "allocate");
-  helo.len = 0;
-}
 
 /* The per-address connection cap (control/smtp-peermax; 0: none). */
 static void take_slot(void)
 {
   int r;
-  if (!peermax || !getenv("TCPREMOTEIP") || (service && !strcmp(service, "local"))) return;
-  r = connlimit_take(&slot, "smtpd", remoteip, (unsigned int)peermax, ipkey_v6prefix(), 0);
+  if (!cf.peermax || !getenv("TCPREMOTEIP") || cf.local) return;
+  r = connlimit_take(&slot, "smtpd", cf.remoteip, (unsigned int)cf.peermax, cf.v6prefix, 0);
   if (r < 0) strerr_warnwusys("take a connection slot (running without the per-address cap)");
   if (!r) {
-    strerr_warni("too many connections ip=", remoteip);
+    strerr_warni("too many connections ip=", cf.remoteip);
     smtpd_die(421, "4.7.0", "too many connections from your address, try later", "peer limit");
   }
 }
 
 static void greet(void)
 {
-  if (strict && smtpd_pending(greetdelay)) synch_error("before the greeting");
+  if (strict && smtpd_pending(cf.greetdelay)) synch_error("before the greeting");
   tmp.len = 0;
-  if (!stralloc_cats(&tmp, me) || !stralloc_cats(&tmp, " ESMTP pillarbox") || !stralloc_0(&tmp))
+  if (!stralloc_cats(&tmp, cf.me) || !stralloc_cats(&tmp, " ESMTP pillarbox") ||
+      !stralloc_0(&tmp))
     smtpd_quit(111, "out of memory");
   smtpd_reply(220, 0, tmp.s);
 }
@@ -691,7 +576,8 @@ static void greet(void)
 
 static void junk(void)
 {
-  if (++njunk > junkmax) smtpd_die(421, "4.7.0", "too many commands without mail, closing", "junk");
+  if (++njunk > cf.junkmax)
+    smtpd_die(421, "4.7.0", "too many commands without mail, closing", "junk");
 }
 
 /* sendmail -bs (the local service): a bare name in MAIL FROM:<root> or RCPT TO:<root> lives
@@ -699,21 +585,11 @@ static void junk(void)
  * Returns c, or a copy whose argument has the name qualified. */
 static smtp_cmd const *qualify(smtp_cmd const *c, smtp_cmd *copy)
 {
-  char const *lt, *gt;
-  size_t n;
-  if (!defdomain.len || (c->verb != SMTP_V_MAIL && c->verb != SMTP_V_RCPT)) return c;
-  lt = memchr(c->arg, '<', c->arglen);
-  if (!lt) return c;
-  gt = memchr(lt, '>', c->arglen - (size_t)(lt - c->arg));
-  n = gt ? (size_t)(gt - lt) - 1 : 0;
-  if (!n || memchr(lt + 1, '@', n) || (n == 10 && !strncasecmp(lt + 1, "postmaster", 10)))
-    return c;
-  qualified.len = 0;
-  if (!stralloc_catb(&qualified, c->arg, (size_t)(gt - c->arg)) ||
-      !stralloc_catb(&qualified, "@", 1) ||
-      !stralloc_catb(&qualified, defdomain.s, defdomain.len) ||
-      !stralloc_catb(&qualified, gt, c->arglen - (size_t)(gt - c->arg)))
-    smtpd_quit(111, "out of memory");
+  int r;
+  if (!cf.local || (c->verb != SMTP_V_MAIL && c->verb != SMTP_V_RCPT)) return c;
+  r = smtp_qualify(c->arg, c->arglen, cf.defdomain.s, cf.defdomain.len, &qualified);
+  if (r < 0) smtpd_quit(111, "out of memory");
+  if (!r) return c;
   *copy = *c;
   copy->arg = qualified.s;
   copy->arglen = qualified.len;
@@ -774,20 +650,28 @@ static void command(smtp_cmd const *c)
 }
 
 /* One session, to its end: smtpd_quit exits, or jumps back to the pool worker's loop. */
-static void session(void) gccattr_noreturn;
-static void session(void)
+static void session(int pooled) gccattr_noreturn;
+static void session(int pooled)
 {
-  configure();
-  if (!smtpd_init(0, 1, (unsigned int)timeout, (unsigned int)sessionmax, &logsession))
+  struct stat st;
+  smtpconf_session(&cf, pooled);
+  /* implicit TLS (smtps) through the engine service: before a byte is said (ucspitls.h) */
+  if (ucspitls_implicit() < 0) strerr_diefusys(111, "start implicit TLS through TLS_ENGINE");
+  /* Pipelining rules are enforced for a network peer: fd 0 a socket, or implicit TLS */
+  strict = (fstat(0, &st) == 0 && S_ISSOCK(st.st_mode)) || getenv("SSL_PROTOCOL");
+  ctlfd = ucspitls_setup();
+  if (!tls_facts() || !stralloc_0(&helo)) strerr_diefusys(111, "allocate");
+  helo.len = 0;
+  if (!smtpd_init(0, 1, (unsigned int)cf.timeout, (unsigned int)cf.sessionmax, &logsession))
     strerr_diefusys(111, "set fd 0/1 non-blocking");
   take_slot();
   greet();
   for (;;) {
     smtp_cmd c;
     int r;
-    if (smtpd_errors > errmax)
+    if (smtpd_errors > cf.errmax)
       smtpd_die(421, "4.7.0", "too many errors, closing", "too many errors");
-    r = smtpd_getline(&line, linemax);
+    r = smtpd_getline(&line, cf.linemax);
     if (!r) smtpd_quit(0, "disconnected");
     if (r < 0) { smtpd_reply(500, "5.5.2", "line too long"); continue; }
     if (!smtp_parse_cmd(line.s, line.len, &c)) {
@@ -839,10 +723,10 @@ int main(int argc, char const *const *argv)
   (void)argv;
   if (argc > 1) strerr_dieusage(100, USAGE);
   if (sig_altignore(SIGPIPE) < 0) strerr_diefusys(111, "ignore SIGPIPE");
-  if (!tcppool_worker()) session();
+  if (!tcppool_worker()) session(0);
   smtpd_keepalive(&next);
   while (tcppool_next()) {
-    if (!sigsetjmp(next, 0)) session();
+    if (!sigsetjmp(next, 0)) session(1);
     forget();
   }
   return 0;

@@ -128,10 +128,10 @@ size_t checkpw_read3(char *buf)
 }
 
 pid_t checkpw_start(char const *const *argv, char const *const *mods, size_t nmods,
-                    int *credfd, int *notifyfd)
+                    int *credfd, int *notifyfd, int slotfd)
 {
   char const *envp[SPAWN_ENVMAX];
-  spawn_fd map[2];
+  spawn_fd map[3];
   int cp[2], np[2];
   pid_t pid;
   if (pipecoe(cp) < 0 || pipecoe(np) < 0) strerr_diefu1sys(111, "create pipes");
@@ -141,7 +141,9 @@ pid_t checkpw_start(char const *const *argv, char const *const *mods, size_t nmo
   map[0].parent = cp[0];
   map[1].child = 4;
   map[1].parent = np[1];
-  pid = spawn(argv, envp, map, 2);
+  map[2].child = CHECKPW_SLOTFD;
+  map[2].parent = slotfd;
+  pid = spawn(argv, envp, map, slotfd >= 0 ? 3 : 2);
   fd_close(cp[0]);
   fd_close(np[1]);
   if (pid < 0) {
@@ -234,12 +236,51 @@ void checkpw_waiter_child(pid_t pid, int slotfd, char const *slotpath, char cons
   stralloc_free(&sa);
 }
 
-void checkpw_waiter_fd(int fd)
+void checkpw_waiter_fd(int fd, char const *slotpath, char const *prefix)
 {
   char fmt[UINT_FMT];
-  char const *argv[4] = {PROG, "-f", fmt, 0};
+  char const *argv[7] = {PROG, "-f", fmt, 0};
+  unsigned int n = 3;
   fmt[uint_fmt(fmt, (unsigned int)fd)] = 0;
+  if (prefix) {
+    if (slotpath) {
+      argv[n++] = "-u";
+      argv[n++] = slotpath;
+    }
+    argv[n++] = prefix;
+  }
+  argv[n] = 0;
   waiter(argv, fd);
+}
+
+void checkpw_detach_mods(char const **mods, int detach, char const *user, char const *ip,
+                         char const *slotpath)
+{
+  static char logout[sizeof "LOGIN_LOGOUT=: info: logout  from  status " + 64 + 64 + 64];
+  static char slot[sizeof "LOGIN_SLOT=" + 512];
+  size_t n = 0;
+  mods[0] = "LOGIN_LOGOUT";
+  mods[1] = "LOGIN_SLOT";
+  if (!detach) return;
+  n = 0;
+#define CAT(s) do { size_t k_ = strlen(s); if (k_ > 64) k_ = 64; memcpy(logout + n, s, k_); \
+    n += k_; } while (0)
+  memcpy(logout, "LOGIN_LOGOUT=", 13);
+  n = 13;
+  CAT(PROG);
+  CAT(": info: logout ");
+  CAT(user);
+  CAT(" from ");
+  CAT(ip);
+  CAT(" status ");
+#undef CAT
+  logout[n] = 0;
+  mods[0] = logout;
+  if (slotpath && *slotpath && strlen(slotpath) < 512) {
+    memcpy(slot, "LOGIN_SLOT=", 11);
+    memcpy(slot + 11, slotpath, strlen(slotpath) + 1);
+    mods[1] = slot;
+  }
 }
 
 int checkpw_reap(pid_t pid, char const *what)

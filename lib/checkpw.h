@@ -44,7 +44,19 @@ int checkpw_wait_notify(int fd, unsigned int secs);
  * itself. */
 void checkpw_waiter_child(pid_t pid, int slotfd, char const *slotpath, char const *user,
                          char const *ip);
-void checkpw_waiter_fd(int fd);
+void checkpw_waiter_fd(int fd, char const *slotpath, char const *prefix);
+
+/* A front that is a tcp-pool worker does not wait for a session: once the session runs it
+ * goes back to accept(). Its login program (login-handoff) then waits in its place and logs
+ * the logout: checkpw_start is given the slot's lock fd (it becomes the child's fd
+ * CHECKPW_SLOTFD) and these variables in mods: LOGIN_LOGOUT="PROG: info: logout USER from IP
+ * status " (the line login-wait completes with "0" when the session has ended) and
+ * LOGIN_SLOT=slotpath (the file login-wait removes then). checkpw_detach_mods fills
+ * mods[0..2) with them (static buffers; NAME alone, i.e. unset, when the front waits itself:
+ * detach 0, or no slot). */
+#define CHECKPW_SLOTFD 5
+void checkpw_detach_mods(char const **mods, int detach, char const *user, char const *ip,
+                         char const *slotpath);
 
 /* For the pre-login fronts: starts the checkpassword program argv with the read end of the
  * credentials pipe on its fd 3 and the write end of the notification pipe on its fd 4, the
@@ -52,7 +64,7 @@ void checkpw_waiter_fd(int fd);
  * *notifyfd (checkpw_wait_notify), or -1 (warned about) with nothing left open. Dies 111 when
  * the pipes or the environment cannot be made. */
 pid_t checkpw_start(char const *const *argv, char const *const *mods, size_t nmods,
-                    int *credfd, int *notifyfd);
+                    int *credfd, int *notifyfd, int slotfd);
 
 /* Writes the credentials (creds[0..len)) to fd, wipes them and closes fd. A program that does
  * not read its fd 3 answers by its exit code all the same, so a write error is not one. */

@@ -98,6 +98,13 @@ int connlimit_take(connlimit *c, char const *service, char const *ip, unsigned i
   return 0;
 }
 
+void connlimit_pass(connlimit *c)
+{
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  c->path[0] = 0;
+}
+
 void connlimit_release(connlimit *c)
 {
   if (c->fd < 0) return;

@@ -31,4 +31,8 @@ int connlimit_take(connlimit *c, char const *service, char const *ip, unsigned i
 /* Releases the slot (unlink, then close). Exiting releases it too (the file stays). */
 void connlimit_release(connlimit *c);
 
+/* The slot is held by another process now (a child that got a copy of the fd, and removes
+ * the file when it is done): closes this process's copy, unlinks nothing. */
+void connlimit_pass(connlimit *c);
+
 #endif

@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include <skalibs/djbunix.h>
 #include <skalibs/stralloc.h>
@@ -155,4 +157,98 @@ unsigned long control_uint_in(char const *name, unsigned long def, unsigned long
 {
   unsigned long u = control_uint(name, def);
   return u < min ? min : u > max ? max : u;
+}
+
+/* ---- stamps: may control files have changed? ---- */
+
+static void filestamp(control_filestamp *f, char const *path)
+{
+  struct stat st;
+  memset(f, 0, sizeof *f);
+  if (stat(path, &st) < 0) return;
+  f->present = 1;
+  f->dev = st.st_dev;
+  f->ino = st.st_ino;
+  f->size = st.st_size;
+  f->mtime = st.st_mtim;
+  f->ctime = st.st_ctim;
+}
+
+static int ts_eq(struct timespec a, struct timespec b)
+{
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+static int filestamp_eq(control_filestamp const *a, control_filestamp const *b)
+{
+  return a->present == b->present && a->dev == b->dev && a->ino == b->ino &&
+         a->size == b->size && ts_eq(a->mtime, b->mtime) && ts_eq(a->ctime, b->ctime);
+}
+
+/* Is a time of f so close to (or after) when the stamp was taken that a later change could
+ * have left it as it is? */
+static int after(struct timespec t, struct timespec edge)
+{
+  return t.tv_sec > edge.tv_sec || (t.tv_sec == edge.tv_sec && t.tv_nsec >= edge.tv_nsec);
+}
+
+static int racy(control_filestamp const *f, struct timespec taken)
+{
+  taken.tv_sec -= CONTROL_STAMP_RACY;
+  return f->present && (after(f->ctime, taken) || after(f->mtime, taken));
+}
+
+/* dir, then "/" NAME, NUL-terminated, into path */
+static int stamp_path(stralloc *path, control_stamp const *s, char const *name)
+{
+  path->len = 0;
+  return stralloc_catb(path, s->dir.s, s->dir.len - 1) && stralloc_catb(path, "/", 1) &&
+         stralloc_cats(path, name) && stralloc_0(path);
+}
+
+int control_stamp_take(control_stamp *s, char const *const *names, unsigned int n)
+{
+  stralloc path = STRALLOC_ZERO;
+  unsigned int i;
+  s->valid = 0;
+  if (n > CONTROL_STAMP_MAX) return (errno = EINVAL, 0);
+  if (!mailroot_path(&s->dir, "control")) return 0;
+  if (clock_gettime(CLOCK_REALTIME, &s->taken) < 0) return 0;
+  s->names = names;
+  s->n = n;
+  filestamp(&s->d, s->dir.s);
+  if (!s->d.present) return (errno = ENOENT, 0);
+  for (i = 0; i < n; i++) {
+    if (!stamp_path(&path, s, names[i])) {
+      stralloc_free(&path);
+      return 0;
+    }
+    filestamp(&s->f[i], path.s);
+  }
+  stralloc_free(&path);
+  s->valid = 1;
+  return 1;
+}
+
+int control_stamp_same(control_stamp const *s)
+{
+  static stralloc path = STRALLOC_ZERO;
+  control_filestamp now;
+  char const *root = mailroot();
+  size_t rl = strlen(root);
+  unsigned int i;
+  if (!s->valid || racy(&s->d, s->taken)) return 0;
+  for (i = 0; i < s->n; i++)
+    if (racy(&s->f[i], s->taken)) return 0;
+  /* the same MAILROOT: dir is exactly root "/control" */
+  if (s->dir.len != rl + 9 || memcmp(s->dir.s, root, rl)) return 0;
+  filestamp(&now, s->dir.s);
+  if (!filestamp_eq(&now, &s->d)) return 0;
+  for (i = 0; i < s->n; i++) {
+    if (!s->f[i].present) continue; /* its creation would have changed the directory */
+    if (!stamp_path(&path, s, s->names[i])) return 0;
+    filestamp(&now, path.s);
+    if (!filestamp_eq(&now, &s->f[i])) return 0;
+  }
+  return 1;
 }

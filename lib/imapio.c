@@ -43,6 +43,11 @@ void imapio_settimeout(unsigned int t)
   timedio_idle(&S, t ? t : 1);
 }
 
+void imapio_forget(void)
+{
+  timedio_forget(&S);
+}
+
 void imapio_discard(void)
 {
   timedio_discard(&S);

@@ -61,6 +61,7 @@ void imapio_onrest(void (*rest)(void));
 void imapio_setlimits(size_t cmdmax, uint64_t litmax);
 void imapio_settimeout(unsigned int timeout);
 void imapio_discard(void);
+void imapio_forget(void); /* input (wiped) and output dropped: between two pool sessions */
 int imapio_preload(char const *s, size_t len);
 size_t imapio_pending(char const **s);
 

@@ -1,5 +1,6 @@
 /* imapserv: imap-serve's pre-login dialogue. See imapserv.h. */
 #include <errno.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,14 +107,20 @@ static stralloc cmdbuf = STRALLOC_ZERO;
 static imap_cmd cmd;
 static char tagbuf[IMAP_TAG_MAX + 1];
 static connlimit slot = CONNLIMIT_ZERO;
+static sigjmp_buf *jump; /* a tcp-pool worker: where a session's end goes (imapserv_keepalive) */
 
 static void leave(int) gccattr_noreturn;
 static void bye(int) gccattr_noreturn;
 
-/* Every exit: the connection slot is given back (its file removed) first. */
+/* Every exit: the connection slot is given back (its file removed) first. A pool worker
+ * whose session ended (0) or timed out (99) takes the next connection instead. */
 static void leave(int code)
 {
   connlimit_release(&slot);
+  if (jump && (code == 0 || code == 99)) {
+    alarm(0);
+    siglongjmp(*jump, 1);
+  }
   _exit(code);
 }
 
@@ -224,11 +231,12 @@ static void forgive(void)
 
 /* Starts the checkpassword program on the client. Returns its pid (-1 on failure) and the
  * write end of the credentials pipe and the read end of the notification pipe. */
-static pid_t start_login(char const *tag, int *credfd, int *notifyfd)
+static pid_t start_login(char const *tag, char const *u, size_t ulen, int *credfd,
+                         int *notifyfd)
 {
   static char input[sizeof "IMAP_INPUT=" + 2 * IMAPIO_IBUF];
   static char tagvar[sizeof "IMAP_TAG=" + IMAP_TAG_MAX];
-  char const *mods[3] = {tagvar, "IMAP_NOTIFYFD=4", "IMAP_INPUT"};
+  char const *mods[5] = {tagvar, "IMAP_NOTIFYFD=4", "IMAP_INPUT"};
   char const *rest;
   size_t n;
   memcpy(tagvar, "IMAP_TAG=", 9);
@@ -240,7 +248,9 @@ static pid_t start_login(char const *tag, int *credfd, int *notifyfd)
     imapserv_hex(input + 11, rest, n);
     mods[2] = input;
   }
-  return checkpw_start(cfg->progargv, mods, 3, credfd, notifyfd);
+  checkpw_detach_mods(mods + 3, !!jump, checkpw_logname(u, ulen), ipname(),
+                      slot.fd >= 0 ? slot.path : 0);
+  return checkpw_start(cfg->progargv, mods, 5, credfd, notifyfd, jump ? slot.fd : -1);
 }
 
 /* Runs the login. Returns only when it failed (the reply is given). */
@@ -258,7 +268,7 @@ static void login(char const *tag, char const *u, size_t ulen, char const *pw, s
   }
   if (!imapio_flush()) bye(0);
   alarm(0); /* the password check has its own bound, the session its own autologout */
-  pid = start_login(tag, &credfd, &notifyfd);
+  pid = start_login(tag, u, ulen, &credfd, &notifyfd);
   if (pid < 0) {
     byte_zzero(creds, sizeof creds);
     forgive();
@@ -272,6 +282,11 @@ static void login(char const *tag, char const *u, size_t ulen, char const *pw, s
   if (r == 1) {
     forgive();
     strerr_warni4x("login ", checkpw_logname(u, ulen), " from ", ipname());
+    if (jump) { /* login-handoff waits, logs the logout and holds the slot: next client */
+      fd_close(notifyfd);
+      connlimit_pass(&slot);
+      leave(0);
+    }
     /* the session runs: wait as login-wait, which logs the logout (or in place, below) */
     checkpw_waiter_child(pid, slot.fd, slot.path, checkpw_logname(u, ulen), ipname());
   }
@@ -510,6 +525,9 @@ void imapserv_run(imapserv_cfg const *c)
         put("* BYE [TOOBIG] Literal too big before login.\r\n");
         bye(0);
       case IMAPIO_EOF: bye(0);
+      /* the client went away (a reset, or a write to a closed connection): the session is
+       * over, not the program (a pool worker takes its next connection) */
+      case IMAPIO_ERR: leave(errno == EPIPE || errno == ECONNRESET ? 0 : 111);
       default: leave(111);
     }
     cmd.nspool = 0;
@@ -524,4 +542,24 @@ void imapserv_run(imapserv_cfg const *c)
     else dispatch(tagbuf);
     if (cmdbuf.len) byte_zzero(cmdbuf.s, cmdbuf.len); /* a password may have been there */
   }
+}
+
+void imapserv_keepalive(sigjmp_buf *j)
+{
+  jump = j;
+}
+
+void imapserv_forget(void)
+{
+  alarm(0);
+  in_tls = 0;
+  bad_commands = fails = 0;
+  if (cmdbuf.s) byte_zzero(cmdbuf.s, cmdbuf.a);
+  cmdbuf.len = 0;
+  memset(&cmd, 0, sizeof cmd);
+  memset(tagbuf, 0, sizeof tagbuf);
+  connlimit_release(&slot);
+  imapio_forget();
+  ucspitls_reset();
+  while (waitpid(-1, 0, WNOHANG) > 0) ;
 }

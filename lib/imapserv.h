@@ -14,12 +14,13 @@
  * `auth-check imap-maildir`) with the credentials on fd 3, the client on fd 0/1, and
  * IMAP_TAG (the login command's tag: the session program answers it), IMAP_NOTIFYFD=4 (the
  * session writes one octet there once it runs) and IMAP_INPUT (what the client pipelined after
- * the login, hex-encoded) in its environment. From then on this process only waits for it.
- * It never opens a mailbox.
+ * the login, hex-encoded) in its environment. From then on this process only waits for it
+ * (or, as a tcp-pool worker, takes the next connection). It never opens a mailbox.
  */
 #ifndef PILLARBOX_IMAPSERV_H
 #define PILLARBOX_IMAPSERV_H
 
+#include <setjmp.h>
 #include <stddef.h>
 #include <skalibs/gccattributes.h>
 #include "imap_parse.h"
@@ -42,6 +43,15 @@ struct imapserv_cfg_s {
 
 /* Serves the connection until LOGOUT, EOF, a limit, or the end of the logged-in session. */
 void imapserv_run(imapserv_cfg const *cfg) gccattr_noreturn;
+
+/* For a tcp-pool worker (imap-serve under tcp-pool): the end of a session (LOGOUT, EOF, the
+ * login timeout, a login that runs its session) siglongjmps to j instead of exiting, and a
+ * login does not wait for its session: login-handoff logs the logout and holds the
+ * per-address slot (checkpw.h). Between two sessions imapserv_forget() drops what the last
+ * one left (TLS, the failed logins, the bad commands, the buffers, the slot, an engine
+ * connection, the alarm) and reaps the login programs of sessions that ended. */
+void imapserv_keepalive(sigjmp_buf *j);
+void imapserv_forget(void);
 
 /* ---- pure helpers (unit-tested) ---- */
 

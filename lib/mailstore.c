@@ -22,6 +22,8 @@
 #include "mailstore.h"
 
 #define RECORD_TMP MAILSTORE_RECORD ".tmp"
+#define JOURNAL MAILSTORE_RECORD ".log"
+#define JOURNAL_MIN (64UL << 10) /* a journal may grow to this + half the record's size */
 #define RECORD_LOCK MAILSTORE_RECORD ".lock"
 #define RECORD_MAX (512UL << 20)
 
@@ -651,6 +653,8 @@ struct rec_s {
   uint64_t gonefloor;
   int stamped;                  /* the record says what new/ and cur/ held (S field) */
   struct timespec s_new, s_cur; /* ... at these modification times */
+  uint64_t jid;                 /* the record's journal number (J field; 0: none) */
+  size_t jvalid;                /* octets of its journal that parse (0: none usable) */
 };
 
 static void rec_free(rec *r)
@@ -793,6 +797,9 @@ static int rec_parse(rec *r, char const *s, size_t len)
   r->stamped = 0;
   if (p < nl && !field(&p, nl, 'E', &r->gonefloor)) return 0;
   if (p < nl && stamps_parse(&p, nl, &r->s_new, &r->s_cur)) r->stamped = 1;
+  r->jid = 0;
+  r->jvalid = 0;
+  if (p < nl && !field(&p, nl, 'J', &r->jid)) r->jid = 0;
   s = nl + 1;
   while (s < end) {
     char const *e = memchr(s, '\n', (size_t)(end - s));
@@ -981,6 +988,91 @@ fail:
   return 0;
 }
 
+/* ---- the journal ----
+ *
+ * A STORE that changes few messages of a big folder does not rewrite the record: it appends
+ * one line per changed message to FOLDER/pillarbox-uidlist.log,
+ *     "<uid> <modseq> <file name in cur/>\n",
+ * under the header "PBJ1 V<uidvalidity> J<n>\n", and fdatasyncs it before the client hears
+ * of the change. The journal belongs to the record whose header says J<n>: every whole
+ * rewrite of the record (which folds the journal in) takes the next n, so a journal left
+ * behind by a crash after the rewrite no longer matches and is ignored (then replaced). The
+ * journal never gives, takes or moves a UID: it only holds newer names and modseqs of UIDs
+ * the record has. A line that does not end in '\n' or does not parse ends the journal (a
+ * torn tail); the next writer cuts it off, under the lock, before it appends. */
+
+/* Index of uid in r->msg (sorted by uid), or r->n. */
+static size_t rec_find(rec const *r, uint32_t uid)
+{
+  size_t lo = 0, hi = r->n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (r->msg[mid].uid == uid) return mid;
+    if (r->msg[mid].uid < uid) lo = mid + 1;
+    else hi = mid;
+  }
+  return r->n;
+}
+
+/* Applies the record's journal to r (r->jid set by rec_parse). 1 ok (r->jvalid: the octets
+ * that parsed, 0 when there is no journal for this record), -1 error. */
+static int rec_journal(char const *dir, rec *r)
+{
+  stralloc p = STRALLOC_ZERO;
+  char *map = 0;
+  size_t len = 0, off;
+  char const *s, *nl;
+  uint64_t v, j;
+  int res = -1;
+  r->jvalid = 0;
+  if (!r->jid) return 1;
+  if (!pathcat(&p, dir, JOURNAL, 0)) return -1;
+  if (!map_file(p.s, &map, &len)) {
+    stralloc_free(&p);
+    return errno == ENOENT ? 1 : -1;
+  }
+  stralloc_free(&p);
+  s = map;
+  nl = len ? memchr(s, '\n', len) : 0;
+  if (!nl || len < 5 || memcmp(s, "PBJ1 ", 5)) goto ok;
+  {
+    char const *q = s + 4;
+    if (!field(&q, nl, 'V', &v) || !field(&q, nl, 'J', &j) || q != nl) goto ok;
+  }
+  if (v != r->uidvalidity || j != r->jid) goto ok; /* another record's: ignored */
+  off = (size_t)(nl + 1 - s);
+  r->jvalid = off;
+  while (off < len) {
+    char const *e = memchr(s + off, '\n', len - off), *q = s + off;
+    uint64_t uid, ms;
+    size_t i;
+    if (!e) break; /* torn */
+    if (!digits(&q, e, &uid) || q >= e || *q++ != ' ' || !digits(&q, e, &ms) || q >= e ||
+        *q++ != ' ' || q >= e || !uid || uid > UINT32_MAX || ms > MAILSTORE_MODSEQ_MAX ||
+        (size_t)(e - q) > NAME_LEN_MAX || memchr(q, '/', (size_t)(e - q)) ||
+        memchr(q, 0, (size_t)(e - q)))
+      break; /* torn or damaged: the journal ends here */
+    i = rec_find(r, (uint32_t)uid);
+    if (i < r->n && ms > r->msg[i].modseq) {
+      mailstore_msg *m = &r->msg[i];
+      uint32_t f;
+      m->name = (uint32_t)r->names.len;
+      if (!stralloc_catb(&r->names, q, (size_t)(e - q)) || !stralloc_0(&r->names)) goto done;
+      mailstore_parse_info(r->names.s + m->name, &f, &m->keywords);
+      m->flags = f;
+      m->modseq = ms;
+    }
+    if (ms > r->highestmodseq) r->highestmodseq = ms;
+    off = (size_t)(e + 1 - s);
+    r->jvalid = off;
+  }
+ok:
+  res = 1;
+done:
+  if (map) munmap(map, len);
+  return res;
+}
+
 /* Reads the folder's record into r (migrating or starting afresh). 1 ok, -1 error.
  * *written is set to 0 when what r holds is not on disk yet. */
 static int rec_load(char const *dir, rec *r, int *ondisk)
@@ -1006,6 +1098,7 @@ static int rec_load(char const *dir, rec *r, int *ondisk)
     if (x == 1 && maplen) {
       *ondisk = 1;
       (void)madvise(map, maplen, MADV_DONTNEED); /* read: out of our pages until needed */
+      if (rec_journal(dir, r) < 0) goto err;
       goto ok;
     }
     r->map = 0;
@@ -1062,7 +1155,7 @@ static int rec_write(char const *dir, mailstore_msg const *msg, size_t n,
                      stralloc const *names, char const *map, uint32_t v, uint32_t nn,
                      uint64_t m, uint32_t rr,
                      mailstore_gone const *gone, size_t ngone, uint64_t gonefloor,
-                     struct timespec const *st)
+                     struct timespec const *st, uint64_t jid)
 {
   stralloc out = STRALLOC_ZERO, p = STRALLOC_ZERO, t = STRALLOC_ZERO;
   char fmt[UINT64_FMT];
@@ -1083,7 +1176,11 @@ static int rec_write(char const *dir, mailstore_msg const *msg, size_t n,
           !stralloc_catb(&out, fmt, uint64_fmt(fmt, (uint64_t)st[k].tv_nsec)))
         goto done;
   }
-  if (!stralloc_catb(&out, "\n", 1)) goto done;
+  /* the journal of this record (to come) is the next number: any journal on disk is an
+   * older record's, folded in here */
+  if (!stralloc_cats(&out, " J") || !stralloc_catb(&out, fmt, uint64_fmt(fmt, jid)) ||
+      !stralloc_catb(&out, "\n", 1))
+    goto done;
   for (i = 0; i < ngone; i++)
     if (!stralloc_catb(&out, "x ", 2) ||
         !stralloc_catb(&out, fmt, uint_fmt(fmt, gone[i].uid)) || !stralloc_catb(&out, " ", 1) ||
@@ -1113,6 +1210,7 @@ static int rec_write(char const *dir, mailstore_msg const *msg, size_t n,
   fd_close(fd);
   if (rename(t.s, p.s) < 0) goto done;
   if (fsync_dir(dir) < 0) goto done;
+  if (pathcat(&t, dir, JOURNAL, 0)) unlink(t.s); /* stale now; ignored if it stays */
   r = 1;
 done:
   stralloc_free(&out);
@@ -1185,7 +1283,7 @@ done:
  * merges it into ms. */
 static int sync_locked(mailstore *ms, size_t *news)
 {
-  rec r = {0, 0, 0, 0, 0, 0, 0, STRALLOC_ZERO, 0, 0, 0, 0, 0, 0, 0, {0, 0}, {0, 0}};
+  rec r = {0, 0, 0, 0, 0, 0, 0, STRALLOC_ZERO, 0, 0, 0, 0, 0, 0, 0, {0, 0}, {0, 0}, 0, 0};
   stralloc lst = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO, nn = STRALLOC_ZERO;
   ent *e = 0;
   size_t ne = 0, i, j, split = 0, added = 0;
@@ -1304,8 +1402,10 @@ static int sync_locked(mailstore *ms, size_t *news)
       /* sort by uid (rec_add appends in increasing order already: r.msg is sorted) */
       if (rec_write(ms->dir, r.msg, r.n, &r.names, r.map, r.uidvalidity, r.uidnext,
                     r.highestmodseq, r.firstrecent, r.gone, r.ngone, r.gonefloor,
-                    stamp ? st : 0) < 0)
+                    stamp ? st : 0, r.jid + 1) < 0)
         goto done;
+      r.jid++;
+      r.jvalid = 0;
       /* only the record's stamp is taken again (we hold the lock: nobody else wrote it);
        * new/ and cur/ keep the stamps from before the listing, so a delivery that came
        * meanwhile is looked for next time */
@@ -1423,6 +1523,8 @@ merged:
   ms->rec_mtime = t_rec;
   ms->rec_ino = ino;
   ms->rec_size = size;
+  ms->jid = r.jid;
+  ms->jlen = r.jvalid;
   if (news) *news = added;
   res = 1;
 done:
@@ -1513,6 +1615,8 @@ void mailstore_close(mailstore *ms)
   memset(&ms->listed_at, 0, sizeof ms->listed_at);
   ms->rec_ino = 0;
   ms->rec_size = 0;
+  ms->jid = 0;
+  ms->jlen = 0;
 }
 
 void mailstore_compact(mailstore *ms)
@@ -1587,15 +1691,67 @@ int mailstore_openmsg(mailstore *ms, size_t i)
   return fd;
 }
 
+/* Appends lines to the folder's journal (the lock held, ms just synced: ms->jlen is what of
+ * it parsed), after the header when it has none for this record; a torn tail is cut off
+ * first. Durable (fdatasync) before it returns 1; -1 on error. */
+static int journal_append(mailstore *ms, stralloc const *lines)
+{
+  stralloc p = STRALLOC_ZERO, h = STRALLOC_ZERO;
+  char fmt[UINT64_FMT];
+  size_t done = 0;
+  off_t at = (off_t)ms->jlen;
+  int fd, r = -1, fresh = !ms->jlen;
+  if (!pathcat(&p, ms->dir, JOURNAL, 0)) goto out;
+  if (fresh && (!stralloc_cats(&h, "PBJ1 V") ||
+                !stralloc_catb(&h, fmt, uint_fmt(fmt, ms->uidvalidity)) ||
+                !stralloc_cats(&h, " J") || !stralloc_catb(&h, fmt, uint64_fmt(fmt, ms->jid)) ||
+                !stralloc_catb(&h, "\n", 1)))
+    goto out;
+  if (!stralloc_catb(&h, lines->s, lines->len)) goto out;
+  fd = open(p.s, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) goto out;
+  if (ftruncate(fd, at) < 0) goto fail;
+  while (done < h.len) {
+    ssize_t w = pwrite(fd, h.s + done, h.len - done, at + (off_t)done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      goto fail;
+    }
+    done += (size_t)w;
+  }
+  if (fdatasync(fd) < 0) goto fail;
+  fd_close(fd);
+  if (fresh && fsync_dir(ms->dir) < 0) goto out;
+  ms->jlen += h.len;
+  r = 1;
+  goto out;
+fail:
+  {
+    int e = errno;
+    fd_close(fd);
+    errno = e;
+  }
+out:
+  stralloc_free(&p);
+  stralloc_free(&h);
+  return r;
+}
+
 int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, uint32_t clrf,
                     uint32_t setk, uint32_t clrk, uint64_t unchangedsince, unsigned char *failed)
 {
-  stralloc nn = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO;
-  int lk, res = -1, changed = 0;
+  stralloc nn = STRALLOC_ZERO, p = STRALLOC_ZERO, q = STRALLOC_ZERO, jl = STRALLOC_ZERO;
+  char fmt[UINT64_FMT];
+  int lk, res = -1, changed = 0, dfd[2] = {-1, -1}; /* new/, cur/: renames by name alone */
   size_t k;
   lk = lock_folder(ms->dir);
   if (lk < 0) return -1;
   if (sync_locked(ms, 0) < 0) goto done;
+  for (k = 0; k < 2; k++) {
+    if (!pathcat(&p, ms->dir, k ? "cur" : "new", 0)) goto done;
+    dfd[k] = open(p.s, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd[k] < 0) goto done;
+  }
   for (k = 0; k < n; k++) {
     mailstore_msg *m = &ms->msg[idx[k]];
     uint32_t nf = ((m->flags & MS_SYSFLAGS & ~clrf) | (setf & MS_SYSFLAGS));
@@ -1610,9 +1766,7 @@ int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, u
     if (nf == (m->flags & MS_SYSFLAGS) && nk == m->keywords) continue;
     nm = nameat(&ms->names, ms->map, m->name);
     if (!rename_info(&nn, nm, nf, nk)) goto done;
-    if (!pathcat(&p, ms->dir, (m->flags & MS_NEW) ? "new" : "cur", nm)) goto done;
-    if (!pathcat(&q, ms->dir, "cur", nn.s)) goto done;
-    if (rename(p.s, q.s) < 0) {
+    if (renameat(dfd[!(m->flags & MS_NEW)], nm, dfd[1], nn.s) < 0) {
       if (errno == ENOENT) continue; /* moved under us: the next sync tells */
       goto done;
     }
@@ -1622,16 +1776,29 @@ int mailstore_store(mailstore *ms, size_t const *idx, size_t n, uint32_t setf, u
     m->keywords = nk;
     m->modseq = ++ms->highestmodseq;
     changed = 1;
+    if (!stralloc_catb(&jl, fmt, uint_fmt(fmt, m->uid)) || !stralloc_catb(&jl, " ", 1) ||
+        !stralloc_catb(&jl, fmt, uint64_fmt(fmt, m->modseq)) || !stralloc_catb(&jl, " ", 1) ||
+        !stralloc_catb(&jl, nn.s, nn.len - 1) || !stralloc_catb(&jl, "\n", 1))
+      goto done;
   }
   if (changed) {
-    /* no stamps: our renames changed cur/, the next session lists it */
-    if (rec_write(ms->dir, ms->msg, ms->n, &ms->names, ms->map, ms->uidvalidity, ms->uidnext,
-                  ms->highestmodseq, ms->firstrecent, ms->gone, ms->ngone, ms->gonefloor,
-                  0) < 0)
-      goto done;
-    {
-      struct timespec a, b; /* our renames changed cur/: the next sync looks again */
-      if (stamps(ms, &a, &b, &ms->rec_mtime, &ms->rec_ino, &ms->rec_size) < 0) goto done;
+    /* the renames are on disk before the change is recorded */
+    if (fsync(dfd[1]) < 0 && errno != EINVAL && errno != EROFS) goto done;
+    if (ms->jid && ms->jlen + jl.len <= JOURNAL_MIN + (size_t)ms->rec_size / 2) {
+      if (journal_append(ms, &jl) < 0) goto done;
+    } else {
+      /* folded: the record written whole, with the next journal number; no stamps: our
+       * renames changed cur/, the next session lists it */
+      if (rec_write(ms->dir, ms->msg, ms->n, &ms->names, ms->map, ms->uidvalidity,
+                    ms->uidnext, ms->highestmodseq, ms->firstrecent, ms->gone, ms->ngone,
+                    ms->gonefloor, 0, ms->jid + 1) < 0)
+        goto done;
+      ms->jid++;
+      ms->jlen = 0;
+      {
+        struct timespec a, b; /* our renames changed cur/: the next sync looks again */
+        if (stamps(ms, &a, &b, &ms->rec_mtime, &ms->rec_ino, &ms->rec_size) < 0) goto done;
+      }
     }
   }
   res = 1;
@@ -1639,9 +1806,12 @@ done:
   {
     int e = errno;
     unlock_folder(lk);
+    if (dfd[0] >= 0) fd_close(dfd[0]);
+    if (dfd[1] >= 0) fd_close(dfd[1]);
     stralloc_free(&nn);
     stralloc_free(&p);
     stralloc_free(&q);
+    stralloc_free(&jl);
     errno = e;
   }
   return res;

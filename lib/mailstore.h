@@ -10,6 +10,11 @@
  *       file name with its ":2," info, so a flag changed by another program is noticed),
  *       and "x <uid> <modseq>\n" for the last expunges (QRESYNC); the header's "E<modseq>"
  *       says below which modseq expunges are no longer remembered.
+ *       The header ends in "J<n>": the number of the journal that belongs to this record.
+ *   FOLDER/pillarbox-uidlist.log    the journal of STOREs: "PBJ1 V<uidvalidity> J<n>\n", then
+ *       "<uid> <modseq> <file name in cur/>\n" per changed message, appended under the lock
+ *       and fdatasync'ed; applied by every reader of the record J<n>; folded in (and a new n
+ *       taken) whenever the record is written whole. A torn last line is ignored, then cut.
  *   FOLDER/pillarbox-uidlist.lock   the lock file (fcntl write lock while the record changes).
  *   FOLDER/dovecot-keywords    keyword letters as Dovecot writes them ("0 $Forwarded\n": the
  *       letter 'a' + 0 in the ":2," info means $Forwarded), shared with Dovecot.
@@ -19,11 +24,12 @@
  *
  * Crash argument: the record is only ever replaced whole (written to pillarbox-uidlist.tmp,
  * fsync'ed, renamed over, the folder fsync'ed), under the lock, and a UID is written to the
- * record before any client is told about it; so after a crash the record is either the one
- * before or after a change, and every file it does not list gets a UID above its N. A record
- * that does not parse is never guessed at: the folder gets a new UIDVALIDITY, larger than the
- * old one, and fresh UIDs. With no record but a dovecot-uidlist (or courierimapuiddb), their
- * UIDVALIDITY and UIDs are taken over.
+ * record before any client is told about it (the journal never adds, drops or moves a UID:
+ * it holds newer names and modseqs of the record's UIDs, on disk before a client hears); so
+ * after a crash the record is either the one before or after a change, and every file it
+ * does not list gets a UID above its N. A record that does not parse is never guessed at:
+ * the folder gets a new UIDVALIDITY, larger than the old one, and fresh UIDs. With no record
+ * but a dovecot-uidlist (or courierimapuiddb), their UIDVALIDITY and UIDs are taken over.
  *
  * Functions return 1 (or a count) on success, -1 with errno set on failure. Nothing exits.
  */
@@ -98,6 +104,8 @@ struct mailstore_s {
   struct timespec listed_at; /* when new/ and cur/ were last listed */
   ino_t rec_ino;
   off_t rec_size;
+  uint64_t jid; /* the record's journal number (0: a STORE writes the record whole) */
+  size_t jlen;  /* octets of the journal that parsed at the last sync (0: none yet) */
   time_t kw_mtime;
 };
 #define MAILSTORE_ZERO {.dir = ".", .msg = 0, .names = STRALLOC_ZERO}

@@ -92,6 +92,8 @@ static int wire_cat_x(stralloc *sa, char const *s, size_t len, char prev, size_t
   size_t i = 0, w = 0, end = count > SIZE_MAX - origin ? SIZE_MAX : origin + count;
   size_t room = len > (SIZE_MAX - 16) / 2 ? SIZE_MAX - 16 : 2 * len; /* each LF may gain a CR */
   char *o;
+  /* NULs are rare: one look over the whole text, not one per line */
+  if (nulmap && !memchr(s, 0, len)) nulmap = 0;
   if (room > count) room = count;
   /* room once for the worst case, then plain copies: a FETCH BODY[] of a folder runs here
    * for every line of every message */

@@ -21,6 +21,11 @@ void pop3io_onrest(void (*rest)(void))
   timedio_onrest(&S, rest, TIMEDIO_REST_MS);
 }
 
+void pop3io_forget(void)
+{
+  timedio_forget(&S);
+}
+
 void pop3io_discard(void)
 {
   timedio_discard(&S);

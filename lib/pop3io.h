@@ -29,6 +29,9 @@ void pop3io_onrest(void (*rest)(void));
 /* Drops whatever input is buffered (after STLS). */
 void pop3io_discard(void);
 
+/* Forgets the session's buffered input and output (a pool worker between two sessions). */
+void pop3io_forget(void);
+
 /* Puts bytes in front of the input (the pipelined rest handed over by pop3-serve). Returns 1,
  * or 0 if they do not fit. */
 int pop3io_preload(char const *s, size_t len);

@@ -2,6 +2,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <skalibs/allreadwrite.h>
+#include <skalibs/stralloc.h>
 #include <skalibs/types.h>
 
 #include "qlog.h"
@@ -33,4 +35,36 @@ char const *qlog_shown(char const *d)
   }
   if (!strncmp(d, "x-pillarbox; ", 13)) d += 13;
   return d;
+}
+
+#define LOG_WRITE 4096
+static stralloc logbuf = STRALLOC_ZERO;
+
+void qlog_flush(void)
+{
+  size_t p = 0;
+  while (p < logbuf.len) {
+    size_t n = logbuf.len - p, e;
+    if (n > LOG_WRITE) { /* up to the last whole line that fits (one longer line: alone) */
+      for (e = LOG_WRITE; e > 0 && logbuf.s[p + e - 1] != '\n'; e--)
+        ;
+      if (e) n = e;
+    }
+    if (allwrite(1, logbuf.s + p, n) != n) break;
+    p += n;
+  }
+  logbuf.len = 0;
+}
+
+void qlog_line(char const *const *v, unsigned int n)
+{
+  unsigned int i;
+  size_t start = logbuf.len;
+  for (i = 0; i < n; i++)
+    if (v[i] && !stralloc_cats(&logbuf, v[i])) goto nomem;
+  if (!stralloc_catb(&logbuf, "\n", 1)) goto nomem;
+  if (logbuf.len >= 65536) qlog_flush();
+  return;
+nomem:
+  logbuf.len = start;
 }

@@ -305,8 +305,9 @@ static int tmp_name(stralloc *tmp, char const *qdir, stralloc const *id)
 }
 
 /* Creates intake/N/ID (its name in tmp), making intake/ where it is missing. Where intake/N
- * cannot be used (a queue from before intake/ whose directories another uid made: EACCES),
- * tmp/ID as before intake/ was there. The fd (not yet given to the queue's owner), or -1. */
+ * may not be written (a queue from before intake/ whose directories another uid made: EACCES,
+ * EPERM; a read-only mount of it: EROFS), tmp/ID as before intake/ was there; any other
+ * failure is the injection's. The fd (not yet given to the queue's owner), or -1. */
 static int tmp_open(char const *qdir, stralloc const *id, stralloc *tmp)
 {
   int const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
@@ -314,7 +315,7 @@ static int tmp_open(char const *qdir, stralloc const *id, stralloc *tmp)
   if (!tmp_name(tmp, qdir, id)) return -1;
   fd = open(tmp->s, flags, 0640);
   if (fd < 0 && errno == ENOENT && queue_init(qdir)) fd = open(tmp->s, flags, 0640);
-  if (fd >= 0 || errno == EEXIST) return fd;
+  if (fd >= 0 || (errno != EACCES && errno != EPERM && errno != EROFS)) return fd;
   tmp->len = 0;
   if (!stralloc_cats(tmp, qdir) || !stralloc_cats(tmp, "/tmp/") ||
       !stralloc_catb(tmp, id->s, id->len))
@@ -990,7 +991,7 @@ typedef struct cleanctx_s cleanctx;
 struct cleanctx_s {
   char const *qdir;
   uint64_t before;
-  void (*removed)(char const *);
+  void (*removed)(char const *); /* the file's path in the queue: tmp/ID, intake/N/ID */
 };
 
 static void clean_tmp(char const *dir, char const *name, void *ctx)
@@ -1001,7 +1002,7 @@ static void clean_tmp(char const *dir, char const *name, void *ctx)
   if (name[0] != '.' && stralloc_cats(&f, dir) && stralloc_catb(&f, "/", 1) &&
       stralloc_cats(&f, name) && stralloc_0(&f) && lstat(f.s, &st) == 0 &&
       (uint64_t)st.st_mtime < c->before && unlink(f.s) == 0 && c->removed)
-    c->removed(name);
+    c->removed(f.s + strlen(c->qdir) + 1);
   stralloc_free(&f);
 }
 

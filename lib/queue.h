@@ -281,7 +281,8 @@ int queue_each(char const *qdir, char const *sub, void (*f)(char const *, char c
                void *ctx);
 
 /* queue-run at start: removes files in tmp/ and intake/N/ last changed before `before` (left
- * by a killed injector; removed(NAME) is called for each), state files whose message is gone,
+ * by a killed injector; removed(PATH) is called for each, PATH relative to qdir: "tmp/ID",
+ * "intake/N/ID"), state files whose message is gone,
  * and temporary state files. Errors are ignored (the next start tries again). */
 void queue_cleanup(char const *qdir, uint64_t before, void (*removed)(char const *));
 

@@ -362,6 +362,24 @@ int smtp_rcpt_same(char const *a, size_t alen, char const *b, size_t blen, int l
   return local ? !strncasecmp(a, b, at) : !memcmp(a, b, at);
 }
 
+int smtp_qualify(char const *arg, size_t len, char const *domain, size_t dlen, stralloc *sa)
+{
+  char const *lt, *gt;
+  size_t n;
+  if (!dlen) return 0;
+  lt = memchr(arg, '<', len);
+  if (!lt) return 0;
+  gt = memchr(lt, '>', len - (size_t)(lt - arg));
+  n = gt ? (size_t)(gt - lt) - 1 : 0;
+  if (!n || memchr(lt + 1, '@', n) || (n == 10 && !strncasecmp(lt + 1, "postmaster", 10)))
+    return 0;
+  sa->len = 0;
+  if (!stralloc_catb(sa, arg, (size_t)(gt - arg)) || !stralloc_catb(sa, "@", 1) ||
+      !stralloc_catb(sa, domain, dlen) || !stralloc_catb(sa, gt, len - (size_t)(gt - arg)))
+    return -1;
+  return 1;
+}
+
 int smtp_cat_safe(stralloc *sa, char const *s, size_t n, size_t max)
 {
   size_t i;

@@ -134,6 +134,13 @@ void smtp_hops_scan(smtp_hops *h, char const *s, size_t n);
  * domain, where lookups fold case) it is compared without regard to case. */
 int smtp_rcpt_same(char const *a, size_t alen, char const *b, size_t blen, int local);
 
+/* The argument arg[0..len) of MAIL FROM:<name> or RCPT TO:<name> from the local service
+ * (sendmail -bs), whose path is a bare name (not empty, no '@', not postmaster): into sa as
+ * the same argument with "@" domain[0..dlen) after the name, as sendmail's command-line
+ * addresses get control/defaultdomain. 1 done, 0 nothing to do (no domain, no bare name),
+ * -1 out of memory. */
+int smtp_qualify(char const *arg, size_t len, char const *domain, size_t dlen, stralloc *sa);
+
 /* Appends s[0..n) (at most max bytes) to sa, each byte outside [A-Za-z0-9.-_:[]] as '?'
  * (text a peer chose, going into a header or a reply). Returns 1, or 0 on allocation failure. */
 int smtp_cat_safe(stralloc *sa, char const *s, size_t n, size_t max);

@@ -12,6 +12,7 @@
 
 #include "addr.h"
 #include "authfail.h"
+#include "checkpw.h"
 #include "dns.h"
 #include "lookup.h"
 #include "smtp.h"
@@ -104,7 +105,7 @@ void smtpd_reply(unsigned int code, char const *ecode, char const *text)
 {
   if (!smtp_reply(&out, code, ecode, text, 0)) smtpd_quit(111, "out of memory");
   if (code >= 400 && code != 452 && code != 354) smtpd_errors++;
-  if (out.len >= SMTPD_IBUF && !flush()) smtpd_quit(111, "write error");
+  if (out.len >= SMTPD_IBUF) smtpd_flush();
 }
 
 void smtpd_reply_more(unsigned int code, char const *ecode, char const *text)
@@ -122,6 +123,9 @@ void smtpd_flush(void)
 {
   if (!flush()) {
     if (errno == ETIMEDOUT) smtpd_quit(111, "write timeout");
+    /* the client went away (as an EOF when reading): the session is over, not the program
+     * (a pool worker takes its next connection instead of being replaced) */
+    if (errno == EPIPE || errno == ECONNRESET) smtpd_quit(0, "disconnected");
     smtpd_quit(111, "write error");
   }
 }
@@ -262,6 +266,53 @@ void smtpd_auth_ok(char const *ip, char const *user, size_t len, stralloc *out)
   account_free(&acc);
   if (!stralloc_0(out)) smtpd_quit(111, "out of memory");
   out->len--;
+}
+
+static void auth_failed(char const *ip, unsigned long delay, unsigned int *failures)
+{
+  ++*failures;
+  strerr_warni("auth failed ip=", ip);
+  smtpd_reply(535, "5.7.8", "authentication credentials invalid");
+  if (*failures >= 3) smtpd_die(421, "4.7.0", "too many failed logins, closing", "auth failures");
+  smtpd_flush();
+  if (delay) sleep((unsigned int)(delay * *failures));
+}
+
+static void auth_check(saslserv *s, char const *ip, unsigned long delay, unsigned int *failures,
+                       stralloc *user)
+{
+  int r;
+  if (!smtpd_auth_attempt(ip)) return;
+  r = checkpw(s->user, s->userlen, s->pass, s->passlen);
+  if (r == CHECKPW_OK) {
+    smtpd_auth_ok(ip, s->user, s->userlen, user);
+    strerr_warni("auth ok ip=", ip, " user=", user->s);
+    smtpd_reply(235, "2.7.0", "authentication successful");
+  } else if (r == CHECKPW_BAD) auth_failed(ip, delay, failures);
+  else {
+    /* No decision: not a guess (retries through an auth outage are not locked out) */
+    if (authfail_forgive(ip) < 0) strerr_warnwusys("record an undecided login");
+    smtpd_reply(454, "4.7.0", "temporary authentication failure");
+  }
+}
+
+void smtpd_auth(saslserv *s, char const *arg, size_t len, char const *ip, unsigned long delay,
+                unsigned int *failures, stralloc *user)
+{
+  char const *ecode, *text;
+  unsigned int code;
+  int r = authfail_blocked(ip);
+  if (r < 0) strerr_warnwusys("read the failed login table");
+  if (r > 0) {
+    smtpd_reply(454, "4.7.0", "too many failed logins from your address, try later");
+    return;
+  }
+  r = smtpd_sasl(s, arg, len);
+  if (r == SASLSERV_DONE) auth_check(s, ip, delay, failures, user);
+  else if (r == SASLSERV_EAUTHZ) {
+    if (smtpd_auth_attempt(ip)) auth_failed(ip, delay, failures);
+  } else if ((code = smtpd_sasl_error(r, &ecode, &text))) smtpd_reply(code, ecode, text);
+  saslserv_wipe(s);
 }
 
 void smtpd_rcptlist(stralloc *out, char const *rcpts, size_t len, unsigned int max)

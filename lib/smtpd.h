@@ -91,6 +91,15 @@ void smtpd_auth_ok(char const *ip, char const *user, size_t len, stralloc *out);
  * SASLSERV_EAUTHZ, which are the caller's). */
 unsigned int smtpd_sasl_error(int result, char const **ecode, char const **text);
 
+/* AUTH ARG, once the caller's policy allows it (TLS or plaintext allowed, offered, nobody
+ * logged in): refused with 454 while ip is blocked (lib/authfail); the dialogue
+ * (smtpd_sasl); each attempt counted before its check; the check (lib/checkpw). A good
+ * login: 235, its account into *user (as smtpd_auth_ok). A bad one: 535, ++*failures, 421
+ * and the end of the session at the third, else a pause of delay times *failures seconds.
+ * No decision (the auth service down): 454, not counted. s is wiped. */
+void smtpd_auth(saslserv *s, char const *arg, size_t len, char const *ip, unsigned long delay,
+                unsigned int *failures, stralloc *user);
+
 /* For the log: the first max recipients of rcpts[0..len) (each a kind byte, the address, NUL)
  * as "<a>,<b>,...", NUL-terminated, into *out. */
 void smtpd_rcptlist(stralloc *out, char const *rcpts, size_t len, unsigned int max);

@@ -153,6 +153,12 @@ int timedio_buffered(timedio const *t)
   return t->ipos < t->ilen || (t->layer && t->layer->pending());
 }
 
+void timedio_forget(timedio *t)
+{
+  memset(t->ibuf, 0, t->isize);
+  t->ipos = t->ilen = t->olen = 0;
+}
+
 void timedio_discard(timedio *t)
 {
   t->ipos = t->ilen = 0;

@@ -127,6 +127,10 @@ size_t timedio_pending(timedio const *t);
 size_t timedio_input(timedio const *t, char const **s);
 int timedio_buffered(timedio const *t);
 
+/* Between two sessions of a pool worker: the buffered input (wiped: a password may be in it)
+ * and output dropped. */
+void timedio_forget(timedio *t);
+
 /* Drops the buffered input; puts len bytes in front of it (input handed over from another
  * program): 1, or 0 if they do not fit. */
 void timedio_discard(timedio *t);

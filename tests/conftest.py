@@ -172,14 +172,18 @@ class Instance:
         return out
 
 
-@pytest.fixture
-def instance(tmp_path):
-    root = tmp_path / "inst"
+def make_instance(root):
+    """A fresh instance at root (mail-instance create: mx.example.test, example.test)."""
     r = subprocess.run([prog("mail-instance"), "create", str(root), "--hostname", "mx.example.test",
                         "--domain", "example.test"], env=base_env(), capture_output=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
     return Instance(root)
+
+
+@pytest.fixture
+def instance(tmp_path):
+    return make_instance(tmp_path / "inst")
 
 
 @pytest.fixture

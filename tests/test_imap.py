@@ -526,6 +526,151 @@ def test_crash_during_append_move_expunge_keeps_uids(box):
         assert all(u < head["N"] for u in uids.values())
 
 
+def steady_box(box, n, body=lambda i: MSG1):
+    """n messages already in cur/, new/ and cur/ untouched for an hour: the first SELECT writes
+    a stamped record that later sessions neither list nor rewrite."""
+    for i in range(n):
+        box.add(body(i), sub="cur", info=":2,")
+    old = time.time() - 3600
+    for sub in ("new", "cur"):
+        os.utime(os.path.join(box.dir, sub), (old, old))
+
+
+def journal_of(box):
+    p = os.path.join(box.dir, "pillarbox-uidlist.log")
+    return open(p, "rb").read() if os.path.exists(p) else None
+
+
+def flags_modseqs(s, tag, extra=""):
+    """{uid: (flags, modseq[, X-Id])} from UID FETCH 1:* (FLAGS MODSEQ ...)."""
+    out = {}
+    for line in s.ok(tag, "UID FETCH 1:* (FLAGS MODSEQ%s)" % extra):
+        if b" FETCH (" not in line:  # the HIGHESTMODSEQ that CONDSTORE's first use sends
+            continue
+        uid = int(re.search(rb"UID (\d+)", line).group(1))
+        flags = re.search(rb"FLAGS \(([^)]*)\)", line).group(1).split()
+        v = (b" ".join(f for f in flags if f != b"\\Recent"),  # the session's own
+             int(re.search(rb"MODSEQ \((\d+)\)", line).group(1)))
+        m = re.search(rb"X-Id: (\d+)", line)
+        out[uid] = v + (int(m.group(1)),) if m else v
+    return out
+
+
+def test_store_appends_to_the_journal_and_other_sessions_see_its_modseqs(box):
+    """A STORE of a few messages appends a line per message to pillarbox-uidlist.log instead
+    of rewriting the record; a session open meanwhile, and a new one, see the flags with the
+    very modseqs the storing session gave (not fresh ones of their own: the second STORE
+    touches a lower UID, so numbering the changes in UID order would differ)."""
+    steady_box(box, 4)
+    rec = os.path.join(box.dir, "pillarbox-uidlist")
+    a, b = box.session(), box.session()
+    try:
+        a.ok("a1", "SELECT INBOX")
+        b.ok("b1", "SELECT INBOX")
+        record = open(rec, "rb").read()
+        assert journal_of(box) is None
+        a.ok("a2", "UID STORE 2 +FLAGS (\\Flagged)")
+        a.ok("a3", "UID STORE 1 +FLAGS (\\Seen)")
+        mine = flags_modseqs(a, "a4")
+        assert mine[2][0] == b"\\Flagged" and mine[1][0] == b"\\Seen"
+        assert mine[1][1] > mine[2][1] > max(mine[3][1], mine[4][1])
+        assert open(rec, "rb").read() == record  # not rewritten
+        j = journal_of(box)
+        assert j.startswith(b"PBJ1 V") and j.count(b"\n") == 3 and j.endswith(b"\n"), j
+        u = b.ok("b2", "NOOP")
+        assert any(x.startswith(b"* 1 FETCH (") and b"\\Seen" in x for x in u), u
+        assert flags_modseqs(b, "b3") == mine
+    finally:
+        a.close()
+        b.close()
+    c = box.session()
+    u = c.ok("c1", "EXAMINE INBOX (CONDSTORE)")
+    assert b"* OK [HIGHESTMODSEQ %d] Highest" % mine[1][1] in u, u
+    assert flags_modseqs(c, "c2") == mine
+    c.close()
+
+
+def test_a_torn_journal_tail_is_ignored_then_cut_off(box):
+    """A crash in the middle of an append leaves part of a line at the journal's end: readers
+    stop before it (its modseq counts for nothing), and the next STORE cuts it off before
+    appending."""
+    steady_box(box, 4)
+    s = box.session()
+    s.ok("a1", "SELECT INBOX")
+    s.ok("a2", "UID STORE 2 +FLAGS (\\Flagged)")
+    s.ok("a3", "UID STORE 1 +FLAGS (\\Seen)")
+    mine = flags_modseqs(s, "a4")
+    s.close()
+    valid = journal_of(box)
+    top = max(m for _, m in mine.values())
+    with open(os.path.join(box.dir, "pillarbox-uidlist.log"), "ab") as f:
+        f.write(b"3 %d 1700000003.M3P1.host:2,T" % (top + 100))  # no newline: torn
+    # cur/ stamped in the future: no session rewrites (folds) the record for its stamps here
+    future = time.time() + 3600
+    os.utime(os.path.join(box.dir, "cur"), (future, future))
+    v = box.session()
+    u = v.ok("v1", "SELECT INBOX (CONDSTORE)")
+    assert b"* OK [HIGHESTMODSEQ %d] Highest" % top in u, u
+    assert flags_modseqs(v, "v2") == mine
+    v.ok("v3", "UID STORE 3 +FLAGS (\\Answered)")
+    v.close()
+    j = journal_of(box)
+    assert j.startswith(valid) and j.endswith(b"\n") and j.count(b"\n") == 4, j
+    assert b"%d" % (top + 100) not in j
+    w = box.session()
+    w.ok("w1", "EXAMINE INBOX")
+    got = flags_modseqs(w, "w2")
+    w.close()
+    assert got[3] == (b"\\Answered", top + 1)
+    assert {k: got[k] for k in (1, 2, 4)} == {k: mine[k] for k in (1, 2, 4)}
+
+
+def test_crash_during_store_keeps_uids_flags_and_modseqs(box):
+    """SIGKILL sessions in the middle of STOREs (bulk ones that fold the journal into the
+    record, and runs of single ones that append to it), in a loop; afterwards every UID
+    still names its message, the flags are those of the file names, and no modseq a reader
+    has seen ever goes back."""
+    n = 300
+    steady_box(box, n, body=lambda i: b"X-Id: %d\n\nbody\n" % i)
+    s = box.session()
+    s.ok("a", "SELECT INBOX")
+    first = flags_modseqs(s, "b", " BODY.PEEK[HEADER.FIELDS (X-Id)]")
+    s.close()
+    assert len(first) == n
+    content = {uid: v[2] for uid, v in first.items()}
+    seen = {uid: v[1] for uid, v in first.items()}
+    highest = 0
+    for i in range(16):
+        s = box.session()
+        s.ok("a", "SELECT INBOX")
+        if i % 2 == 0:
+            s.send("b STORE 1:* %sFLAGS.SILENT (\\Flagged)\r\n" % "+-"[(i // 2) % 2])
+        else:
+            s.send("".join("c%d STORE %d +FLAGS.SILENT (\\Seen $K%d)\r\n" % (k, k * 7 + i, k % 3)
+                           for k in range(1, 40)))
+        time.sleep(0.001 * (i % 7))  # vary the moment of the kill, not a synchronisation
+        s.p.send_signal(signal.SIGKILL)
+        s.close()
+        v = box.session()
+        u = v.ok("v", "EXAMINE INBOX (CONDSTORE)")
+        hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", b" ".join(u)).group(1))
+        got = flags_modseqs(v, "w", " BODY.PEEK[HEADER.FIELDS (X-Id)]")
+        v.close()
+        assert {uid: g[2] for uid, g in got.items()} == content, "a UID changed its message"
+        assert hms >= highest
+        highest = hms
+        on_disk = {}
+        for name in os.listdir(os.path.join(box.dir, "cur")):
+            with open(os.path.join(box.dir, "cur", name), "rb") as f:
+                xid = int(re.match(rb"X-Id: (\d+)", f.read(20)).group(1))
+            on_disk[xid] = b"F" in name.split(":2,")[1].encode()
+        assert len(on_disk) == n
+        for uid, (flags, modseq, xid) in got.items():
+            assert (b"\\Flagged" in flags) == on_disk[xid], (uid, flags)
+            assert seen[uid] <= modseq <= hms, (uid, seen[uid], modseq, hms)
+            seen[uid] = modseq
+
+
 def test_condstore_qresync_resync_reports_exactly_what_changed(box):
     for _ in range(4):
         box.add(MSG1)
@@ -786,7 +931,7 @@ def test_record_stamps_let_a_session_skip_the_listing_but_not_a_change(box):
     s.close()
     with open(os.path.join(box.dir, "pillarbox-uidlist")) as f:
         head = f.readline()
-    assert re.search(r" S\d+\.\d+,\d+\.\d+$", head.strip()), head
+    assert re.search(r" S\d+\.\d+,\d+\.\d+ J\d+$", head.strip()), head
     record = open(os.path.join(box.dir, "pillarbox-uidlist")).read()
     s = box.session()  # from the stamped record: same messages, record untouched
     u = s.ok("a1", "SELECT INBOX")

@@ -383,3 +383,12 @@ def test_login_wait_exit_codes_and_slot(tmp_path):
                            capture_output=True, timeout=10)
         assert r.returncode == code and r.stderr == b"x: logout " + said + b"\n", (how, r)
         assert not slot.exists()
+    # -f with a prefix (login-handoff under a pool worker): the broker's answer is no session
+    # (no line, the slot stays: the front holds it); its end is the logout (line, slot gone)
+    for data, code, said in ((b"\x01", 1, b""), (b"", 0, b"x: logout 0\n")):
+        slot = tmp_path / "slot"
+        slot.write_bytes(b"")
+        r = subprocess.run([lw, "-f", "0", "-u", str(slot), "x: logout "], input=data,
+                           capture_output=True, timeout=10)
+        assert r.returncode == code and r.stderr == said, (data, r)
+        assert slot.exists() == (code != 0)

@@ -304,11 +304,11 @@ def test_long_running_services_uids(model):
     by = {}
     for pid, (comm, u, g, pp) in procs.items():
         by.setdefault(comm, set()).add(u)
-    # tcpserver (POP3, IMAP) and tcp-pool (SMTP: smtpd, submission, smtps) bind the ports as
-    # root, then run under the service's uid (-u) on every port, implicit TLS included: none
-    # stays root
-    assert by.get("tcpserver") == {uid("pb-login")}, by
-    assert by.get("tcp-pool") == {uid("pb-smtpd")}, by
+    # tcp-pool (SMTP: smtpd, submission, smtps; since 2026-12-05 19:30 POP3 and IMAP too:
+    # pop3, pop3s, imap, imaps) binds the ports as root, then runs under the service's uid (-u)
+    # on every port, implicit TLS included: none stays root
+    assert by.get("tcpserver") is None, by
+    assert by.get("tcp-pool") == {uid("pb-smtpd"), uid("pb-login")}, by
     assert by.get("tls-engine") == {0}, by         # the TLS engine service (reads no byte)
     # the injection socket's workers (pb-queue) and the POP3 and IMAP login brokers (pb-deliv)
     assert by.get("queue-inject-ip") == {uid("pb-queue")}, by
@@ -413,10 +413,21 @@ def test_starttls_services_run_the_program_alone_under_its_uid(model, service, u
             assert grp.getgrnam("pb-tlsc").gr_gid in proc_groups(pid)
 
 
-@pytest.mark.parametrize("service", ["smtpd", "submission", "smtps"])
+POOL_WORKER = {"smtpd": ("smtp-receive", "pb-smtpd", b"220"),
+               "submission": ("smtp-receive", "pb-smtpd", b"220"),
+               "smtps": ("smtp-receive", "pb-smtpd", b"220"),
+               "pop3": ("pop3-serve", "pb-login", b"+OK"),
+               "pop3s": ("pop3-serve", "pb-login", b"+OK"),
+               "imap": ("imap-serve", "pb-login", b"* OK"),
+               "imaps": ("imap-serve", "pb-login", b"* OK")}
+
+
+@pytest.mark.parametrize("service", sorted(POOL_WORKER))
 def test_pool_workers_run_under_the_service_uid(model, service):
-    """smtpd, submission and smtps run tcp-pool: the pool itself (after binding) and every one of its
-    smtp-receive workers, idle or serving, run as pb-smtpd with its groups, never as root."""
+    """Every TCP service runs tcp-pool: the pool itself (after binding) and every one of its
+    workers (smtp-receive as pb-smtpd, pop3-serve and imap-serve as pb-login), idle or
+    serving, run under the service's uid with its groups, never as root."""
+    program, user, greeting = POOL_WORKER[service]
     port = str(model.ports[service]).encode()
     procs = instance_procs(model.root)
     pools = []
@@ -425,15 +436,15 @@ def test_pool_workers_run_under_the_service_uid(model, service):
             with open("/proc/%d/cmdline" % pid, "rb") as f:
                 if port in f.read().split(b"\0"):
                     pools.append((pid, u))
-    assert [u for _, u in pools] == [uid("pb-smtpd")], pools
+    assert [u for _, u in pools] == [uid(user)], pools
     with socket.create_connection(("127.0.0.1", model.ports[service]), timeout=10) as s:
-        if service == "smtps":  # implicit TLS: the worker's engine is a spare of tls-engine
+        if service.endswith("s"):  # implicit TLS: the worker's engine is a spare of tls-engine
             s = ssl._create_unverified_context().wrap_socket(s, server_hostname="mx.example.test")
-        assert s.recv(512).startswith(b"220")
+        assert s.recv(512).startswith(greeting)
         workers = wait_for(lambda: [(pid, i) for pid, i in instance_procs(model.root).items()
-                                    if i[3] == pools[0][0] and i[0] == "smtp-receive"],
+                                    if i[3] == pools[0][0] and i[0] == program],
                            what="the workers")
-        assert {i[1] for _, i in workers} == {uid("pb-smtpd")}, workers
+        assert {i[1] for _, i in workers} == {uid(user)}, workers
         for pid, _ in workers:
             assert grp.getgrnam("pb-tlsc").gr_gid in proc_groups(pid)
         s.sendall(b"QUIT\r\n")

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import BIN, base_env, envelope, prog, wait_for
+from conftest import BIN, base_env, envelope, make_instance, prog, wait_for
 
 
 # ---- helpers ----
@@ -549,19 +549,51 @@ def test_stale_temporary_files_are_removed_at_start(users, qrun):
     assert users.messages("bob@example.test") == []  # a half-written file is never delivered
 
 
-def test_inject_uses_tmp_where_intake_cannot_be_used(instance):
-    # a queue whose intake/ is unusable (here: a file in its place; in life, directories made
-    # by another uid before an upgrade) still takes mail, through tmp/ as before intake/
+def inject_as_nobody(inst, message, sender, *rcpts):
+    """queue-inject the qmail-queue way, run as the unprivileged user nobody (setpriv)."""
+    r_env, w_env = os.pipe()
+    os.write(w_env, envelope(sender, *rcpts))
+    os.close(w_env)
+    p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+                        prog("queue-inject")], input=message, stdout=r_env,
+                       stderr=subprocess.PIPE, env=inst.env, timeout=30)
+    os.close(r_env)
+    return p.returncode, p.stderr
+
+
+def test_inject_uses_tmp_where_intake_may_not_be_written(shared_tmp):
+    # a queue from before intake/ whose intake/N/ another uid made (EACCES) still takes mail,
+    # through tmp/ as before intake/
+    inst = make_instance(os.path.join(shared_tmp, "inst"))
+    q = inst.path("queue")
+    shutil.rmtree(q)
+    os.mkdir(q, 0o755)
+    shutil.chown(q, "nobody", "nogroup")
+    rc, err = inject_as_nobody(inst, MSG, "a@example.test", "bob@example.test")
+    assert rc == 0, err                                  # the queue's directories, nobody's
+    shutil.rmtree(os.path.join(q, "intake"))
+    for i in range(16):
+        os.makedirs(os.path.join(q, "intake", str(i)), 0o755)   # root's, as before an upgrade
+    rc, err = inject_as_nobody(inst, MSG, "a@example.test", "carol@example.test")
+    assert rc == 0, err
+    assert len(mess(inst)) == 2
+    for qid in mess(inst):
+        with open(os.path.join(q, "mess", qid), "rb") as f:
+            assert f.read().endswith(MSG)
+    assert tmpfiles(inst) == []
+
+
+def test_inject_fails_where_intake_is_broken(instance):
+    # any other failure in intake/ (here: a file in its place) is the injection's, temporary
+    # (62, trouble creating files in the queue), as it was in tmp/: no detour
     q = instance.path("queue")
     shutil.rmtree(os.path.join(q, "intake"))
     with open(os.path.join(q, "intake"), "w") as f:
         f.write("not a directory\n")
     rc, err = instance.inject(MSG, "a@example.test", "bob@example.test")
-    assert rc == 0, err
-    [qid] = mess(instance)
-    with open(os.path.join(q, "mess", qid), "rb") as f:
-        assert f.read().endswith(MSG)
-    assert tmpfiles(instance) == []
+    assert rc == 62, err
+    assert mess(instance) == []
+    assert os.listdir(os.path.join(q, "tmp")) == []
 
 
 def test_stale_intake_files_are_removed_at_start(users, qrun):
@@ -576,7 +608,7 @@ def test_stale_intake_files_are_removed_at_start(users, qrun):
             f.write(b"PBQ1 1 2 3\nhalf")
     os.utime(old, (time.time() - 3 * 86400,) * 2)
     q = qrun(users)
-    q.wait_log(r"^removed stale tmp/1600000000.000000.1$")
+    q.wait_log(r"^removed stale intake/7/1600000000.000000.1$")
     assert os.path.exists(new) and not os.path.exists(old)
     wait_for(lambda: len(users.messages("bob@example.test")) == 1, what="the message delivered")
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -406,5 +407,118 @@ def test_starttls_then_plaintext_on_the_same_worker(instance, pool_factory, tmp_
         assert sum(b"with ESMTPS" in b for b in bodies) == 1
         assert sum(b"with ESMTP " in b or b"with ESMTP\n" in b or b"with ESMTP;" in b
                    for b in bodies) == 1, bodies
+    finally:
+        stop_template(eng)
+
+
+# control files smtp-receive reads per session (lib/smtpconf), and how old a file must be
+# before a worker trusts its times (CONTROL_STAMP_RACY in lib/control.h, and a margin)
+SMTPCONF_FILES = ("me", "domains", "defaultdomain", "smtp-linemax", "databytes", "hop-limit",
+                  "smtp-rcptmax", "smtp-errmax", "smtp-junkmax", "smtp-timeout",
+                  "smtp-sessionmax", "smtp-authdelay", "smtp-peermax", "smtp-greetdelay",
+                  "ipv6-prefix")
+RACY = 2.5
+
+
+def control_settled(inst):
+    """Waits (bounded) until control/ and its files last changed RACY seconds ago: a worker
+    then trusts its stamp, and only the stamp's comparison can see the next change."""
+    def newest():
+        paths = [inst.path("control")] + [inst.path("control", n) for n in SMTPCONF_FILES]
+        return max(os.stat(p).st_ctime for p in paths if os.path.exists(p))
+    wait_for(lambda: time.time() - newest() > RACY, timeout=10, interval=0.1,
+             what="control/ to be %.1f s old" % RACY)
+
+
+def ehlo_session(port, *steps):
+    """A session: the greeting, EHLO, then (command, code) steps; the greeting and the EHLO
+    reply."""
+    c = Client(port)
+    greeting = c.expect(None, 220)
+    ehlo = c.expect("EHLO c.example", 250)
+    for cmd, code in steps:
+        c.expect(cmd, code)
+    c.expect("QUIT", 221)
+    c.close()
+    return greeting, ehlo
+
+
+def test_control_changes_apply_at_the_next_session_of_a_worker(instance, pool_factory,
+                                                               tmp_path):
+    """A worker keeps smtp-receive's settings from one session to the next (no control file
+    opened while control/ is unchanged), and still sees each kind of change at the next
+    session: a file edited in place, one replaced by rename, one created."""
+    instance.control("databytes", "1000000")
+    pool = pool_factory("-c", "1", "-n", "1")
+    w = worker_of(pool)
+    control_settled(instance)
+    assert b"SIZE 1000000" in ehlo_session(pool.port)[1]       # read, and the stamp trusted
+    # the next session opens no control file of smtp-receive's (strace on the worker)
+    log = tmp_path / "strace.log"
+    st = subprocess.Popen(["strace", "-qq", "-p", str(w), "-o", str(log), "-e", "trace=%file"],
+                          stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: log.exists() and log.stat().st_size > 0 or
+                 "TracerPid:\t%d" % st.pid in open("/proc/%d/status" % w).read(),
+                 what="strace to attach")
+        ehlo_session(pool.port, ("MAIL FROM:<a@b.example>", 250),
+                     ("RCPT TO:<user@example.test>", 250))
+    finally:
+        st.terminate()
+        st.wait(timeout=10)
+    calls = log.read_text()
+    ctl = instance.path("control")
+    assert '"%s"' % ctl in calls, calls                       # the stamp's look at control/
+    assert "users.cdb" in calls, calls                        # the RCPT's lookup was traced
+    opened = [ln for ln in calls.splitlines() if "open" in ln and ctl + "/" in ln and
+              ln.split(ctl + "/")[1].split('"')[0] in SMTPCONF_FILES]
+    assert not opened, opened
+    # edited in place (the same inode): the greeting's name
+    with open(instance.path("control", "me"), "r+") as f:
+        f.truncate(0)
+        f.write("renamed.example.test\n")
+    greeting, _ = ehlo_session(pool.port)
+    assert greeting.startswith(b"220 renamed.example.test "), greeting
+    # replaced by rename: the SIZE offered
+    control_settled(instance)
+    ehlo_session(pool.port)
+    with open(instance.path("control", "databytes.tmp"), "w") as f:
+        f.write("2000000\n")
+    os.rename(instance.path("control", "databytes.tmp"), instance.path("control", "databytes"))
+    assert b"SIZE 2000000" in ehlo_session(pool.port)[1]
+    # created: one recipient a message
+    control_settled(instance)
+    ehlo_session(pool.port, ("MAIL FROM:<a@b.example>", 250),
+                 ("RCPT TO:<user@example.test>", 250), ("RCPT TO:<postmaster>", 250))
+    instance.control("smtp-rcptmax", "1")
+    ehlo_session(pool.port, ("MAIL FROM:<a@b.example>", 250),
+                 ("RCPT TO:<user@example.test>", 250), ("RCPT TO:<postmaster>", 452))
+    assert pool.workers() == [w]                              # all on the one worker
+
+
+
+def test_a_client_that_hangs_up_costs_no_worker(instance, pool_factory, tmp_path):
+    """smtps clients that only handshake and go (openssl s_time, monitoring probes): the 220's
+    write to the gone engine fails (EPIPE), which ends the session as an EOF does, not the
+    worker; the same worker serves the next client. (Each such client used to cost an exec.)"""
+    import struct
+    eng = start_engine_template(instance, tmp_path)
+    try:
+        pool = pool_factory("-c", "1", "-n", "1",
+                            env={"TLS_ENGINE": "run/tls/engine", "TLS_IMPLICIT": "1"})
+        w = worker_of(pool)
+        ctx = ssl._create_unverified_context()
+        for _ in range(30):
+            s = socket.create_connection(("127.0.0.1", pool.port), timeout=10)
+            t = ctx.wrap_socket(s, server_hostname="mx.example.test")   # the handshake only
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            t.close()
+        c = Client(pool.port)
+        c.s = ctx.wrap_socket(c.s, server_hostname="mx.example.test")
+        c.f = c.s.makefile("rb")
+        c.expect(None, 220)
+        c.expect("QUIT", 221)
+        c.close()
+        assert pool.workers() == [w], pool.log()
     finally:
         stop_template(eng)

@@ -1,20 +1,64 @@
-/* unit: control file parsing */
+/* unit: control file parsing, and the stamps that tell whether the files may have changed */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <skalibs/stralloc.h>
 #include "control.h"
 #include "check.h"
+#include "ctlfile.h"
 char const *PROG = "unit-control";
 
-static void put(char const *name, char const *text)
+/* s as if taken long after its files last changed (the racy window is over) */
+static void aged(control_stamp *s)
 {
-  char p[256];
-  FILE *f;
-  snprintf(p, sizeof p, "control/%s", name);
-  f = fopen(p, "w");
-  fputs(text, f);
-  fclose(f);
+  s->taken.tv_sec += 60;
+}
+
+/* a stamp of names taken after the last change, aged: it vouches for the files */
+static void trusted(control_stamp *s, char const *const *names)
+{
+  tick_control();
+  CHECK(control_stamp_take(s, names, 3) == 1);
+  aged(s);
+  CHECK(control_stamp_same(s) == 1);
+}
+
+static void stamps(void)
+{
+  static char const *const names[] = {"me", "nothere", "n"};
+  static control_stamp s;
+  put("me", "mx.example.test\n");
+  put("n", "5\n");
+  tick_control();
+  CHECK(control_stamp_take(&s, names, 3) == 1);
+  CHECK(control_stamp_same(&s) == 0);   /* just written: within the racy window */
+  aged(&s);
+  CHECK(control_stamp_same(&s) == 1);   /* nothing changed */
+  /* an edit in place (the same inode and size) */
+  tick(s.f[0].ctime);
+  put("me", "mx.example.tesT\n");
+  CHECK(control_stamp_same(&s) == 0);
+  /* a file replaced by rename */
+  trusted(&s, names);
+  tick(s.d.ctime);
+  put("n.tmp", "5\n");
+  CHECK(rename("control/n.tmp", "control/n") == 0);
+  CHECK(control_stamp_same(&s) == 0);
+  /* a file created, one removed */
+  trusted(&s, names);
+  tick(s.d.ctime);
+  put("nothere", "1\n");
+  CHECK(control_stamp_same(&s) == 0);
+  trusted(&s, names);
+  tick(s.d.ctime);
+  unlink("control/nothere");
+  CHECK(control_stamp_same(&s) == 0);
+  /* another MAILROOT */
+  trusted(&s, names);
+  setenv("MAILROOT", "./", 1);
+  CHECK(control_stamp_same(&s) == 0);
+  setenv("MAILROOT", ".", 1);
+  CHECK(control_stamp_take(&s, names, CONTROL_STAMP_MAX + 1) == 0 && !s.valid);
+  CHECK(control_stamp_same(&s) == 0);
 }
 
 int main(void)
@@ -45,5 +89,6 @@ int main(void)
   put("domains", "");
   put("me", "# nothing\n");
   CHECK(control_defaultdomain(&sa) == 0 && sa.len == 0);
+  stamps();
   return CHECK_DONE();
 }

@@ -188,5 +188,18 @@ int main(void)
 
   stralloc_free(&sa);
   stralloc_free(&addr);
+  /* the local service's bare names */
+  {
+    stralloc q = STRALLOC_ZERO;
+    CHECK(smtp_qualify("FROM:<root> SIZE=10", 19, "ex.test", 7, &q) == 1);
+    CHECK(q.len == 27 && !memcmp(q.s, "FROM:<root@ex.test> SIZE=10", 27));
+    CHECK(smtp_qualify("TO:<root>", 9, "", 0, &q) == 0);
+    CHECK(smtp_qualify("TO:<a@b>", 8, "ex.test", 7, &q) == 0);
+    CHECK(smtp_qualify("TO:<Postmaster>", 15, "ex.test", 7, &q) == 0);
+    CHECK(smtp_qualify("FROM:<>", 7, "ex.test", 7, &q) == 0);
+    CHECK(smtp_qualify("TO:root", 7, "ex.test", 7, &q) == 0);
+    CHECK(smtp_qualify("TO:<root", 8, "ex.test", 7, &q) == 0);
+    stralloc_free(&q);
+  }
   return CHECK_DONE();
 }
