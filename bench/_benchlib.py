@@ -56,6 +56,87 @@ def ceiling(base, writers, count, data=None):
     return per * writers / el
 
 
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def topdir(path):
+    """Sets ext4's "top of a directory hierarchy" attribute (chattr +T) on path, so that each
+    directory made in it is placed by the Orlov allocator in a block group of its own choosing
+    (the one with the fewest directories among those with more free room than the average).
+    Returns whether the attribute is set; advice only."""
+    import array
+    import fcntl
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        a = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, a, True)
+        a[0] |= FS_TOPDIR_FL
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, a, True)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+class Ceiling:
+    """The durable-commit ceiling of ceiling() measured where a bench's runs cannot disturb it.
+
+    ceiling() makes its files in the bench's base directory, in the block groups where the runs
+    just made and deleted thousands of files; on ext4 without a journal every new inode then
+    costs a walk over the inodes freed there in the last seconds (doc/performance.md,
+    2026-12-05), and the ceiling moved by a factor of four from one minute to the next. Here:
+    a directory of its own, made next to the base before any instance (call it first), with the
+    +T attribute, so that each measurement's directory is placed apart from the instances; no
+    file is deleted until close() (a measurement never walks the previous one's deletions).
+    measure() records each figure; highest() and median() summarise them."""
+
+    def __init__(self, parent=None):
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="pillarbox-ceiling-",
+                                    dir=parent or os.environ.get("TMPDIR", "/var/tmp"))
+        self.top = topdir(self.dir)
+        self.seen = []
+
+    def measure(self, writers=20, count=2000, data=None):
+        if data is None:
+            data = message(0)
+        d = os.path.join(self.dir, "r%d" % len(self.seen))
+        os.makedirs(d)
+        per = count // writers
+
+        def work(w):
+            dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for i in range(per):
+                    tmp = os.path.join(d, "t%d.%d" % (w, i))
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    os.write(fd, data)
+                    os.fsync(fd)
+                    os.close(fd)
+                    os.rename(tmp, os.path.join(d, "m%d.%d" % (w, i)))
+                    os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(writers) as ex:
+            list(ex.map(work, range(writers)))
+        r = per * writers / (time.monotonic() - t0)
+        self.seen.append(r)
+        return r
+
+    def highest(self):
+        return max(self.seen)
+
+    def median(self):
+        s = sorted(self.seen)
+        return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,7 +10,13 @@ N (default 2,000) 2 KB messages, queued in the queue format, to 100 Maildirs, dr
 Each is run BENCH_SPAWN_ROUNDS (default 2) times in alternating order; the rate is messages
 per second from the first delivery to the last (mean of the rounds). Baseline, same run: the
 20-writer durable-commit ceiling (write 2 KB, fsync, rename, fsync the directory), measured
-before and after each drain, mean of the two. concurrency-local 20.
+before and after each drain in a directory of its own (_benchlib.Ceiling), mean of the two.
+CPU: the drain's process tree in a cgroup (smtp_model.CpuGroup): CPU time per message.
+concurrency-local 20. Each drained instance stays until the end (BENCH_SPAWN_KEEP=0: removed
+before the next is made, as before 2026-12-05 night): on ext4 without a journal an instance made
+right after another was deleted lands (mail-instance's +T on MAILROOT) in the block groups just
+freed, and every delivery's new inode walks the freed ones (doc/performance.md, 2026-12-05
+night): that measured the previous variant's clean-up, not the program.
 """
 import os
 import shutil
@@ -20,7 +26,8 @@ import sys
 import tempfile
 import time
 
-from _benchlib import BOXES, ceiling, message
+from _benchlib import BOXES, Ceiling, message
+from smtp_model import CpuGroup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -29,6 +36,8 @@ N = int(os.environ.get("BENCH_SPAWN_N", "2000"))
 ROUNDS = int(os.environ.get("BENCH_SPAWN_ROUNDS", "2"))
 PREV = os.environ.get("BENCH_SPAWN_PREV", "11bad66")
 QUID, DUID = 61001, 61002
+# keep each drained instance until the end (1) or remove it before the next is made (0)
+KEEP = os.environ.get("BENCH_SPAWN_KEEP", "1") == "1"
 
 
 def envelope(i):
@@ -74,11 +83,14 @@ def instance(base, name, owned):
     return root, e
 
 
-def drain(root, e, argv):
+def drain(root, e, argv, cg):
+    """Returns messages per second and the CPU time (ms) a message of the drain's process tree
+    (its cgroup; None without one)."""
     log = os.path.join(root, "drain.log")
     with open(log, "wb") as lf:
         t0 = time.monotonic()
-        p = subprocess.Popen(argv, stdout=lf, stderr=subprocess.STDOUT, env=e)
+        c0 = cg.usage_ms()
+        p = subprocess.Popen(argv, stdout=lf, stderr=subprocess.STDOUT, env=e, preexec_fn=cg.enter)
         first = None
         try:
             while True:
@@ -92,10 +104,11 @@ def drain(root, e, argv):
                 if time.monotonic() - t0 > 300 or p.poll() is not None:
                     sys.exit("drain failed (%s): %s" % (p.poll(), data[-2000:].decode(errors="replace")))
             last = time.monotonic()
+            c1 = cg.usage_ms()
         finally:
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=60)
-    return N / (last - first)
+    return N / (last - first), (c1 - c0) / N if c0 is not None else None
 
 
 def build_previous(base):
@@ -118,9 +131,11 @@ def build_previous(base):
 
 
 def main():
+    ceil = Ceiling()  # first: a directory apart from the instances (bench/_benchlib.py)
     base = tempfile.mkdtemp(prefix="pillarbox-bench-spawn-", dir=os.environ.get("TMPDIR", "/var/tmp"))
     os.chmod(base, 0o755)
     root_user = os.geteuid() == 0
+    cg = CpuGroup("bench-spawn")
     print("queue spawner benchmark, %s UTC, %d messages of 2 KB to %d Maildirs, cpus=%d, load=%s, "
           "%s" % (time.strftime("%Y-%m-%d %H:%M", time.gmtime()), N, BOXES, os.cpu_count(),
                   " ".join("%.1f" % x for x in os.getloadavg()),
@@ -136,20 +151,24 @@ def main():
         if prev:
             variants.append(("previous", lambda: [prev], False))
         res = {v[0]: [] for v in variants}
+        ceil.measure()
         for r in range(ROUNDS):
             order = variants if r % 2 == 0 else list(reversed(variants))
             for name, argv, owned in order:
                 root, e = instance(base, "%s%d" % (name, r), owned and root_user)
-                c0 = ceiling(base, 20, 2000)
-                rate = drain(root, e, argv())
-                c1 = ceiling(base, 20, 2000)
-                res[name].append((rate, (c0 + c1) / 2))
-                shutil.rmtree(root)
-        print("%-10s %10s %12s %7s" % ("variant", "msg/s", "ceiling/s", "ratio"))
+                rate, cpu = drain(root, e, argv(), cg)
+                res[name].append((rate, cpu, (ceil.seen[-1] + ceil.measure()) / 2))
+                if not KEEP:
+                    shutil.rmtree(root)
+        print("%-10s %10s %12s %12s %7s" % ("variant", "msg/s", "CPU/msg ms", "ceiling/s", "ratio"))
         for name, _, _ in variants:
             rate = sum(x[0] for x in res[name]) / len(res[name])
-            ceil = sum(x[1] for x in res[name]) / len(res[name])
-            print("%-10s %10.0f %12.0f %7.2f" % (name, rate, ceil, rate / ceil))
+            cpu = [x[1] for x in res[name] if x[1] is not None]
+            c = sum(x[2] for x in res[name]) / len(res[name])
+            print("%-10s %10.0f %12s %12.0f %7.2f" % (name, rate, "%.3f" % (sum(cpu) / len(cpu))
+                                                     if cpu else "-", c, rate / c))
+        print("ceiling (20 writers, before and after each drain) %s; highest %.0f, median %.0f"
+              % (" ".join("%.0f" % x for x in ceil.seen), ceil.highest(), ceil.median()))
         sp = sum(x[0] for x in res["spawner"]) / ROUNDS
         for other in ("direct", "previous"):
             if res.get(other):
@@ -157,6 +176,8 @@ def main():
                 print("spawner / %s: %.2f" % (other, sp / o))
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        ceil.close()
+        cg.remove()
 
 
 if __name__ == "__main__":

@@ -146,6 +146,35 @@ def test_inject_writes_one_complete_file(instance):
     assert stat.S_ISFIFO(os.stat(instance.path("queue", "trigger")).st_mode)
 
 
+def inode_flags(path):
+    """ext4's inode flags of path (FS_IOC_GETFLAGS), or None where the file system has none."""
+    import array
+    import fcntl
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        a = array.array("i", [0])
+        fcntl.ioctl(fd, 0x80086601, a, True)
+        return a[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def test_mailroot_and_intake_are_tops_of_hierarchies(instance):
+    # ext4's +T (FS_TOPDIR_FL): mail-instance sets it on MAILROOT (queue/, mail/ placed apart
+    # from the parent's group), queue_init on queue/intake/ (intake/N/ spread over groups);
+    # doc/queue.md, "Layout"
+    rc, err = instance.inject(MSG, "alice@example.test", "bob@example.test")
+    assert rc == 0, err
+    root, intake = inode_flags(instance.path()), inode_flags(instance.path("queue", "intake"))
+    if root is None or intake is None:
+        pytest.skip("no inode flags on this file system (not ext4)")
+    TOPDIR = 0x00020000
+    assert root & TOPDIR
+    assert intake & TOPDIR
+
+
 def test_inject_reports_the_id_on_queue_idfd(instance):
     envpath = instance.path("env.bin")
     with open(envpath, "wb") as f:
