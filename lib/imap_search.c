@@ -57,7 +57,7 @@ static int load_hdr(sctx *x)
   if (x->loaded) return x->loaded > 0;
   x->hdr_tried = 1;
   if (imap_cache_get(x->i, &ce) && (ce.flags & MSGCACHE_F_HDR)) {
-    mime_parse(&x->mm, ce.hdr, ce.hdrlen, parts, PARTS_MAX);
+    mime_header_only(&x->mm, ce.hdr, ce.hdrlen, parts);
     x->mtime = (time_t)ce.mtime;
     if (!sess.ms.msg[x->i].wsize) sess.ms.msg[x->i].wsize = ce.wsize;
     x->loaded = 2;

@@ -2,6 +2,7 @@
  * replies agree with it; tests/test_mime_dovecot.py compares the two on a corpus. */
 #include <errno.h>
 #include <iconv.h>
+#include <stddef.h>
 #include <string.h>
 #include <skalibs/stralloc.h>
 #include "mime.h"
@@ -599,12 +600,14 @@ struct pctx_s {
   mime_msg *m;
   char const *s;
   size_t len;
-  bnd stk[MIME_DEPTH_MAX + 1];
-  unsigned int nb;
-  char bbuf[MIME_DEPTH_MAX + 1][MIME_BOUNDARY_MAX]; /* unquoted boundary values */
-  unsigned int lastc[MIME_DEPTH_MAX + 1];           /* latest part made at each depth */
+  unsigned int nb;                                  /* boundaries in stk */
   unsigned int cur;                                 /* the innermost open part */
   ctinfo ci;                                        /* scratch */
+  /* the tables from here on are written before they are read: not zeroed (11 kB, and
+   * SEARCH parses 10,000 headers) */
+  bnd stk[MIME_DEPTH_MAX + 1];
+  char bbuf[MIME_DEPTH_MAX + 1][MIME_BOUNDARY_MAX]; /* unquoted boundary values */
+  unsigned int lastc[MIME_DEPTH_MAX + 1];           /* latest part made at each depth */
 };
 
 /* Is s[pos..) a boundary line of an active boundary? Returns the index in stk (innermost
@@ -834,8 +837,7 @@ static int parse_header(pctx *c, size_t *pos, int *hit, int *hitclose)
 unsigned int mime_parse(mime_msg *m, char const *s, size_t len, mime_part *part,
                         unsigned int max)
 {
-  static pctx const zero;
-  pctx c = zero;
+  pctx c;
   size_t pos = 0;
   unsigned int i;
   int ok = 1;
@@ -845,6 +847,7 @@ unsigned int mime_parse(mime_msg *m, char const *s, size_t len, mime_part *part,
   m->n = 0;
   m->max = max;
   if (!max) return 0;
+  memset(&c, 0, offsetof(pctx, stk));
   c.m = m;
   c.s = s;
   c.len = len;
@@ -878,6 +881,20 @@ unsigned int mime_parse(mime_msg *m, char const *s, size_t len, mime_part *part,
   }
   ctinfo_free(&c.ci);
   return m->n;
+}
+
+void mime_header_only(mime_msg *m, char const *s, size_t len, mime_part *part)
+{
+  memset(part, 0, sizeof *part);
+  part->hdr_len = len;
+  part->body_off = len;
+  part->parent = part->child = part->next = MIME_NONE;
+  part->kind = MIME_LEAF;
+  m->s = s;
+  m->len = len;
+  m->part = part;
+  m->n = 1;
+  m->max = 1;
 }
 
 /* ---- IMAP strings (Dovecot's choices of quoted or literal) ---- */
