@@ -4,7 +4,7 @@
  * instead of parsing every message.
  *
  * The file is an append-only log (doc/maildir.md, "The cache"):
- *   "PBC1 V<uidvalidity>\n"
+ *   "PBC2 V<uidvalidity> K<mark, 10 digits> <hash of what precedes it, 10 digits>\n"
  *   then entries: "E <sum> <uid> <mtime> <wsize> <flags> <envlen> <bslen> <bodylen> <hdrlen>
  *   <uniq>\n" followed by the four strings and "\n". <sum> is a hash (FNV-1a, 8 octets a
  *   step) of everything after "E <sum> " up to the final "\n"; <uniq> the unique part of
@@ -12,8 +12,12 @@
  * It is only a cache: an entry is used when its hash checks out (looked at on first use) and
  * its UID and unique name match the message; the reading stops at the first entry whose frame
  * does not parse (a torn tail after a crash: the next writer cuts it off under the lock).
- * Appends are one write under an fcntl lock on the file; nothing is fsync'ed (a lost entry is
- * computed again). A new UIDVALIDITY starts the file afresh; so does a file grown to more
+ * The mark: entries that start before it were hashed by a writer and fdatasync'ed before the
+ * mark was written (in place, under the lock), so they are used without hashing them again;
+ * a writer moves it once a quarter MB lies past it. A header whose own hash does not match (a
+ * read torn by a rewrite) gives no mark.
+ * Appends are one write under an fcntl lock on the file; nothing is fsync'ed but what the
+ * mark is moved over (a lost entry is computed again). A new UIDVALIDITY starts the file afresh; so does a file grown to more
  * than twice what its live entries need.
  *
  * The file is mapped while a command uses it and unmapped by msgcache_done, so an idle
@@ -56,6 +60,7 @@ struct msgcache_s {
   char *map;          /* [0, maplen) of the file, while a command uses it */
   size_t maplen;
   size_t valid;       /* octets of the file read and found good */
+  size_t known;       /* the header's mark: entries before it need no hash */
   msgcache_ix *ix;    /* the entries read so far */
   size_t nix, aix;
   int sorted;
