@@ -20,8 +20,9 @@
  * mark is moved over (a lost entry is computed again). A new UIDVALIDITY starts the file afresh; so does a file grown to more
  * than twice what its live entries need.
  *
- * The file is mapped while a command uses it and unmapped by msgcache_done, so an idle
- * session holds none of it. Functions return 1 ok, 0 not found / not usable, -1 error.
+ * The file is mapped from its first use until the session goes quiet (msgcache_rest), so
+ * an idle session holds none of it. Functions return 1 ok, 0 not found / not usable, -1
+ * error.
  */
 #ifndef PILLARBOX_MSGCACHE_H
 #define PILLARBOX_MSGCACHE_H
@@ -79,9 +80,13 @@ int msgcache_get(msgcache *c, uint32_t uid, char const *name, msgcache_ent *e);
 /* Queues an entry for (uid, file name) (written at msgcache_done). */
 int msgcache_put(msgcache *c, uint32_t uid, char const *name, msgcache_ent const *e);
 
-/* End of a command: appends the queued entries (one write, under the lock) and unmaps.
- * live: the number of messages in the folder, to decide on starting afresh. */
+/* End of a command: appends the queued entries (one write, under the lock). live: the
+ * number of messages in the folder, to decide on starting afresh (0: in the middle of a
+ * command). */
 int msgcache_done(msgcache *c, size_t live);
+
+/* The session is quiet: the file is unmapped (mapped again at the next use). */
+void msgcache_rest(msgcache *c);
 
 void msgcache_close(msgcache *c);
 
