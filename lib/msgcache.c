@@ -112,6 +112,7 @@ void msgcache_close(msgcache *c)
   c->nix = c->aix = 0;
   c->valid = 0;
   c->known = 0;
+  c->ixk = 0;
   c->sorted = 1;
   stralloc_free(&c->pend);
   c->npend = 0;
@@ -216,17 +217,28 @@ static int map_file(msgcache *c, size_t size, int populate)
   return 1;
 }
 
+static int index_read(msgcache *c, size_t hl);
+
 /* Reads the entries from c->valid to size into the index. 1 all good, 0 stopped at an entry
  * that does not check out (c->valid is its offset), -1 out of memory. */
 static int scan(msgcache *c, size_t size)
 {
   size_t off = c->valid;
-  if (!map_file(c, size, off == 0)) return -1;
+  if (!map_file(c, size, 0)) return -1;
   if (off == 0) {
     size_t hl, k;
+    int r;
     if (!head_scan(c->map, size, c->uidvalidity, &hl, &k)) return 0;
     c->known = k <= size ? k : 0;
-    off = hl;
+    c->ixk = 0;
+    r = index_read(c, hl);
+    if (r < 0) return -1;
+    off = r ? c->ixk : hl;
+    if (size - off > MARK_STEP) {
+      /* most of the file is read from here on: its pages mapped in one call */
+      msgcache_rest(c);
+      if (!map_file(c, size, 1)) return -1;
+    }
     c->valid = off;
   }
   while (off < size) {
@@ -255,6 +267,190 @@ static int scan(msgcache *c, size_t size)
   return 1;
 }
 
+/* The index (MSGCACHE_INDEX): the UID and offset of every entry before a mark, sorted by
+ * UID, so that a session need not walk the entries (10,000 of them, a cache miss each, took
+ * a quarter of a short session). It is written by a session that had to walk them; it
+ * belongs to one cache file (its inode and the hash of the 64 octets before its mark) and
+ * covers only entries before the file's mark, which never change; anything that does not
+ * check out is ignored and the entries walked.
+ *   "PBI1 V<uidvalidity> I<inode> K<mark> N<count> T<tail hash> S<hash>\n"
+ *   then <count> pairs of 4-octet little-endian UID and offset. <hash> covers the line up to
+ *   " S" and the pairs. */
+static void index_path(msgcache const *c, char *p, char const *suffix, size_t slen)
+{
+  size_t l = strlen(c->dir);
+  memcpy(p, c->dir, l);
+  p[l] = '/';
+  memcpy(p + l + 1, MSGCACHE_INDEX, sizeof MSGCACHE_INDEX - 1);
+  memcpy(p + l + sizeof MSGCACHE_INDEX, suffix, slen);
+  p[l + sizeof MSGCACHE_INDEX + slen] = 0;
+}
+
+static uint32_t tail_sum(msgcache const *c, size_t k)
+{
+  size_t t = k < 64 ? k : 64;
+  return msgcache_sum(c->map + k - t, t, 2166136261u);
+}
+
+static size_t index_head(char *buf, msgcache const *c, uint64_t ino, size_t k, size_t n)
+{
+  size_t w = 0;
+  memcpy(buf, "PBI1 V", 6);
+  w = 6;
+  w += uint32_fmt(buf + w, c->uidvalidity);
+  memcpy(buf + w, " I", 2);
+  w += 2;
+  w += uint64_fmt(buf + w, ino);
+  memcpy(buf + w, " K", 2);
+  w += 2;
+  w += uint32_fmt(buf + w, (uint32_t)k);
+  memcpy(buf + w, " N", 2);
+  w += 2;
+  w += uint32_fmt(buf + w, (uint32_t)n);
+  memcpy(buf + w, " T", 2);
+  w += 2;
+  w += uint32_fmt(buf + w, tail_sum(c, k));
+  return w;
+}
+
+static void le32(unsigned char *b, uint32_t v)
+{
+  b[0] = (unsigned char)v;
+  b[1] = (unsigned char)(v >> 8);
+  b[2] = (unsigned char)(v >> 16);
+  b[3] = (unsigned char)(v >> 24);
+}
+
+static uint32_t get32(unsigned char const *b)
+{
+  return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+/* Fills the (empty) table from the index: 1 (c->ixk is the offset the walk goes on from),
+ * 0 no usable index, -1 out of memory. The file is mapped; hl is the header's length. */
+static int index_read(msgcache *c, size_t hl)
+{
+  char p[sizeof c->dir + sizeof MSGCACHE_INDEX + 8], head[128];
+  struct stat st, cst;
+  unsigned char *buf = 0;
+  uint32_t v, k, n, h;
+  uint64_t ino;
+  size_t len, w, i;
+  ssize_t r;
+  int fd, ok = 0;
+  if (c->known <= hl || fstat(c->fd, &cst) < 0) return 0;
+  index_path(c, p, "", 0);
+  fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return 0;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 16 ||
+      (uint64_t)st.st_size > 128 + 8 * (uint64_t)(c->known / 16))
+    goto out;
+  len = (size_t)st.st_size;
+  buf = malloc(len);
+  if (!buf) {
+    ok = -1;
+    goto out;
+  }
+  for (w = 0; w < len; w += (size_t)r) {
+    r = read(fd, buf + w, len - w);
+    if (r < 0 && errno == EINTR) r = 0;
+    else if (r <= 0) goto out;
+  }
+  {
+    /* the line: parse its numbers, then format it again and compare (one format) */
+    char const *s = (char const *)buf, *e = memchr(s, '\n', len < 128 ? len : 128), *q;
+    size_t hw;
+    if (!e || memcmp(s, "PBI1 V", 6)) goto out;
+    q = s + 6;
+    if (!(i = uint32_scan(q, &v)) || v != c->uidvalidity || memcmp(q += i, " I", 2)) goto out;
+    q += 2;
+    if (!(i = uint64_scan(q, &ino)) || ino != (uint64_t)cst.st_ino || memcmp(q += i, " K", 2))
+      goto out;
+    q += 2;
+    if (!(i = uint32_scan(q, &k)) || k < hl || k > c->known || memcmp(q += i, " N", 2)) goto out;
+    q += 2;
+    if (!(i = uint32_scan(q, &n)) || (size_t)(e + 1 - s) + 8 * (size_t)n != len) goto out;
+    hw = index_head(head, c, ino, k, n);
+    if ((size_t)(e - s) <= hw + 2 || memcmp(s, head, hw) || memcmp(s + hw, " S", 2)) goto out;
+    if (e - (s + hw + 2) != 10 || uint32_scan(s + hw + 2, &h) != 10) goto out;
+    w = (size_t)(e + 1 - s);
+    if (msgcache_sum((char const *)buf + w, len - w, msgcache_sum(s, hw, 2166136261u)) != h)
+      goto out;
+  }
+  if (n > c->aix) {
+    msgcache_ix *x = realloc(c->ix, n * sizeof *x);
+    if (!x) {
+      ok = -1;
+      goto out;
+    }
+    c->ix = x;
+    c->aix = n;
+  }
+  for (i = 0; i < n; i++) {
+    uint32_t u = get32(buf + w + 8 * i), o = get32(buf + w + 8 * i + 4);
+    if (o < hl || o >= k || (i && c->ix[i - 1].uid > u)) goto out;
+    c->ix[i].uid = u;
+    c->ix[i].off = o;
+    c->ix[i].ok = 1;
+  }
+  c->nix = n;
+  c->ixk = k;
+  ok = 1;
+out:
+  if (ok <= 0) c->nix = 0;
+  free(buf);
+  fd_close(fd);
+  return ok;
+}
+
+/* Writes the index of the entries before the mark (the table is sorted): a new file beside,
+ * renamed over the old one. Nothing is fsync'ed: a torn one does not check out. */
+static void index_write(msgcache *c)
+{
+  char p[sizeof c->dir + sizeof MSGCACHE_INDEX + 8], t[sizeof c->dir + sizeof MSGCACHE_INDEX + 32];
+  char head[128], num[UINT_FMT + 8];
+  struct stat cst;
+  unsigned char *buf;
+  size_t i, n = 0, hw, w;
+  uint32_t h;
+  int fd;
+  if (fstat(c->fd, &cst) < 0) return;
+  for (i = 0; i < c->nix; i++)
+    if (c->ix[i].off < c->known) n++;
+  hw = index_head(head, c, (uint64_t)cst.st_ino, c->known, n);
+  buf = malloc(hw + 16 + 8 * n);
+  if (!buf) return;
+  memcpy(buf, head, hw);
+  w = hw + 2 + 10 + 1;
+  for (i = 0, n = 0; i < c->nix; i++)
+    if (c->ix[i].off < c->known) {
+      le32(buf + w + 8 * n, c->ix[i].uid);
+      le32(buf + w + 8 * n + 4, c->ix[i].off);
+      n++;
+    }
+  /* the hash is written in 10 digits (zeroes ahead) so that the pairs' place is known first */
+  h = msgcache_sum((char const *)buf + w, 8 * n, msgcache_sum(head, hw, 2166136261u));
+  {
+    size_t d = uint32_fmt(num, h);
+    buf[hw] = ' ';
+    buf[hw + 1] = 'S';
+    memset(buf + hw + 2, '0', 10 - d);
+    memcpy(buf + hw + 2 + 10 - d, num, d);
+    buf[hw + 12] = '\n';
+  }
+  index_path(c, p, "", 0);
+  memcpy(num, ".tmp.", 5);
+  i = 5 + uint_fmt(num + 5, (unsigned int)getpid());
+  index_path(c, t, num, i);
+  fd = open(t, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd >= 0) {
+    size_t len = w + 8 * n;
+    if (allwrite(fd, (char const *)buf, len) != len || rename(t, p) < 0) unlink(t);
+    fd_close(fd);
+  }
+  free(buf);
+}
+
 static int open_file(msgcache *c, char *p, int flags)
 {
   size_t l = strlen(c->dir);
@@ -275,6 +471,7 @@ static void forget(msgcache *c)
   c->nix = 0;
   c->valid = 0;
   c->known = 0;
+  c->ixk = 0;
   c->sorted = 1;
 }
 
@@ -318,6 +515,11 @@ static int ready(msgcache *c)
     qsort(c->ix, c->nix, sizeof *c->ix, &ixcmp);
     c->sorted = 1;
   }
+  /* the entries before the mark were walked: the next session reads them from an index */
+  if (c->known >= c->ixk + MARK_STEP) {
+    index_write(c);
+    c->ixk = c->known;
+  }
   c->looked = 1;
   return 1;
 }
@@ -343,7 +545,7 @@ int msgcache_get(msgcache *c, uint32_t uid, char const *name, msgcache_ent *e)
       continue;
     }
     c->ix[lo].ok = 1;
-    if (nml == ul && !memcmp(nm, name, ul)) return 1;
+    if (u == uid && nml == ul && !memcmp(nm, name, ul)) return 1;
   }
   return 0;
 }

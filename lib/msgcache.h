@@ -15,7 +15,9 @@
  * The mark: entries that start before it were hashed by a writer and fdatasync'ed before the
  * mark was written (in place, under the lock), so they are used without hashing them again;
  * a writer moves it once a quarter MB lies past it. A header whose own hash does not match (a
- * read torn by a rewrite) gives no mark.
+ * read torn by a rewrite) gives no mark. The UIDs and offsets of the entries before the mark
+ * are kept in FOLDER/pillarbox-cache.index (written by a session that had to walk them), so
+ * that a session walks only the entries after the mark.
  * Appends are one write under an fcntl lock on the file; nothing is fsync'ed but what the
  * mark is moved over (a lost entry is computed again). A new UIDVALIDITY starts the file afresh; so does a file grown to more
  * than twice what its live entries need.
@@ -32,6 +34,7 @@
 #include <skalibs/stralloc.h>
 
 #define MSGCACHE_FILE "pillarbox-cache"
+#define MSGCACHE_INDEX "pillarbox-cache.index" /* where the entries before the mark are */
 #define MSGCACHE_HDR_MAX 16384 /* a longer top-level header is not kept (SEARCH reads the file) */
 #define MSGCACHE_F_HDR 1       /* the entry holds the top-level header */
 
@@ -62,6 +65,7 @@ struct msgcache_s {
   size_t maplen;
   size_t valid;       /* octets of the file read and found good */
   size_t known;       /* the header's mark: entries before it need no hash */
+  size_t ixk;         /* the table up to here came from the index (0: none) */
   msgcache_ix *ix;    /* the entries read so far */
   size_t nix, aix;
   int sorted;
