@@ -578,13 +578,29 @@ int mime_header_next(char const *h, size_t hlen, char const *name, size_t namele
                      size_t *pos, char const **v, size_t *vlen)
 {
   hfield f;
-  while (hdr_next(h, hlen, pos, &f))
+  int c0;
+  if (!namelen) return 0;
+  c0 = lower((uchar)name[0]);
+  for (;;) {
+    size_t st = *pos;
+    int c;
+    if (st >= hlen) return 0;
+    c = (uchar)h[st];
+    if (lower(c) != c0 && c != '\n' && c != '\r' && c != ' ' && c != '\t') {
+      /* a field of another name (its first letter says so): past its lines, unparsed (a
+       * SEARCH looks for one field in 10,000 headers) */
+      size_t e = line_end(h, hlen, st);
+      while (e < hlen && (h[e] == ' ' || h[e] == '\t')) e = line_end(h, hlen, e);
+      *pos = e;
+      continue;
+    }
+    if (!hdr_next(h, hlen, pos, &f)) return 0;
     if (f.namelen == namelen && memeqci(f.name, name, namelen)) {
       *v = f.val;
       *vlen = f.vallen;
       return 1;
     }
-  return 0;
+  }
 }
 
 /* Content-Type facts: type/subtype flags and the boundary. Returns 0 on allocation failure. */
