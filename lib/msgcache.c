@@ -1,6 +1,6 @@
-#define _DEFAULT_SOURCE /* MAP_POPULATE */
 /* msgcache: the per-folder cache of ENVELOPE, BODYSTRUCTURE, BODY, header and size. See
  * msgcache.h. */
+#define _DEFAULT_SOURCE /* MAP_POPULATE */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

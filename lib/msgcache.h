@@ -19,8 +19,8 @@
  * are kept in FOLDER/pillarbox-cache.index (written by a session that had to walk them), so
  * that a session walks only the entries after the mark.
  * Appends are one write under an fcntl lock on the file; nothing is fsync'ed but what the
- * mark is moved over (a lost entry is computed again). A new UIDVALIDITY starts the file afresh; so does a file grown to more
- * than twice what its live entries need.
+ * mark is moved over (a lost entry is computed again). A new UIDVALIDITY starts the file
+ * afresh; so does a file grown to more than twice what its live entries need.
  *
  * The file is mapped from its first use until the session goes quiet (msgcache_rest), so
  * an idle session holds none of it. Functions return 1 ok, 0 not found / not usable, -1

@@ -129,7 +129,6 @@ int main(void)
     static char big[100001];
     char head[64];
     msgcache_ent b;
-    unsigned int u;
     int f;
     ssize_t n;
     memset(big, 'x', sizeof big - 1);
@@ -142,7 +141,8 @@ int main(void)
     n = read(f, head, sizeof head);
     close(f);
     CHECK(n > 34 && !memcmp(head, "PBC2 V79 K0000000032 ", 21) && head[31] == '\n');
-    for (u = 2; u <= 4; u++) CHECK(msgcache_put(&d, u, u == 2 ? "2.M2.h" : u == 3 ? "3.M3.h" : "4.M4.h", &b) == 1);
+    CHECK(msgcache_put(&d, 2, "2.M2.h", &b) == 1 && msgcache_put(&d, 3, "3.M3.h", &b) == 1 &&
+          msgcache_put(&d, 4, "4.M4.h", &b) == 1);
     CHECK(msgcache_done(&d, 4) == 1);
     f = open(MSGCACHE_FILE, O_RDWR);
     n = read(f, head, sizeof head);
