@@ -310,6 +310,10 @@ def test_the_per_address_cap_and_maxconn(instance, pool_factory):
     for k in (b, x, y):
         k.expect("QUIT", 221)
         k.close()
+    # the 221 is written before the worker gives the slot back: the sessions' end is when
+    # their slot files are gone
+    slots = instance.path("run", "slots", "smtpd")
+    wait_for(lambda: not os.listdir(slots), what="the slots of the ended sessions to go")
     d = Client(pool.port)
     d.expect(None, 220)                              # the slots were given back
     e = Client(pool.port)
