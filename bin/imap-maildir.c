@@ -64,6 +64,7 @@ static void flush(void)
 static void rest(void)
 {
   if (sess.selected) mailstore_idle(&sess.ms); /* see mailstore.h */
+  msgcache_rest(&sess.cache);
 #ifdef __GLIBC__
   malloc_trim(0);
 #endif

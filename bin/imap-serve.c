@@ -28,6 +28,8 @@ char const *PROG = "imap-serve";
 
 static char const *const defargv[] = {"auth-check", "imap-maildir", 0};
 static imapserv_cfg cfg = {.timeout = 180, .faildelay = 2, .progargv = defargv};
+static int pooled;        /* a tcp-pool worker: a session's end goes back to accept() */
+static sigjmp_buf next;
 
 /* One connection, on fds 0 and 1 with its UCSPI environment: what it may change is read
  * again for each (control/, the rules' variables). */
@@ -46,8 +48,14 @@ static void session(void)
     if (r < 0) strerr_diefu1sys(111, "read control/imap-allow-plaintext");
     cfg.allow_plain = r == 1 && sa.len == 1 && sa.s[0] == '1';
   }
-  /* implicit TLS (imaps) through the engine service: before a byte is said (ucspitls.h) */
-  if (ucspitls_implicit() < 0) strerr_diefu1sys(111, "start implicit TLS through TLS_ENGINE");
+  /* implicit TLS (imaps) through the engine service: before a byte is said (ucspitls.h).
+   * Failed (a client gone before its handshake, a port scanner, the engine down): not a byte
+   * is written; a pool worker ends the session only and takes the next connection. */
+  if (ucspitls_implicit() < 0) {
+    if (!pooled) strerr_diefu1sys(111, "start implicit TLS through TLS_ENGINE");
+    strerr_warnwu1sys("start implicit TLS through TLS_ENGINE");
+    siglongjmp(next, 1);
+  }
   cfg.ip = getenv("TCPREMOTEIP");
   me.len = 0;
   if (control_readline(&me, "me") != 1 || !stralloc_0(&me)) {
@@ -61,7 +69,6 @@ static void session(void)
 int main(int argc, char const *const *argv)
 {
   static char const *defauth[3];
-  static sigjmp_buf next;
   subgetopt l = SUBGETOPT_ZERO;
   char const *x;
   unsigned long u;
@@ -100,6 +107,7 @@ int main(int argc, char const *const *argv)
   }
   if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) strerr_diefu1sys(111, "ignore SIGPIPE");
   if (!tcppool_worker()) session();
+  pooled = 1;
   imapserv_keepalive(&next);
   while (tcppool_next()) {
     if (!sigsetjmp(next, 0)) session();

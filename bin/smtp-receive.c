@@ -649,14 +649,22 @@ static void command(smtp_cmd const *c)
   }
 }
 
+static sigjmp_buf next; /* a pool worker: where a session's end goes */
+
 /* One session, to its end: smtpd_quit exits, or jumps back to the pool worker's loop. */
 static void session(int pooled) gccattr_noreturn;
 static void session(int pooled)
 {
   struct stat st;
   smtpconf_session(&cf, pooled);
-  /* implicit TLS (smtps) through the engine service: before a byte is said (ucspitls.h) */
-  if (ucspitls_implicit() < 0) strerr_diefusys(111, "start implicit TLS through TLS_ENGINE");
+  /* implicit TLS (smtps) through the engine service: before a byte is said (ucspitls.h).
+   * Failed (a client gone before its handshake, a port scanner, the engine down): not a byte
+   * is written; a pool worker ends the session only and takes the next connection. */
+  if (ucspitls_implicit() < 0) {
+    if (!pooled) strerr_diefusys(111, "start implicit TLS through TLS_ENGINE");
+    strerr_warnwusys("start implicit TLS through TLS_ENGINE");
+    siglongjmp(next, 1);
+  }
   /* Pipelining rules are enforced for a network peer: fd 0 a socket, or implicit TLS */
   strict = (fstat(0, &st) == 0 && S_ISSOCK(st.st_mode)) || getenv("SSL_PROTOCOL");
   ctlfd = ucspitls_setup();
@@ -715,8 +723,6 @@ static void forget(void)
   ucspitls_reset();
   tcppool_done();
 }
-
-static sigjmp_buf next;
 
 int main(int argc, char const *const *argv)
 {

@@ -31,6 +31,98 @@ struct sctx_s {
 static mime_part parts[PARTS_MAX];
 static stralloc tmp = STRALLOC_ZERO;
 
+/* The search keys, looked up once per command: the check pass notes each key atom's word in
+ * kwof[] by its argument index, and the pass over the messages reads it from there (it
+ * compared the atom with up to 36 words per key and message). */
+enum kw_e {
+  K_NONE = 0,
+  K_ALL,
+  K_ANSWERED,
+  K_DELETED,
+  K_DRAFT,
+  K_FLAGGED,
+  K_SEEN,
+  K_RECENT,
+  K_UNANSWERED,
+  K_UNDELETED,
+  K_UNDRAFT,
+  K_UNFLAGGED,
+  K_UNSEEN,
+  K_OLD,
+  K_NEW,
+  K_NOT,
+  K_OR,
+  K_KEYWORD,
+  K_UNKEYWORD,
+  K_LARGER,
+  K_SMALLER,
+  K_BEFORE,
+  K_ON,
+  K_SINCE,
+  K_SENTBEFORE,
+  K_SENTON,
+  K_SENTSINCE,
+  K_FROM,
+  K_TO,
+  K_CC,
+  K_BCC,
+  K_SUBJECT,
+  K_HEADER,
+  K_BODY,
+  K_TEXT,
+  K_UID,
+  K_MODSEQ,
+  K_END
+};
+static char const *const kwname[K_END] = {
+  0,
+  "ALL",
+  "ANSWERED",
+  "DELETED",
+  "DRAFT",
+  "FLAGGED",
+  "SEEN",
+  "RECENT",
+  "UNANSWERED",
+  "UNDELETED",
+  "UNDRAFT",
+  "UNFLAGGED",
+  "UNSEEN",
+  "OLD",
+  "NEW",
+  "NOT",
+  "OR",
+  "KEYWORD",
+  "UNKEYWORD",
+  "LARGER",
+  "SMALLER",
+  "BEFORE",
+  "ON",
+  "SINCE",
+  "SENTBEFORE",
+  "SENTON",
+  "SENTSINCE",
+  "FROM",
+  "TO",
+  "CC",
+  "BCC",
+  "SUBJECT",
+  "HEADER",
+  "BODY",
+  "TEXT",
+  "UID",
+  "MODSEQ",
+};
+static unsigned char kwof[IMAP_ARGS_MAX];
+
+static unsigned char kw_lookup(imap_arg const *a)
+{
+  unsigned int k;
+  for (k = 1; k < K_END; k++)
+    if (imap_arg_is(a, kwname[k])) return (unsigned char)k;
+  return K_NONE;
+}
+
 /* The whole message, parsed (loaded 1); its cache entry is made on the way when missing. */
 static int load(sctx *x)
 {
@@ -57,7 +149,7 @@ static int load_hdr(sctx *x)
   if (x->loaded) return x->loaded > 0;
   x->hdr_tried = 1;
   if (imap_cache_get(x->i, &ce) && (ce.flags & MSGCACHE_F_HDR)) {
-    mime_parse(&x->mm, ce.hdr, ce.hdrlen, parts, PARTS_MAX);
+    mime_header_only(&x->mm, ce.hdr, ce.hdrlen, parts);
     x->mtime = (time_t)ce.mtime;
     if (!sess.ms.msg[x->i].wsize) sess.ms.msg[x->i].wsize = ce.wsize;
     x->loaded = 2;
@@ -124,6 +216,7 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
   imap_arg *a = &c->arg[*j], *v, *w;
   mailstore_msg const *m = x->check ? 0 : &sess.ms.msg[x->i];
   uint32_t f = m ? m->flags : 0;
+  unsigned int kw;
   if (a->type == IMAP_LIST) {
     uint32_t e = a->end;
     int r = keys(c, *j + 1, e, x, match);
@@ -131,65 +224,67 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
     return r;
   }
   if (a->type != IMAP_ATOM) return 0;
+  if (x->check) kwof[*j] = kw_lookup(a);
+  kw = kwof[*j];
   (*j)++;
 #define FLAGKEY(word, bit, want)         \
-  if (imap_arg_is(a, word)) {            \
+  if (kw == K_##word) {                  \
     *match = !!(f & (bit)) == (want);    \
     return 1;                            \
   }
-  if (imap_arg_is(a, "ALL")) {
+  if (kw == K_ALL) {
     *match = 1;
     return 1;
   }
-  FLAGKEY("ANSWERED", MS_ANSWERED, 1)
-  FLAGKEY("DELETED", MS_DELETED, 1)
-  FLAGKEY("DRAFT", MS_DRAFT, 1)
-  FLAGKEY("FLAGGED", MS_FLAGGED, 1)
-  FLAGKEY("SEEN", MS_SEEN, 1)
-  FLAGKEY("RECENT", MS_RECENT, 1)
-  FLAGKEY("UNANSWERED", MS_ANSWERED, 0)
-  FLAGKEY("UNDELETED", MS_DELETED, 0)
-  FLAGKEY("UNDRAFT", MS_DRAFT, 0)
-  FLAGKEY("UNFLAGGED", MS_FLAGGED, 0)
-  FLAGKEY("UNSEEN", MS_SEEN, 0)
-  FLAGKEY("OLD", MS_RECENT, 0)
-  if (imap_arg_is(a, "NEW")) {
+  FLAGKEY(ANSWERED, MS_ANSWERED, 1)
+  FLAGKEY(DELETED, MS_DELETED, 1)
+  FLAGKEY(DRAFT, MS_DRAFT, 1)
+  FLAGKEY(FLAGGED, MS_FLAGGED, 1)
+  FLAGKEY(SEEN, MS_SEEN, 1)
+  FLAGKEY(RECENT, MS_RECENT, 1)
+  FLAGKEY(UNANSWERED, MS_ANSWERED, 0)
+  FLAGKEY(UNDELETED, MS_DELETED, 0)
+  FLAGKEY(UNDRAFT, MS_DRAFT, 0)
+  FLAGKEY(UNFLAGGED, MS_FLAGGED, 0)
+  FLAGKEY(UNSEEN, MS_SEEN, 0)
+  FLAGKEY(OLD, MS_RECENT, 0)
+  if (kw == K_NEW) {
     *match = (f & MS_RECENT) && !(f & MS_SEEN);
     return 1;
   }
-  if (imap_arg_is(a, "NOT")) {
+  if (kw == K_NOT) {
     int r;
     if (*j >= end) return 0;
     r = key(c, j, end, x, match);
     *match = !*match;
     return r;
   }
-  if (imap_arg_is(a, "OR")) {
+  if (kw == K_OR) {
     int m1 = 0, m2 = 0;
     if (*j >= end || !key(c, j, end, x, &m1)) return 0;
     if (*j >= end || !key(c, j, end, x, &m2)) return 0;
     *match = m1 || m2;
     return 1;
   }
-  if (imap_arg_is(a, "KEYWORD") || imap_arg_is(a, "UNKEYWORD")) {
-    int want = imap_arg_is(a, "KEYWORD"), k;
+  if (kw == K_KEYWORD || kw == K_UNKEYWORD) {
+    int want = kw == K_KEYWORD, k;
     if (!str_arg(c, j, end, &v)) return 0;
     if (x->check) return 1;
     k = mailstore_keyword(&sess.ms, v->s, v->len, 0);
     *match = (k >= 0 && (m->keywords & (1u << k))) == want;
     return 1;
   }
-  if (imap_arg_is(a, "LARGER") || imap_arg_is(a, "SMALLER")) {
+  if (kw == K_LARGER || kw == K_SMALLER) {
     uint64_t n;
-    int larger = imap_arg_is(a, "LARGER");
+    int larger = kw == K_LARGER;
     if (!str_arg(c, j, end, &v) || !imap_number64(v->s, v->len, &n)) return 0;
     if (x->check) return 1;
     if (!sess.ms.msg[x->i].wsize) load_hdr(x); /* sets it */
     *match = larger ? sess.ms.msg[x->i].wsize > n : sess.ms.msg[x->i].wsize < n;
     return 1;
   }
-  if (imap_arg_is(a, "BEFORE") || imap_arg_is(a, "ON") || imap_arg_is(a, "SINCE") ||
-      imap_arg_is(a, "SENTBEFORE") || imap_arg_is(a, "SENTON") || imap_arg_is(a, "SENTSINCE")) {
+  if (kw == K_BEFORE || kw == K_ON || kw == K_SINCE ||
+      kw == K_SENTBEFORE || kw == K_SENTON || kw == K_SENTSINCE) {
     time_t t;
     long d, md;
     int sent = (a->s[0] == 's' || a->s[0] == 'S') && (a->s[1] == 'e' || a->s[1] == 'E') &&
@@ -214,8 +309,8 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
     else *match = md >= d;
     return 1;
   }
-  if (imap_arg_is(a, "FROM") || imap_arg_is(a, "TO") || imap_arg_is(a, "CC") ||
-      imap_arg_is(a, "BCC") || imap_arg_is(a, "SUBJECT")) {
+  if (kw == K_FROM || kw == K_TO || kw == K_CC ||
+      kw == K_BCC || kw == K_SUBJECT) {
     char name[8];
     size_t k;
     if (!str_arg(c, j, end, &v)) return 0;
@@ -225,7 +320,7 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
     *match = header_match(x, name, v);
     return 1;
   }
-  if (imap_arg_is(a, "HEADER")) {
+  if (kw == K_HEADER) {
     char name[256];
     int r;
     if (!str_arg(c, j, end, &w) || !str_arg(c, j, end, &v)) return 0;
@@ -245,7 +340,7 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
     *match = r > 0;
     return 1;
   }
-  if (imap_arg_is(a, "BODY") || imap_arg_is(a, "TEXT")) {
+  if (kw == K_BODY || kw == K_TEXT) {
     int r;
     if (!str_arg(c, j, end, &v)) return 0;
     if (x->check) return 1;
@@ -253,12 +348,12 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
       *match = 0;
       return 1;
     }
-    r = mime_search_text(&x->mm, imap_arg_is(a, "TEXT"), v->s, v->len, &tmp);
+    r = mime_search_text(&x->mm, kw == K_TEXT, v->s, v->len, &tmp);
     if (r < 0) x->err = -1;
     *match = r > 0;
     return 1;
   }
-  if (imap_arg_is(a, "UID")) {
+  if (kw == K_UID) {
     static imap_range r[IMAP_SEQSET_MAX];
     int nr;
     if (!str_arg(c, j, end, &v)) return 0;
@@ -273,7 +368,7 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
     }
     return 1;
   }
-  if (imap_arg_is(a, "MODSEQ")) {
+  if (kw == K_MODSEQ) {
     uint64_t n;
     /* MODSEQ [entry-name entry-type] n */
     if (*j < end && c->arg[*j].type == IMAP_QUOTED) {

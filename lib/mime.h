@@ -74,6 +74,12 @@ struct mime_msg_s {
 unsigned int mime_parse(mime_msg *m, char const *s, size_t len, mime_part *part,
                         unsigned int max);
 
+/* A header kept apart (s[0..len), as lib/msgcache keeps the top-level one) as a message of
+ * one part that is all header, without parsing it: enough for mime_search_header and
+ * mime_date on part 0, which is all SEARCH asks of a cached header. The wire sizes and the
+ * MIME facts of the part are not set. Uses part[0] only. */
+void mime_header_only(mime_msg *m, char const *s, size_t len, mime_part *part);
+
 /* ---- wire form (CRLF) ---- */
 
 /* Octets of s[0..len) once every LF not preceded by CR is sent as CRLF. prev is the byte

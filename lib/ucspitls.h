@@ -73,8 +73,9 @@ int ucspitls_start(int *rfd, int *wfd);
  * STARTTLS inside TLS). Returns 1 in TLS (fds 0 and 1 the plaintext socket, SSL_* set), 0 when
  * not asked (TLS_IMPLICIT unset, or already in TLS: SSL_PROTOCOL set by tls-serve), -1 on
  * failure with errno (EINVAL: TLS_IMPLICIT without TLS_ENGINE; the engine unreachable or the
- * handshake failed): the program must then exit without writing to the client (fails closed:
- * never plaintext on a TLS port). */
+ * handshake failed): the program must then end the session without writing to the client
+ * (fails closed: never plaintext on a TLS port): it exits, or, a tcp-pool worker, closes the
+ * connection (tcppool_done) and takes the next one. */
 int ucspitls_implicit(void);
 
 /* ucspitls_start, then moves the TLS fds onto 0 and 1, so that code reading fd 0 and writing

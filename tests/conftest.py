@@ -24,6 +24,63 @@ def prog(name):
     return os.path.join(BIN, name)
 
 
+# The system users and groups `mail-instance create` makes when root runs it (bin/mail-instance.c).
+SYSTEM_USERS = ("pb-tls", "pb-smtpd", "pb-login", "pb-auth", "pb-queue", "pb-deliv", "pb-remote",
+                "pb-log")
+SYSTEM_GROUPS = ("pb-authc", "pb-loginc", "pb-authfail", "pb-tlsc")
+
+
+def _missing_system_ids():
+    import grp
+    import pwd
+    missing = []
+    for u in SYSTEM_USERS:
+        try:
+            pwd.getpwnam(u)
+        except KeyError:
+            missing.append(u)
+    for g in SYSTEM_GROUPS:
+        try:
+            grp.getgrnam(g)
+        except KeyError:
+            missing.append(g)
+    return missing
+
+
+def pytest_configure(config):
+    """Run as root, the tests give their servers the system users (pb-login, pb-deliv, ...), and
+    helpers look their ids up once, when their module is imported (authsvc_helpers: LOGIN_UID;
+    test_tls_engine). On a machine where no instance was made yet, those users did not exist
+    then: the lookups fell back to other ids than the ones the instances (made later, by
+    `mail-instance create`, which adds the users) give their directories to and the TLS engine
+    admits, and the tests that depend on them failed on the first run only (a pool worker
+    unable to take its slot in run/slots/pop3, or refused by the engine). The users are made
+    here first, by a throwaway instance, before any test module is imported. Bounded retries:
+    several runs at once on a fresh machine race for /etc/passwd's lock."""
+    if os.geteuid() != 0 or not _missing_system_ids():
+        return
+    import shutil
+    import tempfile
+    err = b""
+    for _ in range(50):
+        d = tempfile.mkdtemp(prefix="pillarbox-users-")
+        try:
+            r = subprocess.run([prog("mail-instance"), "create", os.path.join(d, "i"),
+                                "--hostname", "mx.example.test", "--domain", "example.test"],
+                               env=base_env(), capture_output=True, timeout=60)
+            err = r.stderr
+        except OSError as e:
+            raise pytest.UsageError("unable to run %s (make first): %s"
+                                    % (prog("mail-instance"), e))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        if not _missing_system_ids():
+            return
+        time.sleep(0.1)  # another run holds /etc/passwd's lock: try again
+    raise pytest.UsageError("unable to create the system users %s with mail-instance: %s"
+                            % (", ".join(_missing_system_ids()), err.decode(errors="replace")))
+
+
 def base_env(**extra):
     env = dict(os.environ)
     env["PATH"] = BIN + ":" + env.get("PATH", "/usr/bin:/bin")

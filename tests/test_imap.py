@@ -898,7 +898,7 @@ def test_cache_torn_tail_and_bad_entries_are_not_used(box):
     # garbage instead of the header: started afresh
     open(cache, "wb").write(b"\0" * 100)
     assert fetch_all(box) == first
-    assert open(cache, "rb").read().startswith(b"PBC1 V")
+    assert open(cache, "rb").read().startswith(b"PBC2 V")
 
 
 def test_cache_follows_renamed_and_expunged_messages(box):

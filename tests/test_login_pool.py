@@ -282,3 +282,34 @@ def test_a_client_that_hangs_up_costs_no_worker(users, pools, program, name, ses
     c.expect(None, greeting)
     assert pool.workers() == [w], pool.log()
     c.close()
+
+
+@pytest.mark.parametrize("program,name,session,greeting", [
+    ("pop3-serve", "pop3", "pop3-maildir", "+OK"),
+    ("imap-serve", "imap", "imap-maildir", "* OK")])
+def test_a_client_gone_before_the_implicit_handshake_costs_no_worker(
+        users, pools, tmp_path, program, name, session, greeting):
+    """pop3s and imaps (TLS_IMPLICIT through the engine service): clients that connect and go
+    before a TLS handshake (port scanners, TCP health checks) make the implicit TLS fail; not a
+    byte is written to them, the session ends, not the worker, which serves the next client
+    in TLS."""
+    eng = start_engine_template(users, tmp_path)
+    try:
+        pool = pools(program, name, session,
+                     env={"TLS_ENGINE": "run/tls/engine", "TLS_IMPLICIT": "1"})
+        [w] = pool.workers()
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", pool.port), timeout=10)
+            s.shutdown(socket.SHUT_WR)                   # FIN, no ClientHello
+            assert s.recv(512) == b""                    # closed, not a byte written
+            s.close()
+        hang_up_at_once(pool.port, 5)                    # RST
+        c = Line(pool.port, wrap=True)
+        c.expect(None, greeting)
+        assert pool.workers() == [w], pool.log()
+        c.close()
+        log = pool.log()
+        assert "unable to start implicit TLS through TLS_ENGINE" in log, log
+        assert "exited" not in log and "killed" not in log, log
+    finally:
+        stop_template(eng)

@@ -4,6 +4,7 @@ shifted ports (PILLARBOX_PORT_OFFSET) so that it never touches ./var or the real
 import os
 import random
 import re
+import select
 import signal
 import smtplib
 import socket
@@ -45,6 +46,24 @@ def procs_under(path):
     return found
 
 
+def read_until(p, marker, timeout):
+    """p's output until marker is in it (None: until end of file), within timeout seconds.
+    Bounded: a leftover process (s6-svscan, a service) may hold the pipe open and say nothing."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while marker is None or marker not in out:
+        left = deadline - time.monotonic()
+        assert left > 0, (marker, out)
+        if not select.select([p.stdout], [], [], left)[0]:
+            continue
+        c = p.stdout.read1(4096)
+        if not c:
+            assert marker is None, out
+            break
+        out += c
+    return out
+
+
 def pick_offset():
     for _ in range(50):
         off = random.randrange(20000, 40000, 7)
@@ -61,13 +80,7 @@ def test_make_run_end_to_end(shared_tmp):
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          start_new_session=True)
     try:
-        out = b""
-        deadline = time.monotonic() + 60
-        while b"Ctrl-C" not in out:
-            assert time.monotonic() < deadline, out
-            c = p.stdout.read1(4096)
-            assert c, out
-            out += c
+        out = read_until(p, b"Ctrl-C", 60)
         text = out.decode()
         pw = re.search(r"password: (\S+)", text).group(1)
         assert open(os.path.join(var, "demo-password")).read().strip() == pw
@@ -167,13 +180,7 @@ def test_make_run_keeps_an_existing_instance(shared_tmp):
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              start_new_session=True)
         try:
-            out = b""
-            deadline = time.monotonic() + 60
-            while b"Ctrl-C" not in out:
-                assert time.monotonic() < deadline, out
-                c = p.stdout.read1(4096)
-                assert c, out
-                out += c
+            out = read_until(p, b"Ctrl-C", 60)
             pws.append(re.search(rb"password: (\S+)", out).group(1))
             wait_for(lambda: listening(2525 + off), timeout=30, what="SMTP")
         finally:
@@ -184,7 +191,7 @@ def test_make_run_keeps_an_existing_instance(shared_tmp):
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
                 rc = "hung"
-            rest = p.stdout.read()
+            rest = read_until(p, None, 20)
             p.stdout.close()
         assert rc == 0 and b"pillarbox: stopped" in rest, (rc, rest)
         wait_for(lambda: not procs_under(var), timeout=20, what="services to stop")

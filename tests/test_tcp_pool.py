@@ -310,6 +310,10 @@ def test_the_per_address_cap_and_maxconn(instance, pool_factory):
     for k in (b, x, y):
         k.expect("QUIT", 221)
         k.close()
+    # the 221 is written before the worker gives the slot back: the sessions' end is when
+    # their slot files are gone
+    slots = instance.path("run", "slots", "smtpd")
+    wait_for(lambda: not os.listdir(slots), what="the slots of the ended sessions to go")
     d = Client(pool.port)
     d.expect(None, 220)                              # the slots were given back
     e = Client(pool.port)
@@ -334,7 +338,12 @@ def test_max_use_then_replaced(instance, pool_factory):
 
 
 def worker_of(pool):
-    return wait_for(lambda: len(pool.workers()) == 1 and pool.workers()[0], what="the worker")
+    """The pool's one worker, once there is exactly one (one look at the processes: two could
+    see two different sets)."""
+    def one():
+        ws = pool.workers()
+        return len(ws) == 1 and ws[0]
+    return wait_for(one, what="the worker")
 
 
 def test_sigkill_in_data_and_after_250(instance, pool_factory):
@@ -500,13 +509,20 @@ def test_control_changes_apply_at_the_next_session_of_a_worker(instance, pool_fa
 def test_a_client_that_hangs_up_costs_no_worker(instance, pool_factory, tmp_path):
     """smtps clients that only handshake and go (openssl s_time, monitoring probes): the 220's
     write to the gone engine fails (EPIPE), which ends the session as an EOF does, not the
-    worker; the same worker serves the next client. (Each such client used to cost an exec.)"""
+    worker; and clients gone before the handshake (port scanners, TCP health checks): the
+    implicit TLS fails, nothing is written, the session ends, not the worker. The same worker
+    serves the next client. (Each such client used to cost an exec.)"""
     import struct
     eng = start_engine_template(instance, tmp_path)
     try:
         pool = pool_factory("-c", "1", "-n", "1",
                             env={"TLS_ENGINE": "run/tls/engine", "TLS_IMPLICIT": "1"})
         w = worker_of(pool)
+        for linger in (False, True) * 5:                # no handshake: FIN, or RST
+            s = socket.create_connection(("127.0.0.1", pool.port), timeout=10)
+            if linger:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
         ctx = ssl._create_unverified_context()
         for _ in range(30):
             s = socket.create_connection(("127.0.0.1", pool.port), timeout=10)
@@ -520,5 +536,6 @@ def test_a_client_that_hangs_up_costs_no_worker(instance, pool_factory, tmp_path
         c.expect("QUIT", 221)
         c.close()
         assert pool.workers() == [w], pool.log()
+        assert "exited" not in pool.log(), pool.log()
     finally:
         stop_template(eng)
