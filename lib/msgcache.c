@@ -65,9 +65,11 @@ static size_t head_fmt(char *buf, uint32_t uidvalidity, uint32_t k)
 static int head_scan(char const *s, size_t len, uint32_t uidvalidity, size_t *hl, size_t *k)
 {
   char buf[HEAD_MAX];
-  char const *nl = memchr(s, '\n', len < HEAD_MAX ? len : HEAD_MAX);
+  char const *nl;
   uint32_t v, m = 0;
   size_t n, i;
+  if (!len) return 0; /* an empty file is not mapped: s may be NULL */
+  nl = memchr(s, '\n', len < HEAD_MAX ? len : HEAD_MAX);
   if (!nl || (size_t)(nl - s) <= sizeof HEAD - 1 || memcmp(s, HEAD, sizeof HEAD - 1)) return 0;
   n = uint32_scan(s + sizeof HEAD - 1, &v);
   if (!n || v != uidvalidity) return 0;
