@@ -142,8 +142,12 @@ def pillarbox_start(base, cg):
         f.write("127.0.0.1\n")
     p = subprocess.Popen(["s6-svscan", svc], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=cg.enter)
-    wait(lambda: listening(port), "pillarbox smtpd")
-    subprocess.run(["s6-svwait", "-U", "-t", "30000", os.path.join(svc, "inject")], check=True)
+    try:
+        wait(lambda: listening(port), "pillarbox smtpd")
+        subprocess.run(["s6-svwait", "-U", "-t", "30000", os.path.join(svc, "inject")], check=True)
+    except BaseException:  # the caller never gets p: stop the tree here, not leave it running
+        pillarbox_stop(p, root)
+        raise
     return p, root, port
 
 
