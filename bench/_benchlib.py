@@ -32,6 +32,14 @@ def ceiling(base, writers, count, data=None):
         data = message(0)
     d = os.path.join(base, "ceiling%d" % writers)
     os.makedirs(d)
+    r = commits(d, writers, count, data)
+    shutil.rmtree(d)
+    return r
+
+
+def commits(d, writers, count, data):
+    """The commit loop of the ceiling in directory D (made by the caller): WRITERS threads, COUNT
+    commits in all; returns commits per second."""
     per = count // writers
 
     def work(w):
@@ -51,9 +59,7 @@ def ceiling(base, writers, count, data=None):
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(writers) as ex:
         list(ex.map(work, range(writers)))
-    el = time.monotonic() - t0
-    shutil.rmtree(d)
-    return per * writers / el
+    return per * writers / (time.monotonic() - t0)
 
 
 FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
@@ -103,26 +109,7 @@ class Ceiling:
             data = message(0)
         d = os.path.join(self.dir, "r%d" % len(self.seen))
         os.makedirs(d)
-        per = count // writers
-
-        def work(w):
-            dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                for i in range(per):
-                    tmp = os.path.join(d, "t%d.%d" % (w, i))
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    os.write(fd, data)
-                    os.fsync(fd)
-                    os.close(fd)
-                    os.rename(tmp, os.path.join(d, "m%d.%d" % (w, i)))
-                    os.fsync(dfd)
-            finally:
-                os.close(dfd)
-
-        t0 = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(writers) as ex:
-            list(ex.map(work, range(writers)))
-        r = per * writers / (time.monotonic() - t0)
+        r = commits(d, writers, count, data)
         self.seen.append(r)
         return r
 
