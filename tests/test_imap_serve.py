@@ -539,8 +539,10 @@ def test_login_through_the_auth_service_and_broker(instance):
                 sess = wait_for(lambda: procs_named("imap-maildir", {broker.proc.pid}),
                                 what="imap-maildir")
                 assert {u for _, u in sess} == {DELIV_UID}, sess
-                pre = procs_named("imap-serve", {tcp.pid})
-                assert pre and {u for _, u in pre} == {LOGIN_UID}, pre
+                # the front waits as login-wait, which takes the front's name (PR_SET_NAME)
+                # only once it runs: polled, as under ASan that takes a while after the exec
+                pre = wait_for(lambda: procs_named("imap-serve", {tcp.pid}), what="the front")
+                assert {u for _, u in pre} == {LOGIN_UID}, pre
             out = c.cmd(b"d", b"FETCH 1 BODY[]")
             assert any(b"body one" in l for l in out) or b"body one" in c.f.peek()
             assert c.cmd(b"z", b"LOGOUT")[-1].startswith(b"z OK")

@@ -126,8 +126,9 @@ def test_pop3_login_through_the_broker(stack):
             roots = {stack.tcp.pid, stack.broker.proc.pid}
             sess = wait_for(lambda: procs_named("pop3-maildir", roots), what="pop3-maildir")
             assert {u for _, u in sess} == {DELIV_UID}, sess
-            pre = procs_named("pop3-serve", roots)
-            assert pre and {u for _, u in pre} == {LOGIN_UID}, pre
+            # the front waits as login-wait, named pop3-serve once it runs (PR_SET_NAME): polled
+            pre = wait_for(lambda: procs_named("pop3-serve", roots), what="the front")
+            assert {u for _, u in pre} == {LOGIN_UID}, pre
         assert p.quit().startswith(b"+OK")
     finally:
         p.close()
