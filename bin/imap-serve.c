@@ -48,14 +48,8 @@ static void session(void)
     if (r < 0) strerr_diefu1sys(111, "read control/imap-allow-plaintext");
     cfg.allow_plain = r == 1 && sa.len == 1 && sa.s[0] == '1';
   }
-  /* implicit TLS (imaps) through the engine service: before a byte is said (ucspitls.h).
-   * Failed (a client gone before its handshake, a port scanner, the engine down): not a byte
-   * is written; a pool worker ends the session only and takes the next connection. */
-  if (ucspitls_implicit() < 0) {
-    if (!pooled) strerr_diefu1sys(111, "start implicit TLS through TLS_ENGINE");
-    strerr_warnwu1sys("start implicit TLS through TLS_ENGINE");
-    siglongjmp(next, 1);
-  }
+  /* implicit TLS (imaps) through the engine service: before a byte is said (ucspitls.h) */
+  if (!ucspitls_implicit_session(pooled)) siglongjmp(next, 1);
   cfg.ip = getenv("TCPREMOTEIP");
   me.len = 0;
   if (control_readline(&me, "me") != 1 || !stralloc_0(&me)) {

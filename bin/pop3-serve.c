@@ -424,14 +424,8 @@ static void session(void)
     allow_plain = r == 1 && sa.len == 1 && sa.s[0] == '1';
     stralloc_free(&sa);
   }
-  /* implicit TLS (pop3s) through the engine service: before a byte is said (ucspitls.h).
-   * Failed (a client gone before its handshake, a port scanner, the engine down): not a byte
-   * is written; a pool worker ends the session only and takes the next connection. */
-  if (ucspitls_implicit() < 0) {
-    if (!pooled) strerr_diefu1sys(111, "start implicit TLS through TLS_ENGINE");
-    strerr_warnwu1sys("start implicit TLS through TLS_ENGINE");
-    leave(0);
-  }
+  /* implicit TLS (pop3s) through the engine service: before a byte is said (ucspitls.h) */
+  if (!ucspitls_implicit_session(pooled)) leave(0);
   ip = getenv("TCPREMOTEIP");
   in_tls = !!getenv("SSL_PROTOCOL");
   me.len = 0;

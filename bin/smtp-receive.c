@@ -657,14 +657,8 @@ static void session(int pooled)
 {
   struct stat st;
   smtpconf_session(&cf, pooled);
-  /* implicit TLS (smtps) through the engine service: before a byte is said (ucspitls.h).
-   * Failed (a client gone before its handshake, a port scanner, the engine down): not a byte
-   * is written; a pool worker ends the session only and takes the next connection. */
-  if (ucspitls_implicit() < 0) {
-    if (!pooled) strerr_diefusys(111, "start implicit TLS through TLS_ENGINE");
-    strerr_warnwusys("start implicit TLS through TLS_ENGINE");
-    siglongjmp(next, 1);
-  }
+  /* implicit TLS (smtps) through the engine service: before a byte is said (ucspitls.h) */
+  if (!ucspitls_implicit_session(pooled)) siglongjmp(next, 1);
   /* Pipelining rules are enforced for a network peer: fd 0 a socket, or implicit TLS */
   strict = (fstat(0, &st) == 0 && S_ISSOCK(st.st_mode)) || getenv("SSL_PROTOCOL");
   ctlfd = ucspitls_setup();

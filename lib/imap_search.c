@@ -34,84 +34,22 @@ static stralloc tmp = STRALLOC_ZERO;
 /* The search keys, looked up once per command: the check pass notes each key atom's word in
  * kwof[] by its argument index, and the pass over the messages reads it from there (it
  * compared the atom with up to 36 words per key and message). */
+#define SEARCH_KEYS X(ALL) X(ANSWERED) X(DELETED) X(DRAFT) X(FLAGGED) X(SEEN) X(RECENT) \
+  X(UNANSWERED) X(UNDELETED) X(UNDRAFT) X(UNFLAGGED) X(UNSEEN) X(OLD) X(NEW) X(NOT) X(OR) \
+  X(KEYWORD) X(UNKEYWORD) X(LARGER) X(SMALLER) X(BEFORE) X(ON) X(SINCE) X(SENTBEFORE) X(SENTON) \
+  X(SENTSINCE) X(FROM) X(TO) X(CC) X(BCC) X(SUBJECT) X(HEADER) X(BODY) X(TEXT) X(UID) X(MODSEQ)
 enum kw_e {
   K_NONE = 0,
-  K_ALL,
-  K_ANSWERED,
-  K_DELETED,
-  K_DRAFT,
-  K_FLAGGED,
-  K_SEEN,
-  K_RECENT,
-  K_UNANSWERED,
-  K_UNDELETED,
-  K_UNDRAFT,
-  K_UNFLAGGED,
-  K_UNSEEN,
-  K_OLD,
-  K_NEW,
-  K_NOT,
-  K_OR,
-  K_KEYWORD,
-  K_UNKEYWORD,
-  K_LARGER,
-  K_SMALLER,
-  K_BEFORE,
-  K_ON,
-  K_SINCE,
-  K_SENTBEFORE,
-  K_SENTON,
-  K_SENTSINCE,
-  K_FROM,
-  K_TO,
-  K_CC,
-  K_BCC,
-  K_SUBJECT,
-  K_HEADER,
-  K_BODY,
-  K_TEXT,
-  K_UID,
-  K_MODSEQ,
+#define X(w) K_##w,
+  SEARCH_KEYS
+#undef X
   K_END
 };
 static char const *const kwname[K_END] = {
   0,
-  "ALL",
-  "ANSWERED",
-  "DELETED",
-  "DRAFT",
-  "FLAGGED",
-  "SEEN",
-  "RECENT",
-  "UNANSWERED",
-  "UNDELETED",
-  "UNDRAFT",
-  "UNFLAGGED",
-  "UNSEEN",
-  "OLD",
-  "NEW",
-  "NOT",
-  "OR",
-  "KEYWORD",
-  "UNKEYWORD",
-  "LARGER",
-  "SMALLER",
-  "BEFORE",
-  "ON",
-  "SINCE",
-  "SENTBEFORE",
-  "SENTON",
-  "SENTSINCE",
-  "FROM",
-  "TO",
-  "CC",
-  "BCC",
-  "SUBJECT",
-  "HEADER",
-  "BODY",
-  "TEXT",
-  "UID",
-  "MODSEQ",
+#define X(w) #w,
+  SEARCH_KEYS
+#undef X
 };
 static unsigned char kwof[IMAP_ARGS_MAX];
 
@@ -287,9 +225,7 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
       kw == K_SENTBEFORE || kw == K_SENTON || kw == K_SENTSINCE) {
     time_t t;
     long d, md;
-    int sent = (a->s[0] == 's' || a->s[0] == 'S') && (a->s[1] == 'e' || a->s[1] == 'E') &&
-               (a->s[2] == 'n' || a->s[2] == 'N');
-    char const *op = a->s + (sent ? 4 : 0);
+    int sent = kw == K_SENTBEFORE || kw == K_SENTON || kw == K_SENTSINCE;
     if (!str_arg(c, j, end, &v) || !imap_date(v->s, v->len, &t)) return 0;
     if (x->check) return 1;
     d = day_of((int64_t)t);
@@ -304,8 +240,8 @@ static int key(imap_cmd *c, uint32_t *j, uint32_t end, sctx *x, int *match)
       else md = day_of((int64_t)x->mtime);
     } else
       md = day_of((int64_t)x->mtime);
-    if (op[0] == 'b' || op[0] == 'B') *match = md < d;
-    else if (op[0] == 'o' || op[0] == 'O') *match = md == d;
+    if (kw == K_BEFORE || kw == K_SENTBEFORE) *match = md < d;
+    else if (kw == K_ON || kw == K_SENTON) *match = md == d;
     else *match = md >= d;
     return 1;
   }

@@ -37,25 +37,27 @@ uint32_t msgcache_sum(char const *s, size_t len, uint32_t h)
 /* The header line with mark k into buf (HEAD_MAX); returns its length. The last field is
  * the hash of what precedes it, so that a header read while another session rewrites it in
  * place (no lock is taken to read) is found torn and its mark not believed. */
+/* u in exactly 10 digits, zeroes ahead (a field whose place must not depend on its value) */
+static void fmt10(char *buf, uint32_t u)
+{
+  char t[UINT32_FMT];
+  size_t d = uint32_fmt(t, u);
+  memset(buf, '0', 10 - d);
+  memcpy(buf + 10 - d, t, d);
+}
+
 static size_t head_fmt(char *buf, uint32_t uidvalidity, uint32_t k)
 {
-  size_t n = sizeof HEAD - 1, d;
-  char t[UINT32_FMT];
-  uint32_t h;
+  size_t n = sizeof HEAD - 1;
   memcpy(buf, HEAD, n);
   n += uint32_fmt(buf + n, uidvalidity);
   buf[n++] = ' ';
   buf[n++] = 'K';
-  d = uint32_fmt(t, k);
-  memset(buf + n, '0', 10 - d);
-  memcpy(buf + n + 10 - d, t, d);
+  fmt10(buf + n, k);
   n += 10;
-  h = msgcache_sum(buf, n, 2166136261u);
-  buf[n++] = ' ';
-  d = uint32_fmt(t, h);
-  memset(buf + n, '0', 10 - d);
-  memcpy(buf + n + 10 - d, t, d);
-  n += 10;
+  buf[n] = ' ';
+  fmt10(buf + n + 1, msgcache_sum(buf, n, 2166136261u));
+  n += 11;
   buf[n++] = '\n';
   return n;
 }
@@ -315,19 +317,6 @@ static size_t index_head(char *buf, msgcache const *c, uint64_t ino, size_t k, s
   return w;
 }
 
-static void le32(unsigned char *b, uint32_t v)
-{
-  b[0] = (unsigned char)v;
-  b[1] = (unsigned char)(v >> 8);
-  b[2] = (unsigned char)(v >> 16);
-  b[3] = (unsigned char)(v >> 24);
-}
-
-static uint32_t get32(unsigned char const *b)
-{
-  return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-}
-
 /* Fills the (empty) table from the index: 1 (c->ixk is the offset the walk goes on from),
  * 0 no usable index, -1 out of memory. The file is mapped; hl is the header's length. */
 static int index_read(msgcache *c, size_t hl)
@@ -389,7 +378,9 @@ static int index_read(msgcache *c, size_t hl)
     c->aix = n;
   }
   for (i = 0; i < n; i++) {
-    uint32_t u = get32(buf + w + 8 * i), o = get32(buf + w + 8 * i + 4);
+    uint32_t u, o;
+    uint32_unpack((char const *)buf + w + 8 * i, &u);
+    uint32_unpack((char const *)buf + w + 8 * i + 4, &o);
     if (o < hl || o >= k || (i && c->ix[i - 1].uid > u)) goto out;
     c->ix[i].uid = u;
     c->ix[i].off = o;
@@ -426,20 +417,16 @@ static void index_write(msgcache *c)
   w = hw + 2 + 10 + 1;
   for (i = 0, n = 0; i < c->nix; i++)
     if (c->ix[i].off < c->known) {
-      le32(buf + w + 8 * n, c->ix[i].uid);
-      le32(buf + w + 8 * n + 4, c->ix[i].off);
+      uint32_pack((char *)buf + w + 8 * n, c->ix[i].uid);
+      uint32_pack((char *)buf + w + 8 * n + 4, c->ix[i].off);
       n++;
     }
   /* the hash is written in 10 digits (zeroes ahead) so that the pairs' place is known first */
   h = msgcache_sum((char const *)buf + w, 8 * n, msgcache_sum(head, hw, 2166136261u));
-  {
-    size_t d = uint32_fmt(num, h);
-    buf[hw] = ' ';
-    buf[hw + 1] = 'S';
-    memset(buf + hw + 2, '0', 10 - d);
-    memcpy(buf + hw + 2 + 10 - d, num, d);
-    buf[hw + 12] = '\n';
-  }
+  buf[hw] = ' ';
+  buf[hw + 1] = 'S';
+  fmt10((char *)buf + hw + 2, h);
+  buf[hw + 12] = '\n';
   index_path(c, p, "", 0);
   memcpy(num, ".tmp.", 5);
   i = 5 + uint_fmt(num + 5, (unsigned int)getpid());

@@ -10,6 +10,7 @@
 #include <skalibs/djbunix.h>
 #include <skalibs/iopause.h>
 #include <skalibs/socket.h>
+#include <skalibs/strerr.h>
 #include <skalibs/tai.h>
 #include <skalibs/types.h>
 
@@ -223,6 +224,14 @@ int ucspitls_implicit(void)
   if (!engine_start(&r, &w)) return -1;
   fd_close(r); /* already on 0 and 1 */
   return 1;
+}
+
+int ucspitls_implicit_session(int pooled)
+{
+  if (ucspitls_implicit() >= 0) return 1;
+  if (!pooled) strerr_diefu1sys(111, "start implicit TLS through TLS_ENGINE");
+  strerr_warnwu1sys("start implicit TLS through TLS_ENGINE");
+  return 0;
 }
 
 void ucspitls_reset(void)

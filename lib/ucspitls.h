@@ -78,6 +78,12 @@ int ucspitls_start(int *rfd, int *wfd);
  * connection (tcppool_done) and takes the next one. */
 int ucspitls_implicit(void);
 
+/* ucspitls_implicit for a server's session, failure handled as above: 1 the session goes on
+ * (in TLS, or TLS not asked). On failure (a client gone before its handshake, a port scanner,
+ * the engine down) not a byte has been written: a program serving one connection (pooled 0)
+ * exits 111; a tcp-pool worker gets 0 after a warning, and ends that session only. */
+int ucspitls_implicit_session(int pooled);
+
 /* ucspitls_start, then moves the TLS fds onto 0 and 1, so that code reading fd 0 and writing
  * fd 1 carries on unchanged (its buffers must be emptied first). Returns 1, or 0 as above. */
 int ucspitls_start_stdio(void);
