@@ -200,6 +200,8 @@ def test_one_worker_many_sessions_nothing_carried_over(instance, pool_factory, f
     c.expect("QUIT", 221)
     c.close()
     assert pool.workers() == [w]
+    # the session's line is written after the 221: wait for it, bounded
+    wait_for(lambda: "helo=second.example messages=" in pool.log(), what="the session line")
     log = pool.log()
     assert "session ip=127.0.0.1 helo=first.example messages=0" in log, log
     assert "session ip=127.0.0.1 helo=second.example messages=1" in log, log
