@@ -85,6 +85,67 @@ def topdir(path):
         os.close(fd)
 
 
+# ext4 without a journal does not reuse an inode freed in the last 5 s, or in the last 300 s
+# while its inode-table block is dirty (fs/ext4/ialloc.c, recently_deleted: RECENTCY_MIN,
+# RECENTCY_DIRTY), and every allocation walks from the start of its block group over such
+# inodes. A new instance is placed (Orlov, +T) in the groups a previous bench just emptied, so
+# for 5 minutes after a bench deleted its trees each new file there costs a walk over them:
+# 2026-12-06, the same end-to-end run right after a bench's cleanup measured 1,365-1,468 msg/s
+# at 1.06-1.23 ms of CPU a message (deliver-maildir 0.58-0.63 ms of system time), and 5.5
+# minutes later 2,674 msg/s at 0.51 ms (deliver-maildir 0.14). remove_tree() records when a
+# bench deleted; settle() makes the next disk bench wait until that walk is over.
+RECENTLY_DELETED = 300
+DELETED_STAMP = "/var/tmp/pillarbox-bench.deleted"
+
+
+def remove_tree(path):
+    """shutil.rmtree, and the time of it in DELETED_STAMP (for settle())."""
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        with open(DELETED_STAMP, "w") as f:
+            f.write("%d\n" % time.time())
+    except OSError:
+        pass
+
+
+def journal_less(path="/var/tmp"):
+    """True if path is on ext4 without a journal (no jbd2 entry for its device)."""
+    st = os.stat(path)
+    dev = "%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            a = line.split()
+            if a[2] == dev:
+                sep = a.index("-")
+                if a[sep + 1] != "ext4":
+                    return False
+                name = os.path.basename(a[sep + 2])
+                try:
+                    return not any(j.startswith(name + "-") for j in os.listdir("/proc/fs/jbd2"))
+                except OSError:
+                    return True
+    return False
+
+
+def settle(name):
+    """Waits (printing why) until RECENTLY_DELETED seconds have passed since a bench last
+    deleted its trees, on a journal-less ext4; BENCH_SETTLE=0 skips the wait (and says so)."""
+    try:
+        since = time.time() - os.stat(DELETED_STAMP).st_mtime
+    except OSError:
+        return
+    left = RECENTLY_DELETED + 5 - since
+    if left <= 0 or not journal_less():
+        return
+    if os.environ.get("BENCH_SETTLE") == "0":
+        print("%s: a bench deleted its files %.0f s ago; not waiting (BENCH_SETTLE=0): new "
+              "inodes walk the freed ones, the figures are low" % (name, since))
+        return
+    print("%s: a bench deleted its files %.0f s ago; waiting %.0f s until ext4 (no journal) "
+          "reuses the freed inodes without a walk over them" % (name, since, left), flush=True)
+    time.sleep(left)
+
+
 class Ceiling:
     """The durable-commit ceiling of ceiling() measured where a bench's runs cannot disturb it.
 
@@ -121,7 +182,7 @@ class Ceiling:
         return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
 
     def close(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_tree(self.dir)
 
 
 def free_port():
@@ -210,3 +271,57 @@ def wait_port(port, proc, what, tmp, connect):
             pass
     raise SystemExit("%s did not start" % what)
 
+
+
+class Arrivals:
+    """Counts the files that arrive in directory D (a Maildir's new/: a link or a rename into
+    it) through inotify, so that waiting for the last of N messages costs the benchmark one
+    read per batch of events instead of a listing of an ever larger directory every few
+    milliseconds (that listing took about 15% of the 2-core machine during a run, on the same
+    cores as the servers measured). Falls back to listing when the queue of events overflowed."""
+
+    IN_CREATE, IN_MOVED_TO, IN_Q_OVERFLOW, IN_ISDIR = 0x100, 0x80, 0x4000, 0x40000000
+
+    def __init__(self, d):
+        import ctypes
+        self.d = d
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if self.libc.inotify_add_watch(self.fd, d.encode(),
+                                       self.IN_CREATE | self.IN_MOVED_TO) < 0:
+            e = ctypes.get_errno()
+            os.close(self.fd)
+            raise OSError(e, "inotify_add_watch " + d)
+        self.base = len(os.listdir(d))  # after the watch: nothing is missed, maybe counted twice
+        self.seen = 0
+        self.overflow = False
+
+    def count(self):
+        """Files in D now (from the events; a listing after an overflow)."""
+        return len(os.listdir(self.d)) if self.overflow else self.base + self.seen
+
+    def wait(self, total, deadline):
+        """Returns once count() >= total; raises RuntimeError at the monotonic deadline."""
+        import select
+        import struct
+        while self.count() < total:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError("only %d of %d arrived in %s" % (self.count(), total, self.d))
+            r, _, _ = select.select([self.fd], [], [], min(left, 0.2 if self.overflow else left))
+            if not r:
+                continue
+            buf = os.read(self.fd, 65536)
+            i = 0
+            while i + 16 <= len(buf):
+                _, mask, _, ln = struct.unpack_from("iIII", buf, i)
+                i += 16 + ln
+                if mask & self.IN_Q_OVERFLOW:
+                    self.overflow = True
+                elif not mask & self.IN_ISDIR:
+                    self.seen += 1
+
+    def close(self):
+        os.close(self.fd)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from _benchlib import BOXES, ceiling, message  # bench/_benchlib.py
+from _benchlib import BOXES, ceiling, message, remove_tree, settle  # bench/_benchlib.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -56,7 +56,7 @@ def deliveries(base, par, count):
         list(ex.map(one, range(count)))
     el = time.monotonic() - t0
     got = sum(len(os.listdir(os.path.join(b, "new"))) for b in boxes)
-    shutil.rmtree(top)
+    remove_tree(top)
     if fails or got != count:
         print("deliver: %d failures, %d of %d delivered: %r" % (len(fails), got, count, fails[:3]))
         sys.exit(1)
@@ -83,6 +83,7 @@ def main():
     if not os.access(PROG, os.X_OK):
         print("deliver: build first (make)")
         return 1
+    settle("deliver")
     base = tempfile.mkdtemp(prefix="pb-bench-deliver-", dir=os.environ.get("BENCH_DIR"))
     try:
         # a private copy: a `make` elsewhere in the tree must not swap the binary mid-run
@@ -97,7 +98,7 @@ def main():
             print("  parallel %2d: ceiling %6.0f commits/s, deliver-maildir %6.0f msg/s, "
                   "ratio %.2f (process start alone: %6.0f/s)" % (par, c, d, d / c, sp))
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
     return 0
 
 

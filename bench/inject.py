@@ -16,7 +16,6 @@ alternating; the median is kept and every round printed.
 Environment: BENCH_INJECT_N (default 1000), BENCH_INJECT_ROUNDS (default 3).
 """
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from _benchlib import ceiling, message
+from _benchlib import ceiling, message, remove_tree, settle
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.join(os.path.dirname(HERE), "build", "bin")
@@ -86,6 +85,7 @@ def by_process(env, n):
 
 
 def main():
+    settle("inject")
     base = tempfile.mkdtemp(prefix="bench-inject-", dir="/var/tmp")
     srv = None
     try:
@@ -118,7 +118,7 @@ def main():
         if srv:
             srv.terminate()
             srv.wait(timeout=30)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
     return 0
 
 

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from _benchlib import BOXES, ceiling, message  # bench/_benchlib.py
+from _benchlib import BOXES, ceiling, message, remove_tree, settle  # bench/_benchlib.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -169,6 +169,7 @@ def rss_kb(pid):
 
 
 def main():
+    settle("queue_bench")
     base = tempfile.mkdtemp(prefix="pillarbox-bench-queue-", dir=os.environ.get("TMPDIR", "/var/tmp"))
     print("queue benchmark, %s UTC, %d messages of 2 KB, cpus=%d, load=%s" % (
         time.strftime("%Y-%m-%d %H:%M", time.gmtime()), N, os.cpu_count(),
@@ -187,7 +188,7 @@ def main():
             print("%-10d %12.0f %12.0f %7.2f %12.0f%s" % (w, ceil[w], rate, rate / ceil[w], sp,
                                                          "  FAILURES %r" % fails[:5] if fails else ""))
             if w != 20:
-                shutil.rmtree(root)
+                remove_tree(root)
         # local delivery of the 20-way run's N messages
         root = os.path.join(base, "inj20")
         with open(os.path.join(root, "control", "concurrency-local"), "w") as f:
@@ -254,7 +255,7 @@ def main():
               "peak RSS %.1f MB (target < 64 MB), %d done in the next 3 s"
               % (SCALE + 2000, "%.2fs" % first if first is not None else "NEVER", rss / 1024.0, done))
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ freed, and every delivery's new inode walks the freed ones (doc/performance.md, 
 night): that measured the previous variant's clean-up, not the program.
 """
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from _benchlib import BOXES, Ceiling, message
+from _benchlib import BOXES, Ceiling, message, remove_tree, settle
 from smtp_model import CpuGroup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -131,6 +130,7 @@ def build_previous(base):
 
 
 def main():
+    settle("queue_spawn")
     ceil = Ceiling()  # first: a directory apart from the instances (bench/_benchlib.py)
     base = tempfile.mkdtemp(prefix="pillarbox-bench-spawn-", dir=os.environ.get("TMPDIR", "/var/tmp"))
     os.chmod(base, 0o755)
@@ -159,7 +159,7 @@ def main():
                 rate, cpu = drain(root, e, argv(), cg)
                 res[name].append((rate, cpu, (ceil.seen[-1] + ceil.measure()) / 2))
                 if not KEEP:
-                    shutil.rmtree(root)
+                    remove_tree(root)
         print("%-10s %10s %12s %12s %7s" % ("variant", "msg/s", "CPU/msg ms", "ceiling/s", "ratio"))
         for name, _, _ in variants:
             rate = sum(x[0] for x in res[name]) / len(res[name])
@@ -175,7 +175,7 @@ def main():
                 o = sum(x[0] for x in res[other]) / ROUNDS
                 print("spawner / %s: %.2f" % (other, sp / o))
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
         ceil.close()
         cg.remove()
 

@@ -14,7 +14,6 @@ session after EHLO, with 1 and with 20 sessions held.
 Environment: BENCH_SMTP_N (messages per run, default 10000).
 """
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _benchlib import remove_tree, settle  # noqa: E402
 ROOT = os.path.dirname(HERE)
 BIN = os.path.join(ROOT, "build", "bin")  # where make puts the programs
 N = int(os.environ.get("BENCH_SMTP_N", "10000"))
@@ -229,6 +230,7 @@ def main():
     if not os.path.exists(SOURCE):
         print("smtp-source not found (Debian package postfix); skipped")
         return 0
+    settle("smtp")
     base = tempfile.mkdtemp(prefix="bench-smtp-")
     try:
         print("messages per run: %d of 2 KB, %d parallel" % (N, PAR))
@@ -266,7 +268,7 @@ def main():
             srv.terminate()
             srv.wait()
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
     return 0
 
 

@@ -14,7 +14,6 @@ Needs root. Environment: BENCH_E2E_N (messages per run, default 2000), BENCH_E2E
 (default 3).
 """
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import smtp_model as m  # noqa: E402
 import smtp_side as side  # noqa: E402
-from _benchlib import Ceiling  # noqa: E402
+from _benchlib import Ceiling, remove_tree, settle  # noqa: E402
 
 N = int(os.environ.get("BENCH_E2E_N", "2000"))
 RUNS = int(os.environ.get("BENCH_E2E_RUNS", "3"))
@@ -37,6 +36,7 @@ def main():
     if os.geteuid() != 0:
         print("smtp_e2e: needs root; skipped")
         return 0
+    settle("smtp_e2e")
     ceil = Ceiling()  # first: before any instance
     base = tempfile.mkdtemp(prefix="bench-e2e-", dir="/var/tmp")
     os.chmod(base, 0o755)
@@ -73,7 +73,7 @@ def main():
             m.pillarbox_stop(pb[0], pb[1])
         time.sleep(1)
         cg.remove()
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
         ceil.close()
     return 0
 

@@ -346,6 +346,9 @@ static void say(int code, char const *qdir)
   }
 }
 
+static queue_limits limits; /* control/'s intake limits, kept by a pool worker (held) */
+static int held;
+
 /* One client: its message from fd into the queue, the answer on ofd. Dies on a broken
  * client (nothing queued; with -l its worker is replaced). */
 static void server(int fd, int ofd)
@@ -374,7 +377,9 @@ static void server(int fd, int ofd)
   if (!facts && !trace_line(&env)) strerr_diefusys(111, "make the Received: line");
   if (!stralloc_cats(&qdir, mailroot()) || !stralloc_cats(&qdir, "/queue") || !stralloc_0(&qdir))
     strerr_diefusys(111, "allocate");
-  code = queue_in_init(&q, qdir.s, &bad);
+  /* a pool worker keeps the limits until control/ changes; a one-client server reads them */
+  code = queue_limits_read(&limits, held, &bad);
+  if (!code) queue_in_start(&q, qdir.s, &limits);
   if (code) {
     if (errno) strerr_warnwu3sys("read ", "control/", bad);
     else strerr_warnw3x("control/", bad, ": not a number");
@@ -445,6 +450,8 @@ static void worker(int ls)
   /* a pool whose parent was killed outright must not keep serving an old socket */
   if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0) strerr_diefusys(111, "set the parent-death signal");
   if (getppid() != pool_pid) _exit(0);
+  held = 1;
+  queue_hold_open(); /* one queue, message after message: mess/ and the trigger stay open */
   for (;;) {
     struct ucred cr;
     socklen_t crl = sizeof cr;

@@ -97,22 +97,50 @@ int queue_id_ok(char const *s, size_t len)
   return 1;
 }
 
+/* queue_hold_open: the descriptors kept, for the one queue directory of the first use */
+static int hold, held_mess = -1, held_trigger = -1;
+static stralloc held_qdir = STRALLOC_ZERO;
+
+void queue_hold_open(void)
+{
+  hold = 1;
+}
+
+/* 1 if the held descriptors may serve qdir (the first queue a holder uses is its only one) */
+static int held_for(char const *qdir)
+{
+  if (!hold) return 0;
+  if (!held_qdir.len && (!stralloc_cats(&held_qdir, qdir) || !stralloc_0(&held_qdir))) {
+    held_qdir.len = 0;
+    return 0;
+  }
+  return !strcmp(held_qdir.s, qdir);
+}
+
 void queue_trigger(char const *qdir, char const *line)
 {
   stralloc p = STRALLOC_ZERO;
   char buf[QUEUE_ID_MAX + 2];
   size_t n = strlen(line);
-  int fd;
+  int fd, held = held_for(qdir);
   if (n > QUEUE_ID_MAX) return;
   memcpy(buf, line, n);
   buf[n++] = '\n';
-  if (!queue_path(&p, qdir, "trigger")) return;
-  fd = open(p.s, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-  stralloc_free(&p);
-  if (fd < 0) return; /* ENXIO: nobody listens; queue-run rescans anyway */
-  if (write(fd, buf, n) < 0) { /* EAGAIN: full; queue-run notices a full fifo and rescans */
+  fd = held ? held_trigger : -1;
+  if (fd < 0) {
+    if (!queue_path(&p, qdir, "trigger")) return;
+    fd = open(p.s, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    stralloc_free(&p);
+    if (fd < 0) return; /* ENXIO: nobody listens; queue-run rescans anyway */
   }
-  close(fd);
+  /* EAGAIN: full; queue-run notices a full fifo and rescans. EPIPE (SIGPIPE is ignored by
+   * every injector): the reader went away; a held fd is opened again next time. */
+  if (write(fd, buf, n) < 0 && errno != EAGAIN) {
+    close(fd);
+    fd = -1;
+  }
+  if (held) held_trigger = fd;
+  else if (fd >= 0) close(fd);
 }
 
 /* ---- envelope ---- */
@@ -344,14 +372,18 @@ static int tmp_create(char const *qdir, stralloc *id, stralloc *tmp)
 static int commit(char const *qdir, stralloc *id, stralloc *tmp, int fixed)
 {
   stralloc dst = STRALLOC_ZERO;
-  int dfd = -1, r = 0, tries;
-  if (!stralloc_cats(&dst, qdir) || !stralloc_cats(&dst, "/mess")) goto end;
-  if (!stralloc_0(&dst)) goto end;
-  dfd = open(dst.s, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  /* a fresh queue: another injector may have made tmp/ but not yet mess/ */
-  if (dfd < 0 && errno == ENOENT && queue_init(qdir))
+  int dfd = -1, r = 0, tries, held = held_for(qdir);
+  if (held && held_mess >= 0) dfd = held_mess;
+  else {
+    if (!stralloc_cats(&dst, qdir) || !stralloc_cats(&dst, "/mess")) goto end;
+    if (!stralloc_0(&dst)) goto end;
     dfd = open(dst.s, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) goto end;
+    /* a fresh queue: another injector may have made tmp/ but not yet mess/ */
+    if (dfd < 0 && errno == ENOENT && queue_init(qdir))
+      dfd = open(dst.s, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) goto end;
+    if (held) held_mess = dfd;
+  }
   for (tries = 0; tries < 16; tries++) {
     if (renameat2(AT_FDCWD, tmp->s, dfd, id->s, RENAME_NOREPLACE) == 0) break;
     if (errno == EINVAL || errno == ENOSYS) { /* a filesystem without NOREPLACE */
@@ -379,7 +411,7 @@ static int commit(char const *qdir, stralloc *id, stralloc *tmp, int fixed)
 end:
   {
     int e = errno;
-    if (dfd >= 0) close(dfd);
+    if (dfd >= 0 && dfd != held_mess) close(dfd);
     stralloc_free(&dst);
     errno = e;
   }
@@ -499,22 +531,48 @@ static int in_limit(char const *name, unsigned long def, unsigned long *u, char 
   return 0;
 }
 
-int queue_in_init(queue_in *q, char const *qdir, char const **bad)
+static char const *const limit_files[] = {"databytes", "queue-addrmax", "queue-rcptmax",
+                                           "queue-timeout"};
+
+int queue_limits_read(queue_limits *l, int keep, char const **bad)
+{
+  if (keep && l->loaded && control_stamp_same(&l->stamp)) return QX_OK;
+  l->loaded = 0;
+  /* the stamp first: a change made while the files are read shows at the next message */
+  if (keep && !control_stamp_take(&l->stamp, limit_files, 4)) keep = 0;
+  if (!in_limit("databytes", QUEUE_DATABYTES, &l->databytes, bad) ||
+      !in_limit("queue-addrmax", QUEUE_ADDR_MAX, &l->addrmax, bad) ||
+      !in_limit("queue-rcptmax", QUEUE_RCPT_MAX, &l->rcptmax, bad) ||
+      !in_limit("queue-timeout", 86400, &l->timeout, bad))
+    return QX_CONTROL;
+  if (!l->databytes) l->databytes = QUEUE_DATABYTES;
+  if (!l->addrmax || l->addrmax > 4096) l->addrmax = 4096;
+  if (!l->rcptmax || l->rcptmax > QUEUE_RCPT_HARDMAX) l->rcptmax = QUEUE_RCPT_HARDMAX;
+  if (!l->timeout || l->timeout > 86400 * 7) l->timeout = 86400;
+  l->loaded = keep && l->stamp.valid;
+  return QX_OK;
+}
+
+void queue_in_start(queue_in *q, char const *qdir, queue_limits const *l)
 {
   q->qdir = qdir;
   q->msg.len = 0;
   q->spill = -1;
   q->len = 0;
-  if (!in_limit("databytes", QUEUE_DATABYTES, &q->databytes, bad) ||
-      !in_limit("queue-addrmax", QUEUE_ADDR_MAX, &q->addrmax, bad) ||
-      !in_limit("queue-rcptmax", QUEUE_RCPT_MAX, &q->rcptmax, bad) ||
-      !in_limit("queue-timeout", 86400, &q->timeout, bad))
-    return QX_CONTROL;
-  if (!q->databytes) q->databytes = QUEUE_DATABYTES;
-  if (!q->addrmax || q->addrmax > 4096) q->addrmax = 4096;
-  if (!q->rcptmax || q->rcptmax > QUEUE_RCPT_HARDMAX) q->rcptmax = QUEUE_RCPT_HARDMAX;
-  if (!q->timeout || q->timeout > 86400 * 7) q->timeout = 86400;
-  return QX_OK;
+  q->databytes = l->databytes;
+  q->addrmax = l->addrmax;
+  q->rcptmax = l->rcptmax;
+  q->timeout = l->timeout;
+}
+
+int queue_in_init(queue_in *q, char const *qdir, char const **bad)
+{
+  queue_limits l;
+  int r;
+  memset(&l, 0, sizeof l);
+  r = queue_limits_read(&l, 0, bad);
+  if (!r) queue_in_start(q, qdir, &l);
+  return r;
 }
 
 /* Moves what is in memory into a new anonymous file in tmp/. */

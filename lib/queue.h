@@ -39,6 +39,8 @@
 #include <stdint.h>
 #include <skalibs/stralloc.h>
 
+#include "control.h"
+
 #define QUEUE_ID_MAX 64           /* bytes in an id, with its NUL */
 #define QUEUE_ADDR_MAX 256        /* default limit on an envelope address (control/queue-addrmax) */
 #define QUEUE_RCPT_MAX 1000       /* default recipients per message (control/queue-rcptmax) */
@@ -76,6 +78,13 @@ int queue_id_ok(char const *s, size_t len);
  * listening, or a full fifo, is fine (queue-run rescans). Lines: an id (a new message),
  * "!flush" (retry everything now), "!ctl" (requests waiting in ctl/), "!scan" (rescan). */
 void queue_trigger(char const *qdir, char const *line);
+
+/* For a long-running injector (a queue-inject-ipc -l worker), one queue only: from now on
+ * QDIR/mess/ and the write end of QDIR/trigger stay open between messages instead of being
+ * opened and closed for each (four system calls a message). A trigger that fails to take a
+ * line (queue-run gone: EPIPE) is closed and opened again at the next message. Call it in
+ * the process that injects, after any fork. */
+void queue_hold_open(void);
 
 /* Opens QDIR/trigger for reading by queue-run (O_RDWR: never an EOF when the last writer
  * goes; non-blocking, close-on-exec). The fd, or -1 (errno). */
@@ -184,9 +193,23 @@ struct queue_in_s {
 };
 #define QUEUE_IN_ZERO {0, 0, 0, 0, 0, STRALLOC_ZERO, -1, 0}
 
-/* Reads control/databytes, queue-addrmax, queue-rcptmax and queue-timeout (defaults and
- * bounds applied). QX_OK, or QX_CONTROL with *bad the file's name (errno set when it could
- * not be read, 0 when it is not a number). */
+/* The intake's limits: control/databytes, queue-addrmax, queue-rcptmax and queue-timeout,
+ * defaults and bounds applied. */
+typedef struct queue_limits_s queue_limits;
+struct queue_limits_s {
+  unsigned long databytes, addrmax, rcptmax, timeout;
+  int loaded;           /* kept: read, and the stamp taken */
+  control_stamp stamp;
+};
+/* Reads the limits into l; with keep (a long-running injector, l static), only when control/
+ * may have changed since the last read (control_stamp). QX_OK, or QX_CONTROL with *bad the
+ * file's name (errno set when it could not be read, 0 when it is not a number). */
+int queue_limits_read(queue_limits *l, int keep, char const **bad);
+
+/* Starts a message under limits l. */
+void queue_in_start(queue_in *q, char const *qdir, queue_limits const *l);
+
+/* queue_limits_read (not kept), then queue_in_start: its return. */
 int queue_in_init(queue_in *q, char const *qdir, char const **bad);
 
 /* Appends n message bytes. QX_OK; QX_REFUSED past databytes (add nothing more); QX_NOMEM,
