@@ -52,6 +52,7 @@
 #include <skalibs/types.h>
 
 #include "control.h"
+#include "groupsync.h"
 #include "inject.h"
 #include "queue.h"
 #include "spawn.h"
@@ -346,6 +347,7 @@ static void say(int code, char const *qdir)
   }
 }
 
+static groupsync gsync = GROUPSYNC_ZERO; /* the pool's table, made before the workers */
 static queue_limits limits; /* control/'s intake limits, kept by a pool worker (held) */
 static int held;
 
@@ -452,6 +454,7 @@ static void worker(int ls)
   if (getppid() != pool_pid) _exit(0);
   held = 1;
   queue_hold_open(); /* one queue, message after message: mess/ and the trigger stay open */
+  if (gsync.t) queue_groupsync(&gsync); /* and one fsync of mess/ for the pool's renames */
   for (;;) {
     struct ucred cr;
     socklen_t crl = sizeof cr;
@@ -502,6 +505,12 @@ static int pool(char const *path, unsigned int mode, unsigned int n, int notify)
   if (chmod(path, mode) < 0) strerr_diefu2sys(111, "chmod ", path);
   if (listen(ls, 256) < 0) strerr_diefu2sys(111, "listen on ", path);
   if (sig_catch(SIGTERM, &term) < 0) strerr_diefusys(111, "catch SIGTERM");
+  {
+    int g = groupsync_make();
+    if (g < 0 || !groupsync_init(&gsync, g))
+      strerr_warnwusys("make the table of shared fsyncs (each worker fsyncs mess/ itself)");
+    if (g >= 0) close(g);
+  }
   for (i = 0; i < n; i++) workers[nworkers++] = start_worker(ls);
   if (notify) { /* readiness, as s6-ipcserver -1: a newline on fd 1 once we listen */
     if (allwrite(1, "\n", 1) != 1) strerr_warnwusys("write the readiness line");

@@ -33,6 +33,7 @@
 #include <skalibs/types.h>
 
 #include "deliver.h"
+#include "groupsync.h"
 #include "qspawn.h"
 #include "spawn.h"
 
@@ -110,6 +111,7 @@ static worker *wk;
 static unsigned int nwk, wkcap;
 static int pool = 1; /* -P: a process per delivery, as before the workers */
 static int qsock;    /* the socket to queue-run */
+static int gsfd = -1; /* lib/groupsync's table, shared by the workers (we never map it) */
 
 static int envok(char const *s)
 {
@@ -121,6 +123,7 @@ static int envok(char const *s)
 static int worker_start(void)
 {
   static char const *const argv[] = {QSPAWN_LOCAL_PROG, "-W", 0};
+  static char const *const argvg[] = {QSPAWN_LOCAL_PROG, "-W", "-g", "3", 0};
   int sv[2];
   pid_t pid;
   if (nwk == wkcap) {
@@ -132,8 +135,9 @@ static int worker_start(void)
   }
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -1;
   {
-    spawn_fd map[2] = {{0, sv[1]}, {1, SPAWN_DEVNULL}}; /* fd 2: ours, the log */
-    pid = spawn_as(argv, 0, map, 2, as(&aslocal));
+    /* fd 2: ours, the log; fd 3: the workers' table of shared fsyncs of new/ */
+    spawn_fd map[3] = {{0, sv[1]}, {1, SPAWN_DEVNULL}, {3, gsfd}};
+    pid = spawn_as(gsfd >= 0 ? argvg : argv, 0, map, gsfd >= 0 ? 3 : 2, as(&aslocal));
   }
   close(sv[1]);
   if (pid < 0 || ndelay_on(sv[0]) < 0) {
@@ -391,6 +395,8 @@ int main(int argc, char const *const *argv)
   if (coe(sv[0]) < 0 || ndelay_on(sv[0]) < 0) strerr_diefu1sys(111, "set up the socket");
   qsock = sv[0];
   sfd = setup_signals();
+  if (pool && (gsfd = groupsync_make()) < 0)
+    strerr_warnwusys("make the table of shared fsyncs (each worker fsyncs new/ itself)");
   qr = start_queue_run(argv, sv[1]);
   close(sv[1]);
   for (;;) {

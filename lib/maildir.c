@@ -15,6 +15,7 @@
 #include <skalibs/stralloc.h>
 #include <skalibs/types.h>
 
+#include "groupsync.h"
 #include "maildir.h"
 
 #define DIRFLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -197,6 +198,13 @@ static int newname_make(stralloc *sa, char const *base, uint64_t size, int sizet
   return stralloc_0(sa) ? 1 : -1;
 }
 
+static groupsync *gsync; /* maildir_groupsync's, or 0: a plain fsync */
+
+void maildir_groupsync(groupsync *g)
+{
+  gsync = g;
+}
+
 /* fixed: the base name is a delivery key's (maildir_keyname): an existing new/ name is the same
  * message delivered before, not a clash (2), never a reason to pick another name */
 static int commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *newname,
@@ -230,7 +238,7 @@ static int commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *newname,
     if (maildir_uniqname(&base) < 0) goto failunlink;
   }
   unlinkat(t->tmpfd, t->name.s, 0);
-  if (fsync(t->newfd) < 0) {
+  if ((gsync ? groupsync_fsync(gsync, t->newfd) : fsync(t->newfd)) < 0) {
     int e = errno;
     if (r == 1) unlinkat(t->newfd, newname->s, 0);
     errno = e;

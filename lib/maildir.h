@@ -69,6 +69,11 @@ int maildir_tmp_open_name(maildir_tmp *t, char const *dir, char const *name);
  * new/, and t is closed. */
 int maildir_tmp_commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *newname);
 
+/* From now on the fsync of new/ after the link goes through g (lib/groupsync: one fsync for
+ * the links several delivery workers made into the same new/), g outliving every commit. */
+struct groupsync_s;
+void maildir_groupsync(struct groupsync_s *g);
+
 /* Delivery keys, for a delivery that may be retried after a crash (at most once per key):
  * a key is "SECONDS.REST" (SECONDS the arrival time, REST of [A-Za-z0-9._-], at most
  * MAILDIR_KEY_MAX bytes), and the new/ name is SECONDS.K<REST, '.' as '_'>.HOST,S=SIZE,

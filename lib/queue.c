@@ -106,6 +106,13 @@ void queue_hold_open(void)
   hold = 1;
 }
 
+static groupsync *gsync; /* queue_groupsync's, or 0: a plain fsync */
+
+void queue_groupsync(groupsync *g)
+{
+  gsync = g;
+}
+
 /* 1 if the held descriptors may serve qdir (the first queue a holder uses is its only one) */
 static int held_for(char const *qdir)
 {
@@ -400,7 +407,7 @@ static int commit(char const *qdir, stralloc *id, stralloc *tmp, int fixed)
     errno = EEXIST;
     goto end;
   }
-  if (fsync(dfd) < 0) {
+  if ((gsync ? groupsync_fsync(gsync, dfd) : fsync(dfd)) < 0) {
     int e = errno;
     /* not durable: take it back, so the caller's temporary failure is the truth */
     unlinkat(dfd, id->s, 0);

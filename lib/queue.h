@@ -40,6 +40,7 @@
 #include <skalibs/stralloc.h>
 
 #include "control.h"
+#include "groupsync.h"
 
 #define QUEUE_ID_MAX 64           /* bytes in an id, with its NUL */
 #define QUEUE_ADDR_MAX 256        /* default limit on an envelope address (control/queue-addrmax) */
@@ -85,6 +86,10 @@ void queue_trigger(char const *qdir, char const *line);
  * line (queue-run gone: EPIPE) is closed and opened again at the next message. Call it in
  * the process that injects, after any fork. */
 void queue_hold_open(void);
+
+/* From now on the fsync of mess/ after a rename goes through g (lib/groupsync: one fsync for
+ * the renames of all the pool's workers), g outliving every injection. */
+void queue_groupsync(groupsync *g);
 
 /* Opens QDIR/trigger for reading by queue-run (O_RDWR: never an EOF when the last writer
  * goes; non-blocking, close-on-exec). The fd, or -1 (errno). */
