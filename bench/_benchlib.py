@@ -99,7 +99,17 @@ DELETED_STAMP = "/var/tmp/pillarbox-bench.deleted"
 
 
 def remove_tree(path):
-    """shutil.rmtree, and the time of it in DELETED_STAMP (for settle())."""
+    """shutil.rmtree, and the time of it in DELETED_STAMP (for settle()). With BENCH_KEEP=DIR
+    the tree is moved into DIR instead (nothing is freed, so the next bench need not wait;
+    remove DIR when done benchmarking)."""
+    keep = os.environ.get("BENCH_KEEP")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        try:
+            os.rename(path, os.path.join(keep, "%s.%d" % (os.path.basename(path), time.time_ns())))
+            return
+        except OSError:
+            pass
     shutil.rmtree(path, ignore_errors=True)
     try:
         with open(DELETED_STAMP, "w") as f:
