@@ -377,6 +377,7 @@ int deliver_serve(int sock, unsigned long max)
   static qspawn_req req;
   stralloc diag = STRALLOC_ZERO;
   unsigned long served;
+  maildir_hold_dirs(); /* request after request, mostly into the same few Maildirs */
   for (served = 0; served < max; served++) {
     deliver_job j;
     int argc = 0, code, r = qspawn_recv(sock, &req);

@@ -119,15 +119,87 @@ static DIR *opendir_sub(char const *dir, char const *sub, int nofollow)
   return d;
 }
 
+/* maildir_hold_dirs: the last Maildir's descriptors, and what its directory looked like */
+static struct {
+  int on, dirfd, tmpfd, newfd;
+  stralloc path;
+  struct stat st;
+} hd = {0, -1, -1, -1, STRALLOC_ZERO, {0}};
+
+void maildir_hold_dirs(void)
+{
+  hd.on = 1;
+}
+
+static int same_time(struct timespec const *a, struct timespec const *b)
+{
+  return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+static void unhold(void)
+{
+  if (hd.dirfd < 0) return;
+  close(hd.dirfd);
+  close(hd.tmpfd);
+  close(hd.newfd);
+  hd.dirfd = -1;
+}
+
+/* the held descriptors, if they still serve dir (if dir changed, they are let go) */
+static int held_dirs(maildir_tmp *t, char const *dir)
+{
+  struct stat st;
+  if (hd.dirfd < 0 || strcmp(hd.path.s, dir)) return 0;
+  if (stat(dir, &st) < 0 || st.st_dev != hd.st.st_dev || st.st_ino != hd.st.st_ino ||
+      !same_time(&st.st_mtim, &hd.st.st_mtim) || !same_time(&st.st_ctim, &hd.st.st_ctim)) {
+    unhold();
+    return 0;
+  }
+  t->dirfd = hd.dirfd;
+  t->tmpfd = hd.tmpfd;
+  t->newfd = hd.newfd;
+  t->held = 1;
+  return 1;
+}
+
+static int recent(struct timespec const *t, struct timespec const *now)
+{
+  int64_t ns = ((int64_t)now->tv_sec - (int64_t)t->tv_sec) * 1000000000 +
+               ((int64_t)now->tv_nsec - (int64_t)t->tv_nsec);
+  return ns < 2000000000;
+}
+
+/* keeps t's freshly opened descriptors for the next delivery to dir (replacing the last) */
+static void hold_dirs(maildir_tmp *t, char const *dir)
+{
+  struct stat st;
+  struct timespec now;
+  if (fstat(t->dirfd, &st) < 0 || clock_gettime(CLOCK_REALTIME, &now) < 0) return;
+  /* a change within the file system's time granularity would leave the times as they were:
+   * only times at least 2 s old are trusted */
+  if (recent(&st.st_mtim, &now) || recent(&st.st_ctim, &now)) return;
+  unhold();
+  hd.path.len = 0;
+  if (!stralloc_cats(&hd.path, dir) || !stralloc_0(&hd.path)) return;
+  hd.st = st;
+  hd.dirfd = t->dirfd;
+  hd.tmpfd = t->tmpfd;
+  hd.newfd = t->newfd;
+  t->held = 1;
+}
+
 static int tmp_opendirs(maildir_tmp *t, char const *dir)
 {
   t->fd = t->dirfd = t->tmpfd = t->newfd = -1;
+  t->held = 0;
+  if (hd.on && held_dirs(t, dir)) return 1;
   t->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (t->dirfd < 0) return -1;
   t->tmpfd = opensub(t->dirfd, "tmp");
   if (t->tmpfd < 0) goto err;
   t->newfd = opensub(t->dirfd, "new");
   if (t->newfd < 0) goto err;
+  if (hd.on) hold_dirs(t, dir);
   return 1;
 err:
   closeif(&t->tmpfd);
@@ -138,6 +210,11 @@ err:
 static void tmp_closedirs(maildir_tmp *t)
 {
   closeif(&t->fd);
+  if (t->held) { /* maildir_hold_dirs's: they stay open */
+    t->newfd = t->tmpfd = t->dirfd = -1;
+    t->held = 0;
+    return;
+  }
   closeif(&t->newfd);
   closeif(&t->tmpfd);
   closeif(&t->dirfd);

@@ -50,8 +50,16 @@ struct maildir_tmp_s {
   int newfd;     /* DIR/new, opened O_NOFOLLOW */
   int fd;        /* the message file in tmp/, write-only, or -1 */
   stralloc name; /* its name in tmp/, NUL-terminated */
+  int held;      /* dirfd, tmpfd and newfd are maildir_hold_dirs's: not ours to close */
 };
-#define MAILDIR_TMP_ZERO {-1, -1, -1, -1, STRALLOC_ZERO}
+#define MAILDIR_TMP_ZERO {-1, -1, -1, -1, STRALLOC_ZERO, 0}
+
+/* For a long-running deliverer (queue-spawn's workers): from now on the three directory
+ * descriptors of the last Maildir delivered to are kept and used again for the next delivery
+ * to the same path, as long as that directory's inode, modification and change times are
+ * those seen when they were opened (tmp/ or new/ made anew, removed or renamed would change
+ * them) and were already more than 2 seconds old then. Five system calls a delivery. */
+void maildir_hold_dirs(void);
 
 /* Opens DIR (following a symlink at DIR itself), DIR/tmp and DIR/new (never symlinks:
  * ELOOP), and creates a new

@@ -355,6 +355,52 @@ static void loops(void)
   CHECK(scan(big, 0, 0) == 0);
 }
 
+static int open_fds(void)
+{
+  return count("/proc/self", "fd");
+}
+
+static void commit_one(char const *dir)
+{
+  maildir_tmp t = MAILDIR_TMP_ZERO;
+  stralloc nn = STRALLOC_ZERO;
+  CHECK(maildir_tmp_open(&t, dir) == 1);
+  CHECK(write(t.fd, "held\n", 5) == 5);
+  CHECK(maildir_tmp_commit(&t, 5, 1, &nn) == 1);
+  stralloc_free(&nn);
+}
+
+/* maildir_hold_dirs (last, it stays on): the kept descriptors are used again only while the
+ * Maildir is unchanged, and never once new/ was made anew */
+static void held(void)
+{
+  struct timespec ts = {2, 500000000};
+  int before;
+  CHECK(maildir_make("mh", 0700) == 1);
+  CHECK(maildir_make("mh2", 0700) == 1);
+  maildir_hold_dirs();
+  before = open_fds();
+  commit_one("mh"); /* a Maildir changed a moment ago is not held */
+  CHECK(open_fds() == before);
+  nanosleep(&ts, 0); /* time passing, not a wait for an event: older than the 2 s rule */
+  commit_one("mh");
+  CHECK(open_fds() == before + 3); /* held now */
+  commit_one("mh");
+  CHECK(open_fds() == before + 3 && count("mh", "new") == 3);
+  /* new/ made anew (the Maildir's own times change): the next delivery goes to the new one */
+  CHECK(rename("mh/new", "mh/new.old") == 0 && mkdir("mh/new", 0700) == 0);
+  commit_one("mh");
+  CHECK(count("mh", "new") == 1 && count("mh", "new.old") == 3);
+  CHECK(open_fds() == before); /* recent: not held */
+  /* another Maildir takes the place of the last one */
+  commit_one("mh2");
+  CHECK(count("mh2", "new") == 1 && open_fds() == before + 3);
+  nanosleep(&ts, 0);
+  commit_one("mh");
+  commit_one("mh");
+  CHECK(count("mh", "new") == 3 && open_fds() == before + 3);
+}
+
 int main(void)
 {
   names();
@@ -362,5 +408,6 @@ int main(void)
   quota();
   listing();
   loops();
+  held();
   return CHECK_DONE();
 }
