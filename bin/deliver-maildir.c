@@ -34,7 +34,7 @@ int main(int argc, char const *const *argv)
     static groupsync g = GROUPSYNC_ZERO;
     unsigned int fd;
     size_t n = argc == 4 && !strcmp(argv[2], "-g") ? uint_scan(argv[3], &fd) : 0;
-    if (n && !argv[3][n]) {
+    if (n && !argv[3][n] && fd > 2) {
       if (groupsync_init(&g, (int)fd)) maildir_groupsync(&g);
       else strerr_warnwusys("map the table of shared fsyncs (each delivery fsyncs new/ itself)");
       close((int)fd);

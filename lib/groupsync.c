@@ -1,6 +1,7 @@
 /* groupsync: one fsync of a directory for several processes' renames. See groupsync.h. */
 #define _GNU_SOURCE /* memfd_create */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -49,9 +50,11 @@ int groupsync_make(void)
 {
   struct groupsync_table_s *t;
   unsigned int i;
-  int r = 0, fd = memfd_create("pillarbox-groupsync", MFD_CLOEXEC);
+  int r = 0, fd = memfd_create("pillarbox-groupsync", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return -1;
-  if (ftruncate(fd, sizeof *t) < 0) goto err;
+  /* sealed at its size: no holder can shrink it under the others' mappings (SIGBUS) */
+  if (ftruncate(fd, sizeof *t) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
+    goto err;
   t = mmap(0, sizeof *t, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (t == MAP_FAILED) goto err;
   for (i = 0; i < GROUPSYNC_SLOTS && !r; i++)
@@ -109,22 +112,45 @@ static int lock(slot *s, pthread_mutex_t *m)
       s->synced = 0;
       s->renamed = 0;
     }
-    r = pthread_mutex_consistent(m);
+    /* not made consistent: unusable from now on; every caller then does a plain fsync */
+    if ((r = pthread_mutex_consistent(m))) pthread_mutex_unlock(m);
   }
   return r;
+}
+
+/* With s->reg held: 1 if nobody holds s->sync (no fsync under way in the slot). A trylock:
+ * the order of the two locks elsewhere is sync, then reg. */
+static int sync_idle(slot *s)
+{
+  int r = pthread_mutex_trylock(&s->sync);
+  if (r == EOWNERDEAD && pthread_mutex_consistent(&s->sync)) {
+    pthread_mutex_unlock(&s->sync);
+    return 0;
+  }
+  if (r && r != EOWNERDEAD) return 0;
+  pthread_mutex_unlock(&s->sync);
+  return 1;
+}
+
+unsigned int groupsync_home(dev_t dev, ino_t ino)
+{
+  return (unsigned int)((((uint64_t)ino * 0x9E3779B97F4A7C15ull) ^ (uint64_t)dev) %
+                        GROUPSYNC_SLOTS);
 }
 
 /* Takes a number in the slot of (dev, ino): the slot, with *ep and *my; or 0 (plain fsync). */
 static slot *take_number(struct groupsync_table_s *t, uint64_t dev, uint64_t ino, uint64_t *ep,
                          uint64_t *my)
 {
-  uint64_t h = (ino * 0x9E3779B97F4A7C15ull) ^ dev, now = now_ns();
-  unsigned int i;
+  uint64_t now = now_ns();
+  unsigned int i, h = groupsync_home((dev_t)dev, (ino_t)ino);
   for (i = 0; i < PROBES; i++) {
     slot *s = &t->s[(h + i) % GROUPSYNC_SLOTS];
     if (lock(s, &s->reg)) return 0;
     if (s->dev != dev || s->ino != ino) {
-      if (s->used && now - s->used < IDLE_NS) { /* another directory's, in use: the next */
+      /* another directory's, used in the last second or with an fsync under way (a slow
+       * fsync there must not hold up this directory): the next slot */
+      if ((s->used && s->used + IDLE_NS > now) || !sync_idle(s)) {
         pthread_mutex_unlock(&s->reg);
         continue;
       }
@@ -163,14 +189,15 @@ int groupsync_fsync(groupsync *g, int dirfd)
   tgt = s->renamed; /* every number up to here was taken after its rename completed */
   tep = s->epoch;
   pthread_mutex_unlock(&s->reg);
-  if (covered) {
+  if (covered || tep != ep) {
     pthread_mutex_unlock(&s->sync);
+    if (!covered) goto plain; /* the slot changed hands: our own fsync, holding up nobody */
     groupsync_covered++;
     return 0;
   }
   r = (*f)(dirfd);
   e = errno;
-  if (!r && tep == ep && !lock(s, &s->reg)) {
+  if (!r && !lock(s, &s->reg)) {
     /* the slot may have changed hands while we synced: then our fsync covers nobody else */
     if (s->epoch == tep && s->synced < tgt) s->synced = tgt;
     pthread_mutex_unlock(&s->reg);

@@ -47,6 +47,9 @@ int groupsync_init(groupsync *g, int fd);
  * 0, or -1 with errno from the fsync that was the caller's own. */
 int groupsync_fsync(groupsync *g, int dirfd);
 
+/* The slot a directory looks at first (the unit test finds two directories that share one). */
+unsigned int groupsync_home(dev_t dev, ino_t ino);
+
 /* What this process saw (for tests and the performance notes): fsyncs it made, and commits
  * another process's fsync covered. */
 extern unsigned long groupsync_own, groupsync_covered;

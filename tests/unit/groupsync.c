@@ -2,7 +2,8 @@
  * that began after the caller's rename and ended before the answer), checked over a shared
  * event log of 8 processes committing into 3 directories; fsyncs saved (batching happens);
  * a failed fsync covers nobody; a process SIGKILLed while holding the fsync lock stops
- * nobody; without a table it is a plain fsync. */
+ * nobody; a slow fsync of one directory does not hold up another that shares its slot;
+ * without a table it is a plain fsync. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -155,6 +156,71 @@ static void reset(void)
   }
 }
 
+/* a slow fsync of directory A (3 s); B, with the same home slot, arrives while A's fsync is
+ * under way and A's last number is more than a second old: B must not wait for A */
+static int slow_fd = -1, started[2];
+static int slow_fsync(int fd)
+{
+  struct timespec ts = {3, 0};
+  if (fd == slow_fd) {
+    if (write(started[1], "s", 1) != 1) _exit(6);
+    nanosleep(&ts, 0);
+  }
+  return fsync(fd);
+}
+
+static void slow_slot(char const *base, int tablefd)
+{
+  char a[128], b[128];
+  struct stat st;
+  unsigned int home[65];
+  int i, j = -1, k = -1, w;
+  pid_t pid;
+  /* 65 directories in 64 slots: two share a home slot */
+  for (i = 0; i < 65 && k < 0; i++) {
+    snprintf(a, sizeof a, "%s/s%d", base, i);
+    if (mkdir(a, 0700) < 0 || stat(a, &st) < 0) abort();
+    home[i] = groupsync_home(st.st_dev, st.st_ino);
+    for (j = 0; j < i; j++)
+      if (home[j] == home[i]) {
+        k = i;
+        break;
+      }
+  }
+  CHECK(k >= 0);
+  if (k < 0) return;
+  snprintf(a, sizeof a, "%s/s%d", base, j);
+  snprintf(b, sizeof b, "%s/s%d", base, k);
+  if (pipe(started) < 0) abort();
+  pid = fork();
+  if (!pid) {
+    groupsync g = GROUPSYNC_ZERO;
+    alarm(30);
+    if (!groupsync_init(&g, tablefd) || (slow_fd = open(a, O_RDONLY | O_DIRECTORY)) < 0)
+      _exit(2);
+    g.sync = &slow_fsync;
+    _exit(groupsync_fsync(&g, slow_fd) ? 3 : 0);
+  }
+  {
+    groupsync g = GROUPSYNC_ZERO;
+    struct timespec t0, t1, idle = {1, 200000000};
+    char c;
+    int fd = open(b, O_RDONLY | O_DIRECTORY);
+    CHECK(read(started[0], &c, 1) == 1); /* A's fsync is under way */
+    nanosleep(&idle, 0); /* time passing: A's slot now looks idle by its last number */
+    CHECK(fd >= 0 && groupsync_init(&g, tablefd) == 1);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK(groupsync_fsync(&g, fd) == 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    /* A's fsync has 1.8 s left: B done well before is B not waiting for it */
+    CHECK((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 1000);
+    close(fd);
+  }
+  CHECK(waitpid(pid, &w, 0) == pid && WIFEXITED(w) && !WEXITSTATUS(w));
+  close(started[0]);
+  close(started[1]);
+}
+
 int main(void)
 {
   char base[] = "/var/tmp/unit-groupsync.XXXXXX";
@@ -206,6 +272,8 @@ int main(void)
   CHECK(run(fd, &killed) == 0 && killed == 1);
   CHECK(uncovered() == 0);
   CHECK(sh->ncommit >= (PROCS - 1) * PER);
+
+  slow_slot(base, fd);
 
   {
     char cmd[96];
