@@ -56,7 +56,7 @@ static void read_message(queue_in *q)
     code = queue_in_add(q, buf, (size_t)r);
     if (code == QX_REFUSED) {
       char fmt[UINT64_FMT];
-      fmt[uint64_fmt(fmt, q->databytes)] = 0;
+      fmt[uint64_fmt(fmt, q->caps.databytes)] = 0;
       strerr_dief3x(QX_REFUSED, "message refused: larger than databytes (", fmt, " bytes)");
     }
     if (code == QX_NOMEM) die(code, "out of memory");
@@ -126,7 +126,7 @@ int main(int argc, char const *const *argv)
   }
 
   if (sig_catch(SIGALRM, &alarmed) < 0) strerr_diefu1sys(QX_BUG, "catch SIGALRM");
-  alarm((unsigned int)q.timeout);
+  alarm((unsigned int)q.caps.timeout);
 
   /* QUEUE_IDFD: the id is made and told before the message is read; it will not change */
   {
@@ -144,7 +144,7 @@ int main(int argc, char const *const *argv)
   }
 
   read_message(&q);
-  read_envelope(&env, q.addrmax, q.rcptmax);
+  read_envelope(&env, q.caps.addrmax, q.caps.rcptmax);
   alarm(0);
 
   code = queue_in_commit(&q, tx.id.len ? &tx : 0, env.s, env.len, &id);

@@ -172,12 +172,12 @@ static slot *take_number(struct groupsync_table_s *t, uint64_t dev, uint64_t ino
 
 int groupsync_fsync(groupsync *g, int dirfd)
 {
-  int (*f)(int) = g->sync ? g->sync : &fsync;
+  int (*f)(int) = g && g->sync ? g->sync : &fsync;
   struct stat st;
   slot *s;
   uint64_t ep, my, tgt, tep;
   int r, e, covered;
-  if (!g->t || fstat(dirfd, &st) < 0) goto plain;
+  if (!g || !g->t || fstat(dirfd, &st) < 0) goto plain;
   s = take_number(g->t, (uint64_t)st.st_dev, (uint64_t)st.st_ino, &ep, &my);
   if (!s) goto plain;
   if (lock(s, &s->sync)) goto plain;

@@ -44,7 +44,7 @@ int groupsync_make(void);
 int groupsync_init(groupsync *g, int fd);
 
 /* After a rename or link into the directory open as dirfd has completed: makes it durable.
- * 0, or -1 with errno from the fsync that was the caller's own. */
+ * 0, or -1 with errno from the fsync that was the caller's own. g may be 0: fsync(dirfd). */
 int groupsync_fsync(groupsync *g, int dirfd);
 
 /* The slot a directory looks at first (the unit test finds two directories that share one). */

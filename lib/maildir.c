@@ -275,7 +275,7 @@ static int newname_make(stralloc *sa, char const *base, uint64_t size, int sizet
   return stralloc_0(sa) ? 1 : -1;
 }
 
-static groupsync *gsync; /* maildir_groupsync's, or 0: a plain fsync */
+static groupsync *gsync; /* maildir_groupsync's; 0: groupsync_fsync is a plain fsync */
 
 void maildir_groupsync(groupsync *g)
 {
@@ -315,7 +315,7 @@ static int commit(maildir_tmp *t, uint64_t size, int sizetag, stralloc *newname,
     if (maildir_uniqname(&base) < 0) goto failunlink;
   }
   unlinkat(t->tmpfd, t->name.s, 0);
-  if ((gsync ? groupsync_fsync(gsync, t->newfd) : fsync(t->newfd)) < 0) {
+  if (groupsync_fsync(gsync, t->newfd) < 0) {
     int e = errno;
     if (r == 1) unlinkat(t->newfd, newname->s, 0);
     errno = e;

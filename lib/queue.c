@@ -106,7 +106,7 @@ void queue_hold_open(void)
   hold = 1;
 }
 
-static groupsync *gsync; /* queue_groupsync's, or 0: a plain fsync */
+static groupsync *gsync; /* queue_groupsync's; 0: groupsync_fsync is a plain fsync */
 
 void queue_groupsync(groupsync *g)
 {
@@ -407,7 +407,7 @@ static int commit(char const *qdir, stralloc *id, stralloc *tmp, int fixed)
     errno = EEXIST;
     goto end;
   }
-  if ((gsync ? groupsync_fsync(gsync, dfd) : fsync(dfd)) < 0) {
+  if (groupsync_fsync(gsync, dfd) < 0) {
     int e = errno;
     /* not durable: take it back, so the caller's temporary failure is the truth */
     unlinkat(dfd, id->s, 0);
@@ -543,19 +543,20 @@ static char const *const limit_files[] = {"databytes", "queue-addrmax", "queue-r
 
 int queue_limits_read(queue_limits *l, int keep, char const **bad)
 {
+  queue_caps *c = &l->caps;
   if (keep && l->loaded && control_stamp_same(&l->stamp)) return QX_OK;
   l->loaded = 0;
   /* the stamp first: a change made while the files are read shows at the next message */
   if (keep && !control_stamp_take(&l->stamp, limit_files, 4)) keep = 0;
-  if (!in_limit("databytes", QUEUE_DATABYTES, &l->databytes, bad) ||
-      !in_limit("queue-addrmax", QUEUE_ADDR_MAX, &l->addrmax, bad) ||
-      !in_limit("queue-rcptmax", QUEUE_RCPT_MAX, &l->rcptmax, bad) ||
-      !in_limit("queue-timeout", 86400, &l->timeout, bad))
+  if (!in_limit("databytes", QUEUE_DATABYTES, &c->databytes, bad) ||
+      !in_limit("queue-addrmax", QUEUE_ADDR_MAX, &c->addrmax, bad) ||
+      !in_limit("queue-rcptmax", QUEUE_RCPT_MAX, &c->rcptmax, bad) ||
+      !in_limit("queue-timeout", 86400, &c->timeout, bad))
     return QX_CONTROL;
-  if (!l->databytes) l->databytes = QUEUE_DATABYTES;
-  if (!l->addrmax || l->addrmax > 4096) l->addrmax = 4096;
-  if (!l->rcptmax || l->rcptmax > QUEUE_RCPT_HARDMAX) l->rcptmax = QUEUE_RCPT_HARDMAX;
-  if (!l->timeout || l->timeout > 86400 * 7) l->timeout = 86400;
+  if (!c->databytes) c->databytes = QUEUE_DATABYTES;
+  if (!c->addrmax || c->addrmax > 4096) c->addrmax = 4096;
+  if (!c->rcptmax || c->rcptmax > QUEUE_RCPT_HARDMAX) c->rcptmax = QUEUE_RCPT_HARDMAX;
+  if (!c->timeout || c->timeout > 86400 * 7) c->timeout = 86400;
   l->loaded = keep && l->stamp.valid;
   return QX_OK;
 }
@@ -566,10 +567,7 @@ void queue_in_start(queue_in *q, char const *qdir, queue_limits const *l)
   q->msg.len = 0;
   q->spill = -1;
   q->len = 0;
-  q->databytes = l->databytes;
-  q->addrmax = l->addrmax;
-  q->rcptmax = l->rcptmax;
-  q->timeout = l->timeout;
+  q->caps = l->caps;
 }
 
 int queue_in_init(queue_in *q, char const *qdir, char const **bad)
@@ -611,7 +609,7 @@ static int in_spill(queue_in *q)
 int queue_in_add(queue_in *q, char const *s, size_t n)
 {
   q->len += n;
-  if (q->len > q->databytes) return QX_REFUSED;
+  if (q->len > q->caps.databytes) return QX_REFUSED;
   if (q->spill < 0 && q->msg.len + n > QUEUE_SPILL) {
     int code = in_spill(q);
     if (code) return code;
@@ -623,7 +621,7 @@ int queue_in_add(queue_in *q, char const *s, size_t n)
 int queue_in_commit(queue_in *q, queue_tx *tx, char const *env, size_t envlen, stralloc *id)
 {
   queue_env e;
-  int code = queue_env_parse(env, envlen, q->addrmax, q->rcptmax, &e);
+  int code = queue_env_parse(env, envlen, q->caps.addrmax, q->caps.rcptmax, &e);
   if (code) return code;
   if (tx) return queue_tx_commit(q->qdir, tx, env, envlen, q->msg.s, q->msg.len, q->spill, q->len);
   if (q->spill >= 0) return queue_inject_fd(q->qdir, env, envlen, q->spill, q->len, id);

@@ -188,21 +188,27 @@ int queue_tx_commit(char const *qdir, queue_tx *tx, char const *env, size_t envl
 /* The limits from control/ and the message as it arrives: in memory up to QUEUE_SPILL
  * bytes, beyond that in an anonymous (already unlinked) file in QDIR/tmp/. */
 #define QUEUE_SPILL 65536
+/* The intake's limits: control/databytes, queue-addrmax, queue-rcptmax and queue-timeout
+ * (seconds for the intake), defaults and bounds applied. */
+typedef struct queue_caps_s queue_caps;
+struct queue_caps_s {
+  unsigned long databytes, addrmax, rcptmax, timeout;
+};
+
 typedef struct queue_in_s queue_in;
 struct queue_in_s {
   char const *qdir;
-  unsigned long databytes, addrmax, rcptmax, timeout; /* timeout: seconds for the intake */
+  queue_caps caps;
   stralloc msg;
   int spill;    /* the spill file, or -1 */
   uint64_t len; /* message bytes so far */
 };
-#define QUEUE_IN_ZERO {0, 0, 0, 0, 0, STRALLOC_ZERO, -1, 0}
+#define QUEUE_IN_ZERO {0, {0, 0, 0, 0}, STRALLOC_ZERO, -1, 0}
 
-/* The intake's limits: control/databytes, queue-addrmax, queue-rcptmax and queue-timeout,
- * defaults and bounds applied. */
+/* The limits as read, and what they were read from (a long-running injector keeps them). */
 typedef struct queue_limits_s queue_limits;
 struct queue_limits_s {
-  unsigned long databytes, addrmax, rcptmax, timeout;
+  queue_caps caps;
   int loaded;           /* kept: read, and the stamp taken */
   control_stamp stamp;
 };

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import envelope, prog
+from conftest import envelope, proc_children, prog
 
 
 def netstring(b):
@@ -30,20 +30,35 @@ def inject(sock, msg, env):
             if not b:
                 break
             out += b
+            assert len(out) < 4096, out  # "CODE ID\n"
     return out.decode()
 
 
 @pytest.fixture
-def pool(instance):
-    """One worker (-n 1): every message goes through the same process."""
+def pool_proc(instance):
+    """One worker (-n 1): every message goes through the same process. (socket, Popen)"""
     sock = instance.path("queue", "test.sock")
     p = subprocess.Popen([prog("queue-inject-ipc"), "-1", "-n", "1", "-l", sock],
                          env=instance.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     r, _, _ = select.select([p.stdout], [], [], 20)
     assert r and p.stdout.readline() == b"\n", "no readiness line"
-    yield sock
+    yield sock, p
     p.terminate()
     p.wait(timeout=20)
+
+
+@pytest.fixture
+def pool(pool_proc):
+    return pool_proc[0]
+
+
+def test_workers_share_the_fsync_table(instance, pool_proc):
+    sock, p = pool_proc
+    code, qid = inject(sock, MSG, envelope("a@example.test", "user@example.test")).split()
+    assert code == "0" and mess(instance) == [qid]
+    [w] = proc_children(p.pid)  # the one worker
+    with open("/proc/%d/maps" % w) as f:  # made by the pool before it forked its workers
+        assert "memfd:pillarbox-groupsync" in f.read()
 
 
 def mess(instance):

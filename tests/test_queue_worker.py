@@ -86,6 +86,9 @@ def test_one_worker_serves_many_deliveries(inst, runs):  # noqa: F811
     q.wait_log(r"^done ", count=5, timeout=30)
     [w] = wait_for(lambda: workers(q), what="the worker")  # one, still there, idle
     assert proc_uid(w) == os.geteuid()
+    # it shares queue-spawn's table of new/ fsyncs (lib/groupsync; deliver-maildir -W -g 3)
+    with open("/proc/%d/maps" % w) as f:
+        assert "memfd:pillarbox-groupsync" in f.read()
     assert ids_in(inst.maildir("bob@example.test")) == list(range(5))
     assert not re.search(r"status=deferred", q.text()), q.text()
 
