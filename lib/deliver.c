@@ -257,7 +257,7 @@ static int open_tmp(dctx *c, stralloc *keyname)
     if (r < 0) return fail(c, 111, 1, "read Maildir ", j->dir, 1);
     if (r) return 1;
   }
-  if (maildir_tmp_open(&c->t, j->dir) < 0) {
+  if (maildir_tmp_open_seen(&c->t, j->dir, &st) < 0) {
     if (errno == ELOOP) {
       say(c->diag, "fatal", 0, "bad Maildir: ", j->dir, ": tmp/ or new/ is a symbolic link", 0);
       return c->code = 111;

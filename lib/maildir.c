@@ -145,12 +145,18 @@ static void unhold(void)
   hd.dirfd = -1;
 }
 
-/* the held descriptors, if they still serve dir (if dir changed, they are let go) */
-static int held_dirs(maildir_tmp *t, char const *dir)
+/* the held descriptors, if they still serve dir (if dir changed, they are let go); seen: the
+ * caller's stat(2) of dir a moment ago, or 0 */
+static int held_dirs(maildir_tmp *t, char const *dir, struct stat const *seen)
 {
   struct stat st;
   if (hd.dirfd < 0 || strcmp(hd.path.s, dir)) return 0;
-  if (stat(dir, &st) < 0 || st.st_dev != hd.st.st_dev || st.st_ino != hd.st.st_ino ||
+  if (seen) st = *seen;
+  else if (stat(dir, &st) < 0) {
+    unhold();
+    return 0;
+  }
+  if (st.st_dev != hd.st.st_dev || st.st_ino != hd.st.st_ino ||
       !same_time(&st.st_mtim, &hd.st.st_mtim) || !same_time(&st.st_ctim, &hd.st.st_ctim)) {
     unhold();
     return 0;
@@ -188,11 +194,11 @@ static void hold_dirs(maildir_tmp *t, char const *dir)
   t->held = 1;
 }
 
-static int tmp_opendirs(maildir_tmp *t, char const *dir)
+static int tmp_opendirs(maildir_tmp *t, char const *dir, struct stat const *seen)
 {
   t->fd = t->dirfd = t->tmpfd = t->newfd = -1;
   t->held = 0;
-  if (hd.on && held_dirs(t, dir)) return 1;
+  if (hd.on && held_dirs(t, dir, seen)) return 1;
   t->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (t->dirfd < 0) return -1;
   t->tmpfd = opensub(t->dirfd, "tmp");
@@ -229,8 +235,13 @@ static int tmp_create(maildir_tmp *t)
 
 int maildir_tmp_open(maildir_tmp *t, char const *dir)
 {
+  return maildir_tmp_open_seen(t, dir, 0);
+}
+
+int maildir_tmp_open_seen(maildir_tmp *t, char const *dir, struct stat const *seen)
+{
   unsigned int tries;
-  if (tmp_opendirs(t, dir) < 0) return -1;
+  if (tmp_opendirs(t, dir, seen) < 0) return -1;
   for (tries = 0; tries < 8; tries++) {
     t->name.len = 0;
     if (maildir_uniqname(&t->name) < 0) break;
@@ -243,7 +254,7 @@ int maildir_tmp_open(maildir_tmp *t, char const *dir)
 
 int maildir_tmp_open_name(maildir_tmp *t, char const *dir, char const *name)
 {
-  if (tmp_opendirs(t, dir) < 0) return -1;
+  if (tmp_opendirs(t, dir, 0) < 0) return -1;
   t->name.len = 0;
   if (!strchr(name, '/') && name[0] && stralloc_cats(&t->name, name) && stralloc_0(&t->name) &&
       tmp_create(t) > 0)

@@ -67,6 +67,11 @@ void maildir_hold_dirs(void);
  * reused: a fresh name is tried, at most 8 times). On failure everything is closed. */
 int maildir_tmp_open(maildir_tmp *t, char const *dir);
 
+/* Same, with seen the caller's stat(2) of dir, just taken: maildir_hold_dirs's check uses it
+ * instead of a stat of its own. */
+struct stat;
+int maildir_tmp_open_seen(maildir_tmp *t, char const *dir, struct stat const *seen);
+
 /* Same, with a caller-chosen name in tmp/ (tests; refuses anything already there). */
 int maildir_tmp_open_name(maildir_tmp *t, char const *dir, char const *name);
 
