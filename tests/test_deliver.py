@@ -7,6 +7,7 @@ and nothing in tmp/.
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -573,3 +574,19 @@ def test_io_errors_at_each_step_are_temporary_and_leave_nothing(md, shim, fault)
     # the same without the fault delivers: the shim was the only cause
     env.pop(next(iter(fault)))
     assert deliver(md, MSG, env=env, program=exe).returncode == 0
+
+
+def test_worker_table_argument_checked():
+    """deliver-maildir -W -g FD (queue-spawn's table of shared fsyncs): fds 0-2, a non-number
+    or extra words are a usage error; an fd that is not a table is a warning, and the worker
+    then fsyncs by itself (here it sees EOF on its request socket at once and exits 0)."""
+    for args in (["-W", "-g", "1"], ["-W", "-g", "x"], ["-W", "-g"], ["-W", "-g", "4", "5"]):
+        r = subprocess.run([prog("deliver-maildir")] + args, stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=20)
+        assert r.returncode == 100 and b"usage" in r.stderr, (args, r)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b.close()  # queue-spawn gone: EOF at the first request
+    with a:
+        r = subprocess.run([prog("deliver-maildir"), "-W", "-g", "9"], stdin=a.fileno(),
+                           capture_output=True, timeout=20)
+    assert r.returncode == 0 and b"map the table of shared fsyncs" in r.stderr, r
