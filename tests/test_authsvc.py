@@ -4,6 +4,7 @@ verified-credential cache. Driven with the real programs: auth-check (checkpassw
 smtp-receive's SMTP AUTH, and the service's own statistics and log."""
 import base64
 import os
+import signal
 import subprocess
 import threading
 
@@ -11,7 +12,7 @@ import pytest
 
 from authsvc_helpers import (AUTHC_GID, OUTSIDER_GID, OUTSIDER_UID, ROOT_MODE, SVC_UID,
                              AuthService, as_uid)
-from conftest import BIN, prog
+from conftest import BIN, proc_children, prog
 
 USER = "demo@example.test"
 PW = "s3cret-pw"
@@ -170,12 +171,13 @@ def test_login_storm_stays_within_the_hashing_bound(accounts):
 
 
 def test_queue_deadline_answers_busy_as_temporary(accounts):
-    """With one slot and a 1 s queue deadline, logins queued behind slow hashes get 111."""
+    """With one slot and a 1 s queue deadline, logins queued behind a hash that does not end get
+    111. The hash is held by stopping its child (SIGSTOP), so the queue outlasts the deadline on
+    a machine of any speed (storms of logins did not, on a fast quiet one)."""
     s = AuthService(accounts, "-n", "1", "-q", "1")
     try:
         results = []
         lock = threading.Lock()
-
         errs = []
 
         def one(i):
@@ -184,18 +186,43 @@ def test_queue_deadline_answers_busy_as_temporary(accounts):
                 results.append(rc)
                 if rc == 111:
                     errs.append(err)
-        # Storms of 100 logins (more at once would overflow the socket's listen backlog, and a
-        # refused connection is a 111 that the service never saw) until one queued some past
-        # the deadline: a quiet machine can hash a whole storm within the second (at most 5).
-        for storm in range(5):
-            threads = [threading.Thread(target=one, args=(storm * 100 + i,)) for i in range(100)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(120)
-            if 111 in results:
+
+        def stop_a_hash():
+            """A login whose hash child is caught and stopped: (thread, child), or None when
+            the hash ended before it was seen."""
+            t = threading.Thread(target=one, args=(len(results) + 1000,))
+            t.start()
+            while t.is_alive():
+                kids = proc_children(s.proc.pid)
+                if kids:
+                    kid = next(iter(kids))
+                    try:
+                        os.kill(kid, signal.SIGSTOP)
+                        return t, kid
+                    except ProcessLookupError:
+                        pass
+            t.join()
+            return None
+
+        held = None
+        for _ in range(200):  # each try is one hash: bounded
+            held = stop_a_hash()
+            if held:
                 break
+        assert held, "never caught a hash child"
+        t, kid = held
+        try:
+            queued = [threading.Thread(target=one, args=(i,)) for i in range(5)]
+            for q in queued:
+                q.start()
+            for q in queued:  # answered at the deadline (1 s), while the slot stays taken
+                q.join(30)
+            assert not any(q.is_alive() for q in queued)
+        finally:
+            os.kill(kid, signal.SIGCONT)
+        t.join(30)
         st = s.stats()
+        assert results.count(111) == 5, (results, errs[:3])
         assert sorted(set(results)) == [1, 111], results
         assert st["busy"] == results.count(111) and st["max_running"] == 1, (st, errs[:3])
     finally:

@@ -235,8 +235,15 @@ def test_engine_child_is_not_root_before_the_client_hello(instance, cafile):
         assert line.startswith(b"220 ")
         wait_for(lambda: children_of(eng.p.pid), timeout=10, what="the engine child")
         (kid,) = children_of(eng.p.pid)
-        with open("/proc/%d/status" % kid) as f:
-            st = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+
+        def status():
+            with open("/proc/%d/status" % kid) as f:
+                return dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+        # seen just after its fork, the child may not have dropped root yet: it must before the
+        # ClientHello, which has not been sent (a bounded wait; a child that stays root fails)
+        wait_for(lambda: [int(x) for x in status()["Uid"].split()] == [want] * 4, timeout=10,
+                 what="the engine child's drop to TLS_UID")
+        st = status()
         assert [int(x) for x in st["Uid"].split()] == [want] * 4
         assert st["Groups"].split() == [engine_ids()["TLS_GID"]]
         # the service itself read nothing from the client and is still root
